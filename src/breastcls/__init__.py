@@ -1,0 +1,99 @@
+"""breastcls: plugin-based CNN classifiers for breast-cancer histopathology images.
+
+Importing breastcls does not import TensorFlow; Keras is loaded by the functions that need it.
+"""
+
+from __future__ import annotations
+
+from breastcls._version import __version__
+from breastcls.api import demo_config, list_backbones, list_components
+from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.data.breakhis import BreakHisName, parse_breakhis_name
+from breastcls.data.demo import make_demo_dataset
+from breastcls.data.images import decode_image
+from breastcls.data.loading import load_dataset
+from breastcls.data.split import Split, split_samples
+from breastcls.errors import (
+    BreastclsError,
+    ConfigError,
+    DataError,
+    DuplicateComponentError,
+    ModelLoadError,
+    OutputError,
+    PluginError,
+    TrainingError,
+    UnknownComponentError,
+)
+from breastcls.interfaces import (
+    Augmentation,
+    Backbone,
+    BackboneFactory,
+    BackbonePreprocessing,
+    Dataset,
+    DatasetFormat,
+    Head,
+    KerasBackbone,
+    Metric,
+    MetricSection,
+    Predictions,
+    Sample,
+    SkippedFile,
+    Trainer,
+)
+from breastcls.model import build_model, load_model
+from breastcls.plugins.host import ENTRY_POINT_GROUP, PluginHost, default_host, hookimpl
+from breastcls.registry import ComponentInfo, PluginRegistry, Registry
+from breastcls.run import RunResult
+from breastcls.train import train
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Augmentation",
+    "Backbone",
+    "BackboneFactory",
+    "BackbonePreprocessing",
+    "BreakHisName",
+    "BreastclsError",
+    "ComponentInfo",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Dataset",
+    "DatasetFormat",
+    "DuplicateComponentError",
+    "Head",
+    "KerasBackbone",
+    "Metric",
+    "MetricSection",
+    "ModelConfig",
+    "ModelLoadError",
+    "OutputError",
+    "PluginError",
+    "PluginHost",
+    "PluginRegistry",
+    "Predictions",
+    "Registry",
+    "RunConfig",
+    "RunResult",
+    "Sample",
+    "SkippedFile",
+    "Split",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "UnknownComponentError",
+    "__version__",
+    "build_model",
+    "decode_image",
+    "default_host",
+    "demo_config",
+    "hookimpl",
+    "list_backbones",
+    "list_components",
+    "load_dataset",
+    "load_model",
+    "make_demo_dataset",
+    "parse_breakhis_name",
+    "split_samples",
+    "train",
+]

@@ -1,0 +1,18 @@
+"""Built-in dataset formats."""
+
+from __future__ import annotations
+
+from breastcls.data.folder import FolderFormat
+from breastcls.interfaces import DatasetFormat
+from breastcls.plugins import hookimpl
+from breastcls.registry import PluginRegistry
+
+
+@hookimpl
+def breastcls_register_datasets(registry: PluginRegistry[DatasetFormat]) -> None:
+    """Register the ``folder`` format."""
+    registry.add(
+        "folder",
+        FolderFormat(),
+        summary="root/<class>/* or root/{train,validation}/<class>/* (PNG, JPEG, TIFF, BMP)",
+    )

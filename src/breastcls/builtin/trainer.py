@@ -1,0 +1,73 @@
+"""The built-in Keras trainer: the seed's optimiser, loss and learning-rate schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from breastcls.config import TrainConfig
+from breastcls.interfaces import Trainer
+from breastcls.plugins import hookimpl
+from breastcls.registry import PluginRegistry
+
+
+class KerasTrainer:
+    """Adam, (binary) cross-entropy, accuracy, ReduceLROnPlateau: the seed recipe.
+
+    Binary cross-entropy on the two one-hot outputs for two classes (as the seed), categorical
+    cross-entropy for more. A model that arrives compiled (a resumed run) keeps its optimizer
+    state.
+    """
+
+    def fit(
+        self,
+        model: Any,
+        train: Any,
+        validation: Any,
+        *,
+        config: TrainConfig,
+        run_dir: Path,
+        callbacks: Sequence[Any],
+        class_weight: Mapping[int, float] | None,
+        initial_epoch: int,
+    ) -> dict[str, list[float]]:
+        """Compile (unless already compiled) and fit; return the history."""
+        import keras
+
+        if not getattr(model, "compiled", False):
+            n_classes = int(model.output_shape[-1])
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                loss="binary_crossentropy" if n_classes == 2 else "categorical_crossentropy",
+                metrics=["accuracy"],
+                jit_compile=config.jit,
+            )
+        schedule = keras.callbacks.ReduceLROnPlateau(
+            monitor=config.monitor,
+            patience=config.lr_patience,
+            factor=config.lr_factor,
+            min_lr=config.min_lr,
+            verbose=1 if config.verbose else 0,
+        )
+        history = model.fit(
+            train,
+            validation_data=validation,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=[schedule, *callbacks],
+            class_weight=dict(class_weight) if class_weight else None,
+            verbose=config.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles (seeded), Keras cannot
+        )
+        return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+@hookimpl
+def breastcls_register_trainers(registry: PluginRegistry[Trainer]) -> None:
+    """Register the ``keras`` trainer."""
+    registry.add(
+        "keras",
+        KerasTrainer(),
+        summary="Adam 1e-4, cross-entropy, ReduceLROnPlateau on val_accuracy (the seed's)",
+    )

@@ -1,0 +1,1 @@
+"""The ``breastcls`` command line: thin typer commands over the public API."""

@@ -1,0 +1,115 @@
+"""``breastcls train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcls.cli.common import reports_errors
+from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.errors import ConfigError
+
+
+@reports_errors
+def train_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder root/<class>/* or root/{train,validation}/<class>/*, or a CSV manifest."
+        ),
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option(help="Train on the bundled synthetic demo images (no data needed).")
+    ] = False,
+    backbone: Annotated[
+        str, typer.Option(help="Backbone id (see `breastcls plugins`).")
+    ] = "densenet201",
+    head: Annotated[str, typer.Option(help="Head id.")] = "seed",
+    augmentation: Annotated[
+        str, typer.Option(help="Augmentation id: default, seed or none.")
+    ] = "default",
+    weights: Annotated[
+        str, typer.Option(help="imagenet, none, or a local weights file.")
+    ] = "imagenet",
+    preprocessing: Annotated[
+        str,
+        typer.Option(
+            help="backbone (the backbone's input scaling) or none (raw pixels, as the seed)."
+        ),
+    ] = "backbone",
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    learning_rate: Annotated[float, typer.Option()] = 1e-4,
+    image_size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
+    seed: Annotated[int, typer.Option(help="Seed of init, shuffling and augmentation.")] = 11,
+    split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 11,
+    validation_fraction: Annotated[float, typer.Option()] = 0.2,
+    out: Annotated[Path, typer.Option(help="Parent folder of run folders.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="Run folder name (default: timestamp).")] = None,
+    skip_bad_images: Annotated[
+        bool, typer.Option(help="Train without unreadable images (listed in skipped.csv).")
+    ] = False,
+    class_weight: Annotated[
+        str | None, typer.Option(help="balanced: weight classes by inverse frequency.")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="float32 or mixed.")] = "float32",
+    jit: Annotated[
+        bool, typer.Option(help="Compile with XLA (GPU option; slower on CPU).")
+    ] = False,
+    deterministic: Annotated[
+        bool, typer.Option(help="Deterministic TensorFlow ops (slower).")
+    ] = False,
+    cache: Annotated[
+        str | None, typer.Option(help="Cache decoded images: memory or a folder.")
+    ] = None,
+) -> None:
+    """Train a classifier and write a run folder (model, history, curves, metrics)."""
+    import breastcls
+
+    if demo:
+        config = breastcls.demo_config(out)
+    elif data is None:
+        raise ConfigError("Pass --data DIR (a folder of class folders or a manifest), or --demo.")
+    else:
+        if precision not in ("float32", "mixed"):
+            raise ConfigError(f"--precision {precision!r} is not float32 or mixed.")
+        if preprocessing not in ("backbone", "none"):
+            raise ConfigError(f"--preprocessing {preprocessing!r} is not backbone or none.")
+        if class_weight not in (None, "balanced"):
+            raise ConfigError(f"--class-weight {class_weight!r}: only 'balanced' is supported.")
+        config = RunConfig(
+            data=DataConfig(
+                path=data,
+                image_size=image_size,
+                split_seed=split_seed,
+                validation_fraction=validation_fraction,
+                skip_bad_images=skip_bad_images,
+                cache=cache,
+            ),
+            model=ModelConfig(
+                backbone=backbone,
+                head=head,
+                augmentation=augmentation,
+                weights=weights,
+                preprocessing=preprocessing,  # type: ignore[arg-type]
+            ),
+            train=TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                seed=seed,
+                class_weight=class_weight,  # type: ignore[arg-type]
+                precision=precision,  # type: ignore[arg-type]
+                jit=jit,
+                deterministic=deterministic,
+            ),
+            out_dir=out,
+            name=name,
+        )
+    result = breastcls.train(config)
+    from breastcls.train import summarise
+
+    typer.echo(f"run folder: {result.run_dir}")
+    typer.echo(f"validation: {summarise(result.metrics)}")

@@ -1,0 +1,201 @@
+"""Configuration objects: frozen dataclasses that fully describe a run.
+
+A :class:`RunConfig` is written to every run folder as ``config.json`` and can be read back with
+:func:`RunConfig.from_dict`, so a run can be repeated or resumed from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from breastcls.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "Precision",
+    "Preprocessing",
+    "RunConfig",
+    "SplitBy",
+    "TrainConfig",
+]
+
+SplitBy = Literal["patient", "image"]
+Precision = Literal["float32", "mixed"]
+Preprocessing = Literal["backbone", "none"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataConfig:
+    """Where the images are and how they are split and resized.
+
+    Attributes:
+        path: A folder (``root/<class>/*`` or ``root/{train,validation}/<class>/*``) or a CSV
+            manifest.
+        image_size: Side of the square the images are resized to.
+        validation_fraction: Share of the data held out for validation when the data has no
+            validation split of its own (the seed's 20%).
+        split_seed: Seed of that split (the seed's ``random_state=11``).
+        split_by: ``patient`` keeps every patient on one side of the split when patient ids are
+            known; ``image`` splits images independently (leaky on grouped data).
+        magnification: Keep only images at this magnification (40, 100, 200 or 400).
+        task: ``binary`` (benign/malignant) or ``subtype`` (the eight BreakHis subtypes).
+        skip_bad_images: Train without unreadable images (listed in the run folder) instead of
+            stopping.
+        cache: ``None`` (decode every epoch), ``"memory"`` or a folder for decoded images.
+    """
+
+    path: Path
+    image_size: int = 224
+    validation_fraction: float = 0.2
+    split_seed: int = 11
+    split_by: SplitBy = "patient"
+    magnification: int | None = None
+    task: Literal["binary", "subtype"] = "binary"
+    skip_bad_images: bool = False
+    cache: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if not 16 <= self.image_size <= 2048:
+            raise ConfigError(
+                f"image_size={self.image_size} is out of range: use a value from 16 to 2048 "
+                "(224 reproduces the seed)."
+            )
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(
+                f"validation_fraction={self.validation_fraction} must lie strictly between 0 and 1 "
+                "(the seed uses 0.2)."
+            )
+        if self.magnification not in (None, 40, 100, 200, 400):
+            raise ConfigError(
+                f"magnification={self.magnification} is not a BreakHis magnification: "
+                "use 40, 100, 200 or 400."
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """Which components make the network.
+
+    Attributes:
+        backbone: Registered backbone id (``breastcls plugins`` lists them).
+        head: Registered head id.
+        augmentation: Registered augmentation id; ``none`` disables augmentation.
+        weights: ``"imagenet"`` (downloaded by Keras when online), ``None`` (random init) or the
+            path of a local weights file (air-gapped labs).
+        preprocessing: ``backbone`` applies the backbone's own input normalisation inside the
+            model; ``none`` feeds raw 0-255 pixels, as the seed blog does.
+    """
+
+    backbone: str = "densenet201"
+    head: str = "seed"
+    augmentation: str = "default"
+    weights: str | None = "imagenet"
+    preprocessing: Preprocessing = "backbone"
+
+    def __post_init__(self) -> None:
+        if self.weights is not None and self.weights.lower() == "none":
+            object.__setattr__(self, "weights", None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainConfig:
+    """How the network is trained (defaults are the seed recipe).
+
+    Attributes:
+        trainer: Registered trainer id.
+        epochs: Number of epochs.
+        batch_size: Images per step.
+        learning_rate: Adam's initial learning rate.
+        lr_patience: ReduceLROnPlateau patience, in epochs without a better ``monitor``.
+        lr_factor: Factor the learning rate is multiplied by on a plateau.
+        min_lr: Lowest learning rate ReduceLROnPlateau goes to.
+        monitor: Metric that drives ReduceLROnPlateau and the best-model checkpoint.
+        seed: Seed of weight init, shuffling and augmentation.
+        class_weight: ``None`` or ``"balanced"`` (inverse class frequency).
+        precision: ``float32`` or ``mixed`` (float16 on GPU, bfloat16 on CPU).
+        jit: Compile with XLA (a GPU option: it slows CPU training down).
+        deterministic: Make TensorFlow ops deterministic (slower).
+        verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+    """
+
+    trainer: str = "keras"
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    lr_patience: int = 5
+    lr_factor: float = 0.2
+    min_lr: float = 1e-7
+    monitor: str = "val_accuracy"
+    seed: int = 11
+    class_weight: Literal["balanced"] | None = None
+    precision: Precision = "float32"
+    jit: bool = False
+    deterministic: bool = False
+    verbose: int = 1
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be at least 1.")
+        if self.batch_size < 1:
+            raise ConfigError(
+                f"batch_size={self.batch_size} must be at least 1 (the seed uses 16)."
+            )
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate} must be positive.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """Everything a run needs: data, model, training and where to write.
+
+    Attributes:
+        data: Data settings.
+        model: Model settings.
+        train: Training settings.
+        out_dir: Parent folder of run folders.
+        name: Run folder name; a timestamped name is chosen when ``None``.
+    """
+
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out_dir: Path = Path("runs")
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary of every setting (paths as strings)."""
+
+        def convert(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {key: convert(item) for key, item in value.items()}
+            return value
+
+        return convert(dataclasses.asdict(self))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunConfig:
+        """Rebuild a configuration written by :meth:`to_dict`.
+
+        Raises:
+            ConfigError: A key is unknown or a value is invalid.
+        """
+        try:
+            return cls(
+                data=DataConfig(**raw["data"]),
+                model=ModelConfig(**raw.get("model", {})),
+                train=TrainConfig(**raw.get("train", {})),
+                out_dir=Path(raw.get("out_dir", "runs")),
+                name=raw.get("name"),
+            )
+        except (KeyError, TypeError) as error:
+            raise ConfigError(f"Invalid run configuration: {error}.") from error

@@ -1,0 +1,1 @@
+"""Datasets: folder trees, manifests, BreakHis file names, splits and the tf.data pipeline."""

@@ -1,0 +1,155 @@
+"""Image decoding with Pillow: every supported file becomes an 8-bit RGB array, or a DataError.
+
+TensorFlow's own decoders are faster and are used for the common case (8-bit PNG, JPEG, BMP
+without an EXIF rotation); :func:`inspect_image` decides which files need this Pillow path
+(TIFF, CMYK, 16-bit, EXIF-rotated...).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from breastcls.errors import DataError
+from breastcls.interfaces import Sample, SkippedFile
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageInfo",
+    "decode_image",
+    "inspect_image",
+    "scan_samples",
+]
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+_TF_NATIVE_FORMATS = frozenset({"PNG", "JPEG", "BMP"})
+_TF_NATIVE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P"})
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageInfo:
+    """What a full decode of one image file found.
+
+    Attributes:
+        path: The file.
+        format: Pillow's format name (``PNG``, ``JPEG``...).
+        mode: Pillow's mode before conversion (``RGB``, ``L``, ``I;16``, ``CMYK``...).
+        width: Width in pixels (after EXIF orientation).
+        height: Height in pixels (after EXIF orientation).
+        tf_native: Whether TensorFlow's decoder gives the same RGB image (fast path).
+    """
+
+    path: Path
+    format: str
+    mode: str
+    width: int
+    height: int
+    tf_native: bool
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image is too large to decode safely ({error}).") from error
+    except Image.DecompressionBombWarning as error:
+        raise DataError(f"{path}: image is too large to decode safely ({error}).") from error
+    except UnidentifiedImageError as error:
+        raise DataError(f"{path}: not a readable image (unknown or corrupt format).") from error
+    except PermissionError as error:
+        raise DataError(f"{path}: permission denied; make the file readable.") from error
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: corrupt or truncated image ({error}).") from error
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, the colour of an empty glass slide.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def decode_image(path: Path) -> npt.NDArray[np.uint8]:
+    """Decode ``path`` to an ``(height, width, 3)`` uint8 RGB array.
+
+    Grayscale, palette, RGBA (composited on white), 16-bit and CMYK images are converted; the
+    EXIF orientation is applied; a multi-page TIFF gives its first page.
+
+    Raises:
+        DataError: The file is missing, unreadable, corrupt, truncated or too large.
+    """
+    path = Path(path)
+    with _open(path) as image:
+        return np.asarray(_to_rgb(image), dtype=np.uint8)
+
+
+def inspect_image(path: Path) -> ImageInfo:
+    """Fully decode ``path`` once and describe it (see :class:`ImageInfo`).
+
+    Raises:
+        DataError: As :func:`decode_image`.
+    """
+    path = Path(path)
+    with _open(path) as image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        rgb = _to_rgb(image)
+        transparent = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        native = (
+            (image.format or "") in _TF_NATIVE_FORMATS
+            and image.mode in _TF_NATIVE_MODES
+            and orientation == 1
+            and not transparent
+        )
+        return ImageInfo(
+            path=path,
+            format=image.format or "?",
+            mode=image.mode,
+            width=rgb.width,
+            height=rgb.height,
+            tf_native=native,
+        )
+
+
+def scan_samples(
+    samples: Sequence[Sample], *, workers: int = 4
+) -> tuple[dict[Path, ImageInfo], list[SkippedFile]]:
+    """Decode every sample once, before training, so no bad file is found mid-epoch.
+
+    Returns:
+        The information of each readable image, by path, and the unreadable files with reasons.
+    """
+
+    def check(sample: Sample) -> ImageInfo | SkippedFile:
+        try:
+            return inspect_image(sample.path)
+        except DataError as error:
+            return SkippedFile(path=sample.path, reason=str(error).removeprefix(f"{sample.path}: "))
+
+    good: dict[Path, ImageInfo] = {}
+    bad: list[SkippedFile] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for outcome in pool.map(check, samples):
+            if isinstance(outcome, SkippedFile):
+                bad.append(outcome)
+            else:
+                good[outcome.path] = outcome
+    return good, bad

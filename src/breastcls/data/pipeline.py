@@ -1,0 +1,92 @@
+"""The ``tf.data`` input pipeline: streamed from disk, decoded in parallel, prefetched."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from breastcls.data.images import ImageInfo, decode_image
+from breastcls.interfaces import Sample
+
+__all__ = ["load_image_tensor", "make_dataset"]
+
+
+def load_image_tensor(path: Any, native: Any, image_size: int) -> Any:
+    """Decode one image file to a ``(size, size, 3)`` float32 tensor of 0-255 RGB values.
+
+    Files TensorFlow decodes identically (``native``) take its fast decoder; the rest (TIFF,
+    CMYK, 16-bit, EXIF-rotated, transparent) go through Pillow. Resizing is bilinear without
+    antialiasing, as the seed's ``cv2.resize``.
+    """
+    import tensorflow as tf
+
+    def pillow_decode(file_name: Any) -> Any:
+        return decode_image(Path(file_name.decode("utf-8")))
+
+    def decode_native() -> Any:
+        return tf.io.decode_image(
+            tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8
+        )
+
+    def decode_pillow() -> Any:
+        return tf.numpy_function(pillow_decode, [path], tf.uint8, stateful=False)
+
+    image = tf.cond(native, decode_native, decode_pillow)
+    image = tf.ensure_shape(image, [None, None, 3])
+    resized = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+def make_dataset(
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    *,
+    image_size: int,
+    batch_size: int,
+    image_info: Mapping[Path, ImageInfo] | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    cache: str | None = None,
+) -> Any:
+    """Return a batched ``tf.data.Dataset`` of ``(images, one_hot_labels)``.
+
+    Args:
+        samples: The images, in order (kept when ``shuffle`` is false).
+        class_names: Class names in label order.
+        image_size: Output side in pixels.
+        batch_size: Images per batch (the last batch may be smaller).
+        image_info: Results of :func:`~breastcls.data.images.scan_samples`; files without an
+            entry take the Pillow decoder.
+        shuffle: Reshuffle every epoch (seeded by ``seed``).
+        seed: Shuffle seed.
+        cache: ``None``, ``"memory"``, or a folder for a file cache of decoded, resized images.
+    """
+    import tensorflow as tf
+
+    index = {name: i for i, name in enumerate(class_names)}
+    info = image_info or {}
+    paths = [str(sample.path) for sample in samples]
+    native = [bool(info[s.path].tf_native) if s.path in info else False for s in samples]
+    labels = np.eye(len(class_names), dtype=np.float32)[[index[s.label] for s in samples]]
+    dataset = tf.data.Dataset.from_tensor_slices((paths, native, labels))
+    if shuffle and cache is None:
+        dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(
+        lambda path, is_native, label: (load_image_tensor(path, is_native, image_size), label),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if cache == "memory":
+        dataset = dataset.cache()
+    elif cache:
+        # One cache file per distinct list of images and size: train and validation never clash.
+        digest = hashlib.sha1("\n".join(paths).encode("utf-8")).hexdigest()[:16]
+        Path(cache).mkdir(parents=True, exist_ok=True)
+        dataset = dataset.cache(str(Path(cache) / f"images-{image_size}-{digest}"))
+    if shuffle and cache is not None:
+        dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

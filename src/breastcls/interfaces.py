@@ -1,0 +1,263 @@
+"""The contracts every component fulfils, built-in or third-party.
+
+They are :class:`typing.Protocol` classes: a plugin needs to subclass nothing, it only has to
+provide the attributes and methods below. Keras objects are typed as ``Any`` here because the core
+never imports TensorFlow; each docstring says what the object must be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from breastcls.config import DataConfig, TrainConfig
+
+__all__ = [
+    "Augmentation",
+    "Backbone",
+    "BackboneFactory",
+    "BackbonePreprocessing",
+    "Dataset",
+    "DatasetFormat",
+    "Head",
+    "KerasBackbone",
+    "Metric",
+    "MetricSection",
+    "Predictions",
+    "Sample",
+    "SkippedFile",
+    "Trainer",
+]
+
+BackbonePreprocessing = Literal["none", "tf", "torch", "caffe"]
+"""How a backbone expects its input pixels, applied inside the model by breastcls.
+
+``none``: raw 0-255 RGB (the network rescales itself, e.g. MobileNetV3, EfficientNet);
+``tf``: scaled to [-1, 1]; ``torch``: scaled to [0, 1] then ImageNet mean/std (DenseNet);
+``caffe``: RGB to BGR then ImageNet mean subtracted (ResNet50, VGG).
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """One labelled image of a dataset.
+
+    Attributes:
+        path: The image file.
+        label: Class name.
+        patient_id: Patient (or slide) id when known; splits keep a patient on one side.
+        magnification: Microscope magnification (40, 100, 200, 400) when known.
+        subtype: Tumour subtype when known (BreakHis: A, F, PT, TA, DC, LC, MC, PC).
+        split: ``train``, ``validation`` or ``test`` when the dataset fixes it, else ``None``.
+        extra: Any other columns of a manifest, kept as strings.
+    """
+
+    path: Path
+    label: str
+    patient_id: str | None = None
+    magnification: int | None = None
+    subtype: str | None = None
+    split: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SkippedFile:
+    """A file a dataset left out, and why (recorded, never silent)."""
+
+    path: Path
+    reason: str
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A labelled image collection: what every dataset format produces."""
+
+    @property
+    def root(self) -> Path:
+        """The folder or manifest the dataset was read from."""
+        ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names in label order (index 0 first)."""
+        ...
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """Every usable image."""
+        ...
+
+    @property
+    def skipped(self) -> tuple[SkippedFile, ...]:
+        """Files that were found but deliberately left out (stray files, hidden files...)."""
+        ...
+
+
+class DatasetFormat(Protocol):
+    """Reads one on-disk layout (a folder tree, a CSV manifest...) into a :class:`Dataset`."""
+
+    def accepts(self, path: Path) -> bool:
+        """Return whether ``path`` looks like this format (used to pick a format automatically)."""
+        ...
+
+    def load(self, path: Path, *, config: DataConfig) -> Dataset:
+        """Read ``path``.
+
+        Raises:
+            DataError: The layout is wrong (missing folder, empty class, unknown label...).
+        """
+        ...
+
+
+class BackboneFactory(Protocol):
+    """A keyword-only function that builds a feature extractor."""
+
+    def __call__(self, *, input_shape: tuple[int, int, int], weights: str | None) -> Any:
+        """Return a ``keras.Model`` mapping preprocessed images to a 4-D feature map.
+
+        Args:
+            input_shape: ``(height, width, 3)``.
+            weights: ``"imagenet"``, ``None`` for random initialisation, or a local file path.
+        """
+        ...
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A feature extractor and the input preprocessing it expects."""
+
+    @property
+    def preprocessing(self) -> BackbonePreprocessing:
+        """How input pixels must be scaled; breastcls applies it inside the model."""
+        ...
+
+    def build(self, *, input_shape: tuple[int, int, int], weights: str | None) -> Any:
+        """Return a ``keras.Model`` from images to a 4-D ``(batch, h, w, channels)`` feature map."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KerasBackbone:
+    """The usual :class:`Backbone`: a factory function plus its preprocessing mode.
+
+    Example:
+        ``KerasBackbone(factory=build_resnet50, preprocessing="caffe")``
+    """
+
+    factory: BackboneFactory
+    preprocessing: BackbonePreprocessing = "none"
+
+    def build(self, *, input_shape: tuple[int, int, int], weights: str | None) -> Any:
+        """Call the factory."""
+        return self.factory(input_shape=input_shape, weights=weights)
+
+
+class Head(Protocol):
+    """Turns a backbone's feature map into class probabilities."""
+
+    def __call__(self, features: Any, *, n_classes: int) -> Any:
+        """Apply Keras layers to the symbolic ``features`` tensor.
+
+        Returns:
+            A symbolic ``(batch, n_classes)`` tensor of probabilities (softmax, float32).
+        """
+        ...
+
+
+class Augmentation(Protocol):
+    """Makes the random image transforms used while training."""
+
+    def __call__(self, *, seed: int | None) -> Any:
+        """Return a Keras layer that transforms a batch of 0-255 images when ``training=True``
+        and passes it through unchanged otherwise."""
+        ...
+
+
+class Trainer(Protocol):
+    """Fits a compiled-or-not Keras model on ``tf.data`` datasets."""
+
+    def fit(
+        self,
+        model: Any,
+        train: Any,
+        validation: Any,
+        *,
+        config: TrainConfig,
+        run_dir: Path,
+        callbacks: Sequence[Any],
+        class_weight: Mapping[int, float] | None,
+        initial_epoch: int,
+    ) -> dict[str, list[float]]:
+        """Compile and fit ``model``; return the per-epoch history.
+
+        Args:
+            model: The uncompiled ``keras.Model``.
+            train: Batched ``tf.data.Dataset`` of ``(images, one_hot_labels)``.
+            validation: The same, for validation.
+            config: Training settings.
+            run_dir: The run folder (the trainer writes its checkpoints there).
+            callbacks: Extra Keras callbacks supplied by breastcls (progress, hooks...).
+            class_weight: Per-class loss weights, or ``None``.
+            initial_epoch: Epoch to start from (non-zero when resuming).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Predictions:
+    """A model's probabilities on labelled images: the input of every metric.
+
+    Attributes:
+        class_names: Class names in label order.
+        y_true: ``(n,)`` integer labels.
+        probabilities: ``(n, n_classes)`` probabilities; rows sum to 1.
+        paths: Image files, in row order.
+        patient_ids: Patient id per row (``None`` entries when unknown).
+        magnifications: Magnification per row (``None`` entries when unknown).
+    """
+
+    class_names: tuple[str, ...]
+    y_true: npt.NDArray[np.int64]
+    probabilities: npt.NDArray[np.float64]
+    paths: tuple[str, ...] = ()
+    patient_ids: tuple[str | None, ...] = ()
+    magnifications: tuple[int | None, ...] = ()
+
+    @property
+    def y_pred(self) -> npt.NDArray[np.int64]:
+        """Predicted labels (arg-max of the probabilities)."""
+        return self.probabilities.argmax(axis=1)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricSection:
+    """What a metric contributes to ``metrics.json`` and the report.
+
+    Attributes:
+        name: Key of the section in ``metrics.json``.
+        title: Heading in the report.
+        values: JSON-ready numbers.
+        figures: PNG files written into the output folder.
+        text: Optional preformatted text (e.g. a classification report).
+    """
+
+    name: str
+    title: str
+    values: Mapping[str, Any]
+    figures: tuple[Path, ...] = ()
+    text: str | None = None
+
+
+class Metric(Protocol):
+    """Computes numbers (and optionally plots) from :class:`Predictions`."""
+
+    def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
+        """Return the section; write any figure as a PNG inside ``out_dir``."""
+        ...

@@ -1,0 +1,66 @@
+"""Atomic file output: every file breastcls writes appears whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from breastcls.errors import OutputError
+
+__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "ensure_writable_dir"]
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it onto ``target`` when the block succeeds.
+
+    The temporary file keeps ``target``'s suffix (Keras picks the format from it). On error the
+    temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
+    )
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    with atomic_path(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(target: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``target`` atomically."""
+    atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be written in it.
+
+    Raises:
+        OutputError: The folder cannot be created or written to.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
+            "Choose another folder with --out or fix its permissions."
+        ) from error

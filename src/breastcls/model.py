@@ -1,0 +1,158 @@
+"""Building, loading and inspecting breastcls models."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from breastcls.config import ModelConfig
+from breastcls.errors import ConfigError, ModelLoadError
+from breastcls.plugins.host import PluginHost, ensure_host
+
+__all__ = ["build_model", "check_weights", "load_model"]
+
+
+def check_weights(weights: str | None) -> None:
+    """Check a ``weights`` setting before anything is built or written.
+
+    Raises:
+        ConfigError: ``weights`` is a path that does not exist or is not a file.
+    """
+    if weights is None or weights == "imagenet":
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"Weights file {weights!r} does not exist: pass --weights imagenet (downloads when "
+            "online), none (random init) or the path of a local .h5/.weights.h5 file."
+        )
+
+
+def build_model(
+    config: ModelConfig,
+    *,
+    n_classes: int,
+    image_size: int,
+    seed: int | None = None,
+    host: PluginHost | None = None,
+) -> Any:
+    """Build the uncompiled Keras model: augmentation, preprocessing, backbone, head.
+
+    The model takes raw 0-255 RGB images of shape ``(image_size, image_size, 3)``; augmentation
+    is active only in training and the backbone's preprocessing runs inside the model, so a
+    saved model needs no separate preprocessing step.
+
+    Args:
+        config: Which backbone, head and augmentation, and which weights.
+        n_classes: Number of output classes.
+        image_size: Input side in pixels.
+        seed: Seed of the augmentation's random transforms.
+        host: Plugin host to resolve ids with (the default host when ``None``).
+
+    Raises:
+        UnknownComponentError: An id is not registered.
+        ConfigError: The weights file does not exist or ImageNet weights cannot be downloaded.
+    """
+    host = ensure_host(host)
+    backbone = host.backbones.get(config.backbone)
+    head = host.heads.get(config.head)
+    augmentation = host.augmentations.get(config.augmentation)
+    check_weights(config.weights)
+    if n_classes < 2:
+        raise ConfigError(f"n_classes={n_classes}: a classifier needs at least two classes.")
+
+    import keras
+
+    from breastcls.layers import ImagePreprocessing
+
+    shape = (image_size, image_size, 3)
+    weights = (
+        str(Path(config.weights).expanduser())
+        if config.weights not in (None, "imagenet")
+        else config.weights
+    )
+    try:
+        features_model = backbone.build(input_shape=shape, weights=weights)
+    except Exception as error:
+        if config.weights == "imagenet":
+            raise ConfigError(
+                f"Could not load ImageNet weights for backbone {config.backbone!r} "
+                f"({type(error).__name__}: {error}). Offline? Put the Keras weights file in "
+                "~/.keras/models/ or pass --weights PATH; --weights none trains from scratch."
+            ) from error
+        if config.weights is not None:
+            raise ConfigError(
+                f"Could not load weights file {config.weights!r} into backbone "
+                f"{config.backbone!r}: {type(error).__name__}: {error}. Use a no-top weights "
+                "file made for this backbone."
+            ) from error
+        raise
+    inputs = keras.Input(shape=shape, name="image")
+    x = augmentation(seed=seed)(inputs)
+    mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
+    x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
+    features = features_model(x)
+    outputs = head(features, n_classes=n_classes)
+    return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
+
+
+def load_model(path: Path, *, class_names: Sequence[str] | None = None) -> Any:
+    """Load a ``.keras`` model in Keras safe mode (no code from the file is executed).
+
+    Args:
+        path: A ``.keras`` file or a run folder (its ``best.keras`` is loaded).
+        class_names: When given, the class names the model was trained with (``class_names.json``
+            beside the model) must be the same, in the same order.
+
+    Raises:
+        ModelLoadError: The file is missing or not a Keras model, it needs a layer from a plugin
+            that is not installed, or its class names differ from ``class_names``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.keras"
+    if not path.is_file():
+        raise ModelLoadError(
+            f"Model {str(path)!r} does not exist: pass a run folder or a .keras file."
+        )
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
+    if class_names is not None:
+        trained = model_class_names(path)
+        if trained is not None and list(trained) != list(class_names):
+            raise ModelLoadError(
+                f"The model {path} was trained on classes {trained} but the data has "
+                f"{list(class_names)}: evaluate it on data with the same classes."
+            )
+
+    import keras
+
+    import breastcls.layers  # noqa: F401  (registers breastcls' layers for deserialisation)
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except (TypeError, ValueError) as error:
+        message = str(error)
+        if "Could not locate class" in message or "Unknown layer" in message:
+            raise ModelLoadError(
+                f"{path} uses a layer that is not available ({message.splitlines()[0]}): install "
+                "the breastcls plugin that provides it, then load again."
+            ) from error
+        if "safe_mode" in message or "Lambda" in message:
+            raise ModelLoadError(
+                f"{path} contains code (a Lambda layer) that safe mode refuses to run; breastcls "
+                "never loads such models."
+            ) from error
+        raise ModelLoadError(f"{path} could not be loaded: {message.splitlines()[0]}") from error
+
+
+def model_class_names(path: Path) -> list[str] | None:
+    """Return the class names stored beside a model (``class_names.json``), if any."""
+    names_file = Path(path).parent / "class_names.json"
+    if not names_file.is_file():
+        return None
+    names: list[str] = json.loads(names_file.read_text(encoding="utf-8"))
+    return names

@@ -1,0 +1,118 @@
+"""Every hook breastcls calls. This module is the only place hooks are defined.
+
+Registration hooks are called once per plugin, when a :class:`~breastcls.PluginHost` loads, with
+a registry scoped to that plugin. Lifecycle hooks observe a training run; they never change it.
+A hook may gain parameters in later versions, never lose or rename one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from breastcls.interfaces import Augmentation, Backbone, DatasetFormat, Head, Metric, Trainer
+from breastcls.registry import PluginRegistry
+
+hookspec = pluggy.HookspecMarker("breastcls")
+
+
+@hookspec
+def breastcls_register_backbones(registry: PluginRegistry[Backbone]) -> None:
+    """Register backbones (feature extractors).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, backbone, summary=...)`` for each backbone it provides, usually with a
+    :class:`~breastcls.KerasBackbone`.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_heads(registry: PluginRegistry[Head]) -> None:
+    """Register classification heads.
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, head, summary=...)``.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_augmentations(registry: PluginRegistry[Augmentation]) -> None:
+    """Register training-time augmentations.
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, augmentation, summary=...)``.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_trainers(registry: PluginRegistry[Trainer]) -> None:
+    """Register trainers.
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, trainer, summary=...)``.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_metrics(registry: PluginRegistry[Metric]) -> None:
+    """Register metrics: each contributes a section to ``metrics.json`` and the report.
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, metric, summary=...)``; every registered metric runs on every evaluation.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_datasets(registry: PluginRegistry[DatasetFormat]) -> None:
+    """Register dataset formats (folder trees, manifests...).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, dataset_format, summary=...)``.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_train_start(run_dir: Path, config: Mapping[str, Any]) -> None:
+    """Observe the start of training.
+
+    Called once, after the run folder and its ``config.json`` exist and before the first epoch.
+    Implementations may log or forward the configuration; they must not change the run.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_epoch_end(run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+    """Observe the end of an epoch.
+
+    Called after every epoch with its zero-based index and the epoch's metrics (``loss``,
+    ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``...).
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_train_end(run_dir: Path, metrics: Mapping[str, Any]) -> None:
+    """Observe the end of a successful run.
+
+    Called once, after the run folder is complete, with the validation ``metrics.json`` content.
+
+    Since: 0.1.0
+    """

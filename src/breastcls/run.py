@@ -1,0 +1,146 @@
+"""Run folders: creation, status and the environment record."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from breastcls._version import __version__
+from breastcls.errors import OutputError
+from breastcls.interfaces import Sample, SkippedFile
+from breastcls.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+__all__ = ["RunResult", "RunStatus", "create_run_dir", "read_status", "write_status"]
+
+RunStatus = Literal["running", "finished", "failed"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """What :func:`breastcls.train` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        class_names: Class names in label order.
+        history: Per-epoch values (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
+        metrics: The validation ``metrics.json`` content of the best model.
+        best_model: Path of the best model (``best.keras``).
+    """
+
+    run_dir: Path
+    class_names: tuple[str, ...]
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    best_model: Path
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def create_run_dir(out_dir: Path, name: str | None, *, default_stem: str) -> Path:
+    """Create a new, empty run folder under ``out_dir``.
+
+    Raises:
+        OutputError: ``out_dir`` is not writable, or the named run folder exists already.
+    """
+    ensure_writable_dir(out_dir)
+    if name is not None:
+        run_dir = out_dir / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise OutputError(
+                f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
+                "--resume it."
+            )
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = out_dir / f"{stamp}-{default_stem}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = out_dir / f"{stamp}-{default_stem}-{suffix}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_status(
+    run_dir: Path, status: RunStatus, *, reason: str | None = None, **extra: Any
+) -> None:
+    """Record the run's status in ``status.json`` (atomically)."""
+    record: dict[str, Any] = {"status": status, "updated": _now()}
+    if reason:
+        record["reason"] = reason
+    record.update(extra)
+    atomic_write_json(run_dir / "status.json", record)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """Read ``status.json``; a folder without one reports ``unknown``."""
+    path = run_dir / "status.json"
+    if not path.is_file():
+        return {"status": "unknown"}
+    status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return status
+
+
+def environment() -> dict[str, Any]:
+    """Return the versions and devices a run used (written as ``environment.json``)."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "breastcls": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "devices": [device.name for device in tf.config.list_logical_devices()],
+        "created": _now(),
+    }
+
+
+def write_samples_csv(path: Path, splits: Sequence[tuple[str, Sequence[Sample]]]) -> None:
+    """Write which image went to which split (``split.csv``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "patient_id", "magnification", "split"])
+    for split, samples in splits:
+        for s in samples:
+            writer.writerow([s.path, s.label, s.patient_id or "", s.magnification or "", split])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
+    """Write every file left out of the run, with its reason (``skipped.csv``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    for item in skipped:
+        writer.writerow([item.path, item.reason])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def check_free_space(folder: Path, *, needed_bytes: int) -> None:
+    """Fail before training when ``folder``'s disk cannot hold the run's checkpoints.
+
+    Raises:
+        OutputError: Less than ``needed_bytes`` are free.
+    """
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OutputError(
+            f"Only {free / 1e6:.0f} MB free in {folder}, the run needs about "
+            f"{needed_bytes / 1e6:.0f} MB for its checkpoints: free space or choose --out."
+        )

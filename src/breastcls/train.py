@@ -1,0 +1,315 @@
+"""``breastcls.train``: from a configuration to a complete run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.config import RunConfig
+from breastcls.data.images import ImageInfo, decode_image, scan_samples
+from breastcls.data.loading import load_dataset
+from breastcls.data.split import Split, split_samples
+from breastcls.errors import BreastclsError, DataError, TrainingError
+from breastcls.interfaces import Sample, SkippedFile
+from breastcls.io import atomic_write_json
+from breastcls.model import check_weights
+from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.run import (
+    RunResult,
+    check_free_space,
+    create_run_dir,
+    environment,
+    write_samples_csv,
+    write_skipped_csv,
+    write_status,
+)
+
+__all__ = ["balanced_class_weights", "prepare_data", "train"]
+
+_GRID_SIZE = 12
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedData:
+    """A dataset checked and split, ready for training."""
+
+    class_names: tuple[str, ...]
+    split: Split
+    image_info: dict[Path, ImageInfo]
+    skipped: tuple[SkippedFile, ...]
+    bad: tuple[SkippedFile, ...]
+
+
+def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> PreparedData:
+    """Load, check (decode every image once) and split the data of ``config``.
+
+    Raises:
+        DataError: The data is unusable, or holds unreadable images and
+            ``config.data.skip_bad_images`` is false (the message lists them).
+    """
+    dataset = load_dataset(config.data, host=host)
+    image_info, bad = scan_samples(dataset.samples)
+    if bad and not config.data.skip_bad_images:
+        listing = "; ".join(f"{item.path}: {item.reason}" for item in bad[:5])
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DataError(
+            f"{len(bad)} unreadable image(s) in {dataset.root}: {listing}{more}. Fix or remove "
+            "them, or pass --skip-bad-images to train without them (they are listed in the run "
+            "folder)."
+        )
+    bad_paths = {item.path for item in bad}
+    samples = tuple(s for s in dataset.samples if s.path not in bad_paths)
+    split = split_samples(
+        samples,
+        fraction=config.data.validation_fraction,
+        seed=config.data.split_seed,
+        by=config.data.split_by,
+    )
+    for name, part in (("training", split.train), ("validation", split.validation)):
+        missing = sorted(set(dataset.class_names) - {s.label for s in part})
+        if missing:
+            raise DataError(
+                f"The {name} split has no image of class(es) {missing}: add images of every "
+                "class to both splits."
+            )
+    return PreparedData(
+        class_names=dataset.class_names,
+        split=split,
+        image_info=image_info,
+        skipped=dataset.skipped,
+        bad=tuple(bad),
+    )
+
+
+def balanced_class_weights(
+    samples: Sequence[Sample], class_names: Sequence[str]
+) -> dict[int, float]:
+    """Return ``n_samples / (n_classes * n_class)`` per class index (scikit-learn's "balanced")."""
+    counts = Counter(s.label for s in samples)
+    total = sum(counts.values())
+    return {i: total / (len(class_names) * counts[name]) for i, name in enumerate(class_names)}
+
+
+def _grid_title(sample: Sample) -> str:
+    parts = [sample.label]
+    if sample.patient_id:
+        parts.append(sample.patient_id)
+    if sample.magnification:
+        parts.append(f"{sample.magnification}X")
+    return " · ".join(parts)
+
+
+def _write_sample_grid(samples: Sequence[Sample], image_size: int, path: Path, seed: int) -> None:
+    import cv2
+
+    from breastcls.evaluation.plots import plot_sample_grid
+
+    chosen = np.random.default_rng(seed).permutation(len(samples))[:_GRID_SIZE]
+    picked = [samples[i] for i in chosen]
+    images: list[npt.NDArray[np.uint8]] = [
+        np.asarray(cv2.resize(decode_image(s.path), (image_size, image_size)), dtype=np.uint8)
+        for s in picked
+    ]
+    plot_sample_grid(images, [_grid_title(s) for s in picked], path)
+
+
+def _precision_policy(precision: str) -> str:
+    import tensorflow as tf
+
+    if precision == "float32":
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
+    """Train a model as ``config`` says and write a complete run folder.
+
+    The run folder holds ``config.json``, ``class_names.json``, ``environment.json``,
+    ``status.json``, ``split.csv``, ``skipped.csv`` (when files were left out), ``samples.png``,
+    ``history.csv``, ``loss.png``, ``accuracy.png``, ``best.keras`` (best ``val_accuracy``),
+    ``metrics.json``, ``predictions.csv`` and the confusion-matrix plots (validation data, best
+    model). Every file is written atomically.
+
+    Args:
+        config: The run configuration.
+        host: Plugin host (the default host with every installed plugin when ``None``).
+
+    Returns:
+        The run's folder, history and validation metrics.
+
+    Raises:
+        BreastclsError: Any bad input (unknown component, bad data, unwritable output...), raised
+            before the run folder is created whenever it can be detected up front.
+    """
+    host = ensure_host(host)
+    for kind, name in (
+        ("backbone", config.model.backbone),
+        ("head", config.model.head),
+        ("augmentation", config.model.augmentation),
+        ("trainer", config.train.trainer),
+    ):
+        host.registry(kind).info(name)
+    check_weights(config.model.weights)
+    data = prepare_data(config, host=host)
+    run_dir = create_run_dir(config.out_dir, config.name, default_stem=config.model.backbone)
+    check_free_space(run_dir, needed_bytes=50_000_000)
+    try:
+        return _train_in(run_dir, config, data, host)
+    except BaseException as error:
+        reason = (
+            str(error) if isinstance(error, BreastclsError) else f"{type(error).__name__}: {error}"
+        )
+        write_status(run_dir, "failed", reason=reason or "interrupted")
+        raise
+
+
+def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: PluginHost) -> RunResult:
+    import keras
+    import tensorflow as tf
+
+    from breastcls.callbacks import AtomicBestCheckpoint, HistoryWriter, HookForwarder, NaNGuard
+    from breastcls.data.pipeline import make_dataset
+    from breastcls.evaluation.metrics import compute_metrics, predict_samples, write_predictions
+    from breastcls.evaluation.plots import plot_history
+    from breastcls.model import build_model, load_model
+
+    write_status(run_dir, "running")
+    config_dict = config.to_dict()
+    config_dict["split"] = {
+        "method": data.split.method,
+        "leaky": data.split.leaky,
+        "train_images": len(data.split.train),
+        "validation_images": len(data.split.validation),
+    }
+    class_weight = (
+        balanced_class_weights(data.split.train, data.class_names)
+        if config.train.class_weight == "balanced"
+        else None
+    )
+    config_dict["class_weights_used"] = (
+        {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
+    )
+    atomic_write_json(run_dir / "config.json", config_dict)
+    atomic_write_json(run_dir / "class_names.json", list(data.class_names))
+    atomic_write_json(run_dir / "environment.json", environment())
+    write_samples_csv(
+        run_dir / "split.csv",
+        [("train", data.split.train), ("validation", data.split.validation)],
+    )
+    if data.skipped or data.bad:
+        write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
+    _write_sample_grid(
+        data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
+    )
+
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    previous_policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(_precision_policy(config.train.precision))
+    try:
+        model = build_model(
+            config.model,
+            n_classes=len(data.class_names),
+            image_size=config.data.image_size,
+            seed=config.train.seed,
+            host=host,
+        )
+        datasets = {
+            name: make_dataset(
+                samples,
+                data.class_names,
+                image_size=config.data.image_size,
+                batch_size=config.train.batch_size,
+                image_info=data.image_info,
+                shuffle=name == "train",
+                seed=config.train.seed,
+                cache=config.data.cache,
+            )
+            for name, samples in (
+                ("train", data.split.train),
+                ("validation", data.split.validation),
+            )
+        }
+        host.train_start(run_dir, config_dict)
+        nan_guard = NaNGuard()
+        trainer = host.trainers.get(config.train.trainer)
+        history = trainer.fit(
+            model,
+            datasets["train"],
+            datasets["validation"],
+            config=config.train,
+            run_dir=run_dir,
+            callbacks=[
+                nan_guard,
+                AtomicBestCheckpoint(run_dir / "best.keras", monitor=config.train.monitor),
+                HistoryWriter(run_dir / "history.csv"),
+                HookForwarder(host, run_dir),
+            ],
+            class_weight=class_weight,
+            initial_epoch=0,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    if nan_guard.failure:
+        kept = (
+            "the last good model is kept as best.keras"
+            if (run_dir / "best.keras").exists()
+            else "no model had been saved yet"
+        )
+        raise TrainingError(
+            f"Training stopped: {nan_guard.failure}; {kept}. Lower the learning rate or check "
+            "the data."
+        )
+    plot_history(history, run_dir)
+    best_model_path = run_dir / "best.keras"
+    if not best_model_path.exists():
+        raise TrainingError(
+            f"No epoch produced a finite {config.train.monitor}; no model was saved in {run_dir}."
+        )
+    best = load_model(best_model_path)
+    predictions = predict_samples(
+        best,
+        data.split.validation,
+        data.class_names,
+        image_size=config.data.image_size,
+        batch_size=config.train.batch_size,
+        image_info=data.image_info,
+    )
+    write_predictions(predictions, run_dir / "predictions.csv")
+    sections = compute_metrics(predictions, run_dir, host=host)
+    metrics = {section.name: dict(section.values) for section in sections}
+    headline = metrics.get("classification", {}).get("accuracy")
+    write_status(run_dir, "finished", headline={"val_accuracy": headline})
+    host.train_end(run_dir, metrics)
+    return RunResult(
+        run_dir=run_dir,
+        class_names=data.class_names,
+        history=history,
+        metrics=metrics,
+        best_model=best_model_path,
+    )
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """Read the ``config.json`` of a run folder."""
+    raw: dict[str, Any] = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return RunConfig.from_dict(
+        {k: v for k, v in raw.items() if k in ("data", "model", "train", "out_dir", "name")}
+    )
+
+
+def summarise(values: Mapping[str, Any]) -> str:
+    """Return a one-line summary of a metrics document (accuracy and macro F1)."""
+    classification = values.get("classification", {})
+    return (
+        f"accuracy {classification.get('accuracy', float('nan')):.4f}, "
+        f"macro F1 {classification.get('macro_avg', {}).get('f1', float('nan')):.4f}"
+    )

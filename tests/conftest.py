@@ -1,0 +1,52 @@
+"""Shared fixtures: the real BreakHis development images and isolated plugin hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(
+    os.environ.get("BREASTCLS_SHARED_DATA", REPO.parent / "shared" / "data" / "breakhis-dev")
+)
+
+
+@pytest.fixture(scope="session")
+def breakhis_dev() -> Path:
+    """The 269 real BreakHis images of ``../shared/data/breakhis-dev`` (read-only)."""
+    if not (SHARED_DATA / "manifest.csv").is_file():
+        pytest.fail(f"Real test images not found at {SHARED_DATA}; set BREASTCLS_SHARED_DATA.")
+    return SHARED_DATA
+
+
+@pytest.fixture()
+def small_breakhis(tmp_path: Path, breakhis_dev: Path) -> Path:
+    """A writable copy of a few real images per class: ``root/{benign,malignant}/*.png``.
+
+    Five patients per class, two images each (patient ids come from the BreakHis names).
+    """
+    root = tmp_path / "small"
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        by_patient: dict[str, list[Path]] = {}
+        for image in sorted((breakhis_dev / label).glob("*.png")):
+            patient = "-".join(image.name.split("-")[1:3])
+            by_patient.setdefault(patient, []).append(image)
+        for images in list(by_patient.values())[:5]:
+            for image in images[:2]:
+                shutil.copy(image, root / label / image.name)
+    return root
+
+
+@pytest.fixture()
+def host() -> Iterator[object]:
+    """A fresh plugin host with the installed plugins (no state shared between tests)."""
+    from breastcls import PluginHost
+
+    yield PluginHost()
