@@ -1,0 +1,161 @@
+"""``breastcls train`` end to end, and every bad input of the core slice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from breastcls.cli.app import app
+
+RUN_FILES = {
+    "config.json",
+    "class_names.json",
+    "environment.json",
+    "status.json",
+    "split.csv",
+    "samples.png",
+    "history.csv",
+    "loss.png",
+    "accuracy.png",
+    "best.keras",
+    "metrics.json",
+    "predictions.csv",
+    "confusion_matrix.png",
+    "confusion_matrix_normalised.png",
+}
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.slow
+def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path: Path) -> None:
+    code, output = invoke(
+        "train", "--data", str(breakhis_dev), "--backbone", "mobilenetv3small",
+        "--epochs", "2", "--image-size", "128", "--weights", "none",
+        "--out", str(tmp_path), "--name", "real",
+    )  # fmt: skip
+    assert code == 0, output
+    run = tmp_path / "real"
+    assert {path.name for path in run.iterdir()} >= RUN_FILES
+    assert json.loads((run / "class_names.json").read_text()) == ["benign", "malignant"]
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["backbone"] == "mobilenetv3small" and config["split"]["leaky"] is False
+    with open(run / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_validation = config["split"]["validation_images"]
+    assert metrics["classification"]["n_images"] == n_validation
+    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == n_validation
+    supports = [c["support"] for c in metrics["classification"]["per_class"].values()]
+    assert sum(supports) == n_validation
+    best = max(float(row["val_accuracy"]) for row in rows)
+    assert metrics["classification"]["accuracy"] == pytest.approx(best, abs=1e-6)
+    with open(run / "split.csv") as handle:
+        split_rows = list(csv.DictReader(handle))
+    train_patients = {r["patient_id"] for r in split_rows if r["split"] == "train"}
+    validation_patients = {r["patient_id"] for r in split_rows if r["split"] == "validation"}
+    assert train_patients and validation_patients and not train_patients & validation_patients
+
+
+def test_the_demo_run_learns_the_synthetic_classes(tmp_path: Path) -> None:
+    code, output = invoke("train", "--demo", "--out", str(tmp_path))
+    assert code == 0, output
+    (run,) = [p for p in tmp_path.iterdir() if p.name != "demo-data"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["classification"]["accuracy"] >= 0.9
+    assert len(list((tmp_path / "demo-data" / "benign").glob("*.png"))) == 60
+
+
+def _assert_one_line_error(code: int, output: str, *fragments: str) -> None:
+    assert code == 2, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    for fragment in fragments:
+        assert fragment in output
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none",
+        "--image-size", "32", "--epochs", "1", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_missing_data_folder(tmp_path: Path) -> None:
+    code, output = invoke(*_train_args(tmp_path / "nowhere", tmp_path / "runs"))
+    _assert_one_line_error(code, output, "nowhere", "does not exist")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_empty_class_folder(small_breakhis: Path, tmp_path: Path) -> None:
+    (small_breakhis / "normal").mkdir()
+    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs"))
+    _assert_one_line_error(code, output, "normal", "holds no images")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_only_one_class(small_breakhis: Path, tmp_path: Path) -> None:
+    shutil.rmtree(small_breakhis / "benign")
+    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs"))
+    _assert_one_line_error(code, output, "needs at least two")
+
+
+def test_unknown_backbone_suggests_close_ids(small_breakhis: Path, tmp_path: Path) -> None:
+    args = _train_args(small_breakhis, tmp_path / "runs")
+    args[args.index("smallcnn")] = "densenet210"
+    code, output = invoke(*args)
+    _assert_one_line_error(code, output, "Unknown backbone 'densenet210'", "'densenet201'")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_head(small_breakhis: Path, tmp_path: Path) -> None:
+    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs", "--head", "mlp"))
+    _assert_one_line_error(code, output, "Unknown head 'mlp'", "seed")
+
+
+def test_missing_weights_file(small_breakhis: Path, tmp_path: Path) -> None:
+    args = _train_args(small_breakhis, tmp_path / "runs")
+    args[args.index("none")] = str(tmp_path / "w.h5")
+    code, output = invoke(*args)
+    _assert_one_line_error(code, output, "w.h5' does not exist")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_output_folder(small_breakhis: Path, tmp_path: Path) -> None:
+    # Tests run as root, where permissions do not stop writes: a folder below a plain file
+    # can never be created.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, output = invoke(*_train_args(small_breakhis, blocker / "runs"))
+    _assert_one_line_error(code, output, "Cannot write to output folder")
+
+
+def test_data_or_demo_is_required() -> None:
+    code, output = invoke("train")
+    _assert_one_line_error(code, output, "--data", "--demo")
+
+
+def test_version_and_plugins_listing() -> None:
+    import breastcls
+
+    code, output = invoke("--version")
+    assert code == 0 and output.strip() == f"breastcls {breastcls.__version__}"
+    code, output = invoke("plugins")
+    assert code == 0
+    row = next(line for line in output.splitlines() if " densenet201 " in f" {line} ")
+    assert row.split()[:3] == ["backbone", "densenet201", "builtin_backbones"]
+    assert f"breastcls {breastcls.__version__}" in row
