@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from breastcls.config import DataConfig, TrainConfig
 
 __all__ = [
+    "TTA",
     "Augmentation",
     "Backbone",
     "BackboneFactory",
@@ -221,6 +222,11 @@ class Predictions:
         paths: Image files, in row order.
         patient_ids: Patient id per row (``None`` entries when unknown).
         magnifications: Magnification per row (``None`` entries when unknown).
+        thresholds: Operating thresholds on the positive class's probability chosen earlier on
+            validation data (``{"youden": 0.42, ...}``), applied unchanged; empty when none were
+            chosen, and metrics then choose them on these predictions.
+        temperature: The temperature already applied to ``probabilities`` (temperature
+            scaling), or ``None`` when they are the model's raw outputs.
     """
 
     class_names: tuple[str, ...]
@@ -229,6 +235,8 @@ class Predictions:
     paths: tuple[str, ...] = ()
     patient_ids: tuple[str | None, ...] = ()
     magnifications: tuple[int | None, ...] = ()
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    temperature: float | None = None
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:
@@ -246,6 +254,7 @@ class MetricSection:
         values: JSON-ready numbers.
         figures: PNG files written into the output folder.
         text: Optional preformatted text (e.g. a classification report).
+        level: ``image`` or ``patient``: the part of the report the section goes in.
     """
 
     name: str
@@ -253,6 +262,27 @@ class MetricSection:
     values: Mapping[str, Any]
     figures: tuple[Path, ...] = ()
     text: str | None = None
+    level: Literal["image", "patient"] = "image"
+
+
+@runtime_checkable
+class TTA(Protocol):
+    """Makes the transformed copies of a batch whose predictions test-time augmentation averages.
+
+    breastcls stacks the copies into one batch, runs the model once on it and averages the
+    probabilities over the copies, so TTA with ``size`` copies costs about ``size`` plain
+    predictions and runs no per-image Python code.
+    """
+
+    @property
+    def size(self) -> int:
+        """The number of copies (1 means no augmentation)."""
+        ...
+
+    def __call__(self, images: Any) -> Any:
+        """Return the ``(size, batch, height, width, channels)`` tensor of transformed copies of a
+        ``(batch, height, width, channels)`` image tensor (TensorFlow ops; runs in-graph)."""
+        ...
 
 
 class Metric(Protocol):

@@ -19,7 +19,8 @@ class ComponentInfo(Generic[T]):
     """A registered component and where it came from.
 
     Attributes:
-        kind: ``backbone``, ``head``, ``augmentation``, ``trainer``, ``metric`` or ``dataset``.
+        kind: ``backbone``, ``head``, ``augmentation``, ``trainer``, ``metric``, ``dataset`` or
+            ``tta``.
         name: The id users pass (``densenet201``).
         summary: One line shown by ``breastcls plugins``.
         plugin: Name of the plugin (entry point) that registered it.

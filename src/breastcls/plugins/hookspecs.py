@@ -13,7 +13,15 @@ from typing import Any
 
 import pluggy
 
-from breastcls.interfaces import Augmentation, Backbone, DatasetFormat, Head, Metric, Trainer
+from breastcls.interfaces import (
+    TTA,
+    Augmentation,
+    Backbone,
+    DatasetFormat,
+    Head,
+    Metric,
+    Trainer,
+)
 from breastcls.registry import PluginRegistry
 
 hookspec = pluggy.HookspecMarker("breastcls")
@@ -81,6 +89,18 @@ def breastcls_register_datasets(registry: PluginRegistry[DatasetFormat]) -> None
 
     Called once per plugin when the plugin host loads. An implementation calls
     ``registry.add(id, dataset_format, summary=...)``.
+
+    Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_tta(registry: PluginRegistry[TTA]) -> None:
+    """Register test-time augmentations (the copies of each image whose predictions are averaged).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, tta, summary=...)`` with a :class:`~breastcls.interfaces.TTA`; users pick
+    one by id (``breastcls evaluate --tta d8``).
 
     Since: 0.1.0
     """

@@ -17,7 +17,15 @@ from typing import Any
 import pluggy
 
 from breastcls.errors import PluginError
-from breastcls.interfaces import Augmentation, Backbone, DatasetFormat, Head, Metric, Trainer
+from breastcls.interfaces import (
+    TTA,
+    Augmentation,
+    Backbone,
+    DatasetFormat,
+    Head,
+    Metric,
+    Trainer,
+)
 from breastcls.plugins import hookspecs
 from breastcls.registry import ComponentInfo, Registry
 
@@ -34,6 +42,7 @@ _REGISTRATION_HOOKS = {
     "trainer": "breastcls_register_trainers",
     "metric": "breastcls_register_metrics",
     "dataset": "breastcls_register_datasets",
+    "tta": "breastcls_register_tta",
 }
 
 
@@ -98,6 +107,7 @@ class PluginHost:
         self.trainers: Registry[Trainer] = Registry("trainer")
         self.metrics: Registry[Metric] = Registry("metric")
         self.datasets: Registry[DatasetFormat] = Registry("dataset")
+        self.tta: Registry[TTA] = Registry("tta")
         for kind, hook_name in _REGISTRATION_HOOKS.items():
             self._fill(self.registry(kind), hook_name)
 
@@ -110,6 +120,7 @@ class PluginHost:
             "trainer": self.trainers,
             "metric": self.metrics,
             "dataset": self.datasets,
+            "tta": self.tta,
         }
         return registries[kind]
 
