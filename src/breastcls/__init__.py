@@ -9,10 +9,12 @@ from breastcls._version import __version__
 from breastcls.api import demo_config, list_backbones, list_components
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.data.breakhis import BreakHisName, parse_breakhis_name
+from breastcls.data.check import DataIssue, DataReport, DuplicateGroup, check_data
 from breastcls.data.demo import make_demo_dataset
 from breastcls.data.images import decode_image
 from breastcls.data.loading import load_dataset
-from breastcls.data.split import Split, split_samples
+from breastcls.data.manifest import ManifestFormat, read_manifest
+from breastcls.data.split import Split, kfold_splits, spanhol_splits, split_samples
 from breastcls.errors import (
     BreastclsError,
     ConfigError,
@@ -58,11 +60,15 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DataError",
+    "DataIssue",
+    "DataReport",
     "Dataset",
     "DatasetFormat",
     "DuplicateComponentError",
+    "DuplicateGroup",
     "Head",
     "KerasBackbone",
+    "ManifestFormat",
     "Metric",
     "MetricSection",
     "ModelConfig",
@@ -84,16 +90,20 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "build_model",
+    "check_data",
     "decode_image",
     "default_host",
     "demo_config",
     "hookimpl",
+    "kfold_splits",
     "list_backbones",
     "list_components",
     "load_dataset",
     "load_model",
     "make_demo_dataset",
     "parse_breakhis_name",
+    "read_manifest",
+    "spanhol_splits",
     "split_samples",
     "train",
 ]

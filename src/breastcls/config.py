@@ -14,16 +14,20 @@ from typing import Any, Literal
 from breastcls.errors import ConfigError
 
 __all__ = [
+    "SPANHOL_REPEATS",
     "DataConfig",
     "ModelConfig",
     "Precision",
     "Preprocessing",
     "RunConfig",
     "SplitBy",
+    "SplitProtocol",
     "TrainConfig",
 ]
 
 SplitBy = Literal["patient", "image"]
+SplitProtocol = Literal["spanhol"]
+SPANHOL_REPEATS = 5
 Precision = Literal["float32", "mixed"]
 Preprocessing = Literal["backbone", "none"]
 
@@ -39,8 +43,17 @@ class DataConfig:
         validation_fraction: Share of the data held out for validation when the data has no
             validation split of its own (the seed's 20%).
         split_seed: Seed of that split (the seed's ``random_state=11``).
-        split_by: ``patient`` keeps every patient on one side of the split when patient ids are
-            known; ``image`` splits images independently (leaky on grouped data).
+        split_by: ``patient`` keeps every patient (or ``group_by`` group) on one side of the
+            split when patient ids are known; ``image`` splits images independently, which on
+            grouped data needs ``allow_leaky_split`` and is recorded as leaky.
+        group_by: Group images by this column instead of ``patient_id`` (a manifest column such as
+            a biopsy number, or ``subtype``/``magnification``); every image needs a value.
+        allow_leaky_split: Allow an image-level split although patient ids (or groups) are known.
+        folds: Stratified group k-fold cross-validation with this many folds (``None``: one
+            train/validation split).
+        protocol: A named evaluation protocol: ``spanhol`` (5 repeated patient-wise 70/30 splits,
+            Spanhol et al. 2016).
+        fold: Which fold (or protocol repetition) this run trains, from 1.
         magnification: Keep only images at this magnification (40, 100, 200 or 400).
         task: ``binary`` (benign/malignant) or ``subtype`` (the eight BreakHis subtypes).
         skip_bad_images: Train without unreadable images (listed in the run folder) instead of
@@ -53,6 +66,11 @@ class DataConfig:
     validation_fraction: float = 0.2
     split_seed: int = 11
     split_by: SplitBy = "patient"
+    group_by: str | None = None
+    allow_leaky_split: bool = False
+    folds: int | None = None
+    protocol: SplitProtocol | None = None
+    fold: int = 1
     magnification: int | None = None
     task: Literal["binary", "subtype"] = "binary"
     skip_bad_images: bool = False
@@ -69,6 +87,26 @@ class DataConfig:
             raise ConfigError(
                 f"validation_fraction={self.validation_fraction} must lie strictly between 0 and 1 "
                 "(the seed uses 0.2)."
+            )
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(f"folds={self.folds} must be at least 2 (5 is usual).")
+        if self.folds is not None and self.protocol is not None:
+            raise ConfigError(
+                f"folds={self.folds} and protocol={self.protocol!r} both choose the splits: "
+                "pass one of them."
+            )
+        if self.protocol not in (None, "spanhol"):
+            raise ConfigError(f"protocol={self.protocol!r} is unknown: use 'spanhol'.")
+        runs = self.folds or (SPANHOL_REPEATS if self.protocol else 1)
+        if not 1 <= self.fold <= runs:
+            raise ConfigError(
+                f"fold={self.fold} is out of range: this configuration has {runs} fold(s) "
+                "(set folds or protocol first)."
+            )
+        if self.group_by is not None and self.split_by == "image":
+            raise ConfigError(
+                f"group_by={self.group_by!r} with split_by='image' contradict each other: "
+                "group_by needs split_by='patient'."
             )
         if self.magnification not in (None, 40, 100, 200, 400):
             raise ConfigError(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from breastcls._version import __version__
+from breastcls.cli.data import data_app
 from breastcls.cli.plugins import plugins_command
 from breastcls.cli.train import train_command
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.command("train")(train_command)
 app.command("plugins")(plugins_command)
+app.add_typer(data_app, name="data")
 
 
 def _show_version(value: bool) -> None:

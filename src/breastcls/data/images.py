@@ -7,6 +7,7 @@ without an EXIF rotation); :func:`inspect_image` decides which files need this P
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,9 @@ class ImageInfo:
         width: Width in pixels (after EXIF orientation).
         height: Height in pixels (after EXIF orientation).
         tf_native: Whether TensorFlow's decoder gives the same RGB image (fast path).
+        frames: Number of frames or pages (a multi-page TIFF has several; the first is used).
+        pixel_sha1: SHA-1 of the decoded RGB pixels and their shape: equal for identical
+            images saved in different files or formats.
     """
 
     path: Path
@@ -53,6 +57,8 @@ class ImageInfo:
     width: int
     height: int
     tf_native: bool
+    frames: int = 1
+    pixel_sha1: str = ""
 
 
 def _open(path: Path) -> Image.Image:
@@ -119,6 +125,9 @@ def inspect_image(path: Path) -> ImageInfo:
             and orientation == 1
             and not transparent
         )
+        pixels = np.asarray(rgb, dtype=np.uint8)
+        digest = hashlib.sha1(repr(pixels.shape).encode("ascii"))
+        digest.update(pixels.tobytes())
         return ImageInfo(
             path=path,
             format=image.format or "?",
@@ -126,6 +135,8 @@ def inspect_image(path: Path) -> ImageInfo:
             width=rgb.width,
             height=rgb.height,
             tf_native=native,
+            frames=int(getattr(image, "n_frames", 1)),
+            pixel_sha1=digest.hexdigest(),
         )
 
 

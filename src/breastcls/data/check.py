@@ -1,0 +1,529 @@
+"""``breastcls data check``: what a dataset holds, and everything wrong or suspicious in it.
+
+The check decodes every image once (:func:`~breastcls.data.images.scan_samples`), hashes every
+file's bytes and every image's decoded pixels, and reports:
+
+- counts per class, patient, magnification and split, and image size/mode/format statistics;
+- unreadable files (zero bytes, truncated, not an image, too large, unreadable) - errors;
+- files left out by the dataset format (hidden, operating-system, non-image files) - warnings;
+- exact duplicate files and identical-pixel images: errors when a group crosses splits (the
+  same image would be trained on and validated on) or carries different labels, else warnings;
+- patients present in more than one split - errors (leakage);
+- suspicious images: extension that does not match the content, multi-page files (only the
+  first page is used), images under 32 pixels a side - warnings.
+
+The split checked is the one the data fixes (split folders or a manifest ``split`` column) or,
+when it fixes none, the split :func:`breastcls.train` would make with the same configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from breastcls.config import DataConfig
+from breastcls.data.images import ImageInfo, scan_samples
+from breastcls.data.loading import load_dataset
+from breastcls.data.split import Split, split_for_config
+from breastcls.errors import DataError
+from breastcls.interfaces import Dataset, Sample, SkippedFile
+from breastcls.plugins.host import PluginHost
+
+__all__ = [
+    "DataIssue",
+    "DataReport",
+    "DuplicateGroup",
+    "Severity",
+    "check_data",
+    "check_dataset",
+    "format_report",
+]
+
+Severity = Literal["error", "warning"]
+_SMALLEST_SIDE = 32
+_EXTENSION_FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_UNSPLIT = "(unsplit)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataIssue:
+    """One problem found in a dataset.
+
+    Attributes:
+        severity: ``error`` (the data should not be trained on as is) or ``warning``.
+        kind: ``unreadable``, ``skipped-file``, ``duplicate-file``, ``identical-pixels``,
+            ``patient-in-several-splits``, ``suspicious`` or ``split``.
+        message: One line: what, where, and what to do.
+        paths: The files concerned.
+    """
+
+    severity: Severity
+    kind: str
+    message: str
+    paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DuplicateGroup:
+    """Files that hold the same image.
+
+    Attributes:
+        kind: ``file`` (identical bytes) or ``pixels`` (identical decoded pixels, different
+            files, e.g. one PNG and one TIFF of the same image).
+        paths: The files, sorted.
+        splits: The distinct splits they are in.
+        labels: The distinct labels they carry.
+    """
+
+    kind: Literal["file", "pixels"]
+    paths: tuple[Path, ...]
+    splits: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def crosses_splits(self) -> bool:
+        """Whether the group spans more than one split (leakage)."""
+        return len([split for split in self.splits if split != _UNSPLIT]) > 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataReport:
+    """What :func:`check_data` found.
+
+    Attributes:
+        root: The folder or manifest checked.
+        class_names: Class names in label order.
+        n_images: Images listed by the dataset (readable or not).
+        split_source: ``data`` (fixed by the data), ``computed`` (the split training would make)
+            or ``none`` (no split could be made; see the ``split`` issue).
+        split_method: The split's method (``folders``, ``patient``, ``image``...) or ``none``.
+        per_class: Images per class.
+        per_patient: Images per patient id (empty when unknown).
+        per_magnification: Images per magnification (``unknown`` when not known).
+        per_split: Images per split, then per class.
+        sizes: Images per ``WIDTHxHEIGHT``.
+        modes: Images per Pillow mode (``RGB``, ``L``, ``I;16``...).
+        formats: Images per file format (``PNG``, ``JPEG``...).
+        size_stats: ``width`` and ``height``: ``min``, ``median``, ``max``.
+        duplicates: Duplicate-file and identical-pixel groups.
+        patients_in_several_splits: Patient id to the splits it appears in.
+        unreadable: Files that cannot be decoded, with reasons.
+        skipped: Files the dataset format left out, with reasons.
+        issues: Every problem, errors first.
+        image_info: What decoding found for each readable image (not part of :meth:`to_dict`).
+        split: The split checked, when one could be made (not part of :meth:`to_dict`).
+    """
+
+    root: Path
+    class_names: tuple[str, ...]
+    n_images: int
+    split_source: Literal["data", "computed", "none"]
+    split_method: str
+    per_class: dict[str, int]
+    per_patient: dict[str, int]
+    per_magnification: dict[str, int]
+    per_split: dict[str, dict[str, int]]
+    sizes: dict[str, int]
+    modes: dict[str, int]
+    formats: dict[str, int]
+    size_stats: dict[str, dict[str, float]]
+    duplicates: tuple[DuplicateGroup, ...]
+    patients_in_several_splits: dict[str, tuple[str, ...]]
+    unreadable: tuple[SkippedFile, ...]
+    skipped: tuple[SkippedFile, ...]
+    issues: tuple[DataIssue, ...]
+    image_info: Mapping[Path, ImageInfo] = field(default_factory=dict, repr=False)
+    split: Split | None = field(default=None, repr=False)
+
+    @property
+    def errors(self) -> tuple[DataIssue, ...]:
+        """The issues of severity ``error``."""
+        return tuple(issue for issue in self.issues if issue.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[DataIssue, ...]:
+        """The issues of severity ``warning``."""
+        return tuple(issue for issue in self.issues if issue.severity == "warning")
+
+    @property
+    def ok(self) -> bool:
+        """Whether the check found no error."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary (paths as strings)."""
+        return {
+            "root": str(self.root),
+            "ok": self.ok,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "class_names": list(self.class_names),
+            "n_images": self.n_images,
+            "split_source": self.split_source,
+            "split_method": self.split_method,
+            "per_class": self.per_class,
+            "per_patient": self.per_patient,
+            "per_magnification": self.per_magnification,
+            "per_split": self.per_split,
+            "sizes": self.sizes,
+            "modes": self.modes,
+            "formats": self.formats,
+            "size_stats": self.size_stats,
+            "duplicates": [
+                {
+                    "kind": group.kind,
+                    "crosses_splits": group.crosses_splits,
+                    "splits": list(group.splits),
+                    "labels": list(group.labels),
+                    "paths": [str(path) for path in group.paths],
+                }
+                for group in self.duplicates
+            ],
+            "patients_in_several_splits": {
+                patient: list(splits) for patient, splits in self.patients_in_several_splits.items()
+            },
+            "unreadable": [{"path": str(f.path), "reason": f.reason} for f in self.unreadable],
+            "skipped": [{"path": str(f.path), "reason": f.reason} for f in self.skipped],
+            "issues": [
+                {
+                    "severity": issue.severity,
+                    "kind": issue.kind,
+                    "message": issue.message,
+                    "paths": [str(path) for path in issue.paths],
+                }
+                for issue in self.issues
+            ],
+        }
+
+
+def _file_sha1(path: Path) -> str | None:
+    digest = hashlib.sha1()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _counts(values: Sequence[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def _natural(value: str) -> tuple[int, str]:
+    return (int(value), "") if value.isdigit() else (1 << 30, value)
+
+
+def _duplicate_groups(
+    samples: Sequence[Sample],
+    split_of: Mapping[Path, str],
+    file_hash: Mapping[Path, str],
+    image_info: Mapping[Path, ImageInfo],
+) -> list[DuplicateGroup]:
+    by_file: dict[str, list[Sample]] = defaultdict(list)
+    by_pixels: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        if sample.path in file_hash:
+            by_file[file_hash[sample.path]].append(sample)
+        info = image_info.get(sample.path)
+        if info is not None and info.pixel_sha1:
+            by_pixels[info.pixel_sha1].append(sample)
+
+    def group(kind: Literal["file", "pixels"], members: list[Sample]) -> DuplicateGroup:
+        return DuplicateGroup(
+            kind=kind,
+            paths=tuple(sorted(s.path for s in members)),
+            splits=tuple(sorted({split_of[s.path] for s in members})),
+            labels=tuple(sorted({s.label for s in members})),
+        )
+
+    groups = [group("file", members) for members in by_file.values() if len(members) > 1]
+    for members in by_pixels.values():
+        distinct_files = {file_hash.get(s.path, str(s.path)) for s in members}
+        if len(distinct_files) > 1:
+            groups.append(group("pixels", members))
+    return sorted(groups, key=lambda g: (g.kind, g.paths))
+
+
+def _duplicate_issue(group: DuplicateGroup) -> DataIssue:
+    what = "identical files" if group.kind == "file" else "identical pixels in different files"
+    kind = "duplicate-file" if group.kind == "file" else "identical-pixels"
+    listing = ", ".join(str(path) for path in group.paths[:4])
+    more = f" (+{len(group.paths) - 4} more)" if len(group.paths) > 4 else ""
+    if group.crosses_splits:
+        return DataIssue(
+            severity="error",
+            kind=kind,
+            message=(
+                f"LEAK: {what} across splits {'/'.join(group.splits)}: {listing}{more}. The same "
+                "image is trained on and validated on; keep one copy."
+            ),
+            paths=group.paths,
+        )
+    if len(group.labels) > 1:
+        return DataIssue(
+            severity="error",
+            kind=kind,
+            message=(
+                f"{what} with different labels ({', '.join(group.labels)}): {listing}{more}. "
+                "Keep the copy with the right label."
+            ),
+            paths=group.paths,
+        )
+    return DataIssue(
+        severity="warning",
+        kind=kind,
+        message=f"{what} in one split: {listing}{more}. The image counts more than once.",
+        paths=group.paths,
+    )
+
+
+def _suspicious(info: ImageInfo) -> list[str]:
+    reasons: list[str] = []
+    expected = _EXTENSION_FORMATS.get(info.path.suffix.lower())
+    if expected is not None and info.format != expected:
+        reasons.append(f"extension {info.path.suffix} but the content is {info.format}")
+    if info.frames > 1:
+        reasons.append(f"{info.frames} pages or frames; only the first is used")
+    if min(info.width, info.height) < _SMALLEST_SIDE:
+        reasons.append(f"only {info.width}x{info.height} pixels")
+    return reasons
+
+
+def _split_of(
+    samples: Sequence[Sample], config: DataConfig
+) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
+    fixed = any(s.split for s in samples)
+    try:
+        split = split_for_config(samples, config)
+    except DataError as error:
+        split_of = {s.path: s.split or _UNSPLIT for s in samples}
+        issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
+        return split_of, None, "data" if fixed else "none", issue
+    if fixed:
+        return {s.path: s.split or _UNSPLIT for s in samples}, split, "data", None
+    split_of = {s.path: "train" for s in split.train}
+    split_of.update({s.path: "validation" for s in split.validation})
+    return split_of, split, "computed", None
+
+
+def check_dataset(
+    dataset: Dataset,
+    config: DataConfig,
+    *,
+    image_info: Mapping[Path, ImageInfo] | None = None,
+    unreadable: Sequence[SkippedFile] | None = None,
+    workers: int = 4,
+) -> DataReport:
+    """Check a loaded dataset (see the module documentation for what is checked).
+
+    Args:
+        dataset: The dataset, as :func:`~breastcls.load_dataset` returns it.
+        config: The data configuration (its split settings give the split checked when the
+            data fixes none).
+        image_info: Results of an earlier :func:`~breastcls.data.images.scan_samples`, with
+            ``unreadable``; the images are decoded here when ``None``.
+        unreadable: The unreadable files of that scan.
+        workers: Threads that decode and hash files.
+
+    Returns:
+        The report; it never raises for problems in the data, it lists them.
+    """
+    samples = dataset.samples
+    if image_info is None or unreadable is None:
+        image_info, bad = scan_samples(samples, workers=workers)
+    else:
+        bad = list(unreadable)
+    bad_paths = {item.path for item in bad}
+    readable = [s for s in samples if s.path not in bad_paths]
+    split_of, split, split_source, split_issue = _split_of(readable, config)
+    for sample in samples:
+        split_of.setdefault(sample.path, sample.split or _UNSPLIT)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        paths = [s.path for s in readable]
+        hashes = dict(zip(paths, pool.map(_file_sha1, paths), strict=True))
+    file_hash = {path: digest for path, digest in hashes.items() if digest is not None}
+    duplicates = _duplicate_groups(readable, split_of, file_hash, image_info)
+
+    patient_splits: dict[str, set[str]] = defaultdict(set)
+    for sample in readable:
+        if sample.patient_id and split_of[sample.path] != _UNSPLIT:
+            patient_splits[sample.patient_id].add(split_of[sample.path])
+    in_several = {
+        patient: tuple(sorted(splits))
+        for patient, splits in sorted(patient_splits.items())
+        if len(splits) > 1
+    }
+
+    issues: list[DataIssue] = [
+        DataIssue(
+            severity="error",
+            kind="unreadable",
+            message=f"{item.path}: {item.reason} Fix or remove it (or train with "
+            "--skip-bad-images).",
+            paths=(item.path,),
+        )
+        for item in bad
+    ]
+    if split_issue is not None:
+        issues.append(split_issue)
+    issues.extend(_duplicate_issue(group) for group in duplicates)
+    for patient, splits in in_several.items():
+        patient_paths = tuple(s.path for s in readable if s.patient_id == patient)
+        issues.append(
+            DataIssue(
+                severity="error",
+                kind="patient-in-several-splits",
+                message=(
+                    f"LEAK: patient {patient} has images in {'/'.join(splits)} ({len(patient_paths)} "
+                    "images): move all of them to one split."
+                ),
+                paths=patient_paths,
+            )
+        )
+    for info in sorted(image_info.values(), key=lambda i: i.path):
+        reasons = _suspicious(info)
+        if reasons:
+            issues.append(
+                DataIssue(
+                    severity="warning",
+                    kind="suspicious",
+                    message=f"{info.path}: {'; '.join(reasons)}.",
+                    paths=(info.path,),
+                )
+            )
+    issues.extend(
+        DataIssue(
+            severity="warning",
+            kind="skipped-file",
+            message=f"{item.path}: left out ({item.reason}).",
+            paths=(item.path,),
+        )
+        for item in dataset.skipped
+    )
+    issues.sort(key=lambda issue: issue.severity != "error")
+
+    infos = list(image_info.values())
+    widths = np.array([i.width for i in infos]) if infos else np.zeros(1)
+    heights = np.array([i.height for i in infos]) if infos else np.zeros(1)
+    per_split: dict[str, dict[str, int]] = {}
+    for sample in samples:
+        row = per_split.setdefault(split_of[sample.path], {})
+        row[sample.label] = row.get(sample.label, 0) + 1
+    magnifications = Counter(str(s.magnification or "unknown") for s in samples)
+    return DataReport(
+        root=dataset.root,
+        class_names=dataset.class_names,
+        n_images=len(samples),
+        split_source=split_source,
+        split_method=split.method if split is not None else "none",
+        per_class={name: sum(s.label == name for s in samples) for name in dataset.class_names},
+        per_patient=_counts([s.patient_id for s in samples if s.patient_id]),
+        per_magnification=dict(sorted(magnifications.items(), key=lambda kv: _natural(kv[0]))),
+        per_split={key: dict(sorted(value.items())) for key, value in sorted(per_split.items())},
+        sizes=_counts([f"{i.width}x{i.height}" for i in infos]),
+        modes=_counts([i.mode for i in infos]),
+        formats=_counts([i.format for i in infos]),
+        size_stats={
+            name: {
+                "min": float(values.min()),
+                "median": float(np.median(values)),
+                "max": float(values.max()),
+            }
+            for name, values in (("width", widths), ("height", heights))
+        },
+        duplicates=tuple(duplicates),
+        patients_in_several_splits=in_several,
+        unreadable=tuple(bad),
+        skipped=tuple(dataset.skipped),
+        issues=tuple(issues),
+        image_info=dict(image_info),
+        split=split,
+    )
+
+
+def check_data(
+    path: Path,
+    *,
+    config: DataConfig | None = None,
+    host: PluginHost | None = None,
+    workers: int = 4,
+) -> DataReport:
+    """Check the dataset at ``path`` (a folder or a CSV manifest) and report what it finds.
+
+    Args:
+        path: The dataset.
+        config: Data settings (split, grouping, magnification, task); defaults otherwise.
+        host: Plugin host (the default host when ``None``).
+        workers: Threads that decode and hash files.
+
+    Returns:
+        The report: counts, statistics, duplicates, leaks and every bad or suspicious file.
+
+    Raises:
+        DataError: The dataset cannot be read at all (missing path, no class folders, a broken
+            manifest...); problems in individual files are reported, not raised.
+    """
+    config = (
+        DataConfig(path=Path(path)) if config is None else dataclasses.replace(config, path=path)
+    )
+    dataset = load_dataset(config, host=host)
+    return check_dataset(dataset, config, workers=workers)
+
+
+def _table(title: str, rows: Mapping[str, Any]) -> list[str]:
+    if not rows:
+        return []
+    width = max(len(str(key)) for key in rows)
+    return [title, *(f"  {key!s:<{width}}  {value}" for key, value in rows.items())]
+
+
+def format_report(report: DataReport, *, max_issues: int = 50) -> str:
+    """Render a report as human-readable text (tables, then every error and warning)."""
+    lines = [
+        f"data check: {report.root}",
+        f"  {report.n_images} images, {len(report.class_names)} classes, "
+        f"{len(report.per_patient)} patients; split: {report.split_method} "
+        f"({report.split_source})",
+    ]
+    lines += _table("per class:", report.per_class)
+    per_split = {
+        split: ", ".join(f"{label} {count}" for label, count in row.items())
+        for split, row in report.per_split.items()
+    }
+    lines += _table("per split:", per_split)
+    lines += _table("per magnification:", report.per_magnification)
+    if report.per_patient:
+        counts = list(report.per_patient.values())
+        lines.append(
+            f"per patient: {len(counts)} patients, {min(counts)} to {max(counts)} images each"
+        )
+    lines += _table("image sizes:", report.sizes)
+    lines += _table("modes:", report.modes)
+    lines += _table("formats:", report.formats)
+    lines.append(
+        f"result: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
+        + (" - OK" if report.ok else " - FAILED")
+    )
+    for issue in report.issues[:max_issues]:
+        lines.append(f"  {issue.severity.upper():7} [{issue.kind}] {issue.message}")
+    if len(report.issues) > max_issues:
+        lines.append(f"  ... and {len(report.issues) - max_issues} more (use --json for all)")
+    return "\n".join(lines)

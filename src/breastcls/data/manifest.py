@@ -1,0 +1,231 @@
+"""CSV manifest datasets: ``path,label[,patient_id][,magnification][,subtype][,split]``.
+
+A manifest lists one image per row. ``path`` is relative to the manifest's folder and may not
+leave it; any column beyond the known ones is kept, as a string, in
+:attr:`~breastcls.interfaces.Sample.extra` (a biopsy column, a scanner id...). When a row leaves
+``patient_id``, ``magnification`` or ``subtype`` empty and its file has a BreakHis name, the
+name fills them in.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from breastcls.config import DataConfig
+from breastcls.data.breakhis import parse_breakhis_name
+from breastcls.data.folder import SPLIT_FOLDERS, LoadedDataset
+from breastcls.errors import DataError
+from breastcls.interfaces import Sample
+
+__all__ = ["KNOWN_COLUMNS", "ManifestFormat", "read_manifest"]
+
+KNOWN_COLUMNS = ("path", "label", "patient_id", "magnification", "subtype", "split")
+_SHOWN = 5
+
+
+def _listing(problems: Sequence[str]) -> str:
+    more = f" (and {len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""
+    return "; ".join(problems[:_SHOWN]) + more
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"Manifest {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start}): "
+            "save it as UTF-8 CSV."
+        ) from error
+    except PermissionError as error:
+        raise DataError(f"Manifest {str(path)!r}: permission denied; make it readable.") from error
+    reader = csv.reader(text.splitlines())
+    header = next(reader, None)
+    if header is None:
+        raise DataError(
+            f"Manifest {str(path)!r} is empty: write a header line 'path,label' then one row per "
+            "image."
+        )
+    header = [column.strip() for column in header]
+    required = "path,label[,patient_id][,magnification][,subtype][,split]"
+    if header[:2] != ["path", "label"]:
+        raise DataError(
+            f"Manifest {str(path)!r} has the header {','.join(header)!r}: it must start with "
+            f"'path,label' (columns: {required}; other columns are kept as extra fields)."
+        )
+    repeated = sorted({column for column in header if header.count(column) > 1})
+    if repeated or "" in header:
+        what = f"repeated column(s) {repeated}" if repeated else "an empty column name"
+        raise DataError(
+            f"Manifest {str(path)!r} has {what} in its header: give every column one unique name."
+        )
+    rows: list[tuple[int, dict[str, str]]] = []
+    for line, values in enumerate(reader, start=2):
+        if not any(value.strip() for value in values):
+            continue
+        if len(values) != len(header):
+            raise DataError(
+                f"Manifest {str(path)!r}, line {line}: {len(values)} field(s) for "
+                f"{len(header)} column(s) ({','.join(header)}): fix the row (quote values that "
+                "contain commas)."
+            )
+        rows.append(
+            (line, {column: value.strip() for column, value in zip(header, values, strict=True)})
+        )
+    if not rows:
+        raise DataError(f"Manifest {str(path)!r} has a header but no rows: add one row per image.")
+    return header, rows
+
+
+def _inside(relative: str) -> bool:
+    """Whether a manifest path stays inside the manifest's folder (checked on the text)."""
+    if not relative or PurePosixPath(relative).is_absolute():
+        return False
+    if PureWindowsPath(relative).is_absolute() or PureWindowsPath(relative).drive:
+        return False
+    normal = os.path.normpath(relative.replace("\\", "/"))
+    return normal != ".." and not normal.startswith("../") and normal != "."
+
+
+def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedDataset:
+    """Read a CSV manifest.
+
+    Args:
+        path: The ``.csv`` file.
+        labels: The allowed labels, in class order; ``None`` accepts every label (classes are
+            then the labels found, sorted).
+
+    Returns:
+        The dataset; classes are ``labels`` (those present) or the sorted labels found.
+
+    Raises:
+        DataError: Wrong header, a malformed row, an empty label, a path that is absolute or
+            escapes the manifest's folder, a duplicate path, a missing file, an unknown label, a
+            bad magnification or split value, or a split column filled on some rows only.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Manifest {str(path)!r} does not exist: pass an existing CSV file.")
+    _, rows = _read_rows(path)
+    folder = path.parent
+    samples: list[Sample] = []
+    first_line: dict[str, int] = {}
+    problems: dict[str, list[str]] = {
+        "escape": [],
+        "duplicate": [],
+        "missing": [],
+        "label": [],
+        "value": [],
+    }
+    for line, row in rows:
+        relative = row["path"]
+        if not _inside(relative):
+            problems["escape"].append(f"line {line}: {relative!r}")
+            continue
+        key = os.path.normpath(relative.replace("\\", "/"))
+        if key in first_line:
+            problems["duplicate"].append(f"line {line} repeats line {first_line[key]}: {key!r}")
+            continue
+        first_line[key] = line
+        label = row["label"]
+        if not label or (labels is not None and label not in labels):
+            problems["label"].append(f"line {line}: {label!r}")
+            continue
+        image = folder / key
+        if not image.is_file():
+            problems["missing"].append(f"line {line}: {key!r}")
+            continue
+        magnification: int | None = None
+        if row.get("magnification"):
+            text = row["magnification"].upper().removesuffix("X")
+            if not text.isdigit():
+                problems["value"].append(
+                    f"line {line}: magnification {row['magnification']!r} is not a number"
+                )
+                continue
+            magnification = int(text)
+        split: str | None = None
+        if row.get("split"):
+            split = SPLIT_FOLDERS.get(row["split"].lower())
+            if split is None:
+                problems["value"].append(
+                    f"line {line}: split {row['split']!r} is not train, validation, val or test"
+                )
+                continue
+        parsed = parse_breakhis_name(image.name)
+        samples.append(
+            Sample(
+                path=image,
+                label=label,
+                patient_id=row.get("patient_id") or (parsed.patient_id if parsed else None),
+                magnification=magnification or (parsed.magnification if parsed else None),
+                subtype=row.get("subtype") or (parsed.subtype if parsed else None),
+                split=split,
+                extra={k: v for k, v in row.items() if k not in KNOWN_COLUMNS},
+            )
+        )
+    where = f"Manifest {str(path)!r}"
+    if problems["escape"]:
+        raise DataError(
+            f"{where} has path(s) that are absolute or leave its folder: "
+            f"{_listing(problems['escape'])}. Paths must be relative to {str(folder)!r} and "
+            "stay inside it."
+        )
+    if problems["duplicate"]:
+        raise DataError(
+            f"{where} lists the same image more than once: {_listing(problems['duplicate'])}. "
+            "Keep one row per image."
+        )
+    if problems["label"]:
+        allowed = f"allowed: {', '.join(labels)}" if labels is not None else "labels must be set"
+        raise DataError(
+            f"{where} has empty or unknown label(s): {_listing(problems['label'])} ({allowed}). "
+            "Fix the label column."
+        )
+    if problems["missing"]:
+        raise DataError(
+            f"{where} names {len(problems['missing'])} file(s) that do not exist: "
+            f"{_listing(problems['missing'])}. Paths are relative to {str(folder)!r}; fix or "
+            "remove those rows."
+        )
+    if problems["value"]:
+        raise DataError(f"{where}: {_listing(problems['value'])}. Fix those values.")
+    with_split = sum(1 for s in samples if s.split)
+    if 0 < with_split < len(samples):
+        raise DataError(
+            f"{where} gives a split on {with_split} of {len(samples)} rows: fill the split "
+            "column on every row, or leave it empty everywhere to let breastcls split."
+        )
+    found = {s.label for s in samples}
+    class_names = (
+        tuple(name for name in labels if name in found)
+        if labels is not None
+        else tuple(sorted(found))
+    )
+    if len(class_names) < 2:
+        raise DataError(
+            f"{where} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier "
+            "needs at least two."
+        )
+    return LoadedDataset(root=path, class_names=class_names, samples=tuple(samples))
+
+
+class ManifestFormat:
+    """CSV manifests (``*.csv``): one row per image, paths relative to the manifest's folder.
+
+    Args:
+        labels: Allowed labels in class order (``None``: every label found, sorted).
+    """
+
+    def __init__(self, labels: Sequence[str] | None = None) -> None:
+        self.labels = tuple(labels) if labels is not None else None
+
+    def accepts(self, path: Path) -> bool:
+        """Return whether ``path`` is a ``.csv`` file."""
+        return path.is_file() and path.suffix.lower() == ".csv"
+
+    def load(self, path: Path, *, config: DataConfig) -> LoadedDataset:
+        """Read the manifest at ``path`` (see :func:`read_manifest`)."""
+        return read_manifest(path, labels=self.labels)
