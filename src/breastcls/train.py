@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.config import RunConfig
+from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, scan_samples
 from breastcls.data.loading import load_dataset
-from breastcls.data.split import Split, split_samples
+from breastcls.data.split import Split, split_for_config
 from breastcls.errors import BreastclsError, DataError, TrainingError
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_write_json
@@ -45,10 +46,14 @@ class PreparedData:
     image_info: dict[Path, ImageInfo]
     skipped: tuple[SkippedFile, ...]
     bad: tuple[SkippedFile, ...]
+    data_check: DataReport | None = None
 
 
 def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> PreparedData:
     """Load, check (decode every image once) and split the data of ``config``.
+
+    The full :func:`~breastcls.check_data` report (duplicates and patients across the split,
+    suspicious files) is kept in ``data_check``; only unreadable files stop training.
 
     Raises:
         DataError: The data is unusable, or holds unreadable images and
@@ -66,12 +71,7 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
         )
     bad_paths = {item.path for item in bad}
     samples = tuple(s for s in dataset.samples if s.path not in bad_paths)
-    split = split_samples(
-        samples,
-        fraction=config.data.validation_fraction,
-        seed=config.data.split_seed,
-        by=config.data.split_by,
-    )
+    split = split_for_config(samples, config.data)
     for name, part in (("training", split.train), ("validation", split.validation)):
         missing = sorted(set(dataset.class_names) - {s.label for s in part})
         if missing:
@@ -85,6 +85,7 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
         image_info=image_info,
         skipped=dataset.skipped,
         bad=tuple(bad),
+        data_check=check_dataset(dataset, config.data, image_info=image_info, unreadable=bad),
     )
 
 
@@ -205,6 +206,8 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
     )
     if data.skipped or data.bad:
         write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
+    if data.data_check is not None:
+        atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
     _write_sample_grid(
         data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
     )

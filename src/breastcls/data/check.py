@@ -392,8 +392,8 @@ def check_dataset(
                 severity="error",
                 kind="patient-in-several-splits",
                 message=(
-                    f"LEAK: patient {patient} has images in {'/'.join(splits)} ({len(patient_paths)} "
-                    "images): move all of them to one split."
+                    f"LEAK: patient {patient} has images in {'/'.join(splits)} "
+                    f"({len(patient_paths)} images): move all of them to one split."
                 ),
                 paths=patient_paths,
             )
