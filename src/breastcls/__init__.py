@@ -8,6 +8,7 @@ from __future__ import annotations
 from breastcls._version import __version__
 from breastcls.api import demo_config, list_backbones, list_components
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.crossval import CrossValidationResult, cross_validate
 from breastcls.data.breakhis import BreakHisName, parse_breakhis_name
 from breastcls.data.check import DataIssue, DataReport, DuplicateGroup, check_data
 from breastcls.data.demo import make_demo_dataset
@@ -58,6 +59,7 @@ __all__ = [
     "BreastclsError",
     "ComponentInfo",
     "ConfigError",
+    "CrossValidationResult",
     "DataConfig",
     "DataError",
     "DataIssue",
@@ -91,6 +93,7 @@ __all__ = [
     "__version__",
     "build_model",
     "check_data",
+    "cross_validate",
     "decode_image",
     "default_host",
     "demo_config",

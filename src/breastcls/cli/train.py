@@ -64,6 +64,31 @@ def train_command(
     cache: Annotated[
         str | None, typer.Option(help="Cache decoded images: memory or a folder.")
     ] = None,
+    magnification: Annotated[
+        int | None, typer.Option(help="Train only on images at 40, 100, 200 or 400X.")
+    ] = None,
+    task: Annotated[
+        str, typer.Option(help="binary (benign/malignant) or subtype (8 BreakHis subtypes).")
+    ] = "binary",
+    split_by: Annotated[
+        str, typer.Option(help="patient (default: no patient on both sides) or image.")
+    ] = "patient",
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Keep groups of this column together instead of patient_id."),
+    ] = None,
+    allow_leaky_split: Annotated[
+        bool,
+        typer.Option(help="Allow --split-by image on data with patient ids (recorded as leaky)."),
+    ] = False,
+    folds: Annotated[
+        int | None,
+        typer.Option(min=2, help="Stratified group k-fold: one run per fold + aggregate.json."),
+    ] = None,
+    protocol: Annotated[
+        str | None,
+        typer.Option(help="spanhol: 5 repeated patient-wise 70/30 splits + aggregate.json."),
+    ] = None,
 ) -> None:
     """Train a classifier and write a run folder (model, history, curves, metrics)."""
     import breastcls
@@ -79,6 +104,12 @@ def train_command(
             raise ConfigError(f"--preprocessing {preprocessing!r} is not backbone or none.")
         if class_weight not in (None, "balanced"):
             raise ConfigError(f"--class-weight {class_weight!r}: only 'balanced' is supported.")
+        if task not in ("binary", "subtype"):
+            raise ConfigError(f"--task {task!r} is not binary or subtype.")
+        if split_by not in ("patient", "image"):
+            raise ConfigError(f"--split-by {split_by!r} is not patient or image.")
+        if protocol not in (None, "spanhol"):
+            raise ConfigError(f"--protocol {protocol!r} is unknown: the known protocol is spanhol.")
         config = RunConfig(
             data=DataConfig(
                 path=data,
@@ -87,6 +118,13 @@ def train_command(
                 validation_fraction=validation_fraction,
                 skip_bad_images=skip_bad_images,
                 cache=cache,
+                magnification=magnification,
+                task=task,  # type: ignore[arg-type]
+                split_by=split_by,  # type: ignore[arg-type]
+                group_by=group_by,
+                allow_leaky_split=allow_leaky_split,
+                folds=folds,
+                protocol=protocol,  # type: ignore[arg-type]
             ),
             model=ModelConfig(
                 backbone=backbone,
@@ -108,8 +146,18 @@ def train_command(
             out_dir=out,
             name=name,
         )
-    result = breastcls.train(config)
     from breastcls.train import summarise
+
+    if config.data.folds is not None or config.data.protocol is not None:
+        cv = breastcls.cross_validate(config)
+        typer.echo(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
+        for index, fold in enumerate(cv.folds, start=1):
+            typer.echo(f"fold {index}: {summarise(fold.metrics)}")
+        accuracy = cv.aggregate.get("classification.accuracy", {})
+        if accuracy.get("mean") is not None:
+            typer.echo(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
+        return
+    result = breastcls.train(config)
 
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"validation: {summarise(result.metrics)}")
