@@ -27,7 +27,16 @@ from breastcls.errors import (
     TrainingError,
     UnknownComponentError,
 )
+from breastcls.evaluation.evaluate import (
+    EvaluationResult,
+    PredictResult,
+    build_report,
+    evaluate,
+    predict,
+)
+from breastcls.export import ExportResult, export_model
 from breastcls.interfaces import (
+    TTA,
     Augmentation,
     Backbone,
     BackboneFactory,
@@ -44,13 +53,16 @@ from breastcls.interfaces import (
     Trainer,
 )
 from breastcls.model import build_model, load_model
+from breastcls.model_card import write_model_card
 from breastcls.plugins.host import ENTRY_POINT_GROUP, PluginHost, default_host, hookimpl
 from breastcls.registry import ComponentInfo, PluginRegistry, Registry
 from breastcls.run import RunResult
-from breastcls.train import train
+from breastcls.runs import RunSummary, list_runs
+from breastcls.train import resume, train
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "TTA",
     "Augmentation",
     "Backbone",
     "BackboneFactory",
@@ -68,6 +80,8 @@ __all__ = [
     "DatasetFormat",
     "DuplicateComponentError",
     "DuplicateGroup",
+    "EvaluationResult",
+    "ExportResult",
     "Head",
     "KerasBackbone",
     "ManifestFormat",
@@ -79,10 +93,12 @@ __all__ = [
     "PluginError",
     "PluginHost",
     "PluginRegistry",
+    "PredictResult",
     "Predictions",
     "Registry",
     "RunConfig",
     "RunResult",
+    "RunSummary",
     "Sample",
     "SkippedFile",
     "Split",
@@ -92,21 +108,28 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "build_model",
+    "build_report",
     "check_data",
     "cross_validate",
     "decode_image",
     "default_host",
     "demo_config",
+    "evaluate",
+    "export_model",
     "hookimpl",
     "kfold_splits",
     "list_backbones",
     "list_components",
+    "list_runs",
     "load_dataset",
     "load_model",
     "make_demo_dataset",
     "parse_breakhis_name",
+    "predict",
     "read_manifest",
+    "resume",
     "spanhol_splits",
     "split_samples",
     "train",
+    "write_model_card",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import dataclasses
 import json
 from collections import Counter
@@ -12,29 +14,34 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from breastcls.checkpoint import TrainState, read_train_state
 from breastcls.config import RunConfig
 from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, split_for_config
-from breastcls.errors import BreastclsError, DataError, TrainingError
+from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
 from breastcls.interfaces import Sample, SkippedFile
-from breastcls.io import atomic_write_json
+from breastcls.io import atomic_write_json, ensure_writable_dir
 from breastcls.model import check_weights
+from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.run import (
     RunResult,
+    RunStatus,
     check_free_space,
     create_run_dir,
     environment,
+    read_status,
     write_samples_csv,
     write_skipped_csv,
     write_status,
 )
 
-__all__ = ["balanced_class_weights", "prepare_data", "train"]
+__all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
 _GRID_SIZE = 12
+_MIN_FREE_BYTES = 50_000_000
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,8 +142,11 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     The run folder holds ``config.json``, ``class_names.json``, ``environment.json``,
     ``status.json``, ``split.csv``, ``skipped.csv`` (when files were left out), ``samples.png``,
     ``history.csv``, ``loss.png``, ``accuracy.png``, ``best.keras`` (best ``val_accuracy``),
-    ``metrics.json``, ``predictions.csv`` and the confusion-matrix plots (validation data, best
-    model). Every file is written atomically.
+    ``metrics.json``, ``predictions.csv``, every metric's plots and ``report.html`` (validation
+    data, best model), ``temperature.json`` and ``thresholds.json`` (temperature scaling and
+    operating thresholds fitted on validation data, reused by ``evaluate`` and ``predict``),
+    ``model_card.md`` and, with ``tensorboard``, ``tensorboard/``. Every file is written
+    atomically.
 
     Args:
         config: The run configuration.
@@ -158,30 +168,145 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     ):
         host.registry(kind).info(name)
     check_weights(config.model.weights)
+    ensure_writable_dir(config.out_dir)
+    check_free_space(config.out_dir, needed_bytes=_MIN_FREE_BYTES)
     data = prepare_data(config, host=host)
     run_dir = create_run_dir(config.out_dir, config.name, default_stem=config.model.backbone)
-    check_free_space(run_dir, needed_bytes=50_000_000)
+    return _train_recording_status(run_dir, config, data, host, resume_from=None)
+
+
+def _train_recording_status(
+    run_dir: Path,
+    config: RunConfig,
+    data: PreparedData,
+    host: PluginHost,
+    *,
+    resume_from: TrainState | None,
+) -> RunResult:
+    """Train in ``run_dir``; on any failure record it in ``status.json`` and re-raise."""
     try:
-        return _train_in(run_dir, config, data, host)
-    except BaseException as error:
-        reason = (
-            str(error) if isinstance(error, BreastclsError) else f"{type(error).__name__}: {error}"
+        return _train_in(run_dir, config, data, host, resume_from=resume_from)
+    except KeyboardInterrupt:
+        state = read_train_state(run_dir)
+        done = state.completed_epochs if state else 0
+        _record_status(
+            run_dir,
+            "interrupted",
+            f"interrupted after {done} completed epoch(s); continue with "
+            f"`breastcls train --resume {run_dir}`",
         )
-        write_status(run_dir, "failed", reason=reason or "interrupted")
+        raise
+    except BreastclsError as error:
+        _record_status(run_dir, "failed", str(error))
+        raise
+    except OSError as error:
+        output_error = OutputError(
+            f"Writing the run folder {run_dir} failed: {error}. Free space or fix the folder, "
+            f"then continue with `breastcls train --resume {run_dir}`."
+        )
+        _record_status(run_dir, "failed", str(output_error))
+        raise output_error from error
+    except BaseException as error:
+        _record_status(run_dir, "failed", f"{type(error).__name__}: {error}")
         raise
 
 
-def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: PluginHost) -> RunResult:
+def _record_status(run_dir: Path, status: RunStatus, reason: str) -> None:
+    # Best effort: a full disk must not hide the error that stopped the run.
+    with contextlib.suppress(OSError):
+        write_status(run_dir, status, reason=reason)
+
+
+def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
+    """Continue a run that was killed or interrupted, from its last completed epoch.
+
+    The run's own ``config.json`` is used. Training goes on with the saved model, optimizer
+    state, learning-rate schedule state, epoch counter, best-so-far value and random-number
+    state (seed generators and shuffle order), so with ``deterministic`` the result is what the
+    uninterrupted run would have given; ``history.csv`` ends with one row per epoch, none twice.
+    A run killed before its first epoch ended starts again from epoch 1 in the same folder.
+
+    Args:
+        run_dir: The run folder.
+        host: Plugin host (the default host when ``None``).
+
+    Returns:
+        The completed run, as :func:`train` returns it.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run folder, the run has finished already, or its
+            training state is unreadable.
+        DataError: The data no longer matches the run (other class names or another split).
+    """
+    from breastcls.checkpoint import prepare_resume
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(
+            f"{str(run_dir)!r} is not a breastcls run folder (no config.json): pass the folder "
+            "`breastcls train` created."
+        )
+    if read_status(run_dir).get("status") == "finished":
+        raise ConfigError(
+            f"The run {run_dir} has finished already: nothing to resume (start a new run)."
+        )
+    host = ensure_host(host)
+    config = read_run_config(run_dir)
+    state = read_train_state(run_dir)
+    data = prepare_data(config, host=host)
+    _check_same_data(run_dir, data)
+    check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
+    prepare_resume(run_dir, state)
+    return _train_recording_status(run_dir, config, data, host, resume_from=state)
+
+
+def _check_same_data(run_dir: Path, data: PreparedData) -> None:
+    trained = json.loads((run_dir / "class_names.json").read_text(encoding="utf-8"))
+    if list(trained) != list(data.class_names):
+        raise DataError(
+            f"The run {run_dir} was trained on classes {trained} but its data now has "
+            f"{list(data.class_names)}: restore the data, or start a new run."
+        )
+    with open(run_dir / "split.csv", encoding="utf-8", newline="") as handle:
+        recorded = sorted((row["path"], row["split"]) for row in csv.DictReader(handle))
+    current = sorted(
+        [(str(s.path), "train") for s in data.split.train]
+        + [(str(s.path), "validation") for s in data.split.validation]
+    )
+    if recorded != current:
+        raise DataError(
+            f"The images of {run_dir}'s data or their split changed since the run started "
+            "(split.csv differs): restore the data, or start a new run."
+        )
+
+
+def _train_in(
+    run_dir: Path,
+    config: RunConfig,
+    data: PreparedData,
+    host: PluginHost,
+    *,
+    resume_from: TrainState | None,
+) -> RunResult:
     import keras
     import tensorflow as tf
 
-    from breastcls.callbacks import AtomicBestCheckpoint, HistoryWriter, HookForwarder, NaNGuard
+    from breastcls.callbacks import (
+        HistoryWriter,
+        HookForwarder,
+        NaNGuard,
+        TrainingCheckpoint,
+        restore_seed_generators,
+    )
+    from breastcls.checkpoint import history_columns
     from breastcls.data.pipeline import make_dataset
-    from breastcls.evaluation.metrics import compute_metrics, predict_samples, write_predictions
+    from breastcls.evaluation.evaluate import write_validation_report
+    from breastcls.evaluation.metrics import predict_samples
     from breastcls.evaluation.plots import plot_history
-    from breastcls.model import build_model, load_model
+    from breastcls.model import build_model, load_checkpoint, load_model
 
-    write_status(run_dir, "running")
+    start_epoch = resume_from.completed_epochs if resume_from else 0
+    write_status(run_dir, "running", resumed_at_epoch=start_epoch if resume_from else None)
     config_dict = config.to_dict()
     config_dict["split"] = {
         "method": data.split.method,
@@ -197,20 +322,21 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
     config_dict["class_weights_used"] = (
         {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
     )
-    atomic_write_json(run_dir / "config.json", config_dict)
-    atomic_write_json(run_dir / "class_names.json", list(data.class_names))
-    atomic_write_json(run_dir / "environment.json", environment())
-    write_samples_csv(
-        run_dir / "split.csv",
-        [("train", data.split.train), ("validation", data.split.validation)],
-    )
-    if data.skipped or data.bad:
-        write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
-    if data.data_check is not None:
-        atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
-    _write_sample_grid(
-        data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
-    )
+    if resume_from is None:
+        atomic_write_json(run_dir / "config.json", config_dict)
+        atomic_write_json(run_dir / "class_names.json", list(data.class_names))
+        atomic_write_json(run_dir / "environment.json", environment())
+        write_samples_csv(
+            run_dir / "split.csv",
+            [("train", data.split.train), ("validation", data.split.validation)],
+        )
+        if data.skipped or data.bad:
+            write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
+        if data.data_check is not None:
+            atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
+        _write_sample_grid(
+            data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
+        )
 
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
@@ -218,13 +344,19 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(_precision_policy(config.train.precision))
     try:
-        model = build_model(
-            config.model,
-            n_classes=len(data.class_names),
-            image_size=config.data.image_size,
-            seed=config.train.seed,
-            host=host,
-        )
+        if resume_from is None:
+            model = build_model(
+                config.model,
+                n_classes=len(data.class_names),
+                image_size=config.data.image_size,
+                seed=config.train.seed,
+                host=host,
+            )
+        else:
+            model = load_checkpoint(run_dir / resume_from.checkpoint)
+            restore_seed_generators(model, resume_from.seed_generators)
+        # Room for two full checkpoints (weights + Adam's two moments) and one being written.
+        check_free_space(run_dir, needed_bytes=3 * 12 * model.count_params() + _MIN_FREE_BYTES)
         datasets = {
             name: make_dataset(
                 samples,
@@ -235,6 +367,7 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
                 shuffle=name == "train",
                 seed=config.train.seed,
                 cache=config.data.cache,
+                start_epoch=start_epoch,
             )
             for name, samples in (
                 ("train", data.split.train),
@@ -243,8 +376,15 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
         }
         host.train_start(run_dir, config_dict)
         nan_guard = NaNGuard()
+        trainer_state: dict[str, Any] = dict(resume_from.trainer) if resume_from else {}
+        checkpoint = TrainingCheckpoint(
+            run_dir,
+            monitor=config.train.monitor,
+            trainer_state=trainer_state,
+            resume_from=resume_from,
+        )
         trainer = host.trainers.get(config.train.trainer)
-        history = trainer.fit(
+        trainer.fit(
             model,
             datasets["train"],
             datasets["validation"],
@@ -252,12 +392,20 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
             run_dir=run_dir,
             callbacks=[
                 nan_guard,
-                AtomicBestCheckpoint(run_dir / "best.keras", monitor=config.train.monitor),
-                HistoryWriter(run_dir / "history.csv"),
+                HistoryWriter(
+                    run_dir / "history.csv", rows=resume_from.history if resume_from else ()
+                ),
+                checkpoint,
                 HookForwarder(host, run_dir),
+                *(
+                    [keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))]
+                    if config.train.tensorboard
+                    else []
+                ),
             ],
             class_weight=class_weight,
-            initial_epoch=0,
+            initial_epoch=start_epoch,
+            state=trainer_state,
         )
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
@@ -268,9 +416,10 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
             else "no model had been saved yet"
         )
         raise TrainingError(
-            f"Training stopped: {nan_guard.failure}; {kept}. Lower the learning rate or check "
-            "the data."
+            f"Training stopped: {nan_guard.failure} in epoch {len(checkpoint.history) + 1}; "
+            f"{kept}. Lower the learning rate or check the data."
         )
+    history = history_columns(checkpoint.history)
     plot_history(history, run_dir)
     best_model_path = run_dir / "best.keras"
     if not best_model_path.exists():
@@ -286,10 +435,10 @@ def _train_in(run_dir: Path, config: RunConfig, data: PreparedData, host: Plugin
         batch_size=config.train.batch_size,
         image_info=data.image_info,
     )
-    write_predictions(predictions, run_dir / "predictions.csv")
-    sections = compute_metrics(predictions, run_dir, host=host)
+    sections = write_validation_report(run_dir, predictions, host=host)
     metrics = {section.name: dict(section.values) for section in sections}
     headline = metrics.get("classification", {}).get("accuracy")
+    write_model_card(run_dir)
     write_status(run_dir, "finished", headline={"val_accuracy": headline})
     host.train_end(run_dir, metrics)
     return RunResult(

@@ -9,7 +9,12 @@ import typer
 
 from breastcls._version import __version__
 from breastcls.cli.data import data_app
+from breastcls.cli.evaluate import evaluate_command
+from breastcls.cli.export import export_command
 from breastcls.cli.plugins import plugins_command
+from breastcls.cli.predict import predict_command
+from breastcls.cli.report import report_command
+from breastcls.cli.runs import runs_command
 from breastcls.cli.train import train_command
 
 app = typer.Typer(
@@ -21,6 +26,11 @@ app = typer.Typer(
 )
 app.command("train")(train_command)
 app.command("plugins")(plugins_command)
+app.command("evaluate")(evaluate_command)
+app.command("predict")(predict_command)
+app.command("report")(report_command)
+app.command("export")(export_command)
+app.command("runs")(runs_command)
 app.add_typer(data_app, name="data")
 
 

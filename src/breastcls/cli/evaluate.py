@@ -1,0 +1,45 @@
+"""``breastcls evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcls.cli.common import reports_errors
+
+
+@reports_errors
+def evaluate_command(
+    model: Annotated[Path, typer.Option(help="Run folder (holding best.keras) or a .keras file.")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled images (folder or manifest); default: the run's validation split."
+        ),
+    ] = None,
+    tta: Annotated[
+        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+    ] = "none",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation folder (default: <run>/evaluations/<data>-<tta>)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    gradcam: Annotated[bool, typer.Option(help="Write Grad-CAM overlays.")] = True,
+) -> None:
+    """Evaluate a model: metrics.json, predictions.csv, plots and a self-contained report.html."""
+    import breastcls
+
+    result = breastcls.evaluate(
+        model, data=data, tta=tta, out_dir=out, batch_size=batch_size, gradcam=gradcam
+    )
+    classification = result.metrics.get("classification", {})
+    roc = result.metrics.get("roc", {})
+    typer.echo(f"evaluation folder: {result.out_dir}")
+    typer.echo(
+        f"{result.n_images} images: accuracy {classification.get('accuracy', float('nan')):.4f}, "
+        f"AUC {roc.get('auc') if roc.get('auc') is None else format(roc['auc'], '.4f')}"
+    )
+    typer.echo(f"report: {result.report}")

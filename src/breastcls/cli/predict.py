@@ -1,0 +1,27 @@
+"""``breastcls predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcls.cli.common import reports_errors
+
+
+@reports_errors
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    model: Annotated[Path, typer.Option(help="Run folder (holding best.keras) or a .keras file.")],
+    out: Annotated[Path, typer.Option(help="The CSV file to write.")] = Path("predictions.csv"),
+    tta: Annotated[
+        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+    ] = "none",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+) -> None:
+    """Predict the class of images: one CSV row per image with its probabilities."""
+    import breastcls
+
+    result = breastcls.predict(model, inputs, out=out, tta=tta, batch_size=batch_size)
+    typer.echo(f"{result.n_images} images -> {result.path}")

@@ -1,0 +1,22 @@
+"""``breastcls report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcls.cli.common import reports_errors
+
+
+@reports_errors
+def report_command(
+    folder: Annotated[
+        Path, typer.Argument(help="A run folder or an evaluation folder (with predictions.csv).")
+    ],
+) -> None:
+    """(Re)build report.html (and metrics.json, figures) from a folder's saved predictions."""
+    import breastcls
+
+    typer.echo(f"report: {breastcls.build_report(folder)}")

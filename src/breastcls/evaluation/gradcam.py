@@ -1,0 +1,187 @@
+"""Grad-CAM (Selvaraju et al., 2017): where in an image the model looked for its decision.
+
+The feature map is found through the model's structure, never by a layer name: breastcls models
+are ``Input -> augmentation -> preprocessing -> backbone -> head``, and the backbone (whatever
+plugin built it) is the last layer whose output is 4-D ``(batch, h, w, channels)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import ModelLoadError
+from breastcls.interfaces import MetricSection, Predictions
+
+__all__ = ["find_feature_layer", "gradcam_heatmaps", "gradcam_section"]
+
+
+def find_feature_layer(model: Any) -> Any:
+    """Return the last layer of ``model`` whose output is a 4-D feature map.
+
+    Raises:
+        ModelLoadError: No layer after the input has a 4-D output.
+    """
+    for layer in reversed(model.layers[1:]):
+        shape = getattr(_layer_output(model, layer), "shape", ())
+        if len(shape) == 4:
+            return layer
+    raise ModelLoadError(
+        f"Model {model.name!r} has no layer with a 4-D (batch, height, width, channels) output: "
+        "Grad-CAM needs a convolutional feature map."
+    )
+
+
+def _layer_output(model: Any, layer: Any) -> Any:
+    # A nested model's ``.output`` is its own inner output; the tensor it produced in *this*
+    # model's graph is the output of the node that this model's graph created when calling it.
+    inputs = {id(t) for t in model.inputs}
+    for node in reversed(layer._inbound_nodes):
+        tensors = node.output_tensors
+        if tensors and _connected(tensors[0], inputs):
+            return tensors[0]
+    return None
+
+
+def _connected(tensor: Any, inputs: set[int]) -> bool:
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        current = stack.pop()
+        if id(current) in inputs:
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        history = getattr(current, "_keras_history", None)
+        if history is None:
+            continue
+        node = history.operation._inbound_nodes[history.node_index]
+        stack.extend(node.input_tensors)
+    return False
+
+
+def gradcam_heatmaps(
+    model: Any, images: npt.NDArray[np.float32], class_indices: Sequence[int]
+) -> npt.NDArray[np.float32]:
+    """Return Grad-CAM heatmaps in ``[0, 1]``, one per image, at the images' size.
+
+    Args:
+        model: A Keras model taking ``(batch, h, w, 3)`` images and returning probabilities.
+        images: The model inputs (0-255 images for breastcls models).
+        class_indices: The class explained for each image (usually the predicted one).
+    """
+    import keras
+    import tensorflow as tf
+
+    layer = find_feature_layer(model)
+    grad_model = keras.Model(model.inputs, [_layer_output(model, layer), model.outputs[0]])
+    batch = tf.convert_to_tensor(images, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        features, probabilities = grad_model(batch, training=False)
+        features = tf.cast(features, tf.float32)
+        tape.watch(features)
+        target = tf.gather(
+            tf.cast(probabilities, tf.float32),
+            tf.constant(list(class_indices), dtype=tf.int32),
+            batch_dims=1,
+        )
+    gradients = tape.gradient(target, features)
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1, keepdims=True))
+    cam = tf.image.resize(cam, tf.shape(batch)[1:3], method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    cam = tf.math.divide_no_nan(cam, peak)
+    return np.asarray(cam.numpy(), dtype=np.float32)
+
+
+def _overlay_figure(
+    images: npt.NDArray[np.float32],
+    heatmaps: npt.NDArray[np.float32],
+    titles: Sequence[str],
+    path: Path,
+) -> Path:
+    from breastcls.evaluation.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    columns = len(images)
+    figure, axes = plt.subplots(2, columns, figsize=(2.6 * columns, 5.6), squeeze=False)
+    for i in range(columns):
+        picture = np.clip(images[i], 0, 255).astype(np.uint8)
+        axes[0, i].imshow(picture)
+        axes[0, i].set_title(titles[i], fontsize=7)
+        axes[1, i].imshow(picture)
+        axes[1, i].imshow(heatmaps[i], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+        axes[0, i].axis("off")
+        axes[1, i].axis("off")
+    return save_figure(figure, path)
+
+
+def gradcam_section(
+    model: Any,
+    predictions: Predictions,
+    out_dir: Path,
+    *,
+    image_size: int,
+    n_correct: int = 4,
+    n_errors: int = 4,
+    seed: int = 0,
+) -> MetricSection:
+    """Write Grad-CAM overlays for a seeded sample of correct predictions and the most confident
+    errors (``gradcam_correct.png``, ``gradcam_errors.png``) and return the report section."""
+    import tensorflow as tf
+
+    from breastcls.data.pipeline import load_image_tensor
+
+    y_pred = predictions.y_pred
+    confidence = predictions.probabilities.max(axis=1)
+    correct = np.flatnonzero(y_pred == predictions.y_true)
+    errors = np.flatnonzero(y_pred != predictions.y_true)
+    picked_correct = sorted(np.random.default_rng(seed).permutation(correct)[:n_correct].tolist())
+    picked_errors = errors[np.argsort(-confidence[errors], kind="stable")][:n_errors].tolist()
+    names = predictions.class_names
+    figures = []
+    listed: dict[str, list[dict[str, Any]]] = {}
+    for kind, rows in (("correct", picked_correct), ("errors", picked_errors)):
+        listed[kind] = []
+        if not rows:
+            continue
+        images = np.stack(
+            [
+                load_image_tensor(
+                    tf.constant(predictions.paths[i]), tf.constant(False), image_size
+                ).numpy()
+                for i in rows
+            ]
+        ).astype(np.float32)
+        heatmaps = gradcam_heatmaps(model, images, [int(y_pred[i]) for i in rows])
+        titles = [
+            f"{Path(predictions.paths[i]).name[:28]}\ntrue {names[predictions.y_true[i]]}, "
+            f"pred {names[y_pred[i]]} {confidence[i]:.2f}"
+            for i in rows
+        ]
+        figures.append(_overlay_figure(images, heatmaps, titles, out_dir / f"gradcam_{kind}.png"))
+        listed[kind] = [
+            {
+                "path": predictions.paths[i],
+                "true": names[predictions.y_true[i]],
+                "predicted": names[y_pred[i]],
+                "confidence": round(float(confidence[i]), 6),
+            }
+            for i in rows
+        ]
+    return MetricSection(
+        name="gradcam",
+        title="Grad-CAM: where the model looked",
+        values={"correct": listed["correct"], "errors": listed["errors"]},
+        figures=tuple(figures),
+        text=(
+            "Top row: the image; bottom row: Grad-CAM heat for the predicted class (red = most "
+            f"influential). Up to {n_correct} correct predictions (seeded sample) and the "
+            f"{n_errors} most confident errors."
+        ),
+    )

@@ -1,0 +1,73 @@
+"""Batched inference with optional test-time augmentation (TTA)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.interfaces import TTA
+
+__all__ = ["iter_probabilities", "predict_probabilities"]
+
+
+def _make_step(model: Any, tta: TTA | None) -> Any:
+    import tensorflow as tf
+
+    if tta is None or tta.size == 1:
+
+        def plain(images: Any) -> Any:
+            return tf.cast(model(images, training=False), tf.float32)
+
+        return tf.function(plain, reduce_retracing=True)
+
+    def augmented(images: Any) -> Any:
+        # All copies of the batch go through the model in one call; no per-image Python code.
+        copies = tta(images)
+        shape = tf.shape(copies)
+        flat = tf.reshape(copies, tf.concat([[-1], shape[2:]], axis=0))
+        probabilities = tf.cast(model(flat, training=False), tf.float32)
+        per_copy = tf.reshape(probabilities, [shape[0], shape[1], -1])
+        return tf.reduce_mean(per_copy, axis=0)
+
+    return tf.function(augmented, reduce_retracing=True)
+
+
+def iter_probabilities(
+    model: Any, batches: Any, *, tta: TTA | None = None, total: int | None = None, verbose: int = 0
+) -> Iterator[npt.NDArray[np.float64]]:
+    """Yield the probabilities of each batch of a ``tf.data`` dataset of image batches.
+
+    With ``tta``, every batch is expanded in-graph into ``tta.size`` transformed copies, the
+    model runs once on all of them, and the probabilities are averaged over the copies.
+
+    Args:
+        model: A Keras model taking 0-255 images.
+        batches: A batched ``tf.data.Dataset`` of images (no labels).
+        tta: The test-time augmentation, or ``None``.
+        total: Number of images, for the progress bar.
+        verbose: 1 shows a Keras progress bar.
+    """
+    import keras
+
+    step = _make_step(model, tta)
+    progress = keras.utils.Progbar(total, unit_name="image") if verbose else None
+    seen = 0
+    for images in batches:
+        probabilities = np.asarray(step(images).numpy(), dtype=np.float64)
+        seen += len(probabilities)
+        if progress is not None:
+            progress.update(seen)
+        yield probabilities
+
+
+def predict_probabilities(
+    model: Any, batches: Any, *, tta: TTA | None = None, total: int | None = None, verbose: int = 0
+) -> npt.NDArray[np.float64]:
+    """Return the ``(n, n_classes)`` probabilities of every image (:func:`iter_probabilities`)."""
+    parts = list(iter_probabilities(model, batches, tta=tta, total=total, verbose=verbose))
+    if not parts:
+        return np.zeros((0, int(model.output_shape[-1])), dtype=np.float64)
+    return np.concatenate(parts, axis=0)

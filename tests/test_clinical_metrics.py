@@ -1,0 +1,253 @@
+"""Clinical metrics against scikit-learn and hand-computed values (no TensorFlow needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from breastcls import Predictions
+from breastcls.builtin.clinical_metrics import (
+    BootstrapMetric,
+    CalibrationMetric,
+    ThresholdsMetric,
+    magnification_metric,
+    patient_metric,
+    roc_metric,
+)
+from breastcls.evaluation.clinical import (
+    apply_temperature,
+    binary_rates,
+    binary_view,
+    bootstrap_intervals,
+    choose_thresholds,
+    expected_calibration_error,
+    fit_temperature,
+    positive_class_index,
+)
+
+
+def _predictions(n: int = 120, seed: int = 3, **extra: object) -> Predictions:
+    """Benign/malignant predictions of a fair but imperfect model (malignant = class 1)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    score = np.clip(0.5 + (y - 0.5) * 0.6 + rng.normal(0, 0.25, size=n), 0.001, 0.999)
+    return Predictions(
+        class_names=("benign", "malignant"),
+        y_true=y.astype(np.int64),
+        probabilities=np.stack([1 - score, score], axis=1),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_positive_class_is_malignant_when_present_else_last() -> None:
+    assert positive_class_index(("malignant", "benign")) == 0
+    assert positive_class_index(("benign", "malignant")) == 1
+    assert positive_class_index(("A", "DC", "F")) == 2
+
+
+def test_binary_rates_equal_sklearn() -> None:
+    p = _predictions()
+    view = binary_view(p)
+    rates = binary_rates(view.y_true, view.y_pred)
+    assert rates["sensitivity"] == pytest.approx(recall_score(view.y_true, view.y_pred))
+    assert rates["specificity"] == pytest.approx(recall_score(~view.y_true, ~view.y_pred))
+    assert rates["f1"] == pytest.approx(f1_score(view.y_true, view.y_pred))
+    assert rates["accuracy"] == pytest.approx(accuracy_score(view.y_true, view.y_pred))
+    assert rates["tp"] + rates["fp"] + rates["tn"] + rates["fn"] == 120
+
+
+def test_roc_metric_equals_sklearn_and_writes_plots(tmp_path: Path) -> None:
+    p = _predictions()
+    section = roc_metric(p, out_dir=tmp_path)
+    score = p.probabilities[:, 1]
+    assert section.values["auc"] == pytest.approx(roc_auc_score(p.y_true, score))
+    assert section.values["average_precision"] == pytest.approx(
+        average_precision_score(p.y_true, score)
+    )
+    assert 0.7 < section.values["auc"] < 1.0
+    assert {f.name for f in section.figures} == {"roc.png", "precision_recall.png"}
+    assert all(f.stat().st_size > 1000 for f in section.figures)
+
+
+def test_roc_metric_with_one_class_has_no_auc(tmp_path: Path) -> None:
+    p = _predictions()
+    only = Predictions(
+        class_names=p.class_names,
+        y_true=np.ones_like(p.y_true),
+        probabilities=p.probabilities,
+    )
+    section = roc_metric(only, out_dir=tmp_path)
+    assert section.values["auc"] is None
+    assert section.figures == ()
+
+
+def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
+    p = _predictions()
+    first = bootstrap_intervals(p, n_resamples=400, seed=7)
+    again = bootstrap_intervals(p, n_resamples=400, seed=7)
+    other = bootstrap_intervals(p, n_resamples=400, seed=8)
+    assert first == again
+    assert first != other
+    view = binary_view(p)
+    assert first["auc"]["estimate"] == pytest.approx(roc_auc_score(view.y_true, view.score))
+    assert first["f1"]["estimate"] == pytest.approx(f1_score(view.y_true, view.y_pred))
+    assert first["accuracy"]["estimate"] == pytest.approx(accuracy_score(p.y_true, p.y_pred))
+    for name in ("accuracy", "sensitivity", "specificity", "f1", "auc"):
+        interval = first[name]
+        assert interval["low"] < interval["estimate"] < interval["high"], name
+        assert interval["high"] - interval["low"] < 0.35
+
+
+def test_bootstrap_resampled_auc_equals_sklearn_on_a_resample() -> None:
+    # The vectorised rank AUC used per resample equals sklearn's (with ties).
+    from breastcls.evaluation.clinical import _rank_auc
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(5, 40)).astype(bool)
+    score = rng.integers(0, 6, size=(5, 40)) / 5.0
+    for row in range(5):
+        assert _rank_auc(y, score)[row] == pytest.approx(roc_auc_score(y[row], score[row]))
+
+
+def test_bootstrap_metric_section() -> None:
+    section = BootstrapMetric(n_resamples=200, seed=1)(_predictions(), out_dir=Path("."))
+    assert section.values["seed"] == 1
+    assert set(section.values["intervals"]) == {
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "f1",
+        "auc",
+    }
+
+
+def test_thresholds_match_a_brute_force_search() -> None:
+    p = _predictions()
+    view = binary_view(p)
+    chosen = choose_thresholds(
+        view.y_true, view.score, target_specificity=0.9, target_sensitivity=0.9
+    )
+    _, _, candidates = roc_curve(view.y_true, view.score)
+    candidates = candidates[np.isfinite(candidates)]
+
+    def rates(t: float) -> tuple[float, float]:
+        r = binary_rates(view.y_true, view.score >= t)
+        return r["sensitivity"], r["specificity"]
+
+    best_j = max(sum(rates(t)) - 1 for t in candidates)
+    assert sum(rates(chosen["youden"])) - 1 == pytest.approx(best_j)
+    sens, spec = rates(chosen["sensitivity_at_specificity_0.9"])
+    assert spec >= 0.9
+    assert sens == pytest.approx(max(rates(t)[0] for t in candidates if rates(t)[1] >= 0.9))
+    sens, spec = rates(chosen["specificity_at_sensitivity_0.9"])
+    assert sens >= 0.9
+    assert spec == pytest.approx(max(rates(t)[1] for t in candidates if rates(t)[0] >= 0.9))
+    assert chosen["default"] == 0.5
+
+
+def test_thresholds_chosen_on_validation_are_applied_unchanged_to_test() -> None:
+    validation = _predictions(seed=1)
+    view = binary_view(validation)
+    chosen = choose_thresholds(view.y_true, view.score)
+    test = _predictions(seed=2, thresholds=chosen)
+    section = ThresholdsMetric()(test, out_dir=Path("."))
+    assert section.values["chosen_on"].startswith("validation")
+    test_view = binary_view(test)
+    for point in section.values["operating_points"]:
+        assert point["threshold"] == chosen[point["name"]]
+        expected = recall_score(test_view.y_true, test_view.score >= point["threshold"])
+        assert point["sensitivity"] == pytest.approx(expected)
+    # Without given thresholds the metric says it fitted them on the data itself.
+    own = ThresholdsMetric()(_predictions(seed=2), out_dir=Path("."))
+    assert own.values["chosen_on"].startswith("these predictions")
+
+
+def test_ece_equals_a_hand_computation() -> None:
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])
+    y = np.array([0, 1, 1, 0])
+    # Bins (0.5,0.6]: conf .55 acc 0; (0.6,0.7]: .7 acc 1; (0.7,0.8]: .8 acc 0; (0.8,0.9]: .9 acc 1
+    expected = (0.55 + 0.3 + 0.8 + 0.1) / 4
+    assert expected_calibration_error(probabilities, y) == pytest.approx(expected)
+
+
+def test_temperature_scaling_lowers_ece_of_an_over_confident_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 2000
+    y = rng.integers(0, 2, size=n)
+    right = rng.random(n) < 0.75  # 75% accurate ...
+    predicted = np.where(right, y, 1 - y)
+    confidence = rng.uniform(0.97, 0.999, size=n)  # ... but ~99% sure of itself
+    probabilities = np.where(predicted[:, None] == np.arange(2), confidence[:, None], 0.0)
+    probabilities = np.where(
+        predicted[:, None] != np.arange(2), 1 - confidence[:, None], probabilities
+    )
+    before = expected_calibration_error(probabilities, y)
+    temperature = fit_temperature(probabilities, y)
+    calibrated = apply_temperature(probabilities, temperature)
+    after = expected_calibration_error(calibrated, y)
+    assert temperature > 1.5
+    assert before > 0.2
+    assert after < 0.05
+    assert (calibrated.argmax(1) == probabilities.argmax(1)).all()
+    p = Predictions(
+        class_names=("benign", "malignant"),
+        y_true=y.astype(np.int64),
+        probabilities=calibrated,
+        temperature=temperature,
+    )
+    section = CalibrationMetric()(p, out_dir=tmp_path)
+    assert section.values["ece"] == pytest.approx(after)
+    assert section.values["ece_before_temperature"] == pytest.approx(before, abs=1e-6)
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
+
+
+def test_patient_metric_by_hand(tmp_path: Path) -> None:
+    # Patient a (benign): images 0.2, 0.6 -> score 0.4, benign, 1 of 2 images right.
+    # Patient b (malignant): 0.7, 0.9, 0.4 -> score 0.6667, malignant, 2 of 3 right.
+    # Patient c (malignant): 0.3 -> score 0.3, benign (wrong), 0 of 1 right.
+    score = np.array([0.2, 0.6, 0.7, 0.9, 0.4, 0.3])
+    p = Predictions(
+        class_names=("benign", "malignant"),
+        y_true=np.array([0, 0, 1, 1, 1, 1]),
+        probabilities=np.stack([1 - score, score], axis=1),
+        patient_ids=("a", "a", "b", "b", "b", "c"),
+        magnifications=(40, 40, 40, 200, 200, 200),
+    )
+    section = patient_metric(p, out_dir=tmp_path)
+    v = section.values
+    assert section.level == "patient"
+    assert v["n_patients"] == 3
+    assert v["accuracy"] == pytest.approx(2 / 3)
+    assert v["sensitivity"] == pytest.approx(1 / 2)
+    assert v["specificity"] == pytest.approx(1.0)
+    assert v["auc"] == pytest.approx(roc_auc_score([0, 1, 1], [0.4, 2.2 / 3, 0.3]))
+    assert v["patient_recognition_rate"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert [row["predicted"] for row in v["patients"]] == ["benign", "malignant", "benign"]
+
+    mags = magnification_metric(p, out_dir=tmp_path).values["breakdown"]
+    assert [m["magnification"] for m in mags] == ["40X", "200X"]
+    assert mags[0]["n_images"] == 3
+    assert mags[0]["accuracy"] == pytest.approx(2 / 3)  # 0.2 ok, 0.6 wrong, 0.7 ok
+    assert mags[1]["patient_recognition_rate"] == pytest.approx((1 / 2 + 0) / 2)
+
+
+def test_patient_metric_without_patient_ids(tmp_path: Path) -> None:
+    section = patient_metric(_predictions(), out_dir=tmp_path)
+    assert section.values == {"available": False}
+
+
+def test_metric_plugins_are_registered(host: object) -> None:
+    names = host.metrics.names()  # type: ignore[attr-defined]
+    for name in ("roc", "bootstrap", "thresholds", "calibration", "patient", "magnification"):
+        assert name in names
+        assert host.metrics.info(name).plugin == "builtin_clinical_metrics"  # type: ignore[attr-defined]
