@@ -63,14 +63,21 @@ class ImageInfo:
 
 def _open(path: Path) -> Image.Image:
     try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes); remove it or copy it again.")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
             image.load()
-    except Image.DecompressionBombError as error:
-        raise DataError(f"{path}: image is too large to decode safely ({error}).") from error
-    except Image.DecompressionBombWarning as error:
-        raise DataError(f"{path}: image is too large to decode safely ({error}).") from error
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(
+            f"{path}: image is too large to decode safely ({error}); downscale or tile it, or "
+            "raise PIL.Image.MAX_IMAGE_PIXELS if the file is trusted."
+        ) from error
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: file not found (moved or deleted since listing).") from error
     except UnidentifiedImageError as error:
         raise DataError(f"{path}: not a readable image (unknown or corrupt format).") from error
     except PermissionError as error:

@@ -25,7 +25,9 @@ def load_image_tensor(path: Any, native: Any, image_size: int) -> Any:
     import tensorflow as tf
 
     def pillow_decode(file_name: Any) -> Any:
-        return decode_image(Path(file_name.decode("utf-8")))
+        # A bytes scalar inside tf.data's graph; a 0-d object array when called eagerly.
+        raw = file_name.item() if isinstance(file_name, np.ndarray) else file_name
+        return decode_image(Path(raw.decode("utf-8")))
 
     def decode_native() -> Any:
         return tf.io.decode_image(

@@ -190,9 +190,16 @@ def split_samples(
         train_idx, val_idx = next(iter(splitter.split(indices, labels, groups=groups)))
         method = _grouped_method(group_by)
     else:
-        train_idx, val_idx = train_test_split(
-            indices, test_size=fraction, random_state=seed, stratify=labels
-        )
+        try:
+            train_idx, val_idx = train_test_split(
+                indices, test_size=fraction, random_state=seed, stratify=labels
+            )
+        except ValueError as error:
+            raise DataError(
+                f"A stratified {fraction:.0%} validation split of {len(samples)} images with "
+                f"{len(set(labels.tolist()))} classes is impossible ({error}): add images or "
+                "raise --validation-fraction."
+            ) from error
         method = "image-leaky" if leaky else "image"
     return Split(
         train=tuple(samples[i] for i in sorted(train_idx)),
