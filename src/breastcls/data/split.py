@@ -97,13 +97,9 @@ def _fixed(samples: Sequence[Sample], group_by: str | None) -> Split:
             "The data fixes a train split but has no validation images: add a validation/ "
             "folder (or 'validation' rows in the manifest's split column)."
         )
-    try:
-        groups = sample_groups([*train, *validation], group_by)
-    except DataError:
-        groups = None
-    leaky = False
-    if groups is not None:
-        leaky = bool(set(groups[: len(train)]) & set(groups[len(train) :]))
+    column = group_by or "patient_id"
+    train_groups = {value for s in train if (value := _value(s, column)) is not None}
+    leaky = any(_value(s, column) in train_groups for s in validation)
     return Split(train=train, validation=validation, method="folders-leaky" if leaky else "folders")
 
 
