@@ -1,0 +1,92 @@
+"""Grad-CAM: finds the feature map by structure and puts the heat where the decision is made."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from breastcls.evaluation.gradcam import find_feature_layer, gradcam_heatmaps
+
+SIZE = 32
+
+
+def _red_detector() -> Any:
+    """Input -> nested 'backbone' (1x1 conv: channel 0 = red, channel 1 = green) -> GAP -> Dense.
+
+    The malignant logit grows with the amount of red only, so the decision depends on where
+    the red is, and on nothing else.
+    """
+    import keras
+
+    backbone_in = keras.Input(shape=(SIZE, SIZE, 3))
+    conv = keras.layers.Conv2D(2, 1, use_bias=False, name="colour_split")
+    backbone = keras.Model(backbone_in, conv(backbone_in), name="any_backbone")
+    conv.set_weights([np.array([[[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]], dtype=np.float32)])
+    inputs = keras.Input(shape=(SIZE, SIZE, 3))
+    x = keras.layers.Rescaling(1.0, name="preprocessing")(inputs)
+    x = backbone(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(2, activation="softmax", name="head")
+    outputs = dense(x)
+    model = keras.Model(inputs, outputs)
+    dense.set_weights([np.array([[-20.0, 20.0], [0.0, 0.0]], dtype=np.float32), np.zeros(2)])
+    return model
+
+
+def _image(red_at: tuple[int, int], green_at: tuple[int, int]) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.0, 0.02, size=(SIZE, SIZE, 3)).astype(np.float32)
+    (ry, rx), (gy, gx) = red_at, green_at
+    image[ry : ry + 8, rx : rx + 8, 0] = 1.0
+    image[gy : gy + 8, gx : gx + 8, 1] = 1.0
+    return image
+
+
+@pytest.mark.parametrize(("red_at", "green_at"), [((2, 3), (20, 22)), ((22, 20), (4, 2))])
+def test_heat_is_where_the_decision_is_made(
+    red_at: tuple[int, int], green_at: tuple[int, int]
+) -> None:
+    model = _red_detector()
+    assert find_feature_layer(model).name == "any_backbone"
+    image = _image(red_at, green_at)
+    heat = gradcam_heatmaps(model, image[None], [1])[0]
+    assert heat.shape == (SIZE, SIZE)
+    assert heat.max() == pytest.approx(1.0)
+    assert heat.min() >= 0.0
+    y, x = red_at
+    region = np.zeros_like(heat, dtype=bool)
+    region[y : y + 8, x : x + 8] = True
+    assert heat[region].sum() / heat.sum() > 0.6  # the region is 1/16 of the image
+    peak = np.unravel_index(np.argmax(heat), heat.shape)
+    assert region[peak]
+    gy, gx = green_at
+    assert heat[gy : gy + 8, gx : gx + 8].mean() < 0.05  # the green patch plays no part
+
+
+def test_breastcls_model_uses_its_backbone_whatever_its_name() -> None:
+    from breastcls import ModelConfig, build_model
+
+    model = build_model(
+        ModelConfig(backbone="smallcnn", weights=None, augmentation="none"),
+        n_classes=2,
+        image_size=64,
+    )
+    layer = find_feature_layer(model)
+    assert layer.name == "smallcnn"
+    images = np.random.default_rng(3).uniform(0, 255, size=(2, 64, 64, 3)).astype(np.float32)
+    heat = gradcam_heatmaps(model, images, [0, 1])
+    assert heat.shape == (2, 64, 64)
+    assert heat.min() >= 0.0 and heat.max() <= 1.0 + 1e-6
+
+
+def test_a_model_without_a_feature_map_is_refused() -> None:
+    import keras
+
+    from breastcls import ModelLoadError
+
+    inputs = keras.Input(shape=(8,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    with pytest.raises(ModelLoadError, match="4-D"):
+        find_feature_layer(model)
