@@ -69,7 +69,7 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
     dataset = load_dataset(config.data, host=host)
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
-        listing = "; ".join(f"{item.path}: {item.reason}" for item in bad[:5])
+        listing = "; ".join(f"{item.path}: {item.reason.rstrip('.')}" for item in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise DataError(
             f"{len(bad)} unreadable image(s) in {dataset.root}: {listing}{more}. Fix or remove "

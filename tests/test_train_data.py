@@ -1,0 +1,159 @@
+"""Training with the data options of issue 3: class weights, magnification, leaky splits, the
+data check recorded in the run folder, and k-fold cross-validation (smallcnn, tiny images)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from breastcls.cli.app import app
+
+runner = CliRunner()
+TINY = [
+    "--backbone", "smallcnn", "--weights", "none", "--image-size", "32", "--epochs", "1",
+    "--batch-size", "8", "--learning-rate", "3e-3",
+]  # fmt: skip
+
+
+def _subset(breakhis_dev: Path, root: Path, patients: dict[str, int], per_patient: int) -> Path:
+    """A manifest over a few real patients (class folders linked, not copied)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for label in ("benign", "malignant"):
+        (root / label).symlink_to(breakhis_dev / label, target_is_directory=True)
+    rows = (breakhis_dev / "manifest.csv").read_text(encoding="utf-8").splitlines()
+    taken: dict[str, int] = Counter()
+    chosen: dict[str, set[str]] = {label: set() for label in patients}
+    lines = [rows[0]]
+    for row in rows[1:]:
+        _, label, patient = row.split(",")[:3]
+        if patient not in chosen[label] and len(chosen[label]) == patients[label]:
+            continue
+        if taken[patient] == per_patient:
+            continue
+        chosen[label].add(patient)
+        taken[patient] += 1
+        lines.append(row)
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _split_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "split.csv", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _disjoint(rows: list[dict[str, str]]) -> bool:
+    train = {r["patient_id"] for r in rows if r["split"] == "train"}
+    validation = {r["patient_id"] for r in rows if r["split"] == "validation"}
+    return bool(train) and bool(validation) and not train & validation
+
+
+def test_balanced_class_weights_and_magnification_are_recorded(
+    breakhis_dev: Path, tmp_path: Path
+) -> None:
+    manifest = _subset(breakhis_dev, tmp_path / "d", {"benign": 6, "malignant": 12}, 3)
+    result = runner.invoke(app, [
+        "train", "--data", str(manifest), *TINY, "--class-weight", "balanced",
+        "--magnification", "200", "--out", str(tmp_path), "--name", "weighted",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "weighted"
+    config = json.loads((run / "config.json").read_text())
+    rows = _split_rows(run)
+    assert {r["magnification"] for r in rows} == {"200"}
+    assert _disjoint(rows) and config["split"]["method"] == "patient"
+    counts = Counter(r["label"] for r in rows if r["split"] == "train")
+    total = sum(counts.values())
+    expected = {label: total / (2 * counts[label]) for label in ("benign", "malignant")}
+    assert config["class_weights_used"] == pytest.approx(expected)
+    assert config["class_weights_used"]["benign"] > 1.0 > config["class_weights_used"]["malignant"]
+    assert config["data"]["magnification"] == 200 and config["train"]["class_weight"] == "balanced"
+    check = json.loads((run / "data_check.json").read_text())
+    assert check["ok"] is True and check["n_images"] == len(rows)
+
+
+def test_leaky_split_bad_files_and_the_recorded_data_check(
+    breakhis_dev: Path, tmp_path: Path
+) -> None:
+    manifest = _subset(breakhis_dev, tmp_path / "d", {"benign": 4, "malignant": 4}, 4)
+    (manifest.parent / "broken.png").write_bytes(b"")
+    with manifest.open("a", encoding="utf-8") as handle:
+        handle.write("broken.png,benign,14-0000,F,200\n")
+    base = ["train", "--data", str(manifest), *TINY, "--out", str(tmp_path), "--split-by", "image"]
+    unreadable = runner.invoke(app, [*base, "--allow-leaky-split", "--name", "stopped"])
+    assert unreadable.exit_code == 2
+    assert "1 unreadable image(s)" in unreadable.output
+    assert "broken.png: empty file (0 bytes); remove it or copy it again. Fix or remove" in (
+        unreadable.output
+    )
+    refused = runner.invoke(app, [*base, "--skip-bad-images", "--name", "refused"])
+    assert refused.exit_code == 2
+    assert "an image-level split would put one patient on both sides" in refused.output
+    assert not (tmp_path / "stopped").exists() and not (tmp_path / "refused").exists()
+    result = runner.invoke(
+        app, [*base, "--allow-leaky-split", "--skip-bad-images", "--name", "leaky"]
+    )
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "leaky"
+    config = json.loads((run / "config.json").read_text())
+    assert config["split"] == {
+        "method": "image-leaky",
+        "leaky": True,
+        "train_images": 25,
+        "validation_images": 7,
+    }
+    assert config["data"]["allow_leaky_split"] is True
+    with open(run / "skipped.csv", encoding="utf-8") as handle:
+        skipped = list(csv.DictReader(handle))
+    assert [(Path(r["path"]).name, r["reason"]) for r in skipped] == [
+        ("broken.png", "empty file (0 bytes); remove it or copy it again.")
+    ]
+    check = json.loads((run / "data_check.json").read_text())
+    leaked = check["patients_in_several_splits"]
+    assert leaked and not _disjoint(_split_rows(run))
+    kinds = Counter(issue["kind"] for issue in check["issues"])
+    assert kinds == {"unreadable": 1, "patient-in-several-splits": len(leaked)}
+
+
+@pytest.mark.slow
+def test_five_fold_cross_validation_writes_five_runs_and_an_aggregate(
+    breakhis_dev: Path, tmp_path: Path
+) -> None:
+    manifest = _subset(breakhis_dev, tmp_path / "d", {"benign": 5, "malignant": 5}, 2)
+    result = runner.invoke(app, [
+        "train", "--data", str(manifest), *TINY, "--folds", "5", "--out", str(tmp_path),
+        "--name", "cv",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "cv"
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [f"fold-{k}" for k in range(1, 6)]
+    aggregate = json.loads((run / "aggregate.json").read_text())
+    assert aggregate["scheme"] == "5-fold" and aggregate["leaky"] is False
+    assert aggregate["split_methods"] == ["patient"] * 5
+    accuracies = []
+    validated: list[str] = []
+    for k in range(1, 6):
+        fold = run / f"fold-{k}"
+        config = json.loads((fold / "config.json").read_text())
+        assert (config["data"]["folds"], config["data"]["fold"]) == (5, k)
+        rows = _split_rows(fold)
+        assert _disjoint(rows)
+        validated += [r["path"] for r in rows if r["split"] == "validation"]
+        accuracies.append(
+            json.loads((fold / "metrics.json").read_text())["classification"]["accuracy"]
+        )
+    assert len(validated) == len(set(validated)) == 20  # every image validated exactly once
+    summary = aggregate["metrics"]["classification.accuracy"]
+    assert summary["values"] == pytest.approx(accuracies)
+    assert summary["mean"] == pytest.approx(statistics.mean(accuracies))
+    assert summary["std"] == pytest.approx(statistics.stdev(accuracies))
+    assert summary["n"] == 5
+    assert "accuracy: " in result.output and " ± " in result.output
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
