@@ -203,3 +203,52 @@ def test_copy_of_manifest_elsewhere_resolves_paths_relative_to_it(
     shutil.copy(breakhis_dev / "manifest.csv", tmp_path / "manifest.csv")
     with pytest.raises(DataError, match=r"names 269 file\(s\) that do not exist: line 2: "):
         read_manifest(tmp_path / "manifest.csv")
+
+
+def _train_cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from breastcls.cli.app import app
+
+    result = CliRunner().invoke(
+        app, ["train", "--backbone", "smallcnn", "--weights", "none", *args]
+    )
+    return result.exit_code, result.output
+
+
+def test_cli_task_subtype_uses_subtype_classes(breakhis_dev: Path, tmp_path: Path) -> None:
+    # At 200X, adenosis (A) comes from a single patient: a patient-level split cannot put it on
+    # both sides, and the error says so before anything is trained or written.
+    code, output = _train_cli(
+        "--data", str(breakhis_dev), "--task", "subtype", "--magnification", "200",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    assert "Class 'A' has images of only 1 patient_id value(s)" in output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--task", "stage", "--task 'stage' is not binary or subtype"),
+        ("--split-by", "slide", "--split-by 'slide' is not patient or image"),
+        ("--protocol", "random", "--protocol 'random' is unknown"),
+        ("--magnification", "250", "magnification=250 is not a BreakHis magnification"),
+    ],
+)
+def test_cli_data_options_are_validated(
+    breakhis_dev: Path, tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    code, output = _train_cli("--data", str(breakhis_dev), option, value, "--out", str(tmp_path))
+    assert code == 2 and message in output
+
+
+def test_cli_folds_too_many_for_the_patients(breakhis_dev: Path, tmp_path: Path) -> None:
+    code, output = _train_cli(
+        "--data", str(breakhis_dev), "--folds", "12", "--magnification", "40",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 2
+    assert "Every class needs at least 12 images for 12-fold cross-validation" in output
+    assert list(tmp_path.iterdir()) == []

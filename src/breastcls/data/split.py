@@ -104,12 +104,27 @@ def _fixed(samples: Sequence[Sample], group_by: str | None) -> Split:
 
 
 def _check_classes(labels: npt.NDArray[Any], needed: int, what: str) -> None:
-    _, counts = np.unique(labels, return_counts=True)
+    names, counts = np.unique(labels, return_counts=True)
     if counts.min() < needed:
         raise DataError(
-            f"Every class needs at least {needed} images for {what}; the smallest class has "
-            f"{counts.min()}: add images or use fewer folds."
+            f"Every class needs at least {needed} images for {what}; class "
+            f"{str(names[counts.argmin()])!r} has {counts.min()}: add images of that class"
+            + (" or use fewer folds." if "fold" in what else ".")
         )
+
+
+def _check_groups(samples: Sequence[Sample], groups: list[str], needed: int, column: str) -> None:
+    """Each class must span ``needed`` groups, or some side of the split would lack it."""
+    per_class: dict[str, set[str]] = {}
+    for sample, group in zip(samples, groups, strict=True):
+        per_class.setdefault(sample.label, set()).add(group)
+    for label, members in sorted(per_class.items()):
+        if len(members) < needed:
+            raise DataError(
+                f"Class {label!r} has images of only {len(members)} {column} value(s); a split "
+                f"by {column} needs at least {needed} to put the class on every side: add "
+                "patients of that class, or leave the class out."
+            )
 
 
 def _grouped_method(group_by: str | None) -> str:
@@ -174,6 +189,7 @@ def split_samples(
     column = group_by or "patient_id"
     groups, leaky = _groups(samples, by, group_by, allow_leaky)
     if groups is not None:
+        _check_groups(samples, groups, 2, column)
         n_splits = max(2, round(1 / fraction))
         n_groups = len(set(groups))
         if n_groups < n_splits:
@@ -241,6 +257,7 @@ def kfold_splits(
             raise DataError(
                 f"Only {n_groups} distinct {column} values for {folds} folds: use fewer folds."
             )
+        _check_groups(samples, groups, 2, column)
         parts = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
             indices, labels, groups=groups
         )
