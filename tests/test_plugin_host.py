@@ -17,7 +17,7 @@ BUILTIN_IDS = {
     "augmentation": {"default", "seed", "none"},
     "trainer": {"keras"},
     "metric": {"classification", "confusion_matrix"},
-    "dataset": {"folder"},
+    "dataset": {"folder", "manifest"},
 }
 
 
