@@ -182,7 +182,14 @@ class Augmentation(Protocol):
 
 
 class Trainer(Protocol):
-    """Fits a compiled-or-not Keras model on ``tf.data`` datasets."""
+    """Fits a compiled-or-not Keras model on ``tf.data`` datasets.
+
+    Resuming: breastcls checkpoints the model (optimizer included) after every epoch, together
+    with ``state``, a JSON-ready dictionary the trainer owns. A trainer keeps in ``state``
+    whatever else it needs to continue after a crash (its learning-rate schedule's counters, a
+    phase number...) and reads it back at the start of :meth:`fit`; its own Keras callbacks go
+    *before* ``callbacks`` so ``state`` is current when breastcls saves it.
+    """
 
     def fit(
         self,
@@ -195,18 +202,23 @@ class Trainer(Protocol):
         callbacks: Sequence[Any],
         class_weight: Mapping[int, float] | None,
         initial_epoch: int,
+        state: dict[str, Any],
     ) -> dict[str, list[float]]:
-        """Compile and fit ``model``; return the per-epoch history.
+        """Compile (unless compiled) and fit ``model``; return the history of these epochs.
 
         Args:
-            model: The uncompiled ``keras.Model``.
+            model: The ``keras.Model``: uncompiled for a new run, compiled with its optimizer
+                state restored when resuming (keep that optimizer).
             train: Batched ``tf.data.Dataset`` of ``(images, one_hot_labels)``.
             validation: The same, for validation.
             config: Training settings.
-            run_dir: The run folder (the trainer writes its checkpoints there).
-            callbacks: Extra Keras callbacks supplied by breastcls (progress, hooks...).
+            run_dir: The run folder.
+            callbacks: Keras callbacks supplied by breastcls (checkpoints, history, hooks...);
+                pass them to ``model.fit`` after the trainer's own.
             class_weight: Per-class loss weights, or ``None``.
             initial_epoch: Epoch to start from (non-zero when resuming).
+            state: The trainer's resumable state: empty for a new run, as the trainer left it
+                at the last checkpoint when resuming. Values must be JSON-ready.
         """
         ...
 

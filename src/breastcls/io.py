@@ -12,7 +12,13 @@ from typing import Any
 
 from breastcls.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_write_json", "atomic_write_text", "ensure_writable_dir"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_writable_dir",
+    "ensure_writable_dir",
+]
 
 
 @contextlib.contextmanager
@@ -58,6 +64,30 @@ def ensure_writable_dir(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
+            "Choose another folder with --out or fix its permissions."
+        ) from error
+
+
+def check_writable_dir(folder: Path) -> None:
+    """Check, without creating anything, that ``folder`` exists writable or can be created.
+
+    The nearest existing ancestor must be a folder in which a file can be written (a temporary
+    file is created there and removed).
+
+    Raises:
+        OutputError: ``folder`` or an ancestor is a file, or nothing can be written there.
+    """
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file, not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
         raise OutputError(

@@ -12,7 +12,7 @@ from breastcls.config import ModelConfig
 from breastcls.errors import ConfigError, ModelLoadError
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["build_model", "check_weights", "load_model"]
+__all__ = ["build_model", "check_weights", "load_checkpoint", "load_model"]
 
 
 def check_weights(weights: str | None) -> None:
@@ -128,12 +128,31 @@ def load_model(path: Path, *, class_names: Sequence[str] | None = None) -> Any:
                 f"{list(class_names)}: evaluate it on data with the same classes."
             )
 
+    return _safe_load(path, compile=False)
+
+
+def load_checkpoint(path: Path) -> Any:
+    """Load a training checkpoint in safe mode, compiled, with its optimizer state.
+
+    Used to resume a run: the optimizer (Adam's moments, its step counter and the current
+    learning rate) continues where it stopped.
+
+    Raises:
+        ModelLoadError: As :func:`load_model`.
+    """
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
+    return _safe_load(path, compile=True)
+
+
+def _safe_load(path: Path, *, compile: bool) -> Any:
     import keras
 
     import breastcls.layers  # noqa: F401  (registers breastcls' layers for deserialisation)
 
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except (TypeError, ValueError) as error:
         message = str(error)
         if "Could not locate class" in message or "Unknown layer" in message:

@@ -6,9 +6,10 @@ import csv
 import datetime as dt
 import io
 import json
+import os
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,9 +19,16 @@ from breastcls.errors import OutputError
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 
-__all__ = ["RunResult", "RunStatus", "create_run_dir", "read_status", "write_status"]
+__all__ = [
+    "RunResult",
+    "RunStatus",
+    "create_run_dir",
+    "read_status",
+    "write_history_csv",
+    "write_status",
+]
 
-RunStatus = Literal["running", "finished", "failed"]
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,8 +82,14 @@ def create_run_dir(out_dir: Path, name: str | None, *, default_stem: str) -> Pat
 def write_status(
     run_dir: Path, status: RunStatus, *, reason: str | None = None, **extra: Any
 ) -> None:
-    """Record the run's status in ``status.json`` (atomically)."""
-    record: dict[str, Any] = {"status": status, "updated": _now()}
+    """Record the run's status in ``status.json`` (atomically), with the writing process's id
+    and host (so a listing can tell a live run from one whose process was killed)."""
+    record: dict[str, Any] = {
+        "status": status,
+        "updated": _now(),
+        "pid": os.getpid(),
+        "host": platform.node(),
+    }
     if reason:
         record["reason"] = reason
     record.update(extra)
@@ -120,6 +134,17 @@ def write_samples_csv(path: Path, splits: Sequence[tuple[str, Sequence[Sample]]]
     atomic_write_text(path, buffer.getvalue())
 
 
+def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
+    """Write one row per epoch (``epoch`` from 1, then every logged metric) to ``history.csv``."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
 def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
     """Write every file left out of the run, with its reason (``skipped.csv``)."""
     buffer = io.StringIO()
@@ -138,7 +163,10 @@ def check_free_space(folder: Path, *, needed_bytes: int) -> None:
     """
     import shutil
 
-    free = shutil.disk_usage(folder).free
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
     if free < needed_bytes:
         raise OutputError(
             f"Only {free / 1e6:.0f} MB free in {folder}, the run needs about "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import importlib.util
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,16 @@ from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, split_for_config
+from breastcls.distribute import (
+    check_devices,
+    describe_strategy,
+    distribute_dataset,
+    select_strategy,
+    worker_out_dir,
+)
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
 from breastcls.interfaces import Sample, SkippedFile
-from breastcls.io import atomic_write_json, ensure_writable_dir
+from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -168,10 +176,18 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     ):
         host.registry(kind).info(name)
     check_weights(config.model.weights)
-    ensure_writable_dir(config.out_dir)
-    check_free_space(config.out_dir, needed_bytes=_MIN_FREE_BYTES)
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install 'breastcls[tensorboard]', or train without --tensorboard."
+        )
+    # Non-chief workers of a multi-worker cluster write into a temporary folder.
+    out_dir = worker_out_dir(config.out_dir)
+    check_writable_dir(out_dir)
+    check_free_space(out_dir, needed_bytes=_MIN_FREE_BYTES)
     data = prepare_data(config, host=host)
-    run_dir = create_run_dir(config.out_dir, config.name, default_stem=config.model.backbone)
+    check_devices(config.train.devices)
+    run_dir = create_run_dir(out_dir, config.name, default_stem=config.model.backbone)
     return _train_recording_status(run_dir, config, data, host, resume_from=None)
 
 
@@ -292,6 +308,7 @@ def _train_in(
     import tensorflow as tf
 
     from breastcls.callbacks import (
+        EpochCounter,
         HistoryWriter,
         HookForwarder,
         NaNGuard,
@@ -305,6 +322,8 @@ def _train_in(
     from breastcls.evaluation.plots import plot_history
     from breastcls.model import build_model, load_checkpoint, load_model
 
+    # First: a multi-worker strategy must start before TensorFlow runs anything else.
+    strategy = select_strategy(config.train.devices)
     start_epoch = resume_from.completed_epochs if resume_from else 0
     write_status(run_dir, "running", resumed_at_epoch=start_epoch if resume_from else None)
     config_dict = config.to_dict()
@@ -319,6 +338,7 @@ def _train_in(
         if config.train.class_weight == "balanced"
         else None
     )
+    config_dict["distribution"] = describe_strategy(strategy, config.train.batch_size)
     config_dict["class_weights_used"] = (
         {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
     )
@@ -343,6 +363,9 @@ def _train_in(
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(_precision_policy(config.train.precision))
+    # The model is built, compiled (inside the trainer's fit) and fitted under the strategy.
+    scope = contextlib.ExitStack()
+    scope.enter_context(strategy.scope())
     try:
         if resume_from is None:
             model = build_model(
@@ -357,23 +380,25 @@ def _train_in(
             restore_seed_generators(model, resume_from.seed_generators)
         # Room for two full checkpoints (weights + Adam's two moments) and one being written.
         check_free_space(run_dir, needed_bytes=3 * 12 * model.count_params() + _MIN_FREE_BYTES)
+        epoch_variable = tf.Variable(start_epoch, dtype=tf.int64, trainable=False)
         datasets = {
             name: make_dataset(
                 samples,
                 data.class_names,
                 image_size=config.data.image_size,
-                batch_size=config.train.batch_size,
+                batch_size=config.train.batch_size * strategy.num_replicas_in_sync,
                 image_info=data.image_info,
                 shuffle=name == "train",
                 seed=config.train.seed,
                 cache=config.data.cache,
-                start_epoch=start_epoch,
+                epoch=epoch_variable if name == "train" else None,
             )
             for name, samples in (
                 ("train", data.split.train),
                 ("validation", data.split.validation),
             )
         }
+        datasets = {name: distribute_dataset(ds, strategy) for name, ds in datasets.items()}
         host.train_start(run_dir, config_dict)
         nan_guard = NaNGuard()
         trainer_state: dict[str, Any] = dict(resume_from.trainer) if resume_from else {}
@@ -397,6 +422,7 @@ def _train_in(
                 ),
                 checkpoint,
                 HookForwarder(host, run_dir),
+                EpochCounter(epoch_variable),
                 *(
                     [keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))]
                     if config.train.tensorboard
@@ -408,6 +434,7 @@ def _train_in(
             state=trainer_state,
         )
     finally:
+        scope.close()
         keras.mixed_precision.set_global_policy(previous_policy)
     if nan_guard.failure:
         kept = (
@@ -439,7 +466,12 @@ def _train_in(
     metrics = {section.name: dict(section.values) for section in sections}
     headline = metrics.get("classification", {}).get("accuracy")
     write_model_card(run_dir)
-    write_status(run_dir, "finished", headline={"val_accuracy": headline})
+    write_status(
+        run_dir,
+        "finished",
+        headline={"val_accuracy": headline},
+        resumed_at_epoch=start_epoch if resume_from else None,
+    )
     host.train_end(run_dir, metrics)
     return RunResult(
         run_dir=run_dir,

@@ -17,7 +17,8 @@ class KerasTrainer:
 
     Binary cross-entropy on the two one-hot outputs for two classes (as the seed), categorical
     cross-entropy for more. A model that arrives compiled (a resumed run) keeps its optimizer
-    state.
+    state, and the ReduceLROnPlateau counters (wait, cooldown, best) are kept in ``state`` so a
+    resumed run reduces the learning rate exactly when the uninterrupted run would have.
     """
 
     def fit(
@@ -31,9 +32,12 @@ class KerasTrainer:
         callbacks: Sequence[Any],
         class_weight: Mapping[int, float] | None,
         initial_epoch: int,
+        state: dict[str, Any],
     ) -> dict[str, list[float]]:
-        """Compile (unless already compiled) and fit; return the history."""
+        """Compile (unless already compiled) and fit; return the history of these epochs."""
         import keras
+
+        from breastcls.callbacks import StatefulReduceLROnPlateau
 
         if not getattr(model, "compiled", False):
             n_classes = int(model.output_shape[-1])
@@ -43,7 +47,8 @@ class KerasTrainer:
                 metrics=["accuracy"],
                 jit_compile=config.jit,
             )
-        schedule = keras.callbacks.ReduceLROnPlateau(
+        schedule = StatefulReduceLROnPlateau(
+            state=state,
             monitor=config.monitor,
             patience=config.lr_patience,
             factor=config.lr_factor,

@@ -9,6 +9,7 @@ import typer
 
 from breastcls.cli.common import reports_errors
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 
 
@@ -18,6 +19,13 @@ def train_command(
         Path | None,
         typer.Option(
             help="Folder root/<class>/* or root/{train,validation}/<class>/*, or a CSV manifest."
+        ),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue this killed or interrupted run folder from its last completed epoch "
+            "(its own config.json is used; no other option may be given)."
         ),
     ] = None,
     demo: Annotated[
@@ -61,8 +69,18 @@ def train_command(
     deterministic: Annotated[
         bool, typer.Option(help="Deterministic TensorFlow ops (slower).")
     ] = False,
+    tensorboard: Annotated[
+        bool, typer.Option(help="Write TensorBoard logs into RUN/tensorboard/.")
+    ] = False,
     cache: Annotated[
         str | None, typer.Option(help="Cache decoded images: memory or a folder.")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            help="Devices to train on: a count (first N GPUs) or names (GPU:0,GPU:1); default: "
+            "every local GPU. --batch-size is per device."
+        ),
     ] = None,
     magnification: Annotated[
         int | None, typer.Option(help="Train only on images at 40, 100, 200 or 400X.")
@@ -92,7 +110,18 @@ def train_command(
 ) -> None:
     """Train a classifier and write a run folder (model, history, curves, metrics)."""
     import breastcls
+    from breastcls.train import summarise
 
+    if resume is not None:
+        if data is not None or demo:
+            raise ConfigError(
+                "--resume continues a run with its own configuration: do not pass --data or "
+                "--demo with it."
+            )
+        resumed = breastcls.resume(resume)
+        typer.echo(f"run folder: {resumed.run_dir}")
+        typer.echo(f"validation: {summarise(resumed.metrics)}")
+        return
     if demo:
         config = breastcls.demo_config(out)
     elif data is None:
@@ -142,12 +171,12 @@ def train_command(
                 precision=precision,  # type: ignore[arg-type]
                 jit=jit,
                 deterministic=deterministic,
+                tensorboard=tensorboard,
+                devices=parse_devices(devices) if devices is not None else None,
             ),
             out_dir=out,
             name=name,
         )
-    from breastcls.train import summarise
-
     if config.data.folds is not None or config.data.protocol is not None:
         cv = breastcls.cross_validate(config)
         typer.echo(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")

@@ -53,6 +53,7 @@ def make_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     cache: str | None = None,
+    epoch: Any = None,
 ) -> Any:
     """Return a batched ``tf.data.Dataset`` of ``(images, one_hot_labels)``.
 
@@ -66,6 +67,11 @@ def make_dataset(
         shuffle: Reshuffle every epoch (seeded by ``seed``).
         seed: Shuffle seed.
         cache: ``None``, ``"memory"``, or a folder for a file cache of decoded, resized images.
+        epoch: A ``tf.Variable`` (int64) holding the current epoch, set by the training loop
+            before each epoch (:class:`~breastcls.callbacks.EpochCounter`). With it, and no
+            ``cache``, each epoch's order depends only on ``seed`` and the epoch number, so a
+            resumed run sees the batches the uninterrupted run would have. Without it (or with
+            a cache), every epoch draws the next order from a seeded shuffle.
     """
     import tensorflow as tf
 
@@ -75,7 +81,9 @@ def make_dataset(
     native = [bool(info[s.path].tf_native) if s.path in info else False for s in samples]
     labels = np.eye(len(class_names), dtype=np.float32)[[index[s.label] for s in samples]]
     dataset = tf.data.Dataset.from_tensor_slices((paths, native, labels))
-    if shuffle and cache is None:
+    if shuffle and cache is None and epoch is not None:
+        dataset = _epoch_ordered((paths, native, labels), seed or 0, epoch)
+    elif shuffle and cache is None:
         dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(
         lambda path, is_native, label: (load_image_tensor(path, is_native, image_size), label),
@@ -92,3 +100,20 @@ def make_dataset(
     if shuffle and cache is not None:
         dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_ordered(columns: tuple[Any, ...], seed: int, epoch: Any) -> Any:
+    """Serve the rows of ``columns`` in a permutation that is a pure function of (seed, epoch)."""
+    import tensorflow as tf
+
+    tensors = tuple(tf.constant(column) for column in columns)
+    size = len(columns[0])
+
+    def permutation(_: Any) -> Any:
+        # Read when an epoch's iterator starts, i.e. after the epoch counter was set.
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        order = tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), key)
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    indices = tf.data.Dataset.range(1).flat_map(permutation)
+    return indices.map(lambda i: tuple(tf.gather(column, i) for column in tensors))

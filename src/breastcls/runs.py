@@ -1,0 +1,116 @@
+"""Listing run folders: status, progress and headline metric of every run under a folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from breastcls.errors import ConfigError
+
+__all__ = ["RunSummary", "list_runs"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    """One run folder, as ``breastcls runs`` shows it.
+
+    Attributes:
+        run_dir: The run folder.
+        status: ``running``, ``finished``, ``failed`` or ``interrupted`` as recorded in
+            ``status.json``; ``killed`` when it says ``running`` but the process that wrote it
+            (on this machine) is gone; ``unknown`` without a readable ``status.json``.
+        reason: Why the run failed or stopped (``None`` otherwise).
+        epochs: Epochs completed (rows of ``history.csv``).
+        val_accuracy: The headline metric: the best model's validation accuracy for a finished
+            run, the best epoch's ``val_accuracy`` so far otherwise (``None`` when unknown).
+        updated: When the status was last written (ISO 8601, UTC).
+    """
+
+    run_dir: Path
+    status: str
+    reason: str | None
+    epochs: int
+    val_accuracy: float | None
+    updated: str | None
+
+
+def list_runs(folder: Path) -> list[RunSummary]:
+    """Summarise every run folder directly under ``folder`` (or ``folder`` itself if it is one).
+
+    A run folder is one holding ``status.json`` or ``config.json``. Unreadable files never stop
+    the listing: the run is shown with what could be read.
+
+    Raises:
+        ConfigError: ``folder`` does not exist or is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{str(folder)!r} is not a folder: pass the folder that holds run folders "
+            "(the --out of `breastcls train`, by default runs)."
+        )
+    candidates = [folder] if _is_run(folder) else sorted(p for p in folder.iterdir() if p.is_dir())
+    return [_summarise(path) for path in candidates if _is_run(path)]
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "status.json").is_file() or (path / "config.json").is_file()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _history(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error):
+        return []
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _process_gone(record: dict[str, Any]) -> bool:
+    import psutil
+
+    pid = record.get("pid")
+    if record.get("host") != platform.node() or not isinstance(pid, int):
+        return False
+    return not psutil.pid_exists(pid)
+
+
+def _summarise(run_dir: Path) -> RunSummary:
+    record = _read_json(run_dir / "status.json")
+    record = record if isinstance(record, dict) else {}
+    status = str(record.get("status", "unknown"))
+    if status == "running" and _process_gone(record):
+        status = "killed"
+    rows = _history(run_dir / "history.csv")
+    values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
+    headline = _float((record.get("headline") or {}).get("val_accuracy"))
+    if headline is None and values:
+        headline = max(values)
+    reason = record.get("reason")
+    return RunSummary(
+        run_dir=run_dir,
+        status=status,
+        reason=str(reason) if reason else None,
+        epochs=len(rows),
+        val_accuracy=headline,
+        updated=record.get("updated"),
+    )
