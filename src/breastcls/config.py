@@ -147,8 +147,9 @@ class TrainConfig:
     Attributes:
         trainer: Registered trainer id.
         epochs: Number of epochs.
-        batch_size: Images per step.
-        learning_rate: Adam's initial learning rate.
+        batch_size: Images per step on one device (replica); with several devices a step
+            processes ``batch_size x replicas`` images (see :mod:`breastcls.distribute`).
+        learning_rate: Adam's initial learning rate (not scaled with the number of replicas).
         lr_patience: ReduceLROnPlateau patience, in epochs without a better ``monitor``.
         lr_factor: Factor the learning rate is multiplied by on a plateau.
         min_lr: Lowest learning rate ReduceLROnPlateau goes to.
@@ -159,6 +160,11 @@ class TrainConfig:
         jit: Compile with XLA (a GPU option: it slows CPU training down).
         deterministic: Make TensorFlow ops deterministic (slower).
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.
+        tensorboard: Also write TensorBoard logs into ``<run>/tensorboard/``
+            (``tensorboard --logdir runs`` shows them).
+        devices: Devices to train on: ``None`` (every local GPU, mirrored, when there are
+            several), a count (the first N GPUs, or logical CPU devices without GPU) or device
+            names such as ``("GPU:0", "GPU:1")``; see :mod:`breastcls.distribute`.
     """
 
     trainer: str = "keras"
@@ -175,8 +181,20 @@ class TrainConfig:
     jit: bool = False
     deterministic: bool = False
     verbose: int = 1
+    tensorboard: bool = False
+    devices: int | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.devices, list):  # read back from config.json
+            object.__setattr__(self, "devices", tuple(self.devices))
+        if isinstance(self.devices, bool) or (isinstance(self.devices, int) and self.devices < 1):
+            raise ConfigError(f"devices={self.devices!r} must be a count of at least 1.")
+        if isinstance(self.devices, tuple) and (
+            not self.devices or not all(isinstance(d, str) and d for d in self.devices)
+        ):
+            raise ConfigError(
+                f"devices={self.devices!r} must name at least one device, e.g. ('GPU:0', 'GPU:1')."
+            )
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} must be at least 1.")
         if self.batch_size < 1:

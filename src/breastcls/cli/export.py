@@ -1,0 +1,29 @@
+"""``breastcls export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from breastcls.cli.common import reports_errors
+
+
+@reports_errors
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run folder whose best.keras is exported.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", help="keras, savedmodel, onnx (needs breastcls[onnx]) or tflite."),
+    ] = "keras",
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN/export/FORMAT).")
+    ] = None,
+) -> None:
+    """Export a trained model (augmentation removed) with its model card and class names."""
+    from breastcls.export import export_model
+
+    result = export_model(run, format=format, out_dir=out)
+    typer.echo(f"exported: {result.model}")
+    typer.echo(f"max probability difference vs the run's model: {result.max_difference:.2e}")

@@ -1,0 +1,240 @@
+"""Exporting a trained model to Keras, TensorFlow SavedModel, ONNX or TFLite.
+
+Every export is an inference model: the training augmentation is removed, the preprocessing
+stays inside, so each format takes raw 0-255 RGB images of the run's input size and returns class
+probabilities. Each export is checked against the run's model (maximum absolute difference of
+the probabilities at most 1e-5) and written with the run's model card and class names beside it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import ConfigError, ModelLoadError, OutputError
+from breastcls.io import atomic_write_json, ensure_writable_dir
+
+__all__ = ["EXPORT_TOLERANCE", "ExportFormat", "ExportResult", "export_model", "run_exported"]
+
+ExportFormat = Literal["keras", "savedmodel", "onnx", "tflite"]
+EXPORT_TOLERANCE = 1e-5
+"""Largest absolute difference of probabilities allowed between an export and the run's model."""
+
+_FILE_NAMES: dict[str, str] = {
+    "keras": "model.keras",
+    "savedmodel": "saved_model",
+    "onnx": "model.onnx",
+    "tflite": "model.tflite",
+}
+_ONNX_OPSET = 17
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportResult:
+    """What :func:`export_model` wrote.
+
+    Attributes:
+        format: The export format.
+        model: The exported model (a file, or a folder for ``savedmodel``).
+        out_dir: The folder holding it, its ``model_card.md``, ``class_names.json`` and
+            ``export.json``.
+        max_difference: Largest absolute difference between the export's probabilities and the
+            run model's, on a check batch.
+    """
+
+    format: ExportFormat
+    model: Path
+    out_dir: Path
+    max_difference: float
+
+
+def _check_format(format: str) -> ExportFormat:
+    allowed = get_args(ExportFormat)
+    if format not in allowed:
+        raise ConfigError(f"Export format {format!r} is unknown: use one of {', '.join(allowed)}.")
+    return format  # type: ignore[return-value]
+
+
+def _inference_model(model: Any) -> Any:
+    """Return ``model`` without its ``augmentation`` layer, with a plain ``image`` input."""
+    import keras
+
+    try:
+        start = model.get_layer("augmentation").output
+    except ValueError:
+        start = model.inputs[0]
+    body = keras.Model(start, model.output, name="inference")
+    image = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
+    return keras.Model(image, body(image), name=model.name)
+
+
+def _check_batch(image_size: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.0, 255.0, size=(4, image_size, image_size, 3)).astype(np.float32)
+
+
+def _write_savedmodel(model: Any, path: Path) -> None:
+    import keras
+    import tensorflow as tf
+
+    shape = tuple(model.input_shape[1:])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda image: model(image, training=False),
+        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def _write_tflite(model: Any, path: Path) -> None:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="breastcls-tflite-") as folder:
+        saved = Path(folder) / "saved_model"
+        _write_savedmodel(model, saved)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        path.write_bytes(converter.convert())
+
+
+def _write_onnx(model: Any, path: Path) -> None:
+    try:
+        import tf2onnx
+    except ImportError as error:
+        raise ConfigError(
+            f"ONNX export needs tf2onnx, which is not installed ({error}): "
+            "pip install 'breastcls[onnx]' (tf2onnx, onnx, onnxruntime), then export again."
+        ) from error
+    import tensorflow as tf
+
+    spec = (tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32, name="image"),)
+    function = tf.function(lambda image: model(image, training=False), input_signature=spec)
+    tf2onnx.convert.from_function(
+        function, input_signature=spec, opset=_ONNX_OPSET, output_path=str(path)
+    )
+
+
+def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Run an exported model on a batch of 0-255 images; return its probabilities.
+
+    Shows how each format is used: ``.keras`` with :func:`breastcls.load_model`, a SavedModel
+    folder with ``tf.saved_model.load(path).serve``, ``.onnx`` with onnxruntime and ``.tflite``
+    with the TFLite interpreter.
+
+    Args:
+        path: ``model.keras``, the ``saved_model`` folder, ``model.onnx`` or ``model.tflite``.
+        images: ``(batch, size, size, 3)`` float32 pixels.
+
+    Raises:
+        ModelLoadError: ``path`` is not an export breastcls knows.
+    """
+    path = Path(path)
+    images = np.asarray(images, dtype=np.float32)
+    if path.suffix == ".keras":
+        from breastcls.model import load_model
+
+        return np.asarray(load_model(path).predict(images, verbose=0), dtype=np.float32)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
+        return np.asarray(loaded.serve(tf.constant(images)))
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.asarray(session.run(None, {name: images})[0], dtype=np.float32)
+    if path.suffix == ".tflite":
+        import tensorflow as tf
+
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+        inputs = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(inputs["index"], images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inputs["index"], images)
+        interpreter.invoke()
+        output = interpreter.get_output_details()[0]["index"]
+        return np.asarray(interpreter.get_tensor(output), dtype=np.float32)
+    raise ModelLoadError(
+        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
+        "model.tflite."
+    )
+
+
+def export_model(
+    run: Path, *, format: ExportFormat | str, out_dir: Path | None = None
+) -> ExportResult:
+    """Export a run's best model for serving elsewhere.
+
+    Args:
+        run: A run folder (its ``best.keras`` is exported).
+        format: ``keras``, ``savedmodel`` (TensorFlow Serving, TF.js converters), ``onnx``
+            (onnxruntime; needs the ``onnx`` extra) or ``tflite`` (mobile and edge devices).
+        out_dir: Output folder (default: ``<run>/export/<format>``).
+
+    Returns:
+        Where the export went and how closely it matches the run's model.
+
+    Raises:
+        ConfigError: Unknown format, or ``onnx`` without tf2onnx installed.
+        ModelLoadError: The run has no loadable ``best.keras``.
+        OutputError: The output folder cannot be written, or the export does not reproduce the
+            model's probabilities within :data:`EXPORT_TOLERANCE` (nothing is left behind).
+    """
+    from breastcls.model import load_model
+    from breastcls.model_card import MODEL_CARD_NAME, write_model_card
+
+    checked = _check_format(format)
+    run = Path(run)
+    target_dir = Path(out_dir) if out_dir is not None else run / "export" / checked
+    model = load_model(run)  # checks the run folder first: nothing is created for a bad run
+    ensure_writable_dir(target_dir)
+    inference = _inference_model(model)
+    image_size = int(model.input_shape[1])
+    batch = _check_batch(image_size)
+    expected = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
+    final = target_dir / _FILE_NAMES[checked]
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=target_dir) as staging:
+        staged = Path(staging) / _FILE_NAMES[checked]
+        if checked == "keras":
+            inference.save(staged)
+        elif checked == "savedmodel":
+            _write_savedmodel(inference, staged)
+        elif checked == "onnx":
+            _write_onnx(inference, staged)
+        else:
+            _write_tflite(inference, staged)
+        difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
+        if not difference <= EXPORT_TOLERANCE:
+            raise OutputError(
+                f"The {checked} export of {run} predicts probabilities up to {difference:.2e} away "
+                f"from the model (allowed {EXPORT_TOLERANCE:.0e}); nothing was written. Report "
+                "this with the run's environment.json."
+            )
+        if final.is_dir():
+            shutil.rmtree(final)
+        staged.replace(final)
+    class_names = run / "class_names.json"
+    if class_names.is_file():
+        shutil.copyfile(class_names, target_dir / "class_names.json")
+    write_model_card(run, target_dir / MODEL_CARD_NAME)
+    atomic_write_json(
+        target_dir / "export.json",
+        {
+            "format": checked,
+            "model": final.name,
+            "source": str(run / "best.keras"),
+            "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
+            "max_difference": difference,
+            "tolerance": EXPORT_TOLERANCE,
+        },
+    )
+    return ExportResult(format=checked, model=final, out_dir=target_dir, max_difference=difference)

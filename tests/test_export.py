@@ -1,0 +1,173 @@
+"""Export to every shipped format, the model card, TensorBoard logs and the lifecycle hooks,
+all on one tiny smallcnn run trained on real BreakHis images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from typer.testing import CliRunner
+
+import breastcls
+from breastcls import hookimpl
+from breastcls.export import EXPORT_TOLERANCE, run_exported
+from breastcls.testing import isolated_host
+
+IMAGE_SIZE = 32
+
+
+class Recorder:
+    """A plugin that records the lifecycle hooks it receives."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def breastcls_train_start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
+        self.events.append(("train_start", (run_dir, (run_dir / "config.json").is_file())))
+
+    @hookimpl
+    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+        self.events.append(("epoch_end", (epoch, dict(logs))))
+
+    @hookimpl
+    def breastcls_train_end(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
+        self.events.append(("train_end", dict(metrics)))
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path
+) -> tuple[breastcls.RunResult, Recorder]:
+    root = tmp_path_factory.mktemp("export") / "data"
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        by_patient: dict[str, list[Path]] = {}
+        for image in sorted((breakhis_dev / label).glob("*.png")):
+            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
+        for images in list(by_patient.values())[:5]:
+            for image in images[:2]:
+                shutil.copy(image, root / label / image.name)
+    recorder = Recorder()
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(path=root, image_size=IMAGE_SIZE),
+        model=breastcls.ModelConfig(backbone="smallcnn", augmentation="default", weights=None),
+        train=breastcls.TrainConfig(epochs=2, batch_size=8, verbose=0, tensorboard=True),
+        out_dir=root.parent / "runs",
+        name="tiny",
+    )
+    result = breastcls.train(config, host=isolated_host(("recorder", recorder)))
+    return result, recorder
+
+
+def _real_batch(run_dir: Path) -> npt.NDArray[np.float32]:
+    import cv2
+
+    paths = [line.split(",")[0] for line in (run_dir / "split.csv").read_text().splitlines()[1:]]
+    images = [cv2.resize(breastcls.decode_image(Path(p)), (IMAGE_SIZE, IMAGE_SIZE)) for p in paths]
+    return np.asarray(images[:6], dtype=np.float32)
+
+
+@pytest.mark.parametrize("format", ["keras", "savedmodel", "onnx", "tflite"])
+def test_each_format_predicts_the_same_probabilities(
+    trained: tuple[breastcls.RunResult, Recorder], format: str, tmp_path: Path
+) -> None:
+    if format == "onnx":
+        pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
+    run_dir = trained[0].run_dir
+    result = breastcls.export_model(run_dir, format=format, out_dir=tmp_path / format)
+    assert result.model.exists()
+    assert result.max_difference <= EXPORT_TOLERANCE
+    images = _real_batch(run_dir)
+    expected = breastcls.load_model(run_dir).predict(images, verbose=0)
+    exported = run_exported(result.model, images)
+    assert exported.shape == (6, 2)
+    assert float(np.max(np.abs(exported - expected))) <= EXPORT_TOLERANCE
+    assert (result.out_dir / "model_card.md").read_text() == (run_dir / "model_card.md").read_text()
+    assert json.loads((result.out_dir / "class_names.json").read_text()) == ["benign", "malignant"]
+    record = json.loads((result.out_dir / "export.json").read_text())
+    assert record["format"] == format
+    assert record["input"]["shape"] == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+
+
+def test_the_exported_keras_model_has_no_augmentation(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
+) -> None:
+    import keras
+
+    run_dir = trained[0].run_dir
+    original = breastcls.load_model(run_dir)
+    assert "augmentation" in [layer.name for layer in original.layers]
+    model = breastcls.load_model(
+        breastcls.export_model(run_dir, format="keras", out_dir=tmp_path).model
+    )
+
+    def names(layer: Any) -> list[str]:
+        inner = layer.layers if isinstance(layer, keras.Model) else []
+        return [layer.name, *[n for child in inner for n in names(child)]]
+
+    assert "augmentation" not in names(model)
+    images = _real_batch(run_dir)
+    # Dropout and BatchNorm are in inference mode: two calls agree exactly.
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+
+
+def test_the_run_folder_has_a_model_card(trained: tuple[breastcls.RunResult, Recorder]) -> None:
+    result = trained[0]
+    card = (result.run_dir / "model_card.md").read_text(encoding="utf-8")
+    assert "Not a medical device" in card
+    assert "0. `benign`" in card and "1. `malignant`" in card
+    assert f"RGB images of {IMAGE_SIZE}×{IMAGE_SIZE} pixels" in card
+    assert "tf: pixels scaled to [-1, 1]" in card  # smallcnn declares "tf"
+    accuracy = result.metrics["classification"]["accuracy"]
+    assert f"- Accuracy: {accuracy:.4f}" in card
+    if "bootstrap" in result.metrics:
+        low = result.metrics["bootstrap"]["intervals"]["accuracy"]["low"]
+        assert f"| accuracy | {accuracy:.4f} | {low:.4f} |" in card
+
+
+def test_tensorboard_logs_are_written_in_the_run(
+    trained: tuple[breastcls.RunResult, Recorder],
+) -> None:
+    logs = trained[0].run_dir / "tensorboard"
+    for part in ("train", "validation"):
+        events = list((logs / part).glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0
+
+
+def test_lifecycle_hooks_arrive_in_order(trained: tuple[breastcls.RunResult, Recorder]) -> None:
+    result, recorder = trained
+    kinds = [kind for kind, _ in recorder.events]
+    assert kinds == ["train_start", "epoch_end", "epoch_end", "train_end"]
+    assert recorder.events[0][1] == (result.run_dir, True)
+    epochs = [payload for kind, payload in recorder.events if kind == "epoch_end"]
+    assert [epoch for epoch, _ in epochs] == [0, 1]
+    assert [logs["val_accuracy"] for _, logs in epochs] == result.history["val_accuracy"]
+    assert recorder.events[-1][1]["classification"] == result.metrics["classification"]
+
+
+def test_cli_export_and_its_errors(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
+) -> None:
+    from breastcls.cli.app import app
+
+    runner = CliRunner()
+    run_dir = trained[0].run_dir
+    ok = runner.invoke(app, ["export", str(run_dir), "--format", "tflite", "--out", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "model.tflite").stat().st_size > 0
+    bad = runner.invoke(app, ["export", str(run_dir), "--format", "pickle", "--out", str(tmp_path)])
+    assert bad.exit_code == 2
+    assert "Export format 'pickle' is unknown: use one of keras, savedmodel, onnx, tflite" in (
+        bad.output
+    )
+    missing = runner.invoke(app, ["export", str(tmp_path / "nope")])
+    assert missing.exit_code == 2
+    assert "does not exist" in missing.output
+    assert not (tmp_path / "nope").exists()
