@@ -78,7 +78,7 @@ def test_every_planted_problem_is_reported(planted: Path) -> None:
     file_messages = sorted(by_kind["duplicate-file"])
     assert [s for s, _ in file_messages] == ["error", "error", "warning"]
     assert any(m.startswith("LEAK: identical files across splits") for _, m in file_messages)
-    assert any("with different labels (benign, malignant)" in m for _, m in file_messages)
+    assert any("different labels (benign, malignant): keep the copy" in m for _, m in file_messages)
     assert any(m.startswith("identical files in one split") for _, m in file_messages)
 
     (pixels,) = [g for g in report.duplicates if g.kind == "pixels"]

@@ -266,32 +266,27 @@ def _duplicate_issue(group: DuplicateGroup) -> DataIssue:
     kind = "duplicate-file" if group.kind == "file" else "identical-pixels"
     listing = ", ".join(str(path) for path in group.paths[:4])
     more = f" (+{len(group.paths) - 4} more)" if len(group.paths) > 4 else ""
-    if group.crosses_splits:
-        return DataIssue(
-            severity="error",
-            kind=kind,
-            message=(
-                f"LEAK: {what} across splits {'/'.join(group.splits)}: {listing}{more}. The same "
-                "image is trained on and validated on; keep one copy."
-            ),
-            paths=group.paths,
-        )
-    if len(group.labels) > 1:
-        return DataIssue(
-            severity="error",
-            kind=kind,
-            message=(
-                f"{what} with different labels ({', '.join(group.labels)}): {listing}{more}. "
-                "Keep the copy with the right label."
-            ),
-            paths=group.paths,
-        )
-    return DataIssue(
-        severity="warning",
-        kind=kind,
-        message=f"{what} in one split: {listing}{more}. The image counts more than once.",
-        paths=group.paths,
+    conflict = (
+        f" They carry different labels ({', '.join(group.labels)}): keep the copy with the "
+        "right label."
+        if len(group.labels) > 1
+        else ""
     )
+    if group.crosses_splits:
+        message = (
+            f"LEAK: {what} across splits {'/'.join(group.splits)}: {listing}{more}. The same "
+            f"image is trained on and validated on; keep one copy.{conflict}"
+        )
+    elif conflict:
+        message = f"{what} with different labels: {listing}{more}.{conflict}"
+    else:
+        return DataIssue(
+            severity="warning",
+            kind=kind,
+            message=f"{what} in one split: {listing}{more}. The image counts more than once.",
+            paths=group.paths,
+        )
+    return DataIssue(severity="error", kind=kind, message=message, paths=group.paths)
 
 
 def _suspicious(info: ImageInfo) -> list[str]:
