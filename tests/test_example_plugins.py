@@ -93,7 +93,7 @@ def test_the_examples_pass_their_own_tests(site: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_one_epoch_with_resnet50_and_the_metric_plugin(
+def test_train_and_evaluate_with_resnet50_and_the_metric_plugin(
     site: Path, small_breakhis: Path, tmp_path: Path
 ) -> None:
     tracking = tmp_path / "tracking.jsonl"
@@ -117,3 +117,13 @@ def test_train_one_epoch_with_resnet50_and_the_metric_plugin(
     assert events[1]["epoch"] == 0 and "val_accuracy" in events[1]["logs"]
     assert events[2]["accuracy"] == metrics["classification"]["accuracy"]
     assert events[2]["agreement"] == agreement
+
+    evaluation = tmp_path / "evaluation"
+    result = _breastcls(
+        site, "evaluate", "--model", str(run_dir), "--data", str(small_breakhis),
+        "--out", str(evaluation), "--no-gradcam",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((evaluation / "metrics.json").read_text())
+    assert set(evaluated["agreement"]) == {"matthews_corrcoef", "cohen_kappa"}
+    assert "Agreement beyond chance" in (evaluation / "report.html").read_text()
