@@ -1,0 +1,173 @@
+"""End to end on real BreakHis images: train a tiny run, then evaluate, predict and report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from breastcls.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> tuple[Path, Path]:
+    """Three images from each of six patients per class, and a 1-epoch smallcnn run on them."""
+    import breastcls
+
+    root = tmp_path_factory.mktemp("eval") / "data"
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        by_patient: dict[str, list[Path]] = {}
+        for image in sorted((breakhis_dev / label).glob("*.png")):
+            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
+        for images in list(by_patient.values())[:6]:
+            for image in images[:3]:
+                shutil.copy(image, root / label / image.name)
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(path=root, image_size=64, validation_fraction=0.34),
+        model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
+        train=breastcls.TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, verbose=0),
+        out_dir=root.parent / "runs",
+        name="tiny",
+    )
+    return root, breastcls.train(config).run_dir
+
+
+def test_training_writes_the_validation_report(data_and_run: tuple[Path, Path]) -> None:
+    _, run = data_and_run
+    for name in ("report.html", "roc.png", "reliability.png", "temperature.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    thresholds = json.loads((run / "thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "validation"
+    assert metrics["thresholds"]["chosen_on"].startswith("validation")
+    assert metrics["calibration"]["temperature"] == pytest.approx(
+        json.loads((run / "temperature.json").read_text())["temperature"]
+    )
+    html = (run / "report.html").read_text()
+    assert "Training curves" in html and "Patient level" in html
+
+
+def test_evaluate_on_new_data_writes_the_evaluation_folder(
+    data_and_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = data_and_run
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--model", str(run), "--data", str(data), "--tta", "d8", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    images = sorted(data.glob("*/*.png"))
+    patients = {"-".join(image.name.split("-")[1:3]) for image in images}
+    assert f"{len(images)} images" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    for section in (
+        "classification",
+        "confusion_matrix",
+        "roc",
+        "bootstrap",
+        "thresholds",
+        "calibration",
+        "patient",
+        "magnification",
+        "gradcam",
+    ):
+        assert section in metrics, section
+    assert metrics["patient"]["n_patients"] == len(patients) == 12
+    assert metrics["classification"]["n_images"] == len(images)
+    # The thresholds and temperature of the run are applied, not refitted.
+    saved = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    applied = {p["name"]: p["threshold"] for p in metrics["thresholds"]["operating_points"]}
+    assert applied == saved
+    for png in (
+        "confusion_matrix.png",
+        "roc.png",
+        "precision_recall.png",
+        "reliability.png",
+        "gradcam_correct.png",
+    ):
+        assert (out / png).stat().st_size > 1000, png
+    html = (out / "report.html").read_text()
+    assert '<h2 id="image-level">' in html and '<h2 id="patient-level">' in html
+    assert "Patient recognition rate" in html or "patient_recognition_rate" in html
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(images) and all(row["patient_id"] for row in rows)
+
+
+def test_evaluate_defaults_to_the_run_validation_split(data_and_run: tuple[Path, Path]) -> None:
+    _, run = data_and_run
+    result = runner.invoke(app, ["evaluate", "--model", str(run), "--no-gradcam"])
+    assert result.exit_code == 0, result.output
+    out = run / "evaluations" / "validation-none"
+    with (run / "split.csv").open() as handle:
+        n_validation = sum(row["split"] == "validation" for row in csv.DictReader(handle))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classification"]["n_images"] == n_validation
+    # Same model, same images, same temperature: the run's own validation accuracy.
+    assert metrics["classification"]["accuracy"] == pytest.approx(
+        json.loads((run / "metrics.json").read_text())["classification"]["accuracy"]
+    )
+
+
+def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = data_and_run
+    one_file = sorted((data / "benign").glob("*.png"))[0]
+    out = tmp_path / "p.csv"
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(data / "malignant"),
+            str(one_file),
+            "--model",
+            str(run / "best.keras"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(list((data / "malignant").glob("*.png"))) + 1
+    assert rows[-1]["path"] == str(one_file)
+    assert rows[0]["patient_id"] and rows[0]["magnification"] == "200"
+    probabilities = np.array([[float(r["p_benign"]), float(r["p_malignant"])] for r in rows])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    predicted = np.where(probabilities[:, 1] > probabilities[:, 0], "malignant", "benign")
+    assert [r["predicted"] for r in rows] == predicted.tolist()
+
+
+def test_report_rebuilds_from_saved_predictions(data_and_run: tuple[Path, Path]) -> None:
+    _, run = data_and_run
+    before = json.loads((run / "metrics.json").read_text())
+    (run / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "report.html").is_file()
+    after = json.loads((run / "metrics.json").read_text())
+    assert after["roc"]["auc"] == pytest.approx(before["roc"]["auc"], abs=1e-4)
+    assert after["thresholds"]["operating_points"] == before["thresholds"]["operating_points"]
+
+
+def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = data_and_run
+    result = runner.invoke(app, ["evaluate", "--model", str(run), "--tta", "d9"])
+    assert result.exit_code == 2
+    assert "Unknown tta 'd9'" in result.output and "d8" in result.output
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "nothing"), "--model", str(run)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "predictions.csv" in result.output
