@@ -157,9 +157,11 @@ def publish_best(run_dir: Path, state: TrainState) -> None:
         os.link(source, temporary)
         os.replace(temporary, target)
     except OSError:
-        temporary.unlink(missing_ok=True)
         with atomic_path(target) as copy:
             shutil.copyfile(source, copy)
+    finally:
+        # rename() leaves both names when they already are links to the same file.
+        temporary.unlink(missing_ok=True)
 
 
 def remove_stale_files(run_dir: Path) -> list[Path]:

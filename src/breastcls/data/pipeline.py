@@ -116,4 +116,5 @@ def _epoch_ordered(columns: tuple[Any, ...], seed: int, epoch: Any) -> Any:
         return tf.data.Dataset.from_tensor_slices(order)
 
     indices = tf.data.Dataset.range(1).flat_map(permutation)
+    indices = indices.apply(tf.data.experimental.assert_cardinality(size))
     return indices.map(lambda i: tuple(tf.gather(column, i) for column in tensors))
