@@ -233,6 +233,7 @@ def test_patient_metric_by_hand(tmp_path: Path) -> None:
     assert v["auc"] == pytest.approx(roc_auc_score([0, 1, 1], [0.4, 2.2 / 3, 0.3]))
     assert v["patient_recognition_rate"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
     assert [row["predicted"] for row in v["patients"]] == ["benign", "malignant", "benign"]
+    assert [row["magnifications"] for row in v["patients"]] == ["40X", "40X, 200X", "200X"]
 
     mags = magnification_metric(p, out_dir=tmp_path).values["breakdown"]
     assert [m["magnification"] for m in mags] == ["40X", "200X"]

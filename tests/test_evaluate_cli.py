@@ -87,6 +87,8 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     saved = json.loads((run / "thresholds.json").read_text())["thresholds"]
     applied = {p["name"]: p["threshold"] for p in metrics["thresholds"]["operating_points"]}
     assert applied == saved
+    temperature = json.loads((run / "temperature.json").read_text())["temperature"]
+    assert metrics["calibration"]["temperature"] == temperature
     for png in (
         "confusion_matrix.png",
         "roc.png",
@@ -146,6 +148,13 @@ def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     predicted = np.where(probabilities[:, 1] > probabilities[:, 0], "malignant", "benign")
     assert [r["predicted"] for r in rows] == predicted.tolist()
+    # The run's temperature is applied: the same numbers as the run's validation predictions.
+    with (run / "predictions.csv").open() as handle:
+        validation = {r["path"]: float(r["p_malignant"]) for r in csv.DictReader(handle)}
+    shared = [r for r in rows if r["path"] in validation]
+    assert shared
+    for r in shared:
+        assert float(r["p_malignant"]) == pytest.approx(validation[r["path"]], abs=2e-5)
 
 
 def test_report_rebuilds_from_saved_predictions(data_and_run: tuple[Path, Path]) -> None:

@@ -259,6 +259,7 @@ def patient_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
                 "predicted": view.positive if row.score >= 0.5 else "other",
                 "n_images": row.n_images,
                 "images_correct": round(row.images_correct, 6),
+                "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
             }
             for row in rows
         ],
