@@ -366,4 +366,3 @@ def safe_auc(y_true: BoolArray, score: FloatArray) -> float | None:
     if y_true.all() or not y_true.any():
         return None
     return float(roc_auc_score(y_true, score))
-
