@@ -1,0 +1,188 @@
+"""Speed options: mixed precision on CPU (bfloat16), XLA, the decoded-image cache, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from breastcls import (
+    DataConfig,
+    ModelConfig,
+    PluginHost,
+    RunConfig,
+    TrainConfig,
+    build_model,
+    load_dataset,
+    load_model,
+    train,
+)
+from breastcls.data.images import scan_samples
+from breastcls.data.pipeline import make_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _datasets(
+    root: Path, *, image_size: int = 32, **options: Any
+) -> tuple[Any, Any, tuple[str, ...]]:
+    dataset = load_dataset(DataConfig(path=root))
+    info, _ = scan_samples(dataset.samples)
+    batches = make_dataset(
+        dataset.samples,
+        dataset.class_names,
+        image_size=image_size,
+        batch_size=8,
+        image_info=info,
+        **options,
+    )
+    return batches, dataset.samples, dataset.class_names
+
+
+def test_mixed_precision_trains_end_to_end_on_cpu_in_bfloat16(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    import keras
+
+    config = RunConfig(
+        data=DataConfig(path=small_breakhis, image_size=32),
+        model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+        train=TrainConfig(epochs=2, batch_size=8, precision="mixed", verbose=0),
+        out_dir=tmp_path,
+    )
+    result = train(config)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert all(math.isfinite(v) for v in result.history["loss"] + result.history["val_loss"])
+    model = load_model(result.best_model)
+    policies = {layer.dtype_policy.name for layer in model.layers}
+    assert "mixed_bfloat16" in policies
+    # The head's softmax stays float32: the probabilities are float32 and sum to 1.
+    assert model.get_layer("head_probabilities").dtype_policy.name == "float32"
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    probabilities = model.predict(images, verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def _fit(root: Path, tmp_path: Path, augmentation: str, *, jit: bool) -> tuple[Any, Any]:
+    import keras
+    import tensorflow as tf
+
+    batches, _, class_names = _datasets(root, shuffle=True, seed=1)
+    model = build_model(
+        ModelConfig(backbone="smallcnn", augmentation=augmentation, weights=None),
+        n_classes=len(class_names),
+        image_size=32,
+        seed=1,
+    )
+    seen: list[object] = []
+
+    class JitState(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_train_begin(self, logs: object = None) -> None:
+            seen.append(tf.config.optimizer.get_jit())
+
+    history = (
+        PluginHost()
+        .trainers.get("keras")
+        .fit(
+            model,
+            batches,
+            batches,
+            config=TrainConfig(epochs=1, batch_size=8, jit=jit, verbose=0),
+            run_dir=tmp_path,
+            callbacks=[JitState()],
+            class_weight=None,
+            initial_epoch=0,
+            state={},
+        )
+    )
+    assert math.isfinite(history["loss"][0]) and math.isfinite(history["val_loss"][0])
+    return model, seen
+
+
+def test_jit_compiles_the_whole_step_with_xla(small_breakhis: Path, tmp_path: Path) -> None:
+    model, seen = _fit(small_breakhis, tmp_path, "none", jit=True)
+    assert model.jit_compile is True
+    assert seen == [""]  # no auto-clustering needed
+
+
+def test_jit_with_image_augmentation_uses_xla_autoclustering(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+
+    # The seed augmentation's affine transform has no XLA kernel: a whole-step XLA compile
+    # would fail; the trainer compiles the rest of the step with auto-clustering instead.
+    model, seen = _fit(small_breakhis, tmp_path, "seed", jit=True)
+    assert model.jit_compile is False
+    assert seen == ["autoclustering"]
+    assert tf.config.optimizer.get_jit() == ""  # restored after the fit
+
+
+def _epochs(dataset: Any, n: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(images.numpy(), labels.numpy()) for _ in range(n) for images, labels in dataset]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_cache_memory_and_folder_give_the_same_batches(
+    small_breakhis: Path, tmp_path: Path, shuffle: bool
+) -> None:
+    plain = _epochs(_datasets(small_breakhis, shuffle=shuffle, seed=5)[0])
+    memory = _epochs(_datasets(small_breakhis, shuffle=shuffle, seed=5, cache="memory")[0])
+    folder = _epochs(_datasets(small_breakhis, shuffle=shuffle, seed=5, cache=str(tmp_path))[0])
+    assert len(plain) == len(memory) == len(folder) == 2 * math.ceil(20 / 8)
+    for ours in (memory, folder):
+        for (images, labels), (expected_images, expected_labels) in zip(ours, plain, strict=True):
+            np.testing.assert_array_equal(images, expected_images)
+            np.testing.assert_array_equal(labels, expected_labels)
+    if shuffle:  # the two epochs come in different orders
+        assert not np.array_equal(plain[0][0], plain[len(plain) // 2][0])
+    assert any(path.name.startswith("images-32-") for path in tmp_path.iterdir())
+
+
+_DETERMINISTIC_SCRIPT = """
+import json, sys
+from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from tensorflow.python.framework.config import is_op_determinism_enabled
+
+histories = []
+for name in ("first", "second"):
+    config = RunConfig(
+        data=DataConfig(path=sys.argv[1], image_size=32),
+        model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+        train=TrainConfig(epochs=2, batch_size=8, deterministic=True, verbose=0),
+        out_dir=sys.argv[2],
+        name=name,
+    )
+    histories.append(train(config).history)
+print("RESULT " + json.dumps({
+    "histories": histories,
+    "determinism": is_op_determinism_enabled(),
+}))
+"""
+
+
+def test_deterministic_mode_repeats_a_run_exactly(small_breakhis: Path, tmp_path: Path) -> None:
+    # Op determinism cannot be turned off again: its own process.
+    done = subprocess.run(
+        [sys.executable, "-c", _DETERMINISTIC_SCRIPT, str(small_breakhis), str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["determinism"] is True
+    first, second = result["histories"]
+    assert first["loss"] == second["loss"]
+    assert first["val_loss"] == second["val_loss"]
+    assert len(first["loss"]) == 2
