@@ -153,19 +153,54 @@ def _safe_load(path: Path, *, compile: bool) -> Any:
 
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=compile)
-    except (TypeError, ValueError) as error:
+    except Exception as error:
         message = str(error)
-        if "Could not locate class" in message or "Unknown layer" in message:
+        missing = _unregistered_layers(path)
+        if missing:
+            names = ", ".join(
+                f"{name.split('>')[1]} (registered by {name.split('>')[0]!r})" for name in missing
+            )
+            packages = sorted({name.split(">")[0] for name in missing})
             raise ModelLoadError(
-                f"{path} uses a layer that is not available ({message.splitlines()[0]}): install "
-                "the breastcls plugin that provides it, then load again."
+                f"{path} needs the layer(s) {names}, which no installed plugin provides: install "
+                f"the breastcls plugin {' / '.join(packages)} that registers them, then load "
+                "again."
             ) from error
         if "safe_mode" in message or "Lambda" in message:
             raise ModelLoadError(
                 f"{path} contains code (a Lambda layer) that safe mode refuses to run; breastcls "
                 "never loads such models."
             ) from error
-        raise ModelLoadError(f"{path} could not be loaded: {message.splitlines()[0]}") from error
+        first_line = message.splitlines()[0] if message else type(error).__name__
+        raise ModelLoadError(
+            f"{path} could not be loaded ({first_line}): it is damaged or not a Keras 3 model."
+        ) from error
+
+
+def _unregistered_layers(path: Path) -> list[str]:
+    """Return the custom classes (``package>Name``) the model's config names but Keras lacks."""
+    import keras
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if isinstance(name, str) and ">" in name:
+                found.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return sorted(name for name in found if keras.saving.get_registered_object(name) is None)
 
 
 def model_class_names(path: Path) -> list[str] | None:
