@@ -15,7 +15,7 @@ def export_command(
     run: Annotated[Path, typer.Argument(help="Run folder whose best.keras is exported.")],
     format: Annotated[
         str,
-        typer.Option("--format", help="keras, savedmodel, onnx (needs breastcls[onnx]) or tflite."),
+        typer.Option("--format", help="keras, savedmodel, onnx (needs the onnx extra) or tflite."),
     ] = "keras",
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: RUN/export/FORMAT).")
