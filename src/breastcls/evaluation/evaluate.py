@@ -317,6 +317,7 @@ def evaluate(
     if out_dir is None:
         stem = Path(data).stem if data is not None else "validation"
         out_dir = model_dir / "evaluations" / f"{stem}-{tta}"
+    out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)
     keras_model = load_model(model_path)
     image_size = _image_size(keras_model)
