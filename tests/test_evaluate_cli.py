@@ -187,3 +187,13 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
+    # A bare model (no split.csv beside it) needs --data; a broken temperature.json is named.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("best.keras", "class_names.json"):
+        shutil.copy(run / name, bare / name)
+    result = runner.invoke(app, ["evaluate", "--model", str(bare / "best.keras")])
+    assert result.exit_code == 2 and "no split.csv" in result.output
+    (bare / "temperature.json").write_text('{"temperature": -1}')
+    result = runner.invoke(app, ["predict", str(run / "accuracy.png"), "--model", str(bare)])
+    assert result.exit_code == 2 and "temperature.json" in result.output

@@ -102,11 +102,19 @@ def _calibration_of(folder: Path) -> tuple[float | None, dict[str, float]]:
     """Return the temperature and thresholds saved in ``folder`` (``None``/empty when absent)."""
     temperature = None
     thresholds: dict[str, float] = {}
-    if (folder / TEMPERATURE_FILE).is_file():
-        temperature = float(_read_json(folder / TEMPERATURE_FILE)["temperature"])
-    if (folder / THRESHOLDS_FILE).is_file():
-        raw = _read_json(folder / THRESHOLDS_FILE)["thresholds"]
-        thresholds = {str(k): float(v) for k, v in raw.items()}
+    try:
+        if (folder / TEMPERATURE_FILE).is_file():
+            temperature = float(_read_json(folder / TEMPERATURE_FILE)["temperature"])
+            if not temperature > 0:
+                raise ValueError(f"temperature {temperature} is not positive")
+        if (folder / THRESHOLDS_FILE).is_file():
+            raw = _read_json(folder / THRESHOLDS_FILE)["thresholds"]
+            thresholds = {str(k): float(v) for k, v in raw.items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ModelLoadError(
+            f"The calibration files in {folder} ({TEMPERATURE_FILE}, {THRESHOLDS_FILE}) are "
+            f"malformed ({type(error).__name__}: {error}): delete them, or retrain."
+        ) from error
     return temperature, thresholds
 
 
@@ -181,18 +189,21 @@ def _read_split_csv(run_dir: Path) -> list[Sample]:
         )
     samples = []
     with path.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("split") == "validation":
-                magnification = row.get("magnification") or ""
-                samples.append(
-                    Sample(
-                        path=Path(row["path"]),
-                        label=row["label"],
-                        patient_id=row.get("patient_id") or None,
-                        magnification=int(magnification) if magnification.isdigit() else None,
-                        split="validation",
-                    )
+        rows = list(csv.DictReader(handle))
+    if rows and not {"path", "label", "split"} <= set(rows[0]):
+        raise DataError(f"{path} lacks the columns path, label and split: it is not a split.csv.")
+    for row in rows:
+        if row.get("split") == "validation":
+            magnification = row.get("magnification") or ""
+            samples.append(
+                Sample(
+                    path=Path(row["path"]),
+                    label=row["label"],
+                    patient_id=row.get("patient_id") or None,
+                    magnification=int(magnification) if magnification.isdigit() else None,
+                    split="validation",
                 )
+            )
     if not samples:
         raise DataError(f"{path} lists no validation images: pass --data to evaluate on.")
     return samples
