@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.io import atomic_path
+from breastcls.io import atomic_path, atomic_write_text
 
 __all__ = ["DEMO_CLASSES", "make_demo_dataset", "synthetic_tissue"]
 
@@ -77,5 +77,5 @@ def make_demo_dataset(root: Path, *, per_class: int = 60, size: int = 128, seed:
             tile = synthetic_tissue(rng, malignant=label == "malignant", size=size)
             with atomic_path(folder / f"demo_{label}_{index:03d}.png") as temporary:
                 Image.fromarray(tile).save(temporary, format="PNG")
-    marker.write_text(signature, encoding="utf-8")
+    atomic_write_text(marker, signature)
     return root
