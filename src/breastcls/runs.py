@@ -27,7 +27,8 @@ class RunSummary:
         reason: Why the run failed or stopped (``None`` otherwise).
         epochs: Epochs completed (rows of ``history.csv``).
         val_accuracy: The headline metric: the best model's validation accuracy for a finished
-            run, the best epoch's ``val_accuracy`` so far otherwise (``None`` when unknown).
+            run (the mean over folds for a cross-validation folder), the best epoch's
+            ``val_accuracy`` so far otherwise (``None`` when unknown).
         updated: When the status was last written (ISO 8601, UTC).
     """
 
@@ -102,7 +103,9 @@ def _summarise(run_dir: Path) -> RunSummary:
         status = "killed"
     rows = _history(run_dir / "history.csv")
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
-    headline = _float((record.get("headline") or {}).get("val_accuracy"))
+    reported = record.get("headline") or {}
+    # A cross-validation folder reports the mean over its folds.
+    headline = _float(reported.get("val_accuracy", reported.get("val_accuracy_mean")))
     if headline is None and values:
         headline = max(values)
     reason = record.get("reason")
