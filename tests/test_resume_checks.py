@@ -1,0 +1,116 @@
+"""What ``resume`` accepts and refuses, and a run interrupted before its first checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+import breastcls
+from _runs import read_history
+from breastcls import ConfigError, DataConfig, DataError, ModelConfig, RunConfig, TrainConfig
+from breastcls.callbacks import TrainingCheckpoint
+from breastcls.cli.app import app
+from breastcls.run import write_samples_csv, write_status
+from breastcls.train import prepare_data
+
+
+def _config(data: Path, out: Path, epochs: int = 2) -> RunConfig:
+    return RunConfig(
+        data=DataConfig(path=data, image_size=32),
+        model=ModelConfig(backbone="smallcnn", weights=None),
+        train=TrainConfig(epochs=epochs, batch_size=4, learning_rate=1e-3, verbose=0),
+        out_dir=out,
+        name="run",
+    )
+
+
+def _started_run(data: Path, out: Path) -> Path:
+    """A run folder as training leaves it before the first epoch ends (no TensorFlow needed)."""
+    config = _config(data, out)
+    prepared = prepare_data(config)
+    run_dir = out / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
+    (run_dir / "class_names.json").write_text(json.dumps(list(prepared.class_names)))
+    write_samples_csv(
+        run_dir / "split.csv",
+        [("train", prepared.split.train), ("validation", prepared.split.validation)],
+    )
+    write_status(run_dir, "running")
+    return run_dir
+
+
+def _cli_error(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1
+    return result.output
+
+
+def test_a_folder_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a breastcls run folder"):
+        breastcls.resume(tmp_path)
+    assert "no config.json" in _cli_error("train", "--resume", str(tmp_path))
+
+
+def test_resume_takes_no_other_data_option(tmp_path: Path) -> None:
+    output = _cli_error("train", "--resume", str(tmp_path), "--data", str(tmp_path))
+    assert "do not pass --data" in output
+
+
+def test_a_finished_run_is_not_resumed(small_breakhis: Path, tmp_path: Path) -> None:
+    run_dir = _started_run(small_breakhis, tmp_path)
+    write_status(run_dir, "finished")
+    with pytest.raises(ConfigError, match="has finished already"):
+        breastcls.resume(run_dir)
+
+
+def test_changed_data_is_refused(small_breakhis: Path, tmp_path: Path) -> None:
+    run_dir = _started_run(small_breakhis, tmp_path)
+    next(iter((small_breakhis / "benign").iterdir())).unlink()
+    with pytest.raises(DataError, match=r"split changed .* \(split\.csv differs\)"):
+        breastcls.resume(run_dir)
+    shutil.move(small_breakhis / "benign", small_breakhis / "normal")
+    with pytest.raises(DataError, match=r"trained on classes \['benign', 'malignant'\]"):
+        breastcls.resume(run_dir)
+
+
+def test_an_unreadable_training_state_is_refused(small_breakhis: Path, tmp_path: Path) -> None:
+    run_dir = _started_run(small_breakhis, tmp_path)
+    (run_dir / "train_state.json").write_text('{"format": 1, "completed_epochs": 2}')
+    with pytest.raises(ConfigError, match="is not a breastcls training state"):
+        breastcls.resume(run_dir)
+    state = {
+        "format": 1, "completed_epochs": 1, "checkpoint": "checkpoints/epoch-0001.keras",
+        "monitor": "val_accuracy", "seed_generators": [], "history": [],
+    }  # fmt: skip
+    (run_dir / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match=r"names the checkpoint checkpoints/epoch-0001\.keras"):
+        breastcls.resume(run_dir)
+
+
+def test_a_run_interrupted_before_its_first_checkpoint_starts_again(
+    small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(self: Any, epoch: int, logs: Any = None) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingCheckpoint, "on_epoch_end", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            breastcls.train(_config(small_breakhis, tmp_path, epochs=3))
+    run_dir = tmp_path / "run"
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert status["reason"].startswith("interrupted after 0 completed epoch(s)")
+    assert not (run_dir / "train_state.json").exists()
+
+    result = breastcls.resume(run_dir)
+    assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2, 3]
+    assert len(result.history["loss"]) == 3
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
