@@ -3,6 +3,7 @@ all on one tiny smallcnn run trained on real BreakHis images."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Mapping
@@ -171,3 +172,45 @@ def test_cli_export_and_its_errors(
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
     assert not (tmp_path / "nope").exists()
+
+
+def test_a_mixed_precision_run_exports_as_float32(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
+) -> None:
+    source = trained[0].run_dir
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(
+            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
+            image_size=IMAGE_SIZE,
+        ),
+        model=breastcls.ModelConfig(backbone="smallcnn", augmentation="default", weights=None),
+        train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0, precision="mixed"),
+        out_dir=tmp_path,
+        name="mixed",
+    )
+    run_dir = breastcls.train(config, host=isolated_host()).run_dir
+    formats = ["tflite", "onnx"] if importlib.util.find_spec("tf2onnx") else ["tflite"]
+    for format in formats:
+        result = breastcls.export_model(run_dir, format=format, out_dir=tmp_path / format)
+        record = json.loads((result.out_dir / "export.json").read_text())
+        assert record["computes_in"] == "float32"
+        assert result.max_difference <= EXPORT_TOLERANCE
+        # bfloat16 keeps ~3 significant digits: the float32 export is close, not identical.
+        assert 0 < record["max_difference_to_run_model"] < 0.05
+
+
+def test_a_failed_conversion_is_one_error_and_leaves_nothing(
+    trained: tuple[breastcls.RunResult, Recorder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import breastcls.export
+
+    def broken(model: Any, path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise RuntimeError("op Foo is neither a custom op nor a flex op\nmore details")
+
+    monkeypatch.setattr(breastcls.export, "_write_tflite", broken)
+    with pytest.raises(breastcls.OutputError, match="op Foo is neither a custom op nor a flex op"):
+        breastcls.export_model(trained[0].run_dir, format="tflite", out_dir=tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []

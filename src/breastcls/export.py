@@ -8,8 +8,10 @@ the probabilities at most 1e-5) and written with the run's model card and class 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -18,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import ConfigError, ModelLoadError, OutputError
-from breastcls.io import atomic_write_json, ensure_writable_dir
+from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
 
 __all__ = ["EXPORT_TOLERANCE", "ExportFormat", "ExportResult", "export_model", "run_exported"]
 
@@ -72,6 +74,43 @@ def _inference_model(model: Any) -> Any:
     body = keras.Model(start, model.output, name="inference")
     image = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
     return keras.Model(image, body(image), name=model.name)
+
+
+_MIXED_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16"})
+_REDUCED_DTYPES = _MIXED_POLICIES | {"float16", "bfloat16"}
+
+
+def _is_mixed(model: Any) -> bool:
+    return any(layer.dtype_policy.name in _MIXED_POLICIES for layer in _all_layers(model))
+
+
+def _all_layers(model: Any) -> list[Any]:
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if hasattr(layer, "layers"):
+            layers.extend(_all_layers(layer))
+    return layers
+
+
+def _float32_copy(model: Any) -> Any:
+    """Return ``model`` rebuilt with every mixed-precision layer in float32, same weights."""
+    import keras
+
+    def scrub(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                name = node.get("config", {}).get("name")
+                if name in _MIXED_POLICIES:
+                    return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: scrub(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [scrub(item) for item in node]
+        return "float32" if node in _REDUCED_DTYPES else node
+
+    copy = keras.models.model_from_json(json.dumps(scrub(json.loads(model.to_json()))))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _check_batch(image_size: int) -> npt.NDArray[np.float32]:
@@ -200,18 +239,33 @@ def export_model(
     inference = _inference_model(model)
     image_size = int(model.input_shape[1])
     batch = _check_batch(image_size)
-    expected = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
+    original = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
+    mixed = _is_mixed(inference)
+    if mixed and checked in ("onnx", "tflite"):
+        # ONNX and TFLite cannot hold Keras' mixed float16/bfloat16 graphs: export a float32
+        # copy with the same weights, and check the export against that copy.
+        inference = _float32_copy(inference)
+    expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
     final = target_dir / _FILE_NAMES[checked]
     with tempfile.TemporaryDirectory(prefix=".export-", dir=target_dir) as staging:
         staged = Path(staging) / _FILE_NAMES[checked]
-        if checked == "keras":
-            inference.save(staged)
-        elif checked == "savedmodel":
-            _write_savedmodel(inference, staged)
-        elif checked == "onnx":
-            _write_onnx(inference, staged)
-        else:
-            _write_tflite(inference, staged)
+        writers: dict[str, Callable[[], None]] = {
+            "keras": lambda: inference.save(staged),
+            "savedmodel": lambda: _write_savedmodel(inference, staged),
+            "onnx": lambda: _write_onnx(inference, staged),
+            "tflite": lambda: _write_tflite(inference, staged),
+        }
+        try:
+            writers[checked]()
+        except ConfigError:
+            raise
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            raise OutputError(
+                f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
+                "nothing was written. Its layers may have no equivalent in this format: try "
+                "--format savedmodel or keras."
+            ) from error
         difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
         if not difference <= EXPORT_TOLERANCE:
             raise OutputError(
@@ -224,7 +278,8 @@ def export_model(
         staged.replace(final)
     class_names = run / "class_names.json"
     if class_names.is_file():
-        shutil.copyfile(class_names, target_dir / "class_names.json")
+        with atomic_path(target_dir / "class_names.json") as temporary:
+            shutil.copyfile(class_names, temporary)
     write_model_card(run, target_dir / MODEL_CARD_NAME)
     atomic_write_json(
         target_dir / "export.json",
@@ -235,6 +290,8 @@ def export_model(
             "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
             "max_difference": difference,
             "tolerance": EXPORT_TOLERANCE,
+            "computes_in": "float32" if checked in ("onnx", "tflite") or not mixed else "mixed",
+            "max_difference_to_run_model": float(np.max(np.abs(expected - original))),
         },
     )
     return ExportResult(format=checked, model=final, out_dir=target_dir, max_difference=difference)
