@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from _runs import start_cli, tiny_train_options
 
 
-@pytest.mark.slow
 def test_two_deterministic_runs_with_one_seed_write_identical_histories(
     small_breakhis: Path, tmp_path: Path
 ) -> None:

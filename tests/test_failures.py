@@ -97,7 +97,6 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(
     assert all(math.isfinite(v) for v in losses[:2]) and len(losses) <= 3
 
 
-@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     run_dir = out / "ctrl-c"

@@ -24,6 +24,9 @@ from breastcls import DataError
 from breastcls.data.images import decode_image, inspect_image
 from breastcls.data.manifest import read_manifest
 
+# Pillow warns about some corrupt metadata before it raises or decodes; that is expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+
 FUZZ = settings(
     max_examples=40,
     deadline=timedelta(seconds=3),

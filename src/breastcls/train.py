@@ -363,6 +363,8 @@ def _train_in(
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(_precision_policy(config.train.precision))
+    # The epoch counter the shuffle order follows: a plain host variable, outside the strategy.
+    epoch_variable = tf.Variable(start_epoch, dtype=tf.int64, trainable=False)
     # The model is built, compiled (inside the trainer's fit) and fitted under the strategy.
     scope = contextlib.ExitStack()
     scope.enter_context(strategy.scope())
@@ -380,7 +382,6 @@ def _train_in(
             restore_seed_generators(model, resume_from.seed_generators)
         # Room for two full checkpoints (weights + Adam's two moments) and one being written.
         check_free_space(run_dir, needed_bytes=3 * 12 * model.count_params() + _MIN_FREE_BYTES)
-        epoch_variable = tf.Variable(start_epoch, dtype=tf.int64, trainable=False)
         datasets = {
             name: make_dataset(
                 samples,
