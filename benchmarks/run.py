@@ -1,0 +1,403 @@
+"""breastcls versus the seed blog's pipeline, side by side, on the same images and models.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.run            # the full CPU run (about 7 minutes on 2 cores)
+    python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
+    python -m benchmarks.run --json results.json
+
+Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
+measurements, a table of the targets, and last one ``ratio <name> = <value>`` line per ratio, so
+runs can be compared with ``grep ^ratio``. The images are the real BreakHis development set
+(``shared/data/breakhis-dev``, 269 images) repeated in order until there are N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measurement does."""
+
+    n: int  # images for training
+    light: str  # the light backbone
+    light_size: int
+    warmup: int
+    steps: int
+    rounds: int  # rounds of the headline seed/breastcls training pair
+    extras: bool  # smallcnn, --cache memory and bfloat16 rows
+    densenet: bool
+    densenet_size: int
+    densenet_steps: int
+    decode_n: int
+    decode_repeats: int
+    rss_n: int  # N of the memory measurement (and 4N)
+    rss_size: int
+    infer_n: int
+    infer_size: int
+
+
+FULL = Sizes(
+    n=538,
+    light="mobilenetv3small",
+    light_size=224,
+    warmup=3,
+    steps=16,
+    rounds=2,
+    extras=True,
+    densenet=True,
+    densenet_size=64,
+    densenet_steps=8,
+    decode_n=538,
+    decode_repeats=3,
+    rss_n=269,
+    rss_size=224,
+    infer_n=269,
+    infer_size=224,
+)
+QUICK = Sizes(
+    n=128,
+    light="mobilenetv3small",
+    light_size=128,
+    warmup=2,
+    steps=8,
+    rounds=1,
+    extras=False,
+    densenet=False,
+    densenet_size=64,
+    densenet_steps=4,
+    decode_n=269,
+    decode_repeats=2,
+    rss_n=128,
+    rss_size=224,
+    infer_n=96,
+    infer_size=128,
+)
+BATCH = 16  # the seed's batch size
+
+
+def work(task: str, **arguments: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its result."""
+    command = [sys.executable, "-m", "benchmarks.workers", task, json.dumps(arguments)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"benchmark task {task} {arguments} failed (exit {done.returncode})")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    return result
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo`` (or the machine type elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def _gpu_count() -> int:
+    result = work("gpus")
+    return int(result["gpus"])
+
+
+def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
+    """Run every measurement; return the raw results."""
+    results: dict[str, Any] = {}
+
+    def step(key: str, task: str, **arguments: Any) -> None:
+        if progress:
+            print(f"... {key}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        results[key] = work(task, **arguments)
+        results[key]["wall_s"] = time.perf_counter() - started
+
+    train = {"n": sizes.n, "batch": BATCH, "warmup": sizes.warmup, "steps": sizes.steps}
+    light = {"backbone": sizes.light, "size": sizes.light_size}
+    step("decode", "decode", n=sizes.decode_n, size=224, repeats=sizes.decode_repeats)
+    # The headline pair runs `rounds` times in turn; each pipeline keeps its best round.
+    for round_ in range(sizes.rounds):
+        for pipeline in ("seed", "breastcls"):
+            step(f"train_{pipeline}_light_{round_}", "train", pipeline=pipeline, **light, **train)
+    for pipeline in ("seed", "breastcls"):
+        rounds = [results.pop(f"train_{pipeline}_light_{r}") for r in range(sizes.rounds)]
+        results[f"train_{pipeline}_light"] = {
+            **max(rounds, key=lambda r: r["images_per_s"]),
+            "first_step_s": min(r["first_step_s"] for r in rounds),
+            "rounds": rounds,
+        }
+    if sizes.extras:
+        step(
+            "train_breastcls_light_cached",
+            "train",
+            pipeline="breastcls",
+            cache="memory",
+            **light,
+            **train,
+        )
+        step(
+            "train_breastcls_light_bf16",
+            "train",
+            pipeline="breastcls",
+            precision="mixed",
+            **light,
+            **train,
+        )
+        small = {"backbone": "smallcnn", "size": 224}
+        step("train_seed_smallcnn", "train", pipeline="seed", **small, **train)
+        step("train_breastcls_smallcnn", "train", pipeline="breastcls", **small, **train)
+    if sizes.densenet:
+        dense = {
+            "backbone": "densenet201",
+            "size": sizes.densenet_size,
+            "n": sizes.n,
+            "batch": BATCH,
+            "warmup": 2,
+            "steps": sizes.densenet_steps,
+        }
+        step("train_seed_densenet201", "train", pipeline="seed", **dense)
+        step("train_breastcls_densenet201", "train", pipeline="breastcls", **dense)
+    for pipeline in ("seed", "breastcls"):
+        for factor in (1, 4):
+            step(
+                f"rss_{pipeline}_{factor}n",
+                "rss",
+                pipeline=pipeline,
+                n=sizes.rss_n * factor,
+                size=sizes.rss_size,
+                steps=3,
+            )
+    step(
+        "infer", "infer", backbone=sizes.light, size=sizes.infer_size, n=sizes.infer_n, batch=BATCH
+    )
+    gpus = _gpu_count()
+    results["gpus"] = gpus
+    if gpus:
+        gpu_train = {"n": sizes.n, "batch": BATCH, "warmup": 5, "steps": 30, "size": 224}
+        for backbone in (sizes.light, "densenet201"):
+            step(f"gpu_seed_{backbone}", "train", pipeline="seed", backbone=backbone, **gpu_train)
+            for label, precision, jit in (
+                ("float32", "float32", False),
+                ("mixed", "mixed", False),
+                ("mixed_xla", "mixed", True),
+            ):
+                step(
+                    f"gpu_breastcls_{backbone}_{label}",
+                    "train",
+                    pipeline="breastcls",
+                    backbone=backbone,
+                    precision=precision,
+                    jit=jit,
+                    **gpu_train,
+                )
+    return results
+
+
+def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
+    """Derive the ``ratio`` lines from the raw results."""
+
+    def rate(key: str) -> float:
+        return float(results[key]["images_per_s"])
+
+    out: dict[str, float] = {
+        "train_speedup_vs_seed": rate("train_breastcls_light") / rate("train_seed_light"),
+        "first_step_speedup_vs_seed": results["train_seed_light"]["first_step_s"]
+        / results["train_breastcls_light"]["first_step_s"],
+    }
+    if sizes.extras:
+        seed = rate("train_seed_light")
+        out["train_speedup_cached_vs_seed"] = rate("train_breastcls_light_cached") / seed
+        out["train_speedup_bf16_vs_seed"] = rate("train_breastcls_light_bf16") / seed
+        out["train_speedup_vs_seed_smallcnn"] = rate("train_breastcls_smallcnn") / rate(
+            "train_seed_smallcnn"
+        )
+    if sizes.densenet:
+        out["train_speedup_vs_seed_densenet201"] = rate("train_breastcls_densenet201") / rate(
+            "train_seed_densenet201"
+        )
+        out["first_step_speedup_vs_seed_densenet201"] = (
+            results["train_seed_densenet201"]["first_step_s"]
+            / results["train_breastcls_densenet201"]["first_step_s"]
+        )
+    decode = results["decode"]
+    out["decode_speedup_vs_seed"] = decode["breastcls_images_per_s"] / decode["seed_images_per_s"]
+    out["cached_epoch_speedup"] = (
+        decode["breastcls_cached_images_per_s"] / decode["breastcls_images_per_s"]
+    )
+    for pipeline in ("seed", "breastcls"):
+        small = results[f"rss_{pipeline}_1n"]["peak_rss"]
+        large = results[f"rss_{pipeline}_4n"]["peak_rss"]
+        out[f"rss_growth_4n_{pipeline}"] = large / small - 1.0
+    infer = results["infer"]
+    out["tta8_cost"] = infer["plain_images_per_s"] / infer["tta8_images_per_s"]
+    if results.get("gpus"):
+        for backbone in (sizes.light, "densenet201"):
+            seed = rate(f"gpu_seed_{backbone}")
+            base = rate(f"gpu_breastcls_{backbone}_float32")
+            out[f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}"] = (
+                rate(f"gpu_breastcls_{backbone}_mixed_xla") / seed
+            )
+            out[f"gpu_mixed_speedup_vs_float32_{backbone}"] = (
+                rate(f"gpu_breastcls_{backbone}_mixed") / base
+            )
+            out[f"gpu_mixed_xla_speedup_vs_float32_{backbone}"] = (
+                rate(f"gpu_breastcls_{backbone}_mixed_xla") / base
+            )
+    return out
+
+
+TARGETS: list[tuple[str, str, float]] = [
+    # (ratio, comparison, bound)
+    ("train_speedup_vs_seed", ">=", 1.3),
+    ("train_speedup_vs_seed_smallcnn", ">=", 1.3),
+    ("train_speedup_vs_seed_densenet201", ">=", 1.3),
+    ("decode_speedup_vs_seed", ">=", 1.8),
+    ("rss_growth_4n_breastcls", "<=", 0.10),
+    ("tta8_cost", "<=", 8.5),
+    ("gpu_train_speedup_mixed_xla_vs_seed_mobilenetv3small", ">=", 3.0),
+    ("gpu_train_speedup_mixed_xla_vs_seed_densenet201", ">=", 3.0),
+]
+
+
+def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
+    """Format the measurements as a Markdown table."""
+    mib = 1024 * 1024
+    rows = [
+        "| measurement | seed reference | breastcls |",
+        "|---|---|---|",
+    ]
+
+    def train_rows(label: str, seed_key: str, ours_key: str) -> None:
+        seed, ours = results[seed_key], results[ours_key]
+        rows.append(
+            f"| train {label}: images/s (steady state) | {seed['images_per_s']:.1f} | "
+            f"{ours['images_per_s']:.1f} |"
+        )
+        rows.append(
+            f"| train {label}: time to first step (s) | {seed['first_step_s']:.1f} | "
+            f"{ours['first_step_s']:.1f} |"
+        )
+
+    light = f"{sizes.light} {sizes.light_size}px float32"
+    train_rows(light, "train_seed_light", "train_breastcls_light")
+    if sizes.extras:
+        seed = results["train_seed_light"]["images_per_s"]
+        for key, option in (
+            ("train_breastcls_light_cached", "--cache memory"),
+            ("train_breastcls_light_bf16", "--precision mixed (bfloat16)"),
+        ):
+            rows.append(
+                f"| train {sizes.light} {sizes.light_size}px, breastcls {option}: images/s | "
+                f"{seed:.1f} | {results[key]['images_per_s']:.1f} |"
+            )
+        train_rows("smallcnn 224px float32", "train_seed_smallcnn", "train_breastcls_smallcnn")
+    if sizes.densenet:
+        train_rows(
+            f"densenet201 {sizes.densenet_size}px float32",
+            "train_seed_densenet201",
+            "train_breastcls_densenet201",
+        )
+    decode = results["decode"]
+    rows.append(
+        f"| decode + resize to 224: images/s ({sizes.decode_n} images) | "
+        f"{decode['seed_images_per_s']:.0f} | {decode['breastcls_images_per_s']:.0f} |"
+    )
+    rows.append(
+        f"| breastcls one-off check of every image (scan): images/s | - | "
+        f"{decode['breastcls_scan_images_per_s']:.0f} |"
+    )
+    rows.append(
+        f"| epoch from --cache memory: images/s | - | "
+        f"{decode['breastcls_cached_images_per_s']:.0f} |"
+    )
+    for factor in (1, 4):
+        n = sizes.rss_n * factor
+        seed = results[f"rss_seed_{factor}n"]["peak_rss"] / mib
+        ours = results[f"rss_breastcls_{factor}n"]["peak_rss"] / mib
+        rows.append(
+            f"| peak RSS, {n} images at {sizes.rss_size}px (MiB) | {seed:.0f} | {ours:.0f} |"
+        )
+    infer = results["infer"]
+    rows.append(
+        f"| inference {sizes.light} {sizes.infer_size}px: images/s plain | - | "
+        f"{infer['plain_images_per_s']:.1f} |"
+    )
+    rows.append(
+        f"| inference {sizes.light} {sizes.infer_size}px: images/s TTA-8 (d8) | - | "
+        f"{infer['tta8_images_per_s']:.1f} |"
+    )
+    if results.get("gpus"):
+        for backbone in (sizes.light, "densenet201"):
+            seed = results[f"gpu_seed_{backbone}"]["images_per_s"]
+            for label in ("float32", "mixed", "mixed_xla"):
+                ours = results[f"gpu_breastcls_{backbone}_{label}"]["images_per_s"]
+                rows.append(
+                    f"| GPU train {backbone} 224px, breastcls {label}: images/s | "
+                    f"{seed:.1f} | {ours:.1f} |"
+                )
+    else:
+        rows.append("| GPU: float32 vs mixed vs mixed + XLA | no GPU: not measured | - |")
+    return rows
+
+
+def target_rows(values: dict[str, float]) -> list[str]:
+    """Format the targets and whether this run meets them."""
+    rows = ["| target | bound | this run | holds |", "|---|---|---|---|"]
+    for name, comparison, bound in TARGETS:
+        if name not in values:
+            rows.append(f"| {name} | {comparison} {bound} | not measured | - |")
+            continue
+        value = values[name]
+        holds = value >= bound if comparison == ">=" else value <= bound
+        rows.append(f"| {name} | {comparison} {bound} | {value:.2f} | {'yes' if holds else 'NO'} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the tables and the ratio lines."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes)")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    results = measure(sizes)
+    values = ratios(results, sizes)
+    elapsed = time.perf_counter() - started
+    mode = "quick" if args.quick else "full"
+    print(
+        f"breastcls benchmark ({mode}) on {cpu_name()}, {os.cpu_count()} CPU(s), "
+        f"GPUs: {results['gpus']}; {elapsed / 60:.1f} min"
+    )
+    print()
+    print("\n".join(table(results, sizes)))
+    print()
+    print("\n".join(target_rows(values)))
+    print()
+    if args.json:
+        args.json.write_text(
+            json.dumps({"sizes": sizes.__dict__, "results": results, "ratios": values}, indent=2),
+            encoding="utf-8",
+        )
+    for name, value in values.items():
+        print(f"ratio {name} = {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()

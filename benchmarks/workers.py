@@ -1,0 +1,353 @@
+"""One measurement per process: ``python -m benchmarks.workers TASK '{json arguments}'``.
+
+Every measurement runs in a fresh interpreter so that neither pipeline profits from the other's
+warmed caches, compiled graphs or memory, and so that peak RSS is the process's own. The last
+line printed is ``RESULT {json}``; :mod:`benchmarks.run` collects it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DATA = Path(
+    os.environ.get(
+        "BREASTCLS_SHARED_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "breakhis-dev",
+    )
+)
+
+
+def _samples(n: int) -> tuple[list[Any], tuple[str, ...]]:
+    """The real BreakHis images, repeated in order until there are ``n``."""
+    from breastcls import DataConfig, load_dataset
+
+    dataset = load_dataset(DataConfig(path=DATA))
+    base = sorted(dataset.samples, key=lambda s: str(s.path))
+    return [base[i % len(base)] for i in range(n)], dataset.class_names
+
+
+def _by_class(samples: list[Any]) -> tuple[list[Path], list[Path]]:
+    return (
+        [s.path for s in samples if s.label == "benign"],
+        [s.path for s in samples if s.label == "malignant"],
+    )
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process, in bytes (Linux reports KiB)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class _StepTimer:
+    """Record the wall-clock time at the end of every training step (synchronised on the loss)."""
+
+    def __init__(self) -> None:
+        import keras
+
+        timer = self
+
+        class Callback(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+                if logs and "loss" in logs:
+                    float(logs["loss"])  # wait for the step to finish
+                timer.times.append(time.perf_counter())
+
+        self.times: list[float] = []
+        self.callback = Callback()
+
+    def summary(self, start: float, warmup: int, batch_size: int) -> dict[str, float]:
+        """Time to the end of the first step, and the steady-state rate: the batch size over the
+        median duration of the steps after ``warmup`` (the median ignores the odd step slowed
+        down by another process on a shared machine)."""
+        import numpy as np
+
+        durations = np.diff(self.times[warmup - 1 :])
+        return {
+            "first_step_s": self.times[0] - start,
+            "images_per_s": batch_size / float(np.median(durations)),
+            "mean_images_per_s": batch_size / float(np.mean(durations)),
+            "steps_measured": float(len(durations)),
+        }
+
+
+def _seed_backbone(name: str, size: int) -> Any:
+    from breastcls import PluginHost
+
+    return PluginHost().backbones.get(name).build(input_shape=(size, size, 3), weights=None)
+
+
+def task_train(
+    pipeline: str,
+    backbone: str,
+    size: int,
+    n: int,
+    batch: int,
+    warmup: int,
+    steps: int,
+    precision: str = "float32",
+    jit: bool = False,
+    cache: str | None = None,
+) -> dict[str, Any]:
+    """Training throughput (steady state) and time to first step of one pipeline.
+
+    The clock starts once the libraries are imported and the file list is known: it covers data
+    preparation (the seed loads every image; breastcls checks every image, and with ``cache``
+    decodes them all into the cache, as its first epoch would), building the model, tracing and
+    the first step.
+    """
+    import keras
+
+    samples, class_names = _samples(n)
+    keras.utils.set_random_seed(11)
+    timer = _StepTimer()
+    start = time.perf_counter()
+    if pipeline == "seed":
+        from benchmarks.seed_reference import SeedFlow, seed_model, seed_prepare
+
+        x_train, y_train, _, _ = seed_prepare(*_by_class(samples), size)
+        flow = SeedFlow(x_train, y_train, batch_size=batch, seed=11)
+        model = seed_model(_seed_backbone(backbone, size))
+        model.fit(
+            flow, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback]
+        )
+    else:
+        from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
+        from breastcls.data.images import scan_samples
+        from breastcls.data.pipeline import make_dataset
+        from breastcls.train import _precision_policy
+
+        host = PluginHost()
+        image_info, _ = scan_samples(samples)
+        stream = make_dataset(
+            samples,
+            class_names,
+            image_size=size,
+            batch_size=batch,
+            image_info=image_info,
+            shuffle=True,
+            seed=11,
+            cache=cache,
+        )
+        if cache:
+            for _ in stream:  # the first epoch's decoding fills the cache
+                pass
+        train_data = stream.take(warmup + steps)
+        keras.mixed_precision.set_global_policy(_precision_policy(precision))
+        model = build_model(
+            ModelConfig(
+                backbone=backbone,
+                head="seed",
+                augmentation="seed",
+                weights=None,
+                preprocessing="none",
+            ),
+            n_classes=len(class_names),
+            image_size=size,
+            seed=11,
+            host=host,
+        )
+        config = TrainConfig(
+            epochs=1,
+            batch_size=batch,
+            precision=precision,  # type: ignore[arg-type]
+            jit=jit,
+            verbose=0,
+        )
+        with tempfile.TemporaryDirectory() as run_dir:
+            host.trainers.get("keras").fit(
+                model,
+                train_data,
+                None,
+                config=config,
+                run_dir=Path(run_dir),
+                callbacks=[timer.callback],
+                class_weight=None,
+                initial_epoch=0,
+                state={},
+            )
+    return {**timer.summary(start, warmup, batch), "peak_rss": _peak_rss()}
+
+
+def task_decode(n: int, size: int, repeats: int) -> dict[str, Any]:
+    """Decode + resize throughput: the seed's loop versus breastcls' ``tf.data`` loader.
+
+    Files are read once first so that both read from the page cache. The two are timed in turn,
+    ``repeats`` times each, and each one's best time counts: on a shared machine this gives both
+    the same chances of a quiet moment.
+    """
+    import numpy as np
+
+    from benchmarks.seed_reference import dataset_loader
+    from breastcls.data.images import scan_samples
+    from breastcls.data.pipeline import make_dataset
+
+    samples, class_names = _samples(n)
+    paths = [s.path for s in samples]
+    for path in set(paths):
+        path.read_bytes()
+    start = time.perf_counter()
+    image_info, _ = scan_samples(samples)
+    scan_s = time.perf_counter() - start
+
+    def stream(cache: str | None = None) -> Any:
+        return make_dataset(
+            samples, class_names, image_size=size, batch_size=16, image_info=image_info, cache=cache
+        )
+
+    def consume(dataset: Any) -> None:
+        for _ in dataset:
+            pass
+
+    def timed(run: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    seed_s, breastcls_s = float("inf"), float("inf")
+    for _ in range(repeats):
+        seed_s = min(seed_s, timed(lambda: np.array(dataset_loader(paths, size))))
+        breastcls_s = min(breastcls_s, timed(lambda: consume(stream())))
+    cached = stream("memory")
+    consume(cached)  # the first epoch fills the cache
+    cached_s = min(timed(lambda: consume(cached)) for _ in range(repeats))
+    return {
+        "seed_images_per_s": n / seed_s,
+        "breastcls_images_per_s": n / breastcls_s,
+        "breastcls_scan_images_per_s": n / scan_s,
+        "breastcls_cached_images_per_s": n / cached_s,
+    }
+
+
+def task_rss(pipeline: str, n: int, size: int, steps: int) -> dict[str, Any]:
+    """Peak RSS of preparing ``n`` images and training a few steps of the same small model.
+
+    The seed holds every image in memory (several copies while it prepares them); breastcls
+    streams: it reads the whole set once here (a full epoch of decoding) and keeps only the
+    batches in flight.
+    """
+    import keras
+
+    from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
+
+    samples, class_names = _samples(n)
+    keras.utils.set_random_seed(11)
+    baseline = _peak_rss()
+    if pipeline == "seed":
+        from benchmarks.seed_reference import SeedFlow, seed_model, seed_prepare
+
+        x_train, y_train, _, _ = seed_prepare(*_by_class(samples), size)
+        flow = SeedFlow(x_train, y_train, seed=11)
+        model = seed_model(_seed_backbone("smallcnn", size))
+        model.fit(flow, epochs=1, steps_per_epoch=steps, verbose=0)
+    else:
+        from breastcls.data.images import scan_samples
+        from breastcls.data.pipeline import make_dataset
+
+        host = PluginHost()
+        image_info, _ = scan_samples(samples)
+        dataset = make_dataset(
+            samples,
+            class_names,
+            image_size=size,
+            batch_size=16,
+            image_info=image_info,
+            shuffle=True,
+            seed=11,
+        )
+        for _ in dataset:
+            pass
+        model = build_model(
+            ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+            n_classes=len(class_names),
+            image_size=size,
+            seed=11,
+            host=host,
+        )
+        with tempfile.TemporaryDirectory() as run_dir:
+            host.trainers.get("keras").fit(
+                model,
+                dataset.take(steps),
+                None,
+                config=TrainConfig(epochs=1, verbose=0),
+                run_dir=Path(run_dir),
+                callbacks=[],
+                class_weight=None,
+                initial_epoch=0,
+                state={},
+            )
+    return {"baseline_rss": baseline, "peak_rss": _peak_rss()}
+
+
+def task_infer(backbone: str, size: int, n: int, batch: int) -> dict[str, Any]:
+    """Inference throughput, plain and with the ``d8`` TTA plugin (8 dihedral copies per image).
+
+    Both stream the same images through breastcls' loader and
+    :func:`breastcls.evaluation.inference.iter_probabilities`; the clock starts after the first
+    batch (which traces the graph).
+    """
+    from breastcls import ModelConfig, PluginHost, build_model
+    from breastcls.data.images import scan_samples
+    from breastcls.data.pipeline import make_dataset
+    from breastcls.evaluation.inference import iter_probabilities
+
+    host = PluginHost()
+    samples, class_names = _samples(n)
+    image_info, _ = scan_samples(samples)
+    model = build_model(
+        ModelConfig(backbone=backbone, weights=None),
+        n_classes=len(class_names),
+        image_size=size,
+        host=host,
+    )
+    images = make_dataset(
+        samples, class_names, image_size=size, batch_size=batch, image_info=image_info
+    ).map(lambda x, _: x)
+
+    def rate(tta: Any) -> float:
+        start = 0.0
+        seen = 0
+        for i, probabilities in enumerate(iter_probabilities(model, images, tta=tta)):
+            if i == 0:
+                start = time.perf_counter()
+            else:
+                seen += len(probabilities)
+        return seen / (time.perf_counter() - start)
+
+    return {"plain_images_per_s": rate(None), "tta8_images_per_s": rate(host.tta.get("d8"))}
+
+
+def task_gpus() -> dict[str, Any]:
+    """Count the GPUs TensorFlow sees."""
+    import tensorflow as tf
+
+    return {"gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "gpus": task_gpus,
+    "train": task_train,
+    "decode": task_decode,
+    "rss": task_rss,
+    "infer": task_infer,
+}
+
+
+def main(argv: list[str]) -> None:
+    """Run one task and print its ``RESULT`` line."""
+    task, arguments = argv[0], json.loads(argv[1])
+    result = TASKS[task](**arguments)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,112 @@
+"""The benchmark harness: the seed reference's maths and the ratio lines (``benchmarks/``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `benchmarks` is a top-level folder, not part of the package
+
+from benchmarks import run  # noqa: E402
+
+
+def _train(rate: float, first: float = 10.0) -> dict[str, float]:
+    return {"images_per_s": rate, "first_step_s": first}
+
+
+def _results(gpus: int) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "train_seed_light": _train(50.0, 20.0),
+        "train_breastcls_light": _train(75.0, 10.0),
+        "train_breastcls_light_cached": _train(80.0),
+        "train_breastcls_light_bf16": _train(40.0),
+        "train_seed_smallcnn": _train(100.0),
+        "train_breastcls_smallcnn": _train(150.0),
+        "train_seed_densenet201": _train(10.0, 60.0),
+        "train_breastcls_densenet201": _train(12.0, 30.0),
+        "decode": {
+            "seed_images_per_s": 600.0,
+            "breastcls_images_per_s": 1200.0,
+            "breastcls_scan_images_per_s": 900.0,
+            "breastcls_cached_images_per_s": 24000.0,
+        },
+        "rss_seed_1n": {"peak_rss": 1000 * 2**20},
+        "rss_seed_4n": {"peak_rss": 1500 * 2**20},
+        "rss_breastcls_1n": {"peak_rss": 1000 * 2**20},
+        "rss_breastcls_4n": {"peak_rss": 1050 * 2**20},
+        "infer": {"plain_images_per_s": 200.0, "tta8_images_per_s": 25.0},
+        "gpus": gpus,
+    }
+    if gpus:
+        for backbone in ("mobilenetv3small", "densenet201"):
+            results[f"gpu_seed_{backbone}"] = _train(100.0)
+            for label, rate in (("float32", 200.0), ("mixed", 300.0), ("mixed_xla", 400.0)):
+                results[f"gpu_breastcls_{backbone}_{label}"] = _train(rate)
+    return results
+
+
+def test_ratios_and_targets_from_results() -> None:
+    values = run.ratios(_results(gpus=0), run.FULL)
+    assert values["train_speedup_vs_seed"] == pytest.approx(1.5)
+    assert values["first_step_speedup_vs_seed"] == pytest.approx(2.0)
+    assert values["train_speedup_cached_vs_seed"] == pytest.approx(1.6)
+    assert values["train_speedup_bf16_vs_seed"] == pytest.approx(0.8)
+    assert values["train_speedup_vs_seed_smallcnn"] == pytest.approx(1.5)
+    assert values["train_speedup_vs_seed_densenet201"] == pytest.approx(1.2)
+    assert values["decode_speedup_vs_seed"] == pytest.approx(2.0)
+    assert values["cached_epoch_speedup"] == pytest.approx(20.0)
+    assert values["rss_growth_4n_seed"] == pytest.approx(0.5)
+    assert values["rss_growth_4n_breastcls"] == pytest.approx(0.05)
+    assert values["tta8_cost"] == pytest.approx(8.0)
+    assert not any(name.startswith("gpu_") for name in values)
+    rows = "\n".join(run.target_rows(values))
+    assert "| train_speedup_vs_seed | >= 1.3 | 1.50 | yes |" in rows
+    assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | 1.20 | NO |" in rows
+    assert "| gpu_train_speedup_mixed_xla_vs_seed_densenet201 | >= 3.0 | not measured | - |" in rows
+    table = "\n".join(run.table(_results(gpus=0), run.FULL))
+    assert "no GPU: not measured" in table
+
+
+def test_gpu_ratios_when_a_gpu_was_measured() -> None:
+    values = run.ratios(_results(gpus=1), run.FULL)
+    assert values["gpu_train_speedup_mixed_xla_vs_seed_densenet201"] == pytest.approx(4.0)
+    assert values["gpu_mixed_speedup_vs_float32_mobilenetv3small"] == pytest.approx(1.5)
+    assert values["gpu_mixed_xla_speedup_vs_float32_densenet201"] == pytest.approx(2.0)
+    assert "GPU train densenet201 224px, breastcls mixed_xla: images/s | 100.0 | 400.0 |" in (
+        "\n".join(run.table(_results(gpus=1), run.FULL))
+    )
+
+
+def test_seed_reference_transform_is_keras_preprocessing_maths() -> None:
+    from benchmarks.seed_reference import apply_affine_transform, random_transform
+
+    x = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    np.testing.assert_array_equal(apply_affine_transform(x, 0.0, 1.0, 1.0), x)
+    # Zoom factors of -1 mirror both axes about keras_preprocessing's centre, w / 2 + 0.5 (one
+    # pixel past the true centre): the mirror image shifted by two pixels.
+    mirrored = apply_affine_transform(x, 0.0, -1.0, -1.0)
+    np.testing.assert_allclose(mirrored[2:, 2:], x[::-1, ::-1][:-2, :-2], atol=1e-4)
+    out = random_transform(x, np.random.RandomState(0))
+    assert out.shape == x.shape and out.dtype == np.float32
+
+
+def test_seed_reference_pipeline_holds_every_image(breakhis_dev: Path) -> None:
+    from benchmarks.seed_reference import SeedFlow, seed_prepare
+
+    benign = sorted((breakhis_dev / "benign").glob("*.png"))[:10]
+    malignant = sorted((breakhis_dev / "malignant").glob("*.png"))[:10]
+    x_train, y_train, x_val, y_val = seed_prepare(benign, malignant, 48)
+    assert x_train.shape == (16, 48, 48, 3) and x_train.dtype == np.uint8
+    assert x_val.shape == (4, 48, 48, 3)
+    assert y_train.shape == (16, 2) and y_val.sum() == 4
+    flow = SeedFlow(x_train, y_train, batch_size=6)
+    assert len(flow) == 3
+    images, labels = flow[2]
+    assert images.shape == (4, 48, 48, 3) and images.dtype == np.float32
+    assert labels.shape == (4, 2)
+    assert flow.x.dtype == np.float32  # ImageDataGenerator.flow keeps a float32 copy
