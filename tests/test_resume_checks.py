@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ def _config(data: Path, out: Path, epochs: int = 2) -> RunConfig:
 
 
 def _started_run(data: Path, out: Path) -> Path:
-    """A run folder as training leaves it before the first epoch ends (no TensorFlow needed)."""
+    """A run folder as Ctrl-C leaves it before the first epoch ends (no TensorFlow needed)."""
     config = _config(data, out)
     prepared = prepare_data(config)
     run_dir = out / "run"
@@ -41,7 +42,7 @@ def _started_run(data: Path, out: Path) -> Path:
         run_dir / "split.csv",
         [("train", prepared.split.train), ("validation", prepared.split.validation)],
     )
-    write_status(run_dir, "running")
+    write_status(run_dir, "interrupted", reason="interrupted after 0 completed epoch(s)")
     return run_dir
 
 
@@ -67,6 +68,13 @@ def test_a_finished_run_is_not_resumed(small_breakhis: Path, tmp_path: Path) -> 
     run_dir = _started_run(small_breakhis, tmp_path)
     write_status(run_dir, "finished")
     with pytest.raises(ConfigError, match="has finished already"):
+        breastcls.resume(run_dir)
+
+
+def test_a_run_still_training_is_not_resumed(small_breakhis: Path, tmp_path: Path) -> None:
+    run_dir = _started_run(small_breakhis, tmp_path)
+    write_status(run_dir, "running")  # written by this process, which is alive
+    with pytest.raises(ConfigError, match=rf"still training \(process {os.getpid()} "):
         breastcls.resume(run_dir)
 
 

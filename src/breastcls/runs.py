@@ -6,13 +6,14 @@ import csv
 import json
 import math
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from breastcls.errors import ConfigError
 
-__all__ = ["RunSummary", "list_runs"]
+__all__ = ["RunSummary", "list_runs", "writer_state"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,20 +87,24 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _process_gone(record: dict[str, Any]) -> bool:
+def writer_state(record: Mapping[str, Any]) -> Literal["alive", "gone", "unknown"]:
+    """Tell whether the process that wrote a ``status.json`` record still exists.
+
+    ``unknown`` when the record names no process or another machine wrote it.
+    """
     import psutil
 
     pid = record.get("pid")
     if record.get("host") != platform.node() or not isinstance(pid, int):
-        return False
-    return not psutil.pid_exists(pid)
+        return "unknown"
+    return "alive" if psutil.pid_exists(pid) else "gone"
 
 
 def _summarise(run_dir: Path) -> RunSummary:
     record = _read_json(run_dir / "status.json")
     record = record if isinstance(record, dict) else {}
     status = str(record.get("status", "unknown"))
-    if status == "running" and _process_gone(record):
+    if status == "running" and writer_state(record) == "gone":
         status = "killed"
     rows = _history(run_dir / "history.csv")
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]

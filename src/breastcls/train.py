@@ -255,6 +255,7 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
         DataError: The data no longer matches the run (other class names or another split).
     """
     from breastcls.checkpoint import prepare_resume
+    from breastcls.runs import writer_state
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -262,9 +263,15 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
             f"{str(run_dir)!r} is not a breastcls run folder (no config.json): pass the folder "
             "`breastcls train` created."
         )
-    if read_status(run_dir).get("status") == "finished":
+    status = read_status(run_dir)
+    if status.get("status") == "finished":
         raise ConfigError(
             f"The run {run_dir} has finished already: nothing to resume (start a new run)."
+        )
+    if status.get("status") == "running" and writer_state(status) == "alive":
+        raise ConfigError(
+            f"The run {run_dir} is still training (process {status['pid']} on this machine): "
+            "stop that process first, or let it finish."
         )
     host = ensure_host(host)
     config = read_run_config(run_dir)
