@@ -214,3 +214,23 @@ def test_a_failed_conversion_is_one_error_and_leaves_nothing(
     with pytest.raises(breastcls.OutputError, match="op Foo is neither a custom op nor a flex op"):
         breastcls.export_model(trained[0].run_dir, format="tflite", out_dir=tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_tensorboard_without_the_package_is_a_config_error(
+    small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tensorboard" else real(name, *args),
+    )
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(path=small_breakhis, image_size=IMAGE_SIZE),
+        model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
+        train=breastcls.TrainConfig(epochs=1, tensorboard=True),
+        out_dir=tmp_path / "runs",
+    )
+    with pytest.raises(breastcls.ConfigError, match=r"pip install 'breastcls\[tensorboard\]'"):
+        breastcls.train(config)
+    assert not (tmp_path / "runs").exists()
