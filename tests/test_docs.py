@@ -109,3 +109,16 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         assert f'id="{name}"' in api
     cli = (tmp_path / "site" / "cli" / "index.html").read_text(encoding="utf-8")
     assert "breastcls export" in cli and "--tensorboard" in cli
+
+
+def test_the_training_guide_documents_every_train_option() -> None:
+    import typer.main
+
+    from breastcls.cli.app import app
+
+    train = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    guide = (DOCS / "training.md").read_text(encoding="utf-8")
+    options = [param.opts[0] for param in train.params if param.opts[0] != "--help"]
+    assert len(options) > 20
+    missing = [option for option in options if f"`{option}" not in guide]
+    assert not missing, f"docs/training.md does not document {missing}"
