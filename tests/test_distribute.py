@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +196,70 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
     assert mirrored["val_loss"] == pytest.approx(single["val_loss"], abs=0.01)
     # Training losses carry dropout and per-replica BatchNorm noise (4 images instead of 8).
     assert mirrored["loss"] == pytest.approx(single["loss"], abs=0.3)
+
+
+_WORKER_SCRIPT = """
+import json, sys
+from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+
+config = RunConfig(
+    data=DataConfig(path=sys.argv[1], image_size=32),
+    model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+    train=TrainConfig(epochs=1, batch_size=4, verbose=0),
+    out_dir=sys.argv[2],
+    name="cluster",
+)
+result = train(config)
+saved = json.loads((result.run_dir / "config.json").read_text())
+print("RESULT " + json.dumps({
+    "run_dir": str(result.run_dir), "loss": result.history["loss"],
+    "distribution": saved["distribution"],
+}))
+"""
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_workers_train_together_and_only_the_chief_writes_the_run(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    out = tmp_path / "runs"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER_SCRIPT, str(small_breakhis), str(out)],
+            env={**os.environ, **_tf_config(cluster, "worker", index)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for index in (1, 0)
+    ]
+    results = []
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=300)
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        assert worker.returncode == 0 and lines, stderr[-3000:]
+        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
+    worker1, chief = results
+    assert Path(chief["run_dir"]) == out / "cluster"
+    assert (out / "cluster" / "best.keras").is_file()
+    assert [path.name for path in out.iterdir()] == ["cluster"]  # written once
+    assert not Path(worker1["run_dir"]).is_relative_to(out)
+    assert chief["distribution"] == {
+        "strategy": "CollectiveAllReduceStrategy",
+        "replicas": 2,
+        "global_batch_size": 8,
+    }
+    # Synchronous data parallelism: both workers saw the same global batches.
+    assert worker1["loss"] == chief["loss"]
+    shutil.rmtree(Path(worker1["run_dir"]).parent)

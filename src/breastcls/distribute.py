@@ -198,12 +198,14 @@ def select_strategy(devices: Devices = None) -> Any:
 
     if worker_role() is not None:
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
         except (RuntimeError, ValueError) as error:
             raise ConfigError(
                 f"MultiWorkerMirroredStrategy could not start ({error}): start every worker in a "
                 "fresh process with the same TF_CONFIG cluster and its own task."
             ) from error
+        _reduce_each_value(strategy)
+        return strategy
     if devices is None:
         gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
         return (
@@ -213,6 +215,30 @@ def select_strategy(devices: Devices = None) -> Any:
     if len(chosen) == 1:
         return tf.distribute.OneDeviceStrategy(chosen[0])
     return tf.distribute.MirroredStrategy(chosen)
+
+
+def _reduce_each_value(strategy: Any) -> None:
+    """Make ``strategy.reduce`` accept what Keras 3's ``fit`` gives it under this strategy.
+
+    Keras 3 (keras-team/keras#20585) reduces the whole first ``(images, labels)`` batch in one
+    call, which ``MultiWorkerMirroredStrategy`` refuses (it reduces one value at a time), and
+    reduces each step's scalar metrics along ``axis=0``, which a scalar does not have. Each value
+    is reduced on its own, scalars across replicas only. This instance only is changed.
+    """
+    import tensorflow as tf
+
+    reduce = strategy.reduce
+
+    def reduce_one(reduce_op: Any, item: Any, axis: Any) -> Any:
+        local = strategy.experimental_local_results(item)
+        if axis is not None and local and local[0].shape.rank == 0:
+            axis = None
+        return reduce(reduce_op, item, axis=axis)
+
+    def reduce_each(reduce_op: Any, value: Any, axis: Any = None) -> Any:
+        return tf.nest.map_structure(lambda item: reduce_one(reduce_op, item, axis), value)
+
+    strategy.reduce = reduce_each
 
 
 def describe_strategy(strategy: Any, batch_size: int) -> dict[str, Any]:
