@@ -61,15 +61,18 @@ def ensure_writable_dir(folder: Path) -> None:
     Raises:
         OutputError: The folder cannot be created or written to.
     """
+    check_writable_dir(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
     except OSError as error:
-        raise OutputError(
-            f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
-            "Choose another folder with --out or fix its permissions."
-        ) from error
+        raise _unwritable(folder, error) from error
+
+
+def _unwritable(folder: Path, error: OSError) -> OutputError:
+    return OutputError(
+        f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
+        "Choose another folder with --out or fix its permissions."
+    )
 
 
 def check_writable_dir(folder: Path) -> None:
@@ -90,7 +93,4 @@ def check_writable_dir(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
-        raise OutputError(
-            f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
-            "Choose another folder with --out or fix its permissions."
-        ) from error
+        raise _unwritable(folder, error) from error
