@@ -16,6 +16,7 @@ from breastcls.data.images import decode_image
 from breastcls.data.loading import load_dataset
 from breastcls.data.manifest import ManifestFormat, read_manifest
 from breastcls.data.split import Split, kfold_splits, spanhol_splits, split_samples
+from breastcls.distribute import WorkerRole, select_strategy, worker_role
 from breastcls.errors import (
     BreastclsError,
     ConfigError,
@@ -106,6 +107,7 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "UnknownComponentError",
+    "WorkerRole",
     "__version__",
     "build_model",
     "build_report",
@@ -128,8 +130,10 @@ __all__ = [
     "predict",
     "read_manifest",
     "resume",
+    "select_strategy",
     "spanhol_splits",
     "split_samples",
     "train",
+    "worker_role",
     "write_model_card",
 ]
