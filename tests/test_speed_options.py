@@ -1,11 +1,11 @@
-"""Speed options: mixed precision on CPU (bfloat16), XLA, the decoded-image cache, determinism."""
+"""Speed options: mixed precision on CPU (bfloat16), XLA and the decoded-image cache.
+
+Deterministic mode is tested end to end in ``test_determinism.py``.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,6 @@ from breastcls import (
 )
 from breastcls.data.images import scan_samples
 from breastcls.data.pipeline import make_dataset
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _datasets(
@@ -144,45 +142,3 @@ def test_cache_memory_and_folder_give_the_same_batches(
     if shuffle:  # the two epochs come in different orders
         assert not np.array_equal(plain[0][0], plain[len(plain) // 2][0])
     assert any(path.name.startswith("images-32-") for path in tmp_path.iterdir())
-
-
-_DETERMINISTIC_SCRIPT = """
-import json, sys
-from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, train
-from tensorflow.python.framework.config import is_op_determinism_enabled
-
-histories = []
-for name in ("first", "second"):
-    config = RunConfig(
-        data=DataConfig(path=sys.argv[1], image_size=32),
-        model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
-        train=TrainConfig(epochs=2, batch_size=8, deterministic=True, verbose=0),
-        out_dir=sys.argv[2],
-        name=name,
-    )
-    histories.append(train(config).history)
-print("RESULT " + json.dumps({
-    "histories": histories,
-    "determinism": is_op_determinism_enabled(),
-}))
-"""
-
-
-def test_deterministic_mode_repeats_a_run_exactly(small_breakhis: Path, tmp_path: Path) -> None:
-    # Op determinism cannot be turned off again: its own process.
-    done = subprocess.run(
-        [sys.executable, "-c", _DETERMINISTIC_SCRIPT, str(small_breakhis), str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-        check=False,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1].removeprefix("RESULT "))
-    assert result["determinism"] is True
-    first, second = result["histories"]
-    assert first["loss"] == second["loss"]
-    assert first["val_loss"] == second["val_loss"]
-    assert len(first["loss"]) == 2
