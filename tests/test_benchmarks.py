@@ -72,6 +72,28 @@ def test_ratios_and_targets_from_results() -> None:
     assert "no GPU: not measured" in table
 
 
+def test_quick_mode_reports_only_what_it_measured() -> None:
+    results = {
+        key: value
+        for key, value in _results(gpus=0).items()
+        if "smallcnn" not in key and "densenet" not in key and "light_" not in key
+    }
+    values = run.ratios(results, run.QUICK)
+    assert set(values) == {
+        "train_speedup_vs_seed",
+        "first_step_speedup_vs_seed",
+        "decode_speedup_vs_seed",
+        "cached_epoch_speedup",
+        "rss_growth_4n_seed",
+        "rss_growth_4n_breastcls",
+        "tta8_cost",
+    }
+    assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
+        run.target_rows(values)
+    )
+    assert "smallcnn" not in "\n".join(run.table(results, run.QUICK))
+
+
 def test_gpu_ratios_when_a_gpu_was_measured() -> None:
     values = run.ratios(_results(gpus=1), run.FULL)
     assert values["gpu_train_speedup_mixed_xla_vs_seed_densenet201"] == pytest.approx(4.0)
