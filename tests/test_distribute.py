@@ -202,19 +202,22 @@ _WORKER_SCRIPT = """
 import json, sys
 from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, train
 
-config = RunConfig(
-    data=DataConfig(path=sys.argv[1], image_size=32),
-    model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
-    train=TrainConfig(epochs=1, batch_size=4, verbose=0),
-    out_dir=sys.argv[2],
-    name="cluster",
-)
-result = train(config)
-saved = json.loads((result.run_dir / "config.json").read_text())
-print("RESULT " + json.dumps({
-    "run_dir": str(result.run_dir), "loss": result.history["loss"],
-    "distribution": saved["distribution"],
-}))
+results = []
+for name in ("first", "second"):  # two runs in one process, as the folds of a cross-validation
+    config = RunConfig(
+        data=DataConfig(path=sys.argv[1], image_size=32),
+        model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+        train=TrainConfig(epochs=1, batch_size=4, verbose=0),
+        out_dir=sys.argv[2],
+        name=name,
+    )
+    result = train(config)
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    results.append({
+        "run_dir": str(result.run_dir), "loss": result.history["loss"],
+        "distribution": saved["distribution"],
+    })
+print("RESULT " + json.dumps(results))
 """
 
 
@@ -251,15 +254,17 @@ def test_two_workers_train_together_and_only_the_chief_writes_the_run(
         assert worker.returncode == 0 and lines, stderr[-3000:]
         results.append(json.loads(lines[-1].removeprefix("RESULT ")))
     worker1, chief = results
-    assert Path(chief["run_dir"]) == out / "cluster"
-    assert (out / "cluster" / "best.keras").is_file()
-    assert [path.name for path in out.iterdir()] == ["cluster"]  # written once
-    assert not Path(worker1["run_dir"]).is_relative_to(out)
-    assert chief["distribution"] == {
-        "strategy": "CollectiveAllReduceStrategy",
-        "replicas": 2,
-        "global_batch_size": 8,
-    }
+    assert [Path(run["run_dir"]) for run in chief] == [out / "first", out / "second"]
+    assert (out / "first" / "best.keras").is_file() and (out / "second" / "best.keras").is_file()
+    assert sorted(path.name for path in out.iterdir()) == ["first", "second"]  # written once
+    assert not any(Path(run["run_dir"]).is_relative_to(out) for run in worker1)
+    for run in chief:
+        assert run["distribution"] == {
+            "strategy": "CollectiveAllReduceStrategy",
+            "replicas": 2,
+            "global_batch_size": 8,
+        }
     # Synchronous data parallelism: both workers saw the same global batches.
-    assert worker1["loss"] == chief["loss"]
-    shutil.rmtree(Path(worker1["run_dir"]).parent)
+    assert [run["loss"] for run in worker1] == [run["loss"] for run in chief]
+    for run in worker1:
+        shutil.rmtree(Path(run["run_dir"]).parent)

@@ -21,6 +21,7 @@ warm-up when the product is large).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -197,15 +198,7 @@ def select_strategy(devices: Devices = None) -> Any:
     import tensorflow as tf
 
     if worker_role() is not None:
-        try:
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        except (RuntimeError, ValueError) as error:
-            raise ConfigError(
-                f"MultiWorkerMirroredStrategy could not start ({error}): start every worker in a "
-                "fresh process with the same TF_CONFIG cluster and its own task."
-            ) from error
-        _reduce_each_value(strategy)
-        return strategy
+        return _multi_worker_strategy()
     if devices is None:
         gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
         return (
@@ -215,6 +208,23 @@ def select_strategy(devices: Devices = None) -> Any:
     if len(chosen) == 1:
         return tf.distribute.OneDeviceStrategy(chosen[0])
     return tf.distribute.MirroredStrategy(chosen)
+
+
+@functools.cache
+def _multi_worker_strategy() -> Any:
+    """The process's one ``MultiWorkerMirroredStrategy``: TensorFlow configures its collective
+    ops once per process, so later runs (the folds of a cross-validation) reuse it."""
+    import tensorflow as tf
+
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(
+            f"MultiWorkerMirroredStrategy could not start ({error}): start every worker in a "
+            "fresh process with the same TF_CONFIG cluster and its own task."
+        ) from error
+    _reduce_each_value(strategy)
+    return strategy
 
 
 def _reduce_each_value(strategy: Any) -> None:
