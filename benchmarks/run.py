@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.run            # the full CPU run (about 7 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
+    python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
     python -m benchmarks.run --json results.json
 
 Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
@@ -15,6 +16,7 @@ runs can be compared with ``grep ^ratio``. The images are the real BreakHis deve
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 class Sizes:
     """How much work each measurement does."""
 
+    cpu: bool  # measure on the CPU (False: only the GPU section)
     n: int  # images for training
     light: str  # the light backbone
     light_size: int
@@ -51,6 +54,7 @@ class Sizes:
 
 
 FULL = Sizes(
+    cpu=True,
     n=538,
     light="mobilenetv3small",
     light_size=224,
@@ -69,6 +73,7 @@ FULL = Sizes(
     infer_size=224,
 )
 QUICK = Sizes(
+    cpu=True,
     n=128,
     light="mobilenetv3small",
     light_size=128,
@@ -86,13 +91,20 @@ QUICK = Sizes(
     infer_n=96,
     infer_size=128,
 )
+GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
 
 
-def work(task: str, **arguments: Any) -> dict[str, Any]:
-    """Run one measurement in a fresh interpreter and return its result."""
+def work(task: str, *, gpu: bool = False, **arguments: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter and return its result.
+
+    Unless ``gpu``, the process sees no GPU, so that CPU figures stay CPU figures on a machine
+    with a GPU.
+    """
     command = [sys.executable, "-m", "benchmarks.workers", task, json.dumps(arguments)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    if not gpu:
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -113,7 +125,7 @@ def cpu_name() -> str:
 
 
 def _gpu_count() -> int:
-    result = work("gpus")
+    result = work("gpus", gpu=True)
     return int(result["gpus"])
 
 
@@ -121,77 +133,103 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
     """Run every measurement; return the raw results."""
     results: dict[str, Any] = {}
 
-    def step(key: str, task: str, **arguments: Any) -> None:
+    def step(key: str, task: str, *, gpu: bool = False, **arguments: Any) -> None:
         if progress:
             print(f"... {key}", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        results[key] = work(task, **arguments)
+        results[key] = work(task, gpu=gpu, **arguments)
         results[key]["wall_s"] = time.perf_counter() - started
 
-    train = {"n": sizes.n, "batch": BATCH, "warmup": sizes.warmup, "steps": sizes.steps}
-    light = {"backbone": sizes.light, "size": sizes.light_size}
-    step("decode", "decode", n=sizes.decode_n, size=224, repeats=sizes.decode_repeats)
-    # The headline pair runs `rounds` times in turn; each pipeline keeps its best round.
-    for round_ in range(sizes.rounds):
-        for pipeline in ("seed", "breastcls"):
-            step(f"train_{pipeline}_light_{round_}", "train", pipeline=pipeline, **light, **train)
-    for pipeline in ("seed", "breastcls"):
-        rounds = [results.pop(f"train_{pipeline}_light_{r}") for r in range(sizes.rounds)]
-        results[f"train_{pipeline}_light"] = {
-            **max(rounds, key=lambda r: r["images_per_s"]),
-            "first_step_s": min(r["first_step_s"] for r in rounds),
-            "rounds": rounds,
-        }
-    if sizes.extras:
-        step(
-            "train_breastcls_light_cached",
-            "train",
-            pipeline="breastcls",
-            cache="memory",
-            **light,
-            **train,
-        )
-        step(
-            "train_breastcls_light_bf16",
-            "train",
-            pipeline="breastcls",
-            precision="mixed",
-            **light,
-            **train,
-        )
-        small = {"backbone": "smallcnn", "size": 224}
-        step("train_seed_smallcnn", "train", pipeline="seed", **small, **train)
-        step("train_breastcls_smallcnn", "train", pipeline="breastcls", **small, **train)
-    if sizes.densenet:
-        dense = {
-            "backbone": "densenet201",
-            "size": sizes.densenet_size,
+    if sizes.cpu:
+        train: dict[str, Any] = {
             "n": sizes.n,
             "batch": BATCH,
-            "warmup": 2,
-            "steps": sizes.densenet_steps,
+            "warmup": sizes.warmup,
+            "steps": sizes.steps,
         }
-        step("train_seed_densenet201", "train", pipeline="seed", **dense)
-        step("train_breastcls_densenet201", "train", pipeline="breastcls", **dense)
-    for pipeline in ("seed", "breastcls"):
-        for factor in (1, 4):
+        light: dict[str, Any] = {"backbone": sizes.light, "size": sizes.light_size}
+        step("decode", "decode", n=sizes.decode_n, size=224, repeats=sizes.decode_repeats)
+        # The headline pair runs `rounds` times in turn; each pipeline keeps its best round.
+        for round_ in range(sizes.rounds):
+            for pipeline in ("seed", "breastcls"):
+                step(
+                    f"train_{pipeline}_light_{round_}", "train", pipeline=pipeline, **light, **train
+                )
+        for pipeline in ("seed", "breastcls"):
+            rounds = [results.pop(f"train_{pipeline}_light_{r}") for r in range(sizes.rounds)]
+            results[f"train_{pipeline}_light"] = {
+                **max(rounds, key=lambda r: r["images_per_s"]),
+                "first_step_s": min(r["first_step_s"] for r in rounds),
+                "rounds": rounds,
+            }
+        if sizes.extras:
             step(
-                f"rss_{pipeline}_{factor}n",
-                "rss",
-                pipeline=pipeline,
-                n=sizes.rss_n * factor,
-                size=sizes.rss_size,
-                steps=3,
+                "train_breastcls_light_cached",
+                "train",
+                pipeline="breastcls",
+                cache="memory",
+                **light,
+                **train,
             )
-    step(
-        "infer", "infer", backbone=sizes.light, size=sizes.infer_size, n=sizes.infer_n, batch=BATCH
-    )
+            step(
+                "train_breastcls_light_bf16",
+                "train",
+                pipeline="breastcls",
+                precision="mixed",
+                **light,
+                **train,
+            )
+            small: dict[str, Any] = {"backbone": "smallcnn", "size": 224}
+            step("train_seed_smallcnn", "train", pipeline="seed", **small, **train)
+            step("train_breastcls_smallcnn", "train", pipeline="breastcls", **small, **train)
+        if sizes.densenet:
+            dense: dict[str, Any] = {
+                "backbone": "densenet201",
+                "size": sizes.densenet_size,
+                "n": sizes.n,
+                "batch": BATCH,
+                "warmup": 2,
+                "steps": sizes.densenet_steps,
+            }
+            step("train_seed_densenet201", "train", pipeline="seed", **dense)
+            step("train_breastcls_densenet201", "train", pipeline="breastcls", **dense)
+        for pipeline in ("seed", "breastcls"):
+            for factor in (1, 4):
+                step(
+                    f"rss_{pipeline}_{factor}n",
+                    "rss",
+                    pipeline=pipeline,
+                    n=sizes.rss_n * factor,
+                    size=sizes.rss_size,
+                    steps=3,
+                )
+        step(
+            "infer",
+            "infer",
+            backbone=sizes.light,
+            size=sizes.infer_size,
+            n=sizes.infer_n,
+            batch=BATCH,
+        )
     gpus = _gpu_count()
     results["gpus"] = gpus
     if gpus:
-        gpu_train = {"n": sizes.n, "batch": BATCH, "warmup": 5, "steps": 30, "size": 224}
+        gpu_train: dict[str, Any] = {
+            "n": sizes.n,
+            "batch": BATCH,
+            "warmup": 5,
+            "steps": 30,
+            "size": 224,
+        }
         for backbone in (sizes.light, "densenet201"):
-            step(f"gpu_seed_{backbone}", "train", pipeline="seed", backbone=backbone, **gpu_train)
+            step(
+                f"gpu_seed_{backbone}",
+                "train",
+                gpu=True,
+                pipeline="seed",
+                backbone=backbone,
+                **gpu_train,
+            )
             for label, precision, jit in (
                 ("float32", "float32", False),
                 ("mixed", "mixed", False),
@@ -200,6 +238,7 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 step(
                     f"gpu_breastcls_{backbone}_{label}",
                     "train",
+                    gpu=True,
                     pipeline="breastcls",
                     backbone=backbone,
                     precision=precision,
@@ -215,6 +254,8 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     def rate(key: str) -> float:
         return float(results[key]["images_per_s"])
 
+    if not sizes.cpu:
+        return _gpu_ratios(results, sizes)
     out: dict[str, float] = {
         "train_speedup_vs_seed": rate("train_breastcls_light") / rate("train_seed_light"),
         "first_step_speedup_vs_seed": results["train_seed_light"]["first_step_s"]
@@ -246,6 +287,14 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
         out[f"rss_growth_4n_{pipeline}"] = large / small - 1.0
     infer = results["infer"]
     out["tta8_cost"] = infer["plain_images_per_s"] / infer["tta8_images_per_s"]
+    return out | _gpu_ratios(results, sizes)
+
+
+def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
+    def rate(key: str) -> float:
+        return float(results[key]["images_per_s"])
+
+    out: dict[str, float] = {}
     if results.get("gpus"):
         for backbone in (sizes.light, "densenet201"):
             seed = rate(f"gpu_seed_{backbone}")
@@ -294,54 +343,55 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
             f"{ours['first_step_s']:.1f} |"
         )
 
-    light = f"{sizes.light} {sizes.light_size}px float32"
-    train_rows(light, "train_seed_light", "train_breastcls_light")
-    if sizes.extras:
-        seed = results["train_seed_light"]["images_per_s"]
-        for key, option in (
-            ("train_breastcls_light_cached", "--cache memory"),
-            ("train_breastcls_light_bf16", "--precision mixed (bfloat16)"),
-        ):
-            rows.append(
-                f"| train {sizes.light} {sizes.light_size}px, breastcls {option}: images/s | "
-                f"{seed:.1f} | {results[key]['images_per_s']:.1f} |"
+    if sizes.cpu:
+        light = f"{sizes.light} {sizes.light_size}px float32"
+        train_rows(light, "train_seed_light", "train_breastcls_light")
+        if sizes.extras:
+            seed = results["train_seed_light"]["images_per_s"]
+            for key, option in (
+                ("train_breastcls_light_cached", "--cache memory"),
+                ("train_breastcls_light_bf16", "--precision mixed (bfloat16)"),
+            ):
+                rows.append(
+                    f"| train {sizes.light} {sizes.light_size}px, breastcls {option}: images/s | "
+                    f"{seed:.1f} | {results[key]['images_per_s']:.1f} |"
+                )
+            train_rows("smallcnn 224px float32", "train_seed_smallcnn", "train_breastcls_smallcnn")
+        if sizes.densenet:
+            train_rows(
+                f"densenet201 {sizes.densenet_size}px float32",
+                "train_seed_densenet201",
+                "train_breastcls_densenet201",
             )
-        train_rows("smallcnn 224px float32", "train_seed_smallcnn", "train_breastcls_smallcnn")
-    if sizes.densenet:
-        train_rows(
-            f"densenet201 {sizes.densenet_size}px float32",
-            "train_seed_densenet201",
-            "train_breastcls_densenet201",
-        )
-    decode = results["decode"]
-    rows.append(
-        f"| decode + resize to 224: images/s ({sizes.decode_n} images) | "
-        f"{decode['seed_images_per_s']:.0f} | {decode['breastcls_images_per_s']:.0f} |"
-    )
-    rows.append(
-        f"| breastcls one-off check of every image (scan): images/s | - | "
-        f"{decode['breastcls_scan_images_per_s']:.0f} |"
-    )
-    rows.append(
-        f"| epoch from --cache memory: images/s | - | "
-        f"{decode['breastcls_cached_images_per_s']:.0f} |"
-    )
-    for factor in (1, 4):
-        n = sizes.rss_n * factor
-        seed = results[f"rss_seed_{factor}n"]["peak_rss"] / mib
-        ours = results[f"rss_breastcls_{factor}n"]["peak_rss"] / mib
+        decode = results["decode"]
         rows.append(
-            f"| peak RSS, {n} images at {sizes.rss_size}px (MiB) | {seed:.0f} | {ours:.0f} |"
+            f"| decode + resize to 224: images/s ({sizes.decode_n} images) | "
+            f"{decode['seed_images_per_s']:.0f} | {decode['breastcls_images_per_s']:.0f} |"
         )
-    infer = results["infer"]
-    rows.append(
-        f"| inference {sizes.light} {sizes.infer_size}px: images/s plain | - | "
-        f"{infer['plain_images_per_s']:.1f} |"
-    )
-    rows.append(
-        f"| inference {sizes.light} {sizes.infer_size}px: images/s TTA-8 (d8) | - | "
-        f"{infer['tta8_images_per_s']:.1f} |"
-    )
+        rows.append(
+            f"| breastcls one-off check of every image (scan): images/s | - | "
+            f"{decode['breastcls_scan_images_per_s']:.0f} |"
+        )
+        rows.append(
+            f"| epoch from --cache memory: images/s | - | "
+            f"{decode['breastcls_cached_images_per_s']:.0f} |"
+        )
+        for factor in (1, 4):
+            n = sizes.rss_n * factor
+            seed = results[f"rss_seed_{factor}n"]["peak_rss"] / mib
+            ours = results[f"rss_breastcls_{factor}n"]["peak_rss"] / mib
+            rows.append(
+                f"| peak RSS, {n} images at {sizes.rss_size}px (MiB) | {seed:.0f} | {ours:.0f} |"
+            )
+        infer = results["infer"]
+        rows.append(
+            f"| inference {sizes.light} {sizes.infer_size}px: images/s plain | - | "
+            f"{infer['plain_images_per_s']:.1f} |"
+        )
+        rows.append(
+            f"| inference {sizes.light} {sizes.infer_size}px: images/s TTA-8 (d8) | - | "
+            f"{infer['tta8_images_per_s']:.1f} |"
+        )
     if results.get("gpus"):
         for backbone in (sizes.light, "densenet201"):
             seed = results[f"gpu_seed_{backbone}"]["images_per_s"]
@@ -373,14 +423,17 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print the tables and the ratio lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes)")
+    parser.add_argument(
+        "--gpu-only", action="store_true", help="only the GPU section (float32, mixed, mixed + XLA)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = GPU_ONLY if args.gpu_only else QUICK if args.quick else FULL
     started = time.perf_counter()
     results = measure(sizes)
     values = ratios(results, sizes)
     elapsed = time.perf_counter() - started
-    mode = "quick" if args.quick else "full"
+    mode = "GPU only" if args.gpu_only else "quick" if args.quick else "full"
     print(
         f"breastcls benchmark ({mode}) on {cpu_name()}, {os.cpu_count()} CPU(s), "
         f"GPUs: {results['gpus']}; {elapsed / 60:.1f} min"

@@ -104,6 +104,14 @@ def test_gpu_ratios_when_a_gpu_was_measured() -> None:
     )
 
 
+def test_gpu_only_mode_reports_the_gpu_section_alone() -> None:
+    results = {key: value for key, value in _results(gpus=1).items() if key.startswith("gpu")}
+    values = run.ratios(results, run.GPU_ONLY)
+    assert values and all(name.startswith("gpu_") for name in values)
+    table = "\n".join(run.table(results, run.GPU_ONLY))
+    assert "decode" not in table and "GPU train mobilenetv3small 224px" in table
+
+
 def test_seed_reference_transform_is_keras_preprocessing_maths() -> None:
     from benchmarks.seed_reference import apply_affine_transform, random_transform
 
