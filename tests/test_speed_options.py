@@ -142,3 +142,45 @@ def test_cache_memory_and_folder_give_the_same_batches(
     if shuffle:  # the two epochs come in different orders
         assert not np.array_equal(plain[0][0], plain[len(plain) // 2][0])
     assert any(path.name.startswith("images-32-") for path in tmp_path.iterdir())
+
+
+def test_the_augmented_training_step_is_traced_once_per_run(
+    small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keras import ops
+
+    # Python runs the augmentation's code only while TensorFlow traces the step.
+    traced = []
+    affine_transform = ops.image.affine_transform
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        traced.append(1)
+        return affine_transform(*args, **kwargs)
+
+    monkeypatch.setattr(ops.image, "affine_transform", counting)
+    batches, _, class_names = _datasets(small_breakhis, shuffle=True, seed=1)  # 8, 8, then 4
+    model = build_model(
+        ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+        n_classes=len(class_names),
+        image_size=32,
+        seed=1,
+    )
+    history = (
+        PluginHost()
+        .trainers.get("keras")
+        .fit(
+            model,
+            batches,
+            batches,
+            config=TrainConfig(epochs=3, batch_size=8, verbose=0),
+            run_dir=tmp_path,
+            callbacks=[],
+            class_weight=None,
+            initial_epoch=0,
+            state={},
+        )
+    )
+    assert len(history["loss"]) == 3
+    # Keras' symbolic build and one trace of the training step; the partial last batch of each
+    # epoch and the later epochs reuse it (a retrace would call the augmentation again).
+    assert len(traced) == 2
