@@ -96,8 +96,12 @@ class SeedAugmentation(keras.layers.Layer):  # type: ignore[misc]
             )
 
         angle = uniform(-self.rotation_degrees, self.rotation_degrees) * (math.pi / 180.0)
-        zoom_x = uniform(1.0 - self.zoom_range, 1.0 + self.zoom_range)
-        zoom_y = uniform(1.0 - self.zoom_range, 1.0 + self.zoom_range)
+        # Flipping the transformed image about its centre is the same as negating that axis'
+        # zoom factor, so the seed's flips cost nothing beyond the single affine transform.
+        flip_x = ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0)
+        flip_y = ops.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0)
+        zoom_x = uniform(1.0 - self.zoom_range, 1.0 + self.zoom_range) * flip_x
+        zoom_y = uniform(1.0 - self.zoom_range, 1.0 + self.zoom_range) * flip_y
         cos, sin = ops.cos(angle), ops.sin(angle)
         # ImageDataGenerator maps output pixel o to input pixel R(theta) @ Z @ (o - c) + c.
         a0, a1 = cos * zoom_x, -sin * zoom_y
@@ -110,10 +114,6 @@ class SeedAugmentation(keras.layers.Layer):  # type: ignore[misc]
         images = ops.image.affine_transform(
             images, transform, interpolation="bilinear", fill_mode="nearest"
         )
-        flip_h = uniform(0.0, 1.0) < 0.5
-        flip_v = uniform(0.0, 1.0) < 0.5
-        images = ops.where(flip_h[:, None, None, None], ops.flip(images, axis=2), images)
-        images = ops.where(flip_v[:, None, None, None], ops.flip(images, axis=1), images)
         return ops.cast(images, inputs.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
