@@ -93,9 +93,10 @@ def test_roc_metric_with_one_class_has_no_auc(tmp_path: Path) -> None:
 
 def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
     p = _predictions()
-    first = bootstrap_intervals(p, n_resamples=400, seed=7)
-    again = bootstrap_intervals(p, n_resamples=400, seed=7)
-    other = bootstrap_intervals(p, n_resamples=400, seed=8)
+    first, unit = bootstrap_intervals(p, n_resamples=400, seed=7)
+    again, _ = bootstrap_intervals(p, n_resamples=400, seed=7)
+    other, _ = bootstrap_intervals(p, n_resamples=400, seed=8)
+    assert unit == "images"
     assert first == again
     assert first != other
     view = binary_view(p)
@@ -108,20 +109,56 @@ def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
         assert interval["high"] - interval["low"] < 0.35
 
 
-def test_bootstrap_resampled_auc_equals_sklearn_on_a_resample() -> None:
-    # The vectorised rank AUC used per resample equals sklearn's (with ties).
-    from breastcls.evaluation.clinical import _rank_auc
+def test_bootstrap_resampled_auc_equals_sklearn_with_sample_weights() -> None:
+    # The vectorised weighted AUC used per resample equals sklearn's (with ties).
+    from breastcls.evaluation.clinical import _weighted_auc
 
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, size=(5, 40)).astype(bool)
-    score = rng.integers(0, 6, size=(5, 40)) / 5.0
+    y = rng.integers(0, 2, size=40).astype(bool)
+    score = rng.integers(0, 6, size=40) / 5.0
+    weights = rng.integers(0, 4, size=(5, 40)).astype(np.float64)
+    aucs = _weighted_auc(y, score, weights)
     for row in range(5):
-        assert _rank_auc(y, score)[row] == pytest.approx(roc_auc_score(y[row], score[row]))
+        expected = roc_auc_score(y, score, sample_weight=weights[row])
+        assert aucs[row] == pytest.approx(expected)
+
+
+def test_bootstrap_resamples_whole_patients_when_they_are_known() -> None:
+    # Ten patients of 12 images each; all of a patient's images are right or all wrong, so the
+    # errors are clustered. Drawing patients must show that uncertainty: resampling the 120
+    # images as if independent gives an accuracy interval about sqrt(12) times too narrow.
+    n_patients, per_patient = 10, 12
+    y = np.tile([0, 1], n_patients * per_patient // 2)
+    wrong = np.repeat(np.arange(n_patients) < 3, per_patient)
+    predicted = np.where(wrong, 1 - y, y)
+    probabilities = np.eye(2)[predicted] * 0.8 + 0.1
+    patients = tuple(f"p{i}" for i in np.repeat(np.arange(n_patients), per_patient))
+    clustered = Predictions(
+        class_names=("benign", "malignant"),
+        y_true=y.astype(np.int64),
+        probabilities=probabilities,
+        patient_ids=patients,
+    )
+    by_patient, unit = bootstrap_intervals(clustered, n_resamples=2000, seed=0)
+    assert unit == "patients"
+    independent = Predictions(
+        class_names=clustered.class_names,
+        y_true=clustered.y_true,
+        probabilities=clustered.probabilities,
+    )
+    by_image, unit = bootstrap_intervals(independent, n_resamples=2000, seed=0)
+    assert unit == "images"
+
+    def width(intervals: dict[str, dict[str, float | None]]) -> float:
+        return float(intervals["accuracy"]["high"]) - float(intervals["accuracy"]["low"])  # type: ignore[arg-type]
+
+    assert by_patient["accuracy"]["estimate"] == by_image["accuracy"]["estimate"] == 0.7
+    assert width(by_patient) > 2.5 * width(by_image)
 
 
 def test_bootstrap_metric_section() -> None:
     section = BootstrapMetric(n_resamples=200, seed=1)(_predictions(), out_dir=Path("."))
-    assert section.values["seed"] == 1
+    assert section.values["seed"] == 1 and section.values["resampled"] == "images"
     assert set(section.values["intervals"]) == {
         "accuracy",
         "sensitivity",

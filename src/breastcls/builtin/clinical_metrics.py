@@ -69,7 +69,7 @@ def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BootstrapMetric:
-    """Seeded percentile-bootstrap confidence intervals (images resampled with replacement).
+    """Seeded percentile-bootstrap confidence intervals, resampling whole patients when known.
 
     Attributes:
         n_resamples: Number of bootstrap resamples.
@@ -83,23 +83,29 @@ class BootstrapMetric:
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Intervals for accuracy, sensitivity, specificity, F1 and AUC."""
-        intervals = bootstrap_intervals(
+        intervals, unit = bootstrap_intervals(
             predictions, n_resamples=self.n_resamples, seed=self.seed, level=self.level
+        )
+        caveat = (
+            "Whole patients are drawn, so the correlation of one patient's images is respected."
+            if unit == "patients"
+            else "Patient ids are unknown: if several images come from one patient, these "
+            "intervals are narrower than the true uncertainty."
         )
         return MetricSection(
             name="bootstrap",
             title=f"{self.level:.0%} bootstrap confidence intervals",
             values={
                 "positive_class": binary_view(predictions).positive,
+                "resampled": unit,
                 "n_resamples": self.n_resamples,
                 "seed": self.seed,
                 "level": self.level,
                 "intervals": intervals,
             },
             text=(
-                f"Percentile bootstrap over images ({self.n_resamples} resamples, seed "
-                f"{self.seed}). Images of one patient are correlated, so these intervals are "
-                "narrower than patient-level uncertainty."
+                f"Percentile bootstrap over {unit} ({self.n_resamples} resamples, seed "
+                f"{self.seed}). {caveat}"
             ),
         )
 

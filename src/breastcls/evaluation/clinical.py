@@ -231,16 +231,43 @@ def expected_calibration_error(
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins))
 
 
-def _rank_auc(y_true: BoolArray, score: FloatArray) -> FloatArray:
-    """Row-wise ROC AUC (Mann-Whitney U with mid-ranks for ties); NaN where a class is absent."""
-    from scipy.stats import rankdata
+def _weighted_auc(y_true: BoolArray, score: FloatArray, weights: FloatArray) -> FloatArray:
+    """ROC AUC of one labelled score vector under each row of ``weights`` (resample counts).
 
-    ranks = rankdata(score, axis=1)
-    n_pos = y_true.sum(axis=1).astype(np.float64)
-    n_neg = y_true.shape[1] - n_pos
+    The Mann-Whitney statistic with weights, ties counting one half; NaN where a row gives no
+    weight to one of the classes. Equal to scikit-learn's ``roc_auc_score`` with
+    ``sample_weight``.
+    """
+    order = np.argsort(score, kind="stable")
+    sorted_score = score[order]
+    positive = y_true[order]
+    w = weights[:, order]
+    starts = np.flatnonzero(np.r_[True, sorted_score[1:] != sorted_score[:-1]])
+    group_pos = np.add.reduceat(w * positive, starts, axis=1)
+    group_neg = np.add.reduceat(w * ~positive, starts, axis=1)
+    negatives_below = np.cumsum(group_neg, axis=1) - group_neg
+    pairs = (group_pos * (negatives_below + 0.5 * group_neg)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        u = (ranks * y_true).sum(axis=1) - n_pos * (n_pos + 1) / 2.0
-        return np.asarray(u / (n_pos * n_neg), dtype=np.float64)
+        return np.asarray(pairs / (group_pos.sum(axis=1) * group_neg.sum(axis=1)), np.float64)
+
+
+def _resample_weights(
+    predictions: Predictions, rng: np.random.Generator, n_resamples: int
+) -> tuple[FloatArray, str]:
+    """Draw how often each image enters each resample, and say what was resampled.
+
+    When every image has a patient id, whole patients are drawn with replacement (a patient's
+    images are correlated, so resampling images would understate the uncertainty); otherwise
+    images are.
+    """
+    n = len(predictions.y_true)
+    patients = predictions.patient_ids
+    if len(patients) == n and all(patients):
+        names, patient_of_image = np.unique(np.array(patients, dtype=str), return_inverse=True)
+        counts = rng.multinomial(len(names), np.full(len(names), 1.0 / len(names)), n_resamples)
+        return counts[:, patient_of_image].astype(np.float64), "patients"
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), n_resamples)
+    return counts.astype(np.float64), "images"
 
 
 def bootstrap_intervals(
@@ -249,39 +276,38 @@ def bootstrap_intervals(
     n_resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[str, dict[str, float | None]]:
-    """Percentile bootstrap confidence intervals, resampling images with replacement.
+) -> tuple[dict[str, dict[str, float | None]], str]:
+    """Percentile bootstrap confidence intervals, resampling patients (or images) with replacement.
 
     Accuracy is the multi-class accuracy of the top class; sensitivity, specificity and F1 are
-    those of the positive class (top-class decision); AUC uses the positive score. Resamples in
-    which a statistic is undefined (no positive image, say) are left out of that statistic.
+    those of the positive class (top-class decision); AUC uses the positive score. Whole patients
+    are resampled when every image has a patient id, images otherwise. Resamples in which a
+    statistic is undefined (no positive image, say) are left out of that statistic.
 
     Returns:
-        For each statistic: the point ``estimate`` on all images, ``low`` and ``high``.
+        For each statistic its point ``estimate`` on all images, ``low`` and ``high``; and what
+        was resampled (``patients`` or ``images``).
     """
     view = binary_view(predictions)
-    n = len(predictions.y_true)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    correct = (predictions.y_true == predictions.y_pred)[idx]
-    yt = view.y_true[idx]
-    yp = view.y_pred[idx]
-    tp = (yt & yp).sum(axis=1).astype(np.float64)
-    fp = (~yt & yp).sum(axis=1).astype(np.float64)
-    tn = (~yt & ~yp).sum(axis=1).astype(np.float64)
-    fn = (yt & ~yp).sum(axis=1).astype(np.float64)
+    weights, unit = _resample_weights(predictions, np.random.default_rng(seed), n_resamples)
+    correct = (predictions.y_true == predictions.y_pred).astype(np.float64)
+    yt, yp = view.y_true, view.y_pred
+    tp = weights @ (yt & yp)
+    fp = weights @ (~yt & yp)
+    tn = weights @ (~yt & ~yp)
+    fn = weights @ (yt & ~yp)
     with np.errstate(invalid="ignore", divide="ignore"):
         samples = {
-            "accuracy": correct.mean(axis=1),
+            "accuracy": (weights @ correct) / weights.sum(axis=1),
             "sensitivity": tp / (tp + fn),
             "specificity": tn / (tn + fp),
             "f1": 2 * tp / (2 * tp + fp + fn),
-            "auc": _rank_auc(yt, view.score[idx]),
+            "auc": _weighted_auc(yt, view.score, weights),
         }
-    rates = binary_rates(view.y_true, view.y_pred)
-    full_auc = _rank_auc(view.y_true[None, :], view.score[None, :])[0]
+    rates = binary_rates(yt, yp)
+    full_auc = _weighted_auc(yt, view.score, np.ones((1, len(yt))))[0]
     estimates = {
-        "accuracy": float(np.mean(predictions.y_true == predictions.y_pred)),
+        "accuracy": float(np.mean(correct)),
         "sensitivity": rates["sensitivity"],
         "specificity": rates["specificity"],
         "f1": rates["f1"],
@@ -296,7 +322,7 @@ def bootstrap_intervals(
             continue
         low, high = np.percentile(finite, [tail, 100.0 - tail])
         out[name] = {"estimate": estimates[name], "low": float(low), "high": float(high)}
-    return out
+    return out, unit
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
