@@ -51,6 +51,7 @@ class Sizes:
     rss_size: int
     infer_n: int
     infer_size: int
+    infer_rounds: int  # plain and TTA-8 passes, in turn; each keeps its best
 
 
 FULL = Sizes(
@@ -60,7 +61,7 @@ FULL = Sizes(
     light_size=224,
     warmup=3,
     steps=16,
-    rounds=2,
+    rounds=3,
     extras=True,
     densenet=True,
     densenet_size=64,
@@ -71,6 +72,7 @@ FULL = Sizes(
     rss_size=224,
     infer_n=269,
     infer_size=224,
+    infer_rounds=3,
 )
 QUICK = Sizes(
     cpu=True,
@@ -90,21 +92,27 @@ QUICK = Sizes(
     rss_size=224,
     infer_n=96,
     infer_size=128,
+    infer_rounds=1,
 )
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
 
 
-def work(task: str, *, gpu: bool = False, **arguments: Any) -> dict[str, Any]:
+def work(
+    task: str, *, gpu: bool = False, tf_defaults: bool = False, **arguments: Any
+) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its result.
 
     Unless ``gpu``, the process sees no GPU, so that CPU figures stay CPU figures on a machine
-    with a GPU.
+    with a GPU. With ``tf_defaults`` it runs on TensorFlow's default CPU allocator, as the seed's
+    script does; otherwise on the BFC allocator that ``import breastcls`` selects.
     """
     command = [sys.executable, "-m", "benchmarks.workers", task, json.dumps(arguments)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = "-1"
+    if tf_defaults:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -133,11 +141,17 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
     """Run every measurement; return the raw results."""
     results: dict[str, Any] = {}
 
-    def step(key: str, task: str, *, gpu: bool = False, **arguments: Any) -> None:
+    def step(
+        key: str, task: str, *, gpu: bool = False, tf_defaults: bool | None = None, **arguments: Any
+    ) -> None:
+        """Measure ``task`` into ``results[key]``; the seed runs on TensorFlow's defaults unless
+        ``tf_defaults`` says otherwise."""
         if progress:
             print(f"... {key}", file=sys.stderr, flush=True)
+        if tf_defaults is None:
+            tf_defaults = arguments.get("pipeline") == "seed"
         started = time.perf_counter()
-        results[key] = work(task, gpu=gpu, **arguments)
+        results[key] = work(task, gpu=gpu, tf_defaults=tf_defaults, **arguments)
         results[key]["wall_s"] = time.perf_counter() - started
 
     if sizes.cpu:
@@ -163,6 +177,14 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 "rounds": rounds,
             }
         if sizes.extras:
+            step(
+                "train_seed_light_bfc",
+                "train",
+                tf_defaults=False,
+                pipeline="seed",
+                **light,
+                **train,
+            )
             step(
                 "train_breastcls_light_cached",
                 "train",
@@ -210,6 +232,7 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
             size=sizes.infer_size,
             n=sizes.infer_n,
             batch=BATCH,
+            rounds=sizes.infer_rounds,
         )
     gpus = _gpu_count()
     results["gpus"] = gpus
@@ -265,6 +288,9 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
         seed = rate("train_seed_light")
         out["train_speedup_cached_vs_seed"] = rate("train_breastcls_light_cached") / seed
         out["train_speedup_bf16_vs_seed"] = rate("train_breastcls_light_bf16") / seed
+        out["train_speedup_vs_seed_on_bfc"] = rate("train_breastcls_light") / rate(
+            "train_seed_light_bfc"
+        )
         out["train_speedup_vs_seed_smallcnn"] = rate("train_breastcls_smallcnn") / rate(
             "train_seed_smallcnn"
         )
@@ -347,6 +373,10 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
         light = f"{sizes.light} {sizes.light_size}px float32"
         train_rows(light, "train_seed_light", "train_breastcls_light")
         if sizes.extras:
+            rows.append(
+                f"| train {light}, the seed reference on the BFC allocator: images/s | "
+                f"{results['train_seed_light_bfc']['images_per_s']:.1f} | - |"
+            )
             seed = results["train_seed_light"]["images_per_s"]
             for key, option in (
                 ("train_breastcls_light_cached", "--cache memory"),

@@ -22,6 +22,7 @@ def _train(rate: float, first: float = 10.0) -> dict[str, float]:
 def _results(gpus: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "train_seed_light": _train(50.0, 20.0),
+        "train_seed_light_bfc": _train(60.0),
         "train_breastcls_light": _train(75.0, 10.0),
         "train_breastcls_light_cached": _train(80.0),
         "train_breastcls_light_bf16": _train(40.0),
@@ -56,6 +57,7 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["first_step_speedup_vs_seed"] == pytest.approx(2.0)
     assert values["train_speedup_cached_vs_seed"] == pytest.approx(1.6)
     assert values["train_speedup_bf16_vs_seed"] == pytest.approx(0.8)
+    assert values["train_speedup_vs_seed_on_bfc"] == pytest.approx(1.25)
     assert values["train_speedup_vs_seed_smallcnn"] == pytest.approx(1.5)
     assert values["train_speedup_vs_seed_densenet201"] == pytest.approx(1.2)
     assert values["decode_speedup_vs_seed"] == pytest.approx(2.0)
@@ -92,6 +94,32 @@ def test_quick_mode_reports_only_what_it_measured() -> None:
         run.target_rows(values)
     )
     assert "smallcnn" not in "\n".join(run.table(results, run.QUICK))
+
+
+def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, Any], bool]] = []
+    canned = _results(gpus=0)
+
+    def fake_work(
+        task: str, *, gpu: bool = False, tf_defaults: bool = False, **arguments: Any
+    ) -> dict[str, Any]:
+        calls.append((task, arguments, tf_defaults))
+        by_task = {"train": "train_seed_light", "rss": "rss_seed_1n"}
+        return {"gpus": 0} if task == "gpus" else dict(canned[by_task.get(task, task)])
+
+    monkeypatch.setattr(run, "work", fake_work)
+    results = run.measure(run.FULL, progress=False)
+    seed_runs = [(a, d) for t, a, d in calls if a.get("pipeline") == "seed"]
+    ours = [(a, d) for t, a, d in calls if a.get("pipeline") == "breastcls"]
+    # Every seed measurement runs as the blog's script would, but for one labelled extra row.
+    assert [d for _, d in seed_runs].count(False) == 1
+    assert "train_seed_light_bfc" in results
+    assert ours and not any(d for _, d in ours)
+    # The headline pair runs in turn, three rounds each; inference takes the best of three.
+    assert len(results["train_seed_light"]["rounds"]) == 3
+    assert [a["rounds"] for t, a, _ in calls if t == "infer"] == [3]
 
 
 def test_gpu_ratios_when_a_gpu_was_measured() -> None:

@@ -5,6 +5,13 @@ Importing breastcls does not import TensorFlow; Keras is loaded by the functions
 
 from __future__ import annotations
 
+import os
+
+# TensorFlow picks its CPU allocator when it creates its first device, so this must be set
+# before any TensorFlow op runs. The BFC allocator makes CPU training steps steadier and faster
+# (docs/performance.md); a value the user has set wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
 from breastcls._version import __version__
 from breastcls.api import demo_config, list_backbones, list_components
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
