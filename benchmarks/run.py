@@ -177,6 +177,7 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 "rounds": rounds,
             }
         if sizes.extras:
+            step("train_floor_light", "train", pipeline="floor", **light, **train)
             step(
                 "train_seed_light_bfc",
                 "train",
@@ -291,6 +292,10 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
         out["train_speedup_vs_seed_on_bfc"] = rate("train_breastcls_light") / rate(
             "train_seed_light_bfc"
         )
+        out["train_model_floor_vs_seed"] = rate("train_floor_light") / seed
+        out["train_fraction_of_model_floor"] = rate("train_breastcls_light") / rate(
+            "train_floor_light"
+        )
         out["train_speedup_vs_seed_smallcnn"] = rate("train_breastcls_smallcnn") / rate(
             "train_seed_smallcnn"
         )
@@ -376,6 +381,10 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
             rows.append(
                 f"| train {light}, the seed reference on the BFC allocator: images/s | "
                 f"{results['train_seed_light_bfc']['images_per_s']:.1f} | - |"
+            )
+            rows.append(
+                f"| train {light}, the model alone (one batch, no augmentation): images/s | - | "
+                f"{results['train_floor_light']['images_per_s']:.1f} |"
             )
             seed = results["train_seed_light"]["images_per_s"]
             for key, option in (

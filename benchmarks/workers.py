@@ -104,6 +104,10 @@ def task_train(
     preparation (the seed loads every image; breastcls checks every image, and with ``cache``
     decodes them all into the cache, as its first epoch would), building the model, tracing and
     the first step.
+
+    ``pipeline="floor"`` is the ceiling of any input pipeline: breastcls' model without
+    augmentation, fed one decoded batch over and over, so that every step is the model's own
+    arithmetic and nothing else.
     """
     import keras
 
@@ -141,13 +145,15 @@ def task_train(
         if cache:
             for _ in stream:  # the first epoch's decoding fills the cache
                 pass
+        if pipeline == "floor":
+            stream = stream.take(1).cache().repeat()
         train_data = stream.take(warmup + steps)
         keras.mixed_precision.set_global_policy(_precision_policy(precision))
         model = build_model(
             ModelConfig(
                 backbone=backbone,
                 head="seed",
-                augmentation="seed",
+                augmentation="none" if pipeline == "floor" else "seed",
                 weights=None,
                 preprocessing="none",
             ),

@@ -23,6 +23,7 @@ def _results(gpus: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "train_seed_light": _train(50.0, 20.0),
         "train_seed_light_bfc": _train(60.0),
+        "train_floor_light": _train(100.0),
         "train_breastcls_light": _train(75.0, 10.0),
         "train_breastcls_light_cached": _train(80.0),
         "train_breastcls_light_bf16": _train(40.0),
@@ -58,6 +59,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["train_speedup_cached_vs_seed"] == pytest.approx(1.6)
     assert values["train_speedup_bf16_vs_seed"] == pytest.approx(0.8)
     assert values["train_speedup_vs_seed_on_bfc"] == pytest.approx(1.25)
+    assert values["train_model_floor_vs_seed"] == pytest.approx(2.0)
+    assert values["train_fraction_of_model_floor"] == pytest.approx(0.75)
     assert values["train_speedup_vs_seed_smallcnn"] == pytest.approx(1.5)
     assert values["train_speedup_vs_seed_densenet201"] == pytest.approx(1.2)
     assert values["decode_speedup_vs_seed"] == pytest.approx(2.0)
@@ -117,6 +120,7 @@ def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
     assert [d for _, d in seed_runs].count(False) == 1
     assert "train_seed_light_bfc" in results
     assert ours and not any(d for _, d in ours)
+    assert "train_floor_light" in results
     # The headline pair runs in turn, three rounds each; inference takes the best of three.
     assert len(results["train_seed_light"]["rounds"]) == 3
     assert [a["rounds"] for t, a, _ in calls if t == "infer"] == [3]
