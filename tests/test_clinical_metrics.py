@@ -279,6 +279,45 @@ def test_patient_metric_by_hand(tmp_path: Path) -> None:
     assert mags[1]["patient_recognition_rate"] == pytest.approx((1 / 2 + 0) / 2)
 
 
+def test_patient_metric_applies_the_validation_thresholds_to_patient_scores(
+    tmp_path: Path,
+) -> None:
+    # Patient scores as above: a (benign) 0.4, b (malignant) 0.6667, c (malignant) 0.3.
+    score = np.array([0.2, 0.6, 0.7, 0.9, 0.4, 0.3])
+    p = Predictions(
+        class_names=("benign", "malignant"),
+        y_true=np.array([0, 0, 1, 1, 1, 1]),
+        probabilities=np.stack([1 - score, score], axis=1),
+        patient_ids=("a", "a", "b", "b", "b", "c"),
+        thresholds={"youden": 0.35, "sensitivity_at_specificity_0.95": 0.7},
+    )
+    section = patient_metric(p, out_dir=tmp_path)
+    low, high = section.values["operating_points"]
+    # At 0.35: a and b called malignant -> sensitivity 1/2, specificity 0, accuracy 1/3.
+    assert low == {
+        "name": "youden",
+        "threshold": 0.35,
+        "sensitivity": pytest.approx(0.5),
+        "specificity": pytest.approx(0.0),
+        "accuracy": pytest.approx(1 / 3),
+    }
+    # At 0.7: nobody called malignant -> sensitivity 0, specificity 1, accuracy 1/3.
+    assert (high["sensitivity"], high["specificity"]) == (pytest.approx(0.0), pytest.approx(1.0))
+    assert "applied unchanged to the patient score" in section.text
+    assert (
+        "operating_points"
+        not in patient_metric(
+            Predictions(
+                class_names=p.class_names,
+                y_true=p.y_true,
+                probabilities=p.probabilities,
+                patient_ids=p.patient_ids,
+            ),
+            out_dir=tmp_path,
+        ).values
+    )
+
+
 def test_patient_metric_without_patient_ids(tmp_path: Path) -> None:
     section = patient_metric(_predictions(), out_dir=tmp_path)
     assert section.values == {"available": False}

@@ -162,6 +162,12 @@ def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_
     assert shared
     for r in shared:
         assert float(r["p_malignant"]) == pytest.approx(validation[r["path"]], abs=2e-5)
+    # One column per operating threshold chosen on the run's validation data.
+    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    assert thresholds
+    for name, threshold in thresholds.items():
+        expected = np.where(probabilities[:, 1] >= threshold, "malignant", "benign")
+        assert [r[f"at_{name}"] for r in rows] == expected.tolist()
 
 
 def test_report_rebuilds_from_saved_predictions(data_and_run: tuple[Path, Path]) -> None:

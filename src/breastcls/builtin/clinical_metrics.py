@@ -233,9 +233,10 @@ def _rates_with_auc(y_true: Any, y_pred: Any, score: Any) -> dict[str, Any]:
 def patient_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
     """Patient-level results: patient score = mean of its images' positive probability.
 
-    A patient is called positive when its score is at least 0.5. Spanhol et al.'s patient
-    recognition rate is the mean over patients of the share of that patient's images whose top
-    class is right.
+    A patient is called positive when its score is at least 0.5, and, for each operating
+    threshold chosen on validation data (``predictions.thresholds``), when it reaches that
+    threshold. Spanhol et al.'s patient recognition rate is the mean over patients of the share
+    of that patient's images whose top class is right.
     """
     rows = patient_rows(predictions)
     if not rows:
@@ -275,18 +276,29 @@ def patient_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
         for item in values["patients"]:
             if item["predicted"] == "other":
                 item["predicted"] = negative
-    return MetricSection(
-        name="patient",
-        title="Patient level",
-        values=values,
-        text=(
-            f"Patient score = mean of the patient's images' probability of {view.positive}; "
-            "a patient is called positive when the score is >= 0.5. Patient recognition rate "
-            "(Spanhol et al., 2016) = mean over patients of the share of their images "
-            "classified correctly."
-        ),
-        level="patient",
+    text = (
+        f"Patient score = mean of the patient's images' probability of {view.positive}; "
+        "a patient is called positive when the score is >= 0.5. Patient recognition rate "
+        "(Spanhol et al., 2016) = mean over patients of the share of their images "
+        "classified correctly."
     )
+    if predictions.thresholds:
+        values["operating_points"] = [
+            {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
+            for name, threshold in predictions.thresholds.items()
+        ]
+        text += (
+            " Operating points: the thresholds chosen on validation images, applied unchanged "
+            "to the patient score."
+        )
+    return MetricSection(
+        name="patient", title="Patient level", values=values, text=text, level="patient"
+    )
+
+
+def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
+    rates = binary_rates(truth, called)
+    return {key: rates[key] for key in ("sensitivity", "specificity", "accuracy")}
 
 
 def magnification_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:

@@ -29,6 +29,7 @@ from breastcls.evaluation.clinical import (
     binary_view,
     choose_thresholds,
     fit_temperature,
+    positive_class_index,
 )
 from breastcls.interfaces import MetricSection, Predictions, Sample
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
@@ -589,9 +590,11 @@ def predict(
     """Predict the class of unlabelled images and write one CSV row per image.
 
     Columns: ``path``, ``patient_id`` and ``magnification`` (parsed from BreakHis file names,
-    empty otherwise), ``predicted`` (the top class) and ``p_<class>`` per class. The temperature
-    saved beside the model is applied. Images stream through the model in batches; the CSV
-    appears whole at the end (atomically).
+    empty otherwise), ``predicted`` (the top class), ``p_<class>`` per class and, for each
+    operating threshold chosen on the run's validation data, ``at_<threshold name>``: the
+    positive class when its probability reaches that threshold, else ``not <positive>`` (the
+    other class when there are two). The temperature saved beside the model is applied. Images
+    stream through the model in batches; the CSV appears whole at the end (atomically).
 
     Args:
         model: A run folder or a ``.keras`` file.
@@ -619,7 +622,11 @@ def predict(
     class_names = _class_names(
         model_path, keras_model, tuple(f"class_{i}" for i in range(n_outputs))
     )
-    temperature, _ = _calibration_of(model_path.parent)
+    temperature, thresholds = _calibration_of(model_path.parent)
+    positive = positive_class_index(class_names)
+    negative = (
+        class_names[1 - positive] if len(class_names) == 2 else f"not {class_names[positive]}"
+    )
     samples = [Sample(path=path, label=class_names[0]) for path in files]
     info = _scan(samples)
     batches = make_dataset(
@@ -632,7 +639,14 @@ def predict(
     ):
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(
-            ["path", "patient_id", "magnification", "predicted", *(f"p_{n}" for n in class_names)]
+            [
+                "path",
+                "patient_id",
+                "magnification",
+                "predicted",
+                *(f"p_{name}" for name in class_names),
+                *(f"at_{name}" for name in thresholds),
+            ]
         )
         position = 0
         for probabilities in iter_probabilities(
@@ -650,6 +664,10 @@ def predict(
                         parsed.magnification if parsed else "",
                         class_names[int(np.argmax(row))],
                         *(f"{p:.6f}" for p in row),
+                        *(
+                            class_names[positive] if row[positive] >= threshold else negative
+                            for threshold in thresholds.values()
+                        ),
                     ]
                 )
                 position += 1
