@@ -154,6 +154,24 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
         results[key] = work(task, gpu=gpu, tf_defaults=tf_defaults, **arguments)
         results[key]["wall_s"] = time.perf_counter() - started
 
+    def in_turn(runs: dict[str, dict[str, Any]], rounds: int) -> None:
+        """Measure the training ``runs`` in turn, ``rounds`` times; each keeps its best round.
+
+        On a shared machine this gives every configuration the same chances of a quiet moment,
+        and a process that lands in a slow mode (see docs/performance.md) does not decide a
+        ratio on its own.
+        """
+        for round_ in range(rounds):
+            for key, arguments in runs.items():
+                step(f"{key}_{round_}", "train", **arguments)
+        for key in runs:
+            measured = [results.pop(f"{key}_{r}") for r in range(rounds)]
+            results[key] = {
+                **max(measured, key=lambda r: r["images_per_s"]),
+                "first_step_s": min(r["first_step_s"] for r in measured),
+                "rounds": measured,
+            }
+
     if sizes.cpu:
         train: dict[str, Any] = {
             "n": sizes.n,
@@ -163,37 +181,18 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
         }
         light: dict[str, Any] = {"backbone": sizes.light, "size": sizes.light_size}
         step("decode", "decode", n=sizes.decode_n, size=224, repeats=sizes.decode_repeats)
-        # The headline pair runs `rounds` times in turn; each pipeline keeps its best round.
-        for round_ in range(sizes.rounds):
-            for pipeline in ("seed", "breastcls"):
-                step(
-                    f"train_{pipeline}_light_{round_}", "train", pipeline=pipeline, **light, **train
-                )
-        for pipeline in ("seed", "breastcls"):
-            rounds = [results.pop(f"train_{pipeline}_light_{r}") for r in range(sizes.rounds)]
-            results[f"train_{pipeline}_light"] = {
-                **max(rounds, key=lambda r: r["images_per_s"]),
-                "first_step_s": min(r["first_step_s"] for r in rounds),
-                "rounds": rounds,
-            }
+        light_runs: dict[str, dict[str, Any]] = {
+            "train_seed_light": {"pipeline": "seed"},
+            "train_breastcls_light": {"pipeline": "breastcls"},
+        }
         if sizes.extras:
-            step("train_floor_light", "train", pipeline="floor", **light, **train)
-            step(
-                "train_seed_light_bfc",
-                "train",
-                tf_defaults=False,
-                pipeline="seed",
-                **light,
-                **train,
-            )
-            step(
-                "train_breastcls_light_cached",
-                "train",
-                pipeline="breastcls",
-                cache="memory",
-                **light,
-                **train,
-            )
+            light_runs |= {
+                "train_floor_light": {"pipeline": "floor"},
+                "train_seed_light_bfc": {"pipeline": "seed", "tf_defaults": False},
+                "train_breastcls_light_cached": {"pipeline": "breastcls", "cache": "memory"},
+            }
+        in_turn({key: {**a, **light, **train} for key, a in light_runs.items()}, sizes.rounds)
+        if sizes.extras:
             step(
                 "train_breastcls_light_bf16",
                 "train",
@@ -202,9 +201,14 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 **light,
                 **train,
             )
-            small: dict[str, Any] = {"backbone": "smallcnn", "size": 224}
-            step("train_seed_smallcnn", "train", pipeline="seed", **small, **train)
-            step("train_breastcls_smallcnn", "train", pipeline="breastcls", **small, **train)
+            small: dict[str, Any] = {"backbone": "smallcnn", "size": 224, **train}
+            in_turn(
+                {
+                    "train_seed_smallcnn": {"pipeline": "seed", **small},
+                    "train_breastcls_smallcnn": {"pipeline": "breastcls", **small},
+                },
+                sizes.rounds,
+            )
         if sizes.densenet:
             dense: dict[str, Any] = {
                 "backbone": "densenet201",
