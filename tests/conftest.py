@@ -17,12 +17,17 @@ SHARED_DATA = Path(
 )
 
 
-@pytest.fixture(scope="session")
-def breakhis_dev() -> Path:
-    """The 269 real BreakHis images of ``../shared/data/breakhis-dev`` (read-only)."""
+def require_shared_data() -> Path:
+    """Return the real images' folder, or fail saying where they were looked for."""
     if not (SHARED_DATA / "manifest.csv").is_file():
         pytest.fail(f"Real test images not found at {SHARED_DATA}; set BREASTCLS_SHARED_DATA.")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def breakhis_dev() -> Path:
+    """The 269 real BreakHis images of ``../shared/data/breakhis-dev`` (read-only)."""
+    return require_shared_data()
 
 
 @pytest.fixture()

@@ -40,13 +40,14 @@ REAL_IMAGES = (
 
 
 def _real_images() -> dict[str, bytes]:
-    from conftest import SHARED_DATA
+    from conftest import require_shared_data
 
+    shared_data = require_shared_data()
     encoded: dict[str, bytes] = {}
     for relative in REAL_IMAGES:
-        path = SHARED_DATA / relative
+        path = shared_data / relative
         if not path.is_file():
-            path = sorted((SHARED_DATA / relative.split("/")[0]).glob("*.png"))[0]
+            path = sorted((shared_data / relative.split("/")[0]).glob("*.png"))[0]
         data = path.read_bytes()
         encoded[f"{path.stem}.png"] = data
         with Image.open(io.BytesIO(data)) as image:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -49,6 +50,10 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert {path.name for path in run.iterdir()} >= RUN_FILES
     assert json.loads((run / "class_names.json").read_text()) == ["benign", "malignant"]
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    environment = json.loads((run / "environment.json").read_text())
+    assert environment["settings"]["TF_CPU_ALLOCATOR_USE_BFC"] == os.environ.get(
+        "TF_CPU_ALLOCATOR_USE_BFC", "true"
+    )
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["backbone"] == "mobilenetv3small" and config["split"]["leaky"] is False
     with open(run / "history.csv") as handle:

@@ -105,8 +105,20 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     return status
 
 
+# Environment variables that change TensorFlow's speed, numerics or devices.
+TENSORFLOW_SETTINGS = (
+    "TF_CPU_ALLOCATOR_USE_BFC",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_XLA_FLAGS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
 def environment() -> dict[str, Any]:
-    """Return the versions and devices a run used (written as ``environment.json``)."""
+    """Return the versions, devices and TensorFlow settings a run used (``environment.json``)."""
     import keras
     import numpy
     import tensorflow as tf
@@ -119,6 +131,7 @@ def environment() -> dict[str, Any]:
         "keras": keras.__version__,
         "numpy": numpy.__version__,
         "devices": [device.name for device in tf.config.list_logical_devices()],
+        "settings": {name: os.environ[name] for name in TENSORFLOW_SETTINGS if name in os.environ},
         "created": _now(),
     }
 
