@@ -174,6 +174,46 @@ def test_cli_export_and_its_errors(
     assert not (tmp_path / "nope").exists()
 
 
+class FlipsOnly:
+    """A third-party augmentation whose layer is not called ``augmentation``."""
+
+    @hookimpl
+    def breastcls_register_augmentations(self, registry: Any) -> None:
+        import keras
+
+        def flips(*, seed: int | None) -> Any:
+            return keras.layers.RandomFlip(seed=seed, name="plugin_flips")
+
+        registry.add("flips_only", flips, summary="random flips")
+
+
+def test_a_third_party_augmentation_is_removed_whatever_its_name(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
+) -> None:
+    source = trained[0].run_dir
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(
+            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
+            image_size=IMAGE_SIZE,
+        ),
+        model=breastcls.ModelConfig(backbone="smallcnn", augmentation="flips_only", weights=None),
+        train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0),
+        out_dir=tmp_path,
+        name="flips",
+    )
+    run_dir = breastcls.train(config, host=isolated_host(("flips_only", FlipsOnly()))).run_dir
+    original = breastcls.load_model(run_dir)
+    assert "plugin_flips" in [layer.name for layer in original.layers]
+    result = breastcls.export_model(run_dir, format="keras", out_dir=tmp_path / "keras")
+    exported = breastcls.load_model(result.model)
+    assert "plugin_flips" not in [layer.name for layer in exported.layers]
+    assert "plugin_flips" not in [layer.name for layer in exported.layers[-1].layers]
+    images = _real_batch(run_dir)
+    np.testing.assert_allclose(
+        exported(images, training=False), original(images, training=False), atol=1e-6
+    )
+
+
 def test_a_mixed_precision_run_exports_as_float32(
     trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
 ) -> None:

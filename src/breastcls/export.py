@@ -64,11 +64,16 @@ def _check_format(format: str) -> ExportFormat:
 
 
 def _inference_model(model: Any) -> Any:
-    """Return ``model`` without its ``augmentation`` layer, with a plain ``image`` input."""
+    """Return ``model`` without its training augmentation, with a plain ``image`` input.
+
+    :func:`~breastcls.model.build_model` puts the augmentation plugin's layer, whatever its name,
+    between the input and the ``preprocessing`` layer, so the inference model starts at that
+    layer's input.
+    """
     import keras
 
     try:
-        start = model.get_layer("augmentation").output
+        start = model.get_layer("preprocessing").input
     except ValueError:
         start = model.inputs[0]
     body = keras.Model(start, model.output, name="inference")
