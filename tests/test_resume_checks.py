@@ -122,3 +122,64 @@ def test_a_run_interrupted_before_its_first_checkpoint_starts_again(
     assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2, 3]
     assert len(result.history["loss"]) == 3
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+class PowerCut:
+    """Fails the second fold of a cross-validation run at the end of its first epoch."""
+
+    @breastcls.hookimpl
+    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: Any) -> None:
+        if run_dir.name == "fold-2" and epoch == 0:
+            raise RuntimeError("power cut")
+
+
+def test_a_failed_cross_validation_run_resumes_fold_by_fold_and_aggregates(
+    breakhis_dev: Path, tmp_path: Path
+) -> None:
+    from breastcls.testing import isolated_host
+
+    data = tmp_path / "data"
+    for label in ("benign", "malignant"):
+        (data / label).mkdir(parents=True)
+        by_patient: dict[str, list[Path]] = {}
+        for image in sorted((breakhis_dev / label).glob("*.png")):
+            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
+        for images in list(by_patient.values())[:4]:
+            for image in images[:2]:
+                shutil.copy(image, data / label / image.name)
+    config = RunConfig(
+        data=DataConfig(path=data, image_size=32, folds=2),
+        model=ModelConfig(backbone="smallcnn", weights=None),
+        train=TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, verbose=0),
+        out_dir=tmp_path / "runs",
+        name="cv",
+    )
+    with pytest.raises(RuntimeError, match="power cut"):
+        breastcls.cross_validate(config, host=isolated_host(("power_cut", PowerCut())))
+    run_dir = tmp_path / "runs" / "cv"
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "failed"
+    assert not (run_dir / "aggregate.json").exists()
+    fold_1 = (run_dir / "fold-1" / "best.keras").read_bytes()
+    assert json.loads((run_dir / "fold-2" / "status.json").read_text())["status"] != "finished"
+
+    result = CliRunner().invoke(app, ["train", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "2 folds, aggregate.json" in result.output
+    # The finished fold was kept as it was; the failed one was completed.
+    assert (run_dir / "fold-1" / "best.keras").read_bytes() == fold_1
+    fold_2 = run_dir / "fold-2"
+    assert json.loads((fold_2 / "status.json").read_text())["status"] == "finished"
+    assert [row["epoch"] for row in read_history(fold_2)] == [1.0, 2.0]
+    aggregate = json.loads((run_dir / "aggregate.json").read_text())
+    assert aggregate["folds"] == ["fold-1", "fold-2"]
+    accuracy = aggregate["metrics"]["classification.accuracy"]
+    per_fold = [
+        json.loads((run_dir / f / "metrics.json").read_text())["classification"]["accuracy"]
+        for f in ("fold-1", "fold-2")
+    ]
+    assert accuracy["n"] == 2 and accuracy["mean"] == pytest.approx(sum(per_fold) / 2)
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    with pytest.raises(ConfigError, match="has finished already"):
+        breastcls.resume_cross_validation(run_dir)
+    with pytest.raises(ConfigError, match="is not a cross-validation run folder"):
+        breastcls.resume_cross_validation(fold_2)

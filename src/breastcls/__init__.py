@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
 from breastcls._version import __version__
 from breastcls.api import demo_config, list_backbones, list_components
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from breastcls.crossval import CrossValidationResult, cross_validate
+from breastcls.crossval import CrossValidationResult, cross_validate, resume_cross_validation
 from breastcls.data.breakhis import BreakHisName, parse_breakhis_name
 from breastcls.data.check import DataIssue, DataReport, DuplicateGroup, check_data
 from breastcls.data.demo import make_demo_dataset
@@ -137,6 +137,7 @@ __all__ = [
     "predict",
     "read_manifest",
     "resume",
+    "resume_cross_validation",
     "select_strategy",
     "spanhol_splits",
     "split_samples",

@@ -3,7 +3,8 @@
 ``breastcls train --folds 5`` (stratified group k-fold) and ``--protocol spanhol`` (5 repeated
 patient-wise 70/30 splits) both call :func:`cross_validate`. Each fold is an ordinary, complete
 run folder (``<run>/fold-1/`` ...) whose ``config.json`` names its fold, so any fold can be
-repeated alone with :func:`breastcls.train`.
+repeated alone with :func:`breastcls.train`. A killed or failed cross-validation run continues
+with :func:`resume_cross_validation`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,20 @@ from breastcls.data.split import split_for_config
 from breastcls.errors import BreastclsError, ConfigError, DataError
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import RunResult, create_run_dir, write_status
-from breastcls.train import train
+from breastcls.run import RunResult, create_run_dir, read_status, write_status
+from breastcls.train import check_resumable, finished_run, resume, train
 
-__all__ = ["CrossValidationResult", "aggregate_metrics", "cross_validate", "fold_count"]
+__all__ = [
+    "CROSS_VALIDATION_FILE",
+    "CrossValidationResult",
+    "aggregate_metrics",
+    "cross_validate",
+    "fold_count",
+    "resume_cross_validation",
+]
+
+CROSS_VALIDATION_FILE = "cross_validation.json"
+"""Written first into a cross-validation run folder: the number of folds and the configuration."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +124,8 @@ def _check_splits(config: RunConfig, host: PluginHost, count: int) -> None:
 def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> CrossValidationResult:
     """Train one run per fold (``config.data.folds``) or protocol repetition, then aggregate.
 
-    Writes ``<run>/fold-<k>/`` (a complete run folder each), ``<run>/aggregate.json``
+    Writes ``<run>/cross_validation.json`` (the folds and the configuration, first),
+    ``<run>/fold-<k>/`` (a complete run folder each), ``<run>/aggregate.json``
     (:func:`aggregate_metrics` of the folds' validation metrics, with the split method of each
     fold and whether any was leaky) and ``<run>/status.json``.
 
@@ -138,17 +150,66 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
         f"{count}fold" if config.data.folds else str(config.data.protocol)
     )
     run_dir = create_run_dir(config.out_dir, config.name, default_stem=stem)
+    atomic_write_json(run_dir / CROSS_VALIDATION_FILE, {"folds": count, "config": config.to_dict()})
+    return _run_folds(run_dir, config, count, host)
+
+
+def resume_cross_validation(
+    run_dir: Path, *, host: PluginHost | None = None
+) -> CrossValidationResult:
+    """Continue a cross-validation run that was killed, interrupted or failed.
+
+    Finished folds are kept (after checking that their data and split are unchanged), the fold
+    that was running continues from its last completed epoch (:func:`breastcls.resume`), the
+    folds not started yet are trained, and ``aggregate.json`` is written over all of them.
+
+    Args:
+        run_dir: The cross-validation run folder (holding ``cross_validation.json``).
+        host: Plugin host (the default host when ``None``).
+
+    Raises:
+        ConfigError: ``run_dir`` is not a cross-validation run folder, it has finished already,
+            or its process is still alive.
+        DataError: The data no longer matches a fold (other class names or another split).
+    """
+    run_dir = Path(run_dir)
+    record = run_dir / CROSS_VALIDATION_FILE
+    if not record.is_file():
+        raise ConfigError(
+            f"{str(run_dir)!r} is not a cross-validation run folder (no {CROSS_VALIDATION_FILE}):"
+            " pass the folder `breastcls train --folds/--protocol` created."
+        )
+    check_resumable(run_dir)
+    raw = json.loads(record.read_text(encoding="utf-8"))
+    return _run_folds(
+        run_dir, RunConfig.from_dict(raw["config"]), int(raw["folds"]), ensure_host(host)
+    )
+
+
+def _fold(run_dir: Path, config: RunConfig, fold: int, host: PluginHost) -> RunResult:
+    """Train fold ``fold`` into ``<run>/fold-<fold>``, or continue or reuse what is there."""
+    fold_dir = run_dir / f"fold-{fold}"
+    if (fold_dir / "config.json").is_file():
+        if read_status(fold_dir).get("status") == "finished":
+            return finished_run(fold_dir, host=host)
+        return resume(fold_dir, host=host)
+    fold_config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, fold=fold),
+        out_dir=run_dir,
+        name=f"fold-{fold}",
+    )
+    return train(fold_config, host=host)
+
+
+def _run_folds(
+    run_dir: Path, config: RunConfig, count: int, host: PluginHost
+) -> CrossValidationResult:
     write_status(run_dir, "running")
     results: list[RunResult] = []
     try:
         for fold in range(1, count + 1):
-            fold_config = dataclasses.replace(
-                config,
-                data=dataclasses.replace(config.data, fold=fold),
-                out_dir=run_dir,
-                name=f"fold-{fold}",
-            )
-            results.append(train(fold_config, host=host))
+            results.append(_fold(run_dir, config, fold, host))
     except BaseException as error:
         reason = (
             str(error) if isinstance(error, BreastclsError) else f"{type(error).__name__}: {error}"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.checkpoint import TrainState, read_train_state
+from breastcls.checkpoint import TrainState, history_columns, read_train_state
 from breastcls.config import RunConfig
 from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, scan_samples
@@ -255,7 +255,6 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
         DataError: The data no longer matches the run (other class names or another split).
     """
     from breastcls.checkpoint import prepare_resume
-    from breastcls.runs import writer_state
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -263,6 +262,25 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
             f"{str(run_dir)!r} is not a breastcls run folder (no config.json): pass the folder "
             "`breastcls train` created."
         )
+    check_resumable(run_dir)
+    host = ensure_host(host)
+    config = read_run_config(run_dir)
+    state = read_train_state(run_dir)
+    data = prepare_data(config, host=host)
+    _check_same_data(run_dir, data)
+    check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
+    prepare_resume(run_dir, state)
+    return _train_recording_status(run_dir, config, data, host, resume_from=state)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse to resume a run that has finished, or whose training process is still alive.
+
+    Raises:
+        ConfigError: Saying which of the two it is.
+    """
+    from breastcls.runs import writer_state
+
     status = read_status(run_dir)
     if status.get("status") == "finished":
         raise ConfigError(
@@ -273,14 +291,24 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
             f"The run {run_dir} is still training (process {status['pid']} on this machine): "
             "stop that process first, or let it finish."
         )
-    host = ensure_host(host)
+
+
+def finished_run(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
+    """Return the result of a finished run folder, read back from its files.
+
+    Raises:
+        DataError: The run's data changed since (other class names or another split).
+    """
     config = read_run_config(run_dir)
+    _check_same_data(run_dir, prepare_data(config, host=ensure_host(host)))
     state = read_train_state(run_dir)
-    data = prepare_data(config, host=host)
-    _check_same_data(run_dir, data)
-    check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
-    prepare_resume(run_dir, state)
-    return _train_recording_status(run_dir, config, data, host, resume_from=state)
+    return RunResult(
+        run_dir=run_dir,
+        class_names=tuple(json.loads((run_dir / "class_names.json").read_text(encoding="utf-8"))),
+        history=history_columns(state.history) if state else {},
+        metrics=json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")),
+        best_model=run_dir / "best.keras",
+    )
 
 
 def _check_same_data(run_dir: Path, data: PreparedData) -> None:
@@ -322,7 +350,6 @@ def _train_in(
         TrainingCheckpoint,
         restore_seed_generators,
     )
-    from breastcls.checkpoint import history_columns
     from breastcls.data.pipeline import make_dataset
     from breastcls.evaluation.evaluate import write_validation_report
     from breastcls.evaluation.metrics import predict_samples

@@ -9,6 +9,7 @@ import typer
 
 from breastcls.cli.common import reports_errors
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.crossval import CROSS_VALIDATION_FILE, CrossValidationResult
 from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 
@@ -25,7 +26,8 @@ def train_command(
         Path | None,
         typer.Option(
             help="Continue this killed or interrupted run folder from its last completed epoch "
-            "(its own config.json is used; no other option may be given)."
+            "(its own configuration is used; no other option may be given). A cross-validation "
+            "run keeps its finished folds, continues the interrupted one and trains the rest."
         ),
     ] = None,
     demo: Annotated[
@@ -118,6 +120,9 @@ def train_command(
                 "--resume continues a run with its own configuration: do not pass --data or "
                 "--demo with it."
             )
+        if (resume / CROSS_VALIDATION_FILE).is_file():
+            _report_cross_validation(breastcls.resume_cross_validation(resume))
+            return
         resumed = breastcls.resume(resume)
         typer.echo(f"run folder: {resumed.run_dir}")
         typer.echo(f"validation: {summarise(resumed.metrics)}")
@@ -178,15 +183,20 @@ def train_command(
             name=name,
         )
     if config.data.folds is not None or config.data.protocol is not None:
-        cv = breastcls.cross_validate(config)
-        typer.echo(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
-        for index, fold in enumerate(cv.folds, start=1):
-            typer.echo(f"fold {index}: {summarise(fold.metrics)}")
-        accuracy = cv.aggregate.get("classification.accuracy", {})
-        if accuracy.get("mean") is not None:
-            typer.echo(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
+        _report_cross_validation(breastcls.cross_validate(config))
         return
     result = breastcls.train(config)
 
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"validation: {summarise(result.metrics)}")
+
+
+def _report_cross_validation(cv: CrossValidationResult) -> None:
+    from breastcls.train import summarise
+
+    typer.echo(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
+    for index, fold in enumerate(cv.folds, start=1):
+        typer.echo(f"fold {index}: {summarise(fold.metrics)}")
+    accuracy = cv.aggregate.get("classification.accuracy", {})
+    if accuracy.get("mean") is not None:
+        typer.echo(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
