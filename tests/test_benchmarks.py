@@ -152,6 +152,52 @@ def test_gpu_only_mode_reports_the_gpu_section_alone() -> None:
     assert "decode" not in table and "GPU train mobilenetv3small 224px" in table
 
 
+def test_the_gpu_section_trains_each_backbone_in_float32_mixed_and_mixed_xla(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, Any], bool]] = []
+
+    def fake_work(
+        task: str, *, gpu: bool = False, tf_defaults: bool = False, **arguments: Any
+    ) -> dict[str, Any]:
+        calls.append((task, arguments, gpu))
+        return {"gpus": 1} if task == "gpus" else _train(100.0)
+
+    monkeypatch.setattr(run, "work", fake_work)
+    results = run.measure(run.GPU_ONLY, progress=False)
+    trained = [
+        (a["pipeline"], a["backbone"], a.get("precision"), a.get("jit")) for _, a, _ in calls[1:]
+    ]
+    assert all(gpu for _, _, gpu in calls) and all(a["size"] == 224 for _, a, _ in calls[1:])
+    for backbone in ("mobilenetv3small", "densenet201"):
+        assert ("seed", backbone, None, None) in trained
+        for precision, jit in (("float32", False), ("mixed", False), ("mixed", True)):
+            assert ("breastcls", backbone, precision, jit) in trained
+    assert set(run.ratios(results, run.GPU_ONLY)) >= {
+        "gpu_train_speedup_mixed_xla_vs_seed_densenet201",
+        "gpu_train_speedup_mixed_xla_vs_seed_mobilenetv3small",
+    }
+
+
+@pytest.mark.parametrize("pipeline", ["seed", "breastcls"])
+def test_a_training_worker_runs_with_the_gpu_options(pipeline: str) -> None:
+    # On this CPU, mixed means bfloat16; the worker path is the one the GPU section takes.
+    options = {"precision": "mixed", "jit": True} if pipeline == "breastcls" else {}
+    result = run.work(
+        "train",
+        pipeline=pipeline,
+        backbone="smallcnn",
+        size=32,
+        n=269,  # both classes (the images come in path order)
+        batch=4,
+        warmup=1,
+        steps=2,
+        **options,
+    )
+    assert result["steps_measured"] == 2
+    assert result["images_per_s"] > 0 and result["first_step_s"] > 0
+
+
 def test_seed_reference_transform_is_keras_preprocessing_maths() -> None:
     from benchmarks.seed_reference import apply_affine_transform, random_transform
 
