@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python -m benchmarks.run            # the full CPU run (about 7 minutes on 2 cores)
+    python -m benchmarks.run            # the full CPU run (about 12 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
     python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
     python -m benchmarks.run --json results.json
@@ -41,6 +41,7 @@ class Sizes:
     warmup: int
     steps: int
     rounds: int  # rounds of the headline seed/breastcls training pair
+    extra_rounds: int  # rounds of the other training configurations (DenseNet201 included)
     extras: bool  # smallcnn, --cache memory and bfloat16 rows
     densenet: bool
     densenet_size: int
@@ -62,6 +63,7 @@ FULL = Sizes(
     warmup=3,
     steps=16,
     rounds=3,
+    extra_rounds=2,
     extras=True,
     densenet=True,
     densenet_size=64,
@@ -82,6 +84,7 @@ QUICK = Sizes(
     warmup=2,
     steps=8,
     rounds=1,
+    extra_rounds=1,
     extras=False,
     densenet=False,
     densenet_size=64,
@@ -181,18 +184,20 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
         }
         light: dict[str, Any] = {"backbone": sizes.light, "size": sizes.light_size}
         step("decode", "decode", n=sizes.decode_n, size=224, repeats=sizes.decode_repeats)
-        light_runs: dict[str, dict[str, Any]] = {
-            "train_seed_light": {"pipeline": "seed"},
-            "train_breastcls_light": {"pipeline": "breastcls"},
-        }
+        in_turn(
+            {
+                "train_seed_light": {"pipeline": "seed", **light, **train},
+                "train_breastcls_light": {"pipeline": "breastcls", **light, **train},
+            },
+            sizes.rounds,
+        )
         if sizes.extras:
-            light_runs |= {
+            extras: dict[str, dict[str, Any]] = {
                 "train_floor_light": {"pipeline": "floor"},
                 "train_seed_light_bfc": {"pipeline": "seed", "tf_defaults": False},
                 "train_breastcls_light_cached": {"pipeline": "breastcls", "cache": "memory"},
             }
-        in_turn({key: {**a, **light, **train} for key, a in light_runs.items()}, sizes.rounds)
-        if sizes.extras:
+            in_turn({k: {**a, **light, **train} for k, a in extras.items()}, sizes.extra_rounds)
             step(
                 "train_breastcls_light_bf16",
                 "train",
@@ -207,7 +212,7 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                     "train_seed_smallcnn": {"pipeline": "seed", **small},
                     "train_breastcls_smallcnn": {"pipeline": "breastcls", **small},
                 },
-                sizes.rounds,
+                sizes.extra_rounds,
             )
         if sizes.densenet:
             dense: dict[str, Any] = {
@@ -218,8 +223,13 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 "warmup": 2,
                 "steps": sizes.densenet_steps,
             }
-            step("train_seed_densenet201", "train", pipeline="seed", **dense)
-            step("train_breastcls_densenet201", "train", pipeline="breastcls", **dense)
+            in_turn(
+                {
+                    "train_seed_densenet201": {"pipeline": "seed", **dense},
+                    "train_breastcls_densenet201": {"pipeline": "breastcls", **dense},
+                },
+                sizes.extra_rounds,
+            )
         for pipeline in ("seed", "breastcls"):
             for factor in (1, 4):
                 step(

@@ -122,12 +122,18 @@ def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
     seed_on_bfc = [a for _, a, d in calls if a.get("pipeline") == "seed" and not d]
     ours = [d for _, a, d in calls if a.get("pipeline") in ("breastcls", "floor")]
     # Every seed measurement runs as the blog's script would, but the labelled extra row.
-    assert len(seed_on_bfc) == 3 == len(results["train_seed_light_bfc"]["rounds"])
+    assert len(seed_on_bfc) == 2 == len(results["train_seed_light_bfc"]["rounds"])
     assert ours and not any(ours)
-    # Training configurations run in turn, three rounds each, and keep their best round.
-    for key in ("train_seed_light", "train_floor_light", "train_breastcls_smallcnn"):
+    # Training configurations run in turn, three rounds for the headline pair and two for the
+    # others, and keep their best round.
+    for key, count in (
+        ("train_seed_light", 3),
+        ("train_floor_light", 2),
+        ("train_breastcls_smallcnn", 2),
+        ("train_seed_densenet201", 2),
+    ):
         rounds = results[key]["rounds"]
-        assert len(rounds) == 3
+        assert len(rounds) == count
         assert results[key]["images_per_s"] == max(r["images_per_s"] for r in rounds)
         assert results[key]["first_step_s"] == min(r["first_step_s"] for r in rounds)
         assert rounds[0]["images_per_s"] < rounds[-1]["images_per_s"]
