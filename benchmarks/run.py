@@ -42,7 +42,7 @@ class Sizes:
     steps: int
     rounds: int  # rounds of the headline seed/breastcls training pair
     extra_rounds: int  # rounds of the other training configurations (DenseNet201 included)
-    extras: bool  # smallcnn, --cache memory and bfloat16 rows
+    extras: bool  # model-alone, seed-on-BFC, --cache memory, bfloat16 and smallcnn rows
     densenet: bool
     densenet_size: int
     densenet_steps: int

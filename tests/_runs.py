@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,11 +23,23 @@ def tiny_train_options(epochs: int, *, seed: int = 5) -> list[str]:
     ]  # fmt: skip
 
 
+def _default_sigint() -> None:
+    # A test run started in the background of a non-interactive shell inherits an ignored
+    # SIGINT, and Python keeps ignoring it; the CLI under test must see Ctrl-C as a user would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``breastcls ARGS`` with its output going to ``log``."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as handle:
-        return subprocess.Popen([*CLI, *args], stdout=handle, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [*CLI, *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_default_sigint,
+        )
 
 
 def run_cli(args: list[str], log: Path, *, timeout: float = 120) -> int:

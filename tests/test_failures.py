@@ -101,9 +101,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path
     out = tmp_path / "runs"
     run_dir = out / "ctrl-c"
     args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "ctrl-c"]
-    # Many epochs after the second, so that the signal lands while training runs even when the
-    # machine starves this test's polling for a while.
-    process = start_cli([*args, *tiny_train_options(12)], tmp_path / "train.log")
+    process = start_cli([*args, *tiny_train_options(6)], tmp_path / "train.log")
     wait_for_epochs(process, run_dir, 2)
     process.send_signal(signal.SIGINT)
     code = process.wait(timeout=60)
@@ -122,5 +120,5 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path
     assert listed.status == "interrupted"
 
     assert run_cli(["train", "--resume", str(run_dir)], tmp_path / "resume.log") == 0
-    assert [int(row["epoch"]) for row in read_history(run_dir)] == list(range(1, 13))
+    assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2, 3, 4, 5, 6]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
