@@ -30,23 +30,28 @@ def breakhis_dev() -> Path:
     return require_shared_data()
 
 
+def copy_patients(source: Path, root: Path, *, patients: int, images_per_patient: int) -> Path:
+    """Copy the first ``patients`` patients of each class of ``source`` (BreakHis names give the
+    patient ids), ``images_per_patient`` images each, to ``root/{benign,malignant}/``."""
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        by_patient: dict[str, list[Path]] = {}
+        for image in sorted((source / label).glob("*.png")):
+            patient = "-".join(image.name.split("-")[1:3])
+            by_patient.setdefault(patient, []).append(image)
+        for images in list(by_patient.values())[:patients]:
+            for image in images[:images_per_patient]:
+                shutil.copy(image, root / label / image.name)
+    return root
+
+
 @pytest.fixture()
 def small_breakhis(tmp_path: Path, breakhis_dev: Path) -> Path:
     """A writable copy of a few real images per class: ``root/{benign,malignant}/*.png``.
 
     Five patients per class, two images each (patient ids come from the BreakHis names).
     """
-    root = tmp_path / "small"
-    for label in ("benign", "malignant"):
-        (root / label).mkdir(parents=True)
-        by_patient: dict[str, list[Path]] = {}
-        for image in sorted((breakhis_dev / label).glob("*.png")):
-            patient = "-".join(image.name.split("-")[1:3])
-            by_patient.setdefault(patient, []).append(image)
-        for images in list(by_patient.values())[:5]:
-            for image in images[:2]:
-                shutil.copy(image, root / label / image.name)
-    return root
+    return copy_patients(breakhis_dev, tmp_path / "small", patients=5, images_per_patient=2)
 
 
 @pytest.fixture()

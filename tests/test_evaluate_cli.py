@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from breastcls.cli.app import app
+from conftest import copy_patients
 
 runner = CliRunner()
 
@@ -21,15 +22,9 @@ def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -
     """Three images from each of six patients per class, and a 1-epoch smallcnn run on them."""
     import breastcls
 
-    root = tmp_path_factory.mktemp("eval") / "data"
-    for label in ("benign", "malignant"):
-        (root / label).mkdir(parents=True)
-        by_patient: dict[str, list[Path]] = {}
-        for image in sorted((breakhis_dev / label).glob("*.png")):
-            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
-        for images in list(by_patient.values())[:6]:
-            for image in images[:3]:
-                shutil.copy(image, root / label / image.name)
+    root = copy_patients(
+        breakhis_dev, tmp_path_factory.mktemp("eval") / "data", patients=6, images_per_patient=3
+    )
     config = breastcls.RunConfig(
         data=breastcls.DataConfig(path=root, image_size=64, validation_fraction=0.34),
         model=breastcls.ModelConfig(backbone="smallcnn", weights=None),

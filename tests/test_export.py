@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +18,7 @@ import breastcls
 from breastcls import hookimpl
 from breastcls.export import EXPORT_TOLERANCE, run_exported
 from breastcls.testing import isolated_host
+from conftest import copy_patients
 
 IMAGE_SIZE = 32
 
@@ -46,15 +46,9 @@ class Recorder:
 def trained(
     tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path
 ) -> tuple[breastcls.RunResult, Recorder]:
-    root = tmp_path_factory.mktemp("export") / "data"
-    for label in ("benign", "malignant"):
-        (root / label).mkdir(parents=True)
-        by_patient: dict[str, list[Path]] = {}
-        for image in sorted((breakhis_dev / label).glob("*.png")):
-            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
-        for images in list(by_patient.values())[:5]:
-            for image in images[:2]:
-                shutil.copy(image, root / label / image.name)
+    root = copy_patients(
+        breakhis_dev, tmp_path_factory.mktemp("export") / "data", patients=5, images_per_patient=2
+    )
     recorder = Recorder()
     config = breastcls.RunConfig(
         data=breastcls.DataConfig(path=root, image_size=IMAGE_SIZE),
@@ -174,6 +168,28 @@ def test_cli_export_and_its_errors(
     assert not (tmp_path / "nope").exists()
 
 
+def _another_run(
+    source: Path,
+    out_dir: Path,
+    *,
+    augmentation: str = "default",
+    precision: Literal["float32", "mixed"] = "float32",
+    host: breastcls.PluginHost,
+) -> Path:
+    """Train one epoch on the data of the run ``source`` into ``out_dir/run``."""
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(
+            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
+            image_size=IMAGE_SIZE,
+        ),
+        model=breastcls.ModelConfig(backbone="smallcnn", augmentation=augmentation, weights=None),
+        train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0, precision=precision),
+        out_dir=out_dir,
+        name="run",
+    )
+    return breastcls.train(config, host=host).run_dir
+
+
 class FlipsOnly:
     """A third-party augmentation whose layer is not called ``augmentation``."""
 
@@ -190,18 +206,12 @@ class FlipsOnly:
 def test_a_third_party_augmentation_is_removed_whatever_its_name(
     trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
 ) -> None:
-    source = trained[0].run_dir
-    config = breastcls.RunConfig(
-        data=breastcls.DataConfig(
-            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
-            image_size=IMAGE_SIZE,
-        ),
-        model=breastcls.ModelConfig(backbone="smallcnn", augmentation="flips_only", weights=None),
-        train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0),
-        out_dir=tmp_path,
-        name="flips",
+    run_dir = _another_run(
+        trained[0].run_dir,
+        tmp_path,
+        augmentation="flips_only",
+        host=isolated_host(("flips_only", FlipsOnly())),
     )
-    run_dir = breastcls.train(config, host=isolated_host(("flips_only", FlipsOnly()))).run_dir
     original = breastcls.load_model(run_dir)
     assert "plugin_flips" in [layer.name for layer in original.layers]
     result = breastcls.export_model(run_dir, format="keras", out_dir=tmp_path / "keras")
@@ -217,18 +227,7 @@ def test_a_third_party_augmentation_is_removed_whatever_its_name(
 def test_a_mixed_precision_run_exports_as_float32(
     trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path
 ) -> None:
-    source = trained[0].run_dir
-    config = breastcls.RunConfig(
-        data=breastcls.DataConfig(
-            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
-            image_size=IMAGE_SIZE,
-        ),
-        model=breastcls.ModelConfig(backbone="smallcnn", augmentation="default", weights=None),
-        train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0, precision="mixed"),
-        out_dir=tmp_path,
-        name="mixed",
-    )
-    run_dir = breastcls.train(config, host=isolated_host()).run_dir
+    run_dir = _another_run(trained[0].run_dir, tmp_path, precision="mixed", host=isolated_host())
     formats = ["tflite", "onnx"] if importlib.util.find_spec("tf2onnx") else ["tflite"]
     for format in formats:
         result = breastcls.export_model(run_dir, format=format, out_dir=tmp_path / format)

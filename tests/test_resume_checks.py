@@ -18,6 +18,7 @@ from breastcls.callbacks import TrainingCheckpoint
 from breastcls.cli.app import app
 from breastcls.run import write_samples_csv, write_status
 from breastcls.train import prepare_data
+from conftest import copy_patients
 
 
 def _config(data: Path, out: Path, epochs: int = 2) -> RunConfig:
@@ -138,15 +139,7 @@ def test_a_failed_cross_validation_run_resumes_fold_by_fold_and_aggregates(
 ) -> None:
     from breastcls.testing import isolated_host
 
-    data = tmp_path / "data"
-    for label in ("benign", "malignant"):
-        (data / label).mkdir(parents=True)
-        by_patient: dict[str, list[Path]] = {}
-        for image in sorted((breakhis_dev / label).glob("*.png")):
-            by_patient.setdefault("-".join(image.name.split("-")[1:3]), []).append(image)
-        for images in list(by_patient.values())[:4]:
-            for image in images[:2]:
-                shutil.copy(image, data / label / image.name)
+    data = copy_patients(breakhis_dev, tmp_path / "data", patients=4, images_per_patient=2)
     config = RunConfig(
         data=DataConfig(path=data, image_size=32, folds=2),
         model=ModelConfig(backbone="smallcnn", weights=None),
