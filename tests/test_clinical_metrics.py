@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -248,18 +249,25 @@ def test_temperature_scaling_lowers_ece_of_an_over_confident_model(tmp_path: Pat
     assert (tmp_path / "reliability.png").stat().st_size > 1000
 
 
-def test_patient_metric_by_hand(tmp_path: Path) -> None:
-    # Patient a (benign): images 0.2, 0.6 -> score 0.4, benign, 1 of 2 images right.
-    # Patient b (malignant): 0.7, 0.9, 0.4 -> score 0.6667, malignant, 2 of 3 right.
-    # Patient c (malignant): 0.3 -> score 0.3, benign (wrong), 0 of 1 right.
+def _three_patients(**extra: Any) -> Predictions:
+    """Six images of three patients.
+
+    Patient a (benign): images 0.2, 0.6 -> score 0.4, benign, 1 of 2 images right.
+    Patient b (malignant): 0.7, 0.9, 0.4 -> score 0.6667, malignant, 2 of 3 right.
+    Patient c (malignant): 0.3 -> score 0.3, benign (wrong), 0 of 1 right.
+    """
     score = np.array([0.2, 0.6, 0.7, 0.9, 0.4, 0.3])
-    p = Predictions(
+    return Predictions(
         class_names=("benign", "malignant"),
         y_true=np.array([0, 0, 1, 1, 1, 1]),
         probabilities=np.stack([1 - score, score], axis=1),
         patient_ids=("a", "a", "b", "b", "b", "c"),
-        magnifications=(40, 40, 40, 200, 200, 200),
+        **extra,
     )
+
+
+def test_patient_metric_by_hand(tmp_path: Path) -> None:
+    p = _three_patients(magnifications=(40, 40, 40, 200, 200, 200))
     section = patient_metric(p, out_dir=tmp_path)
     v = section.values
     assert section.level == "patient"
@@ -282,15 +290,8 @@ def test_patient_metric_by_hand(tmp_path: Path) -> None:
 def test_patient_metric_applies_the_validation_thresholds_to_patient_scores(
     tmp_path: Path,
 ) -> None:
-    # Patient scores as above: a (benign) 0.4, b (malignant) 0.6667, c (malignant) 0.3.
-    score = np.array([0.2, 0.6, 0.7, 0.9, 0.4, 0.3])
-    p = Predictions(
-        class_names=("benign", "malignant"),
-        y_true=np.array([0, 0, 1, 1, 1, 1]),
-        probabilities=np.stack([1 - score, score], axis=1),
-        patient_ids=("a", "a", "b", "b", "b", "c"),
-        thresholds={"youden": 0.35, "sensitivity_at_specificity_0.95": 0.7},
-    )
+    # Patient scores: a (benign) 0.4, b (malignant) 0.6667, c (malignant) 0.3.
+    p = _three_patients(thresholds={"youden": 0.35, "sensitivity_at_specificity_0.95": 0.7})
     section = patient_metric(p, out_dir=tmp_path)
     low, high = section.values["operating_points"]
     # At 0.35: a and b called malignant -> sensitivity 1/2, specificity 0, accuracy 1/3.
@@ -304,18 +305,8 @@ def test_patient_metric_applies_the_validation_thresholds_to_patient_scores(
     # At 0.7: nobody called malignant -> sensitivity 0, specificity 1, accuracy 1/3.
     assert (high["sensitivity"], high["specificity"]) == (pytest.approx(0.0), pytest.approx(1.0))
     assert "applied unchanged to the patient score" in section.text
-    assert (
-        "operating_points"
-        not in patient_metric(
-            Predictions(
-                class_names=p.class_names,
-                y_true=p.y_true,
-                probabilities=p.probabilities,
-                patient_ids=p.patient_ids,
-            ),
-            out_dir=tmp_path,
-        ).values
-    )
+    without = patient_metric(_three_patients(), out_dir=tmp_path)
+    assert "operating_points" not in without.values
 
 
 def test_patient_metric_without_patient_ids(tmp_path: Path) -> None:
