@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m benchmarks.run            # the full CPU run (about 12 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
     python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
+    python -m benchmarks.run --gpu-only --keras-backend jax  # the same on a GPU without TensorFlow
     python -m benchmarks.run --json results.json
 
 Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
@@ -100,9 +101,32 @@ QUICK = Sizes(
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
 
+# The GPU section's configurations of breastcls, per Keras backend: (label, precision, jit).
+GPU_VARIANTS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "tensorflow": (
+        ("float32", "float32", False),
+        ("mixed", "mixed", False),
+        ("mixed_xla", "mixed", True),
+    ),
+    # JAX compiles every training step with XLA: it has no uncompiled graph mode to compare.
+    "jax": (
+        ("float32_xla", "float32", True),
+        ("mixed_xla", "mixed_float16", True),
+        ("mixed_bf16_xla", "mixed_bfloat16", True),
+    ),
+}
+# Which breastcls pipeline the GPU section trains: tf.data needs TensorFlow; elsewhere the
+# images are decoded into memory first, as `--cache memory` holds them after the first epoch.
+GPU_PIPELINE = {"tensorflow": "breastcls", "jax": "memory"}
+
 
 def work(
-    task: str, *, gpu: bool = False, tf_defaults: bool = False, **arguments: Any
+    task: str,
+    *,
+    gpu: bool = False,
+    tf_defaults: bool = False,
+    keras_backend: str = "tensorflow",
+    **arguments: Any,
 ) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter and return its result.
 
@@ -111,7 +135,13 @@ def work(
     script does; otherwise on the BFC allocator that ``import breastcls`` selects.
     """
     command = [sys.executable, "-m", "benchmarks.workers", task, json.dumps(arguments)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": python_path,
+        "KERAS_BACKEND": keras_backend,
+    }
     if not gpu:
         env["CUDA_VISIBLE_DEVICES"] = "-1"
     if tf_defaults:
@@ -135,14 +165,17 @@ def cpu_name() -> str:
     return platform.machine()
 
 
-def _gpu_count() -> int:
-    result = work("gpus", gpu=True)
-    return int(result["gpus"])
+def measure(
+    sizes: Sizes, progress: bool = True, keras_backend: str = "tensorflow"
+) -> dict[str, Any]:
+    """Run every measurement; return the raw results.
 
-
-def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
-    """Run every measurement; return the raw results."""
-    results: dict[str, Any] = {}
+    The CPU section needs TensorFlow (breastcls' ``tf.data`` loader); the GPU section also runs
+    on ``keras_backend="jax"``, for a GPU machine without TensorFlow.
+    """
+    if sizes.cpu and keras_backend != "tensorflow":
+        raise ValueError("the CPU section needs TensorFlow: use the GPU section alone")
+    results: dict[str, Any] = {"keras_backend": keras_backend}
 
     def step(
         key: str, task: str, *, gpu: bool = False, tf_defaults: bool | None = None, **arguments: Any
@@ -154,8 +187,17 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
         if tf_defaults is None:
             tf_defaults = arguments.get("pipeline") == "seed"
         started = time.perf_counter()
-        results[key] = work(task, gpu=gpu, tf_defaults=tf_defaults, **arguments)
+        results[key] = work(
+            task, gpu=gpu, tf_defaults=tf_defaults, keras_backend=keras_backend, **arguments
+        )
         results[key]["wall_s"] = time.perf_counter() - started
+        if progress and "images_per_s" in results[key]:
+            print(
+                f"    {results[key]['images_per_s']:.1f} images/s, first step after "
+                f"{results[key]['first_step_s']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def in_turn(runs: dict[str, dict[str, Any]], rounds: int) -> None:
         """Measure the training ``runs`` in turn, ``rounds`` times; each keeps its best round.
@@ -249,8 +291,7 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
             batch=BATCH,
             rounds=sizes.infer_rounds,
         )
-    gpus = _gpu_count()
-    results["gpus"] = gpus
+    gpus = results["gpus"] = int(work("gpus", gpu=True, keras_backend=keras_backend)["gpus"])
     if gpus:
         gpu_train: dict[str, Any] = {
             "n": sizes.n,
@@ -268,16 +309,12 @@ def measure(sizes: Sizes, progress: bool = True) -> dict[str, Any]:
                 backbone=backbone,
                 **gpu_train,
             )
-            for label, precision, jit in (
-                ("float32", "float32", False),
-                ("mixed", "mixed", False),
-                ("mixed_xla", "mixed", True),
-            ):
+            for label, precision, jit in GPU_VARIANTS[keras_backend]:
                 step(
                     f"gpu_breastcls_{backbone}_{label}",
                     "train",
                     gpu=True,
-                    pipeline="breastcls",
+                    pipeline=GPU_PIPELINE[keras_backend],
                     backbone=backbone,
                     precision=precision,
                     jit=jit,
@@ -341,18 +378,15 @@ def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
 
     out: dict[str, float] = {}
     if results.get("gpus"):
+        (base, _, _), *others = GPU_VARIANTS[results.get("keras_backend", "tensorflow")]
         for backbone in (sizes.light, "densenet201"):
-            seed = rate(f"gpu_seed_{backbone}")
-            base = rate(f"gpu_breastcls_{backbone}_float32")
-            out[f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}"] = (
-                rate(f"gpu_breastcls_{backbone}_mixed_xla") / seed
-            )
-            out[f"gpu_mixed_speedup_vs_float32_{backbone}"] = (
-                rate(f"gpu_breastcls_{backbone}_mixed") / base
-            )
-            out[f"gpu_mixed_xla_speedup_vs_float32_{backbone}"] = (
-                rate(f"gpu_breastcls_{backbone}_mixed_xla") / base
-            )
+            out[f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}"] = rate(
+                f"gpu_breastcls_{backbone}_mixed_xla"
+            ) / rate(f"gpu_seed_{backbone}")
+            for label, _, _ in others:
+                out[f"gpu_{label}_speedup_vs_{base}_{backbone}"] = rate(
+                    f"gpu_breastcls_{backbone}_{label}"
+                ) / rate(f"gpu_breastcls_{backbone}_{base}")
     return out
 
 
@@ -446,12 +480,14 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
             f"{infer['tta8_images_per_s']:.1f} |"
         )
     if results.get("gpus"):
+        keras_backend = results.get("keras_backend", "tensorflow")
+        on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
         for backbone in (sizes.light, "densenet201"):
             seed = results[f"gpu_seed_{backbone}"]["images_per_s"]
-            for label in ("float32", "mixed", "mixed_xla"):
+            for label, _, _ in GPU_VARIANTS[keras_backend]:
                 ours = results[f"gpu_breastcls_{backbone}_{label}"]["images_per_s"]
                 rows.append(
-                    f"| GPU train {backbone} 224px, breastcls {label}: images/s | "
+                    f"| GPU train {backbone} 224px, breastcls {label}{on}: images/s | "
                     f"{seed:.1f} | {ours:.1f} |"
                 )
     else:
@@ -479,17 +515,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--gpu-only", action="store_true", help="only the GPU section (float32, mixed, mixed + XLA)"
     )
+    parser.add_argument(
+        "--keras-backend",
+        choices=sorted(GPU_VARIANTS),
+        default="tensorflow",
+        help="Keras backend of the GPU section (jax: for a GPU machine without TensorFlow; "
+        "needs --gpu-only)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
+    if args.keras_backend != "tensorflow" and not args.gpu_only:
+        parser.error("--keras-backend jax measures the GPU section only: add --gpu-only")
     sizes = GPU_ONLY if args.gpu_only else QUICK if args.quick else FULL
     started = time.perf_counter()
-    results = measure(sizes)
+    results = measure(sizes, keras_backend=args.keras_backend)
     values = ratios(results, sizes)
     elapsed = time.perf_counter() - started
     mode = "GPU only" if args.gpu_only else "quick" if args.quick else "full"
     print(
         f"breastcls benchmark ({mode}) on {cpu_name()}, {os.cpu_count()} CPU(s), "
-        f"GPUs: {results['gpus']}; {elapsed / 60:.1f} min"
+        f"GPUs: {results['gpus']}, Keras backend: {args.keras_backend}; {elapsed / 60:.1f} min"
     )
     print()
     print("\n".join(table(results, sizes)))

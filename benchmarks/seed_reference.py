@@ -184,9 +184,14 @@ class SeedFlow(keras.utils.PyDataset):  # type: ignore[misc]
         self.index = self.rng.permutation(len(self.x))
 
 
-def seed_model(backbone: Any, *, n_classes: int = 2, learning_rate: float = 1e-4) -> Any:
+def seed_model(
+    backbone: Any, *, n_classes: int = 2, learning_rate: float = 1e-4, jit_compile: bool = False
+) -> Any:
     """The blog's ``build_model``: Sequential backbone + head, compiled with Adam and binary
-    cross-entropy, float32, without XLA (Keras 2 did not compile with XLA)."""
+    cross-entropy, float32, without XLA (Keras 2 did not compile with XLA).
+
+    ``jit_compile=True`` is for Keras backends without an uncompiled graph mode (JAX runs an
+    uncompiled step op by op, which would make the reference unfairly slow)."""
     model = keras.Sequential(
         [
             backbone,
@@ -200,6 +205,6 @@ def seed_model(backbone: Any, *, n_classes: int = 2, learning_rate: float = 1e-4
         loss="binary_crossentropy",
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         metrics=["accuracy"],
-        jit_compile=False,
+        jit_compile=jit_compile,
     )
     return model

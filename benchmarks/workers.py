@@ -86,6 +86,57 @@ def _seed_backbone(name: str, size: int) -> Any:
     return PluginHost().backbones.get(name).build(input_shape=(size, size, 3), weights=None)
 
 
+def _memory_batches(
+    samples: list[Any], class_names: tuple[str, ...], size: int, batch: int, steps: int
+) -> Any:
+    """breastcls' images decoded once into memory and served as shuffled batches by a Keras
+    ``PyDataset``: what ``--cache memory`` serves after its first epoch, without ``tf.data``, so
+    that it runs on every Keras backend."""
+    import cv2
+    import keras
+    import numpy as np
+
+    from breastcls.data.images import decode_image
+
+    images = np.stack(
+        [
+            cv2.resize(decode_image(s.path), (size, size), interpolation=cv2.INTER_AREA)
+            for s in samples
+        ]
+    )
+    labels = np.eye(len(class_names), dtype=np.float32)[
+        [class_names.index(s.label) for s in samples]
+    ]
+    rng = np.random.default_rng(11)
+
+    class MemoryBatches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = rng.permutation(len(images))
+
+        def __len__(self) -> int:
+            return min(steps, len(images) // batch)
+
+        def __getitem__(self, index: int) -> tuple[Any, Any]:
+            chosen = self.order[index * batch : (index + 1) * batch]
+            return images[chosen], labels[chosen]
+
+        def on_epoch_end(self) -> None:
+            self.order = rng.permutation(len(images))
+
+    return MemoryBatches()
+
+
+def _precision_policy(precision: str) -> str:
+    """The Keras dtype policy: ``mixed`` is breastcls' choice (float16 on a GPU, else bfloat16);
+    ``mixed_float16`` and ``mixed_bfloat16`` name one."""
+    if precision != "mixed":
+        return precision
+    from breastcls.train import _precision_policy as breastcls_policy
+
+    return breastcls_policy(precision)
+
+
 def task_train(
     pipeline: str,
     backbone: str,
@@ -107,7 +158,9 @@ def task_train(
 
     ``pipeline="floor"`` is the ceiling of any input pipeline: breastcls' model without
     augmentation, fed one decoded batch over and over, so that every step is the model's own
-    arithmetic and nothing else.
+    arithmetic and nothing else. ``pipeline="memory"`` feeds breastcls' model and trainer from
+    images decoded into memory (:func:`_memory_batches`): it needs no TensorFlow, so it measures
+    breastcls' model on the other Keras backends.
     """
     import keras
 
@@ -120,35 +173,41 @@ def task_train(
 
         x_train, y_train, _, _ = seed_prepare(*_by_class(samples), size)
         flow = SeedFlow(x_train, y_train, batch_size=batch, seed=11)
-        model = seed_model(_seed_backbone(backbone, size))
+        model = seed_model(
+            _seed_backbone(backbone, size), jit_compile=keras.backend.backend() == "jax"
+        )
         model.fit(
             flow, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback]
         )
     else:
         from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
-        from breastcls.data.images import scan_samples
-        from breastcls.data.pipeline import make_dataset
-        from breastcls.train import _precision_policy
 
         host = PluginHost()
-        image_info, _ = scan_samples(samples)
-        stream = make_dataset(
-            samples,
-            class_names,
-            image_size=size,
-            batch_size=batch,
-            image_info=image_info,
-            shuffle=True,
-            seed=11,
-            cache=cache,
-        )
-        if cache:
-            for _ in stream:  # the first epoch's decoding fills the cache
-                pass
-        if pipeline == "floor":
-            stream = stream.take(1).cache().repeat()
-        train_data = stream.take(warmup + steps)
-        keras.mixed_precision.set_global_policy(_precision_policy(precision))
+        if pipeline == "memory":
+            train_data = _memory_batches(samples, class_names, size, batch, warmup + steps)
+        else:
+            from breastcls.data.images import scan_samples
+            from breastcls.data.pipeline import make_dataset
+
+            image_info, _ = scan_samples(samples)
+            stream = make_dataset(
+                samples,
+                class_names,
+                image_size=size,
+                batch_size=batch,
+                image_info=image_info,
+                shuffle=True,
+                seed=11,
+                cache=cache,
+            )
+            if cache:
+                for _ in stream:  # the first epoch's decoding fills the cache
+                    pass
+            if pipeline == "floor":
+                stream = stream.take(1).cache().repeat()
+            train_data = stream.take(warmup + steps)
+        policy = _precision_policy(precision)
+        keras.mixed_precision.set_global_policy(policy)
         model = build_model(
             ModelConfig(
                 backbone=backbone,
@@ -165,7 +224,7 @@ def task_train(
         config = TrainConfig(
             epochs=1,
             batch_size=batch,
-            precision=precision,  # type: ignore[arg-type]
+            precision="float32" if policy == "float32" else "mixed",
             jit=jit,
             verbose=0,
         )
@@ -338,7 +397,13 @@ def task_infer(backbone: str, size: int, n: int, batch: int, rounds: int = 1) ->
 
 
 def task_gpus() -> dict[str, Any]:
-    """Count the GPUs TensorFlow sees."""
+    """Count the GPUs the Keras backend sees."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return {"gpus": sum(device.platform == "gpu" for device in jax.devices())}
     import tensorflow as tf
 
     return {"gpus": len(tf.config.list_physical_devices("GPU"))}

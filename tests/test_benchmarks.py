@@ -185,10 +185,79 @@ def test_the_gpu_section_trains_each_backbone_in_float32_mixed_and_mixed_xla(
     }
 
 
-@pytest.mark.parametrize("pipeline", ["seed", "breastcls"])
+def test_the_gpu_section_on_jax_trains_from_memory_with_xla(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict[str, Any], str]] = []
+
+    def fake_work(
+        task: str, *, gpu: bool = False, keras_backend: str = "tensorflow", **arguments: Any
+    ) -> dict[str, Any]:
+        calls.append((task, arguments, keras_backend))
+        if task == "gpus":
+            return {"gpus": 1}
+        rates = {"float32": 200.0, "mixed_float16": 500.0, "mixed_bfloat16": 400.0}
+        return _train(rates.get(arguments.get("precision", ""), 100.0))
+
+    monkeypatch.setattr(run, "work", fake_work)
+    results = run.measure(run.GPU_ONLY, progress=False, keras_backend="jax")
+    assert {backend for _, _, backend in calls} == {"jax"}
+    trained = {
+        (a["pipeline"], a["backbone"], a.get("precision"), a.get("jit")) for _, a, _ in calls[1:]
+    }
+    for backbone in ("mobilenetv3small", "densenet201"):
+        assert ("seed", backbone, None, None) in trained
+        for precision in ("float32", "mixed_float16", "mixed_bfloat16"):
+            assert ("memory", backbone, precision, True) in trained
+    values = run.ratios(results, run.GPU_ONLY)
+    assert values["gpu_train_speedup_mixed_xla_vs_seed_densenet201"] == pytest.approx(5.0)
+    assert values["gpu_mixed_bf16_xla_speedup_vs_float32_xla_mobilenetv3small"] == pytest.approx(2)
+    assert values["gpu_mixed_xla_speedup_vs_float32_xla_densenet201"] == pytest.approx(2.5)
+    table = "\n".join(run.table(results, run.GPU_ONLY))
+    assert "| GPU train densenet201 224px, breastcls mixed_xla (Keras on jax, from memory)" in table
+
+
+def test_the_cpu_section_needs_tensorflow(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="CPU section needs TensorFlow"):
+        run.measure(run.FULL, progress=False, keras_backend="jax")
+    with pytest.raises(SystemExit):
+        run.main(["--keras-backend", "jax"])
+    assert "add --gpu-only" in capsys.readouterr().err
+
+
+def test_memory_batches_serve_decoded_images_with_their_labels(breakhis_dev: Path) -> None:
+    import cv2
+    from benchmarks.workers import _memory_batches
+
+    from breastcls import DataConfig, load_dataset
+    from breastcls.data.images import decode_image
+
+    dataset = load_dataset(DataConfig(path=breakhis_dev))
+    samples = sorted(dataset.samples, key=lambda s: str(s.path))[:: len(dataset.samples) // 12]
+    batches = _memory_batches(samples, dataset.class_names, 40, 4, steps=2)
+    assert len(batches) == 2
+    images, labels = batches[1]
+    assert images.shape == (4, 40, 40, 3) and images.dtype == np.uint8
+    assert labels.shape == (4, 2) and (labels.sum(axis=1) == 1).all()
+    first_epoch = batches.order.copy()
+    assert sorted(first_epoch) == list(range(len(samples)))
+    for image, label, index in zip(images, labels, first_epoch[4:8], strict=True):
+        sample = samples[index]
+        expected = cv2.resize(decode_image(sample.path), (40, 40), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(image, expected)
+        assert dataset.class_names[int(label.argmax())] == sample.label
+    batches.on_epoch_end()
+    assert not np.array_equal(batches.order, first_epoch)
+
+
+@pytest.mark.parametrize("pipeline", ["seed", "breastcls", "memory"])
 def test_a_training_worker_runs_with_the_gpu_options(pipeline: str) -> None:
     # On this CPU, mixed means bfloat16; the worker path is the one the GPU section takes.
-    options = {"precision": "mixed", "jit": True} if pipeline == "breastcls" else {}
+    options: dict[str, Any] = {
+        "seed": {},
+        "breastcls": {"precision": "mixed", "jit": True},
+        "memory": {"precision": "mixed_bfloat16", "jit": True},
+    }[pipeline]
     result = run.work(
         "train",
         pipeline=pipeline,

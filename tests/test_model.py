@@ -81,6 +81,19 @@ def test_seed_augmentation_draws_mirrored_zooms() -> None:
     assert sum(changed) > 48
 
 
+def test_on_tensorflow_the_seed_augmentation_stays_out_of_xla(host: PluginHost) -> None:
+    # TensorFlow's affine transform has no XLA kernel: with --jit the trainer compiles the rest
+    # of the step by auto-clustering instead of failing on the whole-step compilation.
+    from breastcls.builtin.trainer import _supports_xla
+
+    def model(augmentation: str) -> object:
+        config = ModelConfig(backbone="smallcnn", augmentation=augmentation, weights=None)
+        return build_model(config, n_classes=2, image_size=32, host=host)
+
+    assert not _supports_xla(model("seed"))
+    assert _supports_xla(model("none"))
+
+
 def test_a_missing_weights_file_is_a_clear_error(host: PluginHost, tmp_path: Path) -> None:
     missing = tmp_path / "nope.weights.h5"
     with pytest.raises(ConfigError, match=r"nope\.weights\.h5' does not exist"):

@@ -75,9 +75,10 @@ class SeedAugmentation(keras.layers.Layer):  # type: ignore[misc]
         self.zoom_range = zoom_range
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # Its affine transform (ImageProjectiveTransformV3) has no XLA kernel, as in Keras'
-        # RandomRotation: the trainer then leaves this layer out of XLA (auto-clustering).
-        self.supports_jit = False
+        # On TensorFlow its affine transform (ImageProjectiveTransformV3) has no XLA kernel, as
+        # in Keras' RandomRotation: the trainer then leaves this layer out of XLA
+        # (auto-clustering). JAX's transform is plain XLA, so the whole step compiles there.
+        self.supports_jit = keras.backend.backend() != "tensorflow"
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         if not training:
