@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
     python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
     python -m benchmarks.run --gpu-only --keras-backend jax  # the same on a GPU without TensorFlow
+    python -m benchmarks.run --gpu-only --gpu-backbone densenet201  # one backbone of it
     python -m benchmarks.run --json results.json
 
 Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
@@ -54,6 +55,7 @@ class Sizes:
     infer_n: int
     infer_size: int
     infer_rounds: int  # plain and TTA-8 passes, in turn; each keeps its best
+    gpu_backbones: tuple[str, ...] = ("mobilenetv3small", "densenet201")  # at 224 px
 
 
 FULL = Sizes(
@@ -300,7 +302,7 @@ def measure(
             "steps": 30,
             "size": 224,
         }
-        for backbone in (sizes.light, "densenet201"):
+        for backbone in sizes.gpu_backbones:
             step(
                 f"gpu_seed_{backbone}",
                 "train",
@@ -379,7 +381,7 @@ def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     out: dict[str, float] = {}
     if results.get("gpus"):
         (base, _, _), *others = GPU_VARIANTS[results.get("keras_backend", "tensorflow")]
-        for backbone in (sizes.light, "densenet201"):
+        for backbone in sizes.gpu_backbones:
             out[f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}"] = rate(
                 f"gpu_breastcls_{backbone}_mixed_xla"
             ) / rate(f"gpu_seed_{backbone}")
@@ -482,7 +484,7 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
     if results.get("gpus"):
         keras_backend = results.get("keras_backend", "tensorflow")
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
-        for backbone in (sizes.light, "densenet201"):
+        for backbone in sizes.gpu_backbones:
             seed = results[f"gpu_seed_{backbone}"]["images_per_s"]
             for label, _, _ in GPU_VARIANTS[keras_backend]:
                 ours = results[f"gpu_breastcls_{backbone}_{label}"]["images_per_s"]
@@ -522,11 +524,20 @@ def main(argv: list[str] | None = None) -> None:
         help="Keras backend of the GPU section (jax: for a GPU machine without TensorFlow; "
         "needs --gpu-only)",
     )
+    parser.add_argument(
+        "--gpu-backbone",
+        action="append",
+        metavar="NAME",
+        help="a backbone of the GPU section (repeatable; default: mobilenetv3small and "
+        "densenet201), to split the section across shorter runs",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
     if args.keras_backend != "tensorflow" and not args.gpu_only:
         parser.error("--keras-backend jax measures the GPU section only: add --gpu-only")
     sizes = GPU_ONLY if args.gpu_only else QUICK if args.quick else FULL
+    if args.gpu_backbone:
+        sizes = dataclasses.replace(sizes, gpu_backbones=tuple(args.gpu_backbone))
     started = time.perf_counter()
     results = measure(sizes, keras_backend=args.keras_backend)
     values = ratios(results, sizes)

@@ -217,6 +217,25 @@ def test_the_gpu_section_on_jax_trains_from_memory_with_xla(
     assert "| GPU train densenet201 224px, breastcls mixed_xla (Keras on jax, from memory)" in table
 
 
+def test_the_gpu_section_can_measure_one_backbone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def fake_work(task: str, **arguments: Any) -> dict[str, Any]:
+        calls.append((task, arguments))
+        return {"gpus": 1} if task == "gpus" else _train(50.0 * len(calls))
+
+    monkeypatch.setattr(run, "work", fake_work)
+    monkeypatch.setattr(run, "cpu_name", lambda: "test CPU")
+    run.main(["--gpu-only", "--gpu-backbone", "densenet201"])
+    assert {arguments["backbone"] for _, arguments in calls[1:]} == {"densenet201"}
+    assert len(calls) == 5  # the GPU count, the seed, float32, mixed, mixed + XLA
+    ratio_lines = [line for line in capsys.readouterr().out.splitlines() if line[:6] == "ratio "]
+    assert "ratio gpu_train_speedup_mixed_xla_vs_seed_densenet201 = 2.50" in ratio_lines
+    assert not any("mobilenet" in line for line in ratio_lines)
+
+
 def test_the_cpu_section_needs_tensorflow(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="CPU section needs TensorFlow"):
         run.measure(run.FULL, progress=False, keras_backend="jax")
