@@ -7,6 +7,7 @@ Usage (from the repository root)::
     python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
     python -m benchmarks.run --gpu-only --keras-backend jax  # the same on a GPU without TensorFlow
     python -m benchmarks.run --gpu-only --gpu-backbone densenet201  # one backbone of it
+    python -m benchmarks.run --gpu-only --gpu-variant mixed_xla     # one configuration of it
     python -m benchmarks.run --json results.json
 
 Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
@@ -56,6 +57,7 @@ class Sizes:
     infer_size: int
     infer_rounds: int  # plain and TTA-8 passes, in turn; each keeps its best
     gpu_backbones: tuple[str, ...] = ("mobilenetv3small", "densenet201")  # at 224 px
+    gpu_variants: tuple[str, ...] | None = None  # labels of GPU_VARIANTS to measure (None: all)
 
 
 FULL = Sizes(
@@ -165,6 +167,15 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.machine()
+
+
+def _gpu_variants(keras_backend: str, sizes: Sizes) -> list[tuple[str, str, bool]]:
+    """The GPU section's configurations of breastcls that ``sizes`` asks for."""
+    return [
+        variant
+        for variant in GPU_VARIANTS[keras_backend]
+        if sizes.gpu_variants is None or variant[0] in sizes.gpu_variants
+    ]
 
 
 def measure(
@@ -311,7 +322,7 @@ def measure(
                 backbone=backbone,
                 **gpu_train,
             )
-            for label, precision, jit in GPU_VARIANTS[keras_backend]:
+            for label, precision, jit in _gpu_variants(keras_backend, sizes):
                 step(
                     f"gpu_breastcls_{backbone}_{label}",
                     "train",
@@ -379,16 +390,24 @@ def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
         return float(results[key]["images_per_s"])
 
     out: dict[str, float] = {}
-    if results.get("gpus"):
-        (base, _, _), *others = GPU_VARIANTS[results.get("keras_backend", "tensorflow")]
-        for backbone in sizes.gpu_backbones:
-            out[f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}"] = rate(
-                f"gpu_breastcls_{backbone}_mixed_xla"
-            ) / rate(f"gpu_seed_{backbone}")
-            for label, _, _ in others:
-                out[f"gpu_{label}_speedup_vs_{base}_{backbone}"] = rate(
-                    f"gpu_breastcls_{backbone}_{label}"
-                ) / rate(f"gpu_breastcls_{backbone}_{base}")
+    if not results.get("gpus"):
+        return out
+    (base, _, _), *others = GPU_VARIANTS[results.get("keras_backend", "tensorflow")]
+
+    def key(backbone: str, configuration: str) -> str:
+        """The results key of the seed reference or of one of breastcls' variants."""
+        if configuration == "seed":
+            return f"gpu_seed_{backbone}"
+        return f"gpu_breastcls_{backbone}_{configuration}"
+
+    for backbone in sizes.gpu_backbones:
+        pairs = {f"gpu_train_speedup_mixed_xla_vs_seed_{backbone}": ("mixed_xla", "seed")}
+        for label, _, _ in others:
+            pairs[f"gpu_{label}_speedup_vs_{base}_{backbone}"] = (label, base)
+        for name, (ours, reference) in pairs.items():
+            # A run may measure some variants only (--gpu-variant).
+            if key(backbone, ours) in results and key(backbone, reference) in results:
+                out[name] = rate(key(backbone, ours)) / rate(key(backbone, reference))
     return out
 
 
@@ -486,7 +505,7 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
         for backbone in sizes.gpu_backbones:
             seed = results[f"gpu_seed_{backbone}"]["images_per_s"]
-            for label, _, _ in GPU_VARIANTS[keras_backend]:
+            for label, _, _ in _gpu_variants(keras_backend, sizes):
                 ours = results[f"gpu_breastcls_{backbone}_{label}"]["images_per_s"]
                 rows.append(
                     f"| GPU train {backbone} 224px, breastcls {label}{on}: images/s | "
@@ -531,6 +550,13 @@ def main(argv: list[str] | None = None) -> None:
         help="a backbone of the GPU section (repeatable; default: mobilenetv3small and "
         "densenet201), to split the section across shorter runs",
     )
+    parser.add_argument(
+        "--gpu-variant",
+        action="append",
+        metavar="LABEL",
+        help="a configuration of the GPU section (repeatable; default: all): float32, mixed, "
+        "mixed_xla on TensorFlow; float32_xla, mixed_xla, mixed_bf16_xla on JAX",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
     if args.keras_backend != "tensorflow" and not args.gpu_only:
@@ -538,6 +564,15 @@ def main(argv: list[str] | None = None) -> None:
     sizes = GPU_ONLY if args.gpu_only else QUICK if args.quick else FULL
     if args.gpu_backbone:
         sizes = dataclasses.replace(sizes, gpu_backbones=tuple(args.gpu_backbone))
+    if args.gpu_variant:
+        known = [label for label, _, _ in GPU_VARIANTS[args.keras_backend]]
+        unknown = sorted(set(args.gpu_variant) - set(known))
+        if unknown:
+            parser.error(
+                f"--gpu-variant {', '.join(unknown)}: on {args.keras_backend} use "
+                f"{', '.join(known)}"
+            )
+        sizes = dataclasses.replace(sizes, gpu_variants=tuple(args.gpu_variant))
     started = time.perf_counter()
     results = measure(sizes, keras_backend=args.keras_backend)
     values = ratios(results, sizes)

@@ -217,9 +217,10 @@ def test_the_gpu_section_on_jax_trains_from_memory_with_xla(
     assert "| GPU train densenet201 224px, breastcls mixed_xla (Keras on jax, from memory)" in table
 
 
-def test_the_gpu_section_can_measure_one_backbone(
+def test_the_gpu_section_can_measure_one_backbone_and_one_variant(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # A GPU lent for minutes runs the section in parts: here DenseNet201 in mixed + XLA alone.
     calls: list[tuple[str, dict[str, Any]]] = []
 
     def fake_work(task: str, **arguments: Any) -> dict[str, Any]:
@@ -228,12 +229,14 @@ def test_the_gpu_section_can_measure_one_backbone(
 
     monkeypatch.setattr(run, "work", fake_work)
     monkeypatch.setattr(run, "cpu_name", lambda: "test CPU")
-    run.main(["--gpu-only", "--gpu-backbone", "densenet201"])
-    assert {arguments["backbone"] for _, arguments in calls[1:]} == {"densenet201"}
-    assert len(calls) == 5  # the GPU count, the seed, float32, mixed, mixed + XLA
+    run.main(["--gpu-only", "--gpu-backbone", "densenet201", "--gpu-variant", "mixed_xla"])
+    trained = [(a["pipeline"], a["backbone"], a.get("jit")) for _, a in calls[1:]]
+    assert trained == [("seed", "densenet201", None), ("breastcls", "densenet201", True)]
     ratio_lines = [line for line in capsys.readouterr().out.splitlines() if line[:6] == "ratio "]
-    assert "ratio gpu_train_speedup_mixed_xla_vs_seed_densenet201 = 2.50" in ratio_lines
-    assert not any("mobilenet" in line for line in ratio_lines)
+    assert ratio_lines == ["ratio gpu_train_speedup_mixed_xla_vs_seed_densenet201 = 1.50"]
+    with pytest.raises(SystemExit):
+        run.main(["--gpu-only", "--keras-backend", "jax", "--gpu-variant", "mixed"])
+    assert "on jax use float32_xla, mixed_xla, mixed_bf16_xla" in capsys.readouterr().err
 
 
 def test_the_cpu_section_needs_tensorflow(capsys: pytest.CaptureFixture[str]) -> None:
