@@ -51,6 +51,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert json.loads((run / "class_names.json").read_text()) == ["benign", "malignant"]
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     environment = json.loads((run / "environment.json").read_text())
+    assert environment["keras_backend"] == os.environ.get("KERAS_BACKEND", "tensorflow")
     assert environment["settings"]["TF_CPU_ALLOCATOR_USE_BFC"] == os.environ.get(
         "TF_CPU_ALLOCATOR_USE_BFC", "true"
     )

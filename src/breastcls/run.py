@@ -118,7 +118,8 @@ TENSORFLOW_SETTINGS = (
 
 
 def environment() -> dict[str, Any]:
-    """Return the versions, devices and TensorFlow settings a run used (``environment.json``)."""
+    """Return the versions, Keras backend, devices and TensorFlow settings a run used
+    (``environment.json``)."""
     import keras
     import numpy
     import tensorflow as tf
@@ -129,6 +130,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
         "numpy": numpy.__version__,
         "devices": [device.name for device in tf.config.list_logical_devices()],
         "settings": {name: os.environ[name] for name in TENSORFLOW_SETTINGS if name in os.environ},
