@@ -585,6 +585,9 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print("\n".join(table(results, sizes)))
     print()
+    if args.quick:
+        print("A smoke run: small sizes and one round each; the targets are set for the full run.")
+        print()
     print("\n".join(target_rows(values)))
     print()
     if args.json:

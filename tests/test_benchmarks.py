@@ -77,12 +77,17 @@ def test_ratios_and_targets_from_results() -> None:
     assert "no GPU: not measured" in table
 
 
-def test_quick_mode_reports_only_what_it_measured() -> None:
+def test_quick_mode_reports_only_what_it_measured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = {
         key: value
         for key, value in _results(gpus=0).items()
         if "smallcnn" not in key and "densenet" not in key and "light_" not in key
     }
+    monkeypatch.setattr(run, "measure", lambda sizes, **_: results if sizes == run.QUICK else {})
+    run.main(["--quick"])
+    assert "the targets are set for the full run" in capsys.readouterr().out
     values = run.ratios(results, run.QUICK)
     assert set(values) == {
         "train_speedup_vs_seed",
