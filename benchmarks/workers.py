@@ -80,6 +80,16 @@ class _StepTimer:
         }
 
 
+def _check_full_batches(images: int, warmup: int, steps: int, batch: int) -> None:
+    """Fail unless ``images`` fill every timed step with a full batch: a partial last batch, or
+    a stream that runs out, would measure other steps than the ones asked for."""
+    if images < (warmup + steps) * batch:
+        raise ValueError(
+            f"{images} training images fill {images // batch} batches of {batch}, fewer than the "
+            f"{warmup} warm-up and {steps} measured steps: give the benchmark more images (n)"
+        )
+
+
 def _seed_backbone(name: str, size: int) -> Any:
     from breastcls import PluginHost
 
@@ -172,6 +182,7 @@ def task_train(
         from benchmarks.seed_reference import SeedFlow, seed_model, seed_prepare
 
         x_train, y_train, _, _ = seed_prepare(*_by_class(samples), size)
+        _check_full_batches(len(x_train), warmup, steps, batch)
         flow = SeedFlow(x_train, y_train, batch_size=batch, seed=11)
         model = seed_model(
             _seed_backbone(backbone, size), jit_compile=keras.backend.backend() == "jax"
@@ -182,6 +193,7 @@ def task_train(
     else:
         from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
 
+        _check_full_batches(len(samples), warmup, steps, batch)
         host = PluginHost()
         if pipeline == "memory":
             train_data = _memory_batches(samples, class_names, size, batch, warmup + steps)

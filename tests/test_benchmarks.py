@@ -300,6 +300,17 @@ def test_a_training_worker_runs_with_the_gpu_options(pipeline: str) -> None:
     assert result["images_per_s"] > 0 and result["first_step_s"] > 0
 
 
+def test_every_timed_step_gets_a_full_batch() -> None:
+    from benchmarks.workers import _check_full_batches
+
+    for sizes in (run.FULL, run.QUICK):
+        assert sizes.n >= run.training_images(sizes.warmup, sizes.steps)
+    assert run.training_images(5, 30) == 700  # the GPU section: the seed trains on 560 of them
+    _check_full_batches(560, 5, 30, 16)
+    with pytest.raises(ValueError, match="538 training images fill 33 batches of 16, fewer"):
+        _check_full_batches(538, 5, 30, 16)
+
+
 def test_seed_reference_transform_is_keras_preprocessing_maths() -> None:
     from benchmarks.seed_reference import apply_affine_transform, random_transform
 
