@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,25 @@ def _image(red_at: tuple[int, int], green_at: tuple[int, int]) -> np.ndarray:
     return image
 
 
+@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
+def dtype_policy(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Build models under each precision ``--precision`` can give (GPU float16, CPU bfloat16)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy(request.param)
+    try:
+        yield str(request.param)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 @pytest.mark.parametrize(("red_at", "green_at"), [((2, 3), (20, 22)), ((22, 20), (4, 2))])
 def test_heat_is_where_the_decision_is_made(
-    red_at: tuple[int, int], green_at: tuple[int, int]
+    red_at: tuple[int, int], green_at: tuple[int, int], dtype_policy: str
 ) -> None:
     model = _red_detector()
+    assert model.get_layer("head").dtype_policy.name == dtype_policy
     assert find_feature_layer(model).name == "any_backbone"
     image = _image(red_at, green_at)
     heat = gradcam_heatmaps(model, image[None], [1])[0]

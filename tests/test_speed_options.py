@@ -5,29 +5,38 @@ Deterministic mode is tested end to end in ``test_determinism.py``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from _runs import read_history
 from breastcls import (
     DataConfig,
     ModelConfig,
+    ModelLoadError,
     PluginHost,
     RunConfig,
     TrainConfig,
     build_model,
+    evaluate,
+    hookimpl,
     load_dataset,
     load_model,
+    resume,
     train,
 )
 from breastcls.data.images import scan_samples
 from breastcls.data.pipeline import make_dataset
+from breastcls.model import load_checkpoint
+from breastcls.testing import isolated_host
 
 
 def _datasets(
@@ -69,6 +78,74 @@ def test_mixed_precision_trains_end_to_end_on_cpu_in_bfloat16(
     probabilities = model.predict(images, verbose=0)
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+class InterruptAfterFirstEpoch:
+    """A plugin that presses Ctrl-C when the first epoch ends (its checkpoint is written)."""
+
+    @hookimpl
+    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+
+def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
+    small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU, ``--precision mixed`` is float16 with loss scaling; the CPU runs it too, slowly.
+
+    The run starts as on a GPU and resumes on this CPU, where ``mixed`` alone would mean
+    bfloat16: the resumed run keeps the float16 it was trained with.
+    """
+    import keras
+
+    config = RunConfig(
+        data=DataConfig(path=small_breakhis, image_size=32),
+        model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+        train=TrainConfig(epochs=3, batch_size=8, precision="mixed", verbose=0),
+        out_dir=tmp_path,
+        name="run",
+    )
+    with monkeypatch.context() as on_a_gpu, pytest.raises(KeyboardInterrupt):
+        # `breastcls.train` is the function; the module is reached through sys.modules.
+        on_a_gpu.setattr(
+            sys.modules["breastcls.train"], "_precision_policy", lambda precision: "mixed_float16"
+        )
+        train(config, host=isolated_host(("interrupt", InterruptAfterFirstEpoch())))
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["dtype_policy"] == "mixed_float16"
+    # Loaded under another precision, the loss-scaled optimizer state would be dropped: refused.
+    with pytest.raises(ModelLoadError, match=r"current precision \(float32\).*dtype_policy"):
+        load_checkpoint(run_dir / "checkpoints" / "epoch-0001.keras")
+    result = resume(run_dir)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    assert [int(row["epoch"]) for row in read_history(result.run_dir)] == [1, 2, 3]
+    assert all(math.isfinite(v) for v in result.history["loss"] + result.history["val_loss"])
+
+    model = load_model(result.best_model)
+    backbone_policies = {layer.dtype_policy.name for layer in model.get_layer("smallcnn").layers}
+    assert "mixed_float16" in backbone_policies
+    assert model.get_layer("head_probabilities").dtype_policy.name == "float32"
+    # The resumed run continued the loss-scaled optimizer (Adam's step counter and the loss
+    # scale) instead of starting a fresh one: its step counter covers all three epochs.
+    n_train = sum(row.rstrip().endswith(",train") for row in (result.run_dir / "split.csv").open())
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        last = load_checkpoint(max((result.run_dir / "checkpoints").glob("epoch-*.keras")))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert type(last.optimizer).__name__ == "LossScaleOptimizer"
+    assert int(last.optimizer.iterations) == 3 * math.ceil(n_train / 8)
+
+    # Evaluation (TTA and Grad-CAM included) of the float16 model.
+    evaluation = evaluate(result.run_dir, tta="d8", out_dir=tmp_path / "evaluation", verbose=0)
+    assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == 4
+    assert (evaluation.out_dir / "gradcam_correct.png").is_file()
+    probabilities = np.loadtxt(
+        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(-2, -1)
+    )
+    assert probabilities.shape == (4, 2)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)
 
 
 def _fit(root: Path, tmp_path: Path, augmentation: str, *, jit: bool) -> tuple[Any, Any]:

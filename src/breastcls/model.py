@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,15 +147,30 @@ def load_checkpoint(path: Path) -> Any:
     return _safe_load(path, compile=True)
 
 
+_OPTIMIZER_MISMATCH = "Skipping variable loading for optimizer"
+
+
 def _safe_load(path: Path, *, compile: bool) -> Any:
     import keras
 
     import breastcls.layers  # noqa: F401  (registers breastcls' layers for deserialisation)
 
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+        with warnings.catch_warnings():
+            # Keras only warns when a checkpoint's optimizer state does not fit the optimizer it
+            # rebuilds (e.g. a loss-scaled float16 run loaded under another precision) and then
+            # trains on with a fresh one: a resumed run would silently lose Adam's moments.
+            warnings.filterwarnings("error", message=_OPTIMIZER_MISMATCH)
+            return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except Exception as error:
         message = str(error)
+        if _OPTIMIZER_MISMATCH in message:
+            raise ModelLoadError(
+                f"{path}: its optimizer state does not fit the optimizer rebuilt under the "
+                f"current precision ({keras.mixed_precision.global_policy().name}); it was saved "
+                "under another one. Resume the run with `breastcls train --resume RUN_DIR`, which "
+                "restores the precision its config.json records (dtype_policy)."
+            ) from error
         missing = _unregistered_layers(path)
         if missing:
             names = ", ".join(

@@ -144,6 +144,13 @@ def _precision_policy(precision: str) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
+def _recorded_policy(run_dir: Path) -> str | None:
+    """The Keras dtype policy a run folder's ``config.json`` records (older runs record none)."""
+    raw: dict[str, Any] = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    policy = raw.get("dtype_policy")
+    return str(policy) if policy else None
+
+
 def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     """Train a model as ``config`` says and write a complete run folder.
 
@@ -373,6 +380,12 @@ def _train_in(
         else None
     )
     config_dict["distribution"] = describe_strategy(strategy, config.train.batch_size)
+    # A resumed run keeps the precision it was trained with, whatever device it resumes on: its
+    # checkpoint's layers and loss-scaled optimizer state are in that precision.
+    policy = (_recorded_policy(run_dir) if resume_from else None) or _precision_policy(
+        config.train.precision
+    )
+    config_dict["dtype_policy"] = policy
     config_dict["class_weights_used"] = (
         {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
     )
@@ -396,7 +409,7 @@ def _train_in(
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(_precision_policy(config.train.precision))
+    keras.mixed_precision.set_global_policy(policy)
     # The epoch counter the shuffle order follows: a plain host variable, outside the strategy.
     epoch_variable = tf.Variable(start_epoch, dtype=tf.int64, trainable=False)
     # The model is built, compiled (inside the trainer's fit) and fitted under the strategy.

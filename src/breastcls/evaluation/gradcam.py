@@ -83,14 +83,17 @@ def gradcam_heatmaps(
     batch = tf.convert_to_tensor(images, dtype=tf.float32)
     with tf.GradientTape() as tape:
         features, probabilities = grad_model(batch, training=False)
-        features = tf.cast(features, tf.float32)
         tape.watch(features)
         target = tf.gather(
             tf.cast(probabilities, tf.float32),
             tf.constant(list(class_indices), dtype=tf.int32),
             batch_dims=1,
         )
-    gradients = tape.gradient(target, features)
+    # Differentiate with respect to the tensor the model computed with: in a mixed-precision
+    # model the features are float16 or bfloat16, and a float32 copy lies on no path to the
+    # probabilities. The heatmap itself is computed in float32.
+    gradients = tf.cast(tape.gradient(target, features), tf.float32)
+    features = tf.cast(features, tf.float32)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1, keepdims=True))
     cam = tf.image.resize(cam, tf.shape(batch)[1:3], method="bilinear")[..., 0]
