@@ -216,7 +216,12 @@ def test_the_gpu_section_on_jax_trains_from_memory_with_xla(
             assert ("memory", backbone, precision, True) in trained
     values = run.ratios(results, run.GPU_ONLY)
     assert values["gpu_train_speedup_mixed_xla_vs_seed_densenet201"] == pytest.approx(5.0)
+    assert values["gpu_train_speedup_mixed_bf16_xla_vs_seed_densenet201"] == pytest.approx(4.0)
     assert values["gpu_mixed_bf16_xla_speedup_vs_float32_xla_mobilenetv3small"] == pytest.approx(2)
+    # Both are mixed precision + XLA, so the GPU target covers both on JAX (TensorFlow: float16).
+    rows = "\n".join(run.target_rows(values, "jax"))
+    assert "| gpu_train_speedup_mixed_bf16_xla_vs_seed_densenet201 | >= 3.0 | 4.00 | yes |" in rows
+    assert "mixed_bf16" not in "\n".join(run.target_rows(values))
     assert values["gpu_mixed_xla_speedup_vs_float32_xla_densenet201"] == pytest.approx(2.5)
     table = "\n".join(run.table(results, run.GPU_ONLY))
     assert "| GPU train densenet201 224px, breastcls mixed_xla (Keras on jax, from memory)" in table

@@ -76,6 +76,20 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert train_patients and validation_patients and not train_patients & validation_patients
 
 
+def test_environment_records_the_settings_that_change_speed_or_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from breastcls.run import environment
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=1")
+    monkeypatch.setenv("TF_DETERMINISTIC_OPS", "1")
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    settings = environment()["settings"]
+    assert settings["XLA_FLAGS"] == "--xla_gpu_autotune_level=1"
+    assert settings["TF_DETERMINISTIC_OPS"] == "1"
+    assert "TF_XLA_FLAGS" not in settings
+
+
 def test_the_demo_run_learns_the_synthetic_classes(tmp_path: Path) -> None:
     code, output = invoke("train", "--demo", "--out", str(tmp_path))
     assert code == 0, output
