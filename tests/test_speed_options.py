@@ -203,6 +203,42 @@ def test_jit_with_image_augmentation_uses_xla_autoclustering(
     assert tf.config.optimizer.get_jit() == ""  # restored after the fit
 
 
+_GPU_FAST_PATH_RUN = """
+import json, sys
+from pathlib import Path
+import breastcls, breastcls.train
+sys.modules["breastcls.train"]._precision_policy = lambda precision: "mixed_float16"
+config = breastcls.RunConfig(
+    data=breastcls.DataConfig(path=Path(sys.argv[1]), image_size=32),
+    model=breastcls.ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
+    train=breastcls.TrainConfig(epochs=1, batch_size=8, precision="mixed", jit=True, verbose=0),
+    out_dir=Path(sys.argv[2]),
+)
+print("HISTORY", json.dumps(breastcls.train(config).history))
+"""
+
+
+def test_the_gpu_fast_path_compiles_float16_xla_clusters_around_the_augmentation(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    # `--precision mixed --jit` with the seed augmentation, as on a GPU (float16), with XLA
+    # auto-clustering really compiling: on a CPU only TF_XLA_FLAGS turns it on, and TensorFlow
+    # reads that when it starts, hence the separate process.
+    env = {**os.environ, "TF_XLA_FLAGS": "--tf_xla_cpu_global_jit", "TF_CPP_MIN_LOG_LEVEL": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", _GPU_FAST_PATH_RUN, str(small_breakhis), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Compiled cluster using XLA" in done.stderr
+    history = json.loads(done.stdout.split("HISTORY ", 1)[1])
+    assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
+
+
 def _epochs(dataset: Any, n: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(images.numpy(), labels.numpy()) for _ in range(n) for images, labels in dataset]
 
