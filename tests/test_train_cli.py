@@ -155,6 +155,21 @@ def test_missing_weights_file(small_breakhis: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("split", [(), ("--folds", "2")])
+def test_imagenet_weights_for_a_backbone_without_them(
+    small_breakhis: Path, tmp_path: Path, split: tuple[str, ...]
+) -> None:
+    # smallcnn declares it has no ImageNet weights, and "imagenet" is the default.
+    args = _train_args(small_breakhis, tmp_path / "runs", *split)
+    del args[args.index("--weights") : args.index("--weights") + 2]
+    code, output = invoke(*args)
+    _assert_one_line_error(
+        code, output, "Backbone 'smallcnn' has no ImageNet weights: pass --weights none"
+    )
+    assert "Offline?" not in output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unwritable_output_folder(small_breakhis: Path, tmp_path: Path) -> None:
     # Tests run as root, where permissions do not stop writes: a folder below a plain file
     # can never be created.

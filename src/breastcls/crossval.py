@@ -26,7 +26,7 @@ from breastcls.errors import BreastclsError, ConfigError, DataError
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.run import RunResult, create_run_dir, read_status, write_status
-from breastcls.train import check_resumable, finished_run, resume, train
+from breastcls.train import check_resumable, check_run_config, finished_run, resume, train
 
 __all__ = [
     "CROSS_VALIDATION_FILE",
@@ -145,6 +145,7 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
             "cross_validate needs data.folds (e.g. --folds 5) or data.protocol (--protocol "
             "spanhol); use breastcls.train for a single split."
         )
+    check_run_config(config, host)
     _check_splits(config, host, count)
     stem = f"{config.model.backbone}-" + (
         f"{count}fold" if config.data.folds else str(config.data.protocol)

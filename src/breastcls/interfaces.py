@@ -148,12 +148,17 @@ class Backbone(Protocol):
 class KerasBackbone:
     """The usual :class:`Backbone`: a factory function plus its preprocessing mode.
 
+    ``imagenet_weights=False`` says the factory has no ImageNet weights (a backbone trained from
+    scratch): ``weights="imagenet"``, the default, is then refused up front with an error saying
+    to pass ``none`` or a weights file, before any run folder is created.
+
     Example:
         ``KerasBackbone(factory=build_resnet50, preprocessing="caffe")``
     """
 
     factory: BackboneFactory
     preprocessing: BackbonePreprocessing = "none"
+    imagenet_weights: bool = True
 
     def build(self, *, input_shape: tuple[int, int, int], weights: str | None) -> Any:
         """Call the factory."""

@@ -11,17 +11,26 @@ from typing import Any
 
 from breastcls.config import ModelConfig
 from breastcls.errors import ConfigError, ModelLoadError
+from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = ["build_model", "check_weights", "load_checkpoint", "load_model"]
 
 
-def check_weights(weights: str | None) -> None:
-    """Check a ``weights`` setting before anything is built or written.
+def check_weights(weights: str | None, *, backbone_name: str, backbone: Backbone) -> None:
+    """Check a ``weights`` setting for a backbone before anything is built or written.
 
     Raises:
-        ConfigError: ``weights`` is a path that does not exist or is not a file.
+        ConfigError: ``weights`` is ``imagenet`` for a backbone that declares it has no ImageNet
+            weights (``KerasBackbone(imagenet_weights=False)``), or a path that does not exist
+            or is not a file.
     """
+    if weights == "imagenet" and not getattr(backbone, "imagenet_weights", True):
+        raise ConfigError(
+            f"Backbone {backbone_name!r} has no ImageNet weights: pass --weights none to train "
+            "it from scratch (weights=None in Python), or --weights PATH for a weights file made "
+            "for it."
+        )
     if weights is None or weights == "imagenet":
         return
     path = Path(weights).expanduser()
@@ -55,13 +64,14 @@ def build_model(
 
     Raises:
         UnknownComponentError: An id is not registered.
-        ConfigError: The weights file does not exist or ImageNet weights cannot be downloaded.
+        ConfigError: The weights file does not exist, the backbone has no ImageNet weights, or
+            they cannot be downloaded.
     """
     host = ensure_host(host)
     backbone = host.backbones.get(config.backbone)
     head = host.heads.get(config.head)
     augmentation = host.augmentations.get(config.augmentation)
-    check_weights(config.weights)
+    check_weights(config.weights, backbone_name=config.backbone, backbone=backbone)
     if n_classes < 2:
         raise ConfigError(f"n_classes={n_classes}: a classifier needs at least two classes.")
 

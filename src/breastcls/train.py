@@ -151,6 +151,33 @@ def _recorded_policy(run_dir: Path) -> str | None:
     return str(policy) if policy else None
 
 
+def check_run_config(config: RunConfig, host: PluginHost) -> None:
+    """Refuse, before any folder is created, a configuration that cannot train: an unknown
+    component, unusable weights, or ``tensorboard`` without its package.
+
+    Raises:
+        UnknownComponentError: A backbone, head, augmentation or trainer id is not registered.
+        ConfigError: The weights do not suit the backbone, or tensorboard is missing.
+    """
+    for kind, name in (
+        ("backbone", config.model.backbone),
+        ("head", config.model.head),
+        ("augmentation", config.model.augmentation),
+        ("trainer", config.train.trainer),
+    ):
+        host.registry(kind).info(name)
+    check_weights(
+        config.model.weights,
+        backbone_name=config.model.backbone,
+        backbone=host.backbones.get(config.model.backbone),
+    )
+    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package, which is not installed: "
+            "pip install 'breastcls[tensorboard]', or train without --tensorboard."
+        )
+
+
 def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     """Train a model as ``config`` says and write a complete run folder.
 
@@ -175,19 +202,7 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
             before the run folder is created whenever it can be detected up front.
     """
     host = ensure_host(host)
-    for kind, name in (
-        ("backbone", config.model.backbone),
-        ("head", config.model.head),
-        ("augmentation", config.model.augmentation),
-        ("trainer", config.train.trainer),
-    ):
-        host.registry(kind).info(name)
-    check_weights(config.model.weights)
-    if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ConfigError(
-            "--tensorboard needs the tensorboard package, which is not installed: "
-            "pip install 'breastcls[tensorboard]', or train without --tensorboard."
-        )
+    check_run_config(config, host)
     # Non-chief workers of a multi-worker cluster write into a temporary folder.
     out_dir = worker_out_dir(config.out_dir)
     check_writable_dir(out_dir)

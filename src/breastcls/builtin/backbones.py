@@ -74,7 +74,7 @@ def breastcls_register_backbones(registry: PluginRegistry[Backbone]) -> None:
     )
     registry.add(
         "smallcnn",
-        KerasBackbone(factory=build_smallcnn, preprocessing="tf"),
+        KerasBackbone(factory=build_smallcnn, preprocessing="tf", imagenet_weights=False),
         summary="a small 4-block CNN trained from scratch: demos, tests, quick CPU baselines",
     )
     registry.add(
