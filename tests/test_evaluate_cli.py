@@ -188,6 +188,18 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
+    # A folder without best.keras: a run that saved no model, or a cross-validation run.
+    unsaved = tmp_path / "unsaved"
+    unsaved.mkdir()
+    result = runner.invoke(app, ["evaluate", "--model", str(unsaved)])
+    assert result.exit_code == 2 and "holds no best.keras" in result.output
+    (unsaved / "cross_validation.json").write_text("{}")
+    shutil.copytree(run, unsaved / "fold-2")
+    result = runner.invoke(app, ["export", str(unsaved)])
+    assert result.exit_code == 2
+    assert "is a cross-validation run: its models are in its fold folders (fold-2)" in (
+        result.output
+    )
     # A bare model (no split.csv beside it) needs --data; a broken temperature.json is named.
     bare = tmp_path / "bare"
     bare.mkdir()

@@ -14,7 +14,7 @@ from breastcls.errors import ConfigError, ModelLoadError
 from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["build_model", "check_weights", "load_checkpoint", "load_model"]
+__all__ = ["build_model", "check_weights", "load_checkpoint", "load_model", "model_file"]
 
 
 def check_weights(weights: str | None, *, backbone_name: str, backbone: Backbone) -> None:
@@ -110,6 +110,36 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
 
 
+def model_file(path: Path) -> Path:
+    """Return the ``.keras`` file ``path`` names: itself, or a run folder's ``best.keras``.
+
+    Raises:
+        ModelLoadError: Nothing is there, or a folder holds no ``best.keras`` (a
+            cross-validation run, whose models are in its fold folders, or a run that saved no
+            model yet); the message says which and what to pass instead.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(
+            f"Model {str(path)!r} does not exist: pass a run folder (holding best.keras) or a "
+            ".keras file."
+        )
+    if not path.is_dir():
+        return path
+    if (path / "best.keras").is_file():
+        return path / "best.keras"
+    if (path / "cross_validation.json").is_file():
+        folds = sorted(p.name for p in path.glob("fold-*") if (p / "best.keras").is_file())
+        raise ModelLoadError(
+            f"{str(path)!r} is a cross-validation run: its models are in its fold folders "
+            f"({', '.join(folds) or 'none saved yet'}); pass one of them."
+        )
+    raise ModelLoadError(
+        f"{str(path)!r} holds no best.keras: pass a run folder that saved a model or a .keras "
+        "file (`breastcls runs` shows whether a run failed or stopped before its first epoch)."
+    )
+
+
 def load_model(path: Path, *, class_names: Sequence[str] | None = None) -> Any:
     """Load a ``.keras`` model in Keras safe mode (no code from the file is executed).
 
@@ -122,13 +152,7 @@ def load_model(path: Path, *, class_names: Sequence[str] | None = None) -> Any:
         ModelLoadError: The file is missing or not a Keras model, it needs a layer from a plugin
             that is not installed, or its class names differ from ``class_names``.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.keras"
-    if not path.is_file():
-        raise ModelLoadError(
-            f"Model {str(path)!r} does not exist: pass a run folder or a .keras file."
-        )
+    path = model_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
     if class_names is not None:

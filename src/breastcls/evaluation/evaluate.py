@@ -33,6 +33,7 @@ from breastcls.evaluation.clinical import (
 )
 from breastcls.interfaces import MetricSection, Predictions, Sample
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
+from breastcls.model import model_file
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = [
@@ -79,17 +80,6 @@ class PredictResult:
     path: Path
     n_images: int
     class_names: tuple[str, ...]
-
-
-def _model_file(model: Path) -> Path:
-    model = Path(model)
-    path = model / "best.keras" if model.is_dir() else model
-    if not path.is_file():
-        raise ModelLoadError(
-            f"Model {str(model)!r} does not exist: pass a run folder (holding best.keras) or a "
-            ".keras file."
-        )
-    return path
 
 
 def _read_json(path: Path) -> Any:
@@ -324,7 +314,7 @@ def evaluate(
 
     host = ensure_host(host)
     host.tta.info(tta)
-    model_path = _model_file(model)
+    model_path = model_file(model)
     model_dir = model_path.parent
     if out_dir is None:
         stem = Path(data).stem if data is not None else "validation"
@@ -615,7 +605,7 @@ def predict(
     host = ensure_host(host)
     component = host.tta.get(tta)
     files = _expand_inputs(inputs)
-    model_path = _model_file(model)
+    model_path = model_file(model)
     keras_model = load_model(model_path)
     image_size = _image_size(keras_model)
     n_outputs = int(keras_model.output_shape[-1])
