@@ -54,14 +54,26 @@ def runs(tmp_path: Path) -> Path:
     (tmp_path / "g-broken").mkdir()
     (tmp_path / "g-broken" / "status.json").write_text('{"status": "runn')
     (tmp_path / "not-a-run").mkdir()
+    _run(
+        tmp_path / "h-crossval",
+        {"status": "finished", "headline": {"val_accuracy_mean": 0.75}},
+        [],
+    )
+    (tmp_path / "h-crossval" / "cross_validation.json").write_text('{"folds": 2}')
+    _run(tmp_path / "h-crossval" / "fold-1", None, [0.5, 0.7])
+    _run(tmp_path / "h-crossval" / "fold-2", None, [0.6, 0.8, 0.9])
     return tmp_path
 
 
 def test_list_runs_reports_status_epochs_and_val_accuracy(runs: Path) -> None:
     listed = {summary.run_dir.name: summary for summary in breastcls.list_runs(runs)}
     assert list(listed) == [
-        "a-finished", "b-failed", "c-killed", "d-live", "e-elsewhere", "f-no-status", "g-broken"
+        "a-finished", "b-failed", "c-killed", "d-live", "e-elsewhere", "f-no-status", "g-broken",
+        "h-crossval",
     ]  # fmt: skip
+    assert listed["a-finished"].folds is None
+    crossval = listed["h-crossval"]
+    assert (crossval.epochs, crossval.folds, crossval.val_accuracy) == (5, 2, 0.75)
     assert (listed["a-finished"].status, listed["a-finished"].val_accuracy) == ("finished", 0.875)
     assert listed["a-finished"].epochs == 3
     assert listed["b-failed"].reason == "Training stopped: the loss became nan"
@@ -89,6 +101,7 @@ def test_runs_command_prints_a_table_and_the_reasons(runs: Path) -> None:
     ]
     assert lines[3].split()[:4] == ["c-killed", "killed", "2", "0.7000"]
     assert "b-failed: Training stopped: the loss became nan" in lines
+    assert lines[8].split()[:6] == ["h-crossval", "finished", "5", "in", "2", "folds"]
 
 
 def test_runs_command_on_a_missing_folder(tmp_path: Path) -> None:

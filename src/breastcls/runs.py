@@ -26,7 +26,9 @@ class RunSummary:
             ``status.json``; ``killed`` when it says ``running`` but the process that wrote it
             (on this machine) is gone; ``unknown`` without a readable ``status.json``.
         reason: Why the run failed or stopped (``None`` otherwise).
-        epochs: Epochs completed (rows of ``history.csv``).
+        epochs: Epochs completed (rows of ``history.csv``; for a cross-validation folder, the
+            total over its folds).
+        folds: The fold folders of a cross-validation folder (``None`` for a single run).
         val_accuracy: The headline metric: the best model's validation accuracy for a finished
             run (the mean over folds for a cross-validation folder), the best epoch's
             ``val_accuracy`` so far otherwise (``None`` when unknown).
@@ -39,6 +41,7 @@ class RunSummary:
     epochs: int
     val_accuracy: float | None
     updated: str | None
+    folds: int | None = None
 
 
 def list_runs(folder: Path) -> list[RunSummary]:
@@ -106,7 +109,13 @@ def _summarise(run_dir: Path) -> RunSummary:
     status = str(record.get("status", "unknown"))
     if status == "running" and writer_state(record) == "gone":
         status = "killed"
-    rows = _history(run_dir / "history.csv")
+    folds = (
+        sorted(p for p in run_dir.glob("fold-*") if p.is_dir())
+        if (run_dir / "cross_validation.json").is_file()
+        else None
+    )
+    histories = [run_dir / "history.csv"] if folds is None else [f / "history.csv" for f in folds]
+    rows = [row for history in histories for row in _history(history)]
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
     reported = record.get("headline") or {}
     # A cross-validation folder reports the mean over its folds.
@@ -121,4 +130,5 @@ def _summarise(run_dir: Path) -> RunSummary:
         epochs=len(rows),
         val_accuracy=headline,
         updated=record.get("updated"),
+        folds=None if folds is None else len(folds),
     )

@@ -28,7 +28,7 @@ def runs_command(
         (
             summary.run_dir.name,
             summary.status,
-            str(summary.epochs),
+            str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
             "-" if summary.val_accuracy is None else f"{summary.val_accuracy:.4f}",
             summary.updated or "-",
         )
