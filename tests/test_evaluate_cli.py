@@ -188,6 +188,15 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "scan.png").write_text("not an image")
+    result = runner.invoke(app, ["predict", str(corrupt), "--model", str(run), "--out", "p.csv"])
+    assert result.exit_code == 2
+    assert (
+        "1 unreadable image(s): " + str(corrupt / "scan.png") + ": not a readable image (unknown "
+        "or corrupt format). Fix or remove them, then run again."
+    ) in result.output.replace("\n", "")
     # A folder without best.keras: a run that saved no model, or a cross-validation run.
     unsaved = tmp_path / "unsaved"
     unsaved.mkdir()

@@ -170,6 +170,21 @@ def test_imagenet_weights_for_a_backbone_without_them(
     assert not (tmp_path / "runs").exists()
 
 
+def test_more_devices_than_the_machine_has(small_breakhis: Path, tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU") or len(tf.config.list_logical_devices("CPU")) > 1:
+        pytest.skip("this process sees GPUs or a split CPU")
+    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs", "--devices", "2"))
+    _assert_one_line_error(
+        code,
+        output,
+        "devices=2 but this machine has 1 CPU device(s): pass at most 1.",
+        "tf.config.set_logical_device_configuration",
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unwritable_output_folder(small_breakhis: Path, tmp_path: Path) -> None:
     # Tests run as root, where permissions do not stop writes: a folder below a plain file
     # can never be created.

@@ -146,9 +146,15 @@ def _chosen_devices(devices: int | tuple[str, ...]) -> list[str]:
         pool = gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
         if not 1 <= devices <= len(pool):
             kind = "GPU" if gpus else "CPU device"
+            cpu_note = (
+                ""
+                if gpus
+                else " TensorFlow sees the CPU as one device unless it is split, before "
+                "TensorFlow starts, with tf.config.set_logical_device_configuration."
+            )
             raise ConfigError(
                 f"devices={devices} but this machine has {len(pool)} {kind}(s): pass at most "
-                f"{len(pool)}."
+                f"{len(pool)}.{cpu_note}"
             )
         return pool[:devices]
     available = {

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from breastcls.checkpoint import TrainState, history_columns, read_train_state
 from breastcls.config import RunConfig
 from breastcls.data.check import DataReport, check_dataset
-from breastcls.data.images import ImageInfo, decode_image, scan_samples
+from breastcls.data.images import ImageInfo, decode_image, describe_unreadable, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, split_for_config
 from breastcls.distribute import (
@@ -77,12 +77,9 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
     dataset = load_dataset(config.data, host=host)
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
-        listing = "; ".join(f"{item.path}: {item.reason.rstrip('.')}" for item in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         raise DataError(
-            f"{len(bad)} unreadable image(s) in {dataset.root}: {listing}{more}. Fix or remove "
-            "them, or pass --skip-bad-images to train without them (they are listed in the run "
-            "folder)."
+            f"{dataset.root}: {describe_unreadable(bad)} Fix or remove them, or pass "
+            "--skip-bad-images to train without them (they are listed in the run folder)."
         )
     bad_paths = {item.path for item in bad}
     samples = tuple(s for s in dataset.samples if s.path not in bad_paths)

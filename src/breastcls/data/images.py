@@ -171,3 +171,10 @@ def scan_samples(
             else:
                 good[outcome.path] = outcome
     return good, bad
+
+
+def describe_unreadable(bad: Sequence[SkippedFile], *, shown: int = 5) -> str:
+    """One sentence naming unreadable files and why: the first ``shown`` of them, then a count."""
+    listing = "; ".join(f"{item.path}: {item.reason.rstrip('.')}" for item in bad[:shown])
+    more = f" (and {len(bad) - shown} more)" if len(bad) > shown else ""
+    return f"{len(bad)} unreadable image(s): {listing}{more}."

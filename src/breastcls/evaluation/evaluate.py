@@ -220,15 +220,11 @@ def _evaluation_samples(
 
 
 def _scan(samples: Sequence[Sample]) -> dict[Path, Any]:
-    from breastcls.data.images import scan_samples
+    from breastcls.data.images import describe_unreadable, scan_samples
 
     info, bad = scan_samples(samples)
     if bad:
-        listing = "; ".join(f"{item.path}: {item.reason}" for item in bad[:5])
-        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise DataError(
-            f"{len(bad)} unreadable image(s): {listing}{more}. Fix or remove them, then run again."
-        )
+        raise DataError(f"{describe_unreadable(bad)} Fix or remove them, then run again.")
     return info
 
 
