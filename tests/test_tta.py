@@ -79,34 +79,70 @@ def test_d8_equals_plain_predictions_for_an_invariant_model() -> None:
     assert sizes == [4, 4, 2]
 
 
-def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
+def _recording_model() -> tuple[object, list[int], dict[str, object]]:
+    """A small model whose ``Recording`` layer counts traces (Python runs only while tracing)
+    and, at run time, the model calls and the rows they carried."""
     import keras
-    import tensorflow as tf
 
-    from breastcls.evaluation.inference import predict_probabilities
-
-    seen: list[int] = []
+    traces: list[int] = []
+    counters: dict[str, object] = {}
 
     class Recording(keras.layers.Layer):  # type: ignore[misc]
+        def build(self, input_shape: object) -> None:
+            for name in ("calls", "rows"):
+                counters[name] = self.add_weight(
+                    name=name, shape=(), dtype="int32", initializer="zeros", trainable=False
+                )
+
         def call(self, x: object) -> object:
-            seen.append(int(x.shape[0]) if x.shape[0] is not None else -1)  # type: ignore[attr-defined]
+            from keras import ops
+
+            traces.append(1)
+            counters["calls"].assign_add(1)  # type: ignore[attr-defined]
+            counters["rows"].assign_add(ops.shape(x)[0])  # type: ignore[attr-defined]
             return x
 
     inputs = keras.Input(shape=(8, 8, 3))
     x = Recording()(inputs)
     x = keras.layers.Flatten()(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    traces.clear()  # the symbolic call that built the model
+    return model, traces, counters
+
+
+def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
+    import tensorflow as tf
+
+    from breastcls.evaluation.inference import predict_probabilities
+
+    model, _, counters = _recording_model()
     images = np.random.default_rng(2).uniform(0, 255, size=(6, 8, 8, 3)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices(images).batch(6)
     out = predict_probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
     assert out.shape == (6, 3)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
-    # Traced once, on one stacked batch of 8 x 6 images (not 8 calls, not per image).
-    assert [n for n in seen if n != -1] == [48]  # -1: the symbolic call building the model
+    # One model call on one stacked batch of 8 x 6 images (not 8 calls, not per image).
+    assert (int(counters["calls"]), int(counters["rows"])) == (1, 48)  # type: ignore[call-overload]
     # The average of the eight views: check against eight separate plain predictions.
     views = DihedralTTA(elements=D8_ELEMENTS)(images).numpy()
-    expected = np.mean([model(v, training=False).numpy() for v in views], axis=0)
+    expected = np.mean([model(v, training=False).numpy() for v in views], axis=0)  # type: ignore[operator]
     np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", [None, DihedralTTA(elements=D8_ELEMENTS)])
+def test_inference_is_traced_once_whatever_the_batch_sizes(tta: DihedralTTA | None) -> None:
+    import tensorflow as tf
+
+    from breastcls.evaluation.inference import predict_probabilities
+
+    model, traces, counters = _recording_model()
+    images = np.random.default_rng(3).uniform(0, 255, size=(10, 8, 8, 3)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(images).batch(4)  # 4, 4, then 2
+    assert predict_probabilities(model, batches, tta=tta).shape == (10, 3)
+    # The last, partial batch reuses the trace: no second trace of the model.
+    assert len(traces) == 1
+    copies = 1 if tta is None else tta.size
+    assert (int(counters["calls"]), int(counters["rows"])) == (3, 10 * copies)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("name", ["none", "flips", "d8"])
