@@ -25,7 +25,13 @@ from breastcls.data.split import split_for_config
 from breastcls.errors import BreastclsError, ConfigError, DataError
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import RunResult, create_run_dir, read_status, write_status
+from breastcls.run import (
+    CROSS_VALIDATION_FILE,
+    RunResult,
+    create_run_dir,
+    read_status,
+    write_status,
+)
 from breastcls.train import check_resumable, check_run_config, finished_run, resume, train
 
 __all__ = [
@@ -36,9 +42,6 @@ __all__ = [
     "fold_count",
     "resume_cross_validation",
 ]
-
-CROSS_VALIDATION_FILE = "cross_validation.json"
-"""Written first into a cross-validation run folder: the number of folds and the configuration."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

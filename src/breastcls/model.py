@@ -13,6 +13,7 @@ from breastcls.config import ModelConfig
 from breastcls.errors import ConfigError, ModelLoadError
 from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.run import CROSS_VALIDATION_FILE
 
 __all__ = ["build_model", "check_weights", "load_checkpoint", "load_model", "model_file"]
 
@@ -128,7 +129,7 @@ def model_file(path: Path) -> Path:
         return path
     if (path / "best.keras").is_file():
         return path / "best.keras"
-    if (path / "cross_validation.json").is_file():
+    if (path / CROSS_VALIDATION_FILE).is_file():
         folds = sorted(p.name for p in path.glob("fold-*") if (p / "best.keras").is_file())
         raise ModelLoadError(
             f"{str(path)!r} is a cross-validation run: its models are in its fold folders "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls.errors import ConfigError
+from breastcls.run import CROSS_VALIDATION_FILE
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
 
@@ -111,7 +112,7 @@ def _summarise(run_dir: Path) -> RunSummary:
         status = "killed"
     folds = (
         sorted(p for p in run_dir.glob("fold-*") if p.is_dir())
-        if (run_dir / "cross_validation.json").is_file()
+        if (run_dir / CROSS_VALIDATION_FILE).is_file()
         else None
     )
     histories = [run_dir / "history.csv"] if folds is None else [f / "history.csv" for f in folds]
