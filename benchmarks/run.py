@@ -554,7 +554,7 @@ def target_rows(values: dict[str, float], keras_backend: str = "tensorflow") -> 
             continue
         value = values[name]
         holds = value >= bound if comparison == ">=" else value <= bound
-        rows.append(f"| {name} | {comparison} {bound} | {value:.2f} | {'yes' if holds else 'NO'} |")
+        rows.append(f"| {name} | {comparison} {bound} | {value:.3f} | {'yes' if holds else 'NO'} |")
     return rows
 
 

@@ -70,8 +70,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["tta8_cost"] == pytest.approx(8.0)
     assert not any(name.startswith("gpu_") for name in values)
     rows = "\n".join(run.target_rows(values))
-    assert "| train_speedup_vs_seed | >= 1.3 | 1.50 | yes |" in rows
-    assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | 1.20 | NO |" in rows
+    assert "| train_speedup_vs_seed | >= 1.3 | 1.500 | yes |" in rows
+    assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | 1.200 | NO |" in rows
     assert "| gpu_train_speedup_mixed_xla_vs_seed_densenet201 | >= 3.0 | not measured | - |" in rows
     table = "\n".join(run.table(_results(gpus=0), run.FULL))
     assert "no GPU: not measured" in table
@@ -220,7 +220,7 @@ def test_the_gpu_section_on_jax_trains_from_memory_with_xla(
     assert values["gpu_mixed_bf16_xla_speedup_vs_float32_xla_mobilenetv3small"] == pytest.approx(2)
     # Both are mixed precision + XLA, so the GPU target covers both on JAX (TensorFlow: float16).
     rows = "\n".join(run.target_rows(values, "jax"))
-    assert "| gpu_train_speedup_mixed_bf16_xla_vs_seed_densenet201 | >= 3.0 | 4.00 | yes |" in rows
+    assert "| gpu_train_speedup_mixed_bf16_xla_vs_seed_densenet201 | >= 3.0 | 4.000 | yes |" in rows
     assert "mixed_bf16" not in "\n".join(run.target_rows(values))
     assert values["gpu_mixed_xla_speedup_vs_float32_xla_densenet201"] == pytest.approx(2.5)
     table = "\n".join(run.table(results, run.GPU_ONLY))
