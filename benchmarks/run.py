@@ -400,7 +400,8 @@ def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     out: dict[str, float] = {}
     if not results.get("gpus"):
         return out
-    (base, _, _), *others = GPU_VARIANTS[results.get("keras_backend", "tensorflow")]
+    keras_backend = results.get("keras_backend", "tensorflow")
+    (base, _, _), *others = GPU_VARIANTS[keras_backend]
 
     def key(backbone: str, configuration: str) -> str:
         """The results key of the seed reference or of one of breastcls' variants."""
@@ -411,7 +412,7 @@ def _gpu_ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     for backbone in sizes.gpu_backbones:
         pairs = {
             f"gpu_train_speedup_{label}_vs_seed_{backbone}": (label, "seed")
-            for label in _mixed_xla_variants(results.get("keras_backend", "tensorflow"))
+            for label in _mixed_xla_variants(keras_backend)
         }
         for label, _, _ in others:
             pairs[f"gpu_{label}_speedup_vs_{base}_{backbone}"] = (label, base)

@@ -105,10 +105,10 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     return status
 
 
-# Environment variables that change TensorFlow's speed, numerics or devices.
 CROSS_VALIDATION_FILE = "cross_validation.json"
 """Written first into a cross-validation run folder: the number of folds and the configuration."""
 
+# Environment variables that change TensorFlow's speed, numerics or devices.
 TENSORFLOW_SETTINGS = (
     "TF_CPU_ALLOCATOR_USE_BFC",
     "TF_ENABLE_ONEDNN_OPTS",
