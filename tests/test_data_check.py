@@ -126,6 +126,49 @@ def test_counts_and_statistics_of_the_real_data(breakhis_dev: Path) -> None:
     assert sum(report.per_split["validation"].values()) == 64
 
 
+# The dev set's README: 34 BreakHis patient ids, of which three pairs share an accession number.
+_SIBLINGS = {
+    "14-18842": ("14-18842", "14-18842D"),
+    "14-23060": ("14-23060AB", "14-23060CD"),
+    "14-29960": ("14-29960AB", "14-29960CD"),
+}
+
+
+def test_slides_accessions_and_suffix_siblings_of_the_real_data(breakhis_dev: Path) -> None:
+    report = check_data(breakhis_dev)
+    assert report.n_slides == len(report.per_patient) == 34
+    assert report.n_accessions == 34 - len(_SIBLINGS) == 31
+    assert report.suffix_siblings == _SIBLINGS
+    document = report.to_dict()
+    assert (document["n_slides"], document["n_accessions"]) == (34, 31)
+    assert document["suffix_siblings"] == {key: list(ids) for key, ids in _SIBLINGS.items()}
+    assert json.loads(json.dumps(document))["suffix_siblings"] == document["suffix_siblings"]
+
+
+def test_cli_json_reports_both_counts_and_the_siblings(breakhis_dev: Path) -> None:
+    result = CliRunner().invoke(app, ["data", "check", str(breakhis_dev), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["n_slides"], document["n_accessions"]) == (34, 31)
+    assert document["suffix_siblings"] == {key: list(ids) for key, ids in _SIBLINGS.items()}
+
+
+def test_ids_outside_the_breakhis_scheme_have_no_siblings(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = ["path,label,patient_id,split"]
+    patients = ["P1", "P1A", "p-2", "p-2b", "3", "3", "ward-7", "ward-7"]
+    for index, patient in enumerate(patients):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(
+            tmp_path / f"{index}.png"
+        )
+        split = "train" if index < 4 else "validation"
+        rows.append(f"{index}.png,{'ab'[index % 2]},{patient},{split}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = check_data(tmp_path / "manifest.csv")
+    assert report.suffix_siblings == {}
+    assert report.n_slides == report.n_accessions == 6
+
+
 def test_a_leaky_split_is_reported_as_leaks(breakhis_dev: Path) -> None:
     config = DataConfig(path=breakhis_dev, split_by="image", allow_leaky_split=True)
     report = check_data(breakhis_dev, config=config)
@@ -149,7 +192,10 @@ def test_cli_reports_errors_with_exit_code_1(planted: Path) -> None:
 def test_cli_on_the_real_manifest_exits_0(breakhis_dev: Path) -> None:
     result = CliRunner().invoke(app, ["data", "check", str(breakhis_dev / "manifest.csv")])
     assert result.exit_code == 0, result.output
-    assert "269 images, 2 classes, 34 patients; split: patient (computed)" in result.output
+    assert "269 images, 2 classes, 34 patients (slides) in 31 accessions; split:" in result.output
+    assert "suffix siblings (slides of one accession):" in result.output
+    assert "  14-18842  14-18842, 14-18842D" in result.output
+    assert "  14-29960  14-29960AB, 14-29960CD" in result.output
     assert "result: 0 error(s), 0 warning(s) - OK" in result.output
 
 

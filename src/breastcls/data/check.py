@@ -4,6 +4,9 @@ The check decodes every image once (:func:`~breastcls.data.images.scan_samples`)
 file's bytes and every image's decoded pixels, and reports:
 
 - counts per class, patient, magnification and split, and image size/mode/format statistics;
+- both patient counts of BreakHis data: slides (distinct patient ids) and accessions (distinct
+  accession numbers, :func:`~breastcls.data.breakhis.accession_number`), and the suffix siblings:
+  the slide ids that share one accession (``14-18842`` and ``14-18842D``);
 - unreadable files (zero bytes, truncated, not an image, too large, unreadable) - errors;
 - files left out by the dataset format (hidden, operating-system, non-image files) - warnings;
 - exact duplicate files and identical-pixel images: errors when a group crosses splits (the
@@ -30,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from breastcls.config import DataConfig
+from breastcls.data.breakhis import accession_number
 from breastcls.data.images import ImageInfo, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, split_for_config
@@ -114,6 +118,8 @@ class DataReport:
         split_method: The split's method (``folders``, ``patient``, ``image``...) or ``none``.
         per_class: Images per class.
         per_patient: Images per patient id (empty when unknown).
+        suffix_siblings: Accession number to its slide ids, for accessions with two or more
+            slides (``14-18842``: ``14-18842``, ``14-18842D``); see :attr:`n_accessions`.
         per_magnification: Images per magnification (``unknown`` when not known).
         per_split: Images per split, then per class.
         sizes: Images per ``WIDTHxHEIGHT``.
@@ -136,6 +142,7 @@ class DataReport:
     split_method: str
     per_class: dict[str, int]
     per_patient: dict[str, int]
+    suffix_siblings: dict[str, tuple[str, ...]] = field(default_factory=dict)
     per_magnification: dict[str, int]
     per_split: dict[str, dict[str, int]]
     sizes: dict[str, int]
@@ -161,6 +168,17 @@ class DataReport:
         return tuple(issue for issue in self.issues if issue.severity == "warning")
 
     @property
+    def n_slides(self) -> int:
+        """Distinct patient ids (BreakHis slides); 0 when patients are unknown."""
+        return len(self.per_patient)
+
+    @property
+    def n_accessions(self) -> int:
+        """Distinct accession numbers of the patient ids (equals :attr:`n_slides` when no two
+        ids are slides of one accession, e.g. for ids that do not follow the BreakHis scheme)."""
+        return len({accession_number(patient) for patient in self.per_patient})
+
+    @property
     def ok(self) -> bool:
         """Whether the check found no error."""
         return not self.errors
@@ -178,6 +196,11 @@ class DataReport:
             "split_method": self.split_method,
             "per_class": self.per_class,
             "per_patient": self.per_patient,
+            "n_slides": self.n_slides,
+            "n_accessions": self.n_accessions,
+            "suffix_siblings": {
+                accession: list(slides) for accession, slides in self.suffix_siblings.items()
+            },
             "per_magnification": self.per_magnification,
             "per_split": self.per_split,
             "sizes": self.sizes,
@@ -224,6 +247,15 @@ def _file_sha1(path: Path) -> str | None:
 
 def _counts(values: Sequence[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
+
+
+def _suffix_siblings(patients: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    slides: dict[str, set[str]] = defaultdict(set)
+    for patient in patients:
+        slides[accession_number(patient)].add(patient)
+    return {
+        accession: tuple(sorted(ids)) for accession, ids in sorted(slides.items()) if len(ids) > 1
+    }
 
 
 def _natural(value: str) -> tuple[int, str]:
@@ -423,6 +455,7 @@ def check_dataset(
         row = per_split.setdefault(split_of[sample.path], {})
         row[sample.label] = row.get(sample.label, 0) + 1
     magnifications = Counter(str(s.magnification or "unknown") for s in samples)
+    patients = [s.patient_id for s in samples if s.patient_id]
     return DataReport(
         root=dataset.root,
         class_names=dataset.class_names,
@@ -430,7 +463,8 @@ def check_dataset(
         split_source=split_source,
         split_method=split.method if split is not None else "none",
         per_class={name: sum(s.label == name for s in samples) for name in dataset.class_names},
-        per_patient=_counts([s.patient_id for s in samples if s.patient_id]),
+        per_patient=_counts(patients),
+        suffix_siblings=_suffix_siblings(patients),
         per_magnification=dict(sorted(magnifications.items(), key=lambda kv: _natural(kv[0]))),
         per_split={key: dict(sorted(value.items())) for key, value in sorted(per_split.items())},
         sizes=_counts([f"{i.width}x{i.height}" for i in infos]),
@@ -495,8 +529,8 @@ def format_report(report: DataReport, *, max_issues: int = 50) -> str:
     lines = [
         f"data check: {report.root}",
         f"  {report.n_images} images, {len(report.class_names)} classes, "
-        f"{len(report.per_patient)} patients; split: {report.split_method} "
-        f"({report.split_source})",
+        f"{report.n_slides} patients (slides) in {report.n_accessions} accessions; "
+        f"split: {report.split_method} ({report.split_source})",
     ]
     lines += _table("per class:", report.per_class)
     per_split = {
@@ -510,6 +544,10 @@ def format_report(report: DataReport, *, max_issues: int = 50) -> str:
         lines.append(
             f"per patient: {len(counts)} patients, {min(counts)} to {max(counts)} images each"
         )
+    lines += _table(
+        "suffix siblings (slides of one accession):",
+        {accession: ", ".join(slides) for accession, slides in report.suffix_siblings.items()},
+    )
     lines += _table("image sizes:", report.sizes)
     lines += _table("modes:", report.modes)
     lines += _table("formats:", report.formats)
