@@ -40,9 +40,13 @@ class DataConfig:
         path: A folder (``root/<class>/*`` or ``root/{train,validation}/<class>/*``) or a CSV
             manifest.
         image_size: Side of the square the images are resized to.
-        validation_fraction: Share of the data held out for validation when the data has no
-            validation split of its own (the seed's 20%).
-        split_seed: Seed of that split (the seed's ``random_state=11``).
+        test_fraction: Share of the data held out as the test set, touched once by the final
+            model, when the data fixes no test set of its own; ``0`` keeps none, and every figure
+            then comes from the selection set and is labelled optimistic.
+        selection_fraction: Share of the remaining data held out as the selection set (best
+            checkpoint, learning-rate schedule, temperature, thresholds): the seed's 20% of
+            ``train/`` that monitors training.
+        split_seed: Seed of those splits (the seed's ``random_state=11``).
         split_by: ``patient`` keeps every patient (or ``group_by`` group) on one side of the
             split when patient ids are known; ``image`` splits images independently, which on
             grouped data needs ``allow_leaky_split`` and is recorded as leaky.
@@ -63,7 +67,8 @@ class DataConfig:
 
     path: Path
     image_size: int = 224
-    validation_fraction: float = 0.2
+    test_fraction: float = 0.2
+    selection_fraction: float = 0.2
     split_seed: int = 11
     split_by: SplitBy = "patient"
     group_by: str | None = None
@@ -83,10 +88,15 @@ class DataConfig:
                 f"image_size={self.image_size} is out of range: use a value from 16 to 2048 "
                 "(224 reproduces the seed)."
             )
-        if not 0.0 < self.validation_fraction < 1.0:
+        if not 0.0 < self.selection_fraction < 1.0:
             raise ConfigError(
-                f"validation_fraction={self.validation_fraction} must lie strictly between 0 and 1 "
+                f"selection_fraction={self.selection_fraction} must lie strictly between 0 and 1 "
                 "(the seed uses 0.2)."
+            )
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(
+                f"test_fraction={self.test_fraction} must lie in [0, 1) (0.2 by default; 0 keeps "
+                "no test set and labels every figure optimistic)."
             )
         if self.folds is not None and self.folds < 2:
             raise ConfigError(f"folds={self.folds} must be at least 2 (5 is usual).")
@@ -247,7 +257,7 @@ class RunConfig:
         """
         try:
             return cls(
-                data=DataConfig(**raw["data"]),
+                data=DataConfig(**_current_data_keys(raw["data"])),
                 model=ModelConfig(**raw.get("model", {})),
                 train=TrainConfig(**raw.get("train", {})),
                 out_dir=Path(raw.get("out_dir", "runs")),
@@ -255,3 +265,14 @@ class RunConfig:
             )
         except (KeyError, TypeError) as error:
             raise ConfigError(f"Invalid run configuration: {error}.") from error
+
+
+def _current_data_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """Read a ``data`` section written by breastcls 0.1, which kept no test set: its
+    ``validation_fraction`` was the selection set, and it held no test set."""
+    if "validation_fraction" not in data:
+        return data
+    current = {key: value for key, value in data.items() if key != "validation_fraction"}
+    current.setdefault("selection_fraction", data["validation_fraction"])
+    current.setdefault("test_fraction", 0.0)
+    return current

@@ -1,9 +1,12 @@
-"""Cross-validation and named protocols: one run per fold, then an aggregate.
+"""Nested cross-validation and named protocols: one run per fold, then an aggregate.
 
 ``breastcls train --folds 5`` (stratified group k-fold) and ``--protocol spanhol`` (5 repeated
-patient-wise 70/30 splits) both call :func:`cross_validate`. Each fold is an ordinary, complete
-run folder (``<run>/fold-1/`` ...) whose ``config.json`` names its fold, so any fold can be
-repeated alone with :func:`breastcls.train`. A killed or failed cross-validation run continues
+patient-wise 70/30 splits) both call :func:`cross_validate`. Each fold's held-out patients are
+its test set; its selection set (checkpoint, schedule, calibration) is carved from that fold's
+training patients, so the aggregate reports test figures only. Each fold is an ordinary,
+complete run folder (``<run>/fold-1/`` ...) whose ``config.json`` names its fold, so any fold
+can be repeated alone with :func:`breastcls.train`; ``<run>/pooled/`` evaluates every image
+once, by the fold that never saw its patient. A killed or failed cross-validation run continues
 with :func:`resume_cross_validation`.
 """
 
@@ -18,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from breastcls.config import SPANHOL_REPEATS, RunConfig
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import split_for_config
 from breastcls.errors import BreastclsError, ConfigError, DataError
+from breastcls.evaluation.evaluate import POOLED_DIR, evaluate_pooled, headline_figures
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.run import (
@@ -51,14 +56,18 @@ class CrossValidationResult:
     Attributes:
         run_dir: The parent run folder (``fold-1/``... and ``aggregate.json`` inside).
         folds: The result of each fold's run, in order.
-        aggregate: Per metric (dotted name, e.g. ``classification.accuracy``): ``mean``,
-            ``std`` (sample standard deviation, ``ddof=1``), ``min``, ``max``, ``n`` and
-            ``values`` (one per fold).
+        aggregate: Per metric of the folds' test sets (dotted name, e.g.
+            ``classification.accuracy``): ``mean``, ``std`` (sample standard deviation,
+            ``ddof=1``), ``ci_low`` and ``ci_high`` (95% Student-t interval of the mean),
+            ``min``, ``max``, ``n`` and ``values`` (one per fold).
+        pooled: The ``metrics.json`` of the pooled out-of-fold evaluation (every image predicted
+            once, by the fold whose model never saw its patient), in ``pooled/``.
     """
 
     run_dir: Path
     folds: tuple[RunResult, ...]
     aggregate: dict[str, dict[str, Any]]
+    pooled: dict[str, Any]
 
 
 def fold_count(config: RunConfig) -> int:
@@ -70,23 +79,47 @@ def fold_count(config: RunConfig) -> int:
     return 1
 
 
+# A fold's interval bounds are not averaged: the pooled out-of-fold evaluation has the
+# intervals of the whole set, and the mean's own interval comes from the spread over folds.
+_NOT_AVERAGED = frozenset({"low", "high"})
+
+
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     flat: dict[str, float] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and key not in _NOT_AVERAGED
+        ):
             flat[name] = float(value)
     return flat
+
+
+def _mean_interval(values: npt.NDArray[np.float64], level: float) -> tuple[float | None, ...]:
+    """Student-t interval of the mean over folds (``None`` with fewer than two values)."""
+    from scipy.stats import t
+
+    if values.size < 2:
+        return None, None
+    spread = values.std(ddof=1) / np.sqrt(values.size)
+    half = float(t.ppf(0.5 + level / 2, values.size - 1) * spread)
+    return float(values.mean()) - half, float(values.mean()) + half
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def aggregate_metrics(fold_metrics: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Summarise every numeric metric over folds (nested sections become dotted names).
+def aggregate_metrics(
+    fold_metrics: Sequence[Mapping[str, Any]], *, level: float = 0.95
+) -> dict[str, dict[str, Any]]:
+    """Summarise every numeric metric over folds (nested sections become dotted names): mean,
+    sample standard deviation and a Student-t ``level`` interval of the mean (``ci_low``,
+    ``ci_high``). The folds' own bootstrap bounds are not averaged.
 
     Non-finite values (an AUC undefined on a one-class fold) are left out of the statistics and
     written as ``null`` in ``values``; ``n`` counts the finite ones.
@@ -97,11 +130,14 @@ def aggregate_metrics(fold_metrics: Sequence[Mapping[str, Any]]) -> dict[str, di
     for name in names:
         values = [flat.get(name, math.nan) for flat in flats]
         finite = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
+        ci_low, ci_high = _mean_interval(finite, level)
         summary[name] = {
             "mean": float(finite.mean()) if finite.size else None,
             "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
             "min": float(finite.min()) if finite.size else None,
             "max": float(finite.max()) if finite.size else None,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
             "n": int(finite.size),
             "values": [_finite(v) for v in values],
         }
@@ -114,11 +150,11 @@ def _check_splits(config: RunConfig, host: PluginHost, count: int) -> None:
     for fold in range(1, count + 1):
         data = dataclasses.replace(config.data, fold=fold)
         split = split_for_config(dataset.samples, data)
-        for name, part in (("training", split.train), ("validation", split.validation)):
+        for role, part in split.parts():
             missing = sorted(set(dataset.class_names) - {s.label for s in part})
             if missing:
                 raise DataError(
-                    f"Fold {fold} of {count}: the {name} side has no image of class(es) "
+                    f"Fold {fold} of {count}: the {role.label} has no image of class(es) "
                     f"{missing}; too few patients of that class for {count} folds: use fewer "
                     "folds or add data."
                 )
@@ -221,6 +257,9 @@ def _run_folds(
         write_status(run_dir, "failed", reason=f"fold {len(results) + 1}: {reason}")
         raise
     aggregate = aggregate_metrics([result.metrics for result in results])
+    pooled = evaluate_pooled(
+        run_dir / POOLED_DIR, [result.run_dir for result in results], host=host
+    )
     splits = [
         json.loads((result.run_dir / "config.json").read_text(encoding="utf-8")).get("split", {})
         for result in results
@@ -229,11 +268,16 @@ def _run_folds(
         run_dir / "aggregate.json",
         {
             "scheme": f"{count}-fold" if config.data.folds else config.data.protocol,
+            "evaluated_on": (
+                "each fold's test set (patients the fold's model never trained or selected on)"
+            ),
+            "magnifications": _magnification_note(config),
             "folds": [str(result.run_dir.relative_to(run_dir)) for result in results],
             "split_methods": [split.get("method") for split in splits],
             "leaky": any(split.get("leaky", False) for split in splits),
             "config": config.to_dict(),
             "metrics": aggregate,
+            "pooled": {"folder": POOLED_DIR, "metrics": pooled},
         },
     )
     accuracy = aggregate.get("classification.accuracy", {})
@@ -241,8 +285,20 @@ def _run_folds(
         run_dir,
         "finished",
         headline={
-            "val_accuracy_mean": accuracy.get("mean"),
-            "val_accuracy_std": accuracy.get("std"),
+            **headline_figures(pooled),
+            "accuracy_mean": accuracy.get("mean"),
+            "accuracy_std": accuracy.get("std"),
         },
     )
-    return CrossValidationResult(run_dir=run_dir, folds=tuple(results), aggregate=aggregate)
+    return CrossValidationResult(
+        run_dir=run_dir, folds=tuple(results), aggregate=aggregate, pooled=pooled
+    )
+
+
+def _magnification_note(config: RunConfig) -> str:
+    if config.data.magnification is not None:
+        return f"{config.data.magnification}X only"
+    return (
+        "pooled: one model for every magnification (Spanhol et al. train one model per "
+        "magnification; pass --magnification to follow them)"
+    )

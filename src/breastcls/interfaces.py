@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -24,6 +25,7 @@ __all__ = [
     "Backbone",
     "BackboneFactory",
     "BackbonePreprocessing",
+    "DataRole",
     "Dataset",
     "DatasetFormat",
     "Head",
@@ -43,6 +45,24 @@ BackbonePreprocessing = Literal["none", "tf", "torch", "caffe"]
 ``tf``: scaled to [-1, 1]; ``torch``: scaled to [0, 1] then ImageNet mean/std (DenseNet);
 ``caffe``: RGB to BGR then ImageNet mean subtracted (ResNet50, VGG).
 """
+
+
+class DataRole(StrEnum):
+    """The part a set of images plays in a run; every figure says which one it comes from.
+
+    ``train`` fits the weights; ``selection`` picks the checkpoint, drives the learning-rate
+    schedule and fits the temperature and thresholds; ``test`` is touched once, after training,
+    by the final model, and is the only set whose figures estimate performance on new patients.
+    """
+
+    TRAIN = "train"
+    SELECTION = "selection"
+    TEST = "test"
+
+    @property
+    def label(self) -> str:
+        """How reports name the set: ``training set``, ``selection set`` or ``test set``."""
+        return "training set" if self is DataRole.TRAIN else f"{self.value} set"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,6 +264,8 @@ class Predictions:
             chosen, and metrics then choose them on these predictions.
         temperature: The temperature already applied to ``probabilities`` (temperature
             scaling), or ``None`` when they are the model's raw outputs.
+        role: The set the images come from (``None`` when unknown, e.g. outside data):
+            reports name it beside every figure.
     """
 
     class_names: tuple[str, ...]
@@ -254,6 +276,7 @@ class Predictions:
     magnifications: tuple[int | None, ...] = ()
     thresholds: Mapping[str, float] = field(default_factory=dict)
     temperature: float | None = None
+    role: DataRole | None = None
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:

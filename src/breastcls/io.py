@@ -18,6 +18,7 @@ __all__ = [
     "atomic_write_text",
     "check_writable_dir",
     "ensure_writable_dir",
+    "read_json_file",
 ]
 
 
@@ -53,6 +54,16 @@ def atomic_write_text(target: Path, text: str) -> None:
 def atomic_write_json(target: Path, data: Any) -> None:
     """Write ``data`` as indented JSON to ``target`` atomically."""
     atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json_file(path: Path) -> Any:
+    """Read a JSON file breastcls wrote.
+
+    Raises:
+        OSError: The file cannot be read.
+        ValueError: It is not valid JSON (or not UTF-8).
+    """
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def ensure_writable_dir(folder: Path) -> None:

@@ -67,10 +67,19 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
     bootstrap = metrics.get("bootstrap")
     if isinstance(bootstrap, Mapping) and isinstance(bootstrap.get("intervals"), Mapping):
         level = bootstrap.get("level", 0.95)
+        resampled = bootstrap.get("resampled", "images")
+        caveat = (
+            "whole patients drawn within each class, so one patient's correlated images "
+            "move together"
+            if resampled == "patients"
+            else "images drawn within each class; patient ids are unknown, so if one patient "
+            "has several images the true uncertainty is wider"
+        )
         lines += [
             "",
-            f"Bootstrap {float(level):.0%} confidence intervals (images resampled; images of one "
-            "patient are correlated, so patient-level uncertainty is wider):",
+            f"Bootstrap {float(level):.0%} confidence intervals "
+            f"({bootstrap.get('method', 'percentile bootstrap')}, "
+            f"{bootstrap.get('n_resamples', '?')} resamples: {caveat}):",
             "",
             "| statistic | estimate | low | high |",
             "|---|---|---|---|",
@@ -133,28 +142,30 @@ def model_card_text(run_dir: Path) -> str:
         "## Data",
         "",
         f"- Training data: `{data.get('path', 'unknown')}`",
-        f"- Split: {split.get('method', 'unknown')} — {split.get('train_images', '?')} training "
-        f"and {split.get('validation_images', '?')} validation images (split seed "
-        f"{data.get('split_seed', '?')})",
+        f"- Split: {split.get('method', 'unknown')} — {split.get('train_images', '?')} training, "
+        f"{split.get('selection_images', '?')} selection and {split.get('test_images', '?')} "
+        f"test images (split seed {data.get('split_seed', '?')})",
+        "- The selection set chose the best epoch, the learning-rate schedule, the temperature "
+        "and the thresholds; the test set was scored once, by the final model",
         f"- Training: {train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, "
         f"learning rate {train.get('learning_rate', '?')}, seed {train.get('seed', '?')}",
         "",
-        "## Metrics (validation split, best epoch)",
+        f"## Metrics ({metrics.get('evaluated_on', {}).get('set', 'unknown set')}, best epoch)",
         "",
         *_metrics_lines(metrics),
         "",
         "## Limitations",
         "",
-        "- Validation images come from the training distribution (same lab, scanner and "
+        "- Test images come from the training distribution (same lab, scanner and "
         "staining); expect lower scores on other sites.",
-        "- Scores on a small validation set are uncertain; check the confidence intervals.",
+        "- Scores on a small test set are uncertain; check the confidence intervals.",
         "- The model only knows the classes above: it gives an answer for any image, "
         "including ones that are not histopathology.",
     ]
     if split.get("leaky"):
         lines.append(
             "- **The split was by image, not by patient: images of one patient are on both "
-            "sides, so the validation scores are optimistic.**"
+            "sides, so the test scores are optimistic.**"
         )
     return "\n".join(lines) + "\n"
 

@@ -15,16 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls._version import __version__
-from breastcls.errors import OutputError
-from breastcls.interfaces import Sample, SkippedFile
+from breastcls.data.images import ImageInfo
+from breastcls.data.overlap import SeenImage
+from breastcls.data.split import Split, group_key
+from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import atomic_write_json, atomic_write_text, ensure_writable_dir
 
 __all__ = [
+    "SPLIT_FILE",
     "RunResult",
     "RunStatus",
     "create_run_dir",
+    "read_split_csv",
     "read_status",
     "write_history_csv",
+    "write_split_csv",
     "write_status",
 ]
 
@@ -38,16 +44,25 @@ class RunResult:
     Attributes:
         run_dir: The run folder.
         class_names: Class names in label order.
-        history: Per-epoch values (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...).
-        metrics: The validation ``metrics.json`` content of the best model.
+        history: Per-epoch values (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...;
+            ``val_`` values are measured on the selection set).
+        metrics: The best model's ``metrics.json``, measured on the set ``role`` names.
+        role: The set ``metrics`` come from: the test set, or the selection set (optimistic)
+            when the run keeps no test set.
+        selection_metrics: The same metrics on the selection set (``selection/metrics.json``),
+            which chose the model: optimistic, for comparison only.
         best_model: Path of the best model (``best.keras``).
+        report: The HTML report.
     """
 
     run_dir: Path
     class_names: tuple[str, ...]
     history: dict[str, list[float]]
     metrics: dict[str, Any]
+    role: DataRole
+    selection_metrics: dict[str, Any]
     best_model: Path
+    report: Path
 
 
 def _now() -> str:
@@ -142,15 +157,79 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write_samples_csv(path: Path, splits: Sequence[tuple[str, Sequence[Sample]]]) -> None:
-    """Write which image went to which split (``split.csv``)."""
+SPLIT_FILE = "split.csv"
+"""Every image of a run with its role: the run's record of what the model has seen."""
+_SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "magnification", "role", "pixel_sha1")
+
+
+def write_split_csv(
+    run_dir: Path,
+    split: Split,
+    *,
+    image_info: Mapping[Path, ImageInfo],
+    group_by: str | None,
+) -> None:
+    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "patient_id", "magnification", "split"])
-    for split, samples in splits:
+    writer.writerow(_SPLIT_COLUMNS)
+    for role, samples in split.parts():
         for s in samples:
-            writer.writerow([s.path, s.label, s.patient_id or "", s.magnification or "", split])
-    atomic_write_text(path, buffer.getvalue())
+            info = image_info.get(s.path)
+            writer.writerow(
+                [
+                    s.path,
+                    s.label,
+                    s.patient_id or "",
+                    group_key(s, group_by) or "",
+                    s.magnification or "",
+                    role.value,
+                    info.pixel_sha1 if info is not None else "",
+                ]
+            )
+    atomic_write_text(run_dir / SPLIT_FILE, buffer.getvalue())
+
+
+def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
+    """Read ``split.csv`` back: each image as a sample (``split`` holding its role) and as
+    :class:`~breastcls.data.overlap.SeenImage`.
+
+    Raises:
+        ConfigError: The run has no ``split.csv``.
+        DataError: It is not a ``split.csv`` written by this version (columns, roles).
+    """
+    path = run_dir / SPLIT_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has no {SPLIT_FILE}, so it names no test or selection images: pass "
+            "--data with the images to evaluate."
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
+        raise DataError(
+            f"{path} lacks the columns {', '.join(_SPLIT_COLUMNS)}: it was written by an older "
+            "breastcls (no test set); pass --data with the images to evaluate."
+        )
+    images = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            role = DataRole(row["role"])
+        except ValueError as error:
+            raise DataError(f"{path}, line {line}: unknown role {row['role']!r}.") from error
+        magnification = row["magnification"]
+        sample = Sample(
+            path=Path(row["path"]),
+            label=row["label"],
+            patient_id=row["patient_id"] or None,
+            magnification=int(magnification) if magnification.isdigit() else None,
+            split=role.value,
+        )
+        seen = SeenImage(
+            path=row["path"], role=role, group=row["group"] or None, pixel_sha1=row["pixel_sha1"]
+        )
+        images.append((sample, seen))
+    return images
 
 
 def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:

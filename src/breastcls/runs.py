@@ -30,9 +30,12 @@ class RunSummary:
         epochs: Epochs completed (rows of ``history.csv``; for a cross-validation folder, the
             total over its folds).
         folds: The fold folders of a cross-validation folder (``None`` for a single run).
-        val_accuracy: The headline metric: the best model's validation accuracy for a finished
-            run (the mean over folds for a cross-validation folder), the best epoch's
-            ``val_accuracy`` so far otherwise (``None`` when unknown).
+        accuracy: The headline accuracy: a finished run's final figure (test set, or the pooled
+            test sets of a cross-validation), otherwise the best epoch's ``val_accuracy`` so
+            far, which is a selection-set figure (``None`` when unknown).
+        auc: A finished run's ROC AUC on the same set (``None`` when unknown).
+        figures_from: The role ``accuracy`` and ``auc`` come from: ``test`` or ``selection``
+            (optimistic: that set chose the model); ``None`` when there are none.
         updated: When the status was last written (ISO 8601, UTC).
     """
 
@@ -40,7 +43,9 @@ class RunSummary:
     status: str
     reason: str | None
     epochs: int
-    val_accuracy: float | None
+    accuracy: float | None
+    auc: float | None
+    figures_from: str | None
     updated: str | None
     folds: int | None = None
 
@@ -119,17 +124,19 @@ def _summarise(run_dir: Path) -> RunSummary:
     rows = [row for history in histories for row in _history(history)]
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
     reported = record.get("headline") or {}
-    # A cross-validation folder reports the mean over its folds.
-    headline = _float(reported.get("val_accuracy", reported.get("val_accuracy_mean")))
-    if headline is None and values:
-        headline = max(values)
+    accuracy, auc = _float(reported.get("accuracy")), _float(reported.get("auc"))
+    figures_from = reported.get("role") if accuracy is not None else None
+    if accuracy is None and values:
+        accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
     return RunSummary(
         run_dir=run_dir,
         status=status,
         reason=str(reason) if reason else None,
         epochs=len(rows),
-        val_accuracy=headline,
+        accuracy=accuracy,
+        auc=auc,
+        figures_from=str(figures_from) if figures_from else None,
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import importlib.util
 import json
@@ -16,10 +15,11 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.checkpoint import TrainState, history_columns, read_train_state
-from breastcls.config import RunConfig
+from breastcls.config import DataConfig, RunConfig
 from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, describe_unreadable, scan_samples
 from breastcls.data.loading import load_dataset
+from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.split import Split, split_for_config
 from breastcls.distribute import (
     check_devices,
@@ -29,7 +29,7 @@ from breastcls.distribute import (
     worker_out_dir,
 )
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
-from breastcls.interfaces import Sample, SkippedFile
+from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
@@ -40,9 +40,10 @@ from breastcls.run import (
     check_free_space,
     create_run_dir,
     environment,
+    read_split_csv,
     read_status,
-    write_samples_csv,
     write_skipped_csv,
+    write_split_csv,
     write_status,
 )
 
@@ -84,13 +85,7 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
     bad_paths = {item.path for item in bad}
     samples = tuple(s for s in dataset.samples if s.path not in bad_paths)
     split = split_for_config(samples, config.data)
-    for name, part in (("training", split.train), ("validation", split.validation)):
-        missing = sorted(set(dataset.class_names) - {s.label for s in part})
-        if missing:
-            raise DataError(
-                f"The {name} split has no image of class(es) {missing}: add images of every "
-                "class to both splits."
-            )
+    check_split(split, dataset.class_names, image_info, config.data)
     return PreparedData(
         class_names=dataset.class_names,
         split=split,
@@ -99,6 +94,41 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
         bad=tuple(bad),
         data_check=check_dataset(dataset, config.data, image_info=image_info, unreadable=bad),
     )
+
+
+def check_split(
+    split: Split,
+    class_names: Sequence[str],
+    image_info: Mapping[Path, ImageInfo],
+    data: DataConfig,
+) -> None:
+    """Refuse a split that cannot train or be scored honestly: a role without some class, or a
+    test image whose pixels are in the training or selection set under another name.
+
+    Raises:
+        DataError: Naming the role and the classes, or the duplicated images.
+    """
+    for role, part in split.parts():
+        if role is DataRole.TEST and not part:
+            continue
+        missing = sorted(set(class_names) - {s.label for s in part})
+        if missing:
+            raise DataError(
+                f"The {role.label} has no image of class(es) {missing}: add images (patients) "
+                "of every class, or change the split fractions."
+            )
+    seen = [
+        SeenImage(path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1)
+        for role, part in split.parts()[:2]
+        for s in part
+        if (info := image_info.get(s.path)) is not None
+    ]
+    overlap = find_overlap(seen, split.test, image_info)
+    if overlap and not data.allow_leaky_split:
+        raise DataError(
+            f"{overlap.describe()} Test figures would be inflated: remove the duplicates "
+            "(`breastcls data check` lists them), or pass --allow-leaky-split (recorded as leaky)."
+        )
 
 
 def balanced_class_weights(
@@ -178,21 +208,25 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
 def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     """Train a model as ``config`` says and write a complete run folder.
 
-    The run folder holds ``config.json``, ``class_names.json``, ``environment.json``,
-    ``status.json``, ``split.csv``, ``skipped.csv`` (when files were left out), ``samples.png``,
-    ``history.csv``, ``loss.png``, ``accuracy.png``, ``best.keras`` (best ``val_accuracy``),
-    ``metrics.json``, ``predictions.csv``, every metric's plots and ``report.html`` (validation
-    data, best model), ``temperature.json`` and ``thresholds.json`` (temperature scaling and
-    operating thresholds fitted on validation data, reused by ``evaluate`` and ``predict``),
-    ``model_card.md`` and, with ``tensorboard``, ``tensorboard/``. Every file is written
-    atomically.
+    The data is split into training, selection and test sets (:mod:`breastcls.data.split`):
+    the model trains on the training set; the best checkpoint, the learning-rate schedule, the
+    temperature and the thresholds are chosen on the selection set; the final model is scored
+    once on the test set. The run folder holds ``config.json``, ``class_names.json``,
+    ``environment.json``, ``status.json``, ``split.csv`` (every image with its role),
+    ``skipped.csv`` (when files were left out), ``samples.png``, ``history.csv``, ``loss.png``,
+    ``accuracy.png``, ``best.keras``, ``temperature.json`` and ``thresholds.json`` (fitted on the
+    selection set, reused by ``evaluate`` and ``predict``), ``metrics.json``, ``predictions.csv``,
+    every metric's plots and ``report.html`` (test set, or the selection set labelled optimistic
+    when the run keeps none), ``selection/`` (the same figures on the selection set, for
+    comparison), ``model_card.md`` and, with ``tensorboard``, ``tensorboard/``. Every file is
+    written atomically.
 
     Args:
         config: The run configuration.
         host: Plugin host (the default host with every installed plugin when ``None``).
 
     Returns:
-        The run's folder, history and validation metrics.
+        The run's folder, history and metrics (test set, see ``RunResult.role``).
 
     Raises:
         BreastclsError: Any bad input (unknown component, bad data, unwritable output...), raised
@@ -318,15 +352,21 @@ def finished_run(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
     Raises:
         DataError: The run's data changed since (other class names or another split).
     """
+    from breastcls.evaluation.evaluate import read_run_evaluation
+
     config = read_run_config(run_dir)
     _check_same_data(run_dir, prepare_data(config, host=ensure_host(host)))
     state = read_train_state(run_dir)
+    evaluation = read_run_evaluation(run_dir)
     return RunResult(
         run_dir=run_dir,
         class_names=tuple(json.loads((run_dir / "class_names.json").read_text(encoding="utf-8"))),
         history=history_columns(state.history) if state else {},
-        metrics=json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")),
+        metrics=evaluation.metrics,
+        role=evaluation.role,
+        selection_metrics=evaluation.selection_metrics,
         best_model=run_dir / "best.keras",
+        report=evaluation.report,
     )
 
 
@@ -337,15 +377,13 @@ def _check_same_data(run_dir: Path, data: PreparedData) -> None:
             f"The run {run_dir} was trained on classes {trained} but its data now has "
             f"{list(data.class_names)}: restore the data, or start a new run."
         )
-    with open(run_dir / "split.csv", encoding="utf-8", newline="") as handle:
-        recorded = sorted((row["path"], row["split"]) for row in csv.DictReader(handle))
+    recorded = sorted((str(s.path), str(s.split)) for s, _ in read_split_csv(run_dir))
     current = sorted(
-        [(str(s.path), "train") for s in data.split.train]
-        + [(str(s.path), "validation") for s in data.split.validation]
+        (str(s.path), role.value) for role, part in data.split.parts() for s in part
     )
     if recorded != current:
         raise DataError(
-            f"The images of {run_dir}'s data or their split changed since the run started "
+            f"The images of {run_dir}'s data or their roles changed since the run started "
             "(split.csv differs): restore the data, or start a new run."
         )
 
@@ -358,143 +396,116 @@ def _train_in(
     *,
     resume_from: TrainState | None,
 ) -> RunResult:
-    import keras
-    import tensorflow as tf
-
-    from breastcls.callbacks import (
-        EpochCounter,
-        HistoryWriter,
-        HookForwarder,
-        NaNGuard,
-        TrainingCheckpoint,
-        restore_seed_generators,
-    )
-    from breastcls.data.pipeline import make_dataset
-    from breastcls.evaluation.evaluate import write_validation_report
-    from breastcls.evaluation.metrics import predict_samples
-    from breastcls.evaluation.plots import plot_history
-    from breastcls.model import build_model, load_checkpoint, load_model
-
+    """The training job as stages: record the run, fit, then evaluate the final model."""
     # First: a multi-worker strategy must start before TensorFlow runs anything else.
     strategy = select_strategy(config.train.devices)
-    start_epoch = resume_from.completed_epochs if resume_from else 0
-    write_status(run_dir, "running", resumed_at_epoch=start_epoch if resume_from else None)
-    config_dict = config.to_dict()
-    config_dict["split"] = {
-        "method": data.split.method,
-        "leaky": data.split.leaky,
-        "train_images": len(data.split.train),
-        "validation_images": len(data.split.validation),
-    }
+    resumed_at = resume_from.completed_epochs if resume_from else None
+    write_status(run_dir, "running", resumed_at_epoch=resumed_at)
     class_weight = (
         balanced_class_weights(data.split.train, data.class_names)
         if config.train.class_weight == "balanced"
         else None
     )
-    config_dict["distribution"] = describe_strategy(strategy, config.train.batch_size)
     # A resumed run keeps the precision it was trained with, whatever device it resumes on: its
     # checkpoint's layers and loss-scaled optimizer state are in that precision.
     policy = (_recorded_policy(run_dir) if resume_from else None) or _precision_policy(
         config.train.precision
     )
-    config_dict["dtype_policy"] = policy
-    config_dict["class_weights_used"] = (
-        {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
+    plan = _FitPlan(
+        strategy=strategy,
+        policy=policy,
+        class_weight=class_weight,
+        resume_from=resume_from,
+        config_dict={
+            **config.to_dict(),
+            "split": data.split.describe(),
+            "distribution": describe_strategy(strategy, config.train.batch_size),
+            "dtype_policy": policy,
+            "class_weights_used": (
+                {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
+            ),
+        },
     )
     if resume_from is None:
-        atomic_write_json(run_dir / "config.json", config_dict)
-        atomic_write_json(run_dir / "class_names.json", list(data.class_names))
-        atomic_write_json(run_dir / "environment.json", environment())
-        write_samples_csv(
-            run_dir / "split.csv",
-            [("train", data.split.train), ("validation", data.split.validation)],
-        )
-        if data.skipped or data.bad:
-            write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
-        if data.data_check is not None:
-            atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
-        _write_sample_grid(
-            data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
-        )
+        _record_run(run_dir, config, data, plan.config_dict)
+    history = _fit(run_dir, config, data, host, plan)
+    return _finish(run_dir, config, data, host, history, resumed_at=resumed_at)
+
+
+def _record_run(
+    run_dir: Path, config: RunConfig, data: PreparedData, config_dict: dict[str, Any]
+) -> None:
+    """Write what describes a new run before training: configuration, classes, split, data."""
+    atomic_write_json(run_dir / "config.json", config_dict)
+    atomic_write_json(run_dir / "class_names.json", list(data.class_names))
+    atomic_write_json(run_dir / "environment.json", environment())
+    write_split_csv(run_dir, data.split, image_info=data.image_info, group_by=config.data.group_by)
+    if data.skipped or data.bad:
+        write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
+    if data.data_check is not None:
+        atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
+    _write_sample_grid(
+        data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _FitPlan:
+    """What the fit stage needs beyond the configuration."""
+
+    strategy: Any
+    policy: str
+    class_weight: dict[int, float] | None
+    config_dict: dict[str, Any]
+    resume_from: TrainState | None
+
+
+def _fit(
+    run_dir: Path, config: RunConfig, data: PreparedData, host: PluginHost, plan: _FitPlan
+) -> dict[str, list[float]]:
+    """Build (or restore) the model under the strategy and fit it on the training set, choosing
+    the checkpoint on the selection set; return the history of every epoch."""
+    import keras
+    import tensorflow as tf
+
+    from breastcls.callbacks import NaNGuard, TrainingCheckpoint
 
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(policy)
+    keras.mixed_precision.set_global_policy(plan.policy)
+    resume_from = plan.resume_from
+    start_epoch = resume_from.completed_epochs if resume_from else 0
     # The epoch counter the shuffle order follows: a plain host variable, outside the strategy.
     epoch_variable = tf.Variable(start_epoch, dtype=tf.int64, trainable=False)
-    # The model is built, compiled (inside the trainer's fit) and fitted under the strategy.
-    scope = contextlib.ExitStack()
-    scope.enter_context(strategy.scope())
+    nan_guard = NaNGuard()
+    trainer_state: dict[str, Any] = dict(resume_from.trainer) if resume_from else {}
+    checkpoint = TrainingCheckpoint(
+        run_dir, monitor=config.train.monitor, trainer_state=trainer_state, resume_from=resume_from
+    )
     try:
-        if resume_from is None:
-            model = build_model(
-                config.model,
-                n_classes=len(data.class_names),
-                image_size=config.data.image_size,
-                seed=config.train.seed,
-                host=host,
+        with plan.strategy.scope():
+            model = _build_or_restore(run_dir, config, data, host, resume_from)
+            train_data, selection_data = _training_datasets(
+                config, data, plan.strategy, epoch_variable
             )
-        else:
-            model = load_checkpoint(run_dir / resume_from.checkpoint)
-            restore_seed_generators(model, resume_from.seed_generators)
-        # Room for two full checkpoints (weights + Adam's two moments) and one being written.
-        check_free_space(run_dir, needed_bytes=3 * 12 * model.count_params() + _MIN_FREE_BYTES)
-        datasets = {
-            name: make_dataset(
-                samples,
-                data.class_names,
-                image_size=config.data.image_size,
-                batch_size=config.train.batch_size * strategy.num_replicas_in_sync,
-                image_info=data.image_info,
-                shuffle=name == "train",
-                seed=config.train.seed,
-                cache=config.data.cache,
-                epoch=epoch_variable if name == "train" else None,
+            host.train_start(run_dir, plan.config_dict)
+            host.trainers.get(config.train.trainer).fit(
+                model,
+                train_data,
+                selection_data,
+                config=config.train,
+                run_dir=run_dir,
+                callbacks=[
+                    nan_guard,
+                    *_run_callbacks(run_dir, config, host, checkpoint, epoch_variable),
+                ],
+                class_weight=plan.class_weight,
+                initial_epoch=start_epoch,
+                state=trainer_state,
             )
-            for name, samples in (
-                ("train", data.split.train),
-                ("validation", data.split.validation),
-            )
-        }
-        datasets = {name: distribute_dataset(ds, strategy) for name, ds in datasets.items()}
-        host.train_start(run_dir, config_dict)
-        nan_guard = NaNGuard()
-        trainer_state: dict[str, Any] = dict(resume_from.trainer) if resume_from else {}
-        checkpoint = TrainingCheckpoint(
-            run_dir,
-            monitor=config.train.monitor,
-            trainer_state=trainer_state,
-            resume_from=resume_from,
-        )
-        trainer = host.trainers.get(config.train.trainer)
-        trainer.fit(
-            model,
-            datasets["train"],
-            datasets["validation"],
-            config=config.train,
-            run_dir=run_dir,
-            callbacks=[
-                nan_guard,
-                HistoryWriter(
-                    run_dir / "history.csv", rows=resume_from.history if resume_from else ()
-                ),
-                checkpoint,
-                HookForwarder(host, run_dir),
-                EpochCounter(epoch_variable),
-                *(
-                    [keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard"))]
-                    if config.train.tensorboard
-                    else []
-                ),
-            ],
-            class_weight=class_weight,
-            initial_epoch=start_epoch,
-            state=trainer_state,
-        )
     finally:
-        scope.close()
         keras.mixed_precision.set_global_policy(previous_policy)
     if nan_guard.failure:
         kept = (
@@ -506,39 +517,122 @@ def _train_in(
             f"Training stopped: {nan_guard.failure} in epoch {len(checkpoint.history) + 1}; "
             f"{kept}. Lower the learning rate or check the data."
         )
-    history = history_columns(checkpoint.history)
+    # The checkpoint's history holds the epochs of an interrupted run too; the trainer's own
+    # return value covers this process's epochs only.
+    return history_columns(checkpoint.history)
+
+
+def _run_callbacks(
+    run_dir: Path, config: RunConfig, host: PluginHost, checkpoint: Any, epoch_variable: Any
+) -> list[Any]:
+    """The callbacks that keep the run folder complete: history, checkpoint, hooks, shuffle."""
+    import keras
+
+    from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
+
+    callbacks = [
+        HistoryWriter(run_dir / "history.csv", rows=checkpoint.history),
+        checkpoint,
+        HookForwarder(host, run_dir),
+        EpochCounter(epoch_variable),
+    ]
+    if config.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    return callbacks
+
+
+def _build_or_restore(
+    run_dir: Path,
+    config: RunConfig,
+    data: PreparedData,
+    host: PluginHost,
+    resume_from: TrainState | None,
+) -> Any:
+    from breastcls.callbacks import restore_seed_generators
+    from breastcls.model import build_model, load_checkpoint
+
+    if resume_from is None:
+        model = build_model(
+            config.model,
+            n_classes=len(data.class_names),
+            image_size=config.data.image_size,
+            seed=config.train.seed,
+            host=host,
+        )
+    else:
+        model = load_checkpoint(run_dir / resume_from.checkpoint)
+        restore_seed_generators(model, resume_from.seed_generators)
+    # Room for two full checkpoints (weights + Adam's two moments) and one being written.
+    check_free_space(run_dir, needed_bytes=3 * 12 * model.count_params() + _MIN_FREE_BYTES)
+    return model
+
+
+def _training_datasets(
+    config: RunConfig, data: PreparedData, strategy: Any, epoch_variable: Any
+) -> tuple[Any, Any]:
+    """The shuffled training batches and the selection batches, distributed over devices."""
+    from breastcls.data.pipeline import make_dataset
+
+    def batches(samples: Sequence[Sample], *, training: bool) -> Any:
+        dataset = make_dataset(
+            samples,
+            data.class_names,
+            image_size=config.data.image_size,
+            batch_size=config.train.batch_size * strategy.num_replicas_in_sync,
+            image_info=data.image_info,
+            shuffle=training,
+            seed=config.train.seed,
+            cache=config.data.cache,
+            epoch=epoch_variable if training else None,
+        )
+        return distribute_dataset(dataset, strategy)
+
+    return batches(data.split.train, training=True), batches(data.split.selection, training=False)
+
+
+def _finish(
+    run_dir: Path,
+    config: RunConfig,
+    data: PreparedData,
+    host: PluginHost,
+    history: dict[str, list[float]],
+    *,
+    resumed_at: int | None,
+) -> RunResult:
+    """Evaluate the best model (calibrated on the selection set, scored once on the test set),
+    write the curves, report and model card, and record the headline."""
+    from breastcls.evaluation.evaluate import evaluate_run
+    from breastcls.evaluation.plots import plot_history
+    from breastcls.model import load_model
+
     plot_history(history, run_dir)
     best_model_path = run_dir / "best.keras"
     if not best_model_path.exists():
         raise TrainingError(
             f"No epoch produced a finite {config.train.monitor}; no model was saved in {run_dir}."
         )
-    best = load_model(best_model_path)
-    predictions = predict_samples(
-        best,
-        data.split.validation,
+    evaluation = evaluate_run(
+        run_dir,
+        load_model(best_model_path),
+        data.split,
         data.class_names,
         image_size=config.data.image_size,
         batch_size=config.train.batch_size,
         image_info=data.image_info,
+        host=host,
     )
-    sections = write_validation_report(run_dir, predictions, host=host)
-    metrics = {section.name: dict(section.values) for section in sections}
-    headline = metrics.get("classification", {}).get("accuracy")
     write_model_card(run_dir)
-    write_status(
-        run_dir,
-        "finished",
-        headline={"val_accuracy": headline},
-        resumed_at_epoch=start_epoch if resume_from else None,
-    )
-    host.train_end(run_dir, metrics)
+    write_status(run_dir, "finished", headline=evaluation.headline, resumed_at_epoch=resumed_at)
+    host.train_end(run_dir, evaluation.metrics)
     return RunResult(
         run_dir=run_dir,
         class_names=data.class_names,
         history=history,
-        metrics=metrics,
+        metrics=evaluation.metrics,
+        role=evaluation.role,
+        selection_metrics=evaluation.selection_metrics,
         best_model=best_model_path,
+        report=evaluation.report,
     )
 
 
@@ -551,9 +645,16 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 
 def summarise(values: Mapping[str, Any]) -> str:
-    """Return a one-line summary of a metrics document (accuracy and macro F1)."""
+    """Return a one-line summary of a metrics document: accuracy, macro F1 and AUC [95% CI]."""
     classification = values.get("classification", {})
-    return (
+    line = (
         f"accuracy {classification.get('accuracy', float('nan')):.4f}, "
         f"macro F1 {classification.get('macro_avg', {}).get('f1', float('nan')):.4f}"
     )
+    auc = values.get("bootstrap", {}).get("intervals", {}).get("auc", {})
+    if auc.get("estimate") is not None:
+        interval = (
+            f" [{auc['low']:.3f}, {auc['high']:.3f}]" if auc.get("low") is not None else ""
+        )
+        line += f", AUC {auc['estimate']:.3f}{interval}"
+    return line

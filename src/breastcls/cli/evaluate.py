@@ -16,7 +16,8 @@ def evaluate_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Labelled images (folder or manifest); default: the run's validation split."
+            help="Labelled images (folder or manifest); default: the run's test set. Images or "
+            "patients that trained or selected the model are refused (see --allow-overlap)."
         ),
     ] = None,
     tta: Annotated[
@@ -28,18 +29,28 @@ def evaluate_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
     gradcam: Annotated[bool, typer.Option(help="Write Grad-CAM overlays.")] = True,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(
+            help="Score --data even where its images (by content) or patients trained or "
+            "selected the model; the report is labelled overlapping (optimistic)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model: metrics.json, predictions.csv, plots and a self-contained report.html."""
     import breastcls
+    from breastcls.train import summarise
 
     result = breastcls.evaluate(
-        model, data=data, tta=tta, out_dir=out, batch_size=batch_size, gradcam=gradcam
+        model,
+        data=data,
+        tta=tta,
+        out_dir=out,
+        batch_size=batch_size,
+        gradcam=gradcam,
+        allow_overlap=allow_overlap,
     )
-    classification = result.metrics.get("classification", {})
-    roc = result.metrics.get("roc", {})
     typer.echo(f"evaluation folder: {result.out_dir}")
-    typer.echo(
-        f"{result.n_images} images: accuracy {classification.get('accuracy', float('nan')):.4f}, "
-        f"AUC {roc.get('auc') if roc.get('auc') is None else format(roc['auc'], '.4f')}"
-    )
+    evaluated_on = result.metrics["evaluated_on"]["set"]
+    typer.echo(f"{result.n_images} images, {evaluated_on}: {summarise(result.metrics)}")
     typer.echo(f"report: {result.report}")

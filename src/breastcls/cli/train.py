@@ -12,6 +12,9 @@ from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.crossval import CROSS_VALIDATION_FILE, CrossValidationResult
 from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
+from breastcls.evaluation.metrics import describe_role
+from breastcls.interfaces import DataRole
+from breastcls.run import RunResult
 
 
 @reports_errors
@@ -54,8 +57,24 @@ def train_command(
     learning_rate: Annotated[float, typer.Option()] = 1e-4,
     image_size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
     seed: Annotated[int, typer.Option(help="Seed of init, shuffling and augmentation.")] = 11,
-    split_seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 11,
-    validation_fraction: Annotated[float, typer.Option()] = 0.2,
+    split_seed: Annotated[
+        int, typer.Option(help="Seed of the training/selection/test split.")
+    ] = 11,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the patients held out as the test set, scored once by the final model "
+            "(0: no test set; every figure is then the selection set's, labelled optimistic). "
+            "Data with validation/ or test/ folders keeps its own test set."
+        ),
+    ] = 0.2,
+    selection_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of the remaining patients held out as the selection set (checkpoint, "
+            "learning-rate schedule, temperature, thresholds)."
+        ),
+    ] = 0.2,
     out: Annotated[Path, typer.Option(help="Parent folder of run folders.")] = Path("runs"),
     name: Annotated[str | None, typer.Option(help="Run folder name (default: timestamp).")] = None,
     skip_bad_images: Annotated[
@@ -110,9 +129,12 @@ def train_command(
         typer.Option(help="spanhol: 5 repeated patient-wise 70/30 splits + aggregate.json."),
     ] = None,
 ) -> None:
-    """Train a classifier and write a run folder (model, history, curves, metrics)."""
+    """Train a classifier and write a run folder (model, history, curves, metrics).
+
+    The data is split by patient into a training set, a selection set (checkpoint, schedule,
+    calibration) and a test set scored once at the end; the figures printed are the test set's.
+    """
     import breastcls
-    from breastcls.train import summarise
 
     if resume is not None:
         if data is not None or demo:
@@ -123,9 +145,7 @@ def train_command(
         if (resume / CROSS_VALIDATION_FILE).is_file():
             _report_cross_validation(breastcls.resume_cross_validation(resume))
             return
-        resumed = breastcls.resume(resume)
-        typer.echo(f"run folder: {resumed.run_dir}")
-        typer.echo(f"validation: {summarise(resumed.metrics)}")
+        _report_run(breastcls.resume(resume))
         return
     if demo:
         config = breastcls.demo_config(out)
@@ -149,7 +169,8 @@ def train_command(
                 path=data,
                 image_size=image_size,
                 split_seed=split_seed,
-                validation_fraction=validation_fraction,
+                test_fraction=test_fraction,
+                selection_fraction=selection_fraction,
                 skip_bad_images=skip_bad_images,
                 cache=cache,
                 magnification=magnification,
@@ -185,10 +206,19 @@ def train_command(
     if config.data.folds is not None or config.data.protocol is not None:
         _report_cross_validation(breastcls.cross_validate(config))
         return
-    result = breastcls.train(config)
+    _report_run(breastcls.train(config))
+
+
+def _report_run(result: RunResult) -> None:
+    from breastcls.train import summarise
 
     typer.echo(f"run folder: {result.run_dir}")
-    typer.echo(f"validation: {summarise(result.metrics)}")
+    typer.echo(f"{describe_role(result.role)}: {summarise(result.metrics)}")
+    if result.role is DataRole.TEST and result.selection_metrics:
+        typer.echo(
+            f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}"
+        )
+    typer.echo(f"report: {result.report}")
 
 
 def _report_cross_validation(cv: CrossValidationResult) -> None:

@@ -1,9 +1,15 @@
-"""Train/validation splits: stratified, seeded, and group-disjoint when patients are known.
+"""Training / selection / test splits: stratified, seeded, and patient-disjoint.
 
-Images of one patient look alike, so a split that puts one patient on both sides measures how
-well a model recognises patients, not tumours. Every split here keeps a patient (or a
-user-chosen group, e.g. a biopsy number) on one side unless an image-level split is asked for
-explicitly, and such a split is labelled leaky.
+Every run has three sets (:class:`~breastcls.interfaces.DataRole`): *training* fits the weights,
+*selection* picks the checkpoint, drives the learning-rate schedule and fits the temperature and
+thresholds, and *test* is touched once, by the final model. Only the test set's figures estimate
+performance on new patients: the selection set chose the model, so its figures are optimistic.
+
+Images of one patient look alike, so a split that puts one patient on two sides measures how well
+a model recognises patients, not tumours. Every split here keeps a group on one side: the BreakHis
+accession number by default (``14-18842`` and ``14-18842D`` are slides of one biopsy), the patient
+id for other data, or a user-chosen column. An image-level split of grouped data must be asked for
+explicitly, and is labelled leaky.
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.config import SPANHOL_REPEATS, DataConfig
+from breastcls.data.breakhis import accession_number
 from breastcls.errors import DataError
-from breastcls.interfaces import Sample
+from breastcls.interfaces import DataRole, Sample
 
 __all__ = [
     "Split",
+    "group_key",
     "kfold_splits",
     "sample_groups",
     "spanhol_splits",
@@ -34,25 +42,51 @@ _ATTRIBUTE_COLUMNS = ("patient_id", "subtype", "magnification")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Split:
-    """A train/validation partition of a dataset.
+    """A partition of a dataset into the three roles.
 
     Attributes:
         train: Training samples.
-        validation: Validation samples.
-        method: How it was made: ``folders`` (given by the data), ``folders-leaky`` (given by the
-            data, with a patient or group on both sides), ``patient`` (grouped by patient id,
-            stratified), ``group`` (grouped by a user column), ``image`` (stratified by image, no
-            groups known) or ``image-leaky`` (by image although groups were known).
+        selection: Selection samples (checkpoint, learning-rate schedule, calibration).
+        test: Test samples; empty when the run keeps no test set (its figures then come from
+            the selection set and are labelled optimistic).
+        method: How training and selection were separated: ``patient`` (grouped by accession
+            or patient id, stratified), ``group`` (grouped by a user column), ``image``
+            (stratified by image, no groups known), ``image-leaky`` (by image although groups
+            were known) or ``folders`` (given by the data).
+        test_from: Where the test set comes from: ``split`` (held out here), ``data`` (a
+            ``validation/`` or ``test/`` folder, or a manifest's ``split`` column), ``fold``
+            (the held-out fold of a cross-validation) or ``none``.
+        leaky: Whether some group (patient, accession or ``group_by`` value) is in two roles.
     """
 
     train: tuple[Sample, ...]
-    validation: tuple[Sample, ...]
+    selection: tuple[Sample, ...]
+    test: tuple[Sample, ...]
     method: str
+    test_from: str
+    leaky: bool = False
 
     @property
-    def leaky(self) -> bool:
-        """Whether a patient (or group) can appear on both sides."""
-        return self.method.endswith("-leaky")
+    def reported_role(self) -> DataRole:
+        """The set whose figures a run reports: the test set, or selection when there is none."""
+        return DataRole.TEST if self.test else DataRole.SELECTION
+
+    def parts(self) -> tuple[tuple[DataRole, tuple[Sample, ...]], ...]:
+        """Each role with its samples, in the order train, selection, test."""
+        return (
+            (DataRole.TRAIN, self.train),
+            (DataRole.SELECTION, self.selection),
+            (DataRole.TEST, self.test),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (``config.json``'s ``split``): method, sizes, groups."""
+        return {
+            "method": self.method,
+            "test_from": self.test_from,
+            "leaky": self.leaky,
+            **{f"{role.value}_images": len(samples) for role, samples in self.parts()},
+        }
 
 
 def _value(sample: Sample, column: str) -> str | None:
@@ -62,20 +96,33 @@ def _value(sample: Sample, column: str) -> str | None:
     return sample.extra.get(column) or None
 
 
+def group_key(sample: Sample, group_by: str | None = None) -> str | None:
+    """Return the group ``sample`` must share a side with, or ``None`` when it has none.
+
+    By default that is the patient's accession number (:func:`accession_number`: a BreakHis
+    ``14-18842D`` groups with ``14-18842``; other patient ids are kept as they are); with
+    ``group_by``, the value of that column.
+    """
+    if group_by is not None:
+        return _value(sample, group_by)
+    patient = _value(sample, "patient_id")
+    return None if patient is None else accession_number(patient)
+
+
 def sample_groups(samples: Sequence[Sample], group_by: str | None = None) -> list[str] | None:
-    """Return the group of every sample, or ``None`` when no grouping is known.
+    """Return the group of every sample (:func:`group_key`), or ``None`` when none is known.
 
     Args:
         samples: The images.
         group_by: A column: ``patient_id``, ``subtype``, ``magnification`` or a manifest's extra
-            column. ``None`` groups by patient id when the images have one.
+            column. ``None`` groups by accession number (patient id) when images have one.
 
     Raises:
         DataError: Some images have a group and others do not (or ``group_by`` names a column
             an image lacks), so no split could be honest about all of them.
     """
     column = group_by or "patient_id"
-    values = [_value(sample, column) for sample in samples]
+    values = [group_key(sample, group_by) for sample in samples]
     known = sum(value is not None for value in values)
     if known == 0 and group_by is None:
         return None
@@ -87,20 +134,6 @@ def sample_groups(samples: Sequence[Sample], group_by: str | None = None) -> lis
             "--allow-leaky-split with --split-by image to split images independently."
         )
     return [str(value) for value in values]
-
-
-def _fixed(samples: Sequence[Sample], group_by: str | None) -> Split:
-    train = tuple(s for s in samples if s.split == "train")
-    validation = tuple(s for s in samples if s.split == "validation")
-    if not validation:
-        raise DataError(
-            "The data fixes a train split but has no validation images: add a validation/ "
-            "folder (or 'validation' rows in the manifest's split column)."
-        )
-    column = group_by or "patient_id"
-    train_groups = {value for s in train if (value := _value(s, column)) is not None}
-    leaky = any(_value(s, column) in train_groups for s in validation)
-    return Split(train=train, validation=validation, method="folders-leaky" if leaky else "folders")
 
 
 def _check_classes(labels: npt.NDArray[Any], needed: int, what: str) -> None:
@@ -123,7 +156,7 @@ def _check_groups(samples: Sequence[Sample], groups: list[str], needed: int, col
             raise DataError(
                 f"Class {label!r} has images of only {len(members)} {column} value(s); a split "
                 f"by {column} needs at least {needed} to put the class on every side: add "
-                "patients of that class, or leave the class out."
+                "patients of that class, lower --test-fraction to 0, or leave the class out."
             )
 
 
@@ -138,7 +171,7 @@ def _groups(
     if by == "patient":
         return sample_groups(samples, group_by), False
     column = group_by or "patient_id"
-    known = {value for s in samples if (value := _value(s, column)) is not None}
+    known = {value for s in samples if (value := group_key(s, group_by)) is not None}
     if known and not allow_leaky:
         raise DataError(
             f"The images have {column} values ({len(known)} groups), and an image-level split "
@@ -149,45 +182,30 @@ def _groups(
     return None, bool(known)
 
 
-def split_samples(
-    samples: Sequence[Sample],
-    *,
-    fraction: float,
-    seed: int,
-    by: str = "patient",
-    group_by: str | None = None,
-    allow_leaky: bool = False,
-) -> Split:
-    """Split ``samples`` into train and validation.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Grouping:
+    """How samples are kept together: the split level and its options, shared by every cut."""
 
-    Samples that carry a ``split`` (from ``train/``/``validation/`` folders or a manifest column)
-    keep it. Otherwise a stratified split holds out ``fraction`` of the data. When groups are
-    known (patient ids, or the ``group_by`` column) and ``by == "patient"``, whole groups move
-    together (:class:`sklearn.model_selection.StratifiedGroupKFold` with ``round(1 / fraction)``
-    folds, first fold held out), so no patient is on both sides.
+    seed: int
+    by: str = "patient"
+    group_by: str | None = None
+    allow_leaky: bool = False
 
-    Args:
-        samples: The images.
-        fraction: Share held out for validation.
-        seed: Split seed.
-        by: ``patient`` (grouped when groups are known) or ``image``.
-        group_by: Group column (see :func:`sample_groups`); ``None`` means patient id.
-        allow_leaky: Allow ``by="image"`` on grouped data (the split is then ``image-leaky``).
 
-    Raises:
-        DataError: A class is too small to appear on both sides, too few groups, some images
-            lack a group, or an image-level split of grouped data without ``allow_leaky``.
+def _hold_out(
+    samples: Sequence[Sample], fraction: float, grouping: _Grouping, what: str
+) -> tuple[tuple[Sample, ...], tuple[Sample, ...], str]:
+    """Hold out ``fraction`` of ``samples``, stratified by class, whole groups together.
+
+    Returns the kept samples, the held-out samples and the method (see :class:`Split`).
     """
-    if any(sample.split for sample in samples):
-        return _fixed(samples, group_by)
-
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     labels = np.array([sample.label for sample in samples])
-    _check_classes(labels, 2, "a train/validation split")
+    _check_classes(labels, 2, f"a {what} split")
     indices = np.arange(len(samples))
-    column = group_by or "patient_id"
-    groups, leaky = _groups(samples, by, group_by, allow_leaky)
+    column = grouping.group_by or "patient_id"
+    groups, leaky = _groups(samples, grouping.by, grouping.group_by, grouping.allow_leaky)
     if groups is not None:
         _check_groups(samples, groups, 2, column)
         n_splits = max(2, round(1 / fraction))
@@ -195,29 +213,149 @@ def split_samples(
         if n_groups < n_splits:
             raise DataError(
                 f"Only {n_groups} distinct {column} values: too few for a grouped "
-                f"{fraction:.0%} split. Add patients, or pass --split-by image "
+                f"{fraction:.0%} {what} split. Add patients, or pass --split-by image "
                 "--allow-leaky-split (leaky)."
             )
-        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        train_idx, val_idx = next(iter(splitter.split(indices, labels, groups=groups)))
-        method = _grouped_method(group_by)
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=grouping.seed)
+        kept, held = next(iter(splitter.split(indices, labels, groups=groups)))
+        method = _grouped_method(grouping.group_by)
     else:
         try:
-            train_idx, val_idx = train_test_split(
-                indices, test_size=fraction, random_state=seed, stratify=labels
+            kept, held = train_test_split(
+                indices, test_size=fraction, random_state=grouping.seed, stratify=labels
             )
         except ValueError as error:
             raise DataError(
-                f"A stratified {fraction:.0%} validation split of {len(samples)} images with "
+                f"A stratified {fraction:.0%} {what} split of {len(samples)} images with "
                 f"{len(set(labels.tolist()))} classes is impossible ({error}): add images or "
-                "raise --validation-fraction."
+                "change the fraction."
             ) from error
         method = "image-leaky" if leaky else "image"
-    return Split(
-        train=tuple(samples[i] for i in sorted(train_idx)),
-        validation=tuple(samples[i] for i in sorted(val_idx)),
-        method=method,
+    return (
+        tuple(samples[i] for i in sorted(kept)),
+        tuple(samples[i] for i in sorted(held)),
+        method,
     )
+
+
+def _crosses(first: Sequence[Sample], second: Sequence[Sample], group_by: str | None) -> bool:
+    groups = {value for s in first if (value := group_key(s, group_by)) is not None}
+    return any(group_key(s, group_by) in groups for s in second)
+
+
+def _with_selection(
+    development: Sequence[Sample],
+    test: tuple[Sample, ...],
+    *,
+    selection_fraction: float,
+    grouping: _Grouping,
+    test_from: str,
+) -> Split:
+    """Carve the selection set out of ``development`` and return the three-role split."""
+    train, selection, method = _hold_out(development, selection_fraction, grouping, "selection")
+    leaky = method == "image-leaky" or _crosses((*train, *selection), test, grouping.group_by)
+    return Split(
+        train=train,
+        selection=selection,
+        test=test,
+        method=method,
+        test_from=test_from,
+        leaky=leaky,
+    )
+
+
+def _given(samples: Sequence[Sample], selection_fraction: float, grouping: _Grouping) -> Split:
+    """The split of data that fixes its own (folders or a manifest ``split`` column).
+
+    ``train/`` + ``validation/`` is the seed blog's layout, where ``validation/`` is the *test*
+    set and the blog carves 20% of ``train/`` to monitor training: so does breastcls. With a
+    ``test/`` part too, every role is taken as given.
+    """
+    by_split: dict[str | None, tuple[Sample, ...]] = {
+        name: tuple(s for s in samples if s.split == name)
+        for name in ("train", "validation", "test")
+    }
+    if by_split["test"] and by_split["validation"]:
+        train, selection, test = by_split["train"], by_split["validation"], by_split["test"]
+        leaky = _crosses(train, selection, grouping.group_by) or _crosses(
+            (*train, *selection), test, grouping.group_by
+        )
+        return Split(
+            train=train, selection=selection, test=test, method="folders", test_from="data",
+            leaky=leaky,
+        )
+    test = by_split["test"] or by_split["validation"]
+    if not test:
+        raise DataError(
+            "The data fixes a train split but has no validation or test images: add a "
+            "validation/ folder (or 'validation' rows in the manifest's split column), or "
+            "remove the split to let breastcls hold out a test set."
+        )
+    return _with_selection(
+        by_split["train"],
+        test,
+        selection_fraction=selection_fraction,
+        grouping=grouping,
+        test_from="data",
+    )
+
+
+def split_samples(
+    samples: Sequence[Sample],
+    *,
+    test_fraction: float,
+    selection_fraction: float,
+    seed: int,
+    by: str = "patient",
+    group_by: str | None = None,
+    allow_leaky: bool = False,
+) -> Split:
+    """Split ``samples`` into training, selection and test sets.
+
+    Data that fixes its split (``train/``/``validation/``/``test/`` folders or a manifest
+    ``split`` column) keeps it, as :func:`_given` describes. Otherwise a stratified split holds
+    out ``test_fraction`` of the data as the test set, then ``selection_fraction`` of the rest
+    as the selection set. When groups are known (accession numbers, patient ids or the
+    ``group_by`` column) and ``by == "patient"``, whole groups move together
+    (:class:`sklearn.model_selection.StratifiedGroupKFold` with ``round(1 / fraction)`` folds,
+    first fold held out), so no patient is in two roles.
+
+    Args:
+        samples: The images.
+        test_fraction: Share held out as the test set; ``0`` keeps no test set.
+        selection_fraction: Share of the rest held out as the selection set.
+        seed: Split seed.
+        by: ``patient`` (grouped when groups are known) or ``image``.
+        group_by: Group column (see :func:`sample_groups`); ``None`` means accession number.
+        allow_leaky: Allow ``by="image"`` on grouped data (the split is then leaky).
+
+    Raises:
+        DataError: A class is too small to appear in every role, too few groups, some images
+            lack a group, or an image-level split of grouped data without ``allow_leaky``.
+    """
+    grouping = _Grouping(seed=seed, by=by, group_by=group_by, allow_leaky=allow_leaky)
+    if any(sample.split for sample in samples):
+        return _given(samples, selection_fraction, grouping)
+    if test_fraction <= 0:
+        return _with_selection(
+            samples, (), selection_fraction=selection_fraction, grouping=grouping, test_from="none"
+        )
+    development, test, _ = _hold_out(samples, test_fraction, grouping, "test")
+    return _with_selection(
+        development,
+        test,
+        selection_fraction=selection_fraction,
+        grouping=grouping,
+        test_from="split",
+    )
+
+
+def _refuse_given_split(samples: Sequence[Sample], what: str) -> None:
+    if any(sample.split for sample in samples):
+        raise DataError(
+            "The data fixes its own split (split folders or a manifest split column): "
+            f"{what} needs unsplit data; remove the split, or train without it."
+        )
 
 
 def kfold_splits(
@@ -225,13 +363,17 @@ def kfold_splits(
     *,
     folds: int,
     seed: int,
+    selection_fraction: float = 0.2,
     by: str = "patient",
     group_by: str | None = None,
     allow_leaky: bool = False,
 ) -> list[Split]:
-    """Return the ``folds`` splits of a stratified (group) k-fold cross-validation.
+    """Return the ``folds`` splits of a nested, stratified (group) k-fold cross-validation.
 
-    Every image is in exactly one validation fold. With groups known (and ``by == "patient"``)
+    Each outer fold's held-out patients are its test set, and every image is in exactly one
+    test fold; the selection set is carved (``selection_fraction``, by group) from that fold's
+    training patients, so no model ever chooses its checkpoint or calibration on its own test
+    patients. With groups known (and ``by == "patient"``)
     :class:`~sklearn.model_selection.StratifiedGroupKFold` keeps each group in one fold;
     otherwise :class:`~sklearn.model_selection.StratifiedKFold` splits images.
 
@@ -241,16 +383,13 @@ def kfold_splits(
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if any(sample.split for sample in samples):
-        raise DataError(
-            "The data fixes its own train/validation split (split folders or a manifest split "
-            "column): cross-validation needs unsplit data; remove the split or drop --folds."
-        )
+    _refuse_given_split(samples, "cross-validation")
+    grouping = _Grouping(seed=seed, by=by, group_by=group_by, allow_leaky=allow_leaky)
     labels = np.array([sample.label for sample in samples])
     _check_classes(labels, folds, f"{folds}-fold cross-validation")
     indices = np.arange(len(samples))
     column = group_by or "patient_id"
-    groups, leaky = _groups(samples, by, group_by, allow_leaky)
+    groups, _ = _groups(samples, by, group_by, allow_leaky)
     if groups is not None:
         n_groups = len(set(groups))
         if n_groups < folds:
@@ -261,19 +400,19 @@ def kfold_splits(
         parts = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
             indices, labels, groups=groups
         )
-        method = _grouped_method(group_by)
     else:
         parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
             indices, labels
         )
-        method = "image-leaky" if leaky else "image"
     return [
-        Split(
-            train=tuple(samples[i] for i in sorted(train_idx)),
-            validation=tuple(samples[i] for i in sorted(val_idx)),
-            method=method,
+        _with_selection(
+            [samples[i] for i in sorted(development)],
+            tuple(samples[i] for i in sorted(test)),
+            selection_fraction=selection_fraction,
+            grouping=grouping,
+            test_from="fold",
         )
-        for train_idx, val_idx in parts
+        for development, test in parts
     ]
 
 
@@ -283,18 +422,22 @@ def spanhol_splits(
     seed: int,
     repeats: int = SPANHOL_REPEATS,
     test_fraction: float = 0.3,
+    selection_fraction: float = 0.2,
     group_by: str | None = None,
 ) -> list[Split]:
     """Return the Spanhol et al. (2016) protocol: ``repeats`` random patient-wise 70/30 splits.
 
     In each repetition, the patients of each class are shuffled (seeded by ``seed`` and the
-    repetition) and ``round(test_fraction * n)`` of them (at least one, at most ``n - 1``) go to
-    validation with all their images; patients are stratified by class.
+    repetition) and ``round(test_fraction * n)`` of them (at least one, at most ``n - 1``) form
+    the test set with all their images; patients are stratified by class. The selection set is
+    carved (``selection_fraction``, by patient) from the remaining 70%: the paper's "30% for
+    testing" is then never seen before the final model is scored.
 
     Raises:
-        DataError: Patient ids (or ``group_by`` values) are unknown, or a class has fewer than
-            two patients.
+        DataError: Patient ids (or ``group_by`` values) are unknown, or a class has too few
+            patients for three roles.
     """
+    _refuse_given_split(samples, "the Spanhol protocol")
     groups = sample_groups(samples, group_by)
     column = group_by or "patient_id"
     if groups is None:
@@ -309,24 +452,28 @@ def spanhol_splits(
     for group in sorted(labels_of):
         by_class.setdefault(labels_of[group].most_common(1)[0][0], []).append(group)
     for label, members in sorted(by_class.items()):
-        if len(members) < 2:
+        if len(members) < 3:
             raise DataError(
                 f"Class {label!r} has {len(members)} {column} value(s): the Spanhol protocol "
-                "needs at least two per class (one on each side)."
+                "needs at least three per class (training, selection and test)."
             )
+    grouping = _Grouping(seed=seed, group_by=group_by)
     splits: list[Split] = []
     for repeat in range(repeats):
         rng = np.random.default_rng([seed, repeat])
         held_out: set[str] = set()
         for _, members in sorted(by_class.items()):
-            count = min(len(members) - 1, max(1, round(test_fraction * len(members))))
+            count = min(len(members) - 2, max(1, round(test_fraction * len(members))))
             order = rng.permutation(len(members))
             held_out.update(members[i] for i in order[:count])
+        pairs = list(zip(samples, groups, strict=True))
         splits.append(
-            Split(
-                train=tuple(s for s, g in zip(samples, groups, strict=True) if g not in held_out),
-                validation=tuple(s for s, g in zip(samples, groups, strict=True) if g in held_out),
-                method=_grouped_method(group_by),
+            _with_selection(
+                [s for s, g in pairs if g not in held_out],
+                tuple(s for s, g in pairs if g in held_out),
+                selection_fraction=selection_fraction,
+                grouping=grouping,
+                test_from="fold",
             )
         )
     return splits
@@ -337,7 +484,7 @@ def split_for_config(samples: Sequence[Sample], config: DataConfig) -> Split:
 
     ``config.folds`` picks fold ``config.fold`` of :func:`kfold_splits`, ``config.protocol``
     picks repetition ``config.fold`` of :func:`spanhol_splits`, and otherwise
-    :func:`split_samples` holds out ``config.validation_fraction``.
+    :func:`split_samples` holds out ``config.test_fraction`` and ``config.selection_fraction``.
 
     Raises:
         DataError: As the function used.
@@ -347,17 +494,22 @@ def split_for_config(samples: Sequence[Sample], config: DataConfig) -> Split:
             samples,
             folds=config.folds,
             seed=config.split_seed,
+            selection_fraction=config.selection_fraction,
             by=config.split_by,
             group_by=config.group_by,
             allow_leaky=config.allow_leaky_split,
         )[config.fold - 1]
     if config.protocol == "spanhol":
-        return spanhol_splits(samples, seed=config.split_seed, group_by=config.group_by)[
-            config.fold - 1
-        ]
+        return spanhol_splits(
+            samples,
+            seed=config.split_seed,
+            selection_fraction=config.selection_fraction,
+            group_by=config.group_by,
+        )[config.fold - 1]
     return split_samples(
         samples,
-        fraction=config.validation_fraction,
+        test_fraction=config.test_fraction,
+        selection_fraction=config.selection_fraction,
         seed=config.split_seed,
         by=config.split_by,
         group_by=config.group_by,

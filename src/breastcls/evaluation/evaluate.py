@@ -1,19 +1,20 @@
-"""``breastcls.evaluate``, ``breastcls.predict`` and ``breastcls.build_report``.
+"""``breastcls.evaluate``, ``breastcls.predict`` and ``breastcls.build_report``, and the
+evaluation that ends a training run.
 
 A model's folder (a run folder, or wherever ``best.keras`` lives) may hold, beside the model:
-``class_names.json`` (class order), ``config.json`` (the run configuration),
-``temperature.json`` (temperature scaling fitted on validation data) and ``thresholds.json``
-(operating thresholds chosen on validation data). Evaluation and prediction apply the last two
-unchanged.
+``class_names.json`` (class order), ``config.json`` (the run configuration), ``split.csv``
+(every image the run used, with its role) and the temperature and thresholds fitted on the
+selection set (:mod:`breastcls.evaluation.calibration`). Evaluation and prediction apply the
+calibration unchanged, and ``evaluate`` refuses data the model has seen.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
-import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,32 +23,45 @@ import numpy as np
 
 from breastcls.config import DataConfig
 from breastcls.data.breakhis import parse_breakhis_name
-from breastcls.data.images import IMAGE_EXTENSIONS
+from breastcls.data.images import IMAGE_EXTENSIONS, ImageInfo
+from breastcls.data.overlap import Overlap, find_overlap
+from breastcls.data.split import Split
 from breastcls.errors import ConfigError, DataError, ModelLoadError
-from breastcls.evaluation.clinical import (
-    apply_temperature,
-    binary_view,
-    choose_thresholds,
-    fit_temperature,
-    positive_class_index,
+from breastcls.evaluation.calibration import (
+    Calibration,
+    apply_calibration,
+    fit_calibration,
+    has_calibration,
+    read_calibration,
+    write_calibration,
 )
-from breastcls.interfaces import MetricSection, Predictions, Sample
-from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
+from breastcls.evaluation.clinical import apply_temperature, positive_class_index
+from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
+from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.model import model_file
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.run import SPLIT_FILE, read_split_csv
 
 __all__ = [
+    "POOLED_DIR",
+    "SELECTION_DIR",
     "EvaluationResult",
     "PredictResult",
+    "RunEvaluation",
     "build_report",
-    "calibrate_validation",
+    "calibration_for",
     "evaluate",
+    "evaluate_pooled",
+    "evaluate_run",
+    "headline_figures",
     "predict",
-    "write_validation_report",
+    "read_run_evaluation",
 ]
 
-TEMPERATURE_FILE = "temperature.json"
-THRESHOLDS_FILE = "thresholds.json"
+SELECTION_DIR = "selection"
+"""The run folder's sub-folder with the selection set's predictions and metrics."""
+POOLED_DIR = "pooled"
+"""A cross-validation folder's sub-folder with the pooled out-of-fold evaluation."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,12 +73,16 @@ class EvaluationResult:
         metrics: The ``metrics.json`` content.
         report: The HTML report.
         n_images: Number of images evaluated.
+        role: The set the images are to the model: ``test`` (a run's test set, or data checked
+            against the run's images), ``selection`` (optimistic), ``None`` (not checked, or
+            overlapping and scored with ``allow_overlap``).
     """
 
     out_dir: Path
     metrics: dict[str, Any]
     report: Path
     n_images: int
+    role: DataRole | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,139 +102,236 @@ class PredictResult:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json_file(path)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{path} is not readable JSON ({error}): fix or delete it.") from error
 
 
-def _calibration_of(folder: Path) -> tuple[float | None, dict[str, float]]:
-    """Return the temperature and thresholds saved in ``folder`` (``None``/empty when absent)."""
-    temperature = None
-    thresholds: dict[str, float] = {}
-    try:
-        if (folder / TEMPERATURE_FILE).is_file():
-            temperature = float(_read_json(folder / TEMPERATURE_FILE)["temperature"])
-            if not temperature > 0:
-                raise ValueError(f"temperature {temperature} is not positive")
-        if (folder / THRESHOLDS_FILE).is_file():
-            raw = _read_json(folder / THRESHOLDS_FILE)["thresholds"]
-            thresholds = {str(k): float(v) for k, v in raw.items()}
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ModelLoadError(
-            f"The calibration files in {folder} ({TEMPERATURE_FILE}, {THRESHOLDS_FILE}) are "
-            f"malformed ({type(error).__name__}: {error}): delete them, or retrain."
-        ) from error
-    return temperature, thresholds
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunEvaluation:
+    """The evaluation that ends a training run (see :func:`evaluate_run`).
 
-
-def calibrate_validation(
-    predictions: Predictions,
-    folder: Path,
-    *,
-    target_specificity: float = 0.95,
-    target_sensitivity: float = 0.95,
-) -> Predictions:
-    """Fit temperature scaling and choose operating thresholds on validation predictions.
-
-    Writes ``temperature.json`` and ``thresholds.json`` into ``folder`` (the model's folder),
-    where :func:`evaluate` and :func:`predict` find them, and returns the predictions with the
-    temperature applied and the thresholds attached. Thresholds are chosen on the
-    temperature-scaled probabilities, which is what evaluation applies them to.
+    Attributes:
+        metrics: The reported ``metrics.json``.
+        role: The set ``metrics`` come from.
+        selection_metrics: ``selection/metrics.json``: the same metrics on the selection set.
+        report: The run's ``report.html``.
+        headline: The figures ``status.json`` and ``breastcls runs`` show.
     """
-    raw = predictions.probabilities
-    temperature = fit_temperature(raw, predictions.y_true)
-    calibrated = Predictions(
-        class_names=predictions.class_names,
-        y_true=predictions.y_true,
-        probabilities=apply_temperature(raw, temperature),
-        paths=predictions.paths,
-        patient_ids=predictions.patient_ids,
-        magnifications=predictions.magnifications,
-        temperature=temperature,
-    )
-    view = binary_view(calibrated)
-    thresholds = choose_thresholds(
-        view.y_true,
-        view.score,
-        target_specificity=target_specificity,
-        target_sensitivity=target_sensitivity,
-    )
-    atomic_write_json(
-        folder / TEMPERATURE_FILE,
-        {
-            "temperature": temperature,
-            "fitted_on": "validation",
-            "n_images": len(predictions.y_true),
-            "method": "temperature scaling (Guo et al., 2017): softmax(log p / T), T minimises NLL",
-        },
-    )
-    atomic_write_json(
-        folder / THRESHOLDS_FILE,
-        {
-            "positive_class": view.positive,
-            "chosen_on": "validation",
-            "rule": f"an image is {view.positive} when its probability >= threshold",
-            "thresholds": thresholds,
-        },
-    )
-    return Predictions(
-        class_names=calibrated.class_names,
-        y_true=calibrated.y_true,
-        probabilities=calibrated.probabilities,
-        paths=calibrated.paths,
-        patient_ids=calibrated.patient_ids,
-        magnifications=calibrated.magnifications,
-        thresholds=thresholds,
-        temperature=temperature,
-    )
+
+    metrics: dict[str, Any]
+    role: DataRole
+    selection_metrics: dict[str, Any]
+    report: Path
+    headline: dict[str, Any]
 
 
-def _read_split_csv(run_dir: Path) -> list[Sample]:
-    path = run_dir / "split.csv"
-    if not path.is_file():
-        raise ConfigError(
-            f"{run_dir} has no split.csv, so it has no validation split to evaluate on: pass "
-            "--data with the images to evaluate."
+def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures a run is summarised by: the set they come from, accuracy and AUC [95% CI]."""
+    evaluated = metrics.get("evaluated_on", {})
+    auc = metrics.get("bootstrap", {}).get("intervals", {}).get("auc", {})
+    return {
+        "role": evaluated.get("role"),
+        "set": evaluated.get("set"),
+        "accuracy": metrics.get("classification", {}).get("accuracy"),
+        "auc": auc.get("estimate"),
+        "auc_low": auc.get("low"),
+        "auc_high": auc.get("high"),
+    }
+
+
+def evaluate_run(
+    run_dir: Path,
+    keras_model: Any,
+    split: Split,
+    class_names: Sequence[str],
+    *,
+    image_size: int,
+    batch_size: int,
+    image_info: Mapping[Path, ImageInfo],
+    host: PluginHost | None = None,
+) -> RunEvaluation:
+    """Finish a training run: calibrate on the selection set, then score the test set once.
+
+    Fits the temperature and chooses the thresholds on the selection set's predictions
+    (``temperature.json``, ``thresholds.json``), writes the selection set's calibrated
+    predictions and metrics into ``selection/`` (optimistic: that set chose the model), then
+    predicts the test set once, applies the calibration unchanged and writes
+    ``predictions.csv``, ``metrics.json``, the figures and ``report.html`` into the run folder.
+    Without a test set the run folder's figures are the selection set's, labelled optimistic.
+    No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
+    """
+    from breastcls.evaluation.metrics import compute_metrics, predict_samples, write_predictions
+
+    def predicted(samples: Sequence[Sample], role: DataRole) -> Predictions:
+        return predict_samples(
+            keras_model,
+            samples,
+            class_names,
+            image_size=image_size,
+            batch_size=batch_size,
+            image_info=image_info,
+            role=role,
         )
-    samples = []
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and not {"path", "label", "split"} <= set(rows[0]):
-        raise DataError(f"{path} lacks the columns path, label and split: it is not a split.csv.")
-    for row in rows:
-        if row.get("split") == "validation":
-            magnification = row.get("magnification") or ""
-            samples.append(
-                Sample(
-                    path=Path(row["path"]),
-                    label=row["label"],
-                    patient_id=row.get("patient_id") or None,
-                    magnification=int(magnification) if magnification.isdigit() else None,
-                    split="validation",
-                )
-            )
-    if not samples:
-        raise DataError(f"{path} lists no validation images: pass --data to evaluate on.")
-    return samples
+
+    selection = predicted(split.selection, DataRole.SELECTION)
+    calibration = fit_calibration(selection)
+    write_calibration(run_dir, calibration)
+    selection_dir = run_dir / SELECTION_DIR
+    selection_dir.mkdir(exist_ok=True)
+    calibrated_selection = apply_calibration(selection, calibration)
+    write_predictions(calibrated_selection, selection_dir / "predictions.csv")
+    compute_metrics(calibrated_selection, selection_dir, host=host)
+    reported = (
+        apply_calibration(predicted(split.test, DataRole.TEST), calibration)
+        if split.test
+        else calibrated_selection
+    )
+    write_predictions(reported, run_dir / "predictions.csv")
+    sections = compute_metrics(reported, run_dir, host=host)
+    _write_report(
+        sections,
+        reported,
+        run_dir,
+        title=f"breastcls run {run_dir.name}",
+        settings=_run_settings(run_dir),
+        training_figures=[
+            p for p in (run_dir / "loss.png", run_dir / "accuracy.png") if p.exists()
+        ],
+        calibration=calibration,
+    )
+    return read_run_evaluation(run_dir)
 
 
-def _evaluation_samples(
-    data: Path | None, model_dir: Path, image_size: int, host: PluginHost
-) -> tuple[list[Sample], tuple[str, ...] | None, str]:
-    """Return the samples, the data's class names (``None``: take the model's) and a name."""
+def evaluate_pooled(
+    out_dir: Path, fold_dirs: Sequence[Path], *, host: PluginHost | None = None
+) -> dict[str, Any]:
+    """Evaluate the folds' test predictions together and write ``out_dir`` (predictions,
+    metrics, figures, report); return its ``metrics.json``.
+
+    Every image is predicted once, by the fold whose model never trained or selected on its
+    patient, with that fold's calibration. Each fold chose its own thresholds, so the pooled
+    operating point is the plain top-class decision; the folds' reports give their own.
+
+    Raises:
+        DataError: A fold has no readable ``predictions.csv``.
+    """
+    from breastcls.evaluation.metrics import compute_metrics, write_predictions
+
+    folds = [_read_predictions_csv(fold / "predictions.csv") for fold in fold_dirs]
+    pooled = dataclasses.replace(
+        folds[0],
+        y_true=np.concatenate([fold.y_true for fold in folds]),
+        probabilities=np.concatenate([fold.probabilities for fold in folds]),
+        paths=tuple(path for fold in folds for path in fold.paths),
+        patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
+        magnifications=tuple(m for fold in folds for m in fold.magnifications),
+        thresholds={"default": 0.5},
+        role=DataRole.TEST,
+    )
+    set_description = f"test sets of {len(folds)} folds, pooled out of fold"
+    ensure_writable_dir(out_dir)
+    write_predictions(pooled, out_dir / "predictions.csv")
+    sections = compute_metrics(pooled, out_dir, host=host, set_description=set_description)
+    _write_report(
+        sections,
+        pooled,
+        out_dir,
+        title=f"breastcls cross-validation {out_dir.parent.name}",
+        settings=_run_settings(fold_dirs[0]),
+        calibration=None,
+        set_description=set_description,
+    )
+    metrics: dict[str, Any] = _read_json(out_dir / "metrics.json")
+    return metrics
+
+
+def read_run_evaluation(run_dir: Path) -> RunEvaluation:
+    """Read back the evaluation a finished run wrote (see :func:`evaluate_run`).
+
+    Raises:
+        ModelLoadError: A metrics file is unreadable.
+    """
+    metrics: dict[str, Any] = _read_json(run_dir / "metrics.json")
+    selection_file = run_dir / SELECTION_DIR / "metrics.json"
+    role = metrics.get("evaluated_on", {}).get("role")
+    return RunEvaluation(
+        metrics=metrics,
+        role=DataRole(role) if role else DataRole.SELECTION,
+        selection_metrics=_read_json(selection_file) if selection_file.is_file() else {},
+        report=run_dir / "report.html",
+        headline=headline_figures(metrics),
+    )
+
+
+def _run_images(run_dir: Path) -> tuple[list[Sample], DataRole]:
+    """The run's test images from ``split.csv``, or its selection images when it has none."""
+    images = [sample for sample, _ in read_split_csv(run_dir)]
+    for role in (DataRole.TEST, DataRole.SELECTION):
+        chosen = [sample for sample in images if sample.split == role.value]
+        if chosen:
+            return chosen, role
+    raise DataError(
+        f"{run_dir / SPLIT_FILE} lists no test or selection images: pass --data to evaluate on."
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _EvaluationData:
+    """The images ``evaluate`` scores, and what they are to the model."""
+
+    samples: list[Sample]
+    class_names: tuple[str, ...] | None
+    name: str
+    role: DataRole | None
+    overlap: Overlap
+
+
+def _evaluation_data(
+    data: Path | None,
+    model_dir: Path,
+    image_size: int,
+    host: PluginHost,
+    *,
+    allow_overlap: bool,
+) -> _EvaluationData:
+    """Return what to evaluate: the run's test set (``data`` is ``None``) or ``data``, checked
+    against the images and patients that trained or selected the model."""
     from breastcls.data.loading import load_dataset
 
     if data is None:
-        return _read_split_csv(model_dir), None, "validation"
+        samples, role = _run_images(model_dir)
+        return _EvaluationData(
+            samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
+        )
     settings: dict[str, Any] = {}
     if (model_dir / "config.json").is_file():
         saved = _read_json(model_dir / "config.json").get("data", {})
-        settings = {key: saved[key] for key in ("task", "magnification") if key in saved}
+        kept = ("task", "magnification", "group_by")
+        settings = {key: saved[key] for key in kept if key in saved}
     dataset = load_dataset(
         DataConfig(path=Path(data), image_size=image_size, **settings), host=host
     )
-    test = [s for s in dataset.samples if s.split == "test"]
-    return test or list(dataset.samples), dataset.class_names, Path(data).stem or "data"
+    samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
+    checked = (model_dir / SPLIT_FILE).is_file()
+    overlap = Overlap()
+    if checked:
+        seen = [image for _, image in read_split_csv(model_dir)]
+        overlap = find_overlap(seen, samples, _scan(samples), group_by=settings.get("group_by"))
+    if overlap and not allow_overlap:
+        raise DataError(
+            f"{data}: {overlap.describe()} Figures on them would not estimate performance on new "
+            "patients: evaluate on other patients, or pass --allow-overlap to score them anyway "
+            "(the report is then labelled as overlapping)."
+        )
+    return _EvaluationData(
+        samples=samples,
+        class_names=dataset.class_names,
+        name=Path(data).stem or "data",
+        # Without the run's split.csv nothing says what the model has seen.
+        role=DataRole.TEST if checked and not overlap else None,
+        overlap=overlap,
+    )
 
 
 def _scan(samples: Sequence[Sample]) -> dict[Path, Any]:
@@ -272,6 +387,72 @@ def _image_size(keras_model: Any) -> int:
     return int(shape[1])
 
 
+def calibration_for(
+    model_dir: Path,
+    tta: str,
+    *,
+    keras_model: Any,
+    class_names: Sequence[str],
+    batch_size: int = 32,
+    host: PluginHost | None = None,
+    verbose: int = 0,
+) -> Calibration:
+    """Return the calibration that fits predictions made with ``tta``.
+
+    A run folder keeps the calibration of its plain predictions; the first time another TTA is
+    asked for, it is fitted on the run's selection set predicted with that TTA and kept beside
+    the first (``temperature-<tta>.json``): a temperature fitted on plain predictions does not
+    fit averaged ones.
+
+    Raises:
+        ConfigError: The folder has a calibration for plain predictions but no selection set to
+            fit one for ``tta`` on (a bare model file).
+    """
+    if has_calibration(model_dir, tta) or not has_calibration(model_dir):
+        return read_calibration(model_dir, tta)
+    if not (model_dir / SPLIT_FILE).is_file():
+        raise ConfigError(
+            f"The calibration beside {model_dir} was fitted on predictions without TTA, and "
+            f"there is no split.csv to refit it for --tta {tta} on the selection set: use "
+            "--tta none, or evaluate the run folder itself."
+        )
+    selection = [s for s, _ in read_split_csv(model_dir) if s.split == DataRole.SELECTION.value]
+    probabilities = _predict(
+        keras_model,
+        selection,
+        class_names,
+        image_size=_image_size(keras_model),
+        batch_size=batch_size,
+        tta=tta,
+        host=ensure_host(host),
+        verbose=verbose,
+    )
+    calibration = fit_calibration(
+        _labelled(selection, class_names, probabilities, role=DataRole.SELECTION), tta=tta
+    )
+    write_calibration(model_dir, calibration)
+    return calibration
+
+
+def _labelled(
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    probabilities: np.ndarray[Any, np.dtype[np.float64]],
+    *,
+    role: DataRole | None,
+) -> Predictions:
+    index = {name: i for i, name in enumerate(class_names)}
+    return Predictions(
+        class_names=tuple(class_names),
+        y_true=np.array([index[s.label] for s in samples], dtype=np.int64),
+        probabilities=probabilities,
+        paths=tuple(str(s.path) for s in samples),
+        patient_ids=tuple(s.patient_id for s in samples),
+        magnifications=tuple(s.magnification for s in samples),
+        role=role,
+    )
+
+
 def evaluate(
     model: Path,
     *,
@@ -280,6 +461,7 @@ def evaluate(
     out_dir: Path | None = None,
     batch_size: int = 32,
     gradcam: bool = True,
+    allow_overlap: bool = False,
     host: PluginHost | None = None,
     verbose: int = 1,
 ) -> EvaluationResult:
@@ -287,23 +469,27 @@ def evaluate(
 
     The folder holds ``predictions.csv``, ``metrics.json`` (every registered metric), the
     metrics' PNG figures, Grad-CAM overlays, ``evaluation.json`` (what was evaluated, how) and
-    ``report.html``. The temperature and thresholds saved beside the model (fitted on
-    validation data at training time) are applied unchanged.
+    ``report.html``. The temperature and thresholds fitted on the run's selection set (with the
+    same TTA) are applied unchanged.
 
     Args:
         model: A run folder or a ``.keras`` file.
         data: Labelled images (folder or manifest); a ``test`` split is used when the data has
-            one, else every image. When ``None``, the run's validation split (``split.csv``).
+            one, else every image. When ``None``, the run's test set (``split.csv``), or its
+            selection set, labelled optimistic, when it kept no test set.
         tta: Test-time augmentation id (``none``, ``flips``, ``d8`` or a plugin's).
         out_dir: The evaluation folder (default: ``<model folder>/evaluations/<data>-<tta>``).
         batch_size: Images per model call (TTA multiplies it by the number of copies).
         gradcam: Write Grad-CAM overlays.
+        allow_overlap: Score ``data`` even when some of its images (by pixels) or patients
+            trained or selected the model; the report then says so.
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows a progress bar.
 
     Raises:
         BreastclsError: Unknown TTA, unreadable model or images, classes that differ from the
-            model's, unwritable output folder.
+            model's, images the model has seen (without ``allow_overlap``), unwritable output
+            folder.
     """
     from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
     from breastcls.model import load_model
@@ -312,24 +498,25 @@ def evaluate(
     host.tta.info(tta)
     model_path = model_file(model)
     model_dir = model_path.parent
-    if out_dir is None:
-        stem = Path(data).stem if data is not None else "validation"
-        out_dir = model_dir / "evaluations" / f"{stem}-{tta}"
-    out_dir = Path(out_dir)
-    ensure_writable_dir(out_dir)
     keras_model = load_model(model_path)
     image_size = _image_size(keras_model)
-    samples, data_classes, data_name = _evaluation_samples(data, model_dir, image_size, host)
-    class_names = _class_names(model_path, keras_model, data_classes or _labels(samples))
-    if data_classes is not None and list(data_classes) != list(class_names):
+    chosen = _evaluation_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
+    class_names = _class_names(
+        model_path, keras_model, chosen.class_names or _labels(chosen.samples)
+    )
+    if chosen.class_names is not None and list(chosen.class_names) != list(class_names):
         raise ModelLoadError(
             f"The model {model_path} was trained on classes {list(class_names)} but {data} has "
-            f"{list(data_classes)}: evaluate it on data with the same classes."
+            f"{list(chosen.class_names)}: evaluate it on data with the same classes."
         )
-    temperature, thresholds = _calibration_of(model_dir)
+    out_dir = Path(out_dir or model_dir / "evaluations" / f"{chosen.name}-{tta}")
+    ensure_writable_dir(out_dir)
+    calibration = calibration_for(
+        model_dir, tta, keras_model=keras_model, class_names=class_names, host=host
+    )
     probabilities = _predict(
         keras_model,
-        samples,
+        chosen.samples,
         class_names,
         image_size=image_size,
         batch_size=batch_size,
@@ -337,35 +524,28 @@ def evaluate(
         host=host,
         verbose=verbose,
     )
-    if temperature is not None:
-        probabilities = apply_temperature(probabilities, temperature)
-    index = {name: i for i, name in enumerate(class_names)}
-    predictions = Predictions(
-        class_names=tuple(class_names),
-        y_true=np.array([index[s.label] for s in samples], dtype=np.int64),
-        probabilities=probabilities,
-        paths=tuple(str(s.path) for s in samples),
-        patient_ids=tuple(s.patient_id for s in samples),
-        magnifications=tuple(s.magnification for s in samples),
-        thresholds=thresholds,
-        temperature=temperature,
+    predictions = apply_calibration(
+        _labelled(chosen.samples, class_names, probabilities, role=chosen.role), calibration
+    )
+    set_description = (
+        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
     )
     write_predictions(predictions, out_dir / "predictions.csv")
-    sections = compute_metrics(predictions, out_dir, host=host)
+    sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
     if gradcam:
         from breastcls.evaluation.gradcam import gradcam_section
 
         sections.append(gradcam_section(keras_model, predictions, out_dir, image_size=image_size))
-    metrics = metrics_document(sections)
+    metrics = metrics_document(sections, predictions, set_description=set_description)
     atomic_write_json(out_dir / "metrics.json", metrics)
     settings = {
         "model": str(model_path),
-        "data": str(data) if data is not None else f"validation split of {model_dir}",
+        "data": str(data) if data is not None else f"{chosen.name} set of {model_dir}",
+        "set": metrics["evaluated_on"]["set"],
         "tta": tta,
         "image_size": image_size,
         "class_names": list(class_names),
-        "temperature": temperature,
-        "thresholds": thresholds or None,
+        "calibration": calibration.to_dict(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_json(out_dir / "evaluation.json", settings)
@@ -373,10 +553,18 @@ def evaluate(
         sections,
         predictions,
         out_dir,
-        title=f"breastcls evaluation: {model_dir.name} on {data_name} (TTA {tta})",
+        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {tta})",
         settings={"evaluation": settings, **_run_settings(model_dir)},
+        calibration=calibration,
+        set_description=set_description,
     )
-    return EvaluationResult(out_dir=out_dir, metrics=metrics, report=report, n_images=len(samples))
+    return EvaluationResult(
+        out_dir=out_dir,
+        metrics=metrics,
+        report=report,
+        n_images=len(chosen.samples),
+        role=chosen.role,
+    )
 
 
 def _labels(samples: Sequence[Sample]) -> tuple[str, ...]:
@@ -409,46 +597,24 @@ def _write_report(
     *,
     title: str,
     settings: dict[str, Any],
+    calibration: Calibration | None,
     training_figures: Sequence[Path] = (),
+    set_description: str | None = None,
 ) -> Path:
+    from breastcls.evaluation.metrics import metrics_document
     from breastcls.evaluation.report import data_summary, render_report
 
+    metrics = metrics_document(sections, predictions, set_description=set_description)
     return render_report(
         sections,
         folder / "report.html",
-        title=title,
+        title=f"{title}: {metrics['evaluated_on']['set']}",
         summary=data_summary(predictions),
         settings=settings,
         training_figures=training_figures,
+        headline=metrics,
+        calibration=calibration.to_dict() if calibration else None,
     )
-
-
-def write_validation_report(
-    run_dir: Path, predictions: Predictions, *, host: PluginHost | None = None
-) -> list[MetricSection]:
-    """Finish a training run's validation outputs (called by :func:`breastcls.train`).
-
-    Fits temperature scaling and chooses thresholds on the validation predictions
-    (:func:`calibrate_validation`), then writes ``predictions.csv``, ``metrics.json``, the
-    metrics' figures and ``report.html`` into the run folder. No Grad-CAM here, to keep the end
-    of training cheap; ``breastcls evaluate`` adds it.
-    """
-    from breastcls.evaluation.metrics import compute_metrics, write_predictions
-
-    calibrated = calibrate_validation(predictions, run_dir)
-    write_predictions(calibrated, run_dir / "predictions.csv")
-    sections = compute_metrics(calibrated, run_dir, host=host)
-    _write_report(
-        sections,
-        calibrated,
-        run_dir,
-        title=f"breastcls run {run_dir.name}: validation",
-        settings=_run_settings(run_dir),
-        training_figures=[
-            p for p in (run_dir / "loss.png", run_dir / "accuracy.png") if p.exists()
-        ],
-    )
-    return sections
 
 
 def _read_predictions_csv(path: Path) -> Predictions:
@@ -485,7 +651,7 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
 
     Every registered metric runs again on the saved predictions (so ``metrics.json`` and the
     figures are rewritten, and newly installed metric plugins contribute); saved Grad-CAM
-    overlays are kept.
+    overlays are kept. The set the predictions come from is read from the old ``metrics.json``.
 
     Raises:
         DataError: The folder has no readable ``predictions.csv``.
@@ -494,32 +660,38 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
 
     folder = Path(folder)
     saved = _read_predictions_csv(folder / "predictions.csv")
+    previous = _read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    evaluated_on = previous.get("evaluated_on", {})
     evaluation_file = folder / "evaluation.json"
     if evaluation_file.is_file():
         settings = _read_json(evaluation_file)
-        temperature = settings.get("temperature")
-        thresholds = settings.get("thresholds") or {}
+        recorded = settings.get("calibration") or {}
+        calibration = Calibration(
+            temperature=recorded.get("temperature"),
+            thresholds=recorded.get("thresholds") or {},
+            positive=recorded.get("positive_class"),
+            tta=str(settings.get("tta", "none")),
+            n_images=int(recorded.get("n_images", 0)),
+            notes=tuple(recorded.get("notes", ())),
+        )
         model_dir = Path(settings.get("model", "")).parent
         title = f"breastcls evaluation: {model_dir.name} (TTA {settings.get('tta', 'none')})"
         all_settings = {"evaluation": settings, **_run_settings(model_dir)}
         figures: list[Path] = []
     else:
-        temperature, thresholds = _calibration_of(folder)
-        title = f"breastcls run {folder.name}: validation"
+        calibration = read_calibration(folder)
+        title = f"breastcls run {folder.name}"
         all_settings = _run_settings(folder)
         figures = [p for p in (folder / "loss.png", folder / "accuracy.png") if p.exists()]
-    predictions = Predictions(
-        class_names=saved.class_names,
-        y_true=saved.y_true,
-        probabilities=saved.probabilities,
-        paths=saved.paths,
-        patient_ids=saved.patient_ids,
-        magnifications=saved.magnifications,
-        thresholds={str(k): float(v) for k, v in thresholds.items()},
-        temperature=None if temperature is None else float(temperature),
+    role = evaluated_on.get("role")
+    predictions = dataclasses.replace(
+        saved,
+        thresholds=dict(calibration.thresholds),
+        temperature=calibration.temperature,
+        role=DataRole(role) if role else None,
     )
-    previous = _read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
-    sections = compute_metrics(predictions, folder, host=host)
+    set_description = evaluated_on.get("set")
+    sections = compute_metrics(predictions, folder, host=host, set_description=set_description)
     if "gradcam" in previous:
         sections.append(
             MetricSection(
@@ -533,9 +705,19 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
                 ),
             )
         )
-        atomic_write_json(folder / "metrics.json", metrics_document(sections))
+        atomic_write_json(
+            folder / "metrics.json",
+            metrics_document(sections, predictions, set_description=set_description),
+        )
     return _write_report(
-        sections, predictions, folder, title=title, settings=all_settings, training_figures=figures
+        sections,
+        predictions,
+        folder,
+        title=title,
+        settings=all_settings,
+        calibration=calibration,
+        training_figures=figures,
+        set_description=set_description,
     )
 
 
@@ -577,7 +759,7 @@ def predict(
 
     Columns: ``path``, ``patient_id`` and ``magnification`` (parsed from BreakHis file names,
     empty otherwise), ``predicted`` (the top class), ``p_<class>`` per class and, for each
-    operating threshold chosen on the run's validation data, ``at_<threshold name>``: the
+    operating threshold chosen on the run's selection set, ``at_<threshold name>``: the
     positive class when its probability reaches that threshold, else ``not <positive>`` (the
     other class when there are two). The temperature saved beside the model is applied. Images
     stream through the model in batches; the CSV appears whole at the end (atomically).
@@ -608,7 +790,10 @@ def predict(
     class_names = _class_names(
         model_path, keras_model, tuple(f"class_{i}" for i in range(n_outputs))
     )
-    temperature, thresholds = _calibration_of(model_path.parent)
+    calibration = calibration_for(
+        model_path.parent, tta, keras_model=keras_model, class_names=class_names, host=host
+    )
+    thresholds = calibration.thresholds
     positive = positive_class_index(class_names)
     negative = (
         class_names[1 - positive] if len(class_names) == 2 else f"not {class_names[positive]}"
@@ -638,8 +823,8 @@ def predict(
         for probabilities in iter_probabilities(
             keras_model, batches, tta=component, total=len(files), verbose=verbose
         ):
-            if temperature is not None:
-                probabilities = apply_temperature(probabilities, temperature)
+            if calibration.temperature is not None:
+                probabilities = apply_temperature(probabilities, calibration.temperature)
             for row in probabilities:
                 path = files[position]
                 parsed = parse_breakhis_name(path.name)

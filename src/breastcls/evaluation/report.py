@@ -20,7 +20,7 @@ from breastcls._version import __version__
 from breastcls.interfaces import MetricSection, Predictions
 from breastcls.io import atomic_write_text
 
-__all__ = ["data_summary", "render_report", "render_section"]
+__all__ = ["data_summary", "render_report", "render_section", "summary_card"]
 
 _ORDER = (
     "classification",
@@ -53,6 +53,13 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { display: inline-block; margin: 0.5rem 1rem 1rem 0; max-width: 100%; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
 figcaption { color: var(--muted); font-size: 12px; }
+.card { border: 2px solid var(--accent); border-radius: 6px; padding: 0.6rem 1.2rem 0.8rem;
+        margin: 1rem 0 1.5rem; background: #fcf7f9; }
+.card h2 { margin-top: 0.4rem; border: none; }
+.card .set { font-weight: 600; }
+.card table { font-size: 15px; }
+.warning { color: #8a4b00; }
+details > summary { cursor: pointer; font-weight: 600; margin-top: 2rem; }
 pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; font-size: 12px;
       white-space: pre-wrap; }
 @media print {
@@ -177,6 +184,92 @@ def _ordered(sections: Sequence[MetricSection]) -> list[MetricSection]:
     return sorted(sections, key=key)
 
 
+def _interval(record: Any) -> str:
+    """``0.912 [0.850, 0.960]`` from a bootstrap record (``estimate``, ``low``, ``high``)."""
+    if not isinstance(record, Mapping) or record.get("estimate") is None:
+        return "n/a"
+    text = f"{record['estimate']:.3f}"
+    if record.get("low") is not None and record.get("high") is not None:
+        text += f" [{record['low']:.3f}, {record['high']:.3f}]"
+    return text
+
+
+def _operating_point(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Sensitivity and specificity at the Youden threshold chosen on the selection set."""
+    points = metrics.get("thresholds", {}).get("operating_points", [])
+    for point in points:
+        if point.get("name") == "youden":
+            return (
+                f"Sensitivity / specificity at the selection set's Youden threshold "
+                f"({point['threshold']:.3f})",
+                f"{_scalar(point.get('sensitivity'))} / {_scalar(point.get('specificity'))}",
+            )
+    return None
+
+
+def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    patient = metrics.get("patient", {})
+    intervals = patient.get("intervals", {})
+    rows = []
+    for key, label in (
+        ("accuracy", "Patient-level accuracy"),
+        ("auc", "Patient-level AUC"),
+        ("recognition_rate", "Patient recognition rate (Spanhol et al.)"),
+    ):
+        if key in intervals:
+            rows.append((label, _interval(intervals[key])))
+        elif isinstance(patient.get(key), (int, float)):
+            rows.append((label, _scalar(patient[key])))
+    return rows
+
+
+def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> str:
+    """The report's first screen: the headline figures with 95% intervals, and the set they
+    come from (``metrics`` is a ``metrics.json`` document)."""
+    evaluated = metrics.get("evaluated_on", {})
+    intervals = metrics.get("bootstrap", {}).get("intervals", {})
+    level = metrics.get("bootstrap", {}).get("level", 0.95)
+    rows = [
+        ("Accuracy", _interval(intervals.get("accuracy"))),
+        ("ROC AUC", _interval(intervals.get("auc"))),
+        ("Sensitivity (top-class decision)", _interval(intervals.get("sensitivity"))),
+        ("Specificity (top-class decision)", _interval(intervals.get("specificity"))),
+    ]
+    point = _operating_point(metrics)
+    if point:
+        rows.append(point)
+    rows.extend(_patient_figures(metrics))
+    patients = evaluated.get("patients")
+    rows.append(
+        ("Images / patients", f"{evaluated.get('images', 'n/a')} / {patients or 'unknown'}")
+    )
+    table = "".join(f"<tr><th>{_escape(k)}</th><td>{_escape(v)}</td></tr>" for k, v in rows)
+    notes = [
+        f'<p class="set">Figures from the {_escape(evaluated.get("set", "unknown set"))}.</p>',
+        f'<p class="note">Brackets: {level:.0%} bootstrap confidence intervals '
+        f"({_escape(metrics.get('bootstrap', {}).get('method', 'percentile bootstrap'))}).</p>",
+    ]
+    if calibration:
+        temperature = calibration.get("temperature")
+        notes.append(
+            '<p class="note">Temperature '
+            + (f"{temperature:.3f}" if temperature is not None else "not applied")
+            + " and thresholds fitted on the "
+            f"{_escape(calibration.get('fitted_on', 'selection set'))}"
+            f" ({_escape(calibration.get('n_images', '?'))} images, TTA "
+            f"{_escape(calibration.get('tta', 'none'))}), applied unchanged here.</p>"
+        )
+        notes.extend(
+            f'<p class="warning">{_escape(note)}.</p>' for note in calibration.get("notes", ())
+        )
+    warnings = metrics.get("bootstrap", {}).get("warnings", [])
+    notes.extend(f'<p class="warning">Warning: {_escape(w)}.</p>' for w in warnings)
+    return (
+        '<section class="card" id="summary"><h2>Summary</h2>'
+        f"<table><tbody>{table}</tbody></table>{''.join(notes)}</section>"
+    )
+
+
 def render_report(
     sections: Sequence[MetricSection],
     path: Path,
@@ -185,6 +278,8 @@ def render_report(
     summary: Mapping[str, Any],
     settings: Mapping[str, Any] | None = None,
     training_figures: Sequence[Path] = (),
+    headline: Mapping[str, Any] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the report to ``path`` (atomically) and return it.
 
@@ -195,14 +290,14 @@ def render_report(
         summary: Data summary (see :func:`data_summary`), plus anything describing the data.
         settings: The run configuration or evaluation settings, shown as a table.
         training_figures: Loss and accuracy curves, when the report belongs to a run.
+        headline: The ``metrics.json`` document the summary card at the top is drawn from.
+        calibration: The calibration applied (``Calibration.to_dict()``), named in the card.
     """
     ordered = _ordered(sections)
     image_level = [s for s in ordered if s.level != "patient"]
     patient_level = [s for s in ordered if s.level == "patient"]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     toc = ["<li><a href='#data'>Data</a></li>"]
-    if settings:
-        toc.append("<li><a href='#settings'>Configuration</a></li>")
     if training_figures:
         toc.append("<li><a href='#training'>Training curves</a></li>")
     for part, members in (("Image level", image_level), ("Patient level", patient_level)):
@@ -211,14 +306,15 @@ def render_report(
                 f"<li><a href='#{_escape(_anchor(section.name))}'>{_escape(part)}: "
                 f"{_escape(section.title)}</a></li>"
             )
+    if settings:
+        toc.append("<li><a href='#settings'>Configuration</a></li>")
     body = [
         f"<h1>{_escape(title)}</h1>",
         f'<p class="meta">breastcls {_escape(__version__)} · generated {_escape(stamp)}</p>',
+        summary_card(headline, calibration) if headline is not None else "",
         f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>",
         f'<h2 id="data">Data</h2>{_render_value(dict(summary))}',
     ]
-    if settings:
-        body.append(f'<h2 id="settings">Configuration</h2>{_render_value(dict(settings))}')
     if training_figures:
         figures = "".join(_figure(Path(p)) for p in training_figures)
         body.append(f'<h2 id="training">Training curves</h2>{figures}')
@@ -229,6 +325,11 @@ def render_report(
         body.extend(render_section(s) for s in patient_level)
     else:
         body.append('<p class="note">No patient-level section.</p>')
+    if settings:
+        body.append(
+            '<details id="settings"><summary>Configuration</summary>'
+            f"{_render_value(dict(settings))}</details>"
+        )
     document = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
