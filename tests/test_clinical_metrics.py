@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    balanced_accuracy_score,
     f1_score,
     recall_score,
     roc_auc_score,
@@ -20,6 +21,7 @@ from breastcls import Predictions
 from breastcls.builtin.clinical_metrics import (
     BootstrapMetric,
     CalibrationMetric,
+    SubtypeMetric,
     ThresholdsMetric,
     magnification_metric,
     patient_metric,
@@ -33,8 +35,13 @@ from breastcls.evaluation.clinical import (
     choose_thresholds,
     expected_calibration_error,
     fit_temperature,
+    patient_rows,
     positive_class_index,
+    positive_group,
 )
+
+SUBTYPES = ("A", "DC", "F", "LC", "MC", "PC", "PT", "TA")  # the subtask's sorted class names
+MALIGNANT = (1, 3, 4, 5)  # DC, LC, MC, PC
 
 
 def _predictions(n: int = 120, seed: int = 3, **extra: object) -> Predictions:
@@ -54,6 +61,159 @@ def test_positive_class_is_malignant_when_present_else_last() -> None:
     assert positive_class_index(("malignant", "benign")) == 0
     assert positive_class_index(("benign", "malignant")) == 1
     assert positive_class_index(("A", "DC", "F")) == 2
+
+
+def test_positive_group_is_the_malignant_subtypes_for_subtype_classes() -> None:
+    group = positive_group(SUBTYPES)
+    assert (group.name, group.negative, group.indices, group.summed) == (
+        "malignant",
+        "benign",
+        MALIGNANT,
+        True,
+    )
+    assert positive_group(("A", "DC", "F")).indices == (1,)
+    binary = positive_group(("benign", "malignant"))
+    assert (binary.name, binary.negative, binary.indices, binary.summed) == (
+        "malignant",
+        "benign",
+        (1,),
+        False,
+    )
+    assert positive_group(("malignant", "benign")).indices == (0,)
+    # Generic names, and subtypes that are all malignant, keep the last class vs the rest.
+    generic = positive_group(("cat", "dog", "eel"))
+    assert (generic.name, generic.negative, generic.indices) == ("eel", "not eel", (2,))
+    assert positive_group(("DC", "LC")).indices == (1,)
+    assert positive_group(("DC", "LC")).name == "LC"
+
+
+def _subtype_predictions(
+    n_per_class: int = 12, seed: int = 0, patients_per_class: int = 6
+) -> Predictions:
+    """Eight-subtype predictions of a fair model, ``patients_per_class`` patients per subtype."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(8), n_per_class)
+    logits = rng.normal(0, 1.0, size=(y.size, 8))
+    logits[np.arange(y.size), y] += 1.5
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    per_patient = n_per_class // patients_per_class
+    patients = tuple(
+        f"{SUBTYPES[label]}-{(i % n_per_class) // per_patient}" for i, label in enumerate(y)
+    )
+    return Predictions(
+        class_names=SUBTYPES,
+        y_true=y.astype(np.int64),
+        probabilities=probabilities,
+        patient_ids=patients,
+        magnifications=tuple(40 if i % 2 else 400 for i in range(y.size)),
+    )
+
+
+def test_subtype_image_scored_malignant_when_the_malignant_sum_is_higher() -> None:
+    # TA (benign) is the top class at 0.40, but DC + LC + MC + PC = 0.15 * 4 = 0.60.
+    row = [0.0, 0.15, 0.0, 0.15, 0.15, 0.15, 0.0, 0.40]
+    benign_row = [0.30, 0.10, 0.30, 0.05, 0.05, 0.0, 0.10, 0.10]  # P(malignant) = 0.20
+    p = Predictions(
+        class_names=SUBTYPES,
+        y_true=np.array([7, 1]),  # truly TA (benign), truly DC (malignant)
+        probabilities=np.array([row, benign_row]),
+    )
+    assert SUBTYPES[int(p.y_pred[0])] == "TA"
+    view = binary_view(p)
+    assert view.positive == "malignant" and view.negative == "benign"
+    assert view.positive_classes == ("DC", "LC", "MC", "PC")
+    assert view.score == pytest.approx([0.60, 0.20])
+    assert view.y_pred.tolist() == [True, False]
+    assert view.y_true.tolist() == [False, True]
+
+
+def test_subtype_clinical_sections_use_p_malignant_as_the_sum(tmp_path: Path) -> None:
+    p = _subtype_predictions()
+    summed = p.probabilities[:, list(MALIGNANT)].sum(axis=1)
+    truth = np.isin(p.y_true, MALIGNANT)
+    view = binary_view(p)
+    np.testing.assert_allclose(view.score, summed)
+    np.testing.assert_array_equal(view.y_true, truth)
+    np.testing.assert_array_equal(view.y_pred, summed >= 0.5)
+    roc = roc_metric(p, out_dir=tmp_path).values
+    assert roc["positive_class"] == "malignant"
+    assert roc["auc"] == pytest.approx(roc_auc_score(truth, summed))
+    thresholds = ThresholdsMetric()(p, out_dir=tmp_path)
+    assert "the sum of the probabilities of DC, LC, MC, PC" in (thresholds.text or "")
+    default = thresholds.values["operating_points"][0]
+    assert default["sensitivity"] == pytest.approx(recall_score(truth, summed >= 0.5))
+    calibration = CalibrationMetric()(p, out_dir=tmp_path).values
+    assert calibration["brier"] == pytest.approx(np.mean((summed - truth) ** 2))
+    # Patients: the score is the mean of their images' summed probabilities.
+    rows = patient_rows(p)
+    first = [i for i, patient in enumerate(p.patient_ids) if patient == rows[0].patient_id]
+    assert rows[0].score == pytest.approx(summed[first].mean())
+    assert [row.positive for row in rows] == [row.label in MALIGNANT for row in rows]
+    patient = patient_metric(p, out_dir=tmp_path).values
+    assert {row["predicted"] for row in patient["patients"]} <= {"malignant", "benign"}
+    patient_truth = np.array([row.positive for row in rows])
+    patient_score = np.array([row.score for row in rows])
+    assert patient["auc"] == pytest.approx(roc_auc_score(patient_truth, patient_score))
+    bootstrap = BootstrapMetric(n_resamples=200)(p, out_dir=tmp_path).values
+    assert bootstrap["intervals"]["sensitivity"]["estimate"] == pytest.approx(
+        recall_score(truth, summed >= 0.5)
+    )
+    assert bootstrap["intervals"]["binary_accuracy"]["estimate"] == pytest.approx(
+        np.mean(truth == (summed >= 0.5))
+    )
+    assert bootstrap["resampled_per_class"] == {"malignant": 24, "benign": 24}
+
+
+def test_subtype_section_equals_sklearn_with_intervals(tmp_path: Path) -> None:
+    p = _subtype_predictions()
+    section = SubtypeMetric(n_resamples=300)(p, out_dir=tmp_path)
+    values = section.values
+    assert values["available"] is True
+    for c, name in enumerate(SUBTYPES):
+        row = values["per_class"][name]
+        expected = roc_auc_score(p.y_true == c, p.probabilities[:, c])
+        assert row["auc"] == pytest.approx(expected), name
+        assert row["auc_low"] <= row["auc"] <= row["auc_high"], name
+        assert (row["n_images"], row["n_patients"]) == (12, 6)
+        assert row["recall"] == pytest.approx(recall_score(p.y_true == c, p.y_pred == c))
+    macro = roc_auc_score(p.y_true, p.probabilities, multi_class="ovr", average="macro")
+    assert values["macro_auc"]["estimate"] == pytest.approx(macro)
+    assert values["balanced_accuracy"]["estimate"] == pytest.approx(
+        balanced_accuracy_score(p.y_true, p.y_pred)
+    )
+    for name in ("macro_auc", "balanced_accuracy"):
+        interval = values[name]
+        assert interval["low"] < interval["estimate"] < interval["high"], name
+    assert values["interval_method"]["method"] == "class-stratified patient bootstrap"
+    assert values["macro_over"] == list(SUBTYPES)
+    assert values["warnings"] == []
+
+
+def test_subtype_section_of_a_perfect_model_and_of_few_patients(tmp_path: Path) -> None:
+    y = np.repeat(np.arange(8), 4)
+    probabilities = np.full((y.size, 8), 0.02)
+    probabilities[np.arange(y.size), y] = 0.86
+    perfect = Predictions(
+        class_names=SUBTYPES,
+        y_true=y.astype(np.int64),
+        probabilities=probabilities,
+        patient_ids=tuple(f"{SUBTYPES[label]}-{i % 2}" for i, label in enumerate(y)),
+    )
+    values = SubtypeMetric(n_resamples=100)(perfect, out_dir=tmp_path).values
+    for name in ("macro_auc", "balanced_accuracy"):
+        assert values[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
+    assert all(
+        (r["auc"], r["auc_low"], r["auc_high"]) == (1.0, 1.0, 1.0)
+        for r in values["per_class"].values()
+    )
+    # Two patients per subtype: every class is warned about.
+    assert values["warnings"][0] == "class A has 2 patients: intervals are unreliable"
+    assert len(values["warnings"]) == 8
+
+
+def test_subtype_section_is_off_for_two_classes(tmp_path: Path) -> None:
+    section = SubtypeMetric()(_predictions(), out_dir=tmp_path)
+    assert section.values == {"available": False}
 
 
 def test_binary_rates_equal_sklearn() -> None:
@@ -112,13 +272,13 @@ def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
 
 def test_bootstrap_resampled_auc_equals_sklearn_with_sample_weights() -> None:
     # The vectorised weighted AUC used per resample equals sklearn's (with ties).
-    from breastcls.evaluation.clinical import _weighted_auc
+    from breastcls.evaluation.clinical import weighted_auc
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=40).astype(bool)
     score = rng.integers(0, 6, size=40) / 5.0
     weights = rng.integers(0, 4, size=(5, 40)).astype(np.float64)
-    aucs = _weighted_auc(y, score, weights)
+    aucs = weighted_auc(y, score, weights)
     for row in range(5):
         expected = roc_auc_score(y, score, sample_weight=weights[row])
         assert aucs[row] == pytest.approx(expected)
@@ -160,6 +320,7 @@ def test_bootstrap_resamples_whole_patients_when_they_are_known() -> None:
 def test_bootstrap_metric_section() -> None:
     section = BootstrapMetric(n_resamples=200, seed=1)(_predictions(), out_dir=Path("."))
     assert section.values["seed"] == 1 and section.values["resampled"] == "images"
+    assert section.values["method"] == "class-stratified image bootstrap"
     assert set(section.values["intervals"]) == {
         "accuracy",
         "sensitivity",
@@ -316,6 +477,14 @@ def test_patient_metric_without_patient_ids(tmp_path: Path) -> None:
 
 def test_metric_plugins_are_registered(host: object) -> None:
     names = host.metrics.names()  # type: ignore[attr-defined]
-    for name in ("roc", "bootstrap", "thresholds", "calibration", "patient", "magnification"):
+    for name in (
+        "roc",
+        "bootstrap",
+        "thresholds",
+        "calibration",
+        "patient",
+        "magnification",
+        "subtype",
+    ):
         assert name in names
         assert host.metrics.info(name).plugin == "builtin_clinical_metrics"  # type: ignore[attr-defined]

@@ -1,5 +1,11 @@
 """Built-in clinical metrics: ROC/PR, bootstrap intervals, operating thresholds, calibration,
-patient level and magnification breakdown. Each is a metric plugin like any third party's."""
+patient level, magnification breakdown and the per-class (subtype) section. Each is a metric
+plugin like any third party's.
+
+Every interval is a class-stratified percentile bootstrap (:func:`stratified_resampling`): whole
+patients are drawn within each class when patient ids are known, images otherwise. Sections with
+intervals record how under ``interval_method`` and list ``warnings`` (a class with fewer than five
+patients, a statistic undefined in some resamples)."""
 
 from __future__ import annotations
 
@@ -10,15 +16,26 @@ from typing import Any
 import numpy as np
 
 from breastcls.evaluation.clinical import (
+    FloatArray,
+    Interval,
+    Resampling,
     binary_rates,
     binary_view,
-    bootstrap_intervals,
+    bootstrap_interval,
     choose_thresholds,
     expected_calibration_error,
+    few_units_warnings,
+    image_statistics,
     patient_rows,
+    patient_statistics,
+    percentile_interval,
+    positive_group,
     reliability_bins,
     safe_auc,
+    stratified_resampling,
+    subset,
     threshold_names,
+    weighted_auc,
 )
 from breastcls.interfaces import Metric, MetricSection, Predictions
 from breastcls.plugins import hookimpl
@@ -27,11 +44,45 @@ from breastcls.registry import PluginRegistry
 __all__ = [
     "BootstrapMetric",
     "CalibrationMetric",
+    "MagnificationMetric",
+    "PatientMetric",
+    "SubtypeMetric",
     "ThresholdsMetric",
     "magnification_metric",
     "patient_metric",
     "roc_metric",
 ]
+
+
+def _side_counts(predictions: Predictions, per_class: tuple[int, ...]) -> dict[str, int]:
+    """Add per-class unit counts up into the two sides of the binary view."""
+    group = positive_group(predictions.class_names)
+    positive = sum(count for i, count in enumerate(per_class) if i in group.indices)
+    return {group.name: positive, group.negative: sum(per_class) - positive}
+
+
+def _undefined_warnings(
+    intervals: dict[str, Interval], n_resamples: int, *, prefix: str = ""
+) -> list[str]:
+    return [
+        f"{prefix}{name} was undefined in {interval.undefined} of {n_resamples} resamples "
+        "(a class's images lie in other classes' patients); its interval uses the others"
+        for name, interval in intervals.items()
+        if interval.undefined and interval.estimate is not None
+    ]
+
+
+def _intervals_of(
+    statistics: dict[str, Any], weights: FloatArray, *, level: float
+) -> dict[str, Interval]:
+    return {
+        name: bootstrap_interval(statistic, weights, level=level)
+        for name, statistic in statistics.items()
+    }
+
+
+def _as_dicts(intervals: dict[str, Interval]) -> dict[str, dict[str, float | None]]:
+    return {name: interval.as_dict() for name, interval in intervals.items()}
 
 
 def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
@@ -43,6 +94,7 @@ def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
     view = binary_view(predictions)
     values: dict[str, Any] = {
         "positive_class": view.positive,
+        "positive_classes": list(view.positive_classes),
         "n_positive": int(view.y_true.sum()),
         "n_negative": int((~view.y_true).sum()),
         "auc": safe_auc(view.y_true, view.score),
@@ -69,7 +121,8 @@ def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BootstrapMetric:
-    """Seeded percentile-bootstrap confidence intervals, resampling whole patients when known.
+    """Seeded class-stratified percentile-bootstrap confidence intervals of the image-level
+    headline figures, resampling whole patients when known.
 
     Attributes:
         n_resamples: Number of bootstrap resamples.
@@ -82,9 +135,19 @@ class BootstrapMetric:
     level: float = 0.95
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
-        """Intervals for accuracy, sensitivity, specificity, F1 and AUC."""
-        intervals, unit = bootstrap_intervals(
-            predictions, n_resamples=self.n_resamples, seed=self.seed, level=self.level
+        """Intervals for accuracy, sensitivity, specificity, F1 and AUC (and, with more than two
+        classes, the accuracy of the positive-vs-rest decision)."""
+        view = binary_view(predictions)
+        resampling = stratified_resampling(
+            predictions, n_resamples=self.n_resamples, seed=self.seed
+        )
+        intervals = _intervals_of(
+            image_statistics(predictions), resampling.image_weights, level=self.level
+        )
+        unit = resampling.resampled
+        counts = _side_counts(predictions, resampling.per_class)
+        warnings = few_units_warnings(counts, unit) + _undefined_warnings(
+            intervals, self.n_resamples
         )
         caveat = (
             "Whole patients are drawn, so the correlation of one patient's images is respected."
@@ -96,18 +159,30 @@ class BootstrapMetric:
             name="bootstrap",
             title=f"{self.level:.0%} bootstrap confidence intervals",
             values={
-                "positive_class": binary_view(predictions).positive,
+                "positive_class": view.positive,
+                "positive_classes": list(view.positive_classes),
                 "resampled": unit,
+                "method": resampling.method,
                 "n_resamples": self.n_resamples,
                 "seed": self.seed,
                 "level": self.level,
-                "intervals": intervals,
+                "resampled_per_class": counts,
+                "intervals": _as_dicts(intervals),
+                "warnings": warnings,
             },
-            text=(
-                f"Percentile bootstrap over {unit} ({self.n_resamples} resamples, seed "
-                f"{self.seed}). {caveat}"
-            ),
+            text=_interval_text(resampling, self.level, caveat, warnings),
         )
+
+
+def _interval_text(resampling: Resampling, level: float, caveat: str, warnings: list[str]) -> str:
+    unit = resampling.resampled
+    text = (
+        f"{level:.0%} percentile intervals, {resampling.method}: {resampling.n_resamples} "
+        f"resamples (seed {resampling.seed}), {unit} drawn with replacement within each true "
+        f"class, so every resample has as many {unit} of each class as the evaluated set. "
+        f"{caveat}".rstrip()
+    )
+    return "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +204,7 @@ class ThresholdsMetric:
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Sensitivity, specificity, precision, NPV, accuracy and F1 at each threshold."""
         view = binary_view(predictions)
+        described = positive_group(predictions.class_names).describe(predictions.class_names)
         meanings = threshold_names(
             target_specificity=self.target_specificity, target_sensitivity=self.target_sensitivity
         )
@@ -160,10 +236,14 @@ class ThresholdsMetric:
             title="Operating thresholds",
             values={
                 "positive_class": view.positive,
+                "positive_classes": list(view.positive_classes),
                 "chosen_on": source,
                 "operating_points": points,
             },
-            text=f"An image is called {view.positive} when its probability >= threshold.\n{text}",
+            text=(
+                f"An image is called {view.positive} when its score, {described}, is >= the "
+                f"threshold.\n{text}"
+            ),
         )
 
 
@@ -230,70 +310,102 @@ def _rates_with_auc(y_true: Any, y_pred: Any, score: Any) -> dict[str, Any]:
     }
 
 
-def patient_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
-    """Patient-level results: patient score = mean of its images' positive probability.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatientMetric:
+    """Patient-level results with class-stratified patient-bootstrap intervals.
 
-    A patient is called positive when its score is at least 0.5, and, for each operating
-    threshold chosen on validation data (``predictions.thresholds``), when it reaches that
-    threshold. Spanhol et al.'s patient recognition rate is the mean over patients of the share
-    of that patient's images whose top class is right.
+    The patient score is the mean of its images' positive score (probability of the positive
+    class, or of the summed malignant subtypes). A patient is called positive when its score is
+    at least 0.5, and, for each operating threshold chosen on validation data
+    (``predictions.thresholds``), when it reaches that threshold. Spanhol et al.'s patient
+    recognition rate is the mean over patients of the share of that patient's images whose top
+    class is right.
+
+    Attributes:
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Confidence level.
     """
-    rows = patient_rows(predictions)
-    if not rows:
+
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
+        """Patient accuracy, sensitivity, specificity, AUC and recognition rate, with intervals;
+        the per-patient table; the validation operating points on the patient score."""
+        rows = patient_rows(predictions)
+        if not rows:
+            return MetricSection(
+                name="patient",
+                title="Patient level",
+                values={"available": False},
+                text="No patient ids are known for these images: no patient-level results.",
+                level="patient",
+            )
+        view = binary_view(predictions)
+        truth = np.array([row.positive for row in rows])
+        score = np.array([row.score for row in rows])
+        resampling = stratified_resampling(
+            predictions, n_resamples=self.n_resamples, seed=self.seed
+        )
+        intervals = _intervals_of(
+            patient_statistics(rows), resampling.patient_weights, level=self.level
+        )
+        counts = {view.positive: int(truth.sum()), view.negative: int((~truth).sum())}
+        warnings = few_units_warnings(counts, "patients") + _undefined_warnings(
+            intervals, self.n_resamples
+        )
+        method = resampling.describe(level=self.level, resampled="patients")
+        values: dict[str, Any] = {
+            "available": True,
+            "positive_class": view.positive,
+            "positive_classes": list(view.positive_classes),
+            "n_patients": len(rows),
+            "n_images": sum(row.n_images for row in rows),
+            **_rates_with_auc(truth, score >= 0.5, score),
+            "patient_recognition_rate": float(np.mean([row.images_correct for row in rows])),
+            "intervals": _as_dicts(intervals),
+            "interval_method": method,
+            "warnings": warnings,
+            "patients": [
+                {
+                    "patient_id": row.patient_id,
+                    "true": predictions.class_names[row.label],
+                    "score": round(row.score, 6),
+                    "predicted": view.positive if row.score >= 0.5 else view.negative,
+                    "n_images": row.n_images,
+                    "images_correct": round(row.images_correct, 6),
+                    "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
+                }
+                for row in rows
+            ],
+        }
+        described = positive_group(predictions.class_names).describe(predictions.class_names)
+        text = (
+            f"Patient score = mean of the patient's images' score ({described}); a patient is "
+            f"called {view.positive} when the score is >= 0.5. Patient recognition rate "
+            "(Spanhol et al., 2016) = mean over patients of the share of their images "
+            f"classified correctly. {self.level:.0%} intervals: class-stratified patient "
+            f"bootstrap, {self.n_resamples} resamples (seed {self.seed})."
+        )
+        if predictions.thresholds:
+            values["operating_points"] = [
+                {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
+                for name, threshold in predictions.thresholds.items()
+            ]
+            text += (
+                " Operating points: the thresholds chosen on validation images, applied "
+                "unchanged to the patient score."
+            )
+        text = "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])
         return MetricSection(
-            name="patient",
-            title="Patient level",
-            values={"available": False},
-            text="No patient ids are known for these images: no patient-level results.",
-            level="patient",
+            name="patient", title="Patient level", values=values, text=text, level="patient"
         )
-    view = binary_view(predictions)
-    positive = predictions.class_names.index(view.positive)
-    truth = np.array([row.label == positive for row in rows])
-    score = np.array([row.score for row in rows])
-    values: dict[str, Any] = {
-        "available": True,
-        "positive_class": view.positive,
-        "n_patients": len(rows),
-        "n_images": sum(row.n_images for row in rows),
-        **_rates_with_auc(truth, score >= 0.5, score),
-        "patient_recognition_rate": float(np.mean([row.images_correct for row in rows])),
-        "patients": [
-            {
-                "patient_id": row.patient_id,
-                "true": predictions.class_names[row.label],
-                "score": round(row.score, 6),
-                "predicted": view.positive if row.score >= 0.5 else "other",
-                "n_images": row.n_images,
-                "images_correct": round(row.images_correct, 6),
-                "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
-            }
-            for row in rows
-        ],
-    }
-    if len(predictions.class_names) == 2:
-        negative = predictions.class_names[1 - positive]
-        for item in values["patients"]:
-            if item["predicted"] == "other":
-                item["predicted"] = negative
-    text = (
-        f"Patient score = mean of the patient's images' probability of {view.positive}; "
-        "a patient is called positive when the score is >= 0.5. Patient recognition rate "
-        "(Spanhol et al., 2016) = mean over patients of the share of their images "
-        "classified correctly."
-    )
-    if predictions.thresholds:
-        values["operating_points"] = [
-            {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
-            for name, threshold in predictions.thresholds.items()
-        ]
-        text += (
-            " Operating points: the thresholds chosen on validation images, applied unchanged "
-            "to the patient score."
-        )
-    return MetricSection(
-        name="patient", title="Patient level", values=values, text=text, level="patient"
-    )
+
+
+patient_metric = PatientMetric()
+"""The ``patient`` metric with its defaults (1000 resamples, seed 0, 95%)."""
 
 
 def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
@@ -301,52 +413,218 @@ def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
     return {key: rates[key] for key in ("sensitivity", "specificity", "accuracy")}
 
 
-def magnification_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MagnificationMetric:
     """Image-level accuracy, sensitivity, specificity and AUC, and the patient recognition rate,
-    for each magnification."""
-    mags = predictions.magnifications
-    known = sorted({m for m in mags if m is not None})
-    if not known:
+    for each magnification, each with a class-stratified bootstrap interval drawn within that
+    magnification's images.
+
+    Attributes:
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Confidence level.
+    """
+
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
+        """One row per magnification, with its ``intervals``."""
+        mags = predictions.magnifications
+        known = sorted({m for m in mags if m is not None})
+        if not known:
+            return MetricSection(
+                name="magnification",
+                title="By magnification",
+                values={"available": False},
+                text="No magnification is known for these images.",
+                level="patient",
+            )
+        view = binary_view(predictions)
+        breakdown = []
+        warnings: list[str] = []
+        method: dict[str, Any] = {}
+        for magnification in known:
+            rows = [i for i, m in enumerate(mags) if m == magnification]
+            part = subset(predictions, rows)
+            resampling = stratified_resampling(part, n_resamples=self.n_resamples, seed=self.seed)
+            method = resampling.describe(level=self.level)
+            patients = list(resampling.patients)
+            statistics = image_statistics(part)
+            intervals = _intervals_of(
+                {k: statistics[k] for k in ("accuracy", "sensitivity", "specificity", "auc")},
+                resampling.image_weights,
+                level=self.level,
+            )
+            if patients:
+                recognition = patient_statistics(patients)["patient_recognition_rate"]
+                intervals["patient_recognition_rate"] = bootstrap_interval(
+                    recognition, resampling.patient_weights, level=self.level
+                )
+            prefix = f"{magnification}X: "
+            warnings += few_units_warnings(
+                _side_counts(part, resampling.per_class), resampling.resampled, prefix=prefix
+            )
+            warnings += _undefined_warnings(intervals, self.n_resamples, prefix=prefix)
+            breakdown.append(
+                {
+                    "magnification": f"{magnification}X",
+                    "n_images": len(rows),
+                    "n_patients": len(patients),
+                    **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
+                    "patient_recognition_rate": (
+                        float(np.mean([p.images_correct for p in patients])) if patients else None
+                    ),
+                    "intervals": _as_dicts(intervals),
+                }
+            )
+        text = (
+            f"{self.level:.0%} intervals: {method['method']} within each magnification's images, "
+            f"{self.n_resamples} resamples (seed {self.seed})."
+        )
         return MetricSection(
             name="magnification",
             title="By magnification",
-            values={"available": False},
-            text="No magnification is known for these images.",
+            values={
+                "available": True,
+                "positive_class": view.positive,
+                "positive_classes": list(view.positive_classes),
+                "breakdown": breakdown,
+                "interval_method": method,
+                "warnings": warnings,
+            },
+            text="\n".join([text, *(f"Warning: {warning}." for warning in warnings)]),
             level="patient",
         )
-    view = binary_view(predictions)
-    breakdown = []
-    for magnification in known:
-        rows = [i for i, m in enumerate(mags) if m == magnification]
-        patients = patient_rows(predictions, rows)
-        breakdown.append(
-            {
-                "magnification": f"{magnification}X",
-                "n_images": len(rows),
-                "n_patients": len(patients),
-                **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
-                "patient_recognition_rate": (
-                    float(np.mean([p.images_correct for p in patients])) if patients else None
-                ),
-            }
+
+
+magnification_metric = MagnificationMetric()
+"""The ``magnification`` metric with its defaults (1000 resamples, seed 0, 95%)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubtypeMetric:
+    """Per-class one-vs-rest AUC, macro one-vs-rest AUC and balanced accuracy, with
+    class-stratified bootstrap intervals; for classifiers of more than two classes (the BreakHis
+    subtypes).
+
+    Attributes:
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Confidence level.
+    """
+
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
+        """Per class: one-vs-rest AUC with its interval and recall; macro AUC and balanced
+        accuracy with theirs."""
+        names = predictions.class_names
+        title = "Per class: one-vs-rest AUC and balanced accuracy"
+        if len(names) <= 2:
+            return MetricSection(
+                name="subtype",
+                title=title,
+                values={"available": False},
+                text="Two classes: the ROC and bootstrap sections cover them.",
+            )
+        resampling = stratified_resampling(
+            predictions, n_resamples=self.n_resamples, seed=self.seed
         )
-    return MetricSection(
-        name="magnification",
-        title="By magnification",
-        values={"available": True, "positive_class": view.positive, "breakdown": breakdown},
-        level="patient",
-    )
+        weights = resampling.image_weights
+        full = np.ones((1, len(predictions.y_true)))
+        y_true = np.asarray(predictions.y_true)
+        y_pred = np.asarray(predictions.y_pred)
+        probabilities = np.asarray(predictions.probabilities, dtype=np.float64)
+        aucs: dict[int, tuple[float, FloatArray]] = {}
+        recalls: dict[int, tuple[float, FloatArray]] = {}
+        for c in range(len(names)):
+            truth = y_true == c
+            if not truth.any():
+                continue
+            hit = (truth & (y_pred == c)).astype(np.float64)
+
+            def recall(w: FloatArray, hit: FloatArray = hit, truth: Any = truth) -> FloatArray:
+                return np.asarray((w @ hit) / (w @ truth.astype(np.float64)), dtype=np.float64)
+
+            recalls[c] = (float(recall(full)[0]), recall(weights))
+            if not truth.all():
+                aucs[c] = (
+                    float(_auc(truth, probabilities[:, c], full)[0]),
+                    _auc(truth, probabilities[:, c], weights),
+                )
+        per_class: dict[str, dict[str, Any]] = {}
+        unit = resampling.resampled
+        for c, name in enumerate(names):
+            interval = (
+                percentile_interval(aucs[c][0], aucs[c][1], level=self.level)
+                if c in aucs
+                else Interval(estimate=None, low=None, high=None)
+            )
+            per_class[name] = {
+                "n_images": int((y_true == c).sum()),
+                "n_patients": resampling.per_class[c] if unit == "patients" else None,
+                "auc": interval.estimate,
+                "auc_low": interval.low,
+                "auc_high": interval.high,
+                "recall": recalls[c][0] if c in recalls else None,
+            }
+        intervals: dict[str, Interval] = {
+            "macro_auc": _mean_interval(list(aucs.values()), level=self.level),
+            "balanced_accuracy": _mean_interval(list(recalls.values()), level=self.level),
+        }
+        counts = {name: resampling.per_class[c] for c, name in enumerate(names)}
+        warnings = few_units_warnings(counts, unit) + _undefined_warnings(
+            intervals, self.n_resamples
+        )
+        values: dict[str, Any] = {
+            "available": True,
+            **_as_dicts(intervals),
+            "macro_over": [names[c] for c in aucs],
+            "per_class": per_class,
+            "interval_method": resampling.describe(level=self.level),
+            "warnings": warnings,
+        }
+        text = (
+            "One-vs-rest AUC of each class's probability; macro AUC = their mean over the "
+            "classes present (macro_over); balanced accuracy = mean recall of the top-class "
+            f"decision over the classes present. {self.level:.0%} intervals: "
+            f"{resampling.method}, {self.n_resamples} resamples (seed {self.seed})."
+        )
+        return MetricSection(
+            name="subtype",
+            title=title,
+            values=values,
+            text="\n".join([text, *(f"Warning: {warning}." for warning in warnings)]),
+        )
+
+
+def _auc(truth: Any, score: FloatArray, weights: FloatArray) -> FloatArray:
+    return weighted_auc(np.asarray(truth, dtype=bool), score, weights)
+
+
+def _mean_interval(parts: list[tuple[float, FloatArray]], *, level: float) -> Interval:
+    """Interval of the mean of several statistics (estimates and resampled values)."""
+    if not parts:
+        return Interval(estimate=None, low=None, high=None)
+    estimate = float(np.mean([estimate for estimate, _ in parts]))
+    samples = np.mean(np.stack([values for _, values in parts]), axis=0)
+    return percentile_interval(estimate, samples, level=level)
 
 
 @hookimpl
 def breastcls_register_metrics(registry: PluginRegistry[Metric]) -> None:
-    """Register ``roc``, ``bootstrap``, ``thresholds``, ``calibration``, ``patient`` and
-    ``magnification``."""
+    """Register ``roc``, ``bootstrap``, ``thresholds``, ``calibration``, ``patient``,
+    ``magnification`` and ``subtype``."""
     registry.add("roc", roc_metric, summary="ROC and precision-recall curves, AUC and AP")
     registry.add(
         "bootstrap",
         BootstrapMetric(),
-        summary="seeded bootstrap 95% CIs: accuracy, sensitivity, specificity, F1, AUC",
+        summary="class-stratified patient bootstrap 95% CIs: accuracy, sensitivity, "
+        "specificity, F1, AUC",
     )
     registry.add(
         "thresholds",
@@ -359,6 +637,16 @@ def breastcls_register_metrics(registry: PluginRegistry[Metric]) -> None:
     registry.add(
         "patient",
         patient_metric,
-        summary="patient score = mean image probability; patient recognition rate",
+        summary="patient score = mean image probability; patient recognition rate; 95% CIs",
     )
-    registry.add("magnification", magnification_metric, summary="results for each magnification")
+    registry.add(
+        "magnification",
+        magnification_metric,
+        summary="results for each magnification, with 95% CIs",
+    )
+    registry.add(
+        "subtype",
+        SubtypeMetric(),
+        summary="more than two classes: per-class and macro one-vs-rest AUC, balanced "
+        "accuracy, 95% CIs",
+    )
