@@ -3,6 +3,13 @@
 The feature map is found through the model's structure, never by a layer name: breastcls models
 are ``Input -> augmentation -> preprocessing -> backbone -> head``, and the backbone (whatever
 plugin built it) is the last layer whose output is 4-D ``(batch, h, w, channels)``.
+
+The gradient is that of the class *score* before the softmax (Selvaraju et al., section 3), not
+of the probability: the probability's gradient is the score's times ``p (1 - p)``-like factors,
+which vanish on confident predictions (a saturated softmax gives an all-zero map) and mix in the
+other classes' evidence. The score is rebuilt from the model's last layer: the pre-activation of
+a final ``Dense`` with a softmax or sigmoid activation, or the input of a final ``Softmax`` or
+``Activation`` layer. A model whose output is none of these is explained by its output as is.
 """
 
 from __future__ import annotations
@@ -65,10 +72,59 @@ def _connected(tensor: Any, inputs: set[int]) -> bool:
     return False
 
 
+_SQUASHING = ("softmax", "sigmoid")
+
+
+def _activation_name(layer: Any) -> str | None:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None) if activation is not None else None
+
+
+def _score_graph(model: Any) -> tuple[Any, Any]:
+    """Return the tensor to read the class scores from and the final ``Dense`` to apply to it.
+
+    The tensor lies in ``model``'s graph. The layer is ``None`` when the tensor holds the
+    pre-softmax scores itself (or when no softmax could be found: the output is used as is).
+    """
+    import keras
+
+    output = model.outputs[0]
+    history = getattr(output, "_keras_history", None)
+    if history is None:
+        return output, None
+    layer = history.operation
+    inputs = layer._inbound_nodes[history.node_index].input_tensors
+    if len(inputs) != 1:
+        return output, None
+    if isinstance(layer, keras.layers.Softmax):
+        return inputs[0], None
+    if isinstance(layer, keras.layers.Activation) and _activation_name(layer) in _SQUASHING:
+        return inputs[0], None
+    if isinstance(layer, keras.layers.Dense) and _activation_name(layer) in _SQUASHING:
+        return inputs[0], layer
+    return output, None
+
+
+def _dense_scores(layer: Any, inputs: Any) -> Any:
+    """The final ``Dense`` layer's output before its activation, computed in float32."""
+    import tensorflow as tf
+
+    scores = tf.matmul(
+        tf.cast(inputs, tf.float32), tf.cast(tf.convert_to_tensor(layer.kernel), tf.float32)
+    )
+    if layer.bias is not None:
+        scores = scores + tf.cast(tf.convert_to_tensor(layer.bias), tf.float32)
+    return scores
+
+
 def gradcam_heatmaps(
     model: Any, images: npt.NDArray[np.float32], class_indices: Sequence[int]
 ) -> npt.NDArray[np.float32]:
     """Return Grad-CAM heatmaps in ``[0, 1]``, one per image, at the images' size.
+
+    The heat is the feature map weighted by the gradient of the explained class's pre-softmax
+    score (see the module documentation); an image whose map has no positive evidence for
+    the class gets an all-zero heatmap.
 
     Args:
         model: A Keras model taking ``(batch, h, w, 3)`` images and returning probabilities.
@@ -79,19 +135,17 @@ def gradcam_heatmaps(
     import tensorflow as tf
 
     layer = find_feature_layer(model)
-    grad_model = keras.Model(model.inputs, [_layer_output(model, layer), model.outputs[0]])
+    score_input, dense = _score_graph(model)
+    grad_model = keras.Model(model.inputs, [_layer_output(model, layer), score_input])
     batch = tf.convert_to_tensor(images, dtype=tf.float32)
     with tf.GradientTape() as tape:
-        features, probabilities = grad_model(batch, training=False)
+        features, head = grad_model(batch, training=False)
         tape.watch(features)
-        target = tf.gather(
-            tf.cast(probabilities, tf.float32),
-            tf.constant(list(class_indices), dtype=tf.int32),
-            batch_dims=1,
-        )
+        scores = tf.cast(head, tf.float32) if dense is None else _dense_scores(dense, head)
+        target = tf.gather(scores, tf.constant(list(class_indices), dtype=tf.int32), batch_dims=1)
     # Differentiate with respect to the tensor the model computed with: in a mixed-precision
     # model the features are float16 or bfloat16, and a float32 copy lies on no path to the
-    # probabilities. The heatmap itself is computed in float32.
+    # scores. The scores and the heatmap are computed in float32.
     gradients = tf.cast(tape.gradient(target, features), tf.float32)
     features = tf.cast(features, tf.float32)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
