@@ -204,6 +204,7 @@ def test_bootstrap_section_records_the_method() -> None:
     values = BootstrapMetric(n_resamples=100, seed=3)(p, out_dir=HERE).values
     assert values["method"] == "class-stratified patient bootstrap"
     assert (values["resampled"], values["n_resamples"], values["level"]) == ("patients", 100, 0.95)
+    assert values["interval_method"]["method"] == values["method"]
     assert values["warnings"] == []
 
 

@@ -167,6 +167,7 @@ class BootstrapMetric:
                 "seed": self.seed,
                 "level": self.level,
                 "resampled_per_class": counts,
+                "interval_method": resampling.describe(level=self.level),
                 "intervals": _as_dicts(intervals),
                 "warnings": warnings,
             },
