@@ -74,7 +74,11 @@ def metrics_document(sections: Sequence[MetricSection]) -> dict[str, Any]:
 
 
 def write_predictions(predictions: Predictions, path: Path) -> None:
-    """Write one CSV row per image: path, patient, true and predicted class, probabilities."""
+    """Write one CSV row per image: path, patient, true and predicted class, probabilities.
+
+    Probabilities are written at full precision: reading a value back with ``float`` gives the
+    same float64, bit for bit (a float32 probability gives its exact float64 value).
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = predictions.class_names
@@ -94,7 +98,9 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
                 magnifications[i] or "",
                 names[predictions.y_true[i]],
                 names[predictions.y_pred[i]],
-                *(f"{p:.6f}" for p in predictions.probabilities[i]),
+                # Shortest text that reads back to the same float (``float(repr(x)) == x``), so
+                # ``breastcls report`` rebuilds the same curves, AUC and thresholds.
+                *(repr(float(p)) for p in predictions.probabilities[i]),
             ]
         )
     atomic_write_text(path, buffer.getvalue())
