@@ -11,7 +11,12 @@ from breastcls import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConf
 
 def test_defaults_are_the_seed_recipe() -> None:
     data, model, train = DataConfig(path=Path("x")), ModelConfig(), TrainConfig()
-    assert (data.image_size, data.validation_fraction, data.split_seed) == (224, 0.2, 11)
+    assert (data.image_size, data.test_fraction, data.selection_fraction, data.split_seed) == (
+        224,
+        0.2,
+        0.2,
+        11,
+    )
     assert (model.backbone, model.head, model.weights) == ("densenet201", "seed", "imagenet")
     assert (train.learning_rate, train.batch_size, train.epochs) == (1e-4, 16, 20)
     assert (train.monitor, train.lr_patience, train.lr_factor, train.min_lr) == (
@@ -31,7 +36,10 @@ def test_weights_none_string_means_random_init() -> None:
     ("factory", "message"),
     [
         (lambda: DataConfig(path=Path("x"), image_size=8), "image_size=8"),
-        (lambda: DataConfig(path=Path("x"), validation_fraction=1.0), "validation_fraction=1.0"),
+        (lambda: DataConfig(path=Path("x"), selection_fraction=1.0), "selection_fraction=1.0"),
+        (lambda: DataConfig(path=Path("x"), selection_fraction=0.0), "selection_fraction=0.0"),
+        (lambda: DataConfig(path=Path("x"), test_fraction=1.0), "test_fraction=1.0"),
+        (lambda: DataConfig(path=Path("x"), test_fraction=-0.1), "test_fraction=-0.1"),
         (lambda: DataConfig(path=Path("x"), magnification=50), "magnification=50"),
         (lambda: TrainConfig(epochs=0), "epochs=0"),
         (lambda: TrainConfig(batch_size=0), "batch_size=0"),
@@ -54,6 +62,16 @@ def test_round_trip_through_json_dict() -> None:
     raw = config.to_dict()
     assert raw["data"]["path"] == "/data/x" and raw["out_dir"] == "out"
     assert RunConfig.from_dict(raw) == config
+
+
+def test_a_test_fraction_of_zero_keeps_no_test_set() -> None:
+    assert DataConfig(path=Path("x"), test_fraction=0.0).test_fraction == 0.0
+
+
+def test_a_0_1_config_reads_its_validation_fraction_as_the_selection_set() -> None:
+    config = RunConfig.from_dict({"data": {"path": "x", "validation_fraction": 0.3}})
+    assert (config.data.selection_fraction, config.data.test_fraction) == (0.3, 0.0)
+    assert "validation_fraction" not in config.to_dict()["data"]
 
 
 def test_unknown_keys_are_a_config_error() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,11 +21,27 @@ from breastcls import (
     spanhol_splits,
     split_samples,
 )
-from breastcls.data.split import split_for_config
+from breastcls.data.split import Split, group_key, split_for_config
+from breastcls.interfaces import DataRole
 
 
 def _patients(samples: tuple[Sample, ...]) -> set[str | None]:
     return {s.patient_id for s in samples}
+
+
+def _accessions(samples: tuple[Sample, ...]) -> set[str | None]:
+    """The accession numbers (``14-18842D`` -> ``14-18842``) of ``samples``."""
+    return {group_key(s) for s in samples}
+
+
+def _assert_roles_disjoint(
+    split: Split, key: Callable[[tuple[Sample, ...]], set[Any]] = _accessions
+) -> None:
+    """No group in two roles, and the three roles together hold no image twice."""
+    train, selection, test = (key(samples) for _, samples in split.parts())
+    assert train.isdisjoint(selection) and train.isdisjoint(test) and selection.isdisjoint(test)
+    paths = [s.path for _, samples in split.parts() for s in samples]
+    assert len(paths) == len(set(paths))
 
 
 def _biopsy(patient_id: str) -> str:
@@ -63,10 +81,49 @@ def test_manifest_extra_columns_and_names_filling_gaps(small_breakhis: Path) -> 
 
 def test_default_split_of_the_real_manifest_is_patient_disjoint(real: tuple[Sample, ...]) -> None:
     split = split_for_config(real, DataConfig(path=Path("unused")))
-    assert split.method == "patient" and not split.leaky
-    assert _patients(split.train).isdisjoint(_patients(split.validation))
-    assert len(split.train) + len(split.validation) == 269
-    assert {s.label for s in split.validation} == {"benign", "malignant"}
+    assert (split.method, split.test_from, split.leaky) == ("patient", "split", False)
+    assert [role for role, _ in split.parts()] == [
+        DataRole.TRAIN,
+        DataRole.SELECTION,
+        DataRole.TEST,
+    ]
+    _assert_roles_disjoint(split)
+    assert len(split.train) + len(split.selection) + len(split.test) == 269
+    for _, samples in split.parts():
+        assert {s.label for s in samples} == {"benign", "malignant"}
+    # 31 accessions: about a fifth is the test set, a fifth of the rest the selection set.
+    assert (len(_accessions(split.test)), len(_accessions(split.selection))) == (6, 5)
+    assert split.reported_role is DataRole.TEST
+    assert split.describe() == {
+        "method": "patient",
+        "test_from": "split",
+        "leaky": False,
+        "train_images": len(split.train),
+        "selection_images": len(split.selection),
+        "test_images": len(split.test),
+    }
+    assert split == split_for_config(real, DataConfig(path=Path("unused")))
+    assert split != split_for_config(real, DataConfig(path=Path("unused"), split_seed=12))
+
+
+def test_accession_siblings_share_a_role(real: tuple[Sample, ...]) -> None:
+    # 14-18842 / 14-18842D, 14-23060AB / CD and 14-29960AB / CD are slides of one accession.
+    for seed in range(1, 6):
+        split = split_samples(real, test_fraction=0.2, selection_fraction=0.2, seed=seed)
+        _assert_roles_disjoint(split)
+        roles = {s.patient_id: role for role, samples in split.parts() for s in samples}
+        assert roles["14-18842"] == roles["14-18842D"]
+        assert roles["14-23060AB"] == roles["14-23060CD"]
+        assert roles["14-29960AB"] == roles["14-29960CD"]
+
+
+def test_a_test_fraction_of_zero_keeps_no_test_set(real: tuple[Sample, ...]) -> None:
+    split = split_samples(real, test_fraction=0.0, selection_fraction=0.2, seed=11)
+    assert (split.test, split.test_from, split.leaky) == ((), "none", False)
+    assert split.reported_role is DataRole.SELECTION
+    _assert_roles_disjoint(split)
+    assert len(split.train) + len(split.selection) == 269
+    assert split.describe()["test_images"] == 0
 
 
 def test_group_by_a_user_column_keeps_biopsies_together(breakhis_dev: Path, tmp_path: Path) -> None:
@@ -79,16 +136,23 @@ def test_group_by_a_user_column_keeps_biopsies_together(breakhis_dev: Path, tmp_
     samples = load_dataset(DataConfig(path=tmp_path / "m.csv")).samples
     biopsies = {s.extra["biopsy"] for s in samples}
     assert len(biopsies) == 31  # 34 patient ids, 3 pairs share a biopsy number
-    by_patient = split_samples(samples, fraction=0.2, seed=5)
-    by_biopsy = split_samples(samples, fraction=0.2, seed=5, group_by="biopsy")
+    fractions = {"test_fraction": 0.2, "selection_fraction": 0.2, "seed": 5}
+    by_slide = split_samples(samples, group_by="patient_id", **fractions)
+    by_biopsy = split_samples(samples, group_by="biopsy", **fractions)
+    by_default = split_samples(samples, **fractions)
+
+    def biopsies(split: Split) -> list[set[str]]:
+        return [{s.extra["biopsy"] for s in part} for _, part in split.parts()]
+
     assert by_biopsy.method == "group" and not by_biopsy.leaky
-    train = {s.extra["biopsy"] for s in by_biopsy.train}
-    assert train.isdisjoint({s.extra["biopsy"] for s in by_biopsy.validation})
-    shared = {s.extra["biopsy"] for s in by_patient.train} & {
-        s.extra["biopsy"] for s in by_patient.validation
-    }
-    # The patient-level split with this seed puts both halves of some shared biopsy numbers
-    # (14-23060AB/CD, 14-29960AB/CD, 14-18842/D) on opposite sides; grouping by biopsy does not.
+    _assert_roles_disjoint(by_biopsy, key=lambda part: {s.extra["biopsy"] for s in part})
+    # The default groups by accession number, which keeps the biopsies together too.
+    assert by_default.method == "patient" and not by_default.leaky
+    _assert_roles_disjoint(by_default, key=lambda part: {s.extra["biopsy"] for s in part})
+    # Grouping by the raw slide id with this seed puts both halves of some shared biopsy numbers
+    # (14-23060AB/CD, 14-29960AB/CD, 14-18842/D) in different roles.
+    train, selection, test = biopsies(by_slide)
+    shared = (train & selection) | (train & test) | (selection & test)
     assert shared and shared <= {"23060", "29960", "18842"}
 
 
@@ -98,34 +162,43 @@ def test_a_group_column_missing_on_some_images(small_breakhis: Path) -> None:
         samples[5:]
     )
     with pytest.raises(DataError, match=r"15 of 20 images have no biopsy \(first: "):
-        split_samples(tagged, fraction=0.2, seed=1, group_by="biopsy")
+        split_samples(tagged, test_fraction=0.2, selection_fraction=0.2, seed=1, group_by="biopsy")
 
 
 def test_partly_known_patients_are_refused(small_breakhis: Path) -> None:
     samples = list(load_dataset(DataConfig(path=small_breakhis)).samples)
     samples[0] = dataclasses.replace(samples[0], patient_id=None)
     with pytest.raises(DataError, match="1 of 20 images have no patient_id"):
-        split_samples(samples, fraction=0.2, seed=1)
+        split_samples(samples, test_fraction=0.2, selection_fraction=0.2, seed=1)
 
 
 def test_image_split_of_grouped_data_needs_the_leaky_flag(real: tuple[Sample, ...]) -> None:
-    with pytest.raises(DataError, match=r"patient_id values \(34 groups\).*--allow-leaky-split"):
-        split_samples(real, fraction=0.2, seed=11, by="image")
-    split = split_samples(real, fraction=0.2, seed=11, by="image", allow_leaky=True)
+    fractions = {"test_fraction": 0.2, "selection_fraction": 0.2, "seed": 11}
+    # 34 slide ids, 31 accession numbers: the groups counted are the accessions.
+    with pytest.raises(DataError, match=r"patient_id values \(31 groups\).*--allow-leaky-split"):
+        split_samples(real, by="image", **fractions)
+    split = split_samples(real, by="image", allow_leaky=True, **fractions)
     assert split.method == "image-leaky" and split.leaky
-    assert len(_patients(split.train) & _patients(split.validation)) > 10
-    assert len(split.validation) == 54
+    assert len(_patients(split.train) & _patients(split.test)) > 10
+    assert len(_patients(split.train) & _patients(split.selection)) > 10
+    # 20% of 269 images is the test set, 20% of the other 215 the selection set.
+    assert (len(split.test), len(split.selection), len(split.train)) == (54, 43, 172)
 
 
 def test_five_fold_patient_cross_validation(real: tuple[Sample, ...]) -> None:
     folds = kfold_splits(real, folds=5, seed=11)
     assert len(folds) == 5
-    validation = [s.path for fold in folds for s in fold.validation]
-    assert sorted(validation) == sorted(s.path for s in real)  # each image validated once
+    tested = [s.path for fold in folds for s in fold.test]
+    assert sorted(tested) == sorted(s.path for s in real)  # each image tested once
     for fold in folds:
-        assert fold.method == "patient"
-        assert _patients(fold.train).isdisjoint(_patients(fold.validation))
-        assert {s.label for s in fold.validation} == {"benign", "malignant"}
+        assert (fold.method, fold.test_from, fold.leaky) == ("patient", "fold", False)
+        # Nested: the selection set is carved from the fold's training patients.
+        _assert_roles_disjoint(fold)
+        assert len(fold.train) + len(fold.selection) + len(fold.test) == 269
+        for _, samples in fold.parts():
+            assert {s.label for s in samples} == {"benign", "malignant"}
+    assert kfold_splits(real, folds=5, seed=11, selection_fraction=0.3)[0].test == folds[0].test
+    assert kfold_splits(real, folds=5, seed=11, selection_fraction=0.3)[0] != folds[0]
     assert folds == kfold_splits(real, folds=5, seed=11)
     assert folds != kfold_splits(real, folds=5, seed=12)
     fourth = split_for_config(real, DataConfig(path=Path("x"), folds=5, fold=4))
@@ -133,7 +206,7 @@ def test_five_fold_patient_cross_validation(real: tuple[Sample, ...]) -> None:
 
 
 def test_kfold_refuses_too_many_folds_and_fixed_splits(real: tuple[Sample, ...]) -> None:
-    with pytest.raises(DataError, match="Only 34 distinct patient_id values for 40 folds"):
+    with pytest.raises(DataError, match="Only 31 distinct patient_id values for 40 folds"):
         kfold_splits(real, folds=40, seed=1)
     fixed = [dataclasses.replace(s, split="train") for s in real]
     with pytest.raises(DataError, match="cross-validation needs unsplit data"):
@@ -144,12 +217,16 @@ def test_spanhol_protocol(real: tuple[Sample, ...]) -> None:
     repeats = spanhol_splits(real, seed=11)
     assert len(repeats) == 5
     for split in repeats:
-        assert _patients(split.train).isdisjoint(_patients(split.validation))
-        benign = {s.patient_id for s in split.validation if s.label == "benign"}
-        malignant = {s.patient_id for s in split.validation if s.label == "malignant"}
-        # 30% of 11 benign and of 23 malignant patients.
+        assert (split.method, split.test_from, split.leaky) == ("patient", "fold", False)
+        _assert_roles_disjoint(split)
+        assert len(split.train) + len(split.selection) + len(split.test) == 269
+        benign = {group_key(s) for s in split.test if s.label == "benign"}
+        malignant = {group_key(s) for s in split.test if s.label == "malignant"}
+        # 30% of the 9 benign and of the 22 malignant accession numbers.
         assert (len(benign), len(malignant)) == (3, 7)
-    assert len({frozenset(_patients(split.validation)) for split in repeats}) == 5
+        for _, samples in split.parts():
+            assert {s.label for s in samples} == {"benign", "malignant"}
+    assert len({frozenset(_accessions(split.test)) for split in repeats}) == 5
     third = split_for_config(real, DataConfig(path=Path("x"), protocol="spanhol", fold=3))
     assert third == repeats[2]
 
@@ -163,14 +240,71 @@ def test_spanhol_needs_patient_ids(small_breakhis: Path) -> None:
         spanhol_splits(anonymous, seed=1)
 
 
+def test_spanhol_needs_three_patients_per_class(small_breakhis: Path) -> None:
+    samples = load_dataset(DataConfig(path=small_breakhis)).samples
+    benign = sorted(_accessions(tuple(s for s in samples if s.label == "benign")))
+    two_benign = [s for s in samples if s.label != "benign" or group_key(s) in benign[:2]]
+    with pytest.raises(DataError, match=r"'benign' has 2 patient_id value.*at least three"):
+        spanhol_splits(two_benign, seed=1)
+    fixed = [dataclasses.replace(s, split="train") for s in samples]
+    with pytest.raises(DataError, match="Spanhol protocol needs unsplit data"):
+        spanhol_splits(fixed, seed=1)
+
+
 def test_fixed_split_with_a_shared_patient_is_labelled_leaky(small_breakhis: Path) -> None:
     samples = load_dataset(DataConfig(path=small_breakhis)).samples
     fixed = [
         dataclasses.replace(s, split="train" if i % 2 else "validation")
         for i, s in enumerate(samples)
     ]
-    split = split_samples(fixed, fraction=0.2, seed=1)
-    assert split.method == "folders-leaky" and split.leaky
+    split = split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=1)
+    assert split.test_from == "data" and split.leaky
+    assert {s.path for s in split.test} == {s.path for s in fixed if s.split == "validation"}
+
+
+def test_train_and_validation_folders_make_validation_the_test_set(
+    real: tuple[Sample, ...],
+) -> None:
+    # The blog's layout: validation/ is the test set; the selection set is carved from train/.
+    whole = split_samples(real, test_fraction=0.2, selection_fraction=0.2, seed=11)
+    test = {s.path for s in whole.test}
+    fixed = [
+        dataclasses.replace(s, split="validation" if s.path in test else "train") for s in real
+    ]
+    split = split_samples(fixed, test_fraction=0.5, selection_fraction=0.2, seed=11)
+    assert (split.method, split.test_from, split.leaky) == ("patient", "data", False)
+    assert {s.path for s in split.test} == test  # test_fraction does not apply
+    _assert_roles_disjoint(split)
+    assert {s.path for s in (*split.train, *split.selection)} == {s.path for s in whole.train} | {
+        s.path for s in whole.selection
+    }
+    assert {s.label for s in split.selection} == {"benign", "malignant"}
+    other_seed = split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=12)
+    assert other_seed.test == split.test and other_seed.selection != split.selection
+
+
+def test_train_validation_and_test_parts_are_taken_as_given(real: tuple[Sample, ...]) -> None:
+    whole = split_samples(real, test_fraction=0.2, selection_fraction=0.2, seed=11)
+    role_of = {s.path: role for role, samples in whole.parts() for s in samples}
+    name = {DataRole.TRAIN: "train", DataRole.SELECTION: "validation", DataRole.TEST: "test"}
+    fixed = [dataclasses.replace(s, split=name[role_of[s.path]]) for s in real]
+    split = split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=99)
+    assert (split.method, split.test_from, split.leaky) == ("folders", "data", False)
+    for (role, given), (_, carved) in zip(split.parts(), whole.parts(), strict=True):
+        assert {s.path for s in given} == {s.path for s in carved}, role
+    # A patient in two given parts makes the split leaky.
+    tested = next(s for s in fixed if s.split == "test")
+    first = next(i for i, s in enumerate(fixed) if s.split == "train")
+    crossing = list(fixed)
+    crossing[first] = dataclasses.replace(fixed[first], patient_id=tested.patient_id)
+    leaky = split_samples(crossing, test_fraction=0.2, selection_fraction=0.2, seed=99)
+    assert leaky.method == "folders" and leaky.leaky
+
+
+def test_a_train_split_without_validation_or_test_is_refused(real: tuple[Sample, ...]) -> None:
+    fixed = [dataclasses.replace(s, split="train") for s in real]
+    with pytest.raises(DataError, match="has no validation or test images"):
+        split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=1)
 
 
 @pytest.mark.parametrize(
