@@ -75,7 +75,8 @@ class Sample:
         patient_id: Patient (or slide) id when known; splits keep a patient on one side.
         magnification: Microscope magnification (40, 100, 200, 400) when known.
         subtype: Tumour subtype when known (BreakHis: A, F, PT, TA, DC, LC, MC, PC).
-        split: ``train``, ``validation`` or ``test`` when the dataset fixes it, else ``None``.
+        split: ``train``, ``validation`` or ``test`` when the dataset fixes it (folders or a
+            manifest column), else ``None``; :mod:`breastcls.data.split` maps it to a role.
         extra: Any other columns of a manifest, kept as strings.
     """
 
@@ -220,7 +221,7 @@ class Trainer(Protocol):
         self,
         model: Any,
         train: Any,
-        validation: Any,
+        selection: Any,
         *,
         config: TrainConfig,
         run_dir: Path,
@@ -235,7 +236,8 @@ class Trainer(Protocol):
             model: The ``keras.Model``: uncompiled for a new run, compiled with its optimizer
                 state restored when resuming (keep that optimizer).
             train: Batched ``tf.data.Dataset`` of ``(images, one_hot_labels)``.
-            validation: The same, for validation.
+            selection: The same, for the selection set (Keras' ``validation_data``): it
+                drives the checkpoint and the learning-rate schedule, never the weights.
             config: Training settings.
             run_dir: The run folder.
             callbacks: Keras callbacks supplied by breastcls (checkpoints, history, hooks...);
@@ -259,8 +261,8 @@ class Predictions:
         paths: Image files, in row order.
         patient_ids: Patient id per row (``None`` entries when unknown).
         magnifications: Magnification per row (``None`` entries when unknown).
-        thresholds: Operating thresholds on the positive class's probability chosen earlier on
-            validation data (``{"youden": 0.42, ...}``), applied unchanged; empty when none were
+        thresholds: Operating thresholds on the positive score chosen earlier on the
+            selection set (``{"youden": 0.42, ...}``), applied unchanged; empty when none were
             chosen, and metrics then choose them on these predictions.
         temperature: The temperature already applied to ``probabilities`` (temperature
             scaling), or ``None`` when they are the model's raw outputs.

@@ -190,9 +190,9 @@ def _interval_text(resampling: Resampling, level: float, caveat: str, warnings: 
 class ThresholdsMetric:
     """Operating points on the positive class's probability.
 
-    The thresholds come with the predictions when they were chosen earlier on validation data
+    The thresholds come with the predictions when they were chosen earlier on the selection set
     (``thresholds.json`` of a run), and are then applied unchanged; otherwise they are chosen on
-    these predictions, which is only honest for validation data.
+    these predictions, which is only honest for the selection set.
 
     Attributes:
         target_specificity: Specificity floor of ``sensitivity_at_specificity_<t>``.
@@ -211,7 +211,7 @@ class ThresholdsMetric:
         )
         if predictions.thresholds:
             thresholds = dict(predictions.thresholds)
-            source = "validation data (chosen there, applied unchanged)"
+            source = "selection set (chosen there, applied unchanged)"
         else:
             thresholds = choose_thresholds(
                 view.y_true,
@@ -288,7 +288,7 @@ class CalibrationMetric:
         figure = plot_reliability(bins, out_dir / "reliability.png", n_bins=self.n_bins, ece=ece)
         note = (
             f"Probabilities temperature-scaled with T = {predictions.temperature:.3f} "
-            "(fitted on validation data)."
+            "(fitted on the selection set)."
             if predictions.temperature is not None
             else "Raw model probabilities (no temperature scaling)."
         )
@@ -317,7 +317,7 @@ class PatientMetric:
 
     The patient score is the mean of its images' positive score (probability of the positive
     class, or of the summed malignant subtypes). A patient is called positive when its score is
-    at least 0.5, and, for each operating threshold chosen on validation data
+    at least 0.5, and, for each operating threshold chosen on the selection set
     (``predictions.thresholds``), when it reaches that threshold. Spanhol et al.'s patient
     recognition rate is the mean over patients of the share of that patient's images whose top
     class is right.
@@ -334,7 +334,7 @@ class PatientMetric:
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Patient accuracy, sensitivity, specificity, AUC and recognition rate, with intervals;
-        the per-patient table; the validation operating points on the patient score."""
+        the per-patient table; the selection set's operating points on the patient score."""
         rows = patient_rows(predictions)
         if not rows:
             return MetricSection(
@@ -396,7 +396,7 @@ class PatientMetric:
                 for name, threshold in predictions.thresholds.items()
             ]
             text += (
-                " Operating points: the thresholds chosen on validation images, applied "
+                " Operating points: the thresholds chosen on the selection set, applied "
                 "unchanged to the patient score."
             )
         text = "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])

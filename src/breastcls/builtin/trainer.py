@@ -32,7 +32,7 @@ class KerasTrainer:
         self,
         model: Any,
         train: Any,
-        validation: Any,
+        selection: Any,
         *,
         config: TrainConfig,
         run_dir: Path,
@@ -65,7 +65,8 @@ class KerasTrainer:
         with _xla_autoclustering(config.jit and not getattr(model, "jit_compile", False)):
             history = model.fit(
                 train,
-                validation_data=validation,
+                # Keras calls it validation data: the selection set, which picks the checkpoint.
+                validation_data=selection,
                 epochs=config.epochs,
                 initial_epoch=initial_epoch,
                 callbacks=[schedule, *callbacks],

@@ -38,7 +38,12 @@ def check_command(
         typer.Option(help="Check only images at this magnification (40, 100, 200, 400)."),
     ] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of the split checked.")] = 11,
-    validation_fraction: Annotated[float, typer.Option()] = 0.2,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of patients held out as the test set (0: none).")
+    ] = 0.2,
+    selection_fraction: Annotated[
+        float, typer.Option(help="Share of the rest held out as the selection set.")
+    ] = 0.2,
 ) -> None:
     """Count, decode and hash every image; report bad files, duplicates and patient leaks.
 
@@ -52,7 +57,8 @@ def check_command(
         group_by=group_by,
         magnification=magnification,
         split_seed=split_seed,
-        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        selection_fraction=selection_fraction,
     )
     report = breastcls.check_data(path, config=config)
     if as_json:

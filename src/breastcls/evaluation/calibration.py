@@ -23,6 +23,7 @@ from breastcls.evaluation.clinical import (
     binary_view,
     choose_thresholds,
     fit_temperature,
+    positive_group,
 )
 from breastcls.interfaces import DataRole, Predictions
 from breastcls.io import atomic_write_json, read_json_file
@@ -60,6 +61,7 @@ class Calibration:
         temperature: The temperature applied to the probabilities (``None``: none fitted).
         thresholds: Operating thresholds on the positive score, by name (empty: none chosen).
         positive: The class (or class group) the thresholds are about.
+        rule: How an image is called positive, in words.
         tta: The test-time augmentation of the predictions it was fitted on.
         n_images: Selection images it was fitted on.
         notes: Why a temperature was skipped or bounded, in words for the report.
@@ -68,6 +70,7 @@ class Calibration:
     temperature: float | None = None
     thresholds: Mapping[str, float] = field(default_factory=dict)
     positive: str | None = None
+    rule: str | None = None
     tta: str = "none"
     n_images: int = 0
     notes: tuple[str, ...] = ()
@@ -79,6 +82,7 @@ class Calibration:
             "temperature": self.temperature,
             "thresholds": dict(self.thresholds),
             "positive_class": self.positive,
+            "rule": self.rule,
             "tta": self.tta,
             "n_images": self.n_images,
             "notes": list(self.notes),
@@ -148,6 +152,11 @@ def fit_calibration(
             target_sensitivity=target_sensitivity,
         ),
         positive=view.positive,
+        rule=(
+            f"an image is {view.positive} when its score, "
+            f"{positive_group(predictions.class_names).describe(predictions.class_names)}, "
+            "is >= the threshold"
+        ),
         tta=tta,
         n_images=len(predictions.y_true),
         notes=notes,
@@ -199,7 +208,7 @@ def write_calibration(folder: Path, calibration: Calibration) -> None:
             "positive_class": calibration.positive,
             "chosen_on": DataRole.SELECTION.value,
             "tta": calibration.tta,
-            "rule": f"an image is {calibration.positive} when its probability >= threshold",
+            "rule": calibration.rule,
             "thresholds": dict(calibration.thresholds),
         },
     )
@@ -223,6 +232,7 @@ def read_calibration(folder: Path, tta: str = "none") -> Calibration:
             temperature=None if temperature is None else float(temperature),
             thresholds={str(k): float(v) for k, v in chosen.get("thresholds", {}).items()},
             positive=chosen.get("positive_class"),
+            rule=chosen.get("rule"),
             tta=tta,
             n_images=int(saved.get("n_images", 0)),
             notes=tuple(str(note) for note in saved.get("notes", ())),

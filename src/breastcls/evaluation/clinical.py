@@ -227,7 +227,7 @@ def choose_thresholds(
     """Choose operating thresholds on the positive score (an image is positive when
     ``score >= threshold``).
 
-    Meant for validation data; the thresholds are then applied unchanged to test data.
+    Meant for the selection set; the thresholds are then applied unchanged to the test set.
 
     Returns:
         ``default`` (0.5), ``youden`` (maximises sensitivity + specificity - 1),
@@ -279,7 +279,7 @@ def _nll(probabilities: FloatArray, y_true: IntArray) -> float:
 
 def fit_temperature(probabilities: FloatArray, y_true: IntArray) -> float:
     """Fit the temperature that minimises the negative log-likelihood of ``y_true`` (Guo et al.,
-    2017), searched on ``log T`` within ``[0.05, 20]``. Meant for validation data."""
+    2017), searched on ``log T`` within ``[0.05, 20]``. Meant for the selection set."""
     from scipy.optimize import minimize_scalar
 
     y_true = np.asarray(y_true, dtype=np.int64)

@@ -35,7 +35,7 @@ from breastcls.evaluation.calibration import (
     read_calibration,
     write_calibration,
 )
-from breastcls.evaluation.clinical import apply_temperature, positive_class_index
+from breastcls.evaluation.clinical import apply_temperature, positive_group
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.model import model_file
@@ -670,6 +670,7 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
             temperature=recorded.get("temperature"),
             thresholds=recorded.get("thresholds") or {},
             positive=recorded.get("positive_class"),
+            rule=recorded.get("rule"),
             tta=str(settings.get("tta", "none")),
             n_images=int(recorded.get("n_images", 0)),
             notes=tuple(recorded.get("notes", ())),
@@ -760,8 +761,9 @@ def predict(
     Columns: ``path``, ``patient_id`` and ``magnification`` (parsed from BreakHis file names,
     empty otherwise), ``predicted`` (the top class), ``p_<class>`` per class and, for each
     operating threshold chosen on the run's selection set, ``at_<threshold name>``: the
-    positive class when its probability reaches that threshold, else ``not <positive>`` (the
-    other class when there are two). The temperature saved beside the model is applied. Images
+    positive side (``malignant``; for subtype models the malignant subtypes, scored by the sum
+    of their probabilities) when its score reaches that threshold, else the negative side.
+    The temperature saved beside the model is applied. Images
     stream through the model in batches; the CSV appears whole at the end (atomically).
 
     Args:
@@ -794,10 +796,7 @@ def predict(
         model_path.parent, tta, keras_model=keras_model, class_names=class_names, host=host
     )
     thresholds = calibration.thresholds
-    positive = positive_class_index(class_names)
-    negative = (
-        class_names[1 - positive] if len(class_names) == 2 else f"not {class_names[positive]}"
-    )
+    positive = positive_group(class_names)
     samples = [Sample(path=path, label=class_names[0]) for path in files]
     info = _scan(samples)
     batches = make_dataset(
@@ -825,7 +824,8 @@ def predict(
         ):
             if calibration.temperature is not None:
                 probabilities = apply_temperature(probabilities, calibration.temperature)
-            for row in probabilities:
+            scores = positive.score(probabilities)
+            for row, score in zip(probabilities, scores, strict=True):
                 path = files[position]
                 parsed = parse_breakhis_name(path.name)
                 writer.writerow(
@@ -834,9 +834,9 @@ def predict(
                         parsed.patient_id if parsed else "",
                         parsed.magnification if parsed else "",
                         class_names[int(np.argmax(row))],
-                        *(f"{p:.6f}" for p in row),
+                        *(repr(float(p)) for p in row),
                         *(
-                            class_names[positive] if row[positive] >= threshold else negative
+                            positive.name if score >= threshold else positive.negative
                             for threshold in thresholds.values()
                         ),
                     ]

@@ -61,7 +61,8 @@ def plot_confusion_matrix(
 
 
 def plot_history(history: Mapping[str, Sequence[float]], out_dir: Path) -> list[Path]:
-    """Plot the loss and accuracy curves (train and validation) as ``loss.png``/``accuracy.png``."""
+    """Plot the loss and accuracy curves (training and selection set) as ``loss.png`` and
+    ``accuracy.png``."""
     plt = _pyplot()
     written = []
     for metric in ("loss", "accuracy"):
@@ -71,7 +72,7 @@ def plot_history(history: Mapping[str, Sequence[float]], out_dir: Path) -> list[
         epochs = np.arange(1, len(history[metric]) + 1)
         axes.plot(epochs, history[metric], marker="o", label=f"train {metric}")
         if f"val_{metric}" in history:
-            axes.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
+            axes.plot(epochs, history[f"val_{metric}"], marker="o", label=f"selection set {metric}")
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.set_title(f"{metric.capitalize()} per epoch")

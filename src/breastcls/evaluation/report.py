@@ -28,6 +28,7 @@ _ORDER = (
     "roc",
     "thresholds",
     "bootstrap",
+    "subtype",
     "calibration",
     "gradcam",
     "patient",
@@ -214,7 +215,7 @@ def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key, label in (
         ("accuracy", "Patient-level accuracy"),
         ("auc", "Patient-level AUC"),
-        ("recognition_rate", "Patient recognition rate (Spanhol et al.)"),
+        ("patient_recognition_rate", "Patient recognition rate (Spanhol et al.)"),
     ):
         if key in intervals:
             rows.append((label, _interval(intervals[key])))
@@ -232,8 +233,8 @@ def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | No
     rows = [
         ("Accuracy", _interval(intervals.get("accuracy"))),
         ("ROC AUC", _interval(intervals.get("auc"))),
-        ("Sensitivity (top-class decision)", _interval(intervals.get("sensitivity"))),
-        ("Specificity (top-class decision)", _interval(intervals.get("specificity"))),
+        ("Sensitivity (default decision)", _interval(intervals.get("sensitivity"))),
+        ("Specificity (default decision)", _interval(intervals.get("specificity"))),
     ]
     point = _operating_point(metrics)
     if point:
@@ -293,7 +294,8 @@ def render_report(
         headline: The ``metrics.json`` document the summary card at the top is drawn from.
         calibration: The calibration applied (``Calibration.to_dict()``), named in the card.
     """
-    ordered = _ordered(sections)
+    # A section that does not apply to these classes (the subtype section of a binary model).
+    ordered = [s for s in _ordered(sections) if s.values.get("available", True) is not False]
     image_level = [s for s in ordered if s.level != "patient"]
     patient_level = [s for s in ordered if s.level == "patient"]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
