@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from breastcls import DataConfig, DataError, load_dataset, parse_breakhis_name, split_samples
+from breastcls.data.breakhis import accession_number
 
 
 def test_the_real_folder_loads_with_patients_from_breakhis_names(breakhis_dev: Path) -> None:
@@ -40,18 +41,52 @@ def test_breakhis_names_parse_including_the_15_prefix() -> None:
     assert parse_breakhis_name("slide_001.png") is None
 
 
-def test_train_validation_folders_fix_the_split(small_breakhis: Path, tmp_path: Path) -> None:
-    root = tmp_path / "seed-layout"
+def _seed_layout(root: Path, source: Path, validation: dict[str, list[str]]) -> Path:
+    """Copy ``source``'s images to ``root/{train,validation}/<class>/``: the slide ids listed in
+    ``validation`` go to validation/, the others to train/."""
     for label in ("benign", "malignant"):
-        images = sorted((small_breakhis / label).glob("*.png"))
-        for split, part in (("train", images[:6]), ("validation", images[6:])):
-            (root / split / label).mkdir(parents=True)
-            for image in part:
-                shutil.copy(image, root / split / label / image.name)
+        for image in sorted((source / label).glob("*.png")):
+            patient = "-".join(image.name.split("-")[1:3])
+            part = "validation" if patient in validation[label] else "train"
+            (root / part / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(image, root / part / label / image.name)
+    return root
+
+
+def test_train_validation_folders_fix_the_split(small_breakhis: Path, tmp_path: Path) -> None:
+    validation = {"benign": ["14-25197"], "malignant": ["14-16188", "14-16336"]}
+    root = _seed_layout(tmp_path / "seed-layout", small_breakhis, validation)
     dataset = load_dataset(DataConfig(path=root))
-    split = split_samples(dataset.samples, fraction=0.2, seed=11)
-    assert split.method == "folders"
-    assert (len(split.train), len(split.validation)) == (12, 8)
+    # Five accessions in train/ (two benign): a selection fraction of 0.4 (two folds) gives the
+    # selection set patients of both classes.
+    split = split_samples(dataset.samples, test_fraction=0.2, selection_fraction=0.4, seed=11)
+    # The blog's layout: validation/ is the test set, the selection set comes out of train/.
+    assert (split.method, split.test_from, split.leaky) == ("patient", "data", False)
+    assert {s.path.parent.parent.name for s in split.test} == {"validation"}
+    assert {s.path.parent.parent.name for s in (*split.train, *split.selection)} == {"train"}
+    assert len(split.test) == 6 and len(split.train) + len(split.selection) == 14
+    assert {s.label for s in split.selection} == {"benign", "malignant"}
+    train, selection = (
+        {accession_number(str(s.patient_id)) for s in part}
+        for part in (split.train, split.selection)
+    )
+    assert train.isdisjoint(selection)
+
+
+def test_validation_folder_sharing_an_accession_with_train_is_leaky(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    # 14-29960AB and 14-29960CD are slides of one accession: one in each folder is a leak.
+    validation = {"benign": ["14-25197", "14-29960AB"], "malignant": ["14-16188", "14-16336"]}
+    root = _seed_layout(tmp_path / "seed-layout", small_breakhis, validation)
+    split = split_samples(
+        load_dataset(DataConfig(path=root)).samples,
+        test_fraction=0.2,
+        selection_fraction=0.2,
+        seed=11,
+    )
+    assert (split.test_from, split.leaky) == ("data", True)
+    assert len(split.test) == 8
 
 
 def test_image_level_split_is_the_seeds_stratified_80_20(small_breakhis: Path) -> None:
@@ -59,21 +94,31 @@ def test_image_level_split_is_the_seeds_stratified_80_20(small_breakhis: Path) -
 
     samples = [s for s in load_dataset(DataConfig(path=small_breakhis)).samples]
     anonymous = [type(s)(path=s.path, label=s.label) for s in samples]
-    split = split_samples(anonymous, fraction=0.2, seed=11, by="image")
-    _, expected = train_test_split(
-        np.arange(len(samples)), test_size=0.2, random_state=11, stratify=[s.label for s in samples]
+    split = split_samples(anonymous, test_fraction=0.2, selection_fraction=0.2, seed=11, by="image")
+    labels = [s.label for s in samples]
+    kept, tested = train_test_split(
+        np.arange(len(samples)), test_size=0.2, random_state=11, stratify=labels
     )
-    assert {s.path for s in split.validation} == {samples[i].path for i in expected}
-    assert split.method == "image" and len(split.validation) == 4
+    kept = np.sort(kept)
+    _, selected = train_test_split(
+        np.arange(len(kept)), test_size=0.2, random_state=11, stratify=[labels[i] for i in kept]
+    )
+    assert {s.path for s in split.test} == {samples[i].path for i in tested}
+    assert {s.path for s in split.selection} == {samples[kept[i]].path for i in selected}
+    assert (split.method, split.leaky, split.test_from) == ("image", False, "split")
+    assert (len(split.train), len(split.selection), len(split.test)) == (12, 4, 4)
 
 
 def test_default_split_of_real_data_is_patient_disjoint(breakhis_dev: Path) -> None:
     samples = load_dataset(DataConfig(path=breakhis_dev)).samples
-    split = split_samples(samples, fraction=0.2, seed=11)
+    split = split_samples(samples, test_fraction=0.2, selection_fraction=0.2, seed=11)
     assert split.method == "patient" and not split.leaky
-    assert not {s.patient_id for s in split.train} & {s.patient_id for s in split.validation}
-    assert {s.label for s in split.validation} == {"benign", "malignant"}
-    assert 0.1 < len(split.validation) / len(samples) < 0.35
+    roles = [{accession_number(str(s.patient_id)) for s in part} for _, part in split.parts()]
+    assert not roles[0] & roles[1] and not roles[0] & roles[2] and not roles[1] & roles[2]
+    for _, part in split.parts():
+        assert {s.label for s in part} == {"benign", "malignant"}
+    assert 0.1 < len(split.test) / len(samples) < 0.35
+    assert 0.1 < len(split.selection) / (len(samples) - len(split.test)) < 0.35
 
 
 def test_missing_folder(tmp_path: Path) -> None:
