@@ -38,7 +38,8 @@ def runs(tmp_path: Path) -> Path:
     _run(
         tmp_path / "a-finished",
         {"status": "finished", "updated": "2026-11-26T10:00:00+00:00", "pid": 1, "host": here,
-         "headline": {"val_accuracy": 0.875}},
+         "headline": {"role": "test", "set": "test set", "accuracy": 0.875, "auc": 0.9375,
+                      "auc_low": 0.8, "auc_high": 1.0}},
         [0.5, 0.8, 0.75],
     )  # fmt: skip
     _run(
@@ -56,30 +57,60 @@ def runs(tmp_path: Path) -> Path:
     (tmp_path / "not-a-run").mkdir()
     _run(
         tmp_path / "h-crossval",
-        {"status": "finished", "headline": {"val_accuracy_mean": 0.75}},
+        {"status": "finished",
+         "headline": {"role": "test", "set": "pooled test sets", "accuracy": 0.75, "auc": 0.8125,
+                      "auc_low": 0.6, "auc_high": 0.95, "accuracy_mean": 0.7,
+                      "accuracy_std": 0.05}},
         [],
-    )
+    )  # fmt: skip
     (tmp_path / "h-crossval" / "cross_validation.json").write_text('{"folds": 2}')
     _run(tmp_path / "h-crossval" / "fold-1", None, [0.5, 0.7])
     _run(tmp_path / "h-crossval" / "fold-2", None, [0.6, 0.8, 0.9])
+    # A run without a test set reports its selection-set figures (optimistic).
+    _run(
+        tmp_path / "i-no-test-set",
+        {"status": "finished",
+         "headline": {"role": "selection", "set": "selection set", "accuracy": 0.8125,
+                      "auc": 0.875, "auc_low": 0.7, "auc_high": 1.0}},
+        [0.7, 0.8125],
+    )  # fmt: skip
+    # A run finished by breastcls 0.1: its headline was a validation accuracy, not a test figure.
+    _run(
+        tmp_path / "j-old",
+        {"status": "finished", "headline": {"val_accuracy": 0.95}},
+        [0.6, 0.65],
+    )
     return tmp_path
 
 
-def test_list_runs_reports_status_epochs_and_val_accuracy(runs: Path) -> None:
+def _figures(summary: breastcls.RunSummary) -> tuple[float | None, float | None, str | None]:
+    return summary.accuracy, summary.auc, summary.figures_from
+
+
+def test_list_runs_reports_status_epochs_and_headline_figures(runs: Path) -> None:
     listed = {summary.run_dir.name: summary for summary in breastcls.list_runs(runs)}
     assert list(listed) == [
         "a-finished", "b-failed", "c-killed", "d-live", "e-elsewhere", "f-no-status", "g-broken",
-        "h-crossval",
+        "h-crossval", "i-no-test-set", "j-old",
     ]  # fmt: skip
     assert listed["a-finished"].folds is None
     crossval = listed["h-crossval"]
-    assert (crossval.epochs, crossval.folds, crossval.val_accuracy) == (5, 2, 0.75)
-    assert (listed["a-finished"].status, listed["a-finished"].val_accuracy) == ("finished", 0.875)
+    # A cross-validation's headline is its pooled out-of-fold test figures.
+    assert (crossval.epochs, crossval.folds) == (5, 2)
+    assert _figures(crossval) == (0.75, 0.8125, "test")
+    assert listed["a-finished"].status == "finished"
+    assert _figures(listed["a-finished"]) == (0.875, 0.9375, "test")
     assert listed["a-finished"].epochs == 3
     assert listed["b-failed"].reason == "Training stopped: the loss became nan"
-    assert listed["b-failed"].val_accuracy == 0.625
-    assert (listed["c-killed"].status, listed["c-killed"].val_accuracy) == ("killed", 0.7)
-    assert listed["d-live"].status == "running" and listed["d-live"].val_accuracy is None
+    # Unfinished runs: the best epoch's val_accuracy so far, a selection-set figure, no AUC.
+    assert _figures(listed["b-failed"]) == (0.625, None, "selection")
+    assert listed["c-killed"].status == "killed"
+    assert _figures(listed["c-killed"]) == (0.7, None, "selection")
+    assert listed["d-live"].status == "running"
+    assert _figures(listed["d-live"]) == (None, None, None)
+    assert _figures(listed["i-no-test-set"]) == (0.8125, 0.875, "selection")
+    # An old headline (validation accuracy) is not taken for a test figure.
+    assert _figures(listed["j-old"]) == (0.65, None, "selection")
     assert listed["e-elsewhere"].status == "running"
     assert listed["f-no-status"].status == "unknown"
     assert listed["g-broken"].status == "unknown"
@@ -91,17 +122,34 @@ def test_runs_command_prints_a_table_and_the_reasons(runs: Path) -> None:
     result = CliRunner().invoke(app, ["runs", str(runs)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "status", "epochs", "val_accuracy", "updated"]
+    assert lines[0].split() == ["run", "status", "epochs", "accuracy", "AUC", "updated"]
     assert lines[1].split() == [
         "a-finished",
         "finished",
         "3",
         "0.8750",
+        "0.9375",
         "2026-11-26T10:00:00+00:00",
     ]
-    assert lines[3].split()[:4] == ["c-killed", "killed", "2", "0.7000"]
+    # Selection-set figures carry a * (and a footnote); a missing figure is a dash.
+    assert lines[3].split()[:5] == ["c-killed", "killed", "2", "0.7000*", "-"]
+    assert lines[4].split() == ["d-live", "running", "0", "-", "-", "-"]
     assert "b-failed: Training stopped: the loss became nan" in lines
-    assert lines[8].split()[:6] == ["h-crossval", "finished", "5", "in", "2", "folds"]
+    assert lines[8].split()[:8] == [
+        "h-crossval", "finished", "5", "in", "2", "folds", "0.7500", "0.8125",
+    ]  # fmt: skip
+    assert lines[9].split()[:5] == ["i-no-test-set", "finished", "2", "0.8125*", "0.8750*"]
+    assert lines[10].split()[:5] == ["j-old", "finished", "2", "0.6500*", "-"]
+    assert lines[-1] == (
+        "* selection set (optimistic: it chose the model); other figures: test set"
+    )
+
+
+def test_runs_command_has_no_footnote_without_selection_figures(runs: Path) -> None:
+    result = CliRunner().invoke(app, ["runs", str(runs / "a-finished")])
+    assert result.exit_code == 0, result.output
+    assert "*" not in result.output and "selection set" not in result.output
+    assert result.output.splitlines()[1].split()[3:5] == ["0.8750", "0.9375"]
 
 
 def test_runs_command_on_a_missing_folder(tmp_path: Path) -> None:
