@@ -17,22 +17,47 @@ def seed_augmentation(*, seed: int | None) -> Any:
 
 
 def default_augmentation(*, seed: int | None) -> Any:
-    """The seed's transforms with sane ranges: flips, rotation up to 90°, zoom ±20%.
+    """Flip each axis, rotate by up to ±90° and zoom by up to ±20%, each drawn independently.
 
-    Tissue has no orientation, so flips and rotations are safe; the zoom stays within ±20%
-    (the seed's U(-1, 3) mirrors and magnifies images far beyond what a microscope shows), and
-    borders are reflected instead of smeared.
+    Tissue has no orientation, so flips and rotations are safe. Each image gets its own
+    left-right flip, top-bottom flip (probability ½ each), angle from U(-90°, 90°) and isotropic
+    zoom factor from U(0.8, 1.2), all independent: the two flips and the nearest quarter turn of
+    the angle reach each of the 8 symmetries of the square equally often, mirrors included. The
+    zoom stays within ±20% (the seed's U(-1, 3) mirrors and magnifies images far beyond what a
+    microscope shows), and borders are reflected instead of smeared.
+
+    Args:
+        seed: Seed of the random transforms; each of the four layers gets its own seed derived
+            from it (one shared seed would make Keras draw the same numbers in every layer).
+            ``None`` leaves them unseeded.
     """
     import keras
 
+    flip_x, flip_y, rotation, zoom = _derived_seeds(seed, 4)
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(0.25, fill_mode="reflect", seed=seed),
-            keras.layers.RandomZoom((-0.2, 0.2), fill_mode="reflect", seed=seed),
+            keras.layers.RandomFlip("horizontal", seed=flip_x, name="flip_left_right"),
+            keras.layers.RandomFlip("vertical", seed=flip_y, name="flip_top_bottom"),
+            keras.layers.RandomRotation(0.25, fill_mode="reflect", seed=rotation, name="rotation"),
+            keras.layers.RandomZoom((-0.2, 0.2), fill_mode="reflect", seed=zoom, name="zoom"),
         ],
         name="augmentation",
     )
+
+
+def _derived_seeds(seed: int | None, count: int) -> list[int | None]:
+    """Return ``count`` unrelated seeds derived from ``seed`` (all ``None`` when it is ``None``).
+
+    NumPy's ``SeedSequence`` hashes the seed, so neighbouring seeds (runs 11 and 12) share no
+    stream either; a negative seed is taken modulo 2**64. The values stay below 2**31 - 2, where
+    Keras' TensorFlow backend folds seeds.
+    """
+    if seed is None:
+        return [None] * count
+    import numpy as np
+
+    states = np.random.SeedSequence(seed % 2**64).generate_state(count)
+    return [int(state) % (2**31 - 2) for state in states]
 
 
 def no_augmentation(*, seed: int | None) -> Any:
@@ -48,7 +73,7 @@ def breastcls_register_augmentations(registry: PluginRegistry[Augmentation]) -> 
     registry.add(
         "default",
         default_augmentation,
-        summary="flips, rotation up to 90°, zoom ±20% (reflect borders)",
+        summary="independent flips on each axis, rotation in ±90°, zoom ±20% (reflect borders)",
     )
     registry.add(
         "seed",
