@@ -16,14 +16,16 @@ from _runs import read_history
 from breastcls import ConfigError, DataConfig, DataError, ModelConfig, RunConfig, TrainConfig
 from breastcls.callbacks import TrainingCheckpoint
 from breastcls.cli.app import app
-from breastcls.run import write_samples_csv, write_status
+from breastcls.runs.folder import read_split_csv, write_split_csv, write_status
 from breastcls.train import prepare_data
 from conftest import copy_patients
 
 
 def _config(data: Path, out: Path, epochs: int = 2) -> RunConfig:
+    # Three of small_breakhis's five benign slides are accessions of their own: a selection
+    # fraction of 0.34 gives the selection set patients of both classes.
     return RunConfig(
-        data=DataConfig(path=data, image_size=32),
+        data=DataConfig(path=data, image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", weights=None),
         train=TrainConfig(epochs=epochs, batch_size=4, learning_rate=1e-3, verbose=0),
         out_dir=out,
@@ -39,10 +41,9 @@ def _started_run(data: Path, out: Path) -> Path:
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps(config.to_dict()))
     (run_dir / "class_names.json").write_text(json.dumps(list(prepared.class_names)))
-    write_samples_csv(
-        run_dir / "split.csv",
-        [("train", prepared.split.train), ("validation", prepared.split.validation)],
-    )
+    write_split_csv(run_dir, prepared.split, image_info=prepared.image_info, group_by=None)
+    roles = {str(sample.path): sample.split for sample, _ in read_split_csv(run_dir)}
+    assert set(roles.values()) == {"train", "selection", "test"}
     write_status(run_dir, "interrupted", reason="interrupted after 0 completed epoch(s)")
     return run_dir
 
@@ -81,8 +82,17 @@ def test_a_run_still_training_is_not_resumed(small_breakhis: Path, tmp_path: Pat
 
 def test_changed_data_is_refused(small_breakhis: Path, tmp_path: Path) -> None:
     run_dir = _started_run(small_breakhis, tmp_path)
+    changed = r"data or their roles changed since the run started \(split\.csv differs\)"
+    # The same images in other roles (a training image recorded as a test image).
+    recorded = (run_dir / "split.csv").read_text(encoding="utf-8")
+    moved = recorded.replace(",train,", ",test,", 1)
+    assert moved != recorded
+    (run_dir / "split.csv").write_text(moved, encoding="utf-8")
+    with pytest.raises(DataError, match=changed):
+        breastcls.resume(run_dir)
+    (run_dir / "split.csv").write_text(recorded, encoding="utf-8")
     next(iter((small_breakhis / "benign").iterdir())).unlink()
-    with pytest.raises(DataError, match=r"split changed .* \(split\.csv differs\)"):
+    with pytest.raises(DataError, match=changed):
         breastcls.resume(run_dir)
     shutil.move(small_breakhis / "benign", small_breakhis / "normal")
     with pytest.raises(DataError, match=r"trained on classes \['benign', 'malignant'\]"):

@@ -79,7 +79,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
 def test_environment_records_the_settings_that_change_speed_or_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from breastcls.run import environment
+    from breastcls.runs.folder import environment
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_autotune_level=1")
     monkeypatch.setenv("TF_DETERMINISTIC_OPS", "1")

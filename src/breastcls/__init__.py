@@ -64,7 +64,7 @@ from breastcls.model import build_model, load_model
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import ENTRY_POINT_GROUP, PluginHost, default_host, hookimpl
 from breastcls.registry import ComponentInfo, PluginRegistry, Registry
-from breastcls.run import RunResult
+from breastcls.runs.folder import RunResult
 from breastcls.runs import RunSummary, list_runs
 from breastcls.train import resume, train
 

@@ -11,17 +11,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from breastcls.checkpoint import (
+from breastcls.errors import ConfigError
+from breastcls.io import atomic_path
+from breastcls.plugins.host import PluginHost
+from breastcls.runs.checkpoint import (
     TrainState,
-    checkpoint_name,
     commit_train_state,
     is_improvement,
     publish_best,
 )
-from breastcls.errors import ConfigError
-from breastcls.io import atomic_path
-from breastcls.plugins.host import PluginHost
-from breastcls.run import write_history_csv
+from breastcls.runs.folder import RunFolder, write_history_csv
 
 __all__ = [
     "EpochCounter",
@@ -36,7 +35,7 @@ __all__ = [
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
-    """Commit a resumable checkpoint at the end of every epoch (see :mod:`breastcls.checkpoint`).
+    """Commit a resumable checkpoint at the end of every epoch (see :mod:`breastcls.runs.checkpoint`).
 
     Saves the full model (optimizer included) as ``checkpoints/epoch-NNNN.keras``, records the
     epoch counter, the best ``monitor`` value, the trainer's state, the seed generators and the
@@ -80,7 +79,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
         best_value = previous.best_value if previous else None
         best_epoch = previous.best_epoch if previous else None
         best_checkpoint = previous.best_checkpoint if previous else None
-        name = checkpoint_name(epoch + 1)
+        name = RunFolder.checkpoint_name(epoch + 1)
         improved = (
             current is not None
             and math.isfinite(current)

@@ -26,12 +26,13 @@ import numpy.typing as npt
 from breastcls.config import SPANHOL_REPEATS, RunConfig
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import split_for_config
+from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError
-from breastcls.evaluation.evaluate import POOLED_DIR, evaluate_pooled, headline_figures
+from breastcls.evaluation.evaluate import evaluate_pooled, headline_figures
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import (
-    CROSS_VALIDATION_FILE,
+from breastcls.runs.folder import (
+    RunFolder,
     RunResult,
     create_run_dir,
     read_status,
@@ -40,7 +41,6 @@ from breastcls.run import (
 from breastcls.train import check_resumable, check_run_config, finished_run, resume, train
 
 __all__ = [
-    "CROSS_VALIDATION_FILE",
     "CrossValidationResult",
     "aggregate_metrics",
     "cross_validate",
@@ -177,6 +177,7 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
         BreastclsError: As :func:`breastcls.train`; impossible folds are detected before any
             folder is created.
     """
+    prepare_tensorflow()
     host = ensure_host(host)
     count = fold_count(config)
     if config.data.folds is None and config.data.protocol is None:
@@ -190,7 +191,9 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
         f"{count}fold" if config.data.folds else str(config.data.protocol)
     )
     run_dir = create_run_dir(config.out_dir, config.name, default_stem=stem)
-    atomic_write_json(run_dir / CROSS_VALIDATION_FILE, {"folds": count, "config": config.to_dict()})
+    atomic_write_json(
+        RunFolder(run_dir).cross_validation, {"folds": count, "config": config.to_dict()}
+    )
     return _run_folds(run_dir, config, count, host)
 
 
@@ -212,11 +215,12 @@ def resume_cross_validation(
             or its process is still alive.
         DataError: The data no longer matches a fold (other class names or another split).
     """
+    prepare_tensorflow()
     run_dir = Path(run_dir)
-    record = run_dir / CROSS_VALIDATION_FILE
+    record = RunFolder(run_dir).cross_validation
     if not record.is_file():
         raise ConfigError(
-            f"{str(run_dir)!r} is not a cross-validation run folder (no {CROSS_VALIDATION_FILE}):"
+            f"{str(run_dir)!r} is not a cross-validation run folder (no {record.name}):"
             " pass the folder `breastcls train --folds/--protocol` created."
         )
     check_resumable(run_dir)
@@ -228,8 +232,8 @@ def resume_cross_validation(
 
 def _fold(run_dir: Path, config: RunConfig, fold: int, host: PluginHost) -> RunResult:
     """Train fold ``fold`` into ``<run>/fold-<fold>``, or continue or reuse what is there."""
-    fold_dir = run_dir / f"fold-{fold}"
-    if (fold_dir / "config.json").is_file():
+    fold_dir = run_dir / RunFolder.fold_name(fold)
+    if RunFolder(fold_dir).config.is_file():
         if read_status(fold_dir).get("status") == "finished":
             return finished_run(fold_dir, host=host)
         return resume(fold_dir, host=host)
@@ -237,7 +241,7 @@ def _fold(run_dir: Path, config: RunConfig, fold: int, host: PluginHost) -> RunR
         config,
         data=dataclasses.replace(config.data, fold=fold),
         out_dir=run_dir,
-        name=f"fold-{fold}",
+        name=RunFolder.fold_name(fold),
     )
     return train(fold_config, host=host)
 
@@ -258,14 +262,14 @@ def _run_folds(
         raise
     aggregate = aggregate_metrics([result.metrics for result in results])
     pooled = evaluate_pooled(
-        run_dir / POOLED_DIR, [result.run_dir for result in results], host=host
+        RunFolder(run_dir).pooled.path, [result.run_dir for result in results], host=host
     )
     splits = [
-        json.loads((result.run_dir / "config.json").read_text(encoding="utf-8")).get("split", {})
+        RunFolder(result.run_dir).read_config_record().get("split", {})
         for result in results
     ]
     atomic_write_json(
-        run_dir / "aggregate.json",
+        RunFolder(run_dir).aggregate,
         {
             "scheme": f"{count}-fold" if config.data.folds else config.data.protocol,
             "evaluated_on": (
@@ -277,7 +281,7 @@ def _run_folds(
             "leaky": any(split.get("leaky", False) for split in splits),
             "config": config.to_dict(),
             "metrics": aggregate,
-            "pooled": {"folder": POOLED_DIR, "metrics": pooled},
+            "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled},
         },
     )
     accuracy = aggregate.get("classification.accuracy", {})

@@ -20,7 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import ConfigError, ModelLoadError, OutputError
+from breastcls.evaluation.calibration import read_calibration
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
+from breastcls.model import model_file
+from breastcls.runs.folder import RunFolder
 
 __all__ = ["EXPORT_TOLERANCE", "ExportFormat", "ExportResult", "export_model", "run_exported"]
 
@@ -234,11 +237,12 @@ def export_model(
             model's probabilities within :data:`EXPORT_TOLERANCE` (nothing is left behind).
     """
     from breastcls.model import load_model
-    from breastcls.model_card import MODEL_CARD_NAME, write_model_card
 
     checked = _check_format(format)
     run = Path(run)
-    target_dir = Path(out_dir) if out_dir is not None else run / "export" / checked
+    target_dir = (
+        Path(out_dir) if out_dir is not None else RunFolder(run).export_folder(checked).path
+    )
     model = load_model(run)  # checks the run folder first: nothing is created for a bad run
     ensure_writable_dir(target_dir)
     inference = _inference_model(model)
@@ -281,17 +285,14 @@ def export_model(
         if final.is_dir():
             shutil.rmtree(final)
         staged.replace(final)
-    class_names = run / "class_names.json"
-    if class_names.is_file():
-        with atomic_path(target_dir / "class_names.json") as temporary:
-            shutil.copyfile(class_names, temporary)
-    write_model_card(run, target_dir / MODEL_CARD_NAME)
+    _write_sidecars(RunFolder(run), RunFolder(target_dir))
     atomic_write_json(
-        target_dir / "export.json",
+        RunFolder(target_dir).export_record,
         {
             "format": checked,
             "model": final.name,
-            "source": str(run / "best.keras"),
+            "source": str(model_file(run)),
+            "calibration": read_calibration(run).to_dict(),
             "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
             "max_difference": difference,
             "tolerance": EXPORT_TOLERANCE,
@@ -300,3 +301,20 @@ def export_model(
         },
     )
     return ExportResult(format=checked, model=final, out_dir=target_dir, max_difference=difference)
+
+
+def _write_sidecars(run: RunFolder, target: RunFolder) -> None:
+    """Copy what the model needs to predict as the run does: class names and every
+    calibration (temperature and thresholds, per TTA); write the model card."""
+    from breastcls.model_card import write_model_card
+
+    sidecars = [run.class_names]
+    for temperature_file, thresholds_file in (
+        run.calibration(tta) for tta in run.calibrated_ttas()
+    ):
+        sidecars += [temperature_file, thresholds_file]
+    for source in sidecars:
+        if source.is_file():
+            with atomic_path(target.path / source.name) as temporary:
+                shutil.copyfile(source, temporary)
+    write_model_card(run.path, target.model_card)

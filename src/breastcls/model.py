@@ -13,7 +13,7 @@ from breastcls.config import ModelConfig
 from breastcls.errors import ConfigError, ModelLoadError
 from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import CROSS_VALIDATION_FILE
+from breastcls.runs.folder import RunFolder
 
 __all__ = ["build_model", "check_weights", "load_checkpoint", "load_model", "model_file"]
 
@@ -127,10 +127,11 @@ def model_file(path: Path) -> Path:
         )
     if not path.is_dir():
         return path
-    if (path / "best.keras").is_file():
-        return path / "best.keras"
-    if (path / CROSS_VALIDATION_FILE).is_file():
-        folds = sorted(p.name for p in path.glob("fold-*") if (p / "best.keras").is_file())
+    run = RunFolder(path)
+    if run.best_model.is_file():
+        return run.best_model
+    if run.is_cross_validation:
+        folds = [fold.path.name for fold in run.folds() if fold.best_model.is_file()]
         raise ModelLoadError(
             f"{str(path)!r} is a cross-validation run: its models are in its fold folders "
             f"({', '.join(folds) or 'none saved yet'}); pass one of them."
@@ -255,9 +256,10 @@ def _unregistered_layers(path: Path) -> list[str]:
 
 
 def model_class_names(path: Path) -> list[str] | None:
-    """Return the class names stored beside a model (``class_names.json``), if any."""
-    names_file = Path(path).parent / "class_names.json"
-    if not names_file.is_file():
-        return None
-    names: list[str] = json.loads(names_file.read_text(encoding="utf-8"))
-    return names
+    """Return the class names stored beside a model (``class_names.json``), if any.
+
+    Raises:
+        ConfigError: The file is there but unreadable or not a list of names.
+    """
+    folder = RunFolder(Path(path).parent)
+    return list(folder.read_class_names()) if folder.class_names.is_file() else None

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from breastcls.io import atomic_write_text
+from breastcls.runs.folder import RunFolder
 
 __all__ = ["model_card_text", "write_model_card"]
 
-MODEL_CARD_NAME = "model_card.md"
 
 _PREPROCESSING = {
     "none": "none: the network receives raw 0-255 RGB values",
@@ -100,10 +100,11 @@ def model_card_text(run_dir: Path) -> str:
     It reads ``config.json``, ``class_names.json``, ``metrics.json`` and ``environment.json``;
     a missing file leaves its part marked as unknown.
     """
-    config: dict[str, Any] = _read_json(run_dir / "config.json") or {}
-    class_names: list[str] = _read_json(run_dir / "class_names.json") or []
-    metrics: dict[str, Any] = _read_json(run_dir / "metrics.json") or {}
-    env: dict[str, Any] = _read_json(run_dir / "environment.json") or {}
+    run = RunFolder(run_dir)
+    config: dict[str, Any] = _read_json(run.config) or {}
+    class_names: list[str] = _read_json(run.class_names) or []
+    metrics: dict[str, Any] = _read_json(run.metrics) or {}
+    env: dict[str, Any] = _read_json(run.environment) or {}
     data = config.get("data", {})
     model = config.get("model", {})
     train = config.get("train", {})
@@ -177,6 +178,6 @@ def write_model_card(run_dir: Path, out: Path | None = None) -> Path:
         run_dir: The run folder.
         out: Where to write it (default: ``run_dir/model_card.md``).
     """
-    target = out if out is not None else run_dir / MODEL_CARD_NAME
+    target = out if out is not None else RunFolder(run_dir).model_card
     atomic_write_text(target, model_card_text(run_dir))
     return target

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.checkpoint import TrainState, history_columns, read_train_state
 from breastcls.config import DataConfig, RunConfig
 from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, describe_unreadable, scan_samples
@@ -28,13 +26,16 @@ from breastcls.distribute import (
     select_strategy,
     worker_out_dir,
 )
+from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import (
+from breastcls.runs.checkpoint import TrainState, history_columns, read_train_state
+from breastcls.runs.folder import (
+    RunFolder,
     RunResult,
     RunStatus,
     check_free_space,
@@ -173,8 +174,7 @@ def _precision_policy(precision: str) -> str:
 
 def _recorded_policy(run_dir: Path) -> str | None:
     """The Keras dtype policy a run folder's ``config.json`` records (older runs record none)."""
-    raw: dict[str, Any] = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    policy = raw.get("dtype_policy")
+    policy = RunFolder(run_dir).read_config_record().get("dtype_policy")
     return str(policy) if policy else None
 
 
@@ -232,6 +232,7 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
         BreastclsError: Any bad input (unknown component, bad data, unwritable output...), raised
             before the run folder is created whenever it can be detected up front.
     """
+    prepare_tensorflow()
     host = ensure_host(host)
     check_run_config(config, host)
     # Non-chief workers of a multi-worker cluster write into a temporary folder.
@@ -307,10 +308,11 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
             training state is unreadable.
         DataError: The data no longer matches the run (other class names or another split).
     """
-    from breastcls.checkpoint import prepare_resume
+    prepare_tensorflow()
+    from breastcls.runs.checkpoint import prepare_resume
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    if not RunFolder(run_dir).config.is_file():
         raise ConfigError(
             f"{str(run_dir)!r} is not a breastcls run folder (no config.json): pass the folder "
             "`breastcls train` created."
@@ -360,18 +362,18 @@ def finished_run(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
     evaluation = read_run_evaluation(run_dir)
     return RunResult(
         run_dir=run_dir,
-        class_names=tuple(json.loads((run_dir / "class_names.json").read_text(encoding="utf-8"))),
+        class_names=RunFolder(run_dir).read_class_names(),
         history=history_columns(state.history) if state else {},
         metrics=evaluation.metrics,
         role=evaluation.role,
         selection_metrics=evaluation.selection_metrics,
-        best_model=run_dir / "best.keras",
+        best_model=RunFolder(run_dir).best_model,
         report=evaluation.report,
     )
 
 
 def _check_same_data(run_dir: Path, data: PreparedData) -> None:
-    trained = json.loads((run_dir / "class_names.json").read_text(encoding="utf-8"))
+    trained = RunFolder(run_dir).read_class_names()
     if list(trained) != list(data.class_names):
         raise DataError(
             f"The run {run_dir} was trained on classes {trained} but its data now has "
@@ -436,16 +438,17 @@ def _record_run(
     run_dir: Path, config: RunConfig, data: PreparedData, config_dict: dict[str, Any]
 ) -> None:
     """Write what describes a new run before training: configuration, classes, split, data."""
-    atomic_write_json(run_dir / "config.json", config_dict)
-    atomic_write_json(run_dir / "class_names.json", list(data.class_names))
-    atomic_write_json(run_dir / "environment.json", environment())
+    run = RunFolder(run_dir)
+    atomic_write_json(run.config, config_dict)
+    atomic_write_json(run.class_names, list(data.class_names))
+    atomic_write_json(run.environment, environment())
     write_split_csv(run_dir, data.split, image_info=data.image_info, group_by=config.data.group_by)
     if data.skipped or data.bad:
-        write_skipped_csv(run_dir / "skipped.csv", [*data.bad, *data.skipped])
+        write_skipped_csv(run.skipped, [*data.bad, *data.skipped])
     if data.data_check is not None:
-        atomic_write_json(run_dir / "data_check.json", data.data_check.to_dict())
+        atomic_write_json(run.data_check, data.data_check.to_dict())
     _write_sample_grid(
-        data.split.train, config.data.image_size, run_dir / "samples.png", config.train.seed
+        data.split.train, config.data.image_size, run.samples, config.train.seed
     )
 
 
@@ -510,7 +513,7 @@ def _fit(
     if nan_guard.failure:
         kept = (
             "the last good model is kept as best.keras"
-            if (run_dir / "best.keras").exists()
+            if RunFolder(run_dir).best_model.exists()
             else "no model had been saved yet"
         )
         raise TrainingError(
@@ -531,13 +534,15 @@ def _run_callbacks(
     from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
 
     callbacks = [
-        HistoryWriter(run_dir / "history.csv", rows=checkpoint.history),
+        HistoryWriter(RunFolder(run_dir).history, rows=checkpoint.history),
         checkpoint,
         HookForwarder(host, run_dir),
         EpochCounter(epoch_variable),
     ]
     if config.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        callbacks.append(
+            keras.callbacks.TensorBoard(log_dir=str(RunFolder(run_dir).tensorboard))
+        )
     return callbacks
 
 
@@ -605,8 +610,8 @@ def _finish(
     from breastcls.evaluation.plots import plot_history
     from breastcls.model import load_model
 
-    plot_history(history, run_dir)
-    best_model_path = run_dir / "best.keras"
+    plot_history(history, *RunFolder(run_dir).curves)
+    best_model_path = RunFolder(run_dir).best_model
     if not best_model_path.exists():
         raise TrainingError(
             f"No epoch produced a finite {config.train.monitor}; no model was saved in {run_dir}."
@@ -638,7 +643,7 @@ def _finish(
 
 def read_run_config(run_dir: Path) -> RunConfig:
     """Read the ``config.json`` of a run folder."""
-    raw: dict[str, Any] = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    raw = RunFolder(run_dir).read_config_record()
     return RunConfig.from_dict(
         {k: v for k, v in raw.items() if k in ("data", "model", "train", "out_dir", "name")}
     )

@@ -8,13 +8,33 @@ from typing import Annotated
 import typer
 
 from breastcls.cli.common import reports_errors
-from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from breastcls.crossval import CROSS_VALIDATION_FILE, CrossValidationResult
+from breastcls.cli.defaults import DATA, MODEL, RUN, TRAIN
+from breastcls.config import (
+    ClassWeight,
+    DataConfig,
+    Magnification,
+    ModelConfig,
+    Precision,
+    Preprocessing,
+    RunConfig,
+    SplitBy,
+    SplitProtocol,
+    Task,
+    TrainConfig,
+)
+from breastcls.crossval import CrossValidationResult
 from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
-from breastcls.run import RunResult
+from breastcls.runs.folder import RunFolder, RunResult
+
+DATA_PANEL = "Data"
+MODEL_PANEL = "Model"
+TRAINING_PANEL = "Training"
+EVALUATION_PANEL = "Evaluation"
+SPEED_PANEL = "Speed"
+OUTPUT_PANEL = "Output"
 
 
 @reports_errors
@@ -22,112 +42,217 @@ def train_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Folder root/<class>/* or root/{train,validation}/<class>/*, or a CSV manifest."
+            help="Folder root/<class>/* or root/{train,validation}/<class>/*, or a CSV manifest.",
+            rich_help_panel=DATA_PANEL,
         ),
     ] = None,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            help="Train on the bundled synthetic demo images (no data needed).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = False,
     resume: Annotated[
         Path | None,
         typer.Option(
             help="Continue this killed or interrupted run folder from its last completed epoch "
             "(its own configuration is used; no other option may be given). A cross-validation "
-            "run keeps its finished folds, continues the interrupted one and trains the rest."
+            "run keeps its finished folds, continues the interrupted one and trains the rest.",
+            rich_help_panel=DATA_PANEL,
         ),
     ] = None,
-    demo: Annotated[
-        bool, typer.Option(help="Train on the bundled synthetic demo images (no data needed).")
-    ] = False,
+    task: Annotated[
+        Task,
+        typer.Option(
+            help="binary (benign/malignant) or subtype (the 8 BreakHis subtypes).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DATA.task,
+    magnification: Annotated[
+        Magnification | None,
+        typer.Option(
+            help="Train only on images at this magnification (default: all).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DATA.magnification,
+    image_size: Annotated[
+        int,
+        typer.Option(help="Side in pixels the images are resized to.", rich_help_panel=DATA_PANEL),
+    ] = DATA.image_size,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            help="Train without unreadable images (listed in skipped.csv) instead of stopping.",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DATA.skip_bad_images,
     backbone: Annotated[
-        str, typer.Option(help="Backbone id (see `breastcls plugins`).")
-    ] = "densenet201",
-    head: Annotated[str, typer.Option(help="Head id.")] = "seed",
-    augmentation: Annotated[
-        str, typer.Option(help="Augmentation id: default, seed or none.")
-    ] = "default",
-    weights: Annotated[
-        str, typer.Option(help="imagenet, none, or a local weights file.")
-    ] = "imagenet",
-    preprocessing: Annotated[
         str,
         typer.Option(
-            help="backbone (the backbone's input scaling) or none (raw pixels, as the seed)."
+            help="Backbone id (`breastcls plugins` lists them).", rich_help_panel=MODEL_PANEL
         ),
-    ] = "backbone",
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    learning_rate: Annotated[float, typer.Option()] = 1e-4,
-    image_size: Annotated[int, typer.Option(help="Input side in pixels.")] = 224,
-    seed: Annotated[int, typer.Option(help="Seed of init, shuffling and augmentation.")] = 11,
-    split_seed: Annotated[
-        int, typer.Option(help="Seed of the training/selection/test split.")
-    ] = 11,
+    ] = MODEL.backbone,
+    head: Annotated[
+        str, typer.Option(help="Head id (`breastcls plugins`).", rich_help_panel=MODEL_PANEL)
+    ] = MODEL.head,
+    augmentation: Annotated[
+        str,
+        typer.Option(
+            help="Augmentation id (`breastcls plugins`); none disables augmentation.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = MODEL.augmentation,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="imagenet, none (random init) or the path of a local weights file.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = MODEL.weights,
+    preprocessing: Annotated[
+        Preprocessing,
+        typer.Option(
+            help="backbone (the backbone's own input scaling, inside the model) or none (raw "
+            "0-255 pixels, as the seed blog).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = MODEL.preprocessing,
+    epochs: Annotated[
+        int, typer.Option(help="Number of epochs.", rich_help_panel=TRAINING_PANEL)
+    ] = TRAIN.epochs,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Images per step on one device (--devices multiplies it).",
+            rich_help_panel=TRAINING_PANEL,
+        ),
+    ] = TRAIN.batch_size,
+    learning_rate: Annotated[
+        float,
+        typer.Option(help="Adam's initial learning rate.", rich_help_panel=TRAINING_PANEL),
+    ] = TRAIN.learning_rate,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of weight init, shuffling and augmentation.",
+            rich_help_panel=TRAINING_PANEL,
+        ),
+    ] = TRAIN.seed,
+    class_weight: Annotated[
+        ClassWeight | None,
+        typer.Option(
+            help="balanced: weight the classes by inverse frequency (default: unweighted).",
+            rich_help_panel=TRAINING_PANEL,
+        ),
+    ] = TRAIN.class_weight,
     test_fraction: Annotated[
         float,
         typer.Option(
             help="Share of the patients held out as the test set, scored once by the final model "
             "(0: no test set; every figure is then the selection set's, labelled optimistic). "
-            "Data with validation/ or test/ folders keeps its own test set."
+            "Data with validation/ or test/ folders keeps its own test set.",
+            rich_help_panel=EVALUATION_PANEL,
         ),
-    ] = 0.2,
+    ] = DATA.test_fraction,
     selection_fraction: Annotated[
         float,
         typer.Option(
             help="Share of the remaining patients held out as the selection set (checkpoint, "
-            "learning-rate schedule, temperature, thresholds)."
+            "learning-rate schedule, temperature, thresholds).",
+            rich_help_panel=EVALUATION_PANEL,
         ),
-    ] = 0.2,
-    out: Annotated[Path, typer.Option(help="Parent folder of run folders.")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="Run folder name (default: timestamp).")] = None,
-    skip_bad_images: Annotated[
-        bool, typer.Option(help="Train without unreadable images (listed in skipped.csv).")
-    ] = False,
-    class_weight: Annotated[
-        str | None, typer.Option(help="balanced: weight classes by inverse frequency.")
-    ] = None,
-    precision: Annotated[str, typer.Option(help="float32 or mixed.")] = "float32",
+    ] = DATA.selection_fraction,
+    split_seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the training/selection/test split.", rich_help_panel=EVALUATION_PANEL
+        ),
+    ] = DATA.split_seed,
+    split_by: Annotated[
+        SplitBy,
+        typer.Option(
+            help="patient: no patient on both sides of a split; image: images independently "
+            "(on data with patient ids it needs --allow-leaky-split).",
+            rich_help_panel=EVALUATION_PANEL,
+        ),
+    ] = DATA.split_by,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep groups of this manifest column together instead of patient_id.",
+            rich_help_panel=EVALUATION_PANEL,
+        ),
+    ] = DATA.group_by,
+    allow_leaky_split: Annotated[
+        bool,
+        typer.Option(
+            help="Allow --split-by image on data with patient ids (recorded as leaky).",
+            rich_help_panel=EVALUATION_PANEL,
+        ),
+    ] = DATA.allow_leaky_split,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="Stratified group k-fold with this many folds: one run per fold and "
+            "aggregate.json.",
+            rich_help_panel=EVALUATION_PANEL,
+        ),
+    ] = DATA.folds,
+    protocol: Annotated[
+        SplitProtocol | None,
+        typer.Option(
+            help="spanhol: 5 repeated patient-wise 70/30 splits and aggregate.json.",
+            rich_help_panel=EVALUATION_PANEL,
+        ),
+    ] = DATA.protocol,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="mixed: float16 on a GPU, bfloat16 on a CPU.", rich_help_panel=SPEED_PANEL
+        ),
+    ] = TRAIN.precision,
     jit: Annotated[
-        bool, typer.Option(help="Compile with XLA (GPU option; slower on CPU).")
-    ] = False,
-    deterministic: Annotated[
-        bool, typer.Option(help="Deterministic TensorFlow ops (slower).")
-    ] = False,
-    tensorboard: Annotated[
-        bool, typer.Option(help="Write TensorBoard logs into RUN/tensorboard/.")
-    ] = False,
+        bool,
+        typer.Option(
+            help="Compile with XLA (a GPU option; slower on a CPU).", rich_help_panel=SPEED_PANEL
+        ),
+    ] = TRAIN.jit,
     cache: Annotated[
-        str | None, typer.Option(help="Cache decoded images: memory or a folder.")
-    ] = None,
+        str | None,
+        typer.Option(
+            help="Cache decoded images: memory, or a folder (default: decode every epoch).",
+            rich_help_panel=SPEED_PANEL,
+        ),
+    ] = DATA.cache,
     devices: Annotated[
         str | None,
         typer.Option(
             help="Devices to train on: a count (first N GPUs) or names (GPU:0,GPU:1); default: "
-            "every local GPU. --batch-size is per device."
+            "every local GPU. --batch-size is per device.",
+            rich_help_panel=SPEED_PANEL,
         ),
     ] = None,
-    magnification: Annotated[
-        int | None, typer.Option(help="Train only on images at 40, 100, 200 or 400X.")
-    ] = None,
-    task: Annotated[
-        str, typer.Option(help="binary (benign/malignant) or subtype (8 BreakHis subtypes).")
-    ] = "binary",
-    split_by: Annotated[
-        str, typer.Option(help="patient (default: no patient on both sides) or image.")
-    ] = "patient",
-    group_by: Annotated[
-        str | None,
-        typer.Option(help="Keep groups of this column together instead of patient_id."),
-    ] = None,
-    allow_leaky_split: Annotated[
+    deterministic: Annotated[
         bool,
-        typer.Option(help="Allow --split-by image on data with patient ids (recorded as leaky)."),
-    ] = False,
-    folds: Annotated[
-        int | None,
-        typer.Option(min=2, help="Stratified group k-fold: one run per fold + aggregate.json."),
-    ] = None,
-    protocol: Annotated[
+        typer.Option(
+            help="Deterministic TensorFlow ops (reproducible, slower).",
+            rich_help_panel=SPEED_PANEL,
+        ),
+    ] = TRAIN.deterministic,
+    out: Annotated[
+        Path, typer.Option(help="Parent folder of run folders.", rich_help_panel=OUTPUT_PANEL)
+    ] = RUN.out_dir,
+    name: Annotated[
         str | None,
-        typer.Option(help="spanhol: 5 repeated patient-wise 70/30 splits + aggregate.json."),
-    ] = None,
+        typer.Option(help="Run folder name (default: a timestamp).", rich_help_panel=OUTPUT_PANEL),
+    ] = RUN.name,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            help="Also write TensorBoard logs into RUN/tensorboard/.", rich_help_panel=OUTPUT_PANEL
+        ),
+    ] = TRAIN.tensorboard,
 ) -> None:
     """Train a classifier and write a run folder (model, history, curves, metrics).
 
@@ -142,7 +267,7 @@ def train_command(
                 "--resume continues a run with its own configuration: do not pass --data or "
                 "--demo with it."
             )
-        if (resume / CROSS_VALIDATION_FILE).is_file():
+        if RunFolder(resume).is_cross_validation:
             _report_cross_validation(breastcls.resume_cross_validation(resume))
             return
         _report_run(breastcls.resume(resume))
@@ -152,18 +277,6 @@ def train_command(
     elif data is None:
         raise ConfigError("Pass --data DIR (a folder of class folders or a manifest), or --demo.")
     else:
-        if precision not in ("float32", "mixed"):
-            raise ConfigError(f"--precision {precision!r} is not float32 or mixed.")
-        if preprocessing not in ("backbone", "none"):
-            raise ConfigError(f"--preprocessing {preprocessing!r} is not backbone or none.")
-        if class_weight not in (None, "balanced"):
-            raise ConfigError(f"--class-weight {class_weight!r}: only 'balanced' is supported.")
-        if task not in ("binary", "subtype"):
-            raise ConfigError(f"--task {task!r} is not binary or subtype.")
-        if split_by not in ("patient", "image"):
-            raise ConfigError(f"--split-by {split_by!r} is not patient or image.")
-        if protocol not in (None, "spanhol"):
-            raise ConfigError(f"--protocol {protocol!r} is unknown: the known protocol is spanhol.")
         config = RunConfig(
             data=DataConfig(
                 path=data,
@@ -174,27 +287,27 @@ def train_command(
                 skip_bad_images=skip_bad_images,
                 cache=cache,
                 magnification=magnification,
-                task=task,  # type: ignore[arg-type]
-                split_by=split_by,  # type: ignore[arg-type]
+                task=task,
+                split_by=split_by,
                 group_by=group_by,
                 allow_leaky_split=allow_leaky_split,
                 folds=folds,
-                protocol=protocol,  # type: ignore[arg-type]
+                protocol=protocol,
             ),
             model=ModelConfig(
                 backbone=backbone,
                 head=head,
                 augmentation=augmentation,
                 weights=weights,
-                preprocessing=preprocessing,  # type: ignore[arg-type]
+                preprocessing=preprocessing,
             ),
             train=TrainConfig(
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
                 seed=seed,
-                class_weight=class_weight,  # type: ignore[arg-type]
-                precision=precision,  # type: ignore[arg-type]
+                class_weight=class_weight,
+                precision=precision,
                 jit=jit,
                 deterministic=deterministic,
                 tensorboard=tensorboard,
@@ -215,9 +328,7 @@ def _report_run(result: RunResult) -> None:
     typer.echo(f"run folder: {result.run_dir}")
     typer.echo(f"{describe_role(result.role)}: {summarise(result.metrics)}")
     if result.role is DataRole.TEST and result.selection_metrics:
-        typer.echo(
-            f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}"
-        )
+        typer.echo(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
     typer.echo(f"report: {result.report}")
 
 

@@ -343,11 +343,9 @@ def _split_of(
         split_of = {s.path: s.split or _UNSPLIT for s in samples}
         issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
         return split_of, None, "data" if fixed else "none", issue
-    if fixed:
-        return {s.path: s.split or _UNSPLIT for s in samples}, split, "data", None
-    split_of = {s.path: "train" for s in split.train}
-    split_of.update({s.path: "validation" for s in split.validation})
-    return split_of, split, "computed", None
+    # Roles, also for data that fixes its split: the blog's validation/ folder is the test set.
+    split_of = {s.path: role.value for role, part in split.parts() for s in part}
+    return split_of, split, "data" if fixed else "computed", None
 
 
 def check_dataset(

@@ -1,7 +1,8 @@
 """Temperature scaling and operating thresholds: fitted on the selection set, applied unchanged.
 
-A model's folder keeps them in ``temperature.json`` and ``thresholds.json``; this module is the
-only one that reads or writes those files. Fitting on the set one then reports would make the
+A model's folder keeps them in ``temperature.json`` and ``thresholds.json`` (per TTA, see
+:meth:`~breastcls.runs.folder.RunFolder.calibration`); this module is the only one that reads
+or writes them. Fitting on the set one then reports would make the
 report flatter itself (a temperature fitted on the images it is scored on, thresholds that reach
 their target sensitivity by construction), so :func:`fit_calibration` accepts selection-set
 predictions only, and the test set sees the result unchanged.
@@ -27,12 +28,11 @@ from breastcls.evaluation.clinical import (
 )
 from breastcls.interfaces import DataRole, Predictions
 from breastcls.io import atomic_write_json, read_json_file
+from breastcls.runs.folder import RunFolder
 
 __all__ = [
     "MIN_SELECTION_IMAGES",
     "TEMPERATURE_BOUNDS",
-    "TEMPERATURE_FILE",
-    "THRESHOLDS_FILE",
     "Calibration",
     "apply_calibration",
     "fit_calibration",
@@ -41,10 +41,6 @@ __all__ = [
     "write_calibration",
 ]
 
-TEMPERATURE_FILE = "temperature.json"
-THRESHOLDS_FILE = "thresholds.json"
-"""The calibration of plain predictions; with test-time augmentation ``<tta>`` the files are
-``temperature-<tta>.json`` and ``thresholds-<tta>.json``."""
 MIN_SELECTION_IMAGES = 20
 """Fewer selection images than this (or fewer than 5 of a class) fit no temperature."""
 TEMPERATURE_BOUNDS = (0.25, 4.0)
@@ -177,20 +173,14 @@ def apply_calibration(predictions: Predictions, calibration: Calibration) -> Pre
     )
 
 
-def _files(folder: Path, tta: str) -> tuple[Path, Path]:
-    if tta == "none":
-        return folder / TEMPERATURE_FILE, folder / THRESHOLDS_FILE
-    return folder / f"temperature-{tta}.json", folder / f"thresholds-{tta}.json"
-
-
 def has_calibration(folder: Path, tta: str = "none") -> bool:
     """Whether ``folder`` holds a calibration fitted on predictions made with ``tta``."""
-    return any(path.is_file() for path in _files(folder, tta))
+    return any(path.is_file() for path in RunFolder(folder).calibration(tta))
 
 
 def write_calibration(folder: Path, calibration: Calibration) -> None:
     """Write the calibration's temperature and thresholds files into ``folder`` (atomically)."""
-    temperature_file, thresholds_file = _files(folder, calibration.tta)
+    temperature_file, thresholds_file = RunFolder(folder).calibration(calibration.tta)
     atomic_write_json(
         temperature_file,
         {
@@ -221,7 +211,7 @@ def read_calibration(folder: Path, tta: str = "none") -> Calibration:
     Raises:
         ModelLoadError: A calibration file is unreadable or malformed.
     """
-    temperature_file, thresholds_file = _files(folder, tta)
+    temperature_file, thresholds_file = RunFolder(folder).calibration(tta)
     try:
         saved = read_json_file(temperature_file) if temperature_file.is_file() else {}
         chosen = read_json_file(thresholds_file) if thresholds_file.is_file() else {}

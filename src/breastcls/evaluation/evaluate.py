@@ -26,6 +26,7 @@ from breastcls.data.breakhis import parse_breakhis_name
 from breastcls.data.images import IMAGE_EXTENSIONS, ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Split
+from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.evaluation.calibration import (
     Calibration,
@@ -40,11 +41,9 @@ from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.model import model_file
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.run import SPLIT_FILE, read_split_csv
+from breastcls.runs.folder import RunFolder, read_split_csv
 
 __all__ = [
-    "POOLED_DIR",
-    "SELECTION_DIR",
     "EvaluationResult",
     "PredictResult",
     "RunEvaluation",
@@ -58,10 +57,6 @@ __all__ = [
     "read_run_evaluation",
 ]
 
-SELECTION_DIR = "selection"
-"""The run folder's sub-folder with the selection set's predictions and metrics."""
-POOLED_DIR = "pooled"
-"""A cross-validation folder's sub-folder with the pooled out-of-fold evaluation."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,17 +172,17 @@ def evaluate_run(
     selection = predicted(split.selection, DataRole.SELECTION)
     calibration = fit_calibration(selection)
     write_calibration(run_dir, calibration)
-    selection_dir = run_dir / SELECTION_DIR
-    selection_dir.mkdir(exist_ok=True)
+    run = RunFolder(run_dir)
+    run.selection.path.mkdir(exist_ok=True)
     calibrated_selection = apply_calibration(selection, calibration)
-    write_predictions(calibrated_selection, selection_dir / "predictions.csv")
-    compute_metrics(calibrated_selection, selection_dir, host=host)
+    write_predictions(calibrated_selection, run.selection.predictions)
+    compute_metrics(calibrated_selection, run.selection.path, host=host)
     reported = (
         apply_calibration(predicted(split.test, DataRole.TEST), calibration)
         if split.test
         else calibrated_selection
     )
-    write_predictions(reported, run_dir / "predictions.csv")
+    write_predictions(reported, run.predictions)
     sections = compute_metrics(reported, run_dir, host=host)
     _write_report(
         sections,
@@ -195,9 +190,7 @@ def evaluate_run(
         run_dir,
         title=f"breastcls run {run_dir.name}",
         settings=_run_settings(run_dir),
-        training_figures=[
-            p for p in (run_dir / "loss.png", run_dir / "accuracy.png") if p.exists()
-        ],
+        training_figures=[p for p in run.curves if p.exists()],
         calibration=calibration,
     )
     return read_run_evaluation(run_dir)
@@ -218,7 +211,7 @@ def evaluate_pooled(
     """
     from breastcls.evaluation.metrics import compute_metrics, write_predictions
 
-    folds = [_read_predictions_csv(fold / "predictions.csv") for fold in fold_dirs]
+    folds = [_read_predictions_csv(RunFolder(fold).predictions) for fold in fold_dirs]
     pooled = dataclasses.replace(
         folds[0],
         y_true=np.concatenate([fold.y_true for fold in folds]),
@@ -231,7 +224,7 @@ def evaluate_pooled(
     )
     set_description = f"test sets of {len(folds)} folds, pooled out of fold"
     ensure_writable_dir(out_dir)
-    write_predictions(pooled, out_dir / "predictions.csv")
+    write_predictions(pooled, RunFolder(out_dir).predictions)
     sections = compute_metrics(pooled, out_dir, host=host, set_description=set_description)
     _write_report(
         sections,
@@ -242,8 +235,7 @@ def evaluate_pooled(
         calibration=None,
         set_description=set_description,
     )
-    metrics: dict[str, Any] = _read_json(out_dir / "metrics.json")
-    return metrics
+    return RunFolder(out_dir).read_metrics()
 
 
 def read_run_evaluation(run_dir: Path) -> RunEvaluation:
@@ -252,14 +244,14 @@ def read_run_evaluation(run_dir: Path) -> RunEvaluation:
     Raises:
         ModelLoadError: A metrics file is unreadable.
     """
-    metrics: dict[str, Any] = _read_json(run_dir / "metrics.json")
-    selection_file = run_dir / SELECTION_DIR / "metrics.json"
+    run = RunFolder(run_dir)
+    metrics = run.read_metrics()
     role = metrics.get("evaluated_on", {}).get("role")
     return RunEvaluation(
         metrics=metrics,
         role=DataRole(role) if role else DataRole.SELECTION,
-        selection_metrics=_read_json(selection_file) if selection_file.is_file() else {},
-        report=run_dir / "report.html",
+        selection_metrics=run.selection.read_metrics(),
+        report=run.report,
         headline=headline_figures(metrics),
     )
 
@@ -272,7 +264,8 @@ def _run_images(run_dir: Path) -> tuple[list[Sample], DataRole]:
         if chosen:
             return chosen, role
     raise DataError(
-        f"{run_dir / SPLIT_FILE} lists no test or selection images: pass --data to evaluate on."
+        f"{RunFolder(run_dir).split} lists no test or selection images: pass --data to evaluate "
+        "on."
     )
 
 
@@ -305,15 +298,16 @@ def _evaluation_data(
             samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
         )
     settings: dict[str, Any] = {}
-    if (model_dir / "config.json").is_file():
-        saved = _read_json(model_dir / "config.json").get("data", {})
+    model_folder = RunFolder(model_dir)
+    if model_folder.config.is_file():
+        saved = model_folder.read_config_record().get("data", {})
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
     dataset = load_dataset(
         DataConfig(path=Path(data), image_size=image_size, **settings), host=host
     )
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
-    checked = (model_dir / SPLIT_FILE).is_file()
+    checked = model_folder.split.is_file()
     overlap = Overlap()
     if checked:
         seen = [image for _, image in read_split_csv(model_dir)]
@@ -410,7 +404,7 @@ def calibration_for(
     """
     if has_calibration(model_dir, tta) or not has_calibration(model_dir):
         return read_calibration(model_dir, tta)
-    if not (model_dir / SPLIT_FILE).is_file():
+    if not RunFolder(model_dir).split.is_file():
         raise ConfigError(
             f"The calibration beside {model_dir} was fitted on predictions without TTA, and "
             f"there is no split.csv to refit it for --tta {tta} on the selection set: use "
@@ -491,6 +485,7 @@ def evaluate(
             model's, images the model has seen (without ``allow_overlap``), unwritable output
             folder.
     """
+    prepare_tensorflow()
     from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
     from breastcls.model import load_model
 
@@ -509,7 +504,8 @@ def evaluate(
             f"The model {model_path} was trained on classes {list(class_names)} but {data} has "
             f"{list(chosen.class_names)}: evaluate it on data with the same classes."
         )
-    out_dir = Path(out_dir or model_dir / "evaluations" / f"{chosen.name}-{tta}")
+    out_dir = Path(out_dir or RunFolder(model_dir).evaluation_folder(f"{chosen.name}-{tta}").path)
+    folder = RunFolder(out_dir)
     ensure_writable_dir(out_dir)
     calibration = calibration_for(
         model_dir, tta, keras_model=keras_model, class_names=class_names, host=host
@@ -530,14 +526,14 @@ def evaluate(
     set_description = (
         f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
     )
-    write_predictions(predictions, out_dir / "predictions.csv")
+    write_predictions(predictions, folder.predictions)
     sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
     if gradcam:
         from breastcls.evaluation.gradcam import gradcam_section
 
         sections.append(gradcam_section(keras_model, predictions, out_dir, image_size=image_size))
     metrics = metrics_document(sections, predictions, set_description=set_description)
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(folder.metrics, metrics)
     settings = {
         "model": str(model_path),
         "data": str(data) if data is not None else f"{chosen.name} set of {model_dir}",
@@ -548,7 +544,7 @@ def evaluate(
         "calibration": calibration.to_dict(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(out_dir / "evaluation.json", settings)
+    atomic_write_json(folder.evaluation, settings)
     report = _write_report(
         sections,
         predictions,
@@ -586,8 +582,8 @@ def _class_names(model_path: Path, keras_model: Any, fallback: Sequence[str]) ->
 
 
 def _run_settings(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "config.json"
-    return {"training run": _read_json(path)} if path.is_file() else {}
+    run = RunFolder(model_dir)
+    return {"training run": run.read_config_record()} if run.config.is_file() else {}
 
 
 def _write_report(
@@ -607,7 +603,7 @@ def _write_report(
     metrics = metrics_document(sections, predictions, set_description=set_description)
     return render_report(
         sections,
-        folder / "report.html",
+        RunFolder(folder).report,
         title=f"{title}: {metrics['evaluated_on']['set']}",
         summary=data_summary(predictions),
         settings=settings,
@@ -659,10 +655,11 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
     from breastcls.evaluation.metrics import compute_metrics, metrics_document
 
     folder = Path(folder)
-    saved = _read_predictions_csv(folder / "predictions.csv")
-    previous = _read_json(folder / "metrics.json") if (folder / "metrics.json").is_file() else {}
+    run = RunFolder(folder)
+    saved = _read_predictions_csv(run.predictions)
+    previous = run.read_metrics()
     evaluated_on = previous.get("evaluated_on", {})
-    evaluation_file = folder / "evaluation.json"
+    evaluation_file = run.evaluation
     if evaluation_file.is_file():
         settings = _read_json(evaluation_file)
         recorded = settings.get("calibration") or {}
@@ -683,7 +680,7 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
         calibration = read_calibration(folder)
         title = f"breastcls run {folder.name}"
         all_settings = _run_settings(folder)
-        figures = [p for p in (folder / "loss.png", folder / "accuracy.png") if p.exists()]
+        figures = [p for p in run.curves if p.exists()]
     role = evaluated_on.get("role")
     predictions = dataclasses.replace(
         saved,
@@ -707,7 +704,7 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
             )
         )
         atomic_write_json(
-            folder / "metrics.json",
+            run.metrics,
             metrics_document(sections, predictions, set_description=set_description),
         )
     return _write_report(
@@ -778,6 +775,7 @@ def predict(
     Raises:
         BreastclsError: Missing inputs, unreadable images, unknown TTA, unreadable model.
     """
+    prepare_tensorflow()
     from breastcls.data.pipeline import make_dataset
     from breastcls.evaluation.inference import iter_probabilities
     from breastcls.model import load_model

@@ -11,11 +11,18 @@ from typing import Any
 import numpy as np
 
 from breastcls.errors import PluginError
-from breastcls.interfaces import MetricSection, Predictions, Sample
+from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.runs.folder import RunFolder
 
-__all__ = ["compute_metrics", "predict_samples", "write_predictions"]
+__all__ = [
+    "compute_metrics",
+    "describe_role",
+    "metrics_document",
+    "predict_samples",
+    "write_predictions",
+]
 
 
 def predict_samples(
@@ -27,8 +34,10 @@ def predict_samples(
     batch_size: int,
     image_info: Any = None,
     verbose: int = 0,
+    role: DataRole | None = None,
 ) -> Predictions:
-    """Run ``model`` on ``samples`` (streamed in batches) and return :class:`Predictions`."""
+    """Run ``model`` on ``samples`` (streamed in batches) and return :class:`Predictions` of
+    the set ``role`` names."""
     from breastcls.data.pipeline import make_dataset
 
     dataset = make_dataset(
@@ -43,13 +52,32 @@ def predict_samples(
         paths=tuple(str(s.path) for s in samples),
         patient_ids=tuple(s.patient_id for s in samples),
         magnifications=tuple(s.magnification for s in samples),
+        role=role,
     )
 
 
+def describe_role(role: DataRole | None) -> str:
+    """How every report and log line names the set its figures come from."""
+    if role is DataRole.TEST:
+        return "test set"
+    if role is DataRole.SELECTION:
+        return "selection set (optimistic: it chose the checkpoint, schedule and calibration)"
+    if role is DataRole.TRAIN:
+        return "training set (optimistic: the model was fitted on it)"
+    return "data not checked against the images the model has seen"
+
+
 def compute_metrics(
-    predictions: Predictions, out_dir: Path, *, host: PluginHost | None = None
+    predictions: Predictions,
+    out_dir: Path,
+    *,
+    host: PluginHost | None = None,
+    set_description: str | None = None,
 ) -> list[MetricSection]:
     """Run every registered metric; write ``metrics.json`` and the figures into ``out_dir``.
+
+    ``set_description`` names the evaluated set when :func:`describe_role` of the predictions'
+    role does not say enough (data that overlaps the model's training images, say).
 
     Raises:
         PluginError: A metric plugin failed (the message names it).
@@ -64,13 +92,31 @@ def compute_metrics(
                 f"Metric {info.name!r} (plugin {info.plugin!r}) failed: "
                 f"{type(error).__name__}: {error}."
             ) from error
-    atomic_write_json(out_dir / "metrics.json", metrics_document(sections))
+    atomic_write_json(
+        RunFolder(out_dir).metrics,
+        metrics_document(sections, predictions, set_description=set_description),
+    )
     return sections
 
 
-def metrics_document(sections: Sequence[MetricSection]) -> dict[str, Any]:
-    """Return the ``metrics.json`` content: each section's values under its name."""
-    return {section.name: dict(section.values) for section in sections}
+def metrics_document(
+    sections: Sequence[MetricSection],
+    predictions: Predictions,
+    *,
+    set_description: str | None = None,
+) -> dict[str, Any]:
+    """Return the ``metrics.json`` content: ``evaluated_on`` (the set the figures come from,
+    with its image and patient counts), then each section's values under its name."""
+    patients = {p for p in predictions.patient_ids if p}
+    evaluated_on = {
+        "role": predictions.role.value if predictions.role else None,
+        "set": set_description or describe_role(predictions.role),
+        "images": len(predictions.y_true),
+        "patients": len(patients) if patients else None,
+    }
+    return {"evaluated_on": evaluated_on} | {
+        section.name: dict(section.values) for section in sections
+    }
 
 
 def write_predictions(predictions: Predictions, path: Path) -> None:

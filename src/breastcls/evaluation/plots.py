@@ -60,12 +60,14 @@ def plot_confusion_matrix(
     return save_figure(figure, path)
 
 
-def plot_history(history: Mapping[str, Sequence[float]], out_dir: Path) -> list[Path]:
-    """Plot the loss and accuracy curves (training and selection set) as ``loss.png`` and
-    ``accuracy.png``."""
+def plot_history(
+    history: Mapping[str, Sequence[float]], loss_path: Path, accuracy_path: Path
+) -> list[Path]:
+    """Plot the loss and the accuracy per epoch (training and selection set) into the two
+    files."""
     plt = _pyplot()
     written = []
-    for metric in ("loss", "accuracy"):
+    for metric, path in (("loss", loss_path), ("accuracy", accuracy_path)):
         if metric not in history:
             continue
         figure, axes = plt.subplots(figsize=(6, 4))
@@ -78,7 +80,7 @@ def plot_history(history: Mapping[str, Sequence[float]], out_dir: Path) -> list[
         axes.set_title(f"{metric.capitalize()} per epoch")
         axes.grid(alpha=0.3)
         axes.legend()
-        written.append(save_figure(figure, out_dir / f"{metric}.png"))
+        written.append(save_figure(figure, path))
     return written
 
 

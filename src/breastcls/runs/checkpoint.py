@@ -22,12 +22,10 @@ from typing import Any
 
 from breastcls.errors import ConfigError, OutputError
 from breastcls.io import atomic_path, atomic_write_json
+from breastcls.runs.folder import RunFolder, write_history_csv
 
 __all__ = [
-    "CHECKPOINT_DIR",
-    "STATE_FILE",
     "TrainState",
-    "checkpoint_name",
     "commit_train_state",
     "history_columns",
     "is_improvement",
@@ -37,8 +35,6 @@ __all__ = [
     "remove_stale_files",
 ]
 
-STATE_FILE = "train_state.json"
-CHECKPOINT_DIR = "checkpoints"
 _FORMAT = 1
 
 
@@ -78,11 +74,6 @@ class TrainState:
         return {"format": _FORMAT, **record}
 
 
-def checkpoint_name(epoch: int) -> str:
-    """Return the checkpoint path (relative to the run folder) of ``epoch`` (from 1)."""
-    return f"{CHECKPOINT_DIR}/epoch-{epoch:04d}.keras"
-
-
 def is_improvement(monitor: str, value: float, best: float | None) -> bool:
     """Return whether ``value`` beats ``best`` (lower is better for losses, higher otherwise)."""
     if best is None:
@@ -103,7 +94,7 @@ def read_train_state(run_dir: Path) -> TrainState | None:
         ConfigError: The file exists but is not a breastcls training state, or the checkpoint
             it names is missing.
     """
-    path = Path(run_dir) / STATE_FILE
+    path = RunFolder(run_dir).train_state
     if not path.is_file():
         return None
     try:
@@ -136,10 +127,11 @@ def read_train_state(run_dir: Path) -> TrainState | None:
 
 def commit_train_state(run_dir: Path, state: TrainState) -> None:
     """Write ``train_state.json`` atomically (the commit), then drop unreferenced checkpoints."""
-    atomic_write_json(Path(run_dir) / STATE_FILE, state.to_dict())
+    folder = RunFolder(run_dir)
+    atomic_write_json(folder.train_state, state.to_dict())
     keep = {state.checkpoint, state.best_checkpoint}
-    for stale in (Path(run_dir) / CHECKPOINT_DIR).glob("epoch-*.keras"):
-        if f"{CHECKPOINT_DIR}/{stale.name}" not in keep:
+    for stale in folder.checkpoints.glob("epoch-*.keras"):
+        if f"{folder.checkpoints.name}/{stale.name}" not in keep:
             stale.unlink(missing_ok=True)
 
 
@@ -148,7 +140,7 @@ def publish_best(run_dir: Path, state: TrainState) -> None:
     if state.best_checkpoint is None:
         return
     source = Path(run_dir) / state.best_checkpoint
-    target = Path(run_dir) / "best.keras"
+    target = RunFolder(run_dir).best_model
     handle, name = tempfile.mkstemp(prefix=".best.", suffix=".tmp.keras", dir=run_dir)
     os.close(handle)
     temporary = Path(name)
@@ -167,7 +159,7 @@ def publish_best(run_dir: Path, state: TrainState) -> None:
 def remove_stale_files(run_dir: Path) -> list[Path]:
     """Delete the temporary files a killed process left (``.NAME.XXXX.tmp.SUFFIX``)."""
     removed = []
-    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
+    for folder in (Path(run_dir), RunFolder(run_dir).checkpoints):
         for path in folder.glob(".*.tmp*"):
             if path.is_file():
                 path.unlink()
@@ -185,19 +177,18 @@ def prepare_resume(run_dir: Path, state: TrainState | None) -> None:
     Raises:
         OutputError: The run folder cannot be written.
     """
-    from breastcls.run import write_history_csv
-
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     try:
         remove_stale_files(run_dir)
         if state is None:
-            for path in (run_dir / CHECKPOINT_DIR).glob("epoch-*.keras"):
+            for path in folder.checkpoints.glob("epoch-*.keras"):
                 path.unlink()
-            (run_dir / "history.csv").unlink(missing_ok=True)
-            (run_dir / "best.keras").unlink(missing_ok=True)
+            folder.history.unlink(missing_ok=True)
+            folder.best_model.unlink(missing_ok=True)
             return
         commit_train_state(run_dir, state)
-        write_history_csv(run_dir / "history.csv", state.history)
+        write_history_csv(folder.history, state.history)
         publish_best(run_dir, state)
     except OSError as error:
         raise OutputError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls.errors import ConfigError
-from breastcls.run import CROSS_VALIDATION_FILE
+from breastcls.runs.folder import RunFolder
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
 
@@ -65,12 +65,10 @@ def list_runs(folder: Path) -> list[RunSummary]:
             f"{str(folder)!r} is not a folder: pass the folder that holds run folders "
             "(the --out of `breastcls train`, by default runs)."
         )
-    candidates = [folder] if _is_run(folder) else sorted(p for p in folder.iterdir() if p.is_dir())
-    return [_summarise(path) for path in candidates if _is_run(path)]
-
-
-def _is_run(path: Path) -> bool:
-    return (path / "status.json").is_file() or (path / "config.json").is_file()
+    if RunFolder(folder).is_run:
+        return [_summarise(RunFolder(folder))]
+    candidates = [RunFolder(p) for p in sorted(folder.iterdir()) if p.is_dir()]
+    return [_summarise(run) for run in candidates if run.is_run]
 
 
 def _read_json(path: Path) -> Any:
@@ -109,18 +107,14 @@ def writer_state(record: Mapping[str, Any]) -> Literal["alive", "gone", "unknown
     return "alive" if psutil.pid_exists(pid) else "gone"
 
 
-def _summarise(run_dir: Path) -> RunSummary:
-    record = _read_json(run_dir / "status.json")
+def _summarise(run: RunFolder) -> RunSummary:
+    record = _read_json(run.status)
     record = record if isinstance(record, dict) else {}
     status = str(record.get("status", "unknown"))
     if status == "running" and writer_state(record) == "gone":
         status = "killed"
-    folds = (
-        sorted(p for p in run_dir.glob("fold-*") if p.is_dir())
-        if (run_dir / CROSS_VALIDATION_FILE).is_file()
-        else None
-    )
-    histories = [run_dir / "history.csv"] if folds is None else [f / "history.csv" for f in folds]
+    folds = run.folds() if run.is_cross_validation else None
+    histories = [run.history] if folds is None else [fold.history for fold in folds]
     rows = [row for history in histories for row in _history(history)]
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
     reported = record.get("headline") or {}
@@ -130,7 +124,7 @@ def _summarise(run_dir: Path) -> RunSummary:
         accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
     return RunSummary(
-        run_dir=run_dir,
+        run_dir=run.path,
         status=status,
         reason=str(reason) if reason else None,
         epochs=len(rows),

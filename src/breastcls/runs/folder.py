@@ -1,0 +1,505 @@
+"""A run folder's layout (:class:`RunFolder`): every file name, and the readers and writers of
+its records (status, split, history, skipped files, environment).
+
+No other module spells a run folder's file names: they ask a :class:`RunFolder`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from breastcls._version import __version__
+from breastcls.data.images import ImageInfo
+from breastcls.data.overlap import SeenImage
+from breastcls.data.split import Split, group_key
+from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.interfaces import DataRole, Sample, SkippedFile
+from breastcls.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+
+__all__ = [
+    "RunFolder",
+    "RunResult",
+    "RunStatus",
+    "create_run_dir",
+    "read_split_csv",
+    "read_status",
+    "write_history_csv",
+    "write_split_csv",
+    "write_status",
+]
+
+RunStatus = Literal["running", "finished", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunFolder:
+    """The layout of a run folder (or of an evaluation folder, which shares the report files).
+
+    Attributes:
+        path: The folder.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # What a run records before training.
+    @property
+    def config(self) -> Path:
+        """``config.json``: the resolved configuration, split summary, devices, precision."""
+        return self.path / "config.json"
+
+    @property
+    def class_names(self) -> Path:
+        """``class_names.json``: the class names in label order."""
+        return self.path / "class_names.json"
+
+    @property
+    def environment(self) -> Path:
+        """``environment.json``: versions, devices and TensorFlow settings."""
+        return self.path / "environment.json"
+
+    @property
+    def status(self) -> Path:
+        """``status.json``: running / finished / failed / interrupted, the writer, the headline."""
+        return self.path / "status.json"
+
+    @property
+    def split(self) -> Path:
+        """``split.csv``: every image with its role, group and pixel hash."""
+        return self.path / "split.csv"
+
+    @property
+    def skipped(self) -> Path:
+        """``skipped.csv``: files left out, with the reason."""
+        return self.path / "skipped.csv"
+
+    @property
+    def data_check(self) -> Path:
+        """``data_check.json``: the data check of the run's data."""
+        return self.path / "data_check.json"
+
+    @property
+    def samples(self) -> Path:
+        """``samples.png``: a grid of labelled training images."""
+        return self.path / "samples.png"
+
+    # What training writes.
+    @property
+    def history(self) -> Path:
+        """``history.csv``: one row per epoch."""
+        return self.path / "history.csv"
+
+    @property
+    def curves(self) -> tuple[Path, Path]:
+        """``loss.png`` and ``accuracy.png``: the training curves."""
+        return self.path / "loss.png", self.path / "accuracy.png"
+
+    @property
+    def best_model(self) -> Path:
+        """``best.keras``: the model of the best epoch on the selection set."""
+        return self.path / "best.keras"
+
+    @property
+    def train_state(self) -> Path:
+        """``train_state.json``: the committed state a run resumes from."""
+        return self.path / "train_state.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``: the full model of recent epochs."""
+        return self.path / "checkpoints"
+
+    @staticmethod
+    def checkpoint_name(epoch: int) -> str:
+        """Epoch ``epoch``'s checkpoint, relative to the run folder (as ``train_state.json``
+        names it)."""
+        return f"checkpoints/epoch-{epoch:04d}.keras"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: TensorBoard logs, with ``--tensorboard``."""
+        return self.path / "tensorboard"
+
+    # What evaluation writes (also the files of an evaluation folder).
+    @property
+    def predictions(self) -> Path:
+        """``predictions.csv``: one row per evaluated image, probabilities at full precision."""
+        return self.path / "predictions.csv"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``: every metric section, after ``evaluated_on``."""
+        return self.path / "metrics.json"
+
+    @property
+    def report(self) -> Path:
+        """``report.html``: the self-contained report."""
+        return self.path / "report.html"
+
+    @property
+    def evaluation(self) -> Path:
+        """``evaluation.json`` of an evaluation folder: what was evaluated, how."""
+        return self.path / "evaluation.json"
+
+    @property
+    def model_card(self) -> Path:
+        """``model_card.md``."""
+        return self.path / "model_card.md"
+
+    def calibration(self, tta: str = "none") -> tuple[Path, Path]:
+        """The temperature and thresholds files of predictions made with ``tta``."""
+        if tta == "none":
+            return self.path / "temperature.json", self.path / "thresholds.json"
+        return self.path / f"temperature-{tta}.json", self.path / f"thresholds-{tta}.json"
+
+    def calibrated_ttas(self) -> list[str]:
+        """The test-time augmentations the folder holds a calibration for."""
+        found = ["none"] if any(p.is_file() for p in self.calibration("none")) else []
+        found += sorted(
+            p.stem.removeprefix("temperature-") for p in self.path.glob("temperature-*.json")
+        )
+        return found
+
+    def export_folder(self, format: str) -> RunFolder:
+        """``export/<format>/``: an exported model with its class names, calibration and card."""
+        return RunFolder(self.path / "export" / format)
+
+    @property
+    def export_record(self) -> Path:
+        """``export.json`` of an export folder: format, source, the check, the calibration."""
+        return self.path / "export.json"
+
+    @property
+    def selection(self) -> RunFolder:
+        """``selection/``: the selection set's predictions and metrics."""
+        return RunFolder(self.path / "selection")
+
+    def evaluation_folder(self, name: str) -> RunFolder:
+        """``evaluations/<name>/``: a ``breastcls evaluate`` output."""
+        return RunFolder(self.path / "evaluations" / name)
+
+    # A cross-validation folder.
+    @property
+    def cross_validation(self) -> Path:
+        """``cross_validation.json``: written first; the number of folds and the configuration."""
+        return self.path / "cross_validation.json"
+
+    @property
+    def aggregate(self) -> Path:
+        """``aggregate.json``: the folds' test figures and the pooled evaluation."""
+        return self.path / "aggregate.json"
+
+    @property
+    def pooled(self) -> RunFolder:
+        """``pooled/``: the pooled out-of-fold evaluation."""
+        return RunFolder(self.path / "pooled")
+
+    @property
+    def is_cross_validation(self) -> bool:
+        """Whether this is a cross-validation folder (holding ``cross_validation.json``)."""
+        return self.cross_validation.is_file()
+
+    @staticmethod
+    def fold_name(fold: int) -> str:
+        """The name of fold ``fold``'s run folder: ``fold-<fold>``."""
+        return f"fold-{fold}"
+
+    def folds(self) -> list[RunFolder]:
+        """The fold folders of a cross-validation folder, in order."""
+        found = [p for p in self.path.glob("fold-*") if p.is_dir() and p.name[5:].isdigit()]
+        return [RunFolder(p) for p in sorted(found, key=lambda p: int(p.name[5:]))]
+
+    @property
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (a status or a configuration)."""
+        return self.status.is_file() or self.config.is_file()
+
+    # Readers.
+    def read_record(self, path: Path) -> Any:
+        """Read one of the folder's JSON records.
+
+        Raises:
+            ConfigError: The file is missing or not readable JSON (named, with what to do).
+        """
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigError(
+                f"{path} is not readable JSON ({type(error).__name__}: {error}): restore it, or "
+                "start a new run."
+            ) from error
+
+    def read_config_record(self) -> dict[str, Any]:
+        """``config.json`` as written: the configuration plus the split, devices and precision.
+
+        Raises:
+            ConfigError: It is missing, unreadable or not a JSON object.
+        """
+        record = self.read_record(self.config)
+        if not isinstance(record, dict):
+            raise ConfigError(f"{self.config} is not a breastcls configuration: start a new run.")
+        return record
+
+    def read_class_names(self) -> tuple[str, ...]:
+        """``class_names.json``.
+
+        Raises:
+            ConfigError: It is missing, unreadable or not a list of names.
+        """
+        names = self.read_record(self.class_names)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{self.class_names} is not a list of class names: restore it.")
+        return tuple(names)
+
+    def read_metrics(self) -> dict[str, Any]:
+        """``metrics.json`` (empty when the folder has none yet).
+
+        Raises:
+            ConfigError: It exists but is unreadable.
+        """
+        if not self.metrics.is_file():
+            return {}
+        metrics = self.read_record(self.metrics)
+        return metrics if isinstance(metrics, dict) else {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """What :func:`breastcls.train` returns.
+
+    Attributes:
+        run_dir: The run folder.
+        class_names: Class names in label order.
+        history: Per-epoch values (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``...;
+            ``val_`` values are measured on the selection set).
+        metrics: The best model's ``metrics.json``, measured on the set ``role`` names.
+        role: The set ``metrics`` come from: the test set, or the selection set (optimistic)
+            when the run keeps no test set.
+        selection_metrics: The same metrics on the selection set (``selection/metrics.json``),
+            which chose the model: optimistic, for comparison only.
+        best_model: Path of the best model (``best.keras``).
+        report: The HTML report.
+    """
+
+    run_dir: Path
+    class_names: tuple[str, ...]
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    role: DataRole
+    selection_metrics: dict[str, Any]
+    best_model: Path
+    report: Path
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def create_run_dir(out_dir: Path, name: str | None, *, default_stem: str) -> Path:
+    """Create a new, empty run folder under ``out_dir``.
+
+    Raises:
+        OutputError: ``out_dir`` is not writable, or the named run folder exists already.
+    """
+    ensure_writable_dir(out_dir)
+    if name is not None:
+        run_dir = out_dir / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise OutputError(
+                f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
+                "--resume it."
+            )
+    else:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = out_dir / f"{stamp}-{default_stem}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = out_dir / f"{stamp}-{default_stem}-{suffix}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def write_status(
+    run_dir: Path, status: RunStatus, *, reason: str | None = None, **extra: Any
+) -> None:
+    """Record the run's status in ``status.json`` (atomically), with the writing process's id
+    and host (so a listing can tell a live run from one whose process was killed)."""
+    record: dict[str, Any] = {
+        "status": status,
+        "updated": _now(),
+        "pid": os.getpid(),
+        "host": platform.node(),
+    }
+    if reason:
+        record["reason"] = reason
+    record.update(extra)
+    atomic_write_json(RunFolder(run_dir).status, record)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """Read ``status.json``; a folder without one reports ``unknown``."""
+    path = RunFolder(run_dir).status
+    if not path.is_file():
+        return {"status": "unknown"}
+    status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return status
+
+
+# Environment variables that change TensorFlow's speed, numerics or devices.
+TENSORFLOW_SETTINGS = (
+    "TF_CPU_ALLOCATOR_USE_BFC",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_DETERMINISTIC_OPS",
+    "TF_XLA_FLAGS",
+    "XLA_FLAGS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
+def environment() -> dict[str, Any]:
+    """Return the versions, Keras backend, devices and TensorFlow settings a run used
+    (``environment.json``)."""
+    import keras
+    import numpy
+    import tensorflow as tf
+
+    return {
+        "breastcls": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "numpy": numpy.__version__,
+        "devices": [device.name for device in tf.config.list_logical_devices()],
+        "settings": {name: os.environ[name] for name in TENSORFLOW_SETTINGS if name in os.environ},
+        "created": _now(),
+    }
+
+
+_SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "magnification", "role", "pixel_sha1")
+
+
+def write_split_csv(
+    run_dir: Path,
+    split: Split,
+    *,
+    image_info: Mapping[Path, ImageInfo],
+    group_by: str | None,
+) -> None:
+    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_SPLIT_COLUMNS)
+    for role, samples in split.parts():
+        for s in samples:
+            info = image_info.get(s.path)
+            writer.writerow(
+                [
+                    s.path,
+                    s.label,
+                    s.patient_id or "",
+                    group_key(s, group_by) or "",
+                    s.magnification or "",
+                    role.value,
+                    info.pixel_sha1 if info is not None else "",
+                ]
+            )
+    atomic_write_text(RunFolder(run_dir).split, buffer.getvalue())
+
+
+def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
+    """Read ``split.csv`` back: each image as a sample (``split`` holding its role) and as
+    :class:`~breastcls.data.overlap.SeenImage`.
+
+    Raises:
+        ConfigError: The run has no ``split.csv``.
+        DataError: It is not a ``split.csv`` written by this version (columns, roles).
+    """
+    path = RunFolder(run_dir).split
+    if not path.is_file():
+        raise ConfigError(
+            f"{run_dir} has no {path.name}, so it names no test or selection images: pass "
+            "--data with the images to evaluate."
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
+        raise DataError(
+            f"{path} lacks the columns {', '.join(_SPLIT_COLUMNS)}: it was written by an older "
+            "breastcls (no test set); pass --data with the images to evaluate."
+        )
+    images = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            role = DataRole(row["role"])
+        except ValueError as error:
+            raise DataError(f"{path}, line {line}: unknown role {row['role']!r}.") from error
+        magnification = row["magnification"]
+        sample = Sample(
+            path=Path(row["path"]),
+            label=row["label"],
+            patient_id=row["patient_id"] or None,
+            magnification=int(magnification) if magnification.isdigit() else None,
+            split=role.value,
+        )
+        seen = SeenImage(
+            path=row["path"], role=role, group=row["group"] or None, pixel_sha1=row["pixel_sha1"]
+        )
+        images.append((sample, seen))
+    return images
+
+
+def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
+    """Write one row per epoch (``epoch`` from 1, then every logged metric) to ``history.csv``."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
+    """Write every file left out of the run, with its reason (``skipped.csv``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    for item in skipped:
+        writer.writerow([item.path, item.reason])
+    atomic_write_text(path, buffer.getvalue())
+
+
+def check_free_space(folder: Path, *, needed_bytes: int) -> None:
+    """Fail before training when ``folder``'s disk cannot hold the run's checkpoints.
+
+    Raises:
+        OutputError: Less than ``needed_bytes`` are free.
+    """
+    import shutil
+
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise OutputError(
+            f"Only {free / 1e6:.0f} MB free in {folder}, the run needs about "
+            f"{needed_bytes / 1e6:.0f} MB for its checkpoints: free space or choose --out."
+        )
