@@ -17,7 +17,7 @@ from breastcls import DataConfig, DataError
 from breastcls.data.breakhis import accession_number
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, kfold_splits, split_for_config, spanhol_splits
-from breastcls.evaluation.calibration import apply_calibration, fit_calibration
+from breastcls.inference.calibration import apply_calibration, fit_calibration
 from breastcls.evaluation.clinical import choose_thresholds, fit_temperature
 from breastcls.interfaces import DataRole, Predictions, Sample
 from conftest import copy_patients

@@ -35,7 +35,7 @@ __all__ = [
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):  # type: ignore[misc]
-    """Commit a resumable checkpoint at the end of every epoch (see :mod:`breastcls.runs.checkpoint`).
+    """Commit a resumable checkpoint at the end of every epoch (:mod:`breastcls.runs.checkpoint`).
 
     Saves the full model (optimizer included) as ``checkpoints/epoch-NNNN.keras``, records the
     epoch counter, the best ``monitor`` value, the trainer's state, the seed generators and the

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import ConfigError, ModelLoadError, OutputError
-from breastcls.evaluation.calibration import read_calibration
+from breastcls.inference.calibration import read_calibration
 from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
 from breastcls.model import model_file
 from breastcls.runs.folder import RunFolder

@@ -608,7 +608,7 @@ def _finish(
     write the curves, report and model card, and record the headline."""
     from breastcls.evaluation.evaluate import evaluate_run
     from breastcls.evaluation.plots import plot_history
-    from breastcls.model import load_model
+    from breastcls.inference import InferenceModel
 
     plot_history(history, *RunFolder(run_dir).curves)
     best_model_path = RunFolder(run_dir).best_model
@@ -618,10 +618,8 @@ def _finish(
         )
     evaluation = evaluate_run(
         run_dir,
-        load_model(best_model_path),
+        InferenceModel.load(best_model_path),
         data.split,
-        data.class_names,
-        image_size=config.data.image_size,
         batch_size=config.train.batch_size,
         image_info=data.image_info,
         host=host,

@@ -12,7 +12,7 @@ import numpy as np
 from breastcls.data.images import ImageInfo, decode_image
 from breastcls.interfaces import Sample
 
-__all__ = ["load_image_tensor", "make_dataset"]
+__all__ = ["load_image_tensor", "make_dataset", "resize_image"]
 
 
 def load_image_tensor(path: Any, native: Any, image_size: int) -> Any:
@@ -38,7 +38,14 @@ def load_image_tensor(path: Any, native: Any, image_size: int) -> Any:
         return tf.numpy_function(pillow_decode, [path], tf.uint8, stateful=False)
 
     image = tf.cond(native, decode_native, decode_pillow)
-    image = tf.ensure_shape(image, [None, None, 3])
+    return resize_image(tf.ensure_shape(image, [None, None, 3]), image_size)
+
+
+def resize_image(image: Any, image_size: int) -> Any:
+    """Resize an ``(h, w, 3)`` 0-255 image tensor to ``(size, size, 3)`` float32, as training
+    does: bilinear without antialiasing (the seed's ``cv2.resize``), clipped to 0-255."""
+    import tensorflow as tf
+
     resized = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
     return tf.clip_by_value(resized, 0.0, 255.0)
 

@@ -4,7 +4,7 @@ evaluation that ends a training run.
 A model's folder (a run folder, or wherever ``best.keras`` lives) may hold, beside the model:
 ``class_names.json`` (class order), ``config.json`` (the run configuration), ``split.csv``
 (every image the run used, with its role) and the temperature and thresholds fitted on the
-selection set (:mod:`breastcls.evaluation.calibration`). Evaluation and prediction apply the
+selection set (:mod:`breastcls.inference.calibration`). Evaluation and prediction apply the
 calibration unchanged, and ``evaluate`` refuses data the model has seen.
 """
 
@@ -13,8 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as dt
-import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,38 +21,32 @@ from typing import Any
 import numpy as np
 
 from breastcls.config import DataConfig
-from breastcls.data.breakhis import parse_breakhis_name
-from breastcls.data.images import IMAGE_EXTENSIONS, ImageInfo
+from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Split
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import ConfigError, DataError, ModelLoadError
-from breastcls.evaluation.calibration import (
+from breastcls.errors import DataError, ModelLoadError
+from breastcls.inference.calibration import (
     Calibration,
     apply_calibration,
     fit_calibration,
-    has_calibration,
     read_calibration,
     write_calibration,
 )
-from breastcls.evaluation.clinical import apply_temperature, positive_group
+from breastcls.inference.model import InferenceModel
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
-from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir, read_json_file
-from breastcls.model import model_file
+from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder, read_split_csv
 
 __all__ = [
     "EvaluationResult",
-    "PredictResult",
     "RunEvaluation",
     "build_report",
-    "calibration_for",
     "evaluate",
     "evaluate_pooled",
     "evaluate_run",
     "headline_figures",
-    "predict",
     "read_run_evaluation",
 ]
 
@@ -78,21 +71,6 @@ class EvaluationResult:
     report: Path
     n_images: int
     role: DataRole | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PredictResult:
-    """What :func:`breastcls.predict` returns.
-
-    Attributes:
-        path: The predictions CSV.
-        n_images: Number of images predicted.
-        class_names: Class names, in the order of the probability columns.
-    """
-
-    path: Path
-    n_images: int
-    class_names: tuple[str, ...]
 
 
 def _read_json(path: Path) -> Any:
@@ -137,11 +115,9 @@ def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def evaluate_run(
     run_dir: Path,
-    keras_model: Any,
+    model: InferenceModel,
     split: Split,
-    class_names: Sequence[str],
     *,
-    image_size: int,
     batch_size: int,
     image_info: Mapping[Path, ImageInfo],
     host: PluginHost | None = None,
@@ -156,18 +132,13 @@ def evaluate_run(
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import compute_metrics, predict_samples, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, write_predictions
 
     def predicted(samples: Sequence[Sample], role: DataRole) -> Predictions:
-        return predict_samples(
-            keras_model,
-            samples,
-            class_names,
-            image_size=image_size,
-            batch_size=batch_size,
-            image_info=image_info,
-            role=role,
+        probabilities = model.raw_probabilities(
+            samples, batch_size=batch_size, host=host, image_info=image_info
         )
+        return model.labelled(samples, probabilities, role=role)
 
     selection = predicted(split.selection, DataRole.SELECTION)
     calibration = fit_calibration(selection)
@@ -337,116 +308,6 @@ def _scan(samples: Sequence[Sample]) -> dict[Path, Any]:
     return info
 
 
-def _predict(
-    keras_model: Any,
-    samples: Sequence[Sample],
-    class_names: Sequence[str],
-    *,
-    image_size: int,
-    batch_size: int,
-    tta: str,
-    host: PluginHost,
-    verbose: int,
-) -> np.ndarray[Any, np.dtype[np.float64]]:
-    from breastcls.data.pipeline import make_dataset
-    from breastcls.evaluation.inference import predict_probabilities
-
-    component = host.tta.get(tta)
-    info = _scan(samples)
-    for sample in samples:
-        if sample.label not in class_names:
-            raise DataError(
-                f"{sample.path} has class {sample.label!r}, which the model does not know "
-                f"(its classes: {list(class_names)})."
-            )
-    dataset = make_dataset(
-        samples, class_names, image_size=image_size, batch_size=batch_size, image_info=info
-    )
-    return predict_probabilities(
-        keras_model,
-        dataset.map(lambda images, _: images),
-        tta=component,
-        total=len(samples),
-        verbose=verbose,
-    )
-
-
-def _image_size(keras_model: Any) -> int:
-    shape = keras_model.input_shape
-    if not (isinstance(shape, tuple) and len(shape) == 4 and shape[1] and shape[1] == shape[2]):
-        raise ModelLoadError(
-            f"Model {keras_model.name!r} takes inputs of shape {shape}: breastcls models take "
-            "square (size, size, 3) images."
-        )
-    return int(shape[1])
-
-
-def calibration_for(
-    model_dir: Path,
-    tta: str,
-    *,
-    keras_model: Any,
-    class_names: Sequence[str],
-    batch_size: int = 32,
-    host: PluginHost | None = None,
-    verbose: int = 0,
-) -> Calibration:
-    """Return the calibration that fits predictions made with ``tta``.
-
-    A run folder keeps the calibration of its plain predictions; the first time another TTA is
-    asked for, it is fitted on the run's selection set predicted with that TTA and kept beside
-    the first (``temperature-<tta>.json``): a temperature fitted on plain predictions does not
-    fit averaged ones.
-
-    Raises:
-        ConfigError: The folder has a calibration for plain predictions but no selection set to
-            fit one for ``tta`` on (a bare model file).
-    """
-    if has_calibration(model_dir, tta) or not has_calibration(model_dir):
-        return read_calibration(model_dir, tta)
-    if not RunFolder(model_dir).split.is_file():
-        raise ConfigError(
-            f"The calibration beside {model_dir} was fitted on predictions without TTA, and "
-            f"there is no split.csv to refit it for --tta {tta} on the selection set: use "
-            "--tta none, or evaluate the run folder itself."
-        )
-    selection = [s for s, _ in read_split_csv(model_dir) if s.split == DataRole.SELECTION.value]
-    probabilities = _predict(
-        keras_model,
-        selection,
-        class_names,
-        image_size=_image_size(keras_model),
-        batch_size=batch_size,
-        tta=tta,
-        host=ensure_host(host),
-        verbose=verbose,
-    )
-    calibration = fit_calibration(
-        _labelled(selection, class_names, probabilities, role=DataRole.SELECTION), tta=tta
-    )
-    write_calibration(model_dir, calibration)
-    return calibration
-
-
-def _labelled(
-    samples: Sequence[Sample],
-    class_names: Sequence[str],
-    probabilities: np.ndarray[Any, np.dtype[np.float64]],
-    *,
-    role: DataRole | None,
-) -> Predictions:
-    index = {name: i for i, name in enumerate(class_names)}
-    return Predictions(
-        class_names=tuple(class_names),
-        y_true=np.array([index[s.label] for s in samples], dtype=np.int64),
-        probabilities=probabilities,
-        paths=tuple(str(s.path) for s in samples),
-        patient_ids=tuple(s.patient_id for s in samples),
-        magnifications=tuple(s.magnification for s in samples),
-        role=role,
-    )
-
-
 def evaluate(
     model: Path,
     *,
@@ -486,73 +347,31 @@ def evaluate(
             folder.
     """
     prepare_tensorflow()
-    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
-    from breastcls.model import load_model
-
     host = ensure_host(host)
     host.tta.info(tta)
-    model_path = model_file(model)
-    model_dir = model_path.parent
-    keras_model = load_model(model_path)
-    image_size = _image_size(keras_model)
-    chosen = _evaluation_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
-    class_names = _class_names(
-        model_path, keras_model, chosen.class_names or _labels(chosen.samples)
+    loaded = InferenceModel.load(Path(model))
+    chosen = _evaluation_data(
+        data, loaded.folder.path, loaded.image_size, host, allow_overlap=allow_overlap
     )
-    if chosen.class_names is not None and list(chosen.class_names) != list(class_names):
-        raise ModelLoadError(
-            f"The model {model_path} was trained on classes {list(class_names)} but {data} has "
-            f"{list(chosen.class_names)}: evaluate it on data with the same classes."
-        )
-    out_dir = Path(out_dir or RunFolder(model_dir).evaluation_folder(f"{chosen.name}-{tta}").path)
-    folder = RunFolder(out_dir)
+    loaded = _with_class_names(loaded, chosen, data)
+    out_dir = Path(
+        out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path
+    )
     ensure_writable_dir(out_dir)
-    calibration = calibration_for(
-        model_dir, tta, keras_model=keras_model, class_names=class_names, host=host
-    )
-    probabilities = _predict(
-        keras_model,
-        chosen.samples,
-        class_names,
-        image_size=image_size,
-        batch_size=batch_size,
-        tta=tta,
-        host=host,
-        verbose=verbose,
+    calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
+    probabilities = loaded.raw_probabilities(
+        chosen.samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose
     )
     predictions = apply_calibration(
-        _labelled(chosen.samples, class_names, probabilities, role=chosen.role), calibration
+        loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
     )
-    set_description = (
-        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
-    )
-    write_predictions(predictions, folder.predictions)
-    sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
-    if gradcam:
-        from breastcls.evaluation.gradcam import gradcam_section
-
-        sections.append(gradcam_section(keras_model, predictions, out_dir, image_size=image_size))
-    metrics = metrics_document(sections, predictions, set_description=set_description)
-    atomic_write_json(folder.metrics, metrics)
-    settings = {
-        "model": str(model_path),
-        "data": str(data) if data is not None else f"{chosen.name} set of {model_dir}",
-        "set": metrics["evaluated_on"]["set"],
-        "tta": tta,
-        "image_size": image_size,
-        "class_names": list(class_names),
-        "calibration": calibration.to_dict(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    atomic_write_json(folder.evaluation, settings)
-    report = _write_report(
-        sections,
-        predictions,
+    metrics, report = _write_evaluation(
         out_dir,
-        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {tta})",
-        settings={"evaluation": settings, **_run_settings(model_dir)},
-        calibration=calibration,
-        set_description=set_description,
+        loaded,
+        predictions,
+        calibration,
+        _EvaluationSettings(data=data, chosen=chosen, tta=tta, gradcam=gradcam),
+        host,
     )
     return EvaluationResult(
         out_dir=out_dir,
@@ -563,22 +382,82 @@ def evaluate(
     )
 
 
-def _labels(samples: Sequence[Sample]) -> tuple[str, ...]:
-    return tuple(sorted({s.label for s in samples}))
-
-
-def _class_names(model_path: Path, keras_model: Any, fallback: Sequence[str]) -> tuple[str, ...]:
-    from breastcls.model import model_class_names
-
-    names = model_class_names(model_path)
-    n_outputs = int(keras_model.output_shape[-1])
-    chosen = tuple(names) if names is not None else tuple(fallback)
-    if len(chosen) != n_outputs:
+def _with_class_names(
+    loaded: InferenceModel, chosen: _EvaluationData, data: Path | None
+) -> InferenceModel:
+    """The model with its class names checked against the data's (a bare model file without
+    ``class_names.json`` takes the data's)."""
+    if chosen.class_names is None:
+        return loaded
+    if not loaded.folder.class_names.is_file() and len(chosen.class_names) == len(
+        loaded.class_names
+    ):
+        return dataclasses.replace(loaded, class_names=chosen.class_names)
+    if list(chosen.class_names) != list(loaded.class_names):
         raise ModelLoadError(
-            f"The model {model_path} has {n_outputs} outputs but {len(chosen)} class names "
-            f"({list(chosen)}): put the right class_names.json beside the model."
+            f"The model {loaded.source} was trained on classes {list(loaded.class_names)} but "
+            f"{data} has {list(chosen.class_names)}: evaluate it on data with the same classes."
         )
-    return chosen
+    return loaded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _EvaluationSettings:
+    data: Path | None
+    chosen: _EvaluationData
+    tta: str
+    gradcam: bool
+
+
+def _write_evaluation(
+    out_dir: Path,
+    loaded: InferenceModel,
+    predictions: Predictions,
+    calibration: Calibration,
+    how: _EvaluationSettings,
+    host: PluginHost,
+) -> tuple[dict[str, Any], Path]:
+    """Write an evaluation folder: predictions, metrics, figures, Grad-CAM, settings, report."""
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+
+    folder, chosen = RunFolder(out_dir), how.chosen
+    set_description = (
+        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
+    )
+    write_predictions(predictions, folder.predictions)
+    sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
+    if how.gradcam:
+        from breastcls.evaluation.gradcam import gradcam_section
+
+        sections.append(
+            gradcam_section(
+                loaded.keras_model, predictions, out_dir, image_size=loaded.image_size
+            )
+        )
+    metrics = metrics_document(sections, predictions, set_description=set_description)
+    atomic_write_json(folder.metrics, metrics)
+    model_dir = loaded.folder.path
+    settings = {
+        "model": str(loaded.source),
+        "data": str(how.data) if how.data is not None else f"{chosen.name} set of {model_dir}",
+        "set": metrics["evaluated_on"]["set"],
+        "tta": how.tta,
+        "image_size": loaded.image_size,
+        "class_names": list(loaded.class_names),
+        "calibration": calibration.to_dict(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(folder.evaluation, settings)
+    report = _write_report(
+        sections,
+        predictions,
+        out_dir,
+        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {how.tta})",
+        settings={"evaluation": settings, **_run_settings(model_dir)},
+        calibration=calibration,
+        set_description=set_description,
+    )
+    return metrics, report
 
 
 def _run_settings(model_dir: Path) -> dict[str, Any]:
@@ -717,127 +596,3 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
         training_figures=figures,
         set_description=set_description,
     )
-
-
-def _expand_inputs(inputs: Iterable[Path]) -> list[Path]:
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for directory, subdirectories, names in os.walk(path):
-                subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-                files.extend(
-                    Path(directory, name)
-                    for name in sorted(names)
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-                )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"Input {str(path)!r} does not exist: pass image files or folders.")
-    if not files:
-        raise DataError(
-            f"No image ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
-            f"{', '.join(str(p) for p in inputs)}."
-        )
-    return files
-
-
-def predict(
-    model: Path,
-    inputs: Sequence[Path],
-    *,
-    out: Path,
-    tta: str = "none",
-    batch_size: int = 32,
-    host: PluginHost | None = None,
-    verbose: int = 1,
-) -> PredictResult:
-    """Predict the class of unlabelled images and write one CSV row per image.
-
-    Columns: ``path``, ``patient_id`` and ``magnification`` (parsed from BreakHis file names,
-    empty otherwise), ``predicted`` (the top class), ``p_<class>`` per class and, for each
-    operating threshold chosen on the run's selection set, ``at_<threshold name>``: the
-    positive side (``malignant``; for subtype models the malignant subtypes, scored by the sum
-    of their probabilities) when its score reaches that threshold, else the negative side.
-    The temperature saved beside the model is applied. Images
-    stream through the model in batches; the CSV appears whole at the end (atomically).
-
-    Args:
-        model: A run folder or a ``.keras`` file.
-        inputs: Image files and/or folders (searched recursively).
-        out: The CSV file to write.
-        tta: Test-time augmentation id.
-        batch_size: Images per model call.
-        host: Plugin host (the default host when ``None``).
-        verbose: 1 shows a progress bar.
-
-    Raises:
-        BreastclsError: Missing inputs, unreadable images, unknown TTA, unreadable model.
-    """
-    prepare_tensorflow()
-    from breastcls.data.pipeline import make_dataset
-    from breastcls.evaluation.inference import iter_probabilities
-    from breastcls.model import load_model
-
-    host = ensure_host(host)
-    component = host.tta.get(tta)
-    files = _expand_inputs(inputs)
-    model_path = model_file(model)
-    keras_model = load_model(model_path)
-    image_size = _image_size(keras_model)
-    n_outputs = int(keras_model.output_shape[-1])
-    class_names = _class_names(
-        model_path, keras_model, tuple(f"class_{i}" for i in range(n_outputs))
-    )
-    calibration = calibration_for(
-        model_path.parent, tta, keras_model=keras_model, class_names=class_names, host=host
-    )
-    thresholds = calibration.thresholds
-    positive = positive_group(class_names)
-    samples = [Sample(path=path, label=class_names[0]) for path in files]
-    info = _scan(samples)
-    batches = make_dataset(
-        samples, class_names, image_size=image_size, batch_size=batch_size, image_info=info
-    ).map(lambda images, _: images)
-    ensure_writable_dir(Path(out).parent)
-    with (
-        atomic_path(Path(out)) as temporary,
-        temporary.open("w", newline="", encoding="utf-8") as handle,
-    ):
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(
-            [
-                "path",
-                "patient_id",
-                "magnification",
-                "predicted",
-                *(f"p_{name}" for name in class_names),
-                *(f"at_{name}" for name in thresholds),
-            ]
-        )
-        position = 0
-        for probabilities in iter_probabilities(
-            keras_model, batches, tta=component, total=len(files), verbose=verbose
-        ):
-            if calibration.temperature is not None:
-                probabilities = apply_temperature(probabilities, calibration.temperature)
-            scores = positive.score(probabilities)
-            for row, score in zip(probabilities, scores, strict=True):
-                path = files[position]
-                parsed = parse_breakhis_name(path.name)
-                writer.writerow(
-                    [
-                        str(path),
-                        parsed.patient_id if parsed else "",
-                        parsed.magnification if parsed else "",
-                        class_names[int(np.argmax(row))],
-                        *(repr(float(p)) for p in row),
-                        *(
-                            positive.name if score >= threshold else positive.negative
-                            for threshold in thresholds.values()
-                        ),
-                    ]
-                )
-                position += 1
-    return PredictResult(path=Path(out), n_images=len(files), class_names=class_names)

@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from breastcls.errors import PluginError
-from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
+from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
@@ -20,40 +18,8 @@ __all__ = [
     "compute_metrics",
     "describe_role",
     "metrics_document",
-    "predict_samples",
     "write_predictions",
 ]
-
-
-def predict_samples(
-    model: Any,
-    samples: Sequence[Sample],
-    class_names: Sequence[str],
-    *,
-    image_size: int,
-    batch_size: int,
-    image_info: Any = None,
-    verbose: int = 0,
-    role: DataRole | None = None,
-) -> Predictions:
-    """Run ``model`` on ``samples`` (streamed in batches) and return :class:`Predictions` of
-    the set ``role`` names."""
-    from breastcls.data.pipeline import make_dataset
-
-    dataset = make_dataset(
-        samples, class_names, image_size=image_size, batch_size=batch_size, image_info=image_info
-    )
-    probabilities = model.predict(dataset.map(lambda images, _: images), verbose=verbose)
-    index = {name: i for i, name in enumerate(class_names)}
-    return Predictions(
-        class_names=tuple(class_names),
-        y_true=np.array([index[s.label] for s in samples], dtype=np.int64),
-        probabilities=np.asarray(probabilities, dtype=np.float64),
-        paths=tuple(str(s.path) for s in samples),
-        patient_ids=tuple(s.patient_id for s in samples),
-        magnifications=tuple(s.magnification for s in samples),
-        role=role,
-    )
 
 
 def describe_role(role: DataRole | None) -> str:
