@@ -7,6 +7,9 @@ A :class:`RunConfig` is written to every run folder as ``config.json`` and can b
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,14 +18,19 @@ from breastcls.errors import ConfigError
 
 __all__ = [
     "SPANHOL_REPEATS",
+    "ClassWeight",
     "DataConfig",
+    "Magnification",
     "ModelConfig",
     "Precision",
     "Preprocessing",
     "RunConfig",
     "SplitBy",
     "SplitProtocol",
+    "Task",
     "TrainConfig",
+    "Verbosity",
+    "choices",
 ]
 
 SplitBy = Literal["patient", "image"]
@@ -30,6 +38,74 @@ SplitProtocol = Literal["spanhol"]
 SPANHOL_REPEATS = 5
 Precision = Literal["float32", "mixed"]
 Preprocessing = Literal["backbone", "none"]
+Task = Literal["binary", "subtype"]
+Magnification = Literal[40, 100, 200, 400]
+ClassWeight = Literal["balanced"]
+Verbosity = Literal[0, 1, 2]
+
+
+def choices(config: type[Any], name: str) -> tuple[Any, ...]:
+    """Return the allowed values of a closed-choice field of a configuration class.
+
+    The choices are read from the field's ``Literal`` type, so they are defined once; ``None`` is
+    not listed even where the field accepts it.
+
+    Args:
+        config: A configuration class such as :class:`TrainConfig`.
+        name: One of its fields, e.g. ``"precision"``.
+
+    Raises:
+        ConfigError: The field does not exist or is not a closed choice.
+    """
+    literal = _literal_fields(config).get(name)
+    if literal is None:
+        raise ConfigError(f"{config.__name__}.{name} is not a field with fixed choices.")
+    return literal[0]
+
+
+_LiteralFields = dict[str, tuple[tuple[Any, ...], bool]]
+_LITERAL_FIELDS: dict[type[Any], _LiteralFields] = {}
+
+
+def _literal_fields(config: type[Any]) -> _LiteralFields:
+    """Map each ``Literal`` field of ``config`` to (its choices, whether ``None`` is allowed)."""
+    if config not in _LITERAL_FIELDS:
+        fields: _LiteralFields = {}
+        for name, hint in typing.get_type_hints(config).items():
+            union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+            members = typing.get_args(hint) if union else (hint,)
+            literals = [member for member in members if typing.get_origin(member) is Literal]
+            if literals:
+                values = tuple(value for literal in literals for value in typing.get_args(literal))
+                fields[name] = (values, type(None) in members)
+        _LITERAL_FIELDS[config] = fields
+    return _LITERAL_FIELDS[config]
+
+
+def _check_choices(config: object) -> None:
+    """Raise a :class:`ConfigError` for the first field whose value is not one of its choices."""
+    for name, (allowed, optional) in _literal_fields(type(config)).items():
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        bool_mismatch = isinstance(value, bool) and not any(isinstance(c, bool) for c in allowed)
+        if value in allowed and not bool_mismatch:
+            continue
+        listed = ", ".join(repr(choice) for choice in allowed) + (" or None" if optional else "")
+        close = difflib.get_close_matches(str(value), [str(choice) for choice in allowed], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close and isinstance(value, str) else ""
+        raise ConfigError(
+            f"{type(config).__name__}.{name}={value!r} is not allowed: use one of {listed}.{hint}"
+        )
+
+
+def _check_id(config: object, name: str) -> None:
+    value = getattr(config, name)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{type(config).__name__}.{name}={value!r} must be a registered component id "
+            "(`breastcls plugins` lists them)."
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,13 +152,14 @@ class DataConfig:
     folds: int | None = None
     protocol: SplitProtocol | None = None
     fold: int = 1
-    magnification: int | None = None
-    task: Literal["binary", "subtype"] = "binary"
+    magnification: Magnification | None = None
+    task: Task = "binary"
     skip_bad_images: bool = False
     cache: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        _check_choices(self)
         if not 16 <= self.image_size <= 2048:
             raise ConfigError(
                 f"image_size={self.image_size} is out of range: use a value from 16 to 2048 "
@@ -105,8 +182,12 @@ class DataConfig:
                 f"folds={self.folds} and protocol={self.protocol!r} both choose the splits: "
                 "pass one of them."
             )
-        if self.protocol not in (None, "spanhol"):
-            raise ConfigError(f"protocol={self.protocol!r} is unknown: use 'spanhol'.")
+        if self.split_seed < 0:
+            raise ConfigError(f"split_seed={self.split_seed} must be 0 or more.")
+        if self.group_by is not None and not self.group_by.strip():
+            raise ConfigError("group_by='' names no column: pass a column name or None.")
+        if self.cache is not None and not str(self.cache).strip():
+            raise ConfigError("cache='' is neither 'memory' nor a folder: pass one, or None.")
         runs = self.folds or (SPANHOL_REPEATS if self.protocol else 1)
         if not 1 <= self.fold <= runs:
             raise ConfigError(
@@ -117,11 +198,6 @@ class DataConfig:
             raise ConfigError(
                 f"group_by={self.group_by!r} with split_by='image' contradict each other: "
                 "group_by needs split_by='patient'."
-            )
-        if self.magnification not in (None, 40, 100, 200, 400):
-            raise ConfigError(
-                f"magnification={self.magnification} is not a BreakHis magnification: "
-                "use 40, 100, 200 or 400."
             )
 
 
@@ -148,6 +224,13 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.weights is not None and self.weights.lower() == "none":
             object.__setattr__(self, "weights", None)
+        _check_choices(self)
+        for name in ("backbone", "head", "augmentation"):
+            _check_id(self, name)
+        if self.weights is not None and not self.weights.strip():
+            raise ConfigError(
+                "weights='' is not allowed: use 'imagenet', None or the path of a weights file."
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,7 +246,8 @@ class TrainConfig:
         lr_patience: ReduceLROnPlateau patience, in epochs without a better ``monitor``.
         lr_factor: Factor the learning rate is multiplied by on a plateau.
         min_lr: Lowest learning rate ReduceLROnPlateau goes to.
-        monitor: Metric that drives ReduceLROnPlateau and the best-model checkpoint.
+        monitor: Selection-set metric (``val_`` + a logged metric, such as ``val_accuracy`` or
+            ``val_loss``) that drives ReduceLROnPlateau and the best-model checkpoint.
         seed: Seed of weight init, shuffling and augmentation.
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency).
         precision: ``float32`` or ``mixed`` (float16 on GPU, bfloat16 on CPU).
@@ -186,17 +270,19 @@ class TrainConfig:
     min_lr: float = 1e-7
     monitor: str = "val_accuracy"
     seed: int = 11
-    class_weight: Literal["balanced"] | None = None
+    class_weight: ClassWeight | None = None
     precision: Precision = "float32"
     jit: bool = False
     deterministic: bool = False
-    verbose: int = 1
+    verbose: Verbosity = 1
     tensorboard: bool = False
     devices: int | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.devices, list):  # read back from config.json
             object.__setattr__(self, "devices", tuple(self.devices))
+        _check_choices(self)
+        _check_id(self, "trainer")
         if isinstance(self.devices, bool) or (isinstance(self.devices, int) and self.devices < 1):
             raise ConfigError(f"devices={self.devices!r} must be a count of at least 1.")
         if isinstance(self.devices, tuple) and (
@@ -213,6 +299,21 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate={self.learning_rate} must be positive.")
+        if self.lr_patience < 0:
+            raise ConfigError(f"lr_patience={self.lr_patience} must be 0 or more epochs.")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ConfigError(
+                f"lr_factor={self.lr_factor} must lie strictly between 0 and 1 (the seed uses 0.2)."
+            )
+        if self.min_lr < 0:
+            raise ConfigError(f"min_lr={self.min_lr} must be 0 or more (the seed uses 1e-7).")
+        if not self.monitor.startswith("val_") or self.monitor == "val_":
+            raise ConfigError(
+                f"monitor={self.monitor!r} must be a selection-set metric: 'val_' and a logged "
+                "metric, such as 'val_accuracy' or 'val_loss'."
+            )
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be 0 or more.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,6 +336,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
+        if self.name is not None and (
+            Path(self.name).name != self.name or self.name in ("", ".", "..")
+        ):
+            raise ConfigError(
+                f"name={self.name!r} must be a plain folder name (no path separators); "
+                "pass the parent folder as out_dir."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dictionary of every setting (paths as strings)."""
