@@ -13,7 +13,6 @@ with :func:`resume_cross_validation`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.config import SPANHOL_REPEATS, RunConfig
-from breastcls.data.loading import load_dataset
 from breastcls.data.split import split_for_config
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError
@@ -38,7 +36,15 @@ from breastcls.runs.folder import (
     read_status,
     write_status,
 )
-from breastcls.train import check_resumable, check_run_config, finished_run, resume, train
+from breastcls.train import (
+    ScannedData,
+    check_resumable,
+    check_run_config,
+    finished_run,
+    resume,
+    scan_data,
+    train,
+)
 
 __all__ = [
     "CrossValidationResult",
@@ -144,14 +150,14 @@ def aggregate_metrics(
     return summary
 
 
-def _check_splits(config: RunConfig, host: PluginHost, count: int) -> None:
+def _check_splits(scanned: ScannedData, config: RunConfig, count: int) -> None:
     """Fail before any folder is created when some fold cannot be split."""
-    dataset = load_dataset(config.data, host=host)
+    class_names = scanned.dataset.class_names
     for fold in range(1, count + 1):
         data = dataclasses.replace(config.data, fold=fold)
-        split = split_for_config(dataset.samples, data)
+        split = split_for_config(scanned.samples, data)
         for role, part in split.parts():
-            missing = sorted(set(dataset.class_names) - {s.label for s in part})
+            missing = sorted(set(class_names) - {s.label for s in part})
             if missing:
                 raise DataError(
                     f"Fold {fold} of {count}: the {role.label} has no image of class(es) "
@@ -186,7 +192,8 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
             "spanhol); use breastcls.train for a single split."
         )
     check_run_config(config, host)
-    _check_splits(config, host, count)
+    scanned = scan_data(config, host=host)
+    _check_splits(scanned, config, count)
     stem = f"{config.model.backbone}-" + (
         f"{count}fold" if config.data.folds else str(config.data.protocol)
     )
@@ -194,7 +201,7 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
     atomic_write_json(
         RunFolder(run_dir).cross_validation, {"folds": count, "config": config.to_dict()}
     )
-    return _run_folds(run_dir, config, count, host)
+    return _run_folds(run_dir, config, count, host, scanned)
 
 
 def resume_cross_validation(
@@ -224,36 +231,38 @@ def resume_cross_validation(
             " pass the folder `breastcls train --folds/--protocol` created."
         )
     check_resumable(run_dir)
-    raw = json.loads(record.read_text(encoding="utf-8"))
-    return _run_folds(
-        run_dir, RunConfig.from_dict(raw["config"]), int(raw["folds"]), ensure_host(host)
-    )
+    raw = RunFolder(run_dir).read_record(record)
+    config = RunConfig.from_dict(raw["config"])
+    host = ensure_host(host)
+    return _run_folds(run_dir, config, int(raw["folds"]), host, scan_data(config, host=host))
 
 
-def _fold(run_dir: Path, config: RunConfig, fold: int, host: PluginHost) -> RunResult:
+def _fold(
+    run_dir: Path, config: RunConfig, fold: int, host: PluginHost, scanned: ScannedData
+) -> RunResult:
     """Train fold ``fold`` into ``<run>/fold-<fold>``, or continue or reuse what is there."""
     fold_dir = run_dir / RunFolder.fold_name(fold)
     if RunFolder(fold_dir).config.is_file():
         if read_status(fold_dir).get("status") == "finished":
-            return finished_run(fold_dir, host=host)
-        return resume(fold_dir, host=host)
+            return finished_run(fold_dir, host=host, scanned=scanned)
+        return resume(fold_dir, host=host, scanned=scanned)
     fold_config = dataclasses.replace(
         config,
         data=dataclasses.replace(config.data, fold=fold),
         out_dir=run_dir,
         name=RunFolder.fold_name(fold),
     )
-    return train(fold_config, host=host)
+    return train(fold_config, host=host, scanned=scanned)
 
 
 def _run_folds(
-    run_dir: Path, config: RunConfig, count: int, host: PluginHost
+    run_dir: Path, config: RunConfig, count: int, host: PluginHost, scanned: ScannedData
 ) -> CrossValidationResult:
     write_status(run_dir, "running")
     results: list[RunResult] = []
     try:
         for fold in range(1, count + 1):
-            results.append(_fold(run_dir, config, fold, host))
+            results.append(_fold(run_dir, config, fold, host, scanned))
     except BaseException as error:
         reason = (
             str(error) if isinstance(error, BreastclsError) else f"{type(error).__name__}: {error}"

@@ -28,7 +28,7 @@ from breastcls.distribute import (
 )
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
-from breastcls.interfaces import DataRole, Sample, SkippedFile
+from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
@@ -66,11 +66,26 @@ class PreparedData:
     data_check: DataReport | None = None
 
 
-def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> PreparedData:
-    """Load, check (decode every image once) and split the data of ``config``.
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ScannedData:
+    """A dataset loaded and decoded once, before it is split: every fold of a cross-validation
+    reuses it.
 
-    The full :func:`~breastcls.check_data` report (duplicates and patients across the split,
-    suspicious files) is kept in ``data_check``; only unreadable files stop training.
+    Attributes:
+        dataset: The dataset as its format read it.
+        samples: Its readable images.
+        image_info: What decoding each readable image found.
+        bad: The unreadable images (only with ``skip_bad_images``).
+    """
+
+    dataset: Dataset
+    samples: tuple[Sample, ...]
+    image_info: dict[Path, ImageInfo]
+    bad: tuple[SkippedFile, ...]
+
+
+def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedData:
+    """Load the data of ``config`` and decode every image once.
 
     Raises:
         DataError: The data is unusable, or holds unreadable images and
@@ -84,16 +99,39 @@ def prepare_data(config: RunConfig, *, host: PluginHost | None = None) -> Prepar
             "--skip-bad-images to train without them (they are listed in the run folder)."
         )
     bad_paths = {item.path for item in bad}
-    samples = tuple(s for s in dataset.samples if s.path not in bad_paths)
-    split = split_for_config(samples, config.data)
-    check_split(split, dataset.class_names, image_info, config.data)
-    return PreparedData(
-        class_names=dataset.class_names,
-        split=split,
+    return ScannedData(
+        dataset=dataset,
+        samples=tuple(s for s in dataset.samples if s.path not in bad_paths),
         image_info=image_info,
-        skipped=dataset.skipped,
         bad=tuple(bad),
-        data_check=check_dataset(dataset, config.data, image_info=image_info, unreadable=bad),
+    )
+
+
+def prepare_data(
+    config: RunConfig, *, host: PluginHost | None = None, scanned: ScannedData | None = None
+) -> PreparedData:
+    """Split the data of ``config`` into its roles, after loading and decoding it
+    (:func:`scan_data`) unless ``scanned`` already holds it.
+
+    The full :func:`~breastcls.check_data` report (duplicates and patients across the split,
+    suspicious files) is kept in ``data_check``; only unreadable files stop training.
+
+    Raises:
+        DataError: The data is unusable, holds unreadable images and
+            ``config.data.skip_bad_images`` is false, or cannot be split.
+    """
+    scanned = scanned or scan_data(config, host=host)
+    split = split_for_config(scanned.samples, config.data)
+    check_split(split, scanned.dataset.class_names, scanned.image_info, config.data)
+    return PreparedData(
+        class_names=scanned.dataset.class_names,
+        split=split,
+        image_info=scanned.image_info,
+        skipped=scanned.dataset.skipped,
+        bad=scanned.bad,
+        data_check=check_dataset(
+            scanned.dataset, config.data, image_info=scanned.image_info, unreadable=scanned.bad
+        ),
     )
 
 
@@ -205,7 +243,9 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
         )
 
 
-def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
+def train(
+    config: RunConfig, *, host: PluginHost | None = None, scanned: ScannedData | None = None
+) -> RunResult:
     """Train a model as ``config`` says and write a complete run folder.
 
     The data is split into training, selection and test sets (:mod:`breastcls.data.split`):
@@ -224,6 +264,8 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     Args:
         config: The run configuration.
         host: Plugin host (the default host with every installed plugin when ``None``).
+        scanned: The data of ``config``, already loaded and decoded (:func:`scan_data`);
+            cross-validation passes the same to every fold.
 
     Returns:
         The run's folder, history and metrics (test set, see ``RunResult.role``).
@@ -239,7 +281,7 @@ def train(config: RunConfig, *, host: PluginHost | None = None) -> RunResult:
     out_dir = worker_out_dir(config.out_dir)
     check_writable_dir(out_dir)
     check_free_space(out_dir, needed_bytes=_MIN_FREE_BYTES)
-    data = prepare_data(config, host=host)
+    data = prepare_data(config, host=host, scanned=scanned)
     check_devices(config.train.devices)
     run_dir = create_run_dir(out_dir, config.name, default_stem=config.model.backbone)
     return _train_recording_status(run_dir, config, data, host, resume_from=None)
@@ -287,7 +329,9 @@ def _record_status(run_dir: Path, status: RunStatus, reason: str) -> None:
         write_status(run_dir, status, reason=reason)
 
 
-def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
+def resume(
+    run_dir: Path, *, host: PluginHost | None = None, scanned: ScannedData | None = None
+) -> RunResult:
     """Continue a run that was killed or interrupted, from its last completed epoch.
 
     The run's own ``config.json`` is used. Training goes on with the saved model, optimizer
@@ -299,6 +343,7 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
     Args:
         run_dir: The run folder.
         host: Plugin host (the default host when ``None``).
+        scanned: The run's data, already loaded and decoded (:func:`scan_data`).
 
     Returns:
         The completed run, as :func:`train` returns it.
@@ -321,7 +366,7 @@ def resume(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
     host = ensure_host(host)
     config = read_run_config(run_dir)
     state = read_train_state(run_dir)
-    data = prepare_data(config, host=host)
+    data = prepare_data(config, host=host, scanned=scanned)
     _check_same_data(run_dir, data)
     check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
     prepare_resume(run_dir, state)
@@ -348,7 +393,9 @@ def check_resumable(run_dir: Path) -> None:
         )
 
 
-def finished_run(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
+def finished_run(
+    run_dir: Path, *, host: PluginHost | None = None, scanned: ScannedData | None = None
+) -> RunResult:
     """Return the result of a finished run folder, read back from its files.
 
     Raises:
@@ -357,7 +404,7 @@ def finished_run(run_dir: Path, *, host: PluginHost | None = None) -> RunResult:
     from breastcls.evaluation.evaluate import read_run_evaluation
 
     config = read_run_config(run_dir)
-    _check_same_data(run_dir, prepare_data(config, host=ensure_host(host)))
+    _check_same_data(run_dir, prepare_data(config, host=ensure_host(host), scanned=scanned))
     state = read_train_state(run_dir)
     evaluation = read_run_evaluation(run_dir)
     return RunResult(
@@ -532,12 +579,14 @@ def _run_callbacks(
     import keras
 
     from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
+    from breastcls.progress import progress_callbacks
 
     callbacks = [
         HistoryWriter(RunFolder(run_dir).history, rows=checkpoint.history),
         checkpoint,
         HookForwarder(host, run_dir),
         EpochCounter(epoch_variable),
+        *progress_callbacks(run_dir, config),  # to the caller's progress display, if any
     ]
     if config.train.tensorboard:
         callbacks.append(
