@@ -144,7 +144,8 @@ def work(
 
     Unless ``gpu``, the process sees no GPU, so that CPU figures stay CPU figures on a machine
     with a GPU. With ``tf_defaults`` it runs on TensorFlow's default CPU allocator, as the seed's
-    script does; otherwise on the BFC allocator that ``import breastcls`` selects.
+    script does; otherwise on the BFC allocator that breastcls' entry points select
+    (:func:`breastcls.environment.prepare_tensorflow`).
     """
     command = [sys.executable, "-m", "benchmarks.workers", task, json.dumps(arguments)]
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))

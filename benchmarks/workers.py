@@ -17,7 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from breastcls.environment import prepare_tensorflow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# breastcls' own entry points choose TensorFlow's BFC CPU allocator before TensorFlow starts;
+# these measurements drive its pieces directly, so they choose it here, as the CLI does.
+prepare_tensorflow()
 
 DATA = Path(
     os.environ.get(
@@ -91,7 +96,7 @@ def _check_full_batches(images: int, warmup: int, steps: int, batch: int) -> Non
 
 
 def _seed_backbone(name: str, size: int) -> Any:
-    from breastcls import PluginHost
+    from breastcls.plugins import PluginHost
 
     return PluginHost().backbones.get(name).build(input_shape=(size, size, 3), weights=None)
 
@@ -191,7 +196,9 @@ def task_train(
             flow, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer.callback]
         )
     else:
-        from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
+        from breastcls import ModelConfig, TrainConfig
+        from breastcls.model import build_model
+        from breastcls.plugins import PluginHost
 
         _check_full_batches(len(samples), warmup, steps, batch)
         host = PluginHost()
@@ -314,7 +321,9 @@ def task_rss(pipeline: str, n: int, size: int, steps: int) -> dict[str, Any]:
     """
     import keras
 
-    from breastcls import ModelConfig, PluginHost, TrainConfig, build_model
+    from breastcls import ModelConfig, TrainConfig
+    from breastcls.model import build_model
+    from breastcls.plugins import PluginHost
 
     samples, class_names = _samples(n)
     keras.utils.set_random_seed(11)
@@ -373,10 +382,12 @@ def task_infer(backbone: str, size: int, n: int, batch: int, rounds: int = 1) ->
     batch (which traces the graph). The two passes run ``rounds`` times in turn and each keeps
     its best, so that both get the same chances of a quiet moment on a shared machine.
     """
-    from breastcls import ModelConfig, PluginHost, build_model
+    from breastcls import ModelConfig
     from breastcls.data.images import scan_samples
     from breastcls.data.pipeline import make_dataset
     from breastcls.evaluation.inference import iter_probabilities
+    from breastcls.model import build_model
+    from breastcls.plugins import PluginHost
 
     host = PluginHost()
     samples, class_names = _samples(n)

@@ -57,6 +57,6 @@ def small_breakhis(tmp_path: Path, breakhis_dev: Path) -> Path:
 @pytest.fixture()
 def host() -> Iterator[object]:
     """A fresh plugin host with the installed plugins (no state shared between tests)."""
-    from breastcls import PluginHost
+    from breastcls.plugins import PluginHost
 
     yield PluginHost()

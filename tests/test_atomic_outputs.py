@@ -20,6 +20,7 @@ import breastcls
 from _runs import completed_epochs, read_history, run_cli, tiny_train_options
 from breastcls import DataConfig, ModelConfig, OutputError, RunConfig, TrainConfig
 from breastcls.model import load_checkpoint, load_model
+from breastcls.runs import list_runs
 
 # Runs breastcls with keras.Model.save dying halfway through the third checkpoint: the file
 # being written is cut to half its size, then the process kills itself with SIGKILL.
@@ -93,7 +94,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_only_loadable_files(
     assert state["completed_epochs"] == 2
     kept = {f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").glob("epoch-*.keras")}
     assert kept == {state["checkpoint"], state["best_checkpoint"]}
-    (listed,) = breastcls.list_runs(out)
+    (listed,) = list_runs(out)
     assert listed.status == "killed" and listed.epochs >= 2
 
     log = tmp_path / "resume.log"
@@ -103,7 +104,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_only_loadable_files(
     for path in run_dir.rglob("*"):
         if path.is_file():
             check_loadable(path)
-    (listed,) = breastcls.list_runs(out)
+    (listed,) = list_runs(out)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert listed.status == "finished" and listed.epochs == 4
     assert listed.val_accuracy == pytest.approx(metrics["classification"]["accuracy"])

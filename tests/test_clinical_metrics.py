@@ -17,7 +17,6 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from breastcls import Predictions
 from breastcls.builtin.clinical_metrics import (
     BootstrapMetric,
     CalibrationMetric,
@@ -39,6 +38,7 @@ from breastcls.evaluation.clinical import (
     positive_class_index,
     positive_group,
 )
+from breastcls.interfaces import Predictions
 
 SUBTYPES = ("A", "DC", "F", "LC", "MC", "PC", "PT", "TA")  # the subtask's sorted class names
 MALIGNANT = (1, 3, 4, 5)  # DC, LC, MC, PC

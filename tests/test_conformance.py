@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from breastcls import KerasBackbone, MetricSection, PluginHost, Predictions
+from breastcls import KerasBackbone
+from breastcls.interfaces import MetricSection, Predictions
+from breastcls.plugins import PluginHost
 from breastcls.registry import ComponentInfo
 from breastcls.testing import (
     ConformanceError,

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import breastcls
-from breastcls import DataConfig, DataError, check_data, decode_image, load_dataset, read_manifest
-from breastcls.data.images import inspect_image, scan_samples
+from breastcls import DataConfig, DataError, check_data, load_dataset
+from breastcls.data.check import DataReport
+from breastcls.data.images import decode_image, inspect_image, scan_samples
+from breastcls.data.manifest import ManifestFormat, read_manifest
 
 RED = (200, 30, 40)
 BLUE = (30, 40, 200)
@@ -36,7 +37,7 @@ def _dataset(root: Path, per_class: int = 3) -> Path:
     return root
 
 
-def _reasons(report: breastcls.DataReport) -> dict[str, str]:
+def _reasons(report: DataReport) -> dict[str, str]:
     return {item.path.name: item.reason for item in (*report.unreadable, *report.skipped)}
 
 
@@ -362,9 +363,7 @@ def test_manifest_with_an_unknown_label(data: Path) -> None:
     with pytest.raises(DataError, match=r"unknown label\(s\): line 7: 'malgnant' \(allowed: "):
         read_manifest(path, labels=("benign", "malignant"))
     with pytest.raises(DataError, match="unknown label"):
-        breastcls.ManifestFormat(labels=("benign", "malignant")).load(
-            path, config=DataConfig(path=path)
-        )
+        ManifestFormat(labels=("benign", "malignant")).load(path, config=DataConfig(path=path))
 
 
 @pytest.mark.parametrize("escaping", ["../outside.png", "/etc/passwd", "benign/../../x.png"])

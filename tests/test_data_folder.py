@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastcls import DataConfig, DataError, load_dataset, parse_breakhis_name, split_samples
-from breastcls.data.breakhis import accession_number
+from breastcls import DataConfig, DataError, load_dataset
+from breastcls.data.breakhis import accession_number, parse_breakhis_name
+from breastcls.data.split import split_samples
 
 
 def test_the_real_folder_loads_with_patients_from_breakhis_names(breakhis_dev: Path) -> None:

@@ -57,7 +57,7 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
-        ["evaluate", "--model", str(run), "--data", str(data), "--tta", "d8", "--out", str(out)],
+        ["evaluate", str(run), "--data", str(data), "--tta", "d8", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
     images = sorted(data.glob("*/*.png"))
@@ -109,7 +109,7 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
 
 def test_evaluate_defaults_to_the_run_validation_split(data_and_run: tuple[Path, Path]) -> None:
     _, run = data_and_run
-    result = runner.invoke(app, ["evaluate", "--model", str(run), "--no-gradcam"])
+    result = runner.invoke(app, ["evaluate", str(run), "--no-gradcam"])
     assert result.exit_code == 0, result.output
     out = run / "evaluations" / "validation-none"
     with (run / "split.csv").open() as handle:
@@ -130,10 +130,9 @@ def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_
         app,
         [
             "predict",
+            str(run / "best.keras"),
             str(data / "malignant"),
             str(one_file),
-            "--model",
-            str(run / "best.keras"),
             "--out",
             str(out),
             "--batch-size",
@@ -179,19 +178,19 @@ def test_report_rebuilds_from_saved_predictions(data_and_run: tuple[Path, Path])
 
 def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = data_and_run
-    result = runner.invoke(app, ["evaluate", "--model", str(run), "--tta", "d9"])
+    result = runner.invoke(app, ["evaluate", str(run), "--tta", "d9"])
     assert result.exit_code == 2
     assert "Unknown tta 'd9'" in result.output and "d8" in result.output
-    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nope")])
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = runner.invoke(app, ["predict", str(tmp_path / "nothing"), "--model", str(run)])
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "does not exist" in result.output
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "predictions.csv" in result.output
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "scan.png").write_text("not an image")
-    result = runner.invoke(app, ["predict", str(corrupt), "--model", str(run), "--out", "p.csv"])
+    result = runner.invoke(app, ["predict", str(run), str(corrupt), "--out", "p.csv"])
     assert result.exit_code == 2
     assert (
         "1 unreadable image(s): " + str(corrupt / "scan.png") + ": not a readable image (unknown "
@@ -200,7 +199,7 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     # A folder without best.keras: a run that saved no model, or a cross-validation run.
     unsaved = tmp_path / "unsaved"
     unsaved.mkdir()
-    result = runner.invoke(app, ["evaluate", "--model", str(unsaved)])
+    result = runner.invoke(app, ["evaluate", str(unsaved)])
     assert result.exit_code == 2 and "holds no best.keras" in result.output
     (unsaved / "cross_validation.json").write_text("{}")
     shutil.copytree(run, unsaved / "fold-2")
@@ -214,8 +213,8 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     bare.mkdir()
     for name in ("best.keras", "class_names.json"):
         shutil.copy(run / name, bare / name)
-    result = runner.invoke(app, ["evaluate", "--model", str(bare / "best.keras")])
+    result = runner.invoke(app, ["evaluate", str(bare / "best.keras")])
     assert result.exit_code == 2 and "no split.csv" in result.output
     (bare / "temperature.json").write_text('{"temperature": -1}')
-    result = runner.invoke(app, ["predict", str(run / "accuracy.png"), "--model", str(bare)])
+    result = runner.invoke(app, ["predict", str(bare), str(run / "accuracy.png")])
     assert result.exit_code == 2 and "temperature.json" in result.output

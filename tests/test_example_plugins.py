@@ -120,7 +120,7 @@ def test_train_and_evaluate_with_resnet50_and_the_metric_plugin(
 
     evaluation = tmp_path / "evaluation"
     result = _breastcls(
-        site, "evaluate", "--model", str(run_dir), "--data", str(small_breakhis),
+        site, "evaluate", str(run_dir), "--data", str(small_breakhis),
         "--out", str(evaluation), "--no-gradcam",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls import hookimpl
+from breastcls.data.images import decode_image
 from breastcls.export import EXPORT_TOLERANCE, run_exported
+from breastcls.plugins import PluginHost
 from breastcls.testing import isolated_host
 from conftest import copy_patients
 
@@ -65,7 +67,7 @@ def _real_batch(run_dir: Path) -> npt.NDArray[np.float32]:
     import cv2
 
     paths = [line.split(",")[0] for line in (run_dir / "split.csv").read_text().splitlines()[1:]]
-    images = [cv2.resize(breastcls.decode_image(Path(p)), (IMAGE_SIZE, IMAGE_SIZE)) for p in paths]
+    images = [cv2.resize(decode_image(Path(p)), (IMAGE_SIZE, IMAGE_SIZE)) for p in paths]
     return np.asarray(images[:6], dtype=np.float32)
 
 
@@ -159,9 +161,7 @@ def test_cli_export_and_its_errors(
     assert (tmp_path / "model.tflite").stat().st_size > 0
     bad = runner.invoke(app, ["export", str(run_dir), "--format", "pickle", "--out", str(tmp_path)])
     assert bad.exit_code == 2
-    assert "Export format 'pickle' is unknown: use one of keras, savedmodel, onnx, tflite" in (
-        bad.output
-    )
+    assert "Invalid value for '--format'" in bad.output
     missing = runner.invoke(app, ["export", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert "does not exist" in missing.output
@@ -174,7 +174,7 @@ def _another_run(
     *,
     augmentation: str = "default",
     precision: Literal["float32", "mixed"] = "float32",
-    host: breastcls.PluginHost,
+    host: PluginHost,
 ) -> Path:
     """Train one epoch on the data of the run ``source`` into ``out_dir/run``."""
     config = breastcls.RunConfig(

@@ -17,7 +17,6 @@ from _runs import read_history, run_cli, start_cli, tiny_train_options, wait_for
 from breastcls import (
     DataConfig,
     ModelConfig,
-    PluginHost,
     PluginRegistry,
     RunConfig,
     TrainConfig,
@@ -26,6 +25,8 @@ from breastcls import (
     hookimpl,
 )
 from breastcls.builtin.trainer import KerasTrainer
+from breastcls.plugins import PluginHost
+from breastcls.runs import list_runs
 
 
 class PoisonedTrainer:
@@ -116,7 +117,7 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path
         f"interrupted after {state['completed_epochs']} completed epoch(s); continue with "
         f"`breastcls train --resume {run_dir}`"
     )
-    (listed,) = breastcls.list_runs(out)
+    (listed,) = list_runs(out)
     assert listed.status == "interrupted"
 
     assert run_cli(["train", "--resume", str(run_dir)], tmp_path / "resume.log") == 0

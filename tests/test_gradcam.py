@@ -159,7 +159,8 @@ def test_the_explained_score_is_the_pre_softmax_logit(dtype_policy: str) -> None
 
 
 def test_breastcls_model_uses_its_backbone_whatever_its_name() -> None:
-    from breastcls import ModelConfig, build_model
+    from breastcls import ModelConfig
+    from breastcls.model import build_model
 
     model = build_model(
         ModelConfig(backbone="smallcnn", weights=None, augmentation="none"),

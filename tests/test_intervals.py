@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from breastcls import Predictions
 from breastcls.builtin.clinical_metrics import (
     BootstrapMetric,
     MagnificationMetric,
@@ -26,6 +25,7 @@ from breastcls.evaluation.clinical import (
     percentile_interval,
     stratified_resampling,
 )
+from breastcls.interfaces import Predictions
 
 HERE = Path(".")
 

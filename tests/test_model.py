@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastcls import ConfigError, ModelConfig, PluginHost, build_model, load_model
+from breastcls import ConfigError, ModelConfig, load_model
+from breastcls.model import build_model
+from breastcls.plugins import PluginHost
 
 
 def test_densenet201_with_seed_head_has_the_documented_parameter_count(host: PluginHost) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from breastcls import DataConfig, decode_image, load_dataset
-from breastcls.data.images import scan_samples
+from breastcls import DataConfig, load_dataset
+from breastcls.data.images import decode_image, scan_samples
 from breastcls.data.pipeline import make_dataset
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from breastcls import PluginHost, UnknownComponentError, hookimpl
+from breastcls import UnknownComponentError, hookimpl
+from breastcls.plugins import PluginHost
 
 
 class _EpochListener:

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 import breastcls
-from breastcls import DuplicateComponentError, PluginError, PluginHost, hookimpl
+from breastcls import DuplicateComponentError, PluginError, hookimpl
+from breastcls.plugins import PluginHost
 
 BUILTIN_IDS = {
     "backbone": {"densenet201", "mobilenetv3small", "efficientnetb0", "smallcnn"},
@@ -101,7 +102,7 @@ def test_lifecycle_hooks_reach_plugins(tmp_path: object) -> None:
 
 def test_importing_breastcls_does_not_import_tensorflow() -> None:
     code = (
-        "import sys, breastcls; breastcls.PluginHost(); "
+        "import sys, breastcls; from breastcls.plugins import PluginHost; PluginHost(); "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from breastcls import ConfigError, DuplicateComponentError, Registry, UnknownComponentError
+from breastcls import ConfigError, DuplicateComponentError, UnknownComponentError
+from breastcls.registry import Registry
 
 
 def make_registry() -> Registry[str]:

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastcls import MetricSection, PluginHost, Predictions, hookimpl
+from breastcls import hookimpl
 from breastcls.evaluation.metrics import compute_metrics
 from breastcls.evaluation.report import data_summary, render_report
+from breastcls.interfaces import MetricSection, Predictions
+from breastcls.plugins import PluginHost
 
 EVIL = "<script>alert('x')</script>"
 

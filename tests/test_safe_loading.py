@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import breastcls
 from breastcls import ModelConfig, ModelLoadError
 from breastcls.cli.app import app
+from breastcls.model import build_model
 
 
 def _one_line_error(args: list[str], *fragments: str) -> str:
@@ -28,9 +29,7 @@ def _one_line_error(args: list[str], *fragments: str) -> str:
 @pytest.fixture()
 def run_dir(tmp_path: Path) -> Path:
     """A run folder holding an (untrained) benign/malignant smallcnn model."""
-    model = breastcls.build_model(
-        ModelConfig(backbone="smallcnn", weights=None), n_classes=2, image_size=32
-    )
+    model = build_model(ModelConfig(backbone="smallcnn", weights=None), n_classes=2, image_size=32)
     folder = tmp_path / "run"
     folder.mkdir()
     model.save(folder / "best.keras")
@@ -58,7 +57,7 @@ def test_a_lambda_layer_is_refused_by_safe_mode(tmp_path: Path, small_breakhis: 
     with pytest.raises(ModelLoadError, match=r"Lambda layer\) that safe mode refuses"):
         breastcls.load_model(path)
     _one_line_error(
-        ["evaluate", "--model", str(path), "--data", str(small_breakhis)],
+        ["evaluate", str(path), "--data", str(small_breakhis)],
         "lambda.keras",
         "safe mode",
     )
@@ -86,7 +85,7 @@ def test_a_layer_from_a_missing_plugin_is_named(
     message = str(caught.value)
     assert "StainNormalisation (registered by 'acme_stain')" in message
     assert "install the breastcls plugin acme_stain" in message
-    _one_line_error(["evaluate", "--model", str(path)], "acme_stain", "StainNormalisation")
+    _one_line_error(["evaluate", str(path)], "acme_stain", "StainNormalisation")
 
 
 def test_a_model_trained_on_other_classes_is_refused(run_dir: Path, renamed_classes: Path) -> None:
@@ -96,7 +95,7 @@ def test_a_model_trained_on_other_classes_is_refused(run_dir: Path, renamed_clas
     with pytest.raises(ModelLoadError, match=r"\['normal', 'tumour'\]"):
         breastcls.evaluate(run_dir, data=renamed_classes, verbose=0)
     _one_line_error(
-        ["evaluate", "--model", str(run_dir), "--data", str(renamed_classes)],
+        ["evaluate", str(run_dir), "--data", str(renamed_classes)],
         "trained on classes ['benign', 'malignant']",
         "['normal', 'tumour']",
     )

@@ -22,10 +22,8 @@ from breastcls import (
     DataConfig,
     ModelConfig,
     ModelLoadError,
-    PluginHost,
     RunConfig,
     TrainConfig,
-    build_model,
     evaluate,
     hookimpl,
     load_dataset,
@@ -35,7 +33,8 @@ from breastcls import (
 )
 from breastcls.data.images import scan_samples
 from breastcls.data.pipeline import make_dataset
-from breastcls.model import load_checkpoint
+from breastcls.model import build_model, load_checkpoint
+from breastcls.plugins import PluginHost
 from breastcls.testing import isolated_host
 
 
@@ -300,17 +299,3 @@ def test_the_augmented_training_step_is_traced_once_per_run(
     # Keras' symbolic build and one trace of the training step; the partial last batch of each
     # epoch and the later epochs reuse it (a retrace would call the augmentation again).
     assert len(traced) == 2
-
-
-@pytest.mark.parametrize(("user_value", "expected"), [(None, "true"), ("false", "false")])
-def test_importing_breastcls_selects_the_bfc_cpu_allocator_unless_the_user_chose(
-    user_value: str | None, expected: str
-) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
-    if user_value is not None:
-        env["TF_CPU_ALLOCATOR_USE_BFC"] = user_value
-    code = "import os, breastcls; print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'])"
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert done.stdout.strip() == expected

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from breastcls import PluginHost, hookimpl
+from breastcls import hookimpl
+from breastcls.plugins import PluginHost
 from breastcls.registry import PluginRegistry
 from breastcls.testing import check_dataset_format
 

@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import breastcls
+from breastcls.interfaces import MetricSection, Predictions
 
 TRACKING_ENV = "BREASTCLS_TRACKING_FILE"
 
 
-def agreement_metric(
-    predictions: breastcls.Predictions, *, out_dir: Path
-) -> breastcls.MetricSection:
+def agreement_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
     """Matthews correlation coefficient and Cohen's kappa of the arg-max predictions."""
     from sklearn.metrics import cohen_kappa_score, matthews_corrcoef
 
     y_true, y_pred = predictions.y_true, predictions.y_pred
     labels = list(range(len(predictions.class_names)))
-    return breastcls.MetricSection(
+    return MetricSection(
         name="agreement",
         title="Agreement beyond chance",
         values={

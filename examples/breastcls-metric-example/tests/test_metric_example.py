@@ -10,7 +10,8 @@ import breastcls_metric_example
 import numpy as np
 import pytest
 
-from breastcls import PluginHost, Predictions
+from breastcls.interfaces import Predictions
+from breastcls.plugins import PluginHost
 from breastcls.testing import check_metric
 
 pytest_plugins = ["breastcls.testing.fixtures"]

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import breastcls_resnet50
 
-from breastcls import KerasBackbone, PluginHost
+from breastcls import KerasBackbone
+from breastcls.plugins import PluginHost
 from breastcls.testing import check_backbone
 
 pytest_plugins = ["breastcls.testing.fixtures"]

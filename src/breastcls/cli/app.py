@@ -16,6 +16,7 @@ from breastcls.cli.predict import predict_command
 from breastcls.cli.report import report_command
 from breastcls.cli.runs import runs_command
 from breastcls.cli.train import train_command
+from breastcls.environment import prepare_tensorflow
 
 app = typer.Typer(
     name="breastcls",
@@ -54,4 +55,6 @@ def main() -> None:
     """Console-script entry point."""
     # TensorFlow reads this when it starts, so it is set before any command imports it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Likewise the allocator (importing breastcls itself changes nothing in the process).
+    prepare_tensorflow()
     app()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from breastcls.cli.common import reports_errors
+from breastcls.cli.defaults import DATA
+from breastcls.config import Magnification
 
 EXIT_DATA_ERRORS = 1
 
@@ -32,18 +35,18 @@ def check_command(
     group_by: Annotated[
         str | None,
         typer.Option(help="Group by this column instead of patient_id (e.g. a biopsy column)."),
-    ] = None,
+    ] = DATA.group_by,
     magnification: Annotated[
-        int | None,
-        typer.Option(help="Check only images at this magnification (40, 100, 200, 400)."),
-    ] = None,
-    split_seed: Annotated[int, typer.Option(help="Seed of the split checked.")] = 11,
+        Magnification | None,
+        typer.Option(help="Check only images at this magnification (default: all)."),
+    ] = DATA.magnification,
+    split_seed: Annotated[int, typer.Option(help="Seed of the split checked.")] = DATA.split_seed,
     test_fraction: Annotated[
         float, typer.Option(help="Share of patients held out as the test set (0: none).")
-    ] = 0.2,
+    ] = DATA.test_fraction,
     selection_fraction: Annotated[
         float, typer.Option(help="Share of the rest held out as the selection set.")
-    ] = 0.2,
+    ] = DATA.selection_fraction,
 ) -> None:
     """Count, decode and hash every image; report bad files, duplicates and patient leaks.
 
@@ -64,6 +67,6 @@ def check_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        typer.echo(format_report(report))
+        typer.echo(format_report(report, width=shutil.get_terminal_size().columns))
     if not report.ok:
         raise typer.Exit(EXIT_DATA_ERRORS)

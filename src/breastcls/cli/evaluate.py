@@ -12,7 +12,9 @@ from breastcls.cli.common import reports_errors
 
 @reports_errors
 def evaluate_command(
-    model: Annotated[Path, typer.Option(help="Run folder (holding best.keras) or a .keras file.")],
+    model: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
+    ],
     data: Annotated[
         Path | None,
         typer.Option(

@@ -8,14 +8,20 @@ from typing import Annotated
 import typer
 
 from breastcls.cli.common import reports_errors
+from breastcls.export import ExportFormat
 
 
 @reports_errors
 def export_command(
-    run: Annotated[Path, typer.Argument(help="Run folder whose best.keras is exported.")],
+    run: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run folder whose best.keras is exported.")
+    ],
     format: Annotated[
-        str,
-        typer.Option("--format", help="keras, savedmodel, onnx (needs the onnx extra) or tflite."),
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="keras, savedmodel (TensorFlow Serving), onnx (needs the onnx extra) or tflite.",
+        ),
     ] = "keras",
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: RUN/export/FORMAT).")

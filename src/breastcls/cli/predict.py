@@ -12,8 +12,12 @@ from breastcls.cli.common import reports_errors
 
 @reports_errors
 def predict_command(
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
-    model: Annotated[Path, typer.Option(help="Run folder (holding best.keras) or a .keras file.")],
+    model: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
+    ],
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="IMAGES", help="Image files and/or folders.")
+    ],
     out: Annotated[Path, typer.Option(help="The CSV file to write.")] = Path("predictions.csv"),
     tta: Annotated[
         str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
@@ -23,5 +27,5 @@ def predict_command(
     """Predict the class of images: one CSV row per image with its probabilities."""
     import breastcls
 
-    result = breastcls.predict(model, inputs, out=out, tta=tta, batch_size=batch_size)
+    result = breastcls.predict(model, inputs, out=out, tta=tta, batch_size=batch_size, verbose=1)
     typer.echo(f"{result.n_images} images -> {result.path}")

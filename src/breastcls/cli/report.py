@@ -13,7 +13,11 @@ from breastcls.cli.common import reports_errors
 @reports_errors
 def report_command(
     folder: Annotated[
-        Path, typer.Argument(help="A run folder or an evaluation folder (with predictions.csv).")
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="Run folder, or an evaluation folder inside one (with predictions.csv).",
+        ),
     ],
 ) -> None:
     """(Re)build report.html (and metrics.json, figures) from a folder's saved predictions."""

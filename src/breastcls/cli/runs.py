@@ -21,9 +21,9 @@ def runs_command(
     Figures marked * come from the selection set (a run without a test set, or one still
     training): that set chose the model, so they are optimistic.
     """
-    import breastcls
+    from breastcls.runs import list_runs
 
-    summaries = breastcls.list_runs(folder)
+    summaries = list_runs(folder)
     if not summaries:
         typer.echo(f"no runs in {folder}")
         return

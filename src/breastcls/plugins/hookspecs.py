@@ -1,8 +1,8 @@
 """Every hook breastcls calls. This module is the only place hooks are defined.
 
-Registration hooks are called once per plugin, when a :class:`~breastcls.PluginHost` loads, with
-a registry scoped to that plugin. Lifecycle hooks observe a training run; they never change it.
-A hook may gain parameters in later versions, never lose or rename one.
+Registration hooks are called once per plugin, when a :class:`~breastcls.plugins.PluginHost`
+loads, with a registry scoped to that plugin. Lifecycle hooks observe a training run; they never
+change it. A hook may gain parameters in later versions, never lose or rename one.
 """
 
 from __future__ import annotations

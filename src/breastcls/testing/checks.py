@@ -166,9 +166,9 @@ def check_backbone(
     """Check a backbone: preprocessing, 4-D features, a training step, save and reload.
 
     The backbone is built with ``weights=None`` at ``image_size``; breastcls' full model
-    (:func:`breastcls.build_model` with the ``seed`` head and no augmentation) is trained for one
-    step (every loss finite, some backbone weight changed), saved as ``.keras``, reloaded with
-    :func:`breastcls.load_model` (safe mode) and must predict the same probabilities.
+    (:func:`breastcls.model.build_model` with the ``seed`` head and no augmentation) is trained
+    for one step (every loss finite, some backbone weight changed), saved as ``.keras``, reloaded
+    with :func:`breastcls.load_model` (safe mode) and must predict the same probabilities.
 
     Args:
         backbone: The component, e.g. ``KerasBackbone(factory=..., preprocessing="caffe")``.
@@ -355,8 +355,8 @@ def check_metric(
     work_dir: Path | None = None,
     name: str = _UNDER_TEST,
 ) -> MetricSection:
-    """Check a metric: it returns a :class:`~breastcls.MetricSection` whose values are strict JSON
-    (no NaN) and whose figures are PNG files inside the output folder.
+    """Check a metric: it returns a :class:`~breastcls.interfaces.MetricSection` whose values are
+    strict JSON (no NaN) and whose figures are PNG files inside the output folder.
 
     Args:
         metric: The component.
@@ -504,7 +504,9 @@ def check_dataset_format(
         _fail(what, f"loaded no sample from {path}.")
     for sample in dataset.samples:
         if not isinstance(sample, Sample):
-            _fail(what, f"a sample is a {type(sample).__name__}, not a breastcls.Sample.")
+            _fail(
+                what, f"a sample is a {type(sample).__name__}, not a breastcls.interfaces.Sample."
+            )
         if sample.label not in names:
             _fail(what, f"sample {sample.path} has label {sample.label!r}, not in {names}.")
         if not Path(sample.path).is_file():
@@ -513,7 +515,7 @@ def check_dataset_format(
     if empty:
         _fail(what, f"classes {empty} have no sample.")
     if not all(isinstance(item, SkippedFile) for item in dataset.skipped):
-        _fail(what, "skipped must hold breastcls.SkippedFile values.")
+        _fail(what, "skipped must hold breastcls.interfaces.SkippedFile values.")
     missing = path.parent / f"{path.name}-missing{path.suffix}"
     try:
         accepted = dataset_format.accepts(missing)
