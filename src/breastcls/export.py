@@ -256,35 +256,7 @@ def export_model(
         inference = _float32_copy(inference)
     expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
     final = target_dir / _FILE_NAMES[checked]
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=target_dir) as staging:
-        staged = Path(staging) / _FILE_NAMES[checked]
-        writers: dict[str, Callable[[], None]] = {
-            "keras": lambda: inference.save(staged),
-            "savedmodel": lambda: _write_savedmodel(inference, staged),
-            "onnx": lambda: _write_onnx(inference, staged),
-            "tflite": lambda: _write_tflite(inference, staged),
-        }
-        try:
-            writers[checked]()
-        except ConfigError:
-            raise
-        except Exception as error:
-            first_line = (str(error).strip().splitlines() or [""])[0][:300]
-            raise OutputError(
-                f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
-                "nothing was written. Its layers may have no equivalent in this format: try "
-                "--format savedmodel or keras."
-            ) from error
-        difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
-        if not difference <= EXPORT_TOLERANCE:
-            raise OutputError(
-                f"The {checked} export of {run} predicts probabilities up to {difference:.2e} away "
-                f"from the model (allowed {EXPORT_TOLERANCE:.0e}); nothing was written. Report "
-                "this with the run's environment.json."
-            )
-        if final.is_dir():
-            shutil.rmtree(final)
-        staged.replace(final)
+    difference = _write_checked(inference, checked, final, batch, expected, source=run)
     _write_sidecars(RunFolder(run), RunFolder(target_dir))
     atomic_write_json(
         RunFolder(target_dir).export_record,
@@ -318,3 +290,48 @@ def _write_sidecars(run: RunFolder, target: RunFolder) -> None:
             with atomic_path(target.path / source.name) as temporary:
                 shutil.copyfile(source, temporary)
     write_model_card(run.path, target.model_card)
+
+
+def _write_checked(
+    inference: Any,
+    checked: str,
+    final: Path,
+    batch: npt.NDArray[np.float32],
+    expected: npt.NDArray[np.float32],
+    *,
+    source: Path,
+) -> float:
+    """Convert ``inference`` to ``checked`` in a staging folder, check that the conversion
+    predicts ``expected`` on ``batch`` within :data:`EXPORT_TOLERANCE`, then move it to
+    ``final``; return the largest difference."""
+    run = source
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=final.parent) as staging:
+        staged = Path(staging) / _FILE_NAMES[checked]
+        writers: dict[str, Callable[[], None]] = {
+            "keras": lambda: inference.save(staged),
+            "savedmodel": lambda: _write_savedmodel(inference, staged),
+            "onnx": lambda: _write_onnx(inference, staged),
+            "tflite": lambda: _write_tflite(inference, staged),
+        }
+        try:
+            writers[checked]()
+        except ConfigError:
+            raise
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            raise OutputError(
+                f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
+                "nothing was written. Its layers may have no equivalent in this format: try "
+                "--format savedmodel or keras."
+            ) from error
+        difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
+        if not difference <= EXPORT_TOLERANCE:
+            raise OutputError(
+                f"The {checked} export of {run} predicts probabilities up to {difference:.2e} away "
+                f"from the model (allowed {EXPORT_TOLERANCE:.0e}); nothing was written. Report "
+                "this with the run's environment.json."
+            )
+        if final.is_dir():
+            shutil.rmtree(final)
+        staged.replace(final)
+    return difference

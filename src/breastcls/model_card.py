@@ -105,12 +105,6 @@ def model_card_text(run_dir: Path) -> str:
     class_names: list[str] = _read_json(run.class_names) or []
     metrics: dict[str, Any] = _read_json(run.metrics) or {}
     env: dict[str, Any] = _read_json(run.environment) or {}
-    data = config.get("data", {})
-    model = config.get("model", {})
-    train = config.get("train", {})
-    split = config.get("split", {})
-    size = data.get("image_size", "unknown")
-    backbone = model.get("backbone", "unknown")
     lines = [
         f"# Model card: {run_dir.name}",
         "",
@@ -119,6 +113,26 @@ def model_card_text(run_dir: Path) -> str:
         "Research and teaching on breast-tumour histopathology images (H&E micrographs, "
         "BreakHis-style). **Not a medical device: do not use it to diagnose, screen or "
         "treat anyone.** Its outputs have not been validated clinically.",
+        *_model_lines(config, env),
+        "",
+        "## Classes",
+        "",
+        *[f"{index}. `{name}`" for index, name in enumerate(class_names)],
+        *_data_lines(config),
+        "",
+        f"## Metrics ({metrics.get('evaluated_on', {}).get('set', 'unknown set')}, best epoch)",
+        "",
+        *_metrics_lines(metrics),
+        *_limitations(config.get("split", {})),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _model_lines(config: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
+    model = config.get("model", {})
+    size = config.get("data", {}).get("image_size", "unknown")
+    backbone = model.get("backbone", "unknown")
+    return [
         "",
         "## Model",
         "",
@@ -135,10 +149,12 @@ def model_card_text(run_dir: Path) -> str:
         f"- Preprocessing, applied inside the model: "
         f"{_backbone_preprocessing(backbone, model.get('preprocessing', 'backbone'))}",
         "- Output: one probability per class (softmax; rows sum to 1)",
-        "",
-        "## Classes",
-        "",
-        *[f"{index}. `{name}`" for index, name in enumerate(class_names)],
+    ]
+
+
+def _data_lines(config: Mapping[str, Any]) -> list[str]:
+    data, train, split = config.get("data", {}), config.get("train", {}), config.get("split", {})
+    return [
         "",
         "## Data",
         "",
@@ -150,10 +166,11 @@ def model_card_text(run_dir: Path) -> str:
         "and the thresholds; the test set was scored once, by the final model",
         f"- Training: {train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, "
         f"learning rate {train.get('learning_rate', '?')}, seed {train.get('seed', '?')}",
-        "",
-        f"## Metrics ({metrics.get('evaluated_on', {}).get('set', 'unknown set')}, best epoch)",
-        "",
-        *_metrics_lines(metrics),
+    ]
+
+
+def _limitations(split: Mapping[str, Any]) -> list[str]:
+    lines = [
         "",
         "## Limitations",
         "",
@@ -168,7 +185,7 @@ def model_card_text(run_dir: Path) -> str:
             "- **The split was by image, not by patient: images of one patient are on both "
             "sides, so the test scores are optimistic.**"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_model_card(run_dir: Path, out: Path | None = None) -> Path:

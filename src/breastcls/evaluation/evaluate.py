@@ -538,50 +538,18 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
     saved = _read_predictions_csv(run.predictions)
     previous = run.read_metrics()
     evaluated_on = previous.get("evaluated_on", {})
-    evaluation_file = run.evaluation
-    if evaluation_file.is_file():
-        settings = _read_json(evaluation_file)
-        recorded = settings.get("calibration") or {}
-        calibration = Calibration(
-            temperature=recorded.get("temperature"),
-            thresholds=recorded.get("thresholds") or {},
-            positive=recorded.get("positive_class"),
-            rule=recorded.get("rule"),
-            tta=str(settings.get("tta", "none")),
-            n_images=int(recorded.get("n_images", 0)),
-            notes=tuple(recorded.get("notes", ())),
-        )
-        model_dir = Path(settings.get("model", "")).parent
-        title = f"breastcls evaluation: {model_dir.name} (TTA {settings.get('tta', 'none')})"
-        all_settings = {"evaluation": settings, **_run_settings(model_dir)}
-        figures: list[Path] = []
-    else:
-        calibration = read_calibration(folder)
-        title = f"breastcls run {folder.name}"
-        all_settings = _run_settings(folder)
-        figures = [p for p in run.curves if p.exists()]
+    context = _report_context(run)
     role = evaluated_on.get("role")
     predictions = dataclasses.replace(
         saved,
-        thresholds=dict(calibration.thresholds),
-        temperature=calibration.temperature,
+        thresholds=dict(context.calibration.thresholds),
+        temperature=context.calibration.temperature,
         role=DataRole(role) if role else None,
     )
     set_description = evaluated_on.get("set")
     sections = compute_metrics(predictions, folder, host=host, set_description=set_description)
     if "gradcam" in previous:
-        sections.append(
-            MetricSection(
-                name="gradcam",
-                title="Grad-CAM: where the model looked",
-                values=previous["gradcam"],
-                figures=tuple(
-                    folder / name
-                    for name in ("gradcam_correct.png", "gradcam_errors.png")
-                    if (folder / name).is_file()
-                ),
-            )
-        )
+        sections.append(_kept_gradcam(folder, previous["gradcam"]))
         atomic_write_json(
             run.metrics,
             metrics_document(sections, predictions, set_description=set_description),
@@ -590,9 +558,50 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
         sections,
         predictions,
         folder,
-        title=title,
-        settings=all_settings,
-        calibration=calibration,
-        training_figures=figures,
+        title=context.title,
+        settings=context.settings,
+        calibration=context.calibration,
+        training_figures=context.figures,
         set_description=set_description,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ReportContext:
+    calibration: Calibration
+    title: str
+    settings: dict[str, Any]
+    figures: list[Path]
+
+
+def _report_context(run: RunFolder) -> _ReportContext:
+    """What a rebuilt report says besides the metrics: an evaluation folder's recorded settings
+    and calibration, or a run folder's configuration, calibration and training curves."""
+    if not run.evaluation.is_file():
+        return _ReportContext(
+            calibration=read_calibration(run.path),
+            title=f"breastcls run {run.path.name}",
+            settings=_run_settings(run.path),
+            figures=[p for p in run.curves if p.exists()],
+        )
+    settings = _read_json(run.evaluation)
+    model_dir = Path(settings.get("model", "")).parent
+    tta = str(settings.get("tta", "none"))
+    return _ReportContext(
+        calibration=Calibration.from_dict(settings.get("calibration") or {}, tta=tta),
+        title=f"breastcls evaluation: {model_dir.name} (TTA {tta})",
+        settings={"evaluation": settings, **_run_settings(model_dir)},
+        figures=[],
+    )
+
+
+def _kept_gradcam(folder: Path, values: Mapping[str, Any]) -> MetricSection:
+    """The Grad-CAM section of an earlier evaluation, with the overlays it wrote."""
+    from breastcls.evaluation.gradcam import GRADCAM_FIGURES
+
+    return MetricSection(
+        name="gradcam",
+        title="Grad-CAM: where the model looked",
+        values=values,
+        figures=tuple(folder / name for name in GRADCAM_FIGURES if (folder / name).is_file()),
     )

@@ -24,7 +24,10 @@ import numpy.typing as npt
 from breastcls.errors import ModelLoadError
 from breastcls.interfaces import MetricSection, Predictions
 
-__all__ = ["find_feature_layer", "gradcam_heatmaps", "gradcam_section"]
+__all__ = ["GRADCAM_FIGURES", "find_feature_layer", "gradcam_heatmaps", "gradcam_section"]
+
+GRADCAM_FIGURES = ("gradcam_correct.png", "gradcam_errors.png")
+"""The overlays :func:`gradcam_section` writes: correct predictions, then the errors."""
 
 
 def find_feature_layer(model: Any) -> Any:
@@ -203,7 +206,9 @@ def gradcam_section(
     names = predictions.class_names
     figures = []
     listed: dict[str, list[dict[str, Any]]] = {}
-    for kind, rows in (("correct", picked_correct), ("errors", picked_errors)):
+    for kind, rows, figure in zip(
+        ("correct", "errors"), (picked_correct, picked_errors), GRADCAM_FIGURES, strict=True
+    ):
         listed[kind] = []
         if not rows:
             continue
@@ -221,7 +226,7 @@ def gradcam_section(
             f"pred {names[y_pred[i]]} {confidence[i]:.2f}"
             for i in rows
         ]
-        figures.append(_overlay_figure(images, heatmaps, titles, out_dir / f"gradcam_{kind}.png"))
+        figures.append(_overlay_figure(images, heatmaps, titles, out_dir / figure))
         listed[kind] = [
             {
                 "path": predictions.paths[i],

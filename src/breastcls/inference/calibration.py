@@ -71,6 +71,19 @@ class Calibration:
     n_images: int = 0
     notes: tuple[str, ...] = ()
 
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, Any], *, tta: str) -> Calibration:
+        """Read back :meth:`to_dict` (an evaluation's recorded calibration)."""
+        return cls(
+            temperature=recorded.get("temperature"),
+            thresholds=recorded.get("thresholds") or {},
+            positive=recorded.get("positive_class"),
+            rule=recorded.get("rule"),
+            tta=tta,
+            n_images=int(recorded.get("n_images", 0)),
+            notes=tuple(recorded.get("notes", ())),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form recorded in evaluation settings and reports."""
         return {
