@@ -112,91 +112,22 @@ def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedD
     folder = path.parent
     samples: list[Sample] = []
     first_line: dict[str, int] = {}
-    problems: dict[str, list[str]] = {
-        "escape": [],
-        "duplicate": [],
-        "missing": [],
-        "label": [],
-        "value": [],
-    }
+    problems: dict[str, list[str]] = {kind: [] for kind in _PROBLEMS}
     for line, row in rows:
-        relative = row["path"]
-        if not _inside(relative):
-            problems["escape"].append(f"line {line}: {relative!r}")
-            continue
-        key = os.path.normpath(relative.replace("\\", "/"))
-        if key in first_line:
+        key = os.path.normpath(row["path"].replace("\\", "/"))
+        if _inside(row["path"]) and key in first_line:
             problems["duplicate"].append(f"line {line} repeats line {first_line[key]}: {key!r}")
             continue
-        first_line[key] = line
-        label = row["label"]
-        if not label or (labels is not None and label not in labels):
-            problems["label"].append(f"line {line}: {label!r}")
-            continue
-        image = folder / key
-        if not image.is_file():
-            problems["missing"].append(f"line {line}: {key!r}")
-            continue
-        magnification: int | None = None
-        if row.get("magnification"):
-            text = row["magnification"].upper().removesuffix("X")
-            if not text.isdigit():
-                problems["value"].append(
-                    f"line {line}: magnification {row['magnification']!r} is not a number"
-                )
-                continue
-            magnification = int(text)
-        split: str | None = None
-        if row.get("split"):
-            split = SPLIT_FOLDERS.get(row["split"].lower())
-            if split is None:
-                problems["value"].append(
-                    f"line {line}: split {row['split']!r} is not train, validation, val or test"
-                )
-                continue
-        parsed = parse_breakhis_name(image.name)
-        samples.append(
-            Sample(
-                path=image,
-                label=label,
-                patient_id=row.get("patient_id") or (parsed.patient_id if parsed else None),
-                magnification=magnification or (parsed.magnification if parsed else None),
-                subtype=row.get("subtype") or (parsed.subtype if parsed else None),
-                split=split,
-                extra={k: v for k, v in row.items() if k not in KNOWN_COLUMNS},
-            )
-        )
-    where = f"Manifest {str(path)!r}"
-    if problems["escape"]:
-        raise DataError(
-            f"{where} has path(s) that are absolute or leave its folder: "
-            f"{_listing(problems['escape'])}. Paths must be relative to {str(folder)!r} and "
-            "stay inside it."
-        )
-    if problems["duplicate"]:
-        raise DataError(
-            f"{where} lists the same image more than once: {_listing(problems['duplicate'])}. "
-            "Keep one row per image."
-        )
-    if problems["label"]:
-        allowed = f"allowed: {', '.join(labels)}" if labels is not None else "labels must be set"
-        raise DataError(
-            f"{where} has empty or unknown label(s): {_listing(problems['label'])} ({allowed}). "
-            "Fix the label column."
-        )
-    if problems["missing"]:
-        raise DataError(
-            f"{where} names {len(problems['missing'])} file(s) that do not exist: "
-            f"{_listing(problems['missing'])}. Paths are relative to {str(folder)!r}; fix or "
-            "remove those rows."
-        )
-    if problems["value"]:
-        raise DataError(f"{where}: {_listing(problems['value'])}. Fix those values.")
+        first_line.setdefault(key, line)
+        sample = _row_sample(row, line, folder, labels, problems)
+        if sample is not None:
+            samples.append(sample)
+    _raise_problems(f"Manifest {str(path)!r}", folder, labels, problems)
     with_split = sum(1 for s in samples if s.split)
     if 0 < with_split < len(samples):
         raise DataError(
-            f"{where} gives a split on {with_split} of {len(samples)} rows: fill the split "
-            "column on every row, or leave it empty everywhere to let breastcls split."
+            f"Manifest {str(path)!r} gives a split on {with_split} of {len(samples)} rows: fill "
+            "the split column on every row, or leave it empty everywhere to let breastcls split."
         )
     found = {s.label for s in samples}
     class_names = (
@@ -206,10 +137,85 @@ def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedD
     )
     if len(class_names) < 2:
         raise DataError(
-            f"{where} has {len(class_names)} label(s) ({', '.join(class_names)}); a classifier "
-            "needs at least two."
+            f"Manifest {str(path)!r} has {len(class_names)} label(s) "
+            f"({', '.join(class_names)}); a classifier needs at least two."
         )
     return LoadedDataset(root=path, class_names=class_names, samples=tuple(samples))
+
+
+_PROBLEMS = ("escape", "duplicate", "label", "missing", "value")
+
+
+def _row_sample(
+    row: dict[str, str],
+    line: int,
+    folder: Path,
+    labels: Sequence[str] | None,
+    problems: dict[str, list[str]],
+) -> Sample | None:
+    """The sample of one manifest row, or ``None`` with the row's problem recorded."""
+    relative = row["path"]
+    key = os.path.normpath(relative.replace("\\", "/"))
+    image = folder / key
+    # Resolved, symbolic links included: a link inside the folder may point anywhere.
+    if not _inside(relative) or not image.resolve().is_relative_to(folder.resolve()):
+        problems["escape"].append(f"line {line}: {relative!r}")
+        return None
+    label = row["label"]
+    if not label or (labels is not None and label not in labels):
+        problems["label"].append(f"line {line}: {label!r}")
+        return None
+    if not image.is_file():
+        problems["missing"].append(f"line {line}: {key!r}")
+        return None
+    magnification: int | None = None
+    if row.get("magnification"):
+        text = row["magnification"].upper().removesuffix("X")
+        if not text.isdigit():
+            problems["value"].append(
+                f"line {line}: magnification {row['magnification']!r} is not a number"
+            )
+            return None
+        magnification = int(text)
+    split: str | None = None
+    if row.get("split"):
+        split = SPLIT_FOLDERS.get(row["split"].lower())
+        if split is None:
+            problems["value"].append(
+                f"line {line}: split {row['split']!r} is not train, validation, val or test"
+            )
+            return None
+    parsed = parse_breakhis_name(image.name)
+    return Sample(
+        path=image,
+        label=label,
+        patient_id=row.get("patient_id") or (parsed.patient_id if parsed else None),
+        magnification=magnification or (parsed.magnification if parsed else None),
+        subtype=row.get("subtype") or (parsed.subtype if parsed else None),
+        split=split,
+        extra={k: v for k, v in row.items() if k not in KNOWN_COLUMNS},
+    )
+
+
+def _raise_problems(
+    where: str, folder: Path, labels: Sequence[str] | None, problems: dict[str, list[str]]
+) -> None:
+    """Raise one error for the first kind of problem the rows have, listing the rows."""
+    messages = {
+        "escape": f"{where} has path(s) that are absolute or leave its folder: {{rows}}. Paths "
+        f"must be relative to {str(folder)!r} and stay inside it, symbolic links followed.",
+        "duplicate": f"{where} lists the same image more than once: {{rows}}. Keep one row per "
+        "image.",
+        "label": f"{where} has empty or unknown label(s): {{rows}} ("
+        + (f"allowed: {', '.join(labels)}" if labels is not None else "labels must be set")
+        + "). Fix the label column.",
+        "missing": f"{where} names {len(problems['missing'])} file(s) that do not exist: "
+        f"{{rows}}. Paths are relative to {str(folder)!r}; fix or remove those rows.",
+        "value": f"{where}: {{rows}}. Fix those values.",
+    }
+    for kind in _PROBLEMS:
+        if problems[kind]:
+            raise DataError(messages[kind].replace("{rows}", _listing(problems[kind])))
 
 
 class ManifestFormat:
