@@ -26,7 +26,9 @@ def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -
         breakhis_dev, tmp_path_factory.mktemp("eval") / "data", patients=6, images_per_patient=3
     )
     config = breastcls.RunConfig(
-        data=breastcls.DataConfig(path=root, image_size=64, selection_fraction=0.34, test_fraction=0.0),
+        data=breastcls.DataConfig(
+            path=root, image_size=64, selection_fraction=0.34, test_fraction=0.0
+        ),
         model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
         train=breastcls.TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, verbose=0),
         out_dir=root.parent / "runs",
