@@ -50,9 +50,17 @@ def _split_rows(run: Path) -> list[dict[str, str]]:
 
 
 def _disjoint(rows: list[dict[str, str]]) -> bool:
-    train = {r["patient_id"] for r in rows if r["split"] == "train"}
-    validation = {r["patient_id"] for r in rows if r["split"] == "validation"}
-    return bool(train) and bool(validation) and not train & validation
+    """Whether every role has images and no group (accession number) is in two roles."""
+    assert {r["role"] for r in rows} <= {"train", "selection", "test"}
+    train, selection, test = (
+        {r["group"] for r in rows if r["role"] == role} for role in ("train", "selection", "test")
+    )
+    return (
+        bool(train and selection and test)
+        and not train & selection
+        and not train & test
+        and not selection & test
+    )
 
 
 def test_balanced_class_weights_and_magnification_are_recorded(
@@ -69,7 +77,9 @@ def test_balanced_class_weights_and_magnification_are_recorded(
     rows = _split_rows(run)
     assert {r["magnification"] for r in rows} == {"200"}
     assert _disjoint(rows) and config["split"]["method"] == "patient"
-    counts = Counter(r["label"] for r in rows if r["split"] == "train")
+    # The group is the accession number (the patient id without slide letters).
+    assert {r["group"] for r in rows} == {r["patient_id"].rstrip("ABCDEF") for r in rows}
+    counts = Counter(r["label"] for r in rows if r["role"] == "train")
     total = sum(counts.values())
     expected = {label: total / (2 * counts[label]) for label in ("benign", "malignant")}
     assert config["class_weights_used"] == pytest.approx(expected)
@@ -103,11 +113,14 @@ def test_leaky_split_bad_files_and_the_recorded_data_check(
     assert result.exit_code == 0, result.output
     run = tmp_path / "leaky"
     config = json.loads((run / "config.json").read_text())
+    # 32 readable images: 7 (20%) held out as the test set, 5 (20% of 25) as the selection set.
     assert config["split"] == {
         "method": "image-leaky",
+        "test_from": "split",
         "leaky": True,
-        "train_images": 25,
-        "validation_images": 7,
+        "train_images": 20,
+        "selection_images": 5,
+        "test_images": 7,
     }
     assert config["data"]["allow_leaky_split"] is True
     with open(run / "skipped.csv", encoding="utf-8") as handle:
@@ -126,34 +139,46 @@ def test_leaky_split_bad_files_and_the_recorded_data_check(
 def test_five_fold_cross_validation_writes_five_runs_and_an_aggregate(
     breakhis_dev: Path, tmp_path: Path
 ) -> None:
-    manifest = _subset(breakhis_dev, tmp_path / "d", {"benign": 5, "malignant": 5}, 2)
+    # Nine benign slides (seven accessions): every fold's test and selection sets get both classes.
+    manifest = _subset(breakhis_dev, tmp_path / "d", {"benign": 9, "malignant": 9}, 2)
+    n_images = len(manifest.read_text(encoding="utf-8").splitlines()) - 1
     result = runner.invoke(app, [
         "train", "--data", str(manifest), *TINY, "--folds", "5", "--out", str(tmp_path),
         "--name", "cv",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     run = tmp_path / "cv"
-    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [f"fold-{k}" for k in range(1, 6)]
+    folders = sorted(p.name for p in run.iterdir() if p.is_dir())
+    assert folders == [*(f"fold-{k}" for k in range(1, 6)), "pooled"]
     aggregate = json.loads((run / "aggregate.json").read_text())
     assert aggregate["scheme"] == "5-fold" and aggregate["leaky"] is False
     assert aggregate["split_methods"] == ["patient"] * 5
+    assert aggregate["evaluated_on"].startswith("each fold's test set")
     accuracies = []
-    validated: list[str] = []
+    tested: list[str] = []
     for k in range(1, 6):
         fold = run / f"fold-{k}"
         config = json.loads((fold / "config.json").read_text())
         assert (config["data"]["folds"], config["data"]["fold"]) == (5, k)
         rows = _split_rows(fold)
         assert _disjoint(rows)
-        validated += [r["path"] for r in rows if r["split"] == "validation"]
-        accuracies.append(
-            json.loads((fold / "metrics.json").read_text())["classification"]["accuracy"]
-        )
-    assert len(validated) == len(set(validated)) == 20  # every image validated exactly once
+        assert len(rows) == n_images
+        tested += [r["path"] for r in rows if r["role"] == "test"]
+        metrics = json.loads((fold / "metrics.json").read_text())
+        # Each fold's figures are its test set's: the held-out fold.
+        assert metrics["evaluated_on"]["role"] == "test"
+        assert metrics["evaluated_on"]["images"] == sum(r["role"] == "test" for r in rows)
+        accuracies.append(metrics["classification"]["accuracy"])
+    assert len(tested) == len(set(tested)) == n_images  # every image tested exactly once
     summary = aggregate["metrics"]["classification.accuracy"]
     assert summary["values"] == pytest.approx(accuracies)
     assert summary["mean"] == pytest.approx(statistics.mean(accuracies))
     assert summary["std"] == pytest.approx(statistics.stdev(accuracies))
     assert summary["n"] == 5
+    assert summary["ci_low"] <= summary["mean"] <= summary["ci_high"]
+    # The pooled out-of-fold evaluation scores every image once, by the model that never saw it.
+    pooled = json.loads((run / "pooled" / "metrics.json").read_text())
+    assert pooled["classification"]["n_images"] == n_images
+    assert aggregate["pooled"]["metrics"]["classification"] == pooled["classification"]
     assert "accuracy: " in result.output and " ± " in result.output
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
