@@ -16,9 +16,9 @@ import breastcls
 from breastcls import DataConfig, DataError
 from breastcls.data.breakhis import accession_number
 from breastcls.data.loading import load_dataset
-from breastcls.data.split import Split, kfold_splits, split_for_config, spanhol_splits
-from breastcls.inference.calibration import apply_calibration, fit_calibration
+from breastcls.data.split import Split, kfold_splits, spanhol_splits, split_for_config
 from breastcls.evaluation.clinical import choose_thresholds, fit_temperature
+from breastcls.inference.calibration import apply_calibration, fit_calibration
 from breastcls.interfaces import DataRole, Predictions, Sample
 from conftest import copy_patients
 
@@ -45,7 +45,8 @@ def test_the_default_split_has_three_accession_disjoint_roles(breakhis_dev: Path
     assert train.isdisjoint(selection) and train.isdisjoint(test) and selection.isdisjoint(test)
     # Slides of one accession stay together, though their patient ids differ.
     for first, second in _SIBLINGS:
-        sides = {role for role, part in roles.items() for s in part if s.patient_id in (first, second)}
+        pair = (first, second)
+        sides = {role for role, part in roles.items() for s in part if s.patient_id in pair}
         assert len(sides) == 1, (first, second, sides)
     assert 0.1 < len(split.test) / 269 < 0.3 and 0.1 < len(split.selection) / 269 < 0.3
     assert (split.method, split.test_from, split.leaky) == ("patient", "split", False)
@@ -59,7 +60,8 @@ def test_grouping_by_slide_id_instead_splits_some_accession(breakhis_dev: Path) 
         _, split = _real_split(breakhis_dev, group_by="patient_id", split_seed=seed)
         roles = dict(split.parts())
         for first, second in _SIBLINGS:
-            sides = {r for r, part in roles.items() for s in part if s.patient_id in (first, second)}
+            pair = (first, second)
+            sides = {r for r, part in roles.items() for s in part if s.patient_id in pair}
             split_apart += len(sides) > 1
     assert split_apart > 0
 
@@ -156,7 +158,10 @@ def test_calibration_is_fitted_on_the_selection_set_and_applied_unchanged() -> N
     rng = np.random.default_rng(0)
     labels = [0] * 20 + [1] * 20
     # Selection: malignant scores 0.7-0.99, benign 0.01-0.69 with a few overconfident errors.
-    selection_scores = np.r_[rng.uniform(0.01, 0.69, 17), [0.95, 0.97, 0.99], rng.uniform(0.7, 0.99, 20)]
+    overconfident = [0.95, 0.97, 0.99]
+    selection_scores = np.r_[
+        rng.uniform(0.01, 0.69, 17), overconfident, rng.uniform(0.7, 0.99, 20)
+    ]
     selection = _predictions(list(selection_scores), labels, DataRole.SELECTION)
     test_scores = np.r_[rng.uniform(0.01, 0.29, 20), rng.uniform(0.3, 0.6, 20)]
     test = _predictions(list(test_scores), labels, DataRole.TEST)
