@@ -41,9 +41,34 @@ def _reasons(report: DataReport) -> dict[str, str]:
     return {item.path.name: item.reason for item in (*report.unreadable, *report.skipped)}
 
 
+def _check(root: Path) -> DataReport:
+    """Check ``root`` keeping no test set: six images are too few for the default
+    train/selection/test split (:func:`test_six_images_are_too_few_for_three_roles`), and
+    these tests are about files, not splits."""
+    return check_data(root, config=DataConfig(path=root, test_fraction=0))
+
+
 @pytest.fixture()
 def data(tmp_path: Path) -> Path:
     return _dataset(tmp_path / "data")
+
+
+def test_six_images_are_too_few_for_three_roles(data: Path) -> None:
+    report = check_data(data)
+    assert report.split_source == "none" and report.split is None
+    (issue,) = report.errors
+    assert issue.kind == "split"
+    assert issue.message.startswith(
+        "No usable split: A stratified 20% selection split of 4 images with 2 classes is impossible"
+    )
+    assert report.per_split == {"(unsplit)": {"benign": 3, "malignant": 3}}
+    # Without a test set, the same six images split into training and selection.
+    kept = _check(data)
+    assert kept.ok and kept.split_source == "computed" and kept.split_method == "image"
+    assert kept.per_split == {
+        "train": {"benign": 2, "malignant": 2},
+        "selection": {"benign": 1, "malignant": 1},
+    }
 
 
 # --- unreadable files: errors naming the file and the reason ---------------------------------
@@ -51,7 +76,7 @@ def data(tmp_path: Path) -> Path:
 
 def test_zero_byte_file(data: Path) -> None:
     (data / "benign" / "empty.png").write_bytes(b"")
-    report = check_data(data)
+    report = _check(data)
     assert _reasons(report)["empty.png"] == "empty file (0 bytes); remove it or copy it again."
     assert not report.ok and [i.kind for i in report.errors] == ["unreadable"]
 
@@ -142,7 +167,7 @@ def test_stray_files_are_skipped_and_reported(data: Path, name: str, reason: str
     dataset = load_dataset(DataConfig(path=data))
     assert len(dataset.samples) == 6
     assert {item.path.name: item.reason for item in dataset.skipped}[name].startswith(reason)
-    report = check_data(data)
+    report = _check(data)
     assert report.ok
     assert [(i.severity, i.kind) for i in report.issues] == [("warning", "skipped-file")]
 
@@ -259,7 +284,7 @@ def test_odd_formats_are_reported_not_rejected(data: Path) -> None:
 
 def test_extension_that_lies_about_the_content(data: Path) -> None:
     Image.fromarray(_noise(5)).save(data / "benign" / "really-a-jpeg.png", format="JPEG")
-    report = check_data(data)
+    report = _check(data)
     assert report.ok
     (warning,) = [i for i in report.warnings if i.kind == "suspicious"]
     assert "extension .png but the content is JPEG" in warning.message
@@ -272,15 +297,21 @@ def test_non_ascii_and_space_names(tmp_path: Path) -> None:
     root = tmp_path / "données lab"
     for klass in ("bénin tumeur", "malin 恶性"):
         (root / klass).mkdir(parents=True)
-        for index in range(3):
-            Image.fromarray(_noise(index + len(klass))).save(
+        for index in range(5):
+            Image.fromarray(_noise(index + 10 * len(klass))).save(
                 root / klass / f"lame n° {index} 图像.png"
             )
     dataset = load_dataset(DataConfig(path=root))
     assert dataset.class_names == ("bénin tumeur", "malin 恶性")
     assert sorted(s.path.name for s in dataset.samples)[0] == "lame n° 0 图像.png"
-    report = check_data(root)
-    assert report.ok and report.per_class == {"bénin tumeur": 3, "malin 恶性": 3}
+    report = check_data(root)  # five images a class: enough for the three default roles
+    assert report.ok and report.per_class == {"bénin tumeur": 5, "malin 恶性": 5}
+    assert {role: sum(row.values()) for role, row in report.per_split.items()} == {
+        "train": 6,
+        "selection": 2,
+        "test": 2,
+    }
+    assert all(set(row) == {"bénin tumeur", "malin 恶性"} for row in report.per_split.values())
 
 
 def test_nested_folders_inside_a_class_folder(data: Path) -> None:
@@ -325,14 +356,18 @@ def test_manifest_split_without_a_class_on_one_side(tmp_path: Path) -> None:
     from breastcls import RunConfig
     from breastcls.train import prepare_data
 
-    root = _dataset(tmp_path / "d")
+    # validation rows are the test set: benign-3 and benign-4 only. The train rows (five
+    # malignant, three benign) are enough to carve a selection set holding both classes.
+    root = _dataset(tmp_path / "d", per_class=5)
     rows = ["path,label,split"]
     for image in sorted(root.rglob("*.png")):
         klass = image.parent.name
-        split = "train" if klass == "malignant" or image.name.endswith("1.png") else "validation"
-        rows.append(f"{image.relative_to(root)},{klass},{split}")
+        held = klass == "benign" and image.stem[-1] in "34"
+        rows.append(f"{image.relative_to(root)},{klass},{'validation' if held else 'train'}")
     (root / "m.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"validation split has no image of class\(es\)"):
+    with pytest.raises(
+        DataError, match=r"The test set has no image of class\(es\) \['malignant'\]"
+    ):
         prepare_data(RunConfig(data=DataConfig(path=root / "m.csv")))
 
 

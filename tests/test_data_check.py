@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from breastcls import DataConfig, check_data
 from breastcls.cli.app import app
+from breastcls.data.check import format_report
 
 
 def _patient(path: Path) -> str:
@@ -21,23 +22,32 @@ def _patient(path: Path) -> str:
 
 @pytest.fixture()
 def planted(small_breakhis: Path, tmp_path: Path) -> Path:
-    """Real images in train/ and validation/ (whole patients), then planted problems."""
+    """Real images in train/, validation/ and test/ (whole patients: three, one and one per
+    class), then planted problems.
+
+    With a test/ folder every role is given: train/ is ``train``, validation/ ``selection``,
+    test/ ``test``. Benign patients, sorted: 14-23060AB, 14-23060CD, 14-25197 (train),
+    14-29960AB (selection), 14-29960CD (test): the last two are slides of one accession.
+    """
     root = tmp_path / "planted"
     for label in ("benign", "malignant"):
         images = sorted((small_breakhis / label).glob("*.png"))
         patients = sorted({_patient(p) for p in images})
+        folders = {patient: "train" for patient in patients[:3]}
+        folders |= {patients[3]: "validation", patients[4]: "test"}
         for image in images:
-            split = "train" if _patient(image) in patients[:3] else "validation"
+            split = folders[_patient(image)]
             (root / split / label).mkdir(parents=True, exist_ok=True)
             shutil.copy(image, root / split / label / image.name)
     train_benign = sorted((root / "train" / "benign").glob("*.png"))
     train_malignant = sorted((root / "train" / "malignant").glob("*.png"))
-    # 1. The same file in train and validation (its patient is then on both sides too).
+    # 1. The same file in train and test (its patient, 14-23060AB, is then in both roles,
+    #    and its accession's other slide, 14-23060CD, only in train).
     leaked = train_benign[0]
-    shutil.copy(leaked, root / "validation" / "benign" / leaked.name.replace("-0", "-9"))
-    # 2. The same pixels as a TIFF in validation.
+    shutil.copy(leaked, root / "test" / "benign" / leaked.name.replace("-0", "-9"))
+    # 2. The same pixels as a TIFF in test.
     source = train_malignant[0]
-    Image.open(source).save(root / "validation" / "malignant" / "copy-as.tif")
+    Image.open(source).save(root / "test" / "malignant" / "copy-as.tif")
     # 3. A duplicate inside train (same label): a warning.
     shutil.copy(train_benign[1], root / "train" / "benign" / "again.png")
     # 4. A duplicate with another label: an error.
@@ -58,8 +68,15 @@ def planted(small_breakhis: Path, tmp_path: Path) -> Path:
 
 def test_every_planted_problem_is_reported(planted: Path) -> None:
     report = check_data(planted)
-    assert report.split_source == "data" and report.split_method == "folders-leaky"
+    assert report.split_source == "data" and report.split_method == "folders"
+    assert report.split is not None and report.split.leaky
     assert not report.ok
+    assert report.per_split == {
+        # train/benign: 6 images, 2 planted copies, pages.tif and the 3 unreadable files.
+        "train": {"benign": 12, "malignant": 6},
+        "selection": {"benign": 2, "malignant": 2},
+        "test": {"benign": 3, "malignant": 3},
+    }
     by_kind: dict[str, list[tuple[str, str]]] = {}
     for issue in report.issues:
         by_kind.setdefault(issue.kind, []).append((issue.severity, issue.message))
@@ -74,22 +91,45 @@ def test_every_planted_problem_is_reported(planted: Path) -> None:
     files = {tuple(p.name for p in g.paths): g for g in report.duplicates if g.kind == "file"}
     assert len(files) == 3
     leak = next(g for g in files.values() if g.crosses_splits)
-    assert leak.splits == ("train", "validation") and leak.labels == ("benign",)
+    assert leak.splits == ("train", "test") and leak.labels == ("benign",)
     file_messages = sorted(by_kind["duplicate-file"])
     assert [s for s, _ in file_messages] == ["error", "error", "warning"]
-    assert any(m.startswith("LEAK: identical files across splits") for _, m in file_messages)
+    assert any(
+        m.startswith("LEAK: identical files in several roles train/test") for _, m in file_messages
+    )
+    assert any("image is in the train and test sets; keep one copy" in m for _, m in file_messages)
     assert any("different labels (benign, malignant): keep the copy" in m for _, m in file_messages)
-    assert any(m.startswith("identical files in one split") for _, m in file_messages)
+    assert any(m.startswith("identical files in one role") for _, m in file_messages)
 
     (pixels,) = [g for g in report.duplicates if g.kind == "pixels"]
-    assert pixels.crosses_splits and pixels.paths[-1].name == "copy-as.tif"
+    assert pixels.crosses_splits and pixels.paths[0].name == "copy-as.tif"  # test/ < train/
+    assert pixels.splits == ("train", "test")
     assert by_kind["identical-pixels"][0][1].startswith(
-        "LEAK: identical pixels in different files across splits train/validation"
+        "LEAK: identical pixels in different files in several roles train/test"
     )
 
-    (leaked_patient,) = report.patients_in_several_splits
-    assert report.patients_in_several_splits[leaked_patient] == ("train", "validation")
-    assert by_kind["patient-in-several-splits"][0][0] == "error"
+    assert report.patients_in_several_splits == {"14-23060AB": ("train", "test")}
+    assert by_kind["patient-in-several-splits"] == [
+        (
+            "error",
+            "LEAK: patient 14-23060AB has images in several roles train/test (3 images): keep "
+            "all of them in one role (move them into one split folder, or give them one split "
+            "in the manifest).",
+        )
+    ]
+    # Slides of one accession in different roles: 14-29960AB/CD (selection/test), and
+    # 14-23060CD (train only) beside 14-23060AB's leaked test copy.
+    assert report.accessions_in_several_roles == {
+        "14-23060": {"14-23060AB": ("train", "test"), "14-23060CD": ("train",)},
+        "14-29960": {"14-29960AB": ("selection",), "14-29960CD": ("test",)},
+    }
+    accession_messages = sorted(message for _, message in by_kind["accession-in-several-roles"])
+    assert accession_messages[1] == (
+        "LEAK: slides of accession 14-29960 (one biopsy) are in different roles: 14-29960AB "
+        "in selection, 14-29960CD in test (4 images). Keep every slide of an accession in one "
+        "role (move them into one split folder, or give them one split in the manifest)."
+    )
+    assert "14-23060AB in train/test, 14-23060CD in train (5 images)" in accession_messages[0]
 
     skipped = {item.path.name: item.reason for item in report.skipped}
     assert skipped == {
@@ -107,7 +147,7 @@ def test_every_planted_problem_is_reported(planted: Path) -> None:
         "warning",
         f"{planted}/train/benign/pages.tif: 2 pages or frames; only the first is used.",
     )
-    assert len(report.errors) == 3 + 2 + 1 + 1
+    assert len(report.errors) == 3 + 2 + 1 + 1 + 2
     assert report.issues[: len(report.errors)] == report.errors  # errors first
 
 
@@ -120,10 +160,19 @@ def test_counts_and_statistics_of_the_real_data(breakhis_dev: Path) -> None:
     assert report.sizes == {"224x224": 252, "350x230": 17}
     assert report.modes == {"RGB": 269} and report.formats == {"PNG": 269}
     assert report.size_stats["width"] == {"min": 224.0, "median": 224.0, "max": 350.0}
-    # The default split is patient-level: no patient on both sides, no duplicate images.
+    # The default split is patient-level (by accession): no patient and no accession in two
+    # roles, no duplicate images; every image is labelled train, selection or test.
     assert report.split_source == "computed" and report.split_method == "patient"
     assert report.patients_in_several_splits == {} and report.duplicates == ()
-    assert sum(report.per_split["validation"].values()) == 64
+    assert report.accessions_in_several_roles == {}
+    assert report.per_split == {
+        "train": {"benign": 45, "malignant": 110},
+        "selection": {"benign": 24, "malignant": 32},
+        "test": {"benign": 25, "malignant": 33},
+    }
+    assert list(report.per_split) == ["train", "selection", "test"]
+    assert report.split is not None
+    assert [len(part) for _, part in report.split.parts()] == [155, 56, 58]
 
 
 # The dev set's README: 34 BreakHis patient ids, of which three pairs share an accession number.
@@ -174,19 +223,31 @@ def test_a_leaky_split_is_reported_as_leaks(breakhis_dev: Path) -> None:
     report = check_data(breakhis_dev, config=config)
     assert report.split_method == "image-leaky"
     assert len(report.patients_in_several_splits) == len(report.errors) > 10
+    # Every sibling slide spans roles itself, so its accession adds no second report.
+    assert report.accessions_in_several_roles == {}
 
 
 def test_cli_reports_errors_with_exit_code_1(planted: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["data", "check", str(planted)])
     assert result.exit_code == 1, result.output
-    assert "result: 7 error(s), 8 warning(s) - FAILED" in result.output
-    assert "LEAK: identical files across splits train/validation" in result.output
+    assert "result: 9 error(s), 8 warning(s) - FAILED" in result.output
+    assert "LEAK: identical files in several roles train/test" in result.output
+    assert "per role:\n  train      benign 12, malignant 6\n  selection  benign 2" in result.output
+    assert "per split:" not in result.output
     as_json = runner.invoke(app, ["data", "check", str(planted), "--json"])
     assert as_json.exit_code == 1
     document = json.loads(as_json.stdout)
-    assert (document["ok"], document["errors"], document["warnings"]) == (False, 7, 8)
-    assert document["per_split"]["validation"] == {"benign": 5, "malignant": 5}
+    assert (document["ok"], document["errors"], document["warnings"]) == (False, 9, 8)
+    assert document["per_split"] == {
+        "train": {"benign": 12, "malignant": 6},
+        "selection": {"benign": 2, "malignant": 2},
+        "test": {"benign": 3, "malignant": 3},
+    }
+    assert document["accessions_in_several_roles"]["14-29960"] == {
+        "14-29960AB": ["selection"],
+        "14-29960CD": ["test"],
+    }
 
 
 def test_cli_on_the_real_manifest_exits_0(breakhis_dev: Path) -> None:
@@ -219,3 +280,57 @@ def test_identical_noise_is_not_confused_with_different_images(tmp_path: Path) -
             Image.fromarray(pixels).save(tmp_path / label / f"{index}.png")
     report = check_data(tmp_path)
     assert report.ok and report.duplicates == ()
+
+
+def _blog_layout(breakhis_dev: Path, root: Path, held_out: set[str]) -> Path:
+    """Copy the real images to ``root/{train,validation}/<class>/``: the slides in
+    ``held_out`` to validation/ (the test set), every other slide to train/."""
+    for image in sorted(breakhis_dev.glob("*/*.png")):
+        split = "validation" if _patient(image) in held_out else "train"
+        folder = root / split / image.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, folder / image.name)
+    return root
+
+
+def test_suffix_siblings_in_different_roles_are_a_leak(breakhis_dev: Path, tmp_path: Path) -> None:
+    # validation/ holds accession 14-29960 whole, 14-2523, and slide 14-18842D, whose sibling
+    # slide 14-18842 (same accession, one biopsy) stays in train/.
+    held_out = {"14-29960AB", "14-29960CD", "14-2523", "14-18842D"}
+    root = _blog_layout(breakhis_dev, tmp_path / "blog", held_out)
+    report = check_data(root)
+    split = report.split
+    assert split is not None and report.split_source == "data" and split.test_from == "data"
+    # validation/ is the test set; the selection set is carved from train/ by accession.
+    assert report.split_method == "patient" and list(report.per_split) == [
+        "train",
+        "selection",
+        "test",
+    ]
+    assert {s.patient_id for s in split.test} == held_out
+    assert sum(report.per_split["test"].values()) == len(split.test) == 12 + 13 + 9 + 8
+    # No slide is in two roles, so only the accession check sees the leak.
+    assert report.patients_in_several_splits == {} and report.duplicates == ()
+    side = "selection" if any(s.patient_id == "14-18842" for s in split.selection) else "train"
+    assert report.accessions_in_several_roles == {
+        "14-18842": {"14-18842": (side,), "14-18842D": ("test",)}
+    }
+    (issue,) = report.errors
+    assert issue.kind == "accession-in-several-roles" and report.issues == (issue,)
+    assert issue.message.startswith(
+        f"LEAK: slides of accession 14-18842 (one biopsy) are in different roles: 14-18842 in "
+        f"{side}, 14-18842D in test (16 images). Keep every slide of an accession in one role"
+    )
+    assert sorted({_patient(path) for path in issue.paths}) == ["14-18842", "14-18842D"]
+    assert len(issue.paths) == 16
+    text = format_report(report)
+    assert "per role:\n  train " in text and "\n  test       benign 25, malignant 17\n" in text
+    assert "ERROR   [accession-in-several-roles] LEAK: slides of accession 14-18842" in text
+    assert report.to_dict()["accessions_in_several_roles"] == {
+        "14-18842": {"14-18842": [side], "14-18842D": ["test"]}
+    }
+
+    # Both slides on one side: the same data passes.
+    together = _blog_layout(breakhis_dev, tmp_path / "together", held_out | {"14-18842"})
+    clean = check_data(together)
+    assert clean.ok and clean.issues == () and clean.accessions_in_several_roles == {}

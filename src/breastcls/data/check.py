@@ -3,20 +3,29 @@
 The check decodes every image once (:func:`~breastcls.data.images.scan_samples`), hashes every
 file's bytes and every image's decoded pixels, and reports:
 
-- counts per class, patient, magnification and split, and image size/mode/format statistics;
+- counts per class, patient, magnification and role (``train``, ``selection``, ``test``), and
+  image size/mode/format statistics;
 - both patient counts of BreakHis data: slides (distinct patient ids) and accessions (distinct
   accession numbers, :func:`~breastcls.data.breakhis.accession_number`), and the suffix siblings:
   the slide ids that share one accession (``14-18842`` and ``14-18842D``);
 - unreadable files (zero bytes, truncated, not an image, too large, unreadable) - errors;
 - files left out by the dataset format (hidden, operating-system, non-image files) - warnings;
-- exact duplicate files and identical-pixel images: errors when a group crosses splits (the
-  same image would be trained on and validated on) or carries different labels, else warnings;
-- patients present in more than one split - errors (leakage);
+- exact duplicate files and identical-pixel images: errors when a group spans roles (the
+  same image would be trained on and tested on) or carries different labels, else warnings;
+- patients present in more than one role - errors (leakage);
+- slides of one accession (suffix siblings) in different roles - errors (leakage): a slide
+  that sits in one role while a sibling has images in another (a slide that itself spans
+  roles is already reported as a patient in several roles);
 - suspicious images: extension that does not match the content, multi-page files (only the
   first page is used), images under 32 pixels a side - warnings.
 
-The split checked is the one the data fixes (split folders or a manifest ``split`` column) or,
-when it fixes none, the split :func:`breastcls.train` would make with the same configuration.
+The split checked is the one :func:`breastcls.train` would make with the same configuration:
+the roles the data fixes (split folders or a manifest ``split`` column; a ``validation/``
+folder is the test set unless a ``test/`` folder is there too, see
+:mod:`breastcls.data.split`) or, when it fixes none, the split computed from the fractions.
+Every image is labelled with its role. When no split can be made (a ``split`` error), data that
+fixes its split is labelled by folder (``train/`` as ``train``, ``validation/`` and ``test/``
+as above); other images, and unreadable images of unsplit data, are ``(unsplit)``.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from breastcls.data.images import ImageInfo, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, split_for_config
 from breastcls.errors import DataError
-from breastcls.interfaces import Dataset, Sample, SkippedFile
+from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
 from breastcls.plugins.host import PluginHost
 
 __all__ = [
@@ -62,6 +71,12 @@ _EXTENSION_FORMATS = {
     ".bmp": "BMP",
 }
 _UNSPLIT = "(unsplit)"
+_ROLE_ORDER = {role.value: index for index, role in enumerate(DataRole)}
+
+
+def _in_role_order(roles: set[str]) -> tuple[str, ...]:
+    """``roles`` in the order train, selection, test (then ``(unsplit)``)."""
+    return tuple(sorted(roles, key=lambda role: (_ROLE_ORDER.get(role, len(_ROLE_ORDER)), role)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +86,9 @@ class DataIssue:
     Attributes:
         severity: ``error`` (the data should not be trained on as is) or ``warning``.
         kind: ``unreadable``, ``skipped-file``, ``duplicate-file``, ``identical-pixels``,
-            ``patient-in-several-splits``, ``suspicious`` or ``split``.
+            ``patient-in-several-splits`` (a patient id in several roles),
+            ``accession-in-several-roles`` (slides of one accession in different roles),
+            ``suspicious`` or ``split``.
         message: One line: what, where, and what to do.
         paths: The files concerned.
     """
@@ -90,7 +107,8 @@ class DuplicateGroup:
         kind: ``file`` (identical bytes) or ``pixels`` (identical decoded pixels, different
             files, e.g. one PNG and one TIFF of the same image).
         paths: The files, sorted.
-        splits: The distinct splits they are in.
+        splits: The distinct roles they are in (``train``, ``selection``, ``test``, in that
+            order; ``(unsplit)`` when no split could be made).
         labels: The distinct labels they carry.
     """
 
@@ -101,7 +119,7 @@ class DuplicateGroup:
 
     @property
     def crosses_splits(self) -> bool:
-        """Whether the group spans more than one split (leakage)."""
+        """Whether the group spans more than one role (leakage)."""
         return len([split for split in self.splits if split != _UNSPLIT]) > 1
 
 
@@ -121,13 +139,16 @@ class DataReport:
         suffix_siblings: Accession number to its slide ids, for accessions with two or more
             slides (``14-18842``: ``14-18842``, ``14-18842D``); see :attr:`n_accessions`.
         per_magnification: Images per magnification (``unknown`` when not known).
-        per_split: Images per split, then per class.
+        per_split: Images per role (``train``, ``selection``, ``test``; ``(unsplit)`` for
+            images outside the split), then per class.
         sizes: Images per ``WIDTHxHEIGHT``.
         modes: Images per Pillow mode (``RGB``, ``L``, ``I;16``...).
         formats: Images per file format (``PNG``, ``JPEG``...).
         size_stats: ``width`` and ``height``: ``min``, ``median``, ``max``.
         duplicates: Duplicate-file and identical-pixel groups.
-        patients_in_several_splits: Patient id to the splits it appears in.
+        patients_in_several_splits: Patient id to the roles it appears in.
+        accessions_in_several_roles: Accession number to each of its slides' roles, for
+            accessions whose slides sit in different roles (see the module documentation).
         unreadable: Files that cannot be decoded, with reasons.
         skipped: Files the dataset format left out, with reasons.
         issues: Every problem, errors first.
@@ -151,6 +172,7 @@ class DataReport:
     size_stats: dict[str, dict[str, float]]
     duplicates: tuple[DuplicateGroup, ...]
     patients_in_several_splits: dict[str, tuple[str, ...]]
+    accessions_in_several_roles: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     unreadable: tuple[SkippedFile, ...]
     skipped: tuple[SkippedFile, ...]
     issues: tuple[DataIssue, ...]
@@ -220,6 +242,10 @@ class DataReport:
             "patients_in_several_splits": {
                 patient: list(splits) for patient, splits in self.patients_in_several_splits.items()
             },
+            "accessions_in_several_roles": {
+                accession: {slide: list(roles) for slide, roles in slides.items()}
+                for accession, slides in self.accessions_in_several_roles.items()
+            },
             "unreadable": [{"path": str(f.path), "reason": f.reason} for f in self.unreadable],
             "skipped": [{"path": str(f.path), "reason": f.reason} for f in self.skipped],
             "issues": [
@@ -258,6 +284,26 @@ def _suffix_siblings(patients: Sequence[str]) -> dict[str, tuple[str, ...]]:
     }
 
 
+def _accessions_in_several_roles(
+    slide_roles: Mapping[str, set[str]],
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """Accessions with a slide that sits in one role while a sibling slide has images in
+    another; each with every slide's roles. Slides that each span roles are left to the
+    patient check."""
+    by_accession: dict[str, dict[str, set[str]]] = defaultdict(dict)
+    for slide, roles in slide_roles.items():
+        by_accession[accession_number(slide)][slide] = roles
+    leaks: dict[str, dict[str, tuple[str, ...]]] = {}
+    for accession, slides in sorted(by_accession.items()):
+        leaking = any(
+            len(roles) == 1 and any(other - roles for other in slides.values())
+            for roles in slides.values()
+        )
+        if leaking:
+            leaks[accession] = {slide: _in_role_order(slides[slide]) for slide in sorted(slides)}
+    return leaks
+
+
 def _natural(value: str) -> tuple[int, str]:
     return (int(value), "") if value.isdigit() else (1 << 30, value)
 
@@ -281,7 +327,7 @@ def _duplicate_groups(
         return DuplicateGroup(
             kind=kind,
             paths=tuple(sorted(s.path for s in members)),
-            splits=tuple(sorted({split_of[s.path] for s in members})),
+            splits=_in_role_order({split_of[s.path] for s in members}),
             labels=tuple(sorted({s.label for s in members})),
         )
 
@@ -306,8 +352,8 @@ def _duplicate_issue(group: DuplicateGroup) -> DataIssue:
     )
     if group.crosses_splits:
         message = (
-            f"LEAK: {what} across splits {'/'.join(group.splits)}: {listing}{more}. The same "
-            f"image is trained on and validated on; keep one copy.{conflict}"
+            f"LEAK: {what} in several roles {'/'.join(group.splits)}: {listing}{more}. The "
+            f"same image is in the {' and '.join(group.splits)} sets; keep one copy.{conflict}"
         )
     elif conflict:
         message = f"{what} with different labels: {listing}{more}.{conflict}"
@@ -315,7 +361,7 @@ def _duplicate_issue(group: DuplicateGroup) -> DataIssue:
         return DataIssue(
             severity="warning",
             kind=kind,
-            message=f"{what} in one split: {listing}{more}. The image counts more than once.",
+            message=f"{what} in one role: {listing}{more}. The image counts more than once.",
             paths=group.paths,
         )
     return DataIssue(severity="error", kind=kind, message=message, paths=group.paths)
@@ -333,6 +379,19 @@ def _suspicious(info: ImageInfo) -> list[str]:
     return reasons
 
 
+def _folder_roles(samples: Sequence[Sample]) -> dict[Path, str]:
+    """The role of each image by the split the data fixes, for when no split can be made.
+
+    As :mod:`breastcls.data.split` reads folders: ``validation/`` is the test set, or the
+    selection set when a ``test/`` folder is there too; ``train/`` is labelled ``train``
+    (the selection set it would supply could not be carved).
+    """
+    names = {s.split for s in samples}
+    validation = DataRole.SELECTION if {"validation", "test"} <= names else DataRole.TEST
+    role_of = {"train": DataRole.TRAIN, "validation": validation, "test": DataRole.TEST}
+    return {s.path: role_of[s.split].value if s.split in role_of else _UNSPLIT for s in samples}
+
+
 def _split_of(
     samples: Sequence[Sample], config: DataConfig
 ) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
@@ -340,9 +399,8 @@ def _split_of(
     try:
         split = split_for_config(samples, config)
     except DataError as error:
-        split_of = {s.path: s.split or _UNSPLIT for s in samples}
         issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
-        return split_of, None, "data" if fixed else "none", issue
+        return _folder_roles(samples), None, "data" if fixed else "none", issue
     # Roles, also for data that fixes its split: the blog's validation/ folder is the test set.
     split_of = {s.path: role.value for role, part in split.parts() for s in part}
     return split_of, split, "data" if fixed else "computed", None
@@ -378,8 +436,8 @@ def check_dataset(
     bad_paths = {item.path for item in bad}
     readable = [s for s in samples if s.path not in bad_paths]
     split_of, split, split_source, split_issue = _split_of(readable, config)
-    for sample in samples:
-        split_of.setdefault(sample.path, sample.split or _UNSPLIT)
+    for path, role in _folder_roles(samples).items():
+        split_of.setdefault(path, role)  # unreadable images count under their folder's role
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         paths = [s.path for s in readable]
@@ -392,10 +450,11 @@ def check_dataset(
         if sample.patient_id and split_of[sample.path] != _UNSPLIT:
             patient_splits[sample.patient_id].add(split_of[sample.path])
     in_several = {
-        patient: tuple(sorted(splits))
+        patient: _in_role_order(splits)
         for patient, splits in sorted(patient_splits.items())
         if len(splits) > 1
     }
+    accessions = _accessions_in_several_roles(patient_splits)
 
     issues: list[DataIssue] = [
         DataIssue(
@@ -417,10 +476,27 @@ def check_dataset(
                 severity="error",
                 kind="patient-in-several-splits",
                 message=(
-                    f"LEAK: patient {patient} has images in {'/'.join(splits)} "
-                    f"({len(patient_paths)} images): move all of them to one split."
+                    f"LEAK: patient {patient} has images in several roles {'/'.join(splits)} "
+                    f"({len(patient_paths)} images): keep all of them in one role (move them "
+                    "into one split folder, or give them one split in the manifest)."
                 ),
                 paths=patient_paths,
+            )
+        )
+    for accession, slides in accessions.items():
+        slide_paths = tuple(s.path for s in readable if s.patient_id in slides)
+        where = ", ".join(f"{slide} in {'/'.join(roles)}" for slide, roles in slides.items())
+        issues.append(
+            DataIssue(
+                severity="error",
+                kind="accession-in-several-roles",
+                message=(
+                    f"LEAK: slides of accession {accession} (one biopsy) are in different "
+                    f"roles: {where} ({len(slide_paths)} images). Keep every slide of an "
+                    "accession in one role (move them into one split folder, or give them "
+                    "one split in the manifest)."
+                ),
+                paths=slide_paths,
             )
         )
     for info in sorted(image_info.values(), key=lambda i: i.path):
@@ -464,7 +540,9 @@ def check_dataset(
         per_patient=_counts(patients),
         suffix_siblings=_suffix_siblings(patients),
         per_magnification=dict(sorted(magnifications.items(), key=lambda kv: _natural(kv[0]))),
-        per_split={key: dict(sorted(value.items())) for key, value in sorted(per_split.items())},
+        per_split={
+            key: dict(sorted(per_split[key].items())) for key in _in_role_order(set(per_split))
+        },
         sizes=_counts([f"{i.width}x{i.height}" for i in infos]),
         modes=_counts([i.mode for i in infos]),
         formats=_counts([i.format for i in infos]),
@@ -478,6 +556,7 @@ def check_dataset(
         },
         duplicates=tuple(duplicates),
         patients_in_several_splits=in_several,
+        accessions_in_several_roles=accessions,
         unreadable=tuple(bad),
         skipped=tuple(dataset.skipped),
         issues=tuple(issues),
@@ -522,8 +601,17 @@ def _table(title: str, rows: Mapping[str, Any]) -> list[str]:
     return [title, *(f"  {key!s:<{width}}  {value}" for key, value in rows.items())]
 
 
-def format_report(report: DataReport, *, max_issues: int = 50) -> str:
-    """Render a report as human-readable text (tables, then every error and warning)."""
+def format_report(report: DataReport, *, max_issues: int = 50, width: int | None = None) -> str:
+    """Render a report as human-readable text (tables, then every error and warning).
+
+    Args:
+        report: The report.
+        max_issues: Errors and warnings listed (``--json`` has them all).
+        width: Wrap lines to this many columns (continuation lines indented); ``None``: no
+            wrapping.
+    """
+    import textwrap
+
     lines = [
         f"data check: {report.root}",
         f"  {report.n_images} images, {len(report.class_names)} classes, "
@@ -535,7 +623,7 @@ def format_report(report: DataReport, *, max_issues: int = 50) -> str:
         split: ", ".join(f"{label} {count}" for label, count in row.items())
         for split, row in report.per_split.items()
     }
-    lines += _table("per split:", per_split)
+    lines += _table("per role:", per_split)
     lines += _table("per magnification:", report.per_magnification)
     if report.per_patient:
         counts = list(report.per_patient.values())
@@ -557,4 +645,16 @@ def format_report(report: DataReport, *, max_issues: int = 50) -> str:
         lines.append(f"  {issue.severity.upper():7} [{issue.kind}] {issue.message}")
     if len(report.issues) > max_issues:
         lines.append(f"  ... and {len(report.issues) - max_issues} more (use --json for all)")
-    return "\n".join(lines)
+    if width is None:
+        return "\n".join(lines)
+    wrapped = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        wrapped += textwrap.wrap(
+            line,
+            width=max(width, 40),
+            subsequent_indent=indent,
+            break_long_words=False,
+            break_on_hyphens=False,
+        ) or [""]
+    return "\n".join(wrapped)

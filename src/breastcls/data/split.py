@@ -15,7 +15,7 @@ explicitly, and is labelled leaky.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,43 @@ def _check_groups(samples: Sequence[Sample], groups: list[str], needed: int, col
             )
 
 
+def _class_counts(samples: Sequence[Sample], groups: list[str] | None, column: str) -> str:
+    """Describe each class's images (and groups): ``'benign' 3 images in 3 patient_id values``."""
+    images: Counter[str] = Counter(sample.label for sample in samples)
+    members: dict[str, set[str]] = {}
+    for sample, group in zip(samples, groups or [""] * len(samples), strict=True):
+        members.setdefault(sample.label, set()).add(group)
+    return ", ".join(
+        f"{label!r} {count} image(s)"
+        + (f" in {len(members[label])} {column} value(s)" if groups is not None else "")
+        for label, count in sorted(images.items())
+    )
+
+
+def _folds(
+    parts: Iterable[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    *,
+    samples: Sequence[Sample],
+    groups: list[str] | None,
+    column: str,
+    n_splits: int,
+    what: str,
+    remedy: str,
+) -> list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]:
+    """Run a scikit-learn splitter's ``split`` generator; turn its ``ValueError`` into a
+    :class:`DataError` that names each class's image (and group) counts and ``remedy``."""
+    try:
+        return list(parts)
+    except ValueError as error:
+        raise DataError(
+            f"Cannot cut {len(samples)} images into {n_splits} stratified folds for {what}: "
+            f"every class needs at least {n_splits} images"
+            + (f" in {n_splits} {column} values" if groups is not None else "")
+            + f", and here {_class_counts(samples, groups, column)} "
+            f"(scikit-learn: {str(error).rstrip('.')}). {remedy}"
+        ) from error
+
+
 def _grouped_method(group_by: str | None) -> str:
     return "patient" if group_by in (None, "patient_id") else "group"
 
@@ -217,7 +254,19 @@ def _hold_out(
                 "--allow-leaky-split (leaky)."
             )
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=grouping.seed)
-        kept, held = next(iter(splitter.split(indices, labels, groups=groups)))
+        kept, held = _folds(
+            splitter.split(indices, labels, groups=groups),
+            samples=samples,
+            groups=groups,
+            column=column,
+            n_splits=n_splits,
+            what=f"a grouped {fraction:.0%} {what} split (one fold held out)",
+            remedy=(
+                f"Add patients of every class, raise --{what}-fraction (a fraction f uses "
+                "round(1/f) folds), lower --test-fraction to 0, or pass --split-by image "
+                "--allow-leaky-split (leaky)."
+            ),
+        )[0]
         method = _grouped_method(grouping.group_by)
     else:
         try:
@@ -330,8 +379,10 @@ def split_samples(
         allow_leaky: Allow ``by="image"`` on grouped data (the split is then leaky).
 
     Raises:
-        DataError: A class is too small to appear in every role, too few groups, some images
-            lack a group, or an image-level split of grouped data without ``allow_leaky``.
+        DataError: A class is too small to appear in every role, too few groups (also when
+            scikit-learn refuses the folds: the message gives each class's image and group
+            counts), some images lack a group, or an image-level split of grouped data
+            without ``allow_leaky``.
     """
     grouping = _Grouping(seed=seed, by=by, group_by=group_by, allow_leaky=allow_leaky)
     if any(sample.split for sample in samples):
@@ -397,13 +448,22 @@ def kfold_splits(
                 f"Only {n_groups} distinct {column} values for {folds} folds: use fewer folds."
             )
         _check_groups(samples, groups, 2, column)
-        parts = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+        splits = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(
             indices, labels, groups=groups
         )
     else:
-        parts = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
             indices, labels
         )
+    parts = _folds(
+        splits,
+        samples=samples,
+        groups=groups,
+        column=column,
+        n_splits=folds,
+        what=f"{folds}-fold cross-validation",
+        remedy="Use fewer folds, or add patients of every class.",
+    )
     return [
         _with_selection(
             [samples[i] for i in sorted(development)],
