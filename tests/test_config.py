@@ -20,12 +20,7 @@ def test_defaults_are_the_seed_recipe() -> None:
     )
     assert (model.backbone, model.head, model.weights) == ("densenet201", "seed", "imagenet")
     assert (train.learning_rate, train.batch_size, train.epochs) == (1e-4, 16, 20)
-    assert (train.monitor, train.lr_patience, train.lr_factor, train.min_lr) == (
-        "val_accuracy",
-        5,
-        0.2,
-        1e-7,
-    )
+    assert (train.monitor, train.trainer, train.trainer_options) == ("val_accuracy", "keras", {})
 
 
 def test_weights_none_string_means_random_init() -> None:
@@ -45,9 +40,6 @@ def test_weights_none_string_means_random_init() -> None:
         (lambda: TrainConfig(epochs=0), "epochs=0"),
         (lambda: TrainConfig(batch_size=0), "batch_size=0"),
         (lambda: TrainConfig(learning_rate=-1.0), "learning_rate=-1.0"),
-        (lambda: TrainConfig(lr_patience=-1), "lr_patience=-1"),
-        (lambda: TrainConfig(lr_factor=1.5), "lr_factor=1.5"),
-        (lambda: TrainConfig(min_lr=-1e-7), "min_lr=-1e-07"),
         (lambda: TrainConfig(monitor="accuracy"), "monitor='accuracy'"),
         (lambda: TrainConfig(seed=-1), "seed=-1"),
         (lambda: TrainConfig(trainer=""), "trainer=''"),

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -239,13 +240,13 @@ class TrainConfig:
 
     Attributes:
         trainer: Registered trainer id.
+        trainer_options: The trainer's own options, by name (the ``keras`` trainer's are
+            ``lr_patience``, ``lr_factor`` and ``min_lr``; ``breastcls plugins`` lists each
+            trainer's); the trainer validates them.
         epochs: Number of epochs.
         batch_size: Images per step on one device (replica); with several devices a step
             processes ``batch_size x replicas`` images (see :mod:`breastcls.distribute`).
         learning_rate: Adam's initial learning rate (not scaled with the number of replicas).
-        lr_patience: ReduceLROnPlateau patience, in epochs without a better ``monitor``.
-        lr_factor: Factor the learning rate is multiplied by on a plateau.
-        min_lr: Lowest learning rate ReduceLROnPlateau goes to.
         monitor: Selection-set metric (``val_`` + a logged metric, such as ``val_accuracy`` or
             ``val_loss``) that drives ReduceLROnPlateau and the best-model checkpoint.
         seed: Seed of weight init, shuffling and augmentation.
@@ -262,12 +263,10 @@ class TrainConfig:
     """
 
     trainer: str = "keras"
+    trainer_options: Mapping[str, Any] = field(default_factory=dict)
     epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 1e-4
-    lr_patience: int = 5
-    lr_factor: float = 0.2
-    min_lr: float = 1e-7
     monitor: str = "val_accuracy"
     seed: int = 11
     class_weight: ClassWeight | None = None
@@ -299,14 +298,7 @@ class TrainConfig:
             )
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate={self.learning_rate} must be positive.")
-        if self.lr_patience < 0:
-            raise ConfigError(f"lr_patience={self.lr_patience} must be 0 or more epochs.")
-        if not 0.0 < self.lr_factor < 1.0:
-            raise ConfigError(
-                f"lr_factor={self.lr_factor} must lie strictly between 0 and 1 (the seed uses 0.2)."
-            )
-        if self.min_lr < 0:
-            raise ConfigError(f"min_lr={self.min_lr} must be 0 or more (the seed uses 1e-7).")
+        object.__setattr__(self, "trainer_options", dict(self.trainer_options))
         if not self.monitor.startswith("val_") or self.monitor == "val_":
             raise ConfigError(
                 f"monitor={self.monitor!r} must be a selection-set metric: 'val_' and a logged "
@@ -367,7 +359,7 @@ class RunConfig:
             return cls(
                 data=DataConfig(**_current_data_keys(raw["data"])),
                 model=ModelConfig(**raw.get("model", {})),
-                train=TrainConfig(**raw.get("train", {})),
+                train=TrainConfig(**_current_train_keys(raw.get("train", {}))),
                 out_dir=Path(raw.get("out_dir", "runs")),
                 name=raw.get("name"),
             )
@@ -383,4 +375,18 @@ def _current_data_keys(data: dict[str, Any]) -> dict[str, Any]:
     current = {key: value for key, value in data.items() if key != "validation_fraction"}
     current.setdefault("selection_fraction", data["validation_fraction"])
     current.setdefault("test_fraction", 0.0)
+    return current
+
+
+_KERAS_TRAINER_OPTIONS = ("lr_patience", "lr_factor", "min_lr")
+
+
+def _current_train_keys(train: dict[str, Any]) -> dict[str, Any]:
+    """Read a ``train`` section written by breastcls 0.1, which kept the Keras trainer's
+    options as fields of its own."""
+    moved = {key: train[key] for key in _KERAS_TRAINER_OPTIONS if key in train}
+    if not moved:
+        return train
+    current = {key: value for key, value in train.items() if key not in moved}
+    current["trainer_options"] = {**moved, **current.get("trainer_options", {})}
     return current

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Iterator
+import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from breastcls.errors import ConfigError, DuplicateComponentError, UnknownComponentError
 
@@ -82,9 +84,36 @@ class Registry(Generic[T]):
                 "or install the plugin that provides it."
             ) from None
 
-    def get(self, name: str) -> T:
-        """Return the component registered as ``name`` (see :meth:`info` for errors)."""
-        return self.info(name).component
+    def get(self, name: str, options: Mapping[str, Any] | None = None) -> T:
+        """Return the component registered as ``name``, with ``options`` set.
+
+        A component takes options when it is a dataclass (as timm's ``create_model(name,
+        **kwargs)`` or scikit-learn's ``set_params``): each option replaces the field of that
+        name, and the dataclass validates it. Text values (from the command line) are converted
+        to the field's type.
+
+        Raises:
+            UnknownComponentError: No component has that id (see :meth:`info`).
+            ConfigError: An option the component does not have, a value of the wrong type, or
+                options for a component that takes none.
+        """
+        component = self.info(name).component
+        if not options:
+            return component
+        if not dataclasses.is_dataclass(component) or isinstance(component, type):
+            raise ConfigError(
+                f"The {self.kind} {name!r} takes no options (got {', '.join(sorted(options))})."
+            )
+        return dataclasses.replace(
+            component, **_converted(component, options, f"{self.kind} {name!r}")
+        )
+
+    def option_defaults(self, name: str) -> dict[str, Any]:
+        """The options the component ``name`` takes, with their current values."""
+        component = self.info(name).component
+        if not dataclasses.is_dataclass(component) or isinstance(component, type):
+            return {}
+        return {f.name: getattr(component, f.name) for f in dataclasses.fields(component)}
 
     def names(self) -> list[str]:
         """Return the registered ids, sorted."""
@@ -119,3 +148,36 @@ class PluginRegistry(Generic[T]):
     def add(self, name: str, component: T, *, summary: str) -> None:
         """Register ``component`` as ``name`` with a one-line ``summary``."""
         self._registry.add(name, component, summary=summary, plugin=self.plugin)
+
+
+def _converted(component: Any, options: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``options`` checked against the component's fields, text converted to their types."""
+    fields = {f.name: f for f in dataclasses.fields(component)}
+    hints = typing.get_type_hints(type(component))
+    converted: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"The {what} has no option {key!r}.{hint} Its options: "
+                f"{', '.join(f'{k}={getattr(component, k)!r}' for k in fields) or '(none)'}."
+            )
+        converted[key] = _as_type(value, hints.get(key), f"{what} option {key}")
+    return converted
+
+
+def _as_type(value: Any, hint: Any, what: str) -> Any:
+    """Convert a text ``value`` to ``hint`` (int, float, bool or str); others pass as they are."""
+    if not isinstance(value, str) or hint in (str, None):
+        return value
+    try:
+        if hint is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if hint in (int, float):
+            return hint(value)
+    except ValueError:
+        raise ConfigError(f"{what}={value!r} is not a {hint.__name__}.") from None
+    return value

@@ -218,19 +218,21 @@ def _recorded_policy(run_dir: Path) -> str | None:
 
 def check_run_config(config: RunConfig, host: PluginHost) -> None:
     """Refuse, before any folder is created, a configuration that cannot train: an unknown
-    component, unusable weights, or ``tensorboard`` without its package.
+    component, a trainer option it does not take, unusable weights, or ``tensorboard`` without
+    its package.
 
     Raises:
         UnknownComponentError: A backbone, head, augmentation or trainer id is not registered.
-        ConfigError: The weights do not suit the backbone, or tensorboard is missing.
+        ConfigError: A bad trainer option, weights that do not suit the backbone, or
+            tensorboard is missing.
     """
     for kind, name in (
         ("backbone", config.model.backbone),
         ("head", config.model.head),
         ("augmentation", config.model.augmentation),
-        ("trainer", config.train.trainer),
     ):
         host.registry(kind).info(name)
+    host.trainers.get(config.train.trainer, config.train.trainer_options)
     check_weights(
         config.model.weights,
         backbone_name=config.model.backbone,
@@ -541,7 +543,7 @@ def _fit(
                 config, data, plan.strategy, epoch_variable
             )
             host.train_start(run_dir, plan.config_dict)
-            host.trainers.get(config.train.trainer).fit(
+            host.trainers.get(config.train.trainer, config.train.trainer_options).fit(
                 model,
                 train_data,
                 selection_data,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from breastcls.config import TrainConfig
+from breastcls.errors import ConfigError
 from breastcls.interfaces import Trainer
 from breastcls.plugins import hookimpl
 from breastcls.registry import PluginRegistry
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KerasTrainer:
     """Adam, (binary) cross-entropy, accuracy, ReduceLROnPlateau: the seed recipe.
 
@@ -26,7 +29,26 @@ class KerasTrainer:
     auto-clustering compiles every supported part of the step during the fit, which on a GPU is
     the backbone and head. CPU auto-clustering is off unless
     ``TF_XLA_FLAGS=--tf_xla_cpu_global_jit`` is set.
+
+    Attributes:
+        lr_patience: ReduceLROnPlateau patience, in epochs without a better ``monitor``.
+        lr_factor: Factor the learning rate is multiplied by on a plateau.
+        min_lr: Lowest learning rate ReduceLROnPlateau goes to.
     """
+
+    lr_patience: int = 5
+    lr_factor: float = 0.2
+    min_lr: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lr_patience, bool) or self.lr_patience < 0:
+            raise ConfigError(f"lr_patience={self.lr_patience} must be 0 or more epochs.")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ConfigError(
+                f"lr_factor={self.lr_factor} must lie strictly between 0 and 1 (the seed uses 0.2)."
+            )
+        if self.min_lr < 0:
+            raise ConfigError(f"min_lr={self.min_lr} must be 0 or more (the seed uses 1e-7).")
 
     def fit(
         self,
@@ -57,9 +79,9 @@ class KerasTrainer:
         schedule = StatefulReduceLROnPlateau(
             state=state,
             monitor=config.monitor,
-            patience=config.lr_patience,
-            factor=config.lr_factor,
-            min_lr=config.min_lr,
+            patience=self.lr_patience,
+            factor=self.lr_factor,
+            min_lr=self.min_lr,
             verbose=1 if config.verbose else 0,
         )
         with _xla_autoclustering(config.jit and not getattr(model, "jit_compile", False)):

@@ -118,6 +118,21 @@ def train_command(
             rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.preprocessing,
+    trainer: Annotated[
+        str,
+        typer.Option(
+            help="Trainer id (`breastcls plugins` lists them).", rich_help_panel=TRAINING_PANEL
+        ),
+    ] = TRAIN.trainer,
+    trainer_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME=VALUE",
+            help="An option of the trainer, repeatable, e.g. --trainer-option min_lr=1e-6 "
+            "(the keras trainer: lr_patience, lr_factor, min_lr).",
+            rich_help_panel=TRAINING_PANEL,
+        ),
+    ] = None,
     epochs: Annotated[
         int, typer.Option(help="Number of epochs.", rich_help_panel=TRAINING_PANEL)
     ] = TRAIN.epochs,
@@ -302,6 +317,8 @@ def train_command(
                 preprocessing=preprocessing,
             ),
             train=TrainConfig(
+                trainer=trainer,
+                trainer_options=_parse_options(trainer_option or []),
                 epochs=epochs,
                 batch_size=batch_size,
                 learning_rate=learning_rate,
@@ -341,3 +358,17 @@ def _report_cross_validation(cv: CrossValidationResult) -> None:
     accuracy = cv.aggregate.get("classification.accuracy", {})
     if accuracy.get("mean") is not None:
         typer.echo(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
+
+
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs as a mapping; the component converts and checks the values."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise ConfigError(
+                f"--trainer-option {pair!r} is not NAME=VALUE: write e.g. --trainer-option "
+                "min_lr=1e-6."
+            )
+        options[name.strip()] = value.strip()
+    return options
