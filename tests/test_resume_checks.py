@@ -149,9 +149,11 @@ def test_a_failed_cross_validation_run_resumes_fold_by_fold_and_aggregates(
 ) -> None:
     from breastcls.testing import isolated_host
 
-    data = copy_patients(breakhis_dev, tmp_path / "data", patients=4, images_per_patient=2)
+    # Six slides per class (four benign accessions): each fold's training half has enough
+    # patients of both classes for a selection set of half of them.
+    data = copy_patients(breakhis_dev, tmp_path / "data", patients=6, images_per_patient=2)
     config = RunConfig(
-        data=DataConfig(path=data, image_size=32, folds=2),
+        data=DataConfig(path=data, image_size=32, folds=2, selection_fraction=0.5),
         model=ModelConfig(backbone="smallcnn", weights=None),
         train=TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, verbose=0),
         out_dir=tmp_path / "runs",
@@ -181,7 +183,14 @@ def test_a_failed_cross_validation_run_resumes_fold_by_fold_and_aggregates(
         for f in ("fold-1", "fold-2")
     ]
     assert accuracy["n"] == 2 and accuracy["mean"] == pytest.approx(sum(per_fold) / 2)
-    assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+    # The headline is the pooled out-of-fold test evaluation over both folds' test sets.
+    pooled = json.loads((run_dir / "pooled" / "metrics.json").read_text())
+    assert pooled["classification"]["n_images"] == len(list(data.rglob("*.png")))  # every image
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "finished"
+    assert status["headline"]["role"] == "test"
+    assert status["headline"]["accuracy"] == pytest.approx(pooled["classification"]["accuracy"])
+    assert status["headline"]["accuracy_mean"] == pytest.approx(accuracy["mean"])
     with pytest.raises(ConfigError, match="has finished already"):
         breastcls.resume_cross_validation(run_dir)
     with pytest.raises(ConfigError, match="is not a cross-validation run folder"):
