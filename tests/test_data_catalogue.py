@@ -465,3 +465,23 @@ def test_tf_pipeline_decodes_like_pillow(tmp_path: Path, kind: str) -> None:
     reference = tf.image.resize(tf.constant(decode_image(path), tf.float32), (side, side))
     assert tensor.shape == (side, side, 3)
     np.testing.assert_array_equal(tensor.numpy(), reference.numpy())
+
+
+def test_a_manifest_path_that_leaves_its_folder_through_a_symbolic_link_is_refused(
+    tmp_path: Path, breakhis_dev: Path
+) -> None:
+    """The text of the path stays inside; the link it names does not."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    images = sorted((breakhis_dev / "benign").glob("*.png"))[:2] + sorted(
+        (breakhis_dev / "malignant").glob("*.png")
+    )[:2]
+    for image in images:
+        shutil.copy(image, outside / image.name)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "linked").symlink_to(outside, target_is_directory=True)
+    rows = [f"linked/{image.name},{image.parent.name}" for image in images]
+    (data / "manifest.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"leave its folder: line 2: 'linked/"):
+        read_manifest(data / "manifest.csv")

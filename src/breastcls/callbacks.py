@@ -27,6 +27,7 @@ __all__ = [
     "HistoryWriter",
     "HookForwarder",
     "NaNGuard",
+    "ProgressCallback",
     "StatefulReduceLROnPlateau",
     "TrainingCheckpoint",
     "restore_seed_generators",
@@ -133,6 +134,9 @@ def restore_seed_generators(model: Any, states: tuple[tuple[int, ...], ...]) -> 
 class HistoryWriter(keras.callbacks.Callback):  # type: ignore[misc]
     """Rewrite ``history.csv`` (atomically) after every epoch, one row per epoch.
 
+    Not Keras' ``CSVLogger``: that one appends to an open file, so a run killed mid-write
+    leaves a torn row, and a resumed run would list the epoch it repeats twice.
+
     Args:
         path: The CSV file.
         rows: Rows of epochs trained before (a resumed run); a row for the same epoch is
@@ -218,7 +222,11 @@ class HookForwarder(keras.callbacks.Callback):  # type: ignore[misc]
 
 
 class NaNGuard(keras.callbacks.Callback):  # type: ignore[misc]
-    """Stop training at the first NaN or infinite loss and remember the batch."""
+    """Stop training at the first NaN or infinite loss and remember the batch.
+
+    Not Keras' ``TerminateOnNaN``, which only prints: the run must record why it stopped (in
+    ``status.json`` and the error) and keep the last good checkpoint as ``best.keras``.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -240,3 +248,138 @@ class EpochCounter(keras.callbacks.Callback):  # type: ignore[misc]
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.variable.assign(epoch)
+
+
+class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
+    """Report training to a :class:`~breastcls.progress.ProgressReporter`: a summary before the
+    first epoch, every batch of every epoch, and one line per epoch.
+
+    It is a ``ProgbarLogger`` so that Keras, finding one among the callbacks, adds none of its
+    own: Keras' bar writes to stdout, this reporter decides where progress goes.
+
+    Args:
+        reporter: Where progress goes.
+        run_dir: The run folder (its ``split.csv`` gives the images and patients per role).
+        config: The run's :class:`~breastcls.config.RunConfig`.
+    """
+
+    def __init__(self, reporter: Any, *, run_dir: Path, config: Any) -> None:
+        super().__init__()
+        self.reporter = reporter
+        self.run_dir = run_dir
+        self.config = config
+        self._epochs = 0
+        self._steps: int | None = None
+        self._in_fit = False
+        self._started = False
+        self._epoch_started = 0.0
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self._epochs = int(params.get("epochs") or 0)
+        self._steps = params.get("steps") or self._steps
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = True
+        self._started = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        import time
+
+        if not self._started:
+            self._started = True
+            self.reporter.training_started(self._summary(first_epoch=epoch + 1))
+        self._epoch_started = time.monotonic()
+        self.reporter.task_started(
+            f"epoch {epoch + 1}/{self._epochs}", total=self._steps, unit="batches"
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.reporter.task_advanced(batch + 1, detail=_figures(logs or {}, prefix=""))
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._in_fit:
+            self.reporter.task_advanced(self._steps or 0, detail="scoring the selection set")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        import time
+
+        values = logs or {}
+        if self._steps is None and self.params.get("steps"):
+            self._steps = int(self.params["steps"])
+        seconds = time.monotonic() - self._epoch_started
+        selection = _figures(values, prefix="val_")
+        line = f"epoch {epoch + 1}/{self._epochs}: {_figures(values, prefix='')}"
+        if selection:
+            line += f"; selection set: {selection}"
+        self.reporter.task_finished(f"{line} ({seconds:.0f}s)")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
+
+    # Keras' ProgbarLogger prints in these; this reporter does not.
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def _summary(self, *, first_epoch: int) -> Any:
+        from breastcls.progress import TrainingSummary
+
+        images: dict[str, int] = {}
+        patients: dict[str, set[str]] = {}
+        try:
+            from breastcls.runs.folder import read_split_csv
+
+            for sample, seen in read_split_csv(self.run_dir):
+                role = str(seen.role.value)
+                images[role] = images.get(role, 0) + 1
+                if sample.patient_id:
+                    patients.setdefault(role, set()).add(sample.patient_id)
+        except Exception:  # a summary never stops a run
+            images = {}
+        model = self.model
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        return TrainingSummary(
+            run_dir=self.run_dir,
+            backbone=self.config.model.backbone,
+            head=self.config.model.head,
+            images=images,
+            patients={role: len(ids) for role, ids in patients.items()} if patients else None,
+            parameters=int(model.count_params()),
+            trainable=trainable,
+            device=_device(model),
+            epochs=self._epochs,
+            first_epoch=first_epoch,
+            steps=self._steps,
+        )
+
+
+def _figures(logs: Mapping[str, Any], *, prefix: str) -> str:
+    """``loss 0.4123, accuracy 0.8125`` from the logs whose keys start with ``prefix``."""
+    parts = []
+    for key in ("loss", "accuracy"):
+        value = logs.get(prefix + key)
+        if value is not None:
+            parts.append(f"{key} {float(value):.4f}")
+    return ", ".join(parts)
+
+
+def _device(model: Any) -> str:
+    import tensorflow as tf
+
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = int(getattr(strategy, "num_replicas_in_sync", 1))
+    gpus = tf.config.list_logical_devices("GPU")
+    kind = "GPU" if gpus else "CPU"
+    return kind if replicas == 1 else f"{replicas} x {kind}"

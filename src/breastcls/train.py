@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -173,11 +172,13 @@ def check_split(
 def balanced_class_weights(
     samples: Sequence[Sample], class_names: Sequence[str]
 ) -> dict[int, float]:
-    """Return ``n_samples / (n_classes * n_class)`` per class index (scikit-learn's "balanced")."""
-    counts = Counter(s.label for s in samples)
-    total = sum(counts.values())
-    return {i: total / (len(class_names) * counts[name]) for i, name in enumerate(class_names)}
+    """Return ``n_samples / (n_classes * n_class)`` per class index (scikit-learn's
+    ``compute_class_weight("balanced")``)."""
+    from sklearn.utils.class_weight import compute_class_weight
 
+    labels = np.array([s.label for s in samples])
+    weights = compute_class_weight("balanced", classes=np.array(class_names), y=labels)
+    return {i: float(w) for i, w in enumerate(weights)}
 
 def _grid_title(sample: Sample) -> str:
     parts = [sample.label]
