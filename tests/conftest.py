@@ -17,16 +17,48 @@ SHARED_DATA = Path(
 )
 
 
+REAL_DATA_FIXTURES = frozenset({"breakhis_dev"})
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set, as every CI service does), where the real
+    images must be there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def require_shared_data() -> Path:
-    """Return the real images' folder, or fail saying where they were looked for."""
+    """Return the real images' folder; without it, skip (fail in CI) saying where it was looked
+    for and how to point the tests at it.
+
+    Every caller skips from this one line, so ``-ra`` folds the skips into one summary line.
+    """
     if not (SHARED_DATA / "manifest.csv").is_file():
-        pytest.fail(f"Real test images not found at {SHARED_DATA}; set BREASTCLS_SHARED_DATA.")
+        message = (
+            f"real BreakHis images not found at {SHARED_DATA} (no manifest.csv): set "
+            "BREASTCLS_SHARED_DATA=/path/to/breakhis-dev (see ../shared/data/README.md)"
+        )
+        if in_ci():
+            pytest.fail(f"{message}; CI needs them", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that uses the real images, through any fixture, is marked `real_data`.
+    for item in items:
+        if REAL_DATA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("real_data") is not None:
+        require_shared_data()
 
 
 @pytest.fixture(scope="session")
 def breakhis_dev() -> Path:
-    """The 269 real BreakHis images of ``../shared/data/breakhis-dev`` (read-only)."""
+    """The 269 real BreakHis images of ``../shared/data/breakhis-dev`` (read-only; tests using
+    it are marked ``real_data``)."""
     return require_shared_data()
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
 from breastcls._version import __version__
+from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
@@ -24,6 +24,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorsGroup,
 )
 app.command("train")(train_command)
 app.command("plugins")(plugins_command)
@@ -47,14 +48,21 @@ def root(
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show TensorFlow's own log lines (hidden by default)."
+        ),
+    ] = False,
 ) -> None:
     """breastcls: benign vs malignant (and subtype) classifiers for histopathology images."""
+    if not verbose:
+        quiet_tensorflow()
 
 
 def main() -> None:
     """Console-script entry point."""
-    # TensorFlow reads this when it starts, so it is set before any command imports it.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Likewise the allocator (importing breastcls itself changes nothing in the process).
+    # TensorFlow reads its allocator setting when it starts, so it is chosen before any command
+    # imports TensorFlow (importing breastcls itself changes nothing in the process).
     prepare_tensorflow()
     app()

@@ -1,12 +1,16 @@
-"""What every command shares: error mapping and option types."""
+"""What every command shares: error mapping, one error style and a quiet TensorFlow."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from breastcls.errors import BreastclsError
 
@@ -17,17 +21,69 @@ EXIT_BAD_INPUT = 2
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn a :class:`BreastclsError` into one line on stderr and exit code 2."""
+    """Run a command with its progress shown on stderr (:mod:`breastcls.cli.progress`), and
+    turn a :class:`BreastclsError` into one line ``error: ...`` on stderr and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from breastcls.cli.progress import showing_progress
+
         try:
-            return command(*args, **kwargs)
+            with showing_progress():
+                return command(*args, **kwargs)
         except BreastclsError as error:
-            typer.echo(f"error: {error}", err=True)
+            message = " ".join(str(error).splitlines())
+            typer.echo(f"error: {message}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
             typer.echo("interrupted.", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors(ctx: Any) -> Iterator[None]:
+    try:
+        yield
+    except typer.TyperException as error:  # click's exceptions, as typer vendors them
+        if type(error).__name__ == "NoArgsIsHelpError":
+            raise  # `breastcls` or `breastcls data` alone: typer prints the help
+        where = getattr(error, "ctx", None) or ctx
+        command = where.command_path if where is not None else "breastcls"
+        message = " ".join(error.format_message().split()).rstrip(".")
+        typer.echo(f"error: {message}; see `{command} --help`.", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The application's command group: a usage error (a missing option, a bad value...) is one
+    line ``error: ...`` on stderr and exit code 2, as every :class:`BreastclsError` is."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        with _one_line_usage_errors(parent):
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage_errors(ctx):
+            return super().invoke(ctx)
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ log lines (absl, oneDNN, CPU features) and Python-side logger
+    chatter below errors, unless the user chose a level. Call it before TensorFlow is imported:
+    it reads ``TF_CPP_MIN_LOG_LEVEL`` once, when it starts. Only the CLI calls this; importing
+    breastcls changes nothing in the process."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN's notice is an INFO line of TensorFlow's C++ logger: hidden by the level above.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)

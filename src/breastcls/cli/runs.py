@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -27,26 +29,41 @@ def runs_command(
     if not summaries:
         typer.echo(f"no runs in {folder}")
         return
-    headers = ("run", "status", "epochs", "accuracy", "AUC", "updated")
-    rows = [
-        (
+    from rich.table import Table
+
+    from breastcls.cli.progress import echo_table
+
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in ("run", "status", "epochs", "accuracy", "AUC"):
+        table.add_column(header, overflow="fold")
+    table.add_column("updated", no_wrap=True)  # UTC, as status.json records it
+    for summary in summaries:
+        table.add_row(
             summary.run_dir.name,
             summary.status,
             str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
             _figure(summary.accuracy, summary.figures_from),
             _figure(summary.auc, summary.figures_from),
-            summary.updated or "-",
+            _minute(summary.updated),
         )
-        for summary in summaries
-    ]
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-    for row in [headers, *rows]:
-        typer.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    echo_table(table)
     for summary in summaries:
         if summary.reason and summary.status != "finished":
-            typer.echo(f"{summary.run_dir.name}: {summary.reason}")
+            typer.echo(
+                textwrap.fill(
+                    f"{summary.run_dir.name}: {summary.reason}",
+                    width=shutil.get_terminal_size().columns,
+                    subsequent_indent="  ",
+                    break_on_hyphens=False,
+                )
+            )
     if any(summary.figures_from == "selection" for summary in summaries):
         typer.echo("* selection set (optimistic: it chose the model); other figures: test set")
+
+
+def _minute(updated: str | None) -> str:
+    """``2026-11-26T10:00:00+00:00`` (UTC) as ``2026-11-26 10:00``."""
+    return "-" if not updated else updated[:16].replace("T", " ")
 
 
 def _figure(value: float | None, figures_from: str | None) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.interfaces import TTA
+from breastcls.progress import active_reporter
 
 __all__ = ["iter_probabilities", "predict_probabilities"]
 
@@ -61,20 +62,25 @@ def iter_probabilities(
         model: A Keras model taking 0-255 images.
         batches: A batched ``tf.data.Dataset`` of images (no labels).
         tta: The test-time augmentation, or ``None``.
-        total: Number of images, for the progress bar.
-        verbose: 1 shows a Keras progress bar.
+        total: Number of images, for the progress display.
+        verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter (nothing
+            is printed: without a reporter, there is no progress).
     """
-    import keras
-
     step = _make_step(model, tta, batches)
-    progress = keras.utils.Progbar(total, unit_name="image") if verbose else None
+    reporter = active_reporter() if verbose else None
+    if reporter is not None:
+        reporter.task_started("predicting", total=total, unit="images")
     seen = 0
-    for images in batches:
-        probabilities = np.asarray(step(images).numpy(), dtype=np.float64)
-        seen += len(probabilities)
-        if progress is not None:
-            progress.update(seen)
-        yield probabilities
+    try:
+        for images in batches:
+            probabilities = np.asarray(step(images).numpy(), dtype=np.float64)
+            seen += len(probabilities)
+            if reporter is not None:
+                reporter.task_advanced(seen)
+            yield probabilities
+    finally:
+        if reporter is not None:
+            reporter.task_finished()
 
 
 def predict_probabilities(
