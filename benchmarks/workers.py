@@ -378,14 +378,14 @@ def task_infer(backbone: str, size: int, n: int, batch: int, rounds: int = 1) ->
     """Inference throughput, plain and with the ``d8`` TTA plugin (8 dihedral copies per image).
 
     Both stream the same images through breastcls' loader and
-    :func:`breastcls.evaluation.inference.iter_probabilities`; the clock starts after the first
+    :func:`breastcls.inference.batches.iter_probabilities`; the clock starts after the first
     batch (which traces the graph). The two passes run ``rounds`` times in turn and each keeps
     its best, so that both get the same chances of a quiet moment on a shared machine.
     """
     from breastcls import ModelConfig
     from breastcls.data.images import scan_samples
     from breastcls.data.pipeline import make_dataset
-    from breastcls.evaluation.inference import iter_probabilities
+    from breastcls.inference.batches import iter_probabilities
     from breastcls.model import build_model
     from breastcls.plugins import PluginHost
 

@@ -154,7 +154,7 @@ def test_inference_reports_to_the_active_reporter(capsys: pytest.CaptureFixture[
     import numpy as np
     import tensorflow as tf
 
-    from breastcls.evaluation.inference import predict_probabilities
+    from breastcls.inference.batches import predict_probabilities
 
     model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="softmax")])  # fmt: skip

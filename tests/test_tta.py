@@ -62,7 +62,7 @@ def _invariant_model(size: int) -> object:
 def test_d8_equals_plain_predictions_for_an_invariant_model() -> None:
     import tensorflow as tf
 
-    from breastcls.evaluation.inference import iter_probabilities, predict_probabilities
+    from breastcls.inference.batches import iter_probabilities, predict_probabilities
 
     model = _invariant_model(16)
     # Small values keep the softmax away from saturation, so equality means something.
@@ -113,7 +113,7 @@ def _recording_model() -> tuple[object, list[int], dict[str, object]]:
 def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
     import tensorflow as tf
 
-    from breastcls.evaluation.inference import predict_probabilities
+    from breastcls.inference.batches import predict_probabilities
 
     model, _, counters = _recording_model()
     images = np.random.default_rng(2).uniform(0, 255, size=(6, 8, 8, 3)).astype(np.float32)
@@ -133,7 +133,7 @@ def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
 def test_inference_is_traced_once_whatever_the_batch_sizes(tta: DihedralTTA | None) -> None:
     import tensorflow as tf
 
-    from breastcls.evaluation.inference import predict_probabilities
+    from breastcls.inference.batches import predict_probabilities
 
     model, traces, counters = _recording_model()
     images = np.random.default_rng(3).uniform(0, 255, size=(10, 8, 8, 3)).astype(np.float32)

@@ -168,7 +168,7 @@ class InferenceModel:
     def _run(
         self, batches: Any, tta: str, host: PluginHost | None, total: int, verbose: int
     ) -> FloatArray:
-        from breastcls.evaluation.inference import predict_probabilities
+        from breastcls.inference.batches import predict_probabilities
 
         component = ensure_host(host).tta.get(tta)
         return predict_probabilities(
