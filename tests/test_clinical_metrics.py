@@ -27,15 +27,16 @@ from breastcls.builtin.clinical_metrics import (
     roc_metric,
 )
 from breastcls.evaluation.clinical import (
-    apply_temperature,
     binary_rates,
-    binary_view,
     bootstrap_intervals,
-    choose_thresholds,
     expected_calibration_error,
-    fit_temperature,
     patient_rows,
-    positive_class_index,
+)
+from breastcls.inference.decision import (
+    apply_temperature,
+    binary_view,
+    choose_thresholds,
+    fit_temperature,
     positive_group,
 )
 from breastcls.interfaces import Predictions
@@ -58,9 +59,9 @@ def _predictions(n: int = 120, seed: int = 3, **extra: object) -> Predictions:
 
 
 def test_positive_class_is_malignant_when_present_else_last() -> None:
-    assert positive_class_index(("malignant", "benign")) == 0
-    assert positive_class_index(("benign", "malignant")) == 1
-    assert positive_class_index(("A", "DC", "F")) == 2
+    assert positive_group(("malignant", "benign")).indices == (0,)
+    assert positive_group(("benign", "malignant")).indices == (1,)
+    assert positive_group(("cat", "dog", "fox")).indices == (2,)
 
 
 def test_positive_group_is_the_malignant_subtypes_for_subtype_classes() -> None:
@@ -354,13 +355,13 @@ def test_thresholds_match_a_brute_force_search() -> None:
     assert chosen["default"] == 0.5
 
 
-def test_thresholds_chosen_on_validation_are_applied_unchanged_to_test() -> None:
-    validation = _predictions(seed=1)
-    view = binary_view(validation)
+def test_thresholds_chosen_on_the_selection_set_are_applied_unchanged_to_test() -> None:
+    selection = _predictions(seed=1)
+    view = binary_view(selection)
     chosen = choose_thresholds(view.y_true, view.score)
     test = _predictions(seed=2, thresholds=chosen)
     section = ThresholdsMetric()(test, out_dir=Path("."))
-    assert section.values["chosen_on"].startswith("validation")
+    assert section.values["chosen_on"].startswith("selection set")
     test_view = binary_view(test)
     for point in section.values["operating_points"]:
         assert point["threshold"] == chosen[point["name"]]

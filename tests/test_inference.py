@@ -13,9 +13,9 @@ from PIL import Image
 import breastcls
 from breastcls import DataConfig, OutputError
 from breastcls.data.images import decode_image
-from breastcls.evaluation.clinical import apply_temperature
 from breastcls.inference import InferenceModel
 from breastcls.inference.calibration import Calibration, read_calibration, write_calibration
+from breastcls.inference.decision import apply_temperature
 from breastcls.interfaces import Sample
 from conftest import copy_patients
 

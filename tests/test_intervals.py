@@ -15,7 +15,6 @@ from breastcls.builtin.clinical_metrics import (
 )
 from breastcls.evaluation.clinical import (
     Interval,
-    binary_view,
     bootstrap_interval,
     bootstrap_intervals,
     few_units_warnings,
@@ -25,6 +24,7 @@ from breastcls.evaluation.clinical import (
     percentile_interval,
     stratified_resampling,
 )
+from breastcls.inference.decision import binary_view
 from breastcls.interfaces import Predictions
 
 HERE = Path(".")

@@ -17,8 +17,8 @@ from breastcls import DataConfig, DataError
 from breastcls.data.breakhis import accession_number
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import Split, kfold_splits, spanhol_splits, split_for_config
-from breastcls.evaluation.clinical import choose_thresholds, fit_temperature
 from breastcls.inference.calibration import apply_calibration, fit_calibration
+from breastcls.inference.decision import choose_thresholds, fit_temperature
 from breastcls.interfaces import DataRole, Predictions, Sample
 from conftest import copy_patients
 

@@ -20,22 +20,24 @@ from breastcls.evaluation.clinical import (
     Interval,
     Resampling,
     binary_rates,
-    binary_view,
     bootstrap_interval,
-    choose_thresholds,
     expected_calibration_error,
     few_units_warnings,
     image_statistics,
     patient_rows,
     patient_statistics,
     percentile_interval,
-    positive_group,
     reliability_bins,
     safe_auc,
     stratified_resampling,
     subset,
-    threshold_names,
     weighted_auc,
+)
+from breastcls.inference.decision import (
+    binary_view,
+    choose_thresholds,
+    positive_group,
+    threshold_names,
 )
 from breastcls.interfaces import Metric, MetricSection, Predictions
 from breastcls.plugins import hookimpl
@@ -262,8 +264,8 @@ class CalibrationMetric:
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """ECE, Brier score (positive class), NLL and reliability bins."""
-        from breastcls.evaluation.clinical import apply_temperature
         from breastcls.evaluation.curves import plot_reliability
+        from breastcls.inference.decision import apply_temperature
 
         probabilities = predictions.probabilities
         y_true = predictions.y_true

@@ -294,8 +294,12 @@ def render_report(
         headline: The ``metrics.json`` document the summary card at the top is drawn from.
         calibration: The calibration applied (``Calibration.to_dict()``), named in the card.
     """
-    # A section that does not apply to these classes (the subtype section of a binary model).
-    ordered = [s for s in _ordered(sections) if s.values.get("available", True) is not False]
+    # A section that does not apply and says nothing (the subtype section of a binary model).
+    ordered = [
+        s
+        for s in _ordered(sections)
+        if s.text or s.values.get("available", True) is not False
+    ]
     image_level = [s for s in ordered if s.level != "patient"]
     patient_level = [s for s in ordered if s.level == "patient"]
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from breastcls.errors import ModelLoadError
-from breastcls.evaluation.clinical import (
+from breastcls.inference.decision import (
     apply_temperature,
     binary_view,
     choose_thresholds,

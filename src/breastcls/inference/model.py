@@ -18,7 +18,6 @@ import numpy.typing as npt
 
 from breastcls.data.images import ImageInfo
 from breastcls.errors import ConfigError, DataError, ModelLoadError
-from breastcls.evaluation.clinical import PositiveGroup, apply_temperature, positive_group
 from breastcls.inference.calibration import (
     Calibration,
     fit_calibration,
@@ -26,6 +25,7 @@ from breastcls.inference.calibration import (
     read_calibration,
     write_calibration,
 )
+from breastcls.inference.decision import PositiveGroup, apply_temperature, positive_group
 from breastcls.interfaces import DataRole, Predictions, Sample
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder, read_split_csv
