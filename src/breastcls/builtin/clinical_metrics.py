@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from breastcls.evaluation.clinical import (
-    FloatArray,
     Interval,
     Resampling,
     binary_rates,
@@ -34,6 +33,7 @@ from breastcls.evaluation.clinical import (
     weighted_auc,
 )
 from breastcls.inference.decision import (
+    FloatArray,
     binary_view,
     choose_thresholds,
     positive_group,

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from breastcls.inference.decision import (
+    BoolArray,
+    FloatArray,
+    IntArray,
     binary_view,
     positive_group,
 )
@@ -46,10 +48,6 @@ __all__ = [
     "subset",
     "weighted_auc",
 ]
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 FEW_PATIENTS = 5
