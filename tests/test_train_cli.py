@@ -28,7 +28,12 @@ RUN_FILES = {
     "predictions.csv",
     "confusion_matrix.png",
     "confusion_matrix_normalised.png",
+    "temperature.json",
+    "thresholds.json",
+    "report.html",
+    "selection",
 }
+SELECTION_FILES = {"metrics.json", "predictions.csv", "confusion_matrix.png"}
 
 runner = CliRunner()
 
@@ -62,19 +67,54 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(rows[0])
-    metrics = json.loads((run / "metrics.json").read_text())
-    n_validation = config["split"]["validation_images"]
-    assert metrics["classification"]["n_images"] == n_validation
-    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == n_validation
-    supports = [c["support"] for c in metrics["classification"]["per_class"].values()]
-    assert sum(supports) == n_validation
-    best = max(float(row["val_accuracy"]) for row in rows)
-    assert metrics["classification"]["accuracy"] == pytest.approx(best, abs=1e-6)
     with open(run / "split.csv") as handle:
         split_rows = list(csv.DictReader(handle))
-    train_patients = {r["patient_id"] for r in split_rows if r["split"] == "train"}
-    validation_patients = {r["patient_id"] for r in split_rows if r["split"] == "validation"}
-    assert train_patients and validation_patients and not train_patients & validation_patients
+    assert len(split_rows) == 269
+    groups = {
+        role: {r["group"] for r in split_rows if r["role"] == role}
+        for role in ("train", "selection", "test")
+    }
+    assert all(groups.values())
+    assert not groups["train"] & groups["selection"] and not groups["train"] & groups["test"]
+    assert not groups["selection"] & groups["test"]
+    # The run folder's metrics are the test set's, scored once by the final model.
+    metrics = json.loads((run / "metrics.json").read_text())
+    n_test = config["split"]["test_images"]
+    assert n_test == sum(r["role"] == "test" for r in split_rows)
+    assert next(iter(metrics)) == "evaluated_on"
+    assert metrics["evaluated_on"] == {
+        "role": "test",
+        "set": "test set",
+        "images": n_test,
+        "patients": len({r["patient_id"] for r in split_rows if r["role"] == "test"}),
+    }
+    assert metrics["classification"]["n_images"] == n_test
+    assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == n_test
+    supports = [c["support"] for c in metrics["classification"]["per_class"].values()]
+    assert sum(supports) == n_test
+    with open(run / "predictions.csv") as handle:
+        predicted = {r["path"] for r in csv.DictReader(handle)}
+    assert predicted == {r["path"] for r in split_rows if r["role"] == "test"}
+    # The selection set chose the best epoch: its own metrics match that epoch's val_accuracy.
+    assert {path.name for path in (run / "selection").iterdir()} >= SELECTION_FILES
+    selection = json.loads((run / "selection" / "metrics.json").read_text())
+    assert selection["evaluated_on"]["role"] == "selection"
+    assert selection["classification"]["n_images"] == config["split"]["selection_images"]
+    best = max(float(row["val_accuracy"]) for row in rows)
+    assert selection["classification"]["accuracy"] == pytest.approx(best, abs=1e-6)
+    # Temperature and thresholds are fitted on the selection set, never on the test set.
+    assert json.loads((run / "thresholds.json").read_text())["chosen_on"] == "selection"
+    assert json.loads((run / "temperature.json").read_text())["fitted_on"] == "selection"
+    headline = json.loads((run / "status.json").read_text())["headline"]
+    assert (headline["role"], headline["accuracy"]) == (
+        "test",
+        metrics["classification"]["accuracy"],
+    )
+    assert f"run folder: {run}" in output
+    accuracy = metrics["classification"]["accuracy"]
+    assert f"test set: accuracy {accuracy:.4f}" in output
+    assert "selection set (optimistic" in output
+    assert f"report: {run / 'report.html'}" in output
 
 
 def test_environment_records_the_settings_that_change_speed_or_results(
@@ -96,6 +136,7 @@ def test_the_demo_run_learns_the_synthetic_classes(tmp_path: Path) -> None:
     assert code == 0, output
     (run,) = [p for p in tmp_path.iterdir() if p.name != "demo-data"]
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluated_on"]["role"] == "test"
     assert metrics["classification"]["accuracy"] >= 0.9
     assert len(list((tmp_path / "demo-data" / "benign").glob("*.png"))) == 60
 
@@ -110,10 +151,25 @@ def _assert_one_line_error(code: int, output: str, *fragments: str) -> None:
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    # small_breakhis's five benign slides are three accessions: a selection fraction of 0.34
+    # gives the selection set patients of both classes, so only the error under test stops it.
     return [
         "train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none",
-        "--image-size", "32", "--epochs", "1", "--out", str(out), *extra,
+        "--image-size", "32", "--epochs", "1", "--selection-fraction", "0.34",
+        "--out", str(out), *extra,
     ]  # fmt: skip
+
+
+def test_a_split_with_a_role_lacking_a_class_is_refused(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    args = _train_args(small_breakhis, tmp_path / "runs")
+    args[args.index("--selection-fraction") + 1] = "0.2"
+    code, output = invoke(*args)
+    _assert_one_line_error(
+        code, output, "The selection set has no image of class(es) ['malignant']"
+    )
+    assert not (tmp_path / "runs").exists()
 
 
 def test_missing_data_folder(tmp_path: Path) -> None:
