@@ -60,6 +60,53 @@ def _derived_seeds(seed: int | None, count: int) -> list[int | None]:
     return [int(state) % (2**31 - 2) for state in states]
 
 
+def hed_augmentation(*, seed: int | None) -> Any:
+    """Jitter the haematoxylin, eosin and DAB amounts of each image ("HED-light"), nothing else.
+
+    See :class:`~breastcls.layers.RandomHEDJitter`: each stain amount is scaled by U(0.95, 1.05)
+    and shifted by U(-0.05, 0.05), independently per image and per stain (Tellez et al. 2019).
+
+    Args:
+        seed: Seed of the random draws (a seed derived from it, as in
+            :func:`default_augmentation`); ``None`` leaves them unseeded.
+    """
+    from breastcls.layers import RandomHEDJitter
+
+    (hed,) = _derived_seeds(seed, 1)
+    return RandomHEDJitter(seed=hed, name="augmentation")
+
+
+def pathology_augmentation(*, seed: int | None) -> Any:
+    """Flip each axis, rotate by up to ±90°, zoom by up to ±10%, then jitter stain and colour.
+
+    The geometry is :func:`default_augmentation`'s with a milder zoom; then each image's H, E
+    and D amounts are jittered (:class:`~breastcls.layers.RandomHEDJitter`, "HED-light") and its
+    brightness (±5% of 255), contrast (×U(0.9, 1.1)), saturation (×U(0.9, 1.1)) and hue (±0.02
+    turn) lightly (:class:`~breastcls.layers.RandomColorJitter`). Each of the six layers draws
+    per image, independently, with its own derived seed.
+
+    Args:
+        seed: Seed of the random transforms; each layer gets its own seed derived from it.
+            ``None`` leaves them unseeded.
+    """
+    import keras
+
+    from breastcls.layers import RandomColorJitter, RandomHEDJitter
+
+    flip_x, flip_y, rotation, zoom, hed, colour = _derived_seeds(seed, 6)
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=flip_x, name="flip_left_right"),
+            keras.layers.RandomFlip("vertical", seed=flip_y, name="flip_top_bottom"),
+            keras.layers.RandomRotation(0.25, fill_mode="reflect", seed=rotation, name="rotation"),
+            keras.layers.RandomZoom((-0.1, 0.1), fill_mode="reflect", seed=zoom, name="zoom"),
+            RandomHEDJitter(seed=hed, name="hed_jitter"),
+            RandomColorJitter(seed=colour, name="colour_jitter"),
+        ],
+        name="augmentation",
+    )
+
+
 def no_augmentation(*, seed: int | None) -> Any:
     """No augmentation: an identity layer."""
     import keras
@@ -69,7 +116,7 @@ def no_augmentation(*, seed: int | None) -> Any:
 
 @hookimpl
 def breastcls_register_augmentations(registry: PluginRegistry[Augmentation]) -> None:
-    """Register the ``default``, ``seed`` and ``none`` augmentations."""
+    """Register the ``default``, ``seed``, ``none``, ``hed`` and ``pathology`` augmentations."""
     registry.add(
         "default",
         default_augmentation,
@@ -81,3 +128,13 @@ def breastcls_register_augmentations(registry: PluginRegistry[Augmentation]) -> 
         summary="the seed blog's ImageDataGenerator: zoom_range=2, rotation 90°, flips",
     )
     registry.add("none", no_augmentation, summary="no augmentation")
+    registry.add(
+        "hed",
+        hed_augmentation,
+        summary="stain jitter only: H, E and D amounts scaled ±5% and shifted ±0.05 (HED-light)",
+    )
+    registry.add(
+        "pathology",
+        pathology_augmentation,
+        summary="flips, rotation ±90°, zoom ±10%, HED-light stain jitter and light colour jitter",
+    )
