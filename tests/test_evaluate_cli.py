@@ -12,23 +12,35 @@ import pytest
 from typer.testing import CliRunner
 
 from breastcls.cli.app import app
+from breastcls.data.breakhis import accession_number
 from conftest import copy_patients
 
 runner = CliRunner()
 
 
+def _accession(image: Path) -> str:
+    return accession_number("-".join(image.name.split("-")[1:3]))
+
+
+def _split_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "split.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.fixture(scope="module")
 def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> tuple[Path, Path]:
-    """Three images from each of six patients per class, and a 1-epoch smallcnn run on them."""
+    """Six images from each of six patients per class, and a 1-epoch smallcnn run on them.
+
+    20% of the accessions are the test set and half of the rest the selection set: 24 images,
+    enough to fit a temperature.
+    """
     import breastcls
 
     root = copy_patients(
-        breakhis_dev, tmp_path_factory.mktemp("eval") / "data", patients=6, images_per_patient=3
+        breakhis_dev, tmp_path_factory.mktemp("eval") / "data", patients=6, images_per_patient=6
     )
     config = breastcls.RunConfig(
-        data=breastcls.DataConfig(
-            path=root, image_size=64, selection_fraction=0.34, test_fraction=0.0
-        ),
+        data=breastcls.DataConfig(path=root, image_size=64, selection_fraction=0.5),
         model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
         train=breastcls.TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, verbose=0),
         out_dir=root.parent / "runs",
@@ -37,25 +49,55 @@ def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -
     return root, breastcls.train(config).run_dir
 
 
-def test_training_writes_the_validation_report(data_and_run: tuple[Path, Path]) -> None:
+@pytest.fixture(scope="module")
+def new_patients(
+    tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path, data_and_run: tuple[Path, Path]
+) -> Path:
+    """Three images from each of two accessions per class that the run never saw."""
+    data, _ = data_and_run
+    seen = {_accession(image) for image in data.glob("*/*.png")}
+    root = tmp_path_factory.mktemp("new") / "data"
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        by_accession: dict[str, list[Path]] = {}
+        for image in sorted((breakhis_dev / label).glob("*.png")):
+            if _accession(image) not in seen:
+                by_accession.setdefault(_accession(image), []).append(image)
+        for images in list(by_accession.values())[:2]:
+            for image in images[:3]:
+                shutil.copy(image, root / label / image.name)
+    return root
+
+
+def test_training_writes_the_test_report(data_and_run: tuple[Path, Path]) -> None:
     _, run = data_and_run
     for name in ("report.html", "roc.png", "reliability.png", "temperature.json"):
         assert (run / name).is_file(), name
+    rows = _split_rows(run)
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluated_on"]["role"] == "test"
+    assert metrics["classification"]["n_images"] == sum(r["role"] == "test" for r in rows)
+    # Thresholds and temperature come from the selection set and are applied to the test set.
     thresholds = json.loads((run / "thresholds.json").read_text())
-    assert thresholds["chosen_on"] == "validation"
-    assert metrics["thresholds"]["chosen_on"].startswith("validation")
-    assert metrics["calibration"]["temperature"] == pytest.approx(
-        json.loads((run / "temperature.json").read_text())["temperature"]
-    )
+    assert thresholds["chosen_on"] == "selection"
+    assert metrics["thresholds"]["chosen_on"].startswith("selection set")
+    temperature = json.loads((run / "temperature.json").read_text())
+    assert temperature["fitted_on"] == "selection"
+    assert temperature["n_images"] == sum(r["role"] == "selection" for r in rows) == 24
+    assert isinstance(temperature["temperature"], float)
+    assert metrics["calibration"]["temperature"] == pytest.approx(temperature["temperature"])
+    selection = json.loads((run / "selection" / "metrics.json").read_text())
+    assert selection["evaluated_on"]["role"] == "selection"
+    assert selection["calibration"]["temperature"] == pytest.approx(temperature["temperature"])
     html = (run / "report.html").read_text()
     assert "Training curves" in html and "Patient level" in html
 
 
 def test_evaluate_on_new_data_writes_the_evaluation_folder(
-    data_and_run: tuple[Path, Path], tmp_path: Path
+    data_and_run: tuple[Path, Path], new_patients: Path, tmp_path: Path
 ) -> None:
-    data, run = data_and_run
+    _, run = data_and_run
+    data = new_patients
     out = tmp_path / "eval"
     result = runner.invoke(
         app,
@@ -64,7 +106,7 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     assert result.exit_code == 0, result.output
     images = sorted(data.glob("*/*.png"))
     patients = {"-".join(image.name.split("-")[1:3]) for image in images}
-    assert f"{len(images)} images" in result.output
+    assert f"{len(images)} images, test set: accuracy " in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     for section in (
         "classification",
@@ -78,14 +120,20 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
         "gradcam",
     ):
         assert section in metrics, section
-    assert metrics["patient"]["n_patients"] == len(patients) == 12
+    assert metrics["patient"]["n_patients"] == len(patients) >= 4
     assert metrics["classification"]["n_images"] == len(images)
-    # The thresholds and temperature of the run are applied, not refitted.
-    saved = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    # No image or patient of the data trained or selected the model: a test set.
+    assert metrics["evaluated_on"]["role"] == "test"
+    assert metrics["evaluated_on"]["images"] == len(images)
+    # The thresholds and temperature fitted on the run's selection set with the same TTA are
+    # applied, never refitted on the evaluated data.
+    thresholds = json.loads((run / "thresholds-d8.json").read_text())
+    temperature = json.loads((run / "temperature-d8.json").read_text())
+    assert (thresholds["chosen_on"], thresholds["tta"]) == ("selection", "d8")
+    assert (temperature["fitted_on"], temperature["tta"]) == ("selection", "d8")
     applied = {p["name"]: p["threshold"] for p in metrics["thresholds"]["operating_points"]}
-    assert applied == saved
-    temperature = json.loads((run / "temperature.json").read_text())["temperature"]
-    assert metrics["calibration"]["temperature"] == temperature
+    assert applied == thresholds["thresholds"]
+    assert metrics["calibration"]["temperature"] == temperature["temperature"]
     for png in (
         "confusion_matrix.png",
         "roc.png",
@@ -109,16 +157,54 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     assert json.loads((out / "metrics.json").read_text())["gradcam"] == metrics["gradcam"]
 
 
-def test_evaluate_defaults_to_the_run_validation_split(data_and_run: tuple[Path, Path]) -> None:
+def test_evaluate_refuses_data_the_model_has_seen(
+    data_and_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, run = data_and_run
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--no-gradcam"])
+    assert result.exit_code == 2
+    assert "trained or selected" in result.output and "--allow-overlap" in result.output
+    assert not (run / "evaluations" / "data-none").exists()
+    # A training image under another name is found by its pixels.
+    renamed = tmp_path / "renamed"
+    train = next(Path(r["path"]) for r in _split_rows(run) if r["role"] == "train")
+    for label in ("benign", "malignant"):
+        (renamed / label).mkdir(parents=True)
+    shutil.copy(train, renamed / train.parent.name / "scan-1.png")
+    shutil.copy(train, renamed / ("malignant" if train.parent.name == "benign" else "benign"))
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(renamed), "--no-gradcam"])
+    assert result.exit_code == 2 and "identical to images that trained or selected" in (
+        result.output.replace("\n", " ")
+    )
+    # --allow-overlap scores it anyway, labelled as overlapping (optimistic).
+    out = tmp_path / "overlap"
+    result = runner.invoke(
+        app,
+        ["evaluate", str(run), "--data", str(data), "--no-gradcam", "--allow-overlap",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classification"]["n_images"] == len(list(data.glob("*/*.png")))
+    assert metrics["evaluated_on"]["role"] is None
+    assert metrics["evaluated_on"]["set"].startswith("overlapping data (optimistic)")
+
+
+def test_evaluate_defaults_to_the_run_test_set(data_and_run: tuple[Path, Path]) -> None:
     _, run = data_and_run
     result = runner.invoke(app, ["evaluate", str(run), "--no-gradcam"])
     assert result.exit_code == 0, result.output
-    out = run / "evaluations" / "validation-none"
-    with (run / "split.csv").open() as handle:
-        n_validation = sum(row["split"] == "validation" for row in csv.DictReader(handle))
+    out = run / "evaluations" / "test-none"
+    rows = _split_rows(run)
+    n_test = sum(row["role"] == "test" for row in rows)
+    assert f"{n_test} images, test set: accuracy " in result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["classification"]["n_images"] == n_validation
-    # Same model, same images, same temperature: the run's own validation accuracy.
+    assert metrics["classification"]["n_images"] == n_test
+    assert metrics["evaluated_on"]["role"] == "test"
+    with (out / "predictions.csv").open() as handle:
+        evaluated = {r["path"] for r in csv.DictReader(handle)}
+    assert evaluated == {r["path"] for r in rows if r["role"] == "test"}
+    # Same model, same images, same temperature: the run's own test accuracy.
     assert metrics["classification"]["accuracy"] == pytest.approx(
         json.loads((run / "metrics.json").read_text())["classification"]["accuracy"]
     )
@@ -151,14 +237,14 @@ def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     predicted = np.where(probabilities[:, 1] > probabilities[:, 0], "malignant", "benign")
     assert [r["predicted"] for r in rows] == predicted.tolist()
-    # The run's temperature is applied: the same numbers as the run's validation predictions.
+    # The run's temperature is applied: the same numbers as the run's test-set predictions.
     with (run / "predictions.csv").open() as handle:
-        validation = {r["path"]: float(r["p_malignant"]) for r in csv.DictReader(handle)}
-    shared = [r for r in rows if r["path"] in validation]
+        tested = {r["path"]: float(r["p_malignant"]) for r in csv.DictReader(handle)}
+    shared = [r for r in rows if r["path"] in tested]
     assert shared
     for r in shared:
-        assert float(r["p_malignant"]) == pytest.approx(validation[r["path"]], abs=2e-5)
-    # One column per operating threshold chosen on the run's validation data.
+        assert float(r["p_malignant"]) == pytest.approx(tested[r["path"]], abs=2e-5)
+    # One column per operating threshold chosen on the run's selection set.
     thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
     assert thresholds
     for name, threshold in thresholds.items():
