@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 import zipfile
 from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from breastcls.config import ModelConfig
@@ -15,7 +17,166 @@ from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
 
-__all__ = ["build_model", "check_weights", "load_checkpoint", "load_model", "model_file"]
+__all__ = [
+    "MAX_MODEL_BYTES",
+    "MAX_MODEL_ENTRIES",
+    "MAX_MODEL_JSON_BYTES",
+    "MAX_MODEL_RATIO",
+    "ModelLimits",
+    "build_model",
+    "check_model_archive",
+    "check_weights",
+    "load_checkpoint",
+    "load_model",
+    "model_file",
+]
+
+#: The most entries a ``.keras`` archive may hold (Keras writes three, plus assets).
+MAX_MODEL_ENTRIES = 1_000
+#: The most bytes all entries of a ``.keras`` archive may unpack to (4 GiB; DenseNet201 with
+#: Adam's state is about 0.25 GB).
+MAX_MODEL_BYTES = 4 * 2**30
+#: The most bytes one JSON entry (``config.json``, ``metadata.json``) may unpack to (64 MiB;
+#: DenseNet201's configuration is under 1 MB). JSON is parsed whole, in memory.
+MAX_MODEL_JSON_BYTES = 64 * 2**20
+#: The highest compression ratio (unpacked / packed size) of an entry over 1 MiB. Keras stores
+#: entries uncompressed (ratio 1) and weights barely compress; a zip bomb's ratio is near 1000.
+MAX_MODEL_RATIO = 100
+_RATIO_FLOOR = 2**20
+
+_LIMIT_VARIABLES = {
+    "max_entries": "BREASTCLS_MAX_MODEL_ENTRIES",
+    "max_bytes": "BREASTCLS_MAX_MODEL_BYTES",
+    "max_json_bytes": "BREASTCLS_MAX_MODEL_JSON_BYTES",
+    "max_ratio": "BREASTCLS_MAX_MODEL_RATIO",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelLimits:
+    """What a ``.keras`` archive may unpack to before breastcls loads it (a model file is
+    untrusted input, in size too).
+
+    Each limit can be raised with an environment variable (``BREASTCLS_MAX_MODEL_ENTRIES``,
+    ``BREASTCLS_MAX_MODEL_BYTES``, ``BREASTCLS_MAX_MODEL_JSON_BYTES``,
+    ``BREASTCLS_MAX_MODEL_RATIO``; see :meth:`from_environment`) or by passing limits to
+    :func:`load_model`.
+
+    Attributes:
+        max_entries: The most entries.
+        max_bytes: The most bytes all entries unpack to together.
+        max_json_bytes: The most bytes one ``.json`` entry unpacks to.
+        max_ratio: The highest compression ratio of an entry over 1 MiB.
+    """
+
+    max_entries: int = MAX_MODEL_ENTRIES
+    max_bytes: int = MAX_MODEL_BYTES
+    max_json_bytes: int = MAX_MODEL_JSON_BYTES
+    max_ratio: int = MAX_MODEL_RATIO
+
+    @classmethod
+    def from_environment(cls) -> ModelLimits:
+        """The default limits, each replaced by its environment variable when set.
+
+        Raises:
+            ConfigError: A variable is set to something other than a positive whole number.
+        """
+        values: dict[str, int] = {}
+        for field, variable in _LIMIT_VARIABLES.items():
+            raw = os.environ.get(variable)
+            if raw is None:
+                continue
+            if not raw.strip().isdigit() or int(raw) <= 0:
+                raise ConfigError(
+                    f"{variable}={raw!r} is not a positive whole number: set it to a larger "
+                    f"limit than the default {getattr(cls(), field)}, or unset it."
+                )
+            values[field] = int(raw)
+        return cls(**values)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_model_archive(path: Path, limits: ModelLimits | None = None) -> None:
+    """Check a ``.keras`` archive's entries before anything in it is unpacked or parsed.
+
+    Only the archive's directory is read: the names, the number of entries, each entry's
+    unpacked size (Python's zip reader never unpacks more than that size), their total and the
+    compression ratios.
+
+    Args:
+        path: The ``.keras`` file.
+        limits: The limits (default: :meth:`ModelLimits.from_environment`).
+
+    Raises:
+        ModelLoadError: It is not a zip archive, or an entry breaks a limit or has a name that
+            is absolute, climbs out with ``..``, repeats, or holds control characters; the
+            message names the file, the entry, the size and how to raise the limit.
+    """
+    limits = ModelLimits.from_environment() if limits is None else limits
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as error:
+        raise ModelLoadError(
+            f"{path} is not a .keras model file (not a readable zip archive: {error})."
+        ) from error
+
+    def refuse(what: str, field: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"{path}: {what}; a breastcls model is far smaller, so the file is damaged or "
+            f"hostile and is not loaded. If you trust it, raise the limit with "
+            f"{_LIMIT_VARIABLES[field]}=N (or load_model(..., limits=ModelLimits(...)))."
+        )
+
+    if len(entries) > limits.max_entries:
+        raise refuse(
+            f"it holds {len(entries)} entries, over the limit of {limits.max_entries}",
+            "max_entries",
+        )
+    seen: set[str] = set()
+    total = 0
+    for entry in entries:
+        name = entry.filename
+        parts = PurePosixPath(name).parts
+        if (
+            name.startswith("/")
+            or "\\" in name
+            or ".." in parts
+            or any(ord(c) < 32 or c == "\x7f" for c in name)
+            or name in seen
+        ):
+            raise ModelLoadError(
+                f"{path}: its entry {name!r} is absolute, climbs out of the archive, repeats "
+                "another or holds control characters; Keras never writes such a name, so the "
+                "file is damaged or hostile and is not loaded."
+            )
+        seen.add(name)
+        size = entry.file_size
+        if name.endswith(".json") and size > limits.max_json_bytes:
+            raise refuse(
+                f"its entry {name!r} unpacks to {_size(size)} ({size} bytes), over the limit of "
+                f"{_size(limits.max_json_bytes)} for a JSON entry",
+                "max_json_bytes",
+            )
+        if size > _RATIO_FLOOR and size > limits.max_ratio * max(entry.compress_size, 1):
+            raise refuse(
+                f"its entry {name!r} unpacks to {_size(size)} from {_size(entry.compress_size)}, "
+                f"a compression ratio over the limit of {limits.max_ratio} (a zip bomb?)",
+                "max_ratio",
+            )
+        total += size
+        if total > limits.max_bytes:
+            raise refuse(
+                f"its entries unpack to over {_size(limits.max_bytes)} (the limit) by entry "
+                f"{name!r} ({_size(size)})",
+                "max_bytes",
+            )
 
 
 def check_weights(weights: str | None, *, backbone_name: str, backbone: Backbone) -> None:
@@ -142,21 +303,33 @@ def model_file(path: Path) -> Path:
     )
 
 
-def load_model(path: Path, *, class_names: Sequence[str] | None = None) -> Any:
+def load_model(
+    path: Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    limits: ModelLimits | None = None,
+) -> Any:
     """Load a ``.keras`` model in Keras safe mode (no code from the file is executed).
+
+    The archive is checked first (:func:`check_model_archive`): a file whose entries would
+    unpack to more than ``limits`` allow is refused before anything is unpacked.
 
     Args:
         path: A ``.keras`` file or a run folder (its ``best.keras`` is loaded).
         class_names: When given, the class names the model was trained with (``class_names.json``
             beside the model) must be the same, in the same order.
+        limits: Size limits of the archive (default: :meth:`ModelLimits.from_environment`).
 
     Raises:
-        ModelLoadError: The file is missing or not a Keras model, it needs a layer from a plugin
-            that is not installed, or its class names differ from ``class_names``.
+        ModelLoadError: The file is missing, not a Keras model or over a size limit, it needs a
+            layer from a plugin that is not installed, or its class names differ from
+            ``class_names``.
+        ConfigError: ``class_names.json`` beside the model is unreadable.
     """
     path = model_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
+    check_model_archive(path, limits)
     if class_names is not None:
         trained = model_class_names(path)
         if trained is not None and list(trained) != list(class_names):
@@ -180,6 +353,7 @@ def load_checkpoint(path: Path) -> Any:
     path = Path(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
+    check_model_archive(path)
     return _safe_load(path, compile=True)
 
 

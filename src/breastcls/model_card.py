@@ -3,11 +3,18 @@
 It says what the model is for (research only, never diagnosis), what it was trained on, how it
 scores (with confidence intervals when ``metrics.json`` has them), its limitations, its class
 names and the input it expects. :func:`breastcls.export_model` copies it beside each export.
+
+Every string that comes from data, a configuration, a record or a plugin (class names, paths,
+component ids, metric names...) is escaped: in text, Markdown punctuation gets a backslash and
+``<``, ``>``, ``&`` become HTML entities; elsewhere it is a code span fenced by more backticks
+than it holds. Line breaks become spaces and bytes of a file name that are not UTF-8 are shown
+as ``\\xNN``. A rendered card holds no tag, link or table cell that a name put there.
 """
 
 from __future__ import annotations
 
-import json
+import html
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +22,40 @@ from typing import Any
 from breastcls.io import atomic_write_text
 from breastcls.runs.folder import RunFolder
 
-__all__ = ["model_card_text", "write_model_card"]
+__all__ = ["markdown_code", "markdown_text", "model_card_text", "write_model_card"]
+
+# The characters that make Markdown structure inside a line (code, emphasis, links, images,
+# table cells), which every renderer (CommonMark, GitHub, Python-Markdown) lets a backslash
+# escape; ``<``, ``>`` and ``&`` become HTML entities instead. (A user string never starts a
+# line of the card, so the line-start markers ``#``, ``-``, ``+``, ``1.`` stay as they are.)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()|])")
+_LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
+
+
+def _plain(value: Any) -> str:
+    """``value`` as one line of valid UTF-8 (a file name's stray bytes as ``\\xNN``)."""
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _LINE_BREAKS.sub(" ", text)
+
+
+def markdown_text(value: Any) -> str:
+    """Escape ``value`` for Markdown text (a paragraph, a list item, a table cell): every
+    Markdown character is backslash-escaped and ``<``, ``>``, ``&`` become HTML entities, so no
+    tag, link, emphasis or table cell can come out of it. Numbers are written as they are."""
+    if isinstance(value, (int, float)):
+        return str(value)
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", _plain(value))
+    return html.escape(escaped, quote=False)
+
+
+def markdown_code(value: Any) -> str:
+    """``value`` as a Markdown code span (shown verbatim, never rendered), fenced by more
+    backticks than it holds. Not for table cells, where a ``|`` would end the cell."""
+    text = _plain(value)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    padded = f" {text} " if text.startswith("`") or text.endswith("`") or not text else text
+    return f"{fence}{padded}{fence}"
 
 
 _PREPROCESSING = {
@@ -26,19 +66,18 @@ _PREPROCESSING = {
 }
 
 
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
+def _section(record: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = record.get(key)
+    return value if isinstance(value, Mapping) else {}
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
-    return "n/a" if value is None else str(value)
+    return "n/a" if value is None else markdown_text(value)
 
 
-def _backbone_preprocessing(backbone: str, setting: str) -> str:
+def _backbone_preprocessing(backbone: Any, setting: Any) -> str:
     if setting == "none":
         return _PREPROCESSING["none"] + " (`--preprocessing none`, as the seed blog)"
     from breastcls.errors import BreastclsError
@@ -47,8 +86,8 @@ def _backbone_preprocessing(backbone: str, setting: str) -> str:
     try:
         mode = str(default_host().backbones.get(backbone).preprocessing)
     except BreastclsError:
-        return f"the backbone {backbone!r}'s own (its plugin is not installed here)"
-    return _PREPROCESSING.get(mode, mode)
+        return f"the backbone {markdown_code(backbone)}'s own (its plugin is not installed here)"
+    return _PREPROCESSING.get(mode, markdown_text(mode))
 
 
 def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
@@ -56,13 +95,15 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
     classification = metrics.get("classification")
     if isinstance(classification, Mapping):
         lines.append(f"- Accuracy: {_fmt(classification.get('accuracy'))}")
-        per_class = classification.get("per_class", {})
+        per_class = _section(classification, "per_class")
         if per_class:
             lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
             for name, row in per_class.items():
+                row = row if isinstance(row, Mapping) else {}
                 lines.append(
-                    f"| {name} | {_fmt(row.get('precision'))} | {_fmt(row.get('recall'))} | "
-                    f"{_fmt(row.get('f1'))} | {_fmt(row.get('support'))} |"
+                    f"| {markdown_text(name)} | {_fmt(row.get('precision'))} | "
+                    f"{_fmt(row.get('recall'))} | {_fmt(row.get('f1'))} | "
+                    f"{_fmt(row.get('support'))} |"
                 )
     bootstrap = metrics.get("bootstrap")
     if isinstance(bootstrap, Mapping) and isinstance(bootstrap.get("intervals"), Mapping):
@@ -75,19 +116,21 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
             else "images drawn within each class; patient ids are unknown, so if one patient "
             "has several images the true uncertainty is wider"
         )
+        level = level if isinstance(level, (int, float)) else 0.95
         lines += [
             "",
             f"Bootstrap {float(level):.0%} confidence intervals "
-            f"({bootstrap.get('method', 'percentile bootstrap')}, "
-            f"{bootstrap.get('n_resamples', '?')} resamples: {caveat}):",
+            f"({markdown_text(bootstrap.get('method', 'percentile bootstrap'))}, "
+            f"{markdown_text(bootstrap.get('n_resamples', '?'))} resamples: {caveat}):",
             "",
             "| statistic | estimate | low | high |",
             "|---|---|---|---|",
         ]
         for name, interval in bootstrap["intervals"].items():
+            interval = interval if isinstance(interval, Mapping) else {}
             lines.append(
-                f"| {name} | {_fmt(interval.get('estimate'))} | {_fmt(interval.get('low'))} | "
-                f"{_fmt(interval.get('high'))} |"
+                f"| {markdown_text(name)} | {_fmt(interval.get('estimate'))} | "
+                f"{_fmt(interval.get('low'))} | {_fmt(interval.get('high'))} |"
             )
     else:
         lines += ["", "No confidence intervals were computed for this run."]
@@ -97,16 +140,22 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
 def model_card_text(run_dir: Path) -> str:
     """Return the model card of the run folder ``run_dir`` as Markdown.
 
-    It reads ``config.json``, ``class_names.json``, ``metrics.json`` and ``environment.json``;
-    a missing file leaves its part marked as unknown.
+    It reads ``config.json``, ``class_names.json``, ``metrics.json`` and ``environment.json``
+    (through :class:`~breastcls.runs.folder.RunFolder`'s validated readers); a missing file
+    leaves its part marked as unknown. Every string from them is escaped (see the module).
+
+    Raises:
+        ConfigError: One of them is there but unreadable or malformed.
     """
     run = RunFolder(run_dir)
-    config: dict[str, Any] = _read_json(run.config) or {}
-    class_names: list[str] = _read_json(run.class_names) or []
-    metrics: dict[str, Any] = _read_json(run.metrics) or {}
-    env: dict[str, Any] = _read_json(run.environment) or {}
+    config = run.read_config_record() if run.config.is_file() else {}
+    class_names = run.read_class_names() if run.class_names.is_file() else ()
+    metrics = run.read_metrics()
+    env = run.read_record(run.environment) if run.environment.is_file() else {}
+    env = env if isinstance(env, Mapping) else {}
+    evaluated_on = _section(metrics, "evaluated_on").get("set", "unknown set")
     lines = [
-        f"# Model card: {run_dir.name}",
+        f"# Model card: {markdown_text(Path(run_dir).name)}",
         "",
         "## Intended use",
         "",
@@ -117,30 +166,33 @@ def model_card_text(run_dir: Path) -> str:
         "",
         "## Classes",
         "",
-        *[f"{index}. `{name}`" for index, name in enumerate(class_names)],
+        *[f"{index}. {markdown_code(name)}" for index, name in enumerate(class_names)],
         *_data_lines(config),
         "",
-        f"## Metrics ({metrics.get('evaluated_on', {}).get('set', 'unknown set')}, best epoch)",
+        f"## Metrics ({markdown_text(evaluated_on)}, best epoch)",
         "",
         *_metrics_lines(metrics),
-        *_limitations(config.get("split", {})),
+        *_limitations(_section(config, "split")),
     ]
     return "\n".join(lines) + "\n"
 
 
 def _model_lines(config: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
-    model = config.get("model", {})
-    size = config.get("data", {}).get("image_size", "unknown")
+    model = _section(config, "model")
+    size = markdown_text(_section(config, "data").get("image_size", "unknown"))
     backbone = model.get("backbone", "unknown")
     return [
         "",
         "## Model",
         "",
-        f"- Backbone: `{backbone}`, head: `{model.get('head', 'unknown')}`, training "
-        f"augmentation: `{model.get('augmentation', 'unknown')}` (inactive at inference)",
-        f"- Initial weights: `{model.get('weights')}`",
-        f"- Trained by breastcls {env.get('breastcls', 'unknown')} with TensorFlow "
-        f"{env.get('tensorflow', 'unknown')} and Keras {env.get('keras', 'unknown')}",
+        f"- Backbone: {markdown_code(backbone)}, "
+        f"head: {markdown_code(model.get('head', 'unknown'))}, "
+        f"training augmentation: {markdown_code(model.get('augmentation', 'unknown'))} "
+        "(inactive at inference)",
+        f"- Initial weights: {markdown_code(model.get('weights'))}",
+        f"- Trained by breastcls {markdown_text(env.get('breastcls', 'unknown'))} with TensorFlow "
+        f"{markdown_text(env.get('tensorflow', 'unknown'))} and Keras "
+        f"{markdown_text(env.get('keras', 'unknown'))}",
         "",
         "## Input",
         "",
@@ -153,19 +205,24 @@ def _model_lines(config: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]
 
 
 def _data_lines(config: Mapping[str, Any]) -> list[str]:
-    data, train, split = config.get("data", {}), config.get("train", {}), config.get("split", {})
+    data, train = _section(config, "data"), _section(config, "train")
+    split = _section(config, "split")
+
+    def text(section: Mapping[str, Any], key: str) -> str:
+        return markdown_text(section.get(key, "?"))
+
     return [
         "",
         "## Data",
         "",
-        f"- Training data: `{data.get('path', 'unknown')}`",
-        f"- Split: {split.get('method', 'unknown')} — {split.get('train_images', '?')} training, "
-        f"{split.get('selection_images', '?')} selection and {split.get('test_images', '?')} "
-        f"test images (split seed {data.get('split_seed', '?')})",
+        f"- Training data: {markdown_code(data.get('path', 'unknown'))}",
+        f"- Split: {markdown_text(split.get('method', 'unknown'))} — "
+        f"{text(split, 'train_images')} training, {text(split, 'selection_images')} selection "
+        f"and {text(split, 'test_images')} test images (split seed {text(data, 'split_seed')})",
         "- The selection set chose the best epoch, the learning-rate schedule, the temperature "
         "and the thresholds; the test set was scored once, by the final model",
-        f"- Training: {train.get('epochs', '?')} epochs, batch {train.get('batch_size', '?')}, "
-        f"learning rate {train.get('learning_rate', '?')}, seed {train.get('seed', '?')}",
+        f"- Training: {text(train, 'epochs')} epochs, batch {text(train, 'batch_size')}, "
+        f"learning rate {text(train, 'learning_rate')}, seed {text(train, 'seed')}",
     ]
 
 

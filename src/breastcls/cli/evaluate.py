@@ -38,6 +38,12 @@ def evaluate_command(
             "selected the model; the report is labelled overlapping (optimistic)."
         ),
     ] = False,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            help="Evaluate without unreadable images (listed in skipped.csv) instead of stopping."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model: metrics.json, predictions.csv, plots and a self-contained report.html."""
     import breastcls
@@ -51,8 +57,11 @@ def evaluate_command(
         batch_size=batch_size,
         gradcam=gradcam,
         allow_overlap=allow_overlap,
+        skip_bad_images=skip_bad_images,
     )
     typer.echo(f"evaluation folder: {result.out_dir}")
+    if result.skipped:
+        typer.echo(f"{len(result.skipped)} unreadable image(s) skipped, listed in skipped.csv")
     evaluated_on = result.metrics["evaluated_on"]["set"]
     typer.echo(f"{result.n_images} images, {evaluated_on}: {summarise(result.metrics)}")
     typer.echo(f"report: {result.report}")

@@ -23,9 +23,29 @@ def predict_command(
         str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
     ] = "none",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
+    skip_bad_images: Annotated[
+        bool,
+        typer.Option(
+            help="Predict without unreadable images (listed in <out>.skipped.csv) instead of "
+            "stopping."
+        ),
+    ] = False,
 ) -> None:
     """Predict the class of images: one CSV row per image with its probabilities."""
     import breastcls
 
-    result = breastcls.predict(model, inputs, out=out, tta=tta, batch_size=batch_size, verbose=1)
+    result = breastcls.predict(
+        model,
+        inputs,
+        out=out,
+        tta=tta,
+        batch_size=batch_size,
+        verbose=1,
+        skip_bad_images=skip_bad_images,
+    )
     typer.echo(f"{result.n_images} images -> {result.path}")
+    if result.skipped:
+        typer.echo(
+            f"{len(result.skipped)} unreadable image(s) skipped, listed in "
+            f"{result.skipped_path}"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ def load_image_tensor(path: Any, native: Any, image_size: int) -> Any:
     import tensorflow as tf
 
     def pillow_decode(file_name: Any) -> Any:
-        # A bytes scalar inside tf.data's graph; a 0-d object array when called eagerly.
+        # A bytes scalar inside tf.data's graph; a 0-d object array when called eagerly. The
+        # bytes are the file system's (os.fsencode), so a name that is not UTF-8 comes back.
         raw = file_name.item() if isinstance(file_name, np.ndarray) else file_name
-        return decode_image(Path(raw.decode("utf-8")))
+        return decode_image(Path(os.fsdecode(raw)))
 
     def decode_native() -> Any:
         return tf.io.decode_image(
@@ -84,7 +86,9 @@ def make_dataset(
 
     index = {name: i for i, name in enumerate(class_names)}
     info = image_info or {}
-    paths = [str(sample.path) for sample in samples]
+    # File names travel as the file system's bytes: a name that is not valid UTF-8 (a lone
+    # surrogate in Python) cannot become a TensorFlow string tensor otherwise.
+    paths = [os.fsencode(sample.path) for sample in samples]
     native = [bool(info[s.path].tf_native) if s.path in info else False for s in samples]
     labels = np.eye(len(class_names), dtype=np.float32)[[index[s.label] for s in samples]]
     dataset = tf.data.Dataset.from_tensor_slices((paths, native, labels))
@@ -101,7 +105,7 @@ def make_dataset(
         dataset = dataset.cache()
     elif cache:
         # One cache file per distinct list of images and size: train and validation never clash.
-        digest = hashlib.sha1("\n".join(paths).encode("utf-8")).hexdigest()[:16]
+        digest = hashlib.sha1(b"\n".join(paths)).hexdigest()[:16]
         Path(cache).mkdir(parents=True, exist_ok=True)
         dataset = dataset.cache(str(Path(cache) / f"images-{image_size}-{digest}"))
     if shuffle and cache is not None:

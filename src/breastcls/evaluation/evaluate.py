@@ -34,10 +34,10 @@ from breastcls.inference.calibration import (
     write_calibration,
 )
 from breastcls.inference.model import InferenceModel
-from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
+from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
 from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
-from breastcls.runs.folder import RunFolder, read_split_csv
+from breastcls.runs.folder import RunFolder, read_split_csv, write_skipped_csv
 
 __all__ = [
     "EvaluationResult",
@@ -64,6 +64,7 @@ class EvaluationResult:
         role: The set the images are to the model: ``test`` (a run's test set, or data checked
             against the run's images), ``selection`` (optimistic), ``None`` (not checked, or
             overlapping and scored with ``allow_overlap``).
+        skipped: Unreadable images left out with ``skip_bad_images`` (also in ``skipped.csv``).
     """
 
     out_dir: Path
@@ -71,6 +72,7 @@ class EvaluationResult:
     report: Path
     n_images: int
     role: DataRole | None
+    skipped: tuple[SkippedFile, ...] = ()
 
 
 def _read_json(path: Path) -> Any:
@@ -249,6 +251,8 @@ class _EvaluationData:
     name: str
     role: DataRole | None
     overlap: Overlap
+    image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
+    skipped: tuple[SkippedFile, ...] = ()
 
 
 def _evaluation_data(
@@ -258,13 +262,61 @@ def _evaluation_data(
     host: PluginHost,
     *,
     allow_overlap: bool,
+    skip_bad_images: bool = False,
 ) -> _EvaluationData:
     """Return what to evaluate: the run's test set (``data`` is ``None``) or ``data``, checked
-    against the images and patients that trained or selected the model."""
+    against the images and patients that trained or selected the model. Every image is
+    decoded once here, before anything is written: an unreadable one stops the evaluation,
+    or is left out (listed) with ``skip_bad_images``."""
+    from breastcls.data.images import describe_unreadable, scan_samples
+
+    chosen = _chosen_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
+    if chosen.image_info or chosen.skipped:
+        info, skipped = dict(chosen.image_info), list(chosen.skipped)  # scanned for overlap
+    else:
+        info, skipped = scan_samples(chosen.samples)
+    if skipped and not skip_bad_images:
+        raise DataError(
+            f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
+            "--skip-bad-images (skip_bad_images=True) evaluates the others and lists them in "
+            "skipped.csv."
+        )
+    if skipped and len(skipped) == len(chosen.samples):
+        raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
+    if not skipped:
+        return dataclasses.replace(chosen, image_info=info)
+    unreadable = {item.path for item in skipped}
+    return dataclasses.replace(
+        chosen,
+        samples=[s for s in chosen.samples if s.path not in unreadable],
+        image_info=info,
+        skipped=tuple(skipped),
+    )
+
+
+def _chosen_data(
+    data: Path | None,
+    model_dir: Path,
+    image_size: int,
+    host: PluginHost,
+    *,
+    allow_overlap: bool,
+) -> _EvaluationData:
+    from breastcls.data.images import scan_samples
     from breastcls.data.loading import load_dataset
 
     if data is None:
         samples, role = _run_images(model_dir)
+        folder = RunFolder(model_dir)
+        if folder.class_names.is_file():
+            known = folder.read_class_names()
+            foreign = sorted({s.label for s in samples} - set(known))
+            if foreign:
+                raise DataError(
+                    f"{folder.split} lists images of class(es) {foreign}, which "
+                    f"{folder.class_names.name} ({list(known)}) does not have: the two files do "
+                    "not belong to one run; restore them, or pass --data to evaluate on."
+                )
         return _EvaluationData(
             samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
         )
@@ -280,9 +332,12 @@ def _evaluation_data(
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
     overlap = Overlap()
+    info: dict[Path, ImageInfo] = {}
+    bad: list[SkippedFile] = []
     if checked:
         seen = [image for _, image in read_split_csv(model_dir)]
-        overlap = find_overlap(seen, samples, _scan(samples), group_by=settings.get("group_by"))
+        info, bad = scan_samples(samples)  # unreadable ones: see _evaluation_data
+        overlap = find_overlap(seen, samples, info, group_by=settings.get("group_by"))
     if overlap and not allow_overlap:
         raise DataError(
             f"{data}: {overlap.describe()} Figures on them would not estimate performance on new "
@@ -296,16 +351,9 @@ def _evaluation_data(
         # Without the run's split.csv nothing says what the model has seen.
         role=DataRole.TEST if checked and not overlap else None,
         overlap=overlap,
+        image_info=info,
+        skipped=tuple(bad),
     )
-
-
-def _scan(samples: Sequence[Sample]) -> dict[Path, Any]:
-    from breastcls.data.images import describe_unreadable, scan_samples
-
-    info, bad = scan_samples(samples)
-    if bad:
-        raise DataError(f"{describe_unreadable(bad)} Fix or remove them, then run again.")
-    return info
 
 
 def evaluate(
@@ -319,6 +367,7 @@ def evaluate(
     allow_overlap: bool = False,
     host: PluginHost | None = None,
     verbose: int = 1,
+    skip_bad_images: bool = False,
 ) -> EvaluationResult:
     """Evaluate a model on labelled images and write an evaluation folder.
 
@@ -340,6 +389,9 @@ def evaluate(
             trained or selected the model; the report then says so.
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows a progress bar.
+        skip_bad_images: Leave unreadable images out instead of stopping; they are listed in
+            the folder's ``skipped.csv``, and ``evaluation.json`` and the report give their
+            number.
 
     Raises:
         BreastclsError: Unknown TTA, unreadable model or images, classes that differ from the
@@ -351,7 +403,12 @@ def evaluate(
     host.tta.info(tta)
     loaded = InferenceModel.load(Path(model))
     chosen = _evaluation_data(
-        data, loaded.folder.path, loaded.image_size, host, allow_overlap=allow_overlap
+        data,
+        loaded.folder.path,
+        loaded.image_size,
+        host,
+        allow_overlap=allow_overlap,
+        skip_bad_images=skip_bad_images,
     )
     loaded = _with_class_names(loaded, chosen, data)
     out_dir = Path(
@@ -360,7 +417,12 @@ def evaluate(
     ensure_writable_dir(out_dir)
     calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
     probabilities = loaded.raw_probabilities(
-        chosen.samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose
+        chosen.samples,
+        tta=tta,
+        batch_size=batch_size,
+        host=host,
+        verbose=verbose,
+        image_info=chosen.image_info,
     )
     predictions = apply_calibration(
         loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
@@ -379,6 +441,7 @@ def evaluate(
         report=report,
         n_images=len(chosen.samples),
         role=chosen.role,
+        skipped=chosen.skipped,
     )
 
 
@@ -425,6 +488,8 @@ def _write_evaluation(
         f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
     )
     write_predictions(predictions, folder.predictions)
+    if chosen.skipped:
+        write_skipped_csv(folder.skipped, chosen.skipped)
     sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
     if how.gradcam:
         from breastcls.evaluation.gradcam import gradcam_section
@@ -444,6 +509,11 @@ def _write_evaluation(
         "tta": how.tta,
         "image_size": loaded.image_size,
         "class_names": list(loaded.class_names),
+        "skipped images": (
+            f"{len(chosen.skipped)} unreadable, left out (listed in {folder.skipped.name})"
+            if chosen.skipped
+            else 0
+        ),
         "calibration": calibration.to_dict(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -74,7 +74,10 @@ pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; font-size: 12px;
 
 
 def _escape(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    # A file name's bytes that are not UTF-8 (lone surrogates in Python) are shown as \xNN:
+    # the page stays valid UTF-8.
+    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(text, quote=True)
 
 
 def _scalar(value: Any) -> str:

@@ -90,16 +90,27 @@ class InferenceModel:
         """Load a run folder's ``best.keras`` (or any ``.keras`` file) in safe mode, with the
         class names beside it (``class_0``... when there are none and none are given).
 
+        The records beside the model (``class_names.json``, ``config.json``, the calibration)
+        are read and checked first, before the model is loaded and before anything is written.
+
         Raises:
-            ModelLoadError: The model is missing, unsafe, damaged or not square-input, or its
-                number of outputs differs from its class names.
+            ModelLoadError: The model is missing, unsafe, damaged, over a size limit or not
+                square-input, its number of outputs differs from its class names, or a
+                calibration file is malformed.
+            ConfigError: ``class_names.json`` or ``config.json`` beside it is unreadable or
+                malformed.
         """
         from breastcls.model import load_model, model_class_names, model_file
 
         source = model_file(path)
+        stored_names = model_class_names(source)
+        folder = RunFolder(source.parent)
+        if folder.config.is_file():
+            folder.read_config_record()
+        read_calibration(folder.path)
         keras_model = load_model(source)
         n_outputs = int(keras_model.output_shape[-1])
-        names = model_class_names(source) or class_names or [f"class_{i}" for i in range(n_outputs)]
+        names = stored_names or class_names or [f"class_{i}" for i in range(n_outputs)]
         if len(names) != n_outputs:
             raise ModelLoadError(
                 f"The model {source} has {n_outputs} outputs but {len(names)} class names "
@@ -147,9 +158,7 @@ class InferenceModel:
         if info is None:
             info, bad = scan_samples(samples)
             if bad:
-                raise DataError(
-                    f"{describe_unreadable(bad)} Fix or remove them, then run again."
-                )
+                raise DataError(f"{describe_unreadable(bad)} Fix or remove them, then run again.")
         for sample in samples:
             if sample.label not in self.class_names:
                 raise DataError(
@@ -201,9 +210,7 @@ class InferenceModel:
         selection = [
             s for s, _ in read_split_csv(folder.path) if s.split == DataRole.SELECTION.value
         ]
-        probabilities = self.raw_probabilities(
-            selection, tta=tta, batch_size=batch_size, host=host
-        )
+        probabilities = self.raw_probabilities(selection, tta=tta, batch_size=batch_size, host=host)
         calibration = fit_calibration(
             self.labelled(selection, probabilities, role=DataRole.SELECTION), tta=tta
         )
@@ -233,19 +240,21 @@ class InferenceModel:
         batch_size: int = 32,
         host: PluginHost | None = None,
         verbose: int = 0,
+        image_info: Mapping[Path, ImageInfo] | None = None,
     ) -> Prediction:
         """Predict images given as files, ``(h, w, 3)`` arrays of 0-255 RGB values (or one
         ``(n, h, w, 3)`` array), or PIL images, with the calibration of ``tta``.
 
         Files are decoded as training decoded them (EXIF orientation, 16-bit, CMYK...); arrays
         and PIL images are taken as RGB. Every image is resized to the model's input size the
-        way the training pipeline resizes (bilinear, no antialiasing).
+        way the training pipeline resizes (bilinear, no antialiasing). ``image_info`` (from
+        :func:`~breastcls.data.images.scan_samples`) spares checking files once more.
 
         Raises:
             DataError: An image is unreadable or not an RGB image.
         """
         calibration = self.calibration(tta, batch_size=batch_size, host=host)
-        raw = self._raw(images, tta, batch_size, host, verbose)
+        raw = self._raw(images, tta, batch_size, host, verbose, image_info)
         probabilities = (
             apply_temperature(raw, calibration.temperature)
             if calibration.temperature is not None
@@ -272,13 +281,19 @@ class InferenceModel:
         batch_size: int,
         host: PluginHost | None,
         verbose: int,
+        image_info: Mapping[Path, ImageInfo] | None = None,
     ) -> FloatArray:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             arrays: list[npt.NDArray[Any]] = list(images)
         elif all(isinstance(image, (str, Path)) for image in images):
             samples = [Sample(path=Path(p), label=self.class_names[0]) for p in images]
             return self.raw_probabilities(
-                samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose
+                samples,
+                tta=tta,
+                batch_size=batch_size,
+                host=host,
+                verbose=verbose,
+                image_info=image_info,
             )
         else:
             arrays = [_as_rgb(image, index) for index, image in enumerate(images)]

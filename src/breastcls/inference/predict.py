@@ -17,10 +17,11 @@ from breastcls.data.images import IMAGE_EXTENSIONS
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, OutputError
 from breastcls.inference.model import InferenceModel, Prediction
+from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_path, ensure_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["PredictResult", "expand_inputs", "predict"]
+__all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,11 +33,16 @@ class PredictResult:
             each operating threshold, in input order.
         sources: Each image's file, or ``<array i>`` for an in-memory image.
         path: The CSV written (``None`` when none was asked for).
+        skipped: The unreadable files left out (with ``skip_bad_images``), with the reason.
+        skipped_path: The CSV listing them (:func:`skipped_path`; written with ``out`` and
+            ``skip_bad_images``).
     """
 
     prediction: Prediction
     sources: tuple[str, ...]
     path: Path | None = None
+    skipped: tuple[SkippedFile, ...] = ()
+    skipped_path: Path | None = None
 
     @property
     def n_images(self) -> int:
@@ -85,6 +91,13 @@ def _check_out(out: Path) -> None:
     ensure_writable_dir(out.parent)
 
 
+def skipped_path(out: Path) -> Path:
+    """The CSV beside ``out`` that lists the files ``skip_bad_images`` left out:
+    ``predictions.csv`` -> ``predictions.skipped.csv``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
 def predict(
     model: Path | InferenceModel,
     inputs: Sequence[Any] | npt.NDArray[Any],
@@ -94,6 +107,7 @@ def predict(
     batch_size: int = 32,
     host: PluginHost | None = None,
     verbose: int = 0,
+    skip_bad_images: bool = False,
 ) -> PredictResult:
     """Predict the class of unlabelled images, as the model's run would.
 
@@ -105,6 +119,12 @@ def predict(
     malignant subtypes, scored by the sum of their probabilities) when its score reaches the
     threshold, else the negative side.
 
+    Every file is decoded once before the model runs. An unreadable one stops the prediction
+    with the list of them, unless ``skip_bad_images``: then they are left out, listed in the
+    result's ``skipped`` and, with ``out``, in :func:`skipped_path` (``path,reason``; header
+    only when none was skipped). File names are written as the file system has them: a name
+    that is not valid UTF-8 keeps its raw bytes in the CSVs.
+
     Args:
         model: A run folder, a ``.keras`` file or a loaded :class:`InferenceModel`.
         inputs: Image files and/or folders (searched recursively), or in-memory images:
@@ -114,11 +134,15 @@ def predict(
         batch_size: Images per model call.
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows progress.
+        skip_bad_images: Leave unreadable image files out (listed) instead of stopping.
 
     Raises:
-        BreastclsError: Missing inputs, unreadable images, unknown TTA, unreadable model, or an
-            ``out`` that is a folder (checked before any inference).
+        BreastclsError: Missing inputs, unreadable images (without ``skip_bad_images``, or when
+            none is readable), unknown TTA, unreadable model, or an ``out`` that is a folder
+            (all checked before any inference).
     """
+    from breastcls.data.images import describe_unreadable, scan_samples
+
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
@@ -129,21 +153,62 @@ def predict(
     )
     files = [] if in_memory else expand_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    info = None
+    skipped: list[SkippedFile] = []
+    if files:
+        info, skipped = scan_samples([Sample(path=f, label=loaded.class_names[0]) for f in files])
+        if skipped and not skip_bad_images:
+            raise DataError(
+                f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
+                "--skip-bad-images (skip_bad_images=True) predicts the others and lists them."
+            )
+        if len(skipped) == len(files):
+            raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
+        unreadable = {item.path for item in skipped}
+        files = [f for f in files if f not in unreadable]
     prediction = loaded.predict(
-        inputs if in_memory else files, tta=tta, batch_size=batch_size, host=host, verbose=verbose
+        inputs if in_memory else files,
+        tta=tta,
+        batch_size=batch_size,
+        host=host,
+        verbose=verbose,
+        image_info=info,
     )
     sources = tuple(
         [f"<array {i}>" for i in range(len(prediction.predicted))]
         if in_memory
         else [str(path) for path in files]
     )
+    side = None
     if out is not None:
+        if skip_bad_images and not in_memory:
+            side = skipped_path(Path(out))
+            _write_skipped(side, skipped)
         _write_csv(Path(out), prediction, sources)
-    return PredictResult(prediction=prediction, sources=sources, path=out)
+    return PredictResult(
+        prediction=prediction,
+        sources=sources,
+        path=out,
+        skipped=tuple(skipped),
+        skipped_path=side,
+    )
+
+
+def _open_csv(temporary: Path) -> Any:
+    # A file name that is not valid UTF-8 is written with its raw bytes: the CSV names the
+    # file exactly as the file system does (read it back with errors="surrogateescape").
+    return temporary.open("w", newline="", encoding="utf-8", errors="surrogateescape")
+
+
+def _write_skipped(path: Path, skipped: Sequence[SkippedFile]) -> None:
+    with atomic_path(path) as temporary, _open_csv(temporary) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["path", "reason"])
+        writer.writerows([str(item.path), item.reason] for item in skipped)
 
 
 def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> None:
-    with atomic_path(out) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_path(out) as temporary, _open_csv(temporary) as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(
             [

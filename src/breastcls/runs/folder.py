@@ -24,7 +24,7 @@ from breastcls.data.overlap import SeenImage
 from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
-from breastcls.io import atomic_write_json, atomic_write_text, ensure_writable_dir
+from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
 
 __all__ = [
     "RunFolder",
@@ -39,6 +39,29 @@ __all__ = [
 ]
 
 RunStatus = Literal["running", "finished", "failed", "interrupted"]
+
+#: The largest JSON record of a run folder that is read (50 MB): breastcls writes records of a
+#: few kB, so a larger one is damaged or hostile and refused unread.
+MAX_RECORD_BYTES = 50_000_000
+#: The environment variable that raises :data:`MAX_RECORD_BYTES`.
+RECORD_LIMIT_VARIABLE = "BREASTCLS_MAX_RECORD_BYTES"
+
+
+def max_record_bytes() -> int:
+    """The largest JSON record read: ``BREASTCLS_MAX_RECORD_BYTES``, else :data:`MAX_RECORD_BYTES`.
+
+    Raises:
+        ConfigError: The environment variable is not a positive whole number.
+    """
+    raw = os.environ.get(RECORD_LIMIT_VARIABLE)
+    if raw is None:
+        return MAX_RECORD_BYTES
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ConfigError(
+            f"{RECORD_LIMIT_VARIABLE}={raw!r} is not a positive number of bytes: set it to e.g. "
+            f"{MAX_RECORD_BYTES * 2}, or unset it."
+        )
+    return int(raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,15 +250,32 @@ class RunFolder:
         return self.status.is_file() or self.config.is_file()
 
     # Readers.
-    def read_record(self, path: Path) -> Any:
-        """Read one of the folder's JSON records.
+    def read_record(self, path: Path, *, max_bytes: int | None = None) -> Any:
+        """Read one of the folder's JSON records, refusing one over the size limit unread.
+
+        Args:
+            path: The record.
+            max_bytes: The largest record read (default: :data:`MAX_RECORD_BYTES`, or the
+                ``BREASTCLS_MAX_RECORD_BYTES`` environment variable).
 
         Raises:
-            ConfigError: The file is missing or not readable JSON (named, with what to do).
+            ConfigError: The file is missing, too large, or not readable JSON (named, with what
+                to do).
         """
+        limit = max_record_bytes() if max_bytes is None else max_bytes
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
+            with path.open("rb") as handle:
+                # Read one byte past the limit: a growing file or a device (/dev/zero behind a
+                # symbolic link) is refused without reading it whole.
+                raw = handle.read(limit + 1)
+            if len(raw) > limit:
+                raise ConfigError(
+                    f"{path} is over {limit} bytes, far larger than any record breastcls "
+                    f"writes: restore it; if you trust it, raise the limit with "
+                    f"{RECORD_LIMIT_VARIABLE}=BYTES."
+                )
+            return json.loads(raw.decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as error:
             raise ConfigError(
                 f"{path} is not readable JSON ({type(error).__name__}: {error}): restore it, or "
                 "start a new run."
@@ -245,22 +285,38 @@ class RunFolder:
         """``config.json`` as written: the configuration plus the split, devices and precision.
 
         Raises:
-            ConfigError: It is missing, unreadable or not a JSON object.
+            ConfigError: It is missing, unreadable, not a JSON object, or one of its sections
+                (``data``, ``model``, ``train``, ``split``) is not an object.
         """
         record = self.read_record(self.config)
         if not isinstance(record, dict):
             raise ConfigError(f"{self.config} is not a breastcls configuration: start a new run.")
+        for section in ("data", "model", "train", "split"):
+            if not isinstance(record.get(section, {}), dict):
+                raise ConfigError(
+                    f"{self.config}: its {section!r} entry is not an object, so it is not a "
+                    "configuration breastcls wrote: restore it, or start a new run."
+                )
         return record
 
     def read_class_names(self) -> tuple[str, ...]:
         """``class_names.json``.
 
         Raises:
-            ConfigError: It is missing, unreadable or not a list of names.
+            ConfigError: It is missing, unreadable, or not a list of two or more distinct,
+                non-empty names.
         """
         names = self.read_record(self.class_names)
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(f"{self.class_names} is not a list of class names: restore it.")
+        if (
+            not isinstance(names, list)
+            or len(names) < 2
+            or not all(isinstance(n, str) and n.strip() for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise ConfigError(
+                f"{self.class_names} is not a list of two or more distinct class names: "
+                "restore it (the class names of the model, in label order)."
+            )
         return tuple(names)
 
     def read_metrics(self) -> dict[str, Any]:
@@ -272,7 +328,11 @@ class RunFolder:
         if not self.metrics.is_file():
             return {}
         metrics = self.read_record(self.metrics)
-        return metrics if isinstance(metrics, dict) else {}
+        if not isinstance(metrics, dict):
+            raise ConfigError(
+                f"{self.metrics} is not a JSON object: restore it, or evaluate again."
+            )
+        return metrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,7 +462,11 @@ def write_split_csv(
     image_info: Mapping[Path, ImageInfo],
     group_by: str | None,
 ) -> None:
-    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels."""
+    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels.
+
+    Names are written as the file system has them: a name that is not valid UTF-8 keeps its
+    raw bytes (``surrogateescape``), so :func:`read_split_csv` gives back the same path.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_SPLIT_COLUMNS)
@@ -420,7 +484,8 @@ def write_split_csv(
                     info.pixel_sha1 if info is not None else "",
                 ]
             )
-    atomic_write_text(RunFolder(run_dir).split, buffer.getvalue())
+    with atomic_path(RunFolder(run_dir).split) as temporary:
+        temporary.write_bytes(buffer.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
 def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
@@ -437,8 +502,13 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
             f"{run_dir} has no {path.name}, so it names no test or selection images: pass "
             "--data with the images to evaluate."
         )
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    fix = "restore it from a backup, or pass --data with the images to evaluate"
+    try:
+        # Names that are not valid UTF-8 were written with their raw bytes (see write_split_csv).
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, csv.Error) as error:
+        raise DataError(f"{path} is not a readable CSV ({error}): {fix}.") from error
     if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
         raise DataError(
             f"{path} lacks the columns {', '.join(_SPLIT_COLUMNS)}: it was written by an older "
@@ -446,10 +516,14 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
         )
     images = []
     for line, row in enumerate(rows, start=2):
+        if any(row.get(column) is None for column in _SPLIT_COLUMNS) or None in row:
+            raise DataError(f"{path}, line {line}: not {len(_SPLIT_COLUMNS)} fields: {fix}.")
+        if not row["path"] or not row["label"]:
+            raise DataError(f"{path}, line {line}: no path or no label: {fix}.")
         try:
             role = DataRole(row["role"])
         except ValueError as error:
-            raise DataError(f"{path}, line {line}: unknown role {row['role']!r}.") from error
+            raise DataError(f"{path}, line {line}: unknown role {row['role']!r}: {fix}.") from error
         magnification = row["magnification"]
         sample = Sample(
             path=Path(row["path"]),
