@@ -41,6 +41,7 @@ from breastcls.train import (
     check_resumable,
     check_run_config,
     finished_run,
+    lock_run,
     resume,
     scan_data,
     train,
@@ -197,11 +198,11 @@ def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> Cros
     stem = f"{config.model.backbone}-" + (
         f"{count}fold" if config.data.folds else str(config.data.protocol)
     )
-    run_dir = create_run_dir(config.out_dir, config.name, default_stem=stem)
-    atomic_write_json(
-        RunFolder(run_dir).cross_validation, {"folds": count, "config": config.to_dict()}
-    )
-    return _run_folds(run_dir, config, count, host, scanned)
+    with create_run_dir(config.out_dir, config.name, default_stem=stem) as lock:
+        atomic_write_json(
+            RunFolder(lock.path).cross_validation, {"folds": count, "config": config.to_dict()}
+        )
+        return _run_folds(lock.path, config, count, host, scanned)
 
 
 def resume_cross_validation(
@@ -220,6 +221,7 @@ def resume_cross_validation(
     Raises:
         ConfigError: ``run_dir`` is not a cross-validation run folder, it has finished already,
             or its process is still alive.
+        OutputError: Another process is training or resuming it.
         DataError: The data no longer matches a fold (other class names or another split).
     """
     prepare_tensorflow()
@@ -230,11 +232,12 @@ def resume_cross_validation(
             f"{str(run_dir)!r} is not a cross-validation run folder (no {record.name}):"
             " pass the folder `breastcls train --folds/--protocol` created."
         )
-    check_resumable(run_dir)
-    raw = RunFolder(run_dir).read_record(record)
-    config = RunConfig.from_dict(raw["config"])
-    host = ensure_host(host)
-    return _run_folds(run_dir, config, int(raw["folds"]), host, scan_data(config, host=host))
+    with lock_run(run_dir, purpose="resume"):
+        check_resumable(run_dir)
+        raw = RunFolder(run_dir).read_record(record)
+        config = RunConfig.from_dict(raw["config"])
+        host = ensure_host(host)
+        return _run_folds(run_dir, config, int(raw["folds"]), host, scan_data(config, host=host))
 
 
 def _fold(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import secrets
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,22 +30,42 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; move it onto ``target`` when the block succeeds.
 
     The temporary file keeps ``target``'s suffix (Keras picks the format from it). On error the
-    temporary file is removed and ``target`` is left as it was.
+    temporary file is removed and ``target`` is left as it was. The file gets the permissions a
+    new file gets (``0o666`` less the umask), or keeps ``target``'s when it replaces one.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent
-    )
-    os.close(handle)
-    temporary = Path(name)
+    temporary, mode = _new_temporary(target)
     try:
         yield temporary
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        os.chmod(temporary, mode)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _new_temporary(target: Path) -> tuple[Path, int]:
+    """Create an empty hidden temporary file beside ``target``; return it and its mode.
+
+    Unlike :func:`tempfile.mkstemp` (always ``0o600``), the file is created with ``0o666`` and
+    the kernel applies the process's umask, without reading or changing the umask (which no
+    thread-safe call can read).
+    """
+    for _ in range(tempfile.TMP_MAX):
+        name = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}"
+        try:
+            handle = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        try:
+            return name, stat.S_IMODE(os.fstat(handle).st_mode)
+        finally:
+            os.close(handle)
+    raise FileExistsError(errno.EEXIST, f"No free temporary name beside {target}")
 
 
 def atomic_write_text(target: Path, text: str) -> None:

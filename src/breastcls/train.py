@@ -46,11 +46,14 @@ from breastcls.runs.folder import (
     write_split_csv,
     write_status,
 )
+from breastcls.runs.lock import FolderLock, held_lock, lock_folder
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
 _GRID_SIZE = 12
 _MIN_FREE_BYTES = 50_000_000
+# Disk space kept aside in a run's lock file, given back to write a failed status on a full disk.
+_STATUS_RESERVE = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,8 +289,12 @@ def train(
     check_free_space(out_dir, needed_bytes=_MIN_FREE_BYTES)
     data = prepare_data(config, host=host, scanned=scanned)
     check_devices(config.train.devices)
-    run_dir = create_run_dir(out_dir, config.name, default_stem=config.model.backbone)
-    return _train_recording_status(run_dir, config, data, host, resume_from=None)
+    # The folder is this process's until training ends: a second `train --name` of the same
+    # name, or a `--resume` of it, is refused meanwhile.
+    with create_run_dir(
+        out_dir, config.name, default_stem=config.model.backbone, reserve=_STATUS_RESERVE
+    ) as lock:
+        return _train_recording_status(lock.path, config, data, host, resume_from=None)
 
 
 def _train_recording_status(
@@ -327,7 +334,16 @@ def _train_recording_status(
 
 
 def _record_status(run_dir: Path, status: RunStatus, reason: str) -> None:
-    # Best effort: a full disk must not hide the error that stopped the run.
+    # A full disk must not hide the error that stopped the run, nor leave status.json saying
+    # `running`: when the write fails, the space reserved in the folder's lock file is given
+    # back and the status written again.
+    try:
+        write_status(run_dir, status, reason=reason)
+        return
+    except OSError:
+        lock = held_lock(run_dir)
+        if lock is None or not lock.free_reserve():
+            return
     with contextlib.suppress(OSError):
         write_status(run_dir, status, reason=reason)
 
@@ -354,6 +370,7 @@ def resume(
     Raises:
         ConfigError: ``run_dir`` is not a run folder, the run has finished already, or its
             training state is unreadable.
+        OutputError: Another process is training or resuming the run.
         DataError: The data no longer matches the run (other class names or another split).
     """
     prepare_tensorflow()
@@ -365,15 +382,33 @@ def resume(
             f"{str(run_dir)!r} is not a breastcls run folder (no config.json): pass the folder "
             "`breastcls train` created."
         )
-    check_resumable(run_dir)
-    host = ensure_host(host)
-    config = read_run_config(run_dir)
-    state = read_train_state(run_dir)
-    data = prepare_data(config, host=host, scanned=scanned)
-    _check_same_data(run_dir, data)
-    check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
-    prepare_resume(run_dir, state)
-    return _train_recording_status(run_dir, config, data, host, resume_from=state)
+    # One process at a time: two resumes started together, or a resume of a run still
+    # training, find the folder taken.
+    with lock_run(run_dir, purpose="resume", reserve=_STATUS_RESERVE):
+        check_resumable(run_dir)
+        host = ensure_host(host)
+        config = read_run_config(run_dir)
+        state = read_train_state(run_dir)
+        data = prepare_data(config, host=host, scanned=scanned)
+        _check_same_data(run_dir, data)
+        check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
+        prepare_resume(run_dir, state)
+        return _train_recording_status(run_dir, config, data, host, resume_from=state)
+
+
+def lock_run(run_dir: Path, *, purpose: str, reserve: int = 0) -> FolderLock:
+    """Take an existing run folder for this process (to resume it).
+
+    Raises:
+        OutputError: Another process is training or resuming it (named).
+    """
+    return lock_folder(
+        run_dir,
+        purpose=purpose,
+        hint="a run is trained or resumed by one process at a time; wait for that process to "
+        "end (or stop it), then resume.",
+        reserve=reserve,
+    )
 
 
 def check_resumable(run_dir: Path) -> None:

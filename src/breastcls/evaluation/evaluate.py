@@ -38,6 +38,7 @@ from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, S
 from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder, read_split_csv, write_skipped_csv
+from breastcls.runs.lock import exclusive_folder
 
 __all__ = [
     "EvaluationResult",
@@ -414,35 +415,41 @@ def evaluate(
     out_dir = Path(
         out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path
     )
-    ensure_writable_dir(out_dir)
-    calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
-    probabilities = loaded.raw_probabilities(
-        chosen.samples,
-        tta=tta,
-        batch_size=batch_size,
-        host=host,
-        verbose=verbose,
-        image_info=chosen.image_info,
-    )
-    predictions = apply_calibration(
-        loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
-    )
-    metrics, report = _write_evaluation(
+    # The folder is this evaluation's until it ends; when it fails, a folder it created is
+    # removed (a folder that existed before is left).
+    with exclusive_folder(
         out_dir,
-        loaded,
-        predictions,
-        calibration,
-        _EvaluationSettings(data=data, chosen=chosen, tta=tta, gradcam=gradcam),
-        host,
-    )
-    return EvaluationResult(
-        out_dir=out_dir,
-        metrics=metrics,
-        report=report,
-        n_images=len(chosen.samples),
-        role=chosen.role,
-        skipped=chosen.skipped,
-    )
+        purpose="evaluate",
+        hint="wait for that evaluation to end, or choose another folder with --out.",
+    ):
+        calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
+        probabilities = loaded.raw_probabilities(
+            chosen.samples,
+            tta=tta,
+            batch_size=batch_size,
+            host=host,
+            verbose=verbose,
+            image_info=chosen.image_info,
+        )
+        predictions = apply_calibration(
+            loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
+        )
+        metrics, report = _write_evaluation(
+            out_dir,
+            loaded,
+            predictions,
+            calibration,
+            _EvaluationSettings(data=data, chosen=chosen, tta=tta, gradcam=gradcam),
+            host,
+        )
+        return EvaluationResult(
+            out_dir=out_dir,
+            metrics=metrics,
+            report=report,
+            n_images=len(chosen.samples),
+            role=chosen.role,
+            skipped=chosen.skipped,
+        )
 
 
 def _with_class_names(

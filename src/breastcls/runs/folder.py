@@ -25,6 +25,7 @@ from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
 
 __all__ = [
     "RunFolder",
@@ -97,6 +98,11 @@ class RunFolder:
     def status(self) -> Path:
         """``status.json``: running / finished / failed / interrupted, the writer, the headline."""
         return self.path / "status.json"
+
+    @property
+    def lock(self) -> Path:
+        """The lock file of the process working in the folder (:mod:`breastcls.runs.lock`)."""
+        return self.path / LOCK_NAME
 
     @property
     def split(self) -> Path:
@@ -367,29 +373,62 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def create_run_dir(out_dir: Path, name: str | None, *, default_stem: str) -> Path:
-    """Create a new, empty run folder under ``out_dir``.
+def create_run_dir(
+    out_dir: Path, name: str | None, *, default_stem: str, reserve: int = 0
+) -> FolderLock:
+    """Create a new, empty run folder under ``out_dir`` and take it for this process.
+
+    The folder is held (:func:`~breastcls.runs.lock.lock_folder`) until the returned lock is
+    released (use it in a ``with`` block): of two processes creating the same ``name`` at
+    once, exactly one gets the folder and the other an :class:`OutputError`, having written
+    nothing. An existing empty folder (or one holding only the lock file of a process that died)
+    is reused.
+
+    Args:
+        out_dir: The folder that holds run folders.
+        name: The run folder's name; ``None`` for ``<date>-<time>-<default_stem>``.
+        default_stem: The end of an unnamed run folder's name.
+        reserve: Bytes kept aside on the disk for the run's last status write
+            (:func:`~breastcls.runs.lock.lock_folder`).
 
     Raises:
-        OutputError: ``out_dir`` is not writable, or the named run folder exists already.
+        OutputError: ``out_dir`` is not writable, the named run folder exists already, or
+            another process is creating or using it.
     """
     ensure_writable_dir(out_dir)
     if name is not None:
         run_dir = out_dir / name
-        if run_dir.exists() and any(run_dir.iterdir()):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
             raise OutputError(
-                f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
-                "--resume it."
-            )
+                f"Cannot create the run folder {str(run_dir)!r}: {error.strerror or error}. "
+                "Choose another --name or --out."
+            ) from error
     else:
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = out_dir / f"{stamp}-{default_stem}"
         suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = out_dir / f"{stamp}-{default_stem}-{suffix}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        while True:
+            try:
+                run_dir.mkdir()  # exclusive: another process's folder of the same second is skipped
+                break
+            except FileExistsError:
+                suffix += 1
+                run_dir = out_dir / f"{stamp}-{default_stem}-{suffix}"
+    lock = lock_folder(
+        run_dir,
+        purpose="train",
+        hint="choose another --name, or wait for that process and --resume the run.",
+        reserve=reserve,
+    )
+    if any(path.name != LOCK_NAME for path in run_dir.iterdir()):
+        lock.release()
+        raise OutputError(
+            f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
+            "--resume it."
+        )
+    return lock
 
 
 def write_status(

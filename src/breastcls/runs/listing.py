@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Literal
 
 from breastcls.errors import ConfigError
 from breastcls.runs.folder import RunFolder
+from breastcls.runs.lock import lock_state, process_state
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
 
@@ -99,20 +99,30 @@ def writer_state(record: Mapping[str, Any]) -> Literal["alive", "gone", "unknown
 
     ``unknown`` when the record names no process or another machine wrote it.
     """
-    import psutil
+    return process_state(record)
 
-    pid = record.get("pid")
-    if record.get("host") != platform.node() or not isinstance(pid, int):
-        return "unknown"
-    return "alive" if psutil.pid_exists(pid) else "gone"
+
+def _status(run: RunFolder, record: Mapping[str, Any]) -> str:
+    """The recorded status, ``killed`` for a run that says ``running`` but whose process is gone.
+
+    The folder's lock decides when there is one (a process id can be reused after a reboot);
+    otherwise the process id and host in the record.
+    """
+    status = str(record.get("status", "unknown"))
+    if status != "running":
+        return status
+    state = lock_state(run.path)
+    if state == "held":
+        return status
+    if state == "stale" or writer_state(record) == "gone":
+        return "killed"
+    return status
 
 
 def _summarise(run: RunFolder) -> RunSummary:
     record = _read_json(run.status)
     record = record if isinstance(record, dict) else {}
-    status = str(record.get("status", "unknown"))
-    if status == "running" and writer_state(record) == "gone":
-        status = "killed"
+    status = _status(run, record)
     folds = run.folds() if run.is_cross_validation else None
     histories = [run.history] if folds is None else [fold.history for fold in folds]
     rows = [row for history in histories for row in _history(history)]
