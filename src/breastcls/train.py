@@ -461,7 +461,7 @@ def _check_same_data(run_dir: Path, data: PreparedData) -> None:
     trained = RunFolder(run_dir).read_class_names()
     if list(trained) != list(data.class_names):
         raise DataError(
-            f"The run {run_dir} was trained on classes {trained} but its data now has "
+            f"The run {run_dir} was trained on classes {list(trained)} but its data now has "
             f"{list(data.class_names)}: restore the data, or start a new run."
         )
     recorded = sorted((str(s.path), str(s.split)) for s, _ in read_split_csv(run_dir))
