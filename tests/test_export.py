@@ -53,7 +53,8 @@ def trained(
     )
     recorder = Recorder()
     config = breastcls.RunConfig(
-        data=breastcls.DataConfig(path=root, image_size=IMAGE_SIZE),
+        # Five benign slides, three accessions: 0.34 puts both classes in the selection set.
+        data=breastcls.DataConfig(path=root, image_size=IMAGE_SIZE, selection_fraction=0.34),
         model=breastcls.ModelConfig(backbone="smallcnn", augmentation="default", weights=None),
         train=breastcls.TrainConfig(epochs=2, batch_size=8, verbose=0, tensorboard=True),
         out_dir=root.parent / "runs",
@@ -176,11 +177,13 @@ def _another_run(
     precision: Literal["float32", "mixed"] = "float32",
     host: PluginHost,
 ) -> Path:
-    """Train one epoch on the data of the run ``source`` into ``out_dir/run``."""
+    """Train one epoch on the data (and split) of the run ``source`` into ``out_dir/run``."""
+    data = json.loads((source / "config.json").read_text())["data"]
     config = breastcls.RunConfig(
         data=breastcls.DataConfig(
-            path=Path(json.loads((source / "config.json").read_text())["data"]["path"]),
+            path=Path(data["path"]),
             image_size=IMAGE_SIZE,
+            selection_fraction=data["selection_fraction"],
         ),
         model=breastcls.ModelConfig(backbone="smallcnn", augmentation=augmentation, weights=None),
         train=breastcls.TrainConfig(epochs=1, batch_size=8, verbose=0, precision=precision),
