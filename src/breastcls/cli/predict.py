@@ -26,8 +26,8 @@ def predict_command(
     skip_bad_images: Annotated[
         bool,
         typer.Option(
-            help="Predict without unreadable images (listed in <out>.skipped.csv) instead of "
-            "stopping."
+            help="Predict without unreadable images (listed in a .skipped.csv file beside --out) "
+            "instead of stopping."
         ),
     ] = False,
 ) -> None:
