@@ -200,3 +200,25 @@ def test_evaluate_skips_bad_images_only_when_asked(
     )
     with (out / "predictions.csv").open(encoding="utf-8", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_evaluate_with_gradcam_keeps_a_name_that_is_not_utf8(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """predictions.csv, Grad-CAM and the report take the raw bytes of such a name."""
+    data = tmp_path / "data"
+    for label in ("benign", "malignant"):
+        (data / label).mkdir(parents=True)
+        for index, image in enumerate(sorted((trained[0] / label).glob("*.png"))[:3]):
+            name = bytes(data / label) + f"/na\xefve-{index}-".encode() + b"\xff.png"
+            shutil.copy(image, os.fsdecode(name))
+    out = tmp_path / "evaluation"
+    args = ["evaluate", str(trained[1]), "--data", str(data), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--allow-overlap"])
+    assert result.exit_code == 0, result.output
+    assert b"\xff.png" in (out / "predictions.csv").read_bytes()
+    with (out / "predictions.csv").open(encoding="utf-8", errors="surrogateescape") as handle:
+        paths = [Path(row["path"]) for row in csv.DictReader(handle)]
+    assert len(paths) == 6 and all(path.is_file() for path in paths)
+    assert (out / "gradcam_correct.png").is_file() or (out / "gradcam_errors.png").is_file()
+    assert "\\xff.png" in (out / "report.html").read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write_text",
     "check_writable_dir",
     "ensure_writable_dir",
+    "printable",
     "read_json_file",
 ]
 
@@ -68,10 +69,20 @@ def _new_temporary(target: Path) -> tuple[Path, int]:
     raise FileExistsError(errno.EEXIST, f"No free temporary name beside {target}")
 
 
+def printable(value: object) -> str:
+    """``value`` as valid UTF-8 text: a file name's bytes that are not UTF-8 (lone surrogates,
+    as ``os.fsdecode`` gives them) are shown as ``\\xNN``. For terminals, reports, plot titles."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def atomic_write_text(target: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    """Write ``text`` (UTF-8) to ``target`` atomically.
+
+    A file name that is not valid UTF-8 reaches here as surrogate escapes (``os.fsdecode``); it is
+    written back as its original bytes, so reading the file gives the same path.
+    """
     with atomic_path(target) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def atomic_write_json(target: Path, data: Any) -> None:

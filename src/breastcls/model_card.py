@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from breastcls.io import atomic_write_text
+from breastcls.io import atomic_write_text, printable
 from breastcls.runs.folder import RunFolder
 
 __all__ = ["markdown_code", "markdown_text", "model_card_text", "write_model_card"]
@@ -34,8 +34,7 @@ _LINE_BREAKS = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
 
 def _plain(value: Any) -> str:
     """``value`` as one line of valid UTF-8 (a file name's stray bytes as ``\\xNN``)."""
-    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _LINE_BREAKS.sub(" ", text)
+    return _LINE_BREAKS.sub(" ", printable(value))
 
 
 def markdown_text(value: Any) -> str:

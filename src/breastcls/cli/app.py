@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from breastcls._version import __version__
-from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow
+from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow, say
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
@@ -38,7 +38,7 @@ app.add_typer(data_app, name="data")
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"breastcls {__version__}")
+        say(f"breastcls {__version__}")
         raise typer.Exit()
 
 

@@ -13,11 +13,17 @@ import typer
 from typer.core import TyperGroup
 
 from breastcls.errors import BreastclsError
+from breastcls.io import printable
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 EXIT_BAD_INPUT = 2
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print one message; file names that are not UTF-8 show as ``\\xNN`` (never a crash)."""
+    typer.echo(printable(text), err=err)
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -33,10 +39,10 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
                 return command(*args, **kwargs)
         except BreastclsError as error:
             message = " ".join(str(error).splitlines())
-            typer.echo(f"error: {message}", err=True)
+            say(f"error: {message}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted.", err=True)
+            say("interrupted.", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -52,7 +58,7 @@ def _one_line_usage_errors(ctx: Any) -> Iterator[None]:
         where = getattr(error, "ctx", None) or ctx
         command = where.command_path if where is not None else "breastcls"
         message = " ".join(error.format_message().split()).rstrip(".")
-        typer.echo(f"error: {message}; see `{command} --help`.", err=True)
+        say(f"error: {message}; see `{command} --help`.", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 

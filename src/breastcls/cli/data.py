@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 from breastcls.cli.defaults import DATA
 from breastcls.config import Magnification
 
@@ -65,8 +65,8 @@ def check_command(
     )
     report = breastcls.check_data(path, config=config)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        say(json.dumps(report.to_dict(), indent=2))
     else:
-        typer.echo(format_report(report, width=shutil.get_terminal_size().columns))
+        say(format_report(report, width=shutil.get_terminal_size().columns))
     if not report.ok:
         raise typer.Exit(EXIT_DATA_ERRORS)

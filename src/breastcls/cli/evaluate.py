@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 
 
 @reports_errors
@@ -59,9 +59,9 @@ def evaluate_command(
         allow_overlap=allow_overlap,
         skip_bad_images=skip_bad_images,
     )
-    typer.echo(f"evaluation folder: {result.out_dir}")
+    say(f"evaluation folder: {result.out_dir}")
     if result.skipped:
-        typer.echo(f"{len(result.skipped)} unreadable image(s) skipped, listed in skipped.csv")
+        say(f"{len(result.skipped)} unreadable image(s) skipped, listed in skipped.csv")
     evaluated_on = result.metrics["evaluated_on"]["set"]
-    typer.echo(f"{result.n_images} images, {evaluated_on}: {summarise(result.metrics)}")
-    typer.echo(f"report: {result.report}")
+    say(f"{result.n_images} images, {evaluated_on}: {summarise(result.metrics)}")
+    say(f"report: {result.report}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 from breastcls.export import ExportFormat
 
 
@@ -31,5 +31,5 @@ def export_command(
     from breastcls.export import export_model
 
     result = export_model(run, format=format, out_dir=out)
-    typer.echo(f"exported: {result.model}")
-    typer.echo(f"max probability difference vs the run's model: {result.max_difference:.2e}")
+    say(f"exported: {result.model}")
+    say(f"max probability difference vs the run's model: {result.max_difference:.2e}")

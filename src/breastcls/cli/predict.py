@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 
 
 @reports_errors
@@ -43,9 +43,9 @@ def predict_command(
         verbose=1,
         skip_bad_images=skip_bad_images,
     )
-    typer.echo(f"{result.n_images} images -> {result.path}")
+    say(f"{result.n_images} images -> {result.path}")
     if result.skipped:
-        typer.echo(
+        say(
             f"{len(result.skipped)} unreadable image(s) skipped, listed in "
             f"{result.skipped_path}"
         )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 
 
 @reports_errors
@@ -23,4 +23,4 @@ def report_command(
     """(Re)build report.html (and metrics.json, figures) from a folder's saved predictions."""
     import breastcls
 
-    typer.echo(f"report: {breastcls.build_report(folder)}")
+    say(f"report: {breastcls.build_report(folder)}")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 
 
 @reports_errors
@@ -27,7 +27,7 @@ def runs_command(
 
     summaries = list_runs(folder)
     if not summaries:
-        typer.echo(f"no runs in {folder}")
+        say(f"no runs in {folder}")
         return
     from rich.table import Table
 
@@ -49,7 +49,7 @@ def runs_command(
     echo_table(table)
     for summary in summaries:
         if summary.reason and summary.status != "finished":
-            typer.echo(
+            say(
                 textwrap.fill(
                     f"{summary.run_dir.name}: {summary.reason}",
                     width=shutil.get_terminal_size().columns,
@@ -58,7 +58,7 @@ def runs_command(
                 )
             )
     if any(summary.figures_from == "selection" for summary in summaries):
-        typer.echo("* selection set (optimistic: it chose the model); other figures: test set")
+        say("* selection set (optimistic: it chose the model); other figures: test set")
 
 
 def _minute(updated: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors
+from breastcls.cli.common import reports_errors, say
 from breastcls.cli.defaults import DATA, MODEL, RUN, TRAIN
 from breastcls.config import (
     ClassWeight,
@@ -342,22 +342,22 @@ def train_command(
 def _report_run(result: RunResult) -> None:
     from breastcls.train import summarise
 
-    typer.echo(f"run folder: {result.run_dir}")
-    typer.echo(f"{describe_role(result.role)}: {summarise(result.metrics)}")
+    say(f"run folder: {result.run_dir}")
+    say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
     if result.role is DataRole.TEST and result.selection_metrics:
-        typer.echo(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
-    typer.echo(f"report: {result.report}")
+        say(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
+    say(f"report: {result.report}")
 
 
 def _report_cross_validation(cv: CrossValidationResult) -> None:
     from breastcls.train import summarise
 
-    typer.echo(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
+    say(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
     for index, fold in enumerate(cv.folds, start=1):
-        typer.echo(f"fold {index}: {summarise(fold.metrics)}")
+        say(f"fold {index}: {summarise(fold.metrics)}")
     accuracy = cv.aggregate.get("classification.accuracy", {})
     if accuracy.get("mean") is not None:
-        typer.echo(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
+        say(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:

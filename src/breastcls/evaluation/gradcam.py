@@ -14,6 +14,7 @@ a final ``Dense`` with a softmax or sigmoid activation, or the input of a final 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy.typing as npt
 
 from breastcls.errors import ModelLoadError
 from breastcls.interfaces import MetricSection, Predictions
+from breastcls.io import printable
 
 __all__ = ["GRADCAM_FIGURES", "find_feature_layer", "gradcam_heatmaps", "gradcam_section"]
 
@@ -215,15 +217,15 @@ def gradcam_section(
         images = np.stack(
             [
                 load_image_tensor(
-                    tf.constant(predictions.paths[i]), tf.constant(False), image_size
+                    tf.constant(os.fsencode(predictions.paths[i])), tf.constant(False), image_size
                 ).numpy()
                 for i in rows
             ]
         ).astype(np.float32)
         heatmaps = gradcam_heatmaps(model, images, [int(y_pred[i]) for i in rows])
         titles = [
-            f"{Path(predictions.paths[i]).name[:28]}\ntrue {names[predictions.y_true[i]]}, "
-            f"pred {names[y_pred[i]]} {confidence[i]:.2f}"
+            f"{printable(Path(predictions.paths[i]).name)[:28]}\n"
+            f"true {names[predictions.y_true[i]]}, pred {names[y_pred[i]]} {confidence[i]:.2f}"
             for i in rows
         ]
         figures.append(_overlay_figure(images, heatmaps, titles, out_dir / figure))

@@ -18,7 +18,7 @@ from typing import Any
 
 from breastcls._version import __version__
 from breastcls.interfaces import MetricSection, Predictions
-from breastcls.io import atomic_write_text
+from breastcls.io import atomic_write_text, printable
 
 __all__ = ["data_summary", "render_report", "render_section", "summary_card"]
 
@@ -74,10 +74,8 @@ pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; font-size: 12px;
 
 
 def _escape(value: object) -> str:
-    # A file name's bytes that are not UTF-8 (lone surrogates in Python) are shown as \xNN:
-    # the page stays valid UTF-8.
-    text = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return html.escape(text, quote=True)
+    # The page stays valid UTF-8 whatever the file names.
+    return html.escape(printable(value), quote=True)
 
 
 def _scalar(value: Any) -> str:
