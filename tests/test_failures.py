@@ -70,7 +70,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(
 ) -> None:
     host = PluginHost(plugins=[("poison", PoisonPlugin())])
     config = RunConfig(
-        data=DataConfig(path=small_breakhis, image_size=32),
+        # Five benign slides, three accessions: 0.34 puts both classes in the selection set.
+        data=DataConfig(path=small_breakhis, image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", weights=None),
         train=TrainConfig(
             trainer="poisoned", epochs=5, batch_size=4, learning_rate=1e-3, verbose=0

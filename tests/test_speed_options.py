@@ -5,6 +5,7 @@ Deterministic mode is tested end to end in ``test_determinism.py``.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -60,7 +61,7 @@ def test_mixed_precision_trains_end_to_end_on_cpu_in_bfloat16(
     import keras
 
     config = RunConfig(
-        data=DataConfig(path=small_breakhis, image_size=32),
+        data=DataConfig(path=small_breakhis, image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
         train=TrainConfig(epochs=2, batch_size=8, precision="mixed", verbose=0),
         out_dir=tmp_path,
@@ -99,7 +100,7 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     import keras
 
     config = RunConfig(
-        data=DataConfig(path=small_breakhis, image_size=32),
+        data=DataConfig(path=small_breakhis, image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
         train=TrainConfig(epochs=3, batch_size=8, precision="mixed", verbose=0),
         out_dir=tmp_path,
@@ -127,7 +128,9 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert model.get_layer("head_probabilities").dtype_policy.name == "float32"
     # The resumed run continued the loss-scaled optimizer (Adam's step counter and the loss
     # scale) instead of starting a fresh one: its step counter covers all three epochs.
-    n_train = sum(row.rstrip().endswith(",train") for row in (result.run_dir / "split.csv").open())
+    with (result.run_dir / "split.csv").open() as handle:
+        roles = [row["role"] for row in csv.DictReader(handle)]
+    n_train, n_test = roles.count("train"), roles.count("test")
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         last = load_checkpoint(max((result.run_dir / "checkpoints").glob("epoch-*.keras")))
@@ -136,14 +139,15 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert type(last.optimizer).__name__ == "LossScaleOptimizer"
     assert int(last.optimizer.iterations) == 3 * math.ceil(n_train / 8)
 
-    # Evaluation (TTA and Grad-CAM included) of the float16 model.
+    # Evaluation (TTA and Grad-CAM included) of the float16 model, on the run's test set.
     evaluation = evaluate(result.run_dir, tta="d8", out_dir=tmp_path / "evaluation", verbose=0)
-    assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == 4
+    assert evaluation.role == "test"
+    assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == n_test == 6
     assert (evaluation.out_dir / "gradcam_correct.png").is_file()
     probabilities = np.loadtxt(
         evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(-2, -1)
     )
-    assert probabilities.shape == (4, 2)
+    assert probabilities.shape == (n_test, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)
 
 
@@ -208,7 +212,7 @@ from pathlib import Path
 import breastcls, breastcls.train
 sys.modules["breastcls.train"]._precision_policy = lambda precision: "mixed_float16"
 config = breastcls.RunConfig(
-    data=breastcls.DataConfig(path=Path(sys.argv[1]), image_size=32),
+    data=breastcls.DataConfig(path=Path(sys.argv[1]), image_size=32, selection_fraction=0.34),
     model=breastcls.ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
     train=breastcls.TrainConfig(epochs=1, batch_size=8, precision="mixed", jit=True, verbose=0),
     out_dir=Path(sys.argv[2]),
