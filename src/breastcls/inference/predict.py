@@ -18,7 +18,7 @@ from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, OutputError
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
-from breastcls.io import atomic_path, ensure_writable_dir
+from breastcls.io import atomic_path, check_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
@@ -88,7 +88,8 @@ def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
 def _check_out(out: Path) -> None:
     if out.is_dir():
         raise OutputError(f"--out {str(out)!r} is a folder: name the CSV file to write.")
-    ensure_writable_dir(out.parent)
+    # Checked, not created: a refused model or image must leave nothing behind.
+    check_writable_dir(out.parent)
 
 
 def skipped_path(out: Path) -> Path:
