@@ -26,6 +26,7 @@ from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Split
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, ModelLoadError
+from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibration import (
     Calibration,
     apply_calibration,
@@ -369,13 +370,14 @@ def evaluate(
     host: PluginHost | None = None,
     verbose: int = 1,
     skip_bad_images: bool = False,
+    stain_shift: StainShift = "hed",
 ) -> EvaluationResult:
     """Evaluate a model on labelled images and write an evaluation folder.
 
     The folder holds ``predictions.csv``, ``metrics.json`` (every registered metric), the
-    metrics' PNG figures, Grad-CAM overlays, ``evaluation.json`` (what was evaluated, how) and
-    ``report.html``. The temperature and thresholds fitted on the run's selection set (with the
-    same TTA) are applied unchanged.
+    metrics' PNG figures, Grad-CAM overlays, the stain-shift robustness curve, ``evaluation.json``
+    (what was evaluated, how) and ``report.html``. The temperature and thresholds fitted on the
+    run's selection set (with the same TTA) are applied unchanged.
 
     Args:
         model: A run folder or a ``.keras`` file.
@@ -393,15 +395,19 @@ def evaluate(
         skip_bad_images: Leave unreadable images out instead of stopping; they are listed in
             the folder's ``skipped.csv``, and ``evaluation.json`` and the report give their
             number.
+        stain_shift: ``hed`` re-scores the set under HED stain shifts of increasing strength
+            (:mod:`breastcls.evaluation.robustness`: 3 more passes over the set) into a
+            ``robustness`` section; ``none`` leaves it out.
 
     Raises:
-        BreastclsError: Unknown TTA, unreadable model or images, classes that differ from the
-            model's, images the model has seen (without ``allow_overlap``), unwritable output
-            folder.
+        BreastclsError: Unknown TTA or stain shift, unreadable model or images, classes that
+            differ from the model's, images the model has seen (without ``allow_overlap``),
+            unwritable output folder.
     """
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
+    stain_shift = check_stain_shift(stain_shift)
     loaded = InferenceModel.load(Path(model))
     chosen = _evaluation_data(
         data,
@@ -439,7 +445,15 @@ def evaluate(
             loaded,
             predictions,
             calibration,
-            _EvaluationSettings(data=data, chosen=chosen, tta=tta, gradcam=gradcam),
+            _EvaluationSettings(
+                data=data,
+                chosen=chosen,
+                tta=tta,
+                gradcam=gradcam,
+                stain_shift=stain_shift,
+                batch_size=batch_size,
+                verbose=verbose,
+            ),
             host,
         )
         return EvaluationResult(
@@ -477,6 +491,9 @@ class _EvaluationSettings:
     chosen: _EvaluationData
     tta: str
     gradcam: bool
+    stain_shift: StainShift = "none"
+    batch_size: int = 32
+    verbose: int = 0
 
 
 def _write_evaluation(
@@ -506,6 +523,24 @@ def _write_evaluation(
                 loaded.keras_model, predictions, out_dir, image_size=loaded.image_size
             )
         )
+    if how.stain_shift == "hed":
+        from breastcls.evaluation.robustness import robustness_section
+
+        sections.append(
+            robustness_section(
+                loaded,
+                predictions,
+                chosen.samples,
+                calibration,
+                out_dir,
+                tta=how.tta,
+                batch_size=how.batch_size,
+                host=host,
+                image_info=chosen.image_info,
+                set_description=set_description,
+                verbose=how.verbose,
+            )
+        )
     metrics = metrics_document(sections, predictions, set_description=set_description)
     atomic_write_json(folder.metrics, metrics)
     model_dir = loaded.folder.path
@@ -514,6 +549,7 @@ def _write_evaluation(
         "data": str(how.data) if how.data is not None else f"{chosen.name} set of {model_dir}",
         "set": metrics["evaluated_on"]["set"],
         "tta": how.tta,
+        "stain_shift": how.stain_shift,
         "image_size": loaded.image_size,
         "class_names": list(loaded.class_names),
         "skipped images": (
