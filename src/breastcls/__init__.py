@@ -50,6 +50,7 @@ from breastcls.model import load_model
 from breastcls.plugins.host import hookimpl
 from breastcls.registry import PluginRegistry
 from breastcls.runs.folder import RunResult
+from breastcls.slides.job import SlideResult, predict_slide
 from breastcls.train import resume, train
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "Prediction",
     "RunConfig",
     "RunResult",
+    "SlideResult",
     "TrainConfig",
     "Trainer",
     "TrainingError",
@@ -95,6 +97,7 @@ __all__ = [
     "load_model",
     "make_demo_dataset",
     "predict",
+    "predict_slide",
     "resume",
     "resume_cross_validation",
     "train",

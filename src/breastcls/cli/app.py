@@ -15,6 +15,7 @@ from breastcls.cli.plugins import plugins_command
 from breastcls.cli.predict import predict_command
 from breastcls.cli.report import report_command
 from breastcls.cli.runs import runs_command
+from breastcls.cli.slide import slide_app
 from breastcls.cli.train import train_command
 from breastcls.environment import prepare_tensorflow
 
@@ -34,6 +35,7 @@ app.command("report")(report_command)
 app.command("export")(export_command)
 app.command("runs")(runs_command)
 app.add_typer(data_app, name="data")
+app.add_typer(slide_app, name="slide")
 
 
 def _show_version(value: bool) -> None:

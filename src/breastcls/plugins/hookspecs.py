@@ -23,6 +23,7 @@ from breastcls.interfaces import (
     Trainer,
 )
 from breastcls.registry import PluginRegistry
+from breastcls.slides.readers import SlideReader
 
 hookspec = pluggy.HookspecMarker("breastcls")
 
@@ -103,6 +104,19 @@ def breastcls_register_tta(registry: PluginRegistry[TTA]) -> None:
     one by id (``breastcls evaluate --tta d8``).
 
     Since: 0.1.0
+    """
+
+
+@hookspec
+def breastcls_register_slide_readers(registry: PluginRegistry[SlideReader]) -> None:
+    """Register slide readers (whole-slide image formats: pyramidal TIFF, OpenSlide, DICOM...).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, reader, summary=...)`` with a :class:`~breastcls.slides.SlideReader`;
+    ``breastcls slide predict`` opens each slide with the first reader (by id) that accepts it,
+    or the one named by ``--reader``.
+
+    Since: 0.2.0
     """
 
 

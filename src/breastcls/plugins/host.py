@@ -28,6 +28,7 @@ from breastcls.interfaces import (
 )
 from breastcls.plugins import hookspecs
 from breastcls.registry import ComponentInfo, Registry
+from breastcls.slides.readers import SlideReader
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
 
@@ -43,6 +44,7 @@ _REGISTRATION_HOOKS = {
     "metric": "breastcls_register_metrics",
     "dataset": "breastcls_register_datasets",
     "tta": "breastcls_register_tta",
+    "slide_reader": "breastcls_register_slide_readers",
 }
 
 
@@ -108,6 +110,7 @@ class PluginHost:
         self.metrics: Registry[Metric] = Registry("metric")
         self.datasets: Registry[DatasetFormat] = Registry("dataset")
         self.tta: Registry[TTA] = Registry("tta")
+        self.slide_readers: Registry[SlideReader] = Registry("slide_reader")
         for kind, hook_name in _REGISTRATION_HOOKS.items():
             self._fill(self.registry(kind), hook_name)
 
@@ -121,6 +124,7 @@ class PluginHost:
             "metric": self.metrics,
             "dataset": self.datasets,
             "tta": self.tta,
+            "slide_reader": self.slide_readers,
         }
         return registries[kind]
 

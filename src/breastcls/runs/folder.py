@@ -31,6 +31,7 @@ __all__ = [
     "RunFolder",
     "RunResult",
     "RunStatus",
+    "SlideFolder",
     "create_run_dir",
     "read_split_csv",
     "read_status",
@@ -339,6 +340,82 @@ class RunFolder:
                 f"{self.metrics} is not a JSON object: restore it, or evaluate again."
             )
         return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class SlideFolder:
+    """The layout of one slide's folder, written by ``breastcls slide predict``.
+
+    The job record comes first; ``tiles.partial.csv`` grows chunk by chunk, each chunk committed
+    in ``progress.json``; at the end it becomes ``tiles.csv``, the pictures and the GeoJSON are
+    drawn from it, and ``summary.json``, written last, marks the folder complete.
+
+    Attributes:
+        path: The folder.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def job(self) -> Path:
+        """``slide.json``: the slide, the model, the options and the tile grid; written first,
+        and compared on resuming."""
+        return self.path / "slide.json"
+
+    @property
+    def progress(self) -> Path:
+        """``progress.json``: the tiles and bytes of ``tiles.partial.csv`` committed so far."""
+        return self.path / "progress.json"
+
+    @property
+    def partial_tiles(self) -> Path:
+        """``tiles.partial.csv``: the tiles predicted so far (past its committed length: a chunk
+        cut short by a crash, dropped on resuming)."""
+        return self.path / "tiles.partial.csv"
+
+    @property
+    def tiles(self) -> Path:
+        """``tiles.csv``: one row per tissue tile: position, level, tissue fraction,
+        probabilities at full precision."""
+        return self.path / "tiles.csv"
+
+    @property
+    def thumbnail(self) -> Path:
+        """``thumbnail.png``: the slide at the scale of the tissue mask."""
+        return self.path / "thumbnail.png"
+
+    @property
+    def tissue_mask(self) -> Path:
+        """``tissue_mask.png``: white where tissue was found, at the thumbnail's scale."""
+        return self.path / "tissue_mask.png"
+
+    @property
+    def heatmap(self) -> Path:
+        """``heatmap.png``: the positive score over the thumbnail, with a colour bar."""
+        return self.path / "heatmap.png"
+
+    @property
+    def geojson(self) -> Path:
+        """``tiles.geojson``: one polygon per tile with its probabilities (QuPath opens it)."""
+        return self.path / "tiles.geojson"
+
+    @property
+    def summary(self) -> Path:
+        """``summary.json``: the slide-level figures; written last."""
+        return self.path / "summary.json"
+
+    @property
+    def lock(self) -> Path:
+        """The lock file of the process working in the folder (:mod:`breastcls.runs.lock`)."""
+        return self.path / LOCK_NAME
+
+    @staticmethod
+    def collection_summary(out_dir: Path) -> Path:
+        """``summary.csv`` of a folder of slide folders: one row per slide."""
+        return Path(out_dir) / "summary.csv"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -571,6 +571,10 @@ def check_component(
             check_metric(component, n_classes=n_classes, work_dir=work_dir, name=info.name)
     elif info.kind == "tta":
         check_tta(component, name=info.name)
+    elif info.kind == "slide_reader":
+        from breastcls.slides.checks import check_slide_reader
+
+        check_slide_reader(component, data=data, name=info.name)
     elif info.kind == "dataset":
         if data is None:
             _fail(f"dataset format {info.name!r}", "pass data=<an example of its layout>.")

@@ -1,0 +1,117 @@
+"""``breastcls slide``: whole-slide heat maps from a trained patch classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from breastcls.cli.common import EXIT_BAD_INPUT, reports_errors, say
+
+slide_app = typer.Typer(
+    help="Whole-slide images: tile, classify and map a slide's tissue.",
+    no_args_is_help=True,
+)
+
+
+@slide_app.command("predict")
+@reports_errors
+def slide_predict_command(
+    model: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
+    ],
+    slides: Annotated[
+        list[Path], typer.Argument(metavar="SLIDES", help="Slide files and/or folders of slides.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder of slide folders (one per slide).")],
+    model_mpp: Annotated[
+        float,
+        typer.Option(
+            help="Microns per pixel of the model's input: the width in microns of a training "
+            "image's field divided by the model's input size (runs do not record it).",
+        ),
+    ],
+    mpp: Annotated[
+        float | None,
+        typer.Option(help="Microns per pixel of the slides, for slides whose files lack it."),
+    ] = None,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of a tile's side shared with its neighbour (0-0.9).")
+    ] = 0.0,
+    min_tissue: Annotated[
+        float, typer.Option(help="Least tissue fraction of a tile that is classified.")
+    ] = 0.5,
+    tta: Annotated[
+        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+    ] = "none",
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 32,
+    workers: Annotated[int, typer.Option(min=1, help="Threads reading tiles ahead.")] = 2,
+    top_k: Annotated[
+        int, typer.Option(min=1, help="Highest tile scores averaged in the summary.")
+    ] = 10,
+    reader: Annotated[
+        str | None,
+        typer.Option(help="Slide reader id (see `breastcls plugins`); default: by file content."),
+    ] = None,
+) -> None:
+    """Classify the tissue tiles of slides: a folder per slide and OUT/summary.csv."""
+    from breastcls.slides.job import predict_slides
+
+    outcomes = predict_slides(
+        model,
+        slides,
+        out_dir=out,
+        model_mpp=model_mpp,
+        mpp=mpp,
+        overlap=overlap,
+        min_tissue=min_tissue,
+        tta=tta,
+        batch_size=batch_size,
+        workers=workers,
+        top_k=top_k,
+        reader=reader,
+        verbose=1,
+    )
+    failed = [o for o in outcomes if o.error is not None]
+    for outcome in outcomes:
+        if outcome.error is None and outcome.summary is not None:
+            say(f"{outcome.slide} -> {outcome.folder}: {_headline(outcome.summary)}")
+    for outcome in failed:
+        say(f"error: {outcome.slide}: {outcome.error}", err=True)
+    say(f"{len(outcomes) - len(failed)} of {len(outcomes)} slides -> {out / 'summary.csv'}")
+    if failed:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@slide_app.command("summary")
+@reports_errors
+def slide_summary_command(
+    out: Annotated[
+        Path, typer.Argument(metavar="DIR", help="A folder of slide folders (--out of predict).")
+    ],
+) -> None:
+    """Gather the slide folders of DIR (from one job or many) into DIR/summary.csv."""
+    from breastcls.slides.job import summarize_slide_folders
+
+    outcomes = summarize_slide_folders(out)
+    for outcome in outcomes:
+        if outcome.summary is not None:
+            say(f"{outcome.folder.name}: {_headline(outcome.summary)}")
+        else:
+            say(f"{outcome.folder.name}: {outcome.error}")
+    complete = sum(o.summary is not None for o in outcomes)
+    say(f"{complete} of {len(outcomes)} slide folders complete -> {out / 'summary.csv'}")
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    tiles = summary.get("tiles")
+    count = tiles.get("classified") if isinstance(tiles, dict) else "?"
+    fractions = summary.get("fraction_positive")
+    called = ""
+    if isinstance(fractions, dict) and fractions:
+        name, value = next(iter(fractions.items()))
+        called = f", {float(value):.1%} called {summary.get('positive')} ({name})"
+    top = summary.get("top_k_mean_score")
+    top_text = f", top-{summary.get('top_k')} mean {float(top):.3f}" if top is not None else ""
+    return f"{count} tissue tiles{called}{top_text}"

@@ -1,0 +1,24 @@
+"""Whole-slide images: slide readers (a plugin kind), tissue detection, model-scale tiling.
+
+:func:`breastcls.predict_slide` (in :mod:`breastcls.slides.job`) runs a trained model over a
+slide; ``breastcls slide predict`` does it for many slides. This package's top level imports
+neither TensorFlow nor the job module, so that the plugin host can name :class:`SlideReader`.
+"""
+
+from breastcls.slides.readers import (
+    GLASS,
+    ImageSlideReader,
+    Slide,
+    SlideLevel,
+    SlideReader,
+    TiffSlideReader,
+)
+
+__all__ = [
+    "GLASS",
+    "ImageSlideReader",
+    "Slide",
+    "SlideLevel",
+    "SlideReader",
+    "TiffSlideReader",
+]

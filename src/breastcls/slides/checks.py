@@ -1,0 +1,128 @@
+"""The conformance check of slide readers (used by :func:`breastcls.testing.check_component`)."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import BreastclsError
+from breastcls.slides.readers import GLASS, SlideReader
+
+__all__ = ["check_slide_reader", "write_example_slides"]
+
+
+def write_example_slides(folder: Path) -> dict[Path, npt.NDArray[np.uint8]]:
+    """Write a small pyramidal tiled TIFF (0.5 µm/px) and a PNG of the same pixels to
+    ``folder``; return each file with its level-0 pixels."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(300, 420, 3), dtype=np.uint8)
+    tiff = folder / "example.tif"
+    with tifffile.TiffWriter(tiff) as writer:
+        writer.write(
+            pixels,
+            tile=(128, 128),
+            photometric="rgb",
+            compression="zlib",
+            resolution=(20_000.0, 20_000.0),
+            resolutionunit="CENTIMETER",
+        )
+        writer.write(
+            np.ascontiguousarray(pixels[::2, ::2]),
+            tile=(128, 128),
+            photometric="rgb",
+            compression="zlib",
+            subfiletype=1,
+        )
+    png = folder / "example.png"
+    Image.fromarray(pixels).save(png)
+    return {tiff: pixels, png: pixels}
+
+
+def check_slide_reader(
+    reader: SlideReader, *, data: Path | None = None, name: str = "slide reader"
+) -> None:
+    """Check a slide reader's contract on ``data`` (default: the examples of
+    :func:`write_example_slides` it accepts).
+
+    It must refuse a text file, open what it accepts, list level 0 first with growing
+    downsamples, read ``(h, w, 3)`` 8-bit regions (the examples' pixels exactly), pad what lies
+    outside with :data:`~breastcls.slides.GLASS`, read the same pixels from several threads,
+    and raise a :class:`~breastcls.BreastclsError` on a damaged file.
+
+    Raises:
+        ConformanceError: The reader breaks its contract.
+    """
+    from breastcls.testing.checks import ConformanceError
+
+    what = f"slide reader {name!r}"
+
+    def fail(problem: str) -> None:
+        raise ConformanceError(f"{what}: {problem}")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        examples = write_example_slides(folder)
+        text = folder / "notes.txt"
+        text.write_text("not a slide\n", encoding="utf-8")
+        if reader.accepts(text):
+            fail("accepts a text file.")
+        if data is not None:
+            candidates: dict[Path, npt.NDArray[np.uint8] | None] = {Path(data): None}
+        else:
+            candidates = {p: v for p, v in examples.items() if reader.accepts(p)}
+            if not candidates:
+                fail("accepts none of the example slides: pass data=<an example slide>.")
+        for path, expected in candidates.items():
+            if not reader.accepts(path):
+                fail(f"does not accept its example {path.name}.")
+            slide = reader.open(path)
+            try:
+                levels = slide.levels
+                if not levels or levels[0].downsample != 1.0:
+                    fail(f"{path.name}: level 0 must come first, with downsample 1.")
+                if any(b.downsample < a.downsample for a, b in itertools.pairwise(levels)):
+                    fail(f"{path.name}: levels must go from fine to coarse.")
+                region = slide.read_region(0, 5, 7, 150, 140)
+                if region.shape != (140, 150, 3) or region.dtype != np.uint8:
+                    fail(
+                        f"read_region gave {region.shape} {region.dtype}, not (140, 150, 3) uint8."
+                    )
+                if expected is not None and not np.array_equal(region, expected[7:147, 5:155]):
+                    fail(f"{path.name}: read_region does not give the file's pixels.")
+                edge = slide.read_region(0, levels[0].width - 10, -5, 20, 20)
+                if edge.shape != (20, 20, 3) or not (edge[:5] == GLASS).all():
+                    fail("a region leaving the slide must be padded with GLASS (white).")
+                if not (edge[:, 10:] == GLASS).all():
+                    fail("a region leaving the slide must be padded with GLASS (white).")
+                top = len(levels) - 1
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    futures = [
+                        pool.submit(slide.read_region, top, i % 3, 0, 64, 64) for i in range(12)
+                    ]
+                    reads = [future.result() for future in futures]
+                if not all(np.array_equal(reads[i], reads[i % 3]) for i in range(12)):
+                    fail("reading from several threads at once gives different pixels.")
+            finally:
+                slide.close()
+            if expected is not None:
+                damaged = folder / f"damaged{path.suffix}"
+                damaged.write_bytes(path.read_bytes()[:64])
+                try:
+                    broken = reader.open(damaged)
+                    try:
+                        broken.read_region(0, 0, 0, 256, 256)
+                    finally:
+                        broken.close()
+                except BreastclsError:
+                    continue
+                except Exception as error:
+                    fail(f"a damaged file raised {type(error).__name__}, not a BreastclsError.")
+                fail("a damaged file (its first 64 bytes) opened without an error.")

@@ -1,0 +1,781 @@
+"""Predicting whole slides: tiles streamed through a model, resumable, into a slide folder.
+
+:func:`predict_slide` opens a slide with a registered :class:`~breastcls.slides.SlideReader`,
+finds the tissue on a thumbnail, lays the model-scale grid over it, and feeds the tissue tiles
+to the model in batches through ``tf.data`` while worker threads read the next tiles: only a
+few batches of tiles are in memory at any time, never the slide. Probabilities are calibrated
+with the run's calibration and scored on the positive side, as ``breastcls predict`` does.
+
+With ``out``, the tile rows are appended to ``tiles.partial.csv`` in chunks of whole batches,
+each one committed in ``progress.json``; a job that is killed continues from its last committed
+chunk, with the same batches, and writes the same ``tiles.csv`` as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import csv
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
+from breastcls.inference.model import InferenceModel
+from breastcls.io import atomic_write_json, atomic_write_text
+from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.progress import active_reporter
+from breastcls.runs.folder import SlideFolder
+from breastcls.runs.lock import LOCK_NAME, lock_folder
+from breastcls.slides.outputs import (
+    TileTable,
+    heat_map,
+    parse_tiles_csv,
+    read_tiles_csv,
+    summary_figures,
+    tile_rows,
+    tiles_header,
+    write_geojson,
+    write_heatmap_png,
+    write_mask_png,
+    write_rgb_png,
+)
+from breastcls.slides.readers import Slide
+from breastcls.slides.tiling import TilePlan, plan_tiles
+from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
+
+__all__ = [
+    "SlideOutcome",
+    "SlideResult",
+    "open_slide",
+    "predict_slide",
+    "predict_slides",
+    "slide_files",
+    "summarize_slide_folders",
+]
+
+FloatArray = npt.NDArray[np.float64]
+UInt8Array = npt.NDArray[np.uint8]
+
+#: The version of the slide folder's records; a folder of another version is not resumed.
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideResult:
+    """What :func:`predict_slide` returns.
+
+    Attributes:
+        slide: The slide file.
+        folder: The slide folder written, or ``None``.
+        tiles: The tile table.
+        heatmap: The positive score at the thumbnail's scale, ``NaN`` where no tile lies.
+        thumbnail: The slide, ``(h, w, 3)`` RGB, at the tissue mask's scale.
+        tissue_mask: Where tissue was found, at the thumbnail's scale.
+        summary: The slide-level figures (the content of ``summary.json``).
+    """
+
+    slide: Path
+    folder: Path | None
+    tiles: TileTable
+    heatmap: FloatArray
+    thumbnail: UInt8Array
+    tissue_mask: npt.NDArray[np.bool_]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideOutcome:
+    """One slide of :func:`predict_slides`: its folder, and its result or its error.
+
+    Attributes:
+        slide: The slide file.
+        folder: Its slide folder.
+        summary: The slide's ``summary.json`` content, or ``None`` when it failed.
+        error: Why it failed, in one line, or ``None``.
+    """
+
+    slide: Path
+    folder: Path
+    summary: dict[str, Any] | None
+    error: str | None
+
+
+def open_slide(path: Path, *, reader: str | None = None, host: PluginHost | None = None) -> Slide:
+    """Open a slide with the reader named ``reader``, or the first registered reader (by id)
+    that accepts the file.
+
+    Raises:
+        DataError: The file is missing, no reader accepts it, or it is damaged.
+        UnknownComponentError: ``reader`` is not a registered slide reader.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Slide {path} does not exist or is not a file.")
+    readers = ensure_host(host).slide_readers
+    if reader is not None:
+        return readers.get(reader).open(path)
+    for info in readers:
+        if info.component.accepts(path):
+            return info.component.open(path)
+    raise DataError(
+        f"{path}: no slide reader accepts this format (readers: {', '.join(readers.names())}). "
+        "Convert it to a tiled TIFF, or install a slide-reader plugin (e.g. one using OpenSlide)."
+    )
+
+
+def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
+    if mpp is not None:
+        return float(mpp), "--mpp"
+    if slide.mpp is None:
+        raise DataError(
+            f"{slide.path} records no resolution (microns per pixel): pass --mpp with the "
+            "scanner's value (e.g. 0.25 for a 40x scan, 0.5 for 20x)."
+        )
+    return float(slide.mpp), "metadata"
+
+
+def _tile_pixels(slide: Slide, plan: TilePlan, index: int) -> UInt8Array:
+    """Read tile ``index`` of ``plan`` and resample it to the model's input size."""
+    import cv2
+
+    downsample = slide.levels[plan.level].downsample
+    x = round(int(plan.x[index]) / downsample)
+    y = round(int(plan.y[index]) / downsample)
+    region = slide.read_region(plan.level, x, y, plan.read_size, plan.read_size)
+    if plan.read_size == plan.image_size:
+        return region
+    interpolation = cv2.INTER_AREA if plan.read_size > plan.image_size else cv2.INTER_LINEAR
+    resized = cv2.resize(region, (plan.image_size, plan.image_size), interpolation=interpolation)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _read_ahead(
+    slide: Slide,
+    plan: TilePlan,
+    start: int,
+    pool: ThreadPoolExecutor,
+    depth: int,
+    failures: list[BaseException],
+) -> Iterator[UInt8Array]:
+    """Yield the tiles from ``start`` on, in order, read by ``pool`` at most ``depth`` ahead.
+
+    A tile that cannot be read ends the stream and is kept in ``failures`` (``tf.data`` would
+    turn the error into one of its own and lose its message).
+    """
+    pending: collections.deque[Future[UInt8Array]] = collections.deque()
+    next_index = start
+    try:
+        while next_index < len(plan) or pending:
+            while next_index < len(plan) and len(pending) < depth:
+                pending.append(pool.submit(_tile_pixels, slide, plan, next_index))
+                next_index += 1
+            yield pending.popleft().result()
+    except Exception as error:
+        failures.append(error)
+    finally:
+        for future in pending:
+            future.cancel()
+
+
+def _batches(
+    slide: Slide,
+    plan: TilePlan,
+    start: int,
+    batch_size: int,
+    pool: ThreadPoolExecutor,
+    failures: list[BaseException],
+) -> Any:
+    import tensorflow as tf
+
+    size = plan.image_size
+    dataset = tf.data.Dataset.from_generator(
+        lambda: _read_ahead(slide, plan, start, pool, 2 * batch_size, failures),
+        output_signature=tf.TensorSpec((size, size, 3), tf.uint8),
+    )
+    return dataset.map(lambda image: tf.cast(image, tf.float32)).batch(batch_size).prefetch(2)
+
+
+def _job_record(
+    *,
+    slide: Slide,
+    model: InferenceModel,
+    plan: TilePlan,
+    mpp_source: str,
+    options: dict[str, Any],
+    calibration: dict[str, Any],
+) -> dict[str, Any]:
+    digest = hashlib.sha1(np.stack([plan.x, plan.y]).tobytes()).hexdigest()
+    return {
+        "format": FORMAT,
+        "slide": str(slide.path),
+        "slide_size": [slide.levels[0].width, slide.levels[0].height],
+        "slide_bytes": slide.path.stat().st_size,
+        "levels": [[lv.width, lv.height] for lv in slide.levels],
+        "objective_power": slide.objective_power,
+        "slide_mpp": plan.slide_mpp,
+        "mpp_source": mpp_source,
+        "model": str(model.source),
+        "class_names": list(model.class_names),
+        "positive": model.positive.name,
+        "negative": model.positive.negative,
+        "image_size": plan.image_size,
+        "model_mpp": plan.model_mpp,
+        **options,
+        "calibration": calibration,
+        "grid": {
+            "level": plan.level,
+            "read_size": plan.read_size,
+            "tile_size": plan.tile_size,
+            "stride": plan.stride,
+            "columns": plan.columns,
+            "rows": plan.rows,
+            "tissue_tiles": len(plan),
+            "positions_sha1": digest,
+        },
+    }
+
+
+class _Sink:
+    """Where committed tile rows go: a slide folder's ``tiles.partial.csv``, or memory."""
+
+    def __init__(self, folder: SlideFolder | None, header: str) -> None:
+        self.folder = folder
+        self.header = header
+        self.memory: list[str] = []
+        self.committed = 0
+
+    def resume(self) -> int:
+        """Prepare the partial file; return the tiles committed before."""
+        if self.folder is None:
+            return 0
+        folder = self.folder
+        progress: dict[str, Any] = {}
+        if folder.progress.is_file() and folder.partial_tiles.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                progress = json_object(folder.progress)
+        tiles, size = progress.get("tiles"), progress.get("bytes")
+        if isinstance(tiles, int) and isinstance(size, int) and tiles > 0:
+            with open(folder.partial_tiles, "r+b") as handle:
+                handle.truncate(size)  # a chunk cut short by a crash is dropped
+            self.committed = tiles
+            return tiles
+        with open(folder.partial_tiles, "wb") as handle:
+            handle.write(self.header.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self._commit(0)
+        return 0
+
+    def append(self, rows: str, tiles: int) -> None:
+        if self.folder is None:
+            self.memory.append(rows)
+            self.committed += tiles
+            return
+        with open(self.folder.partial_tiles, "ab") as handle:
+            handle.write(rows.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.committed += tiles
+        self._commit(self.committed)
+
+    def _commit(self, tiles: int) -> None:
+        assert self.folder is not None
+        size = self.folder.partial_tiles.stat().st_size
+        atomic_write_json(self.folder.progress, {"tiles": tiles, "bytes": size})
+
+    def finish(self, class_names: Sequence[str], positive: str) -> TileTable:
+        if self.folder is None:
+            text = self.header + "".join(self.memory)
+            return parse_tiles_csv(text, class_names, positive, source="tiles")
+        folder = self.folder
+        if folder.partial_tiles.is_file():
+            os.replace(folder.partial_tiles, folder.tiles)
+        folder.progress.unlink(missing_ok=True)
+        return read_tiles_csv(folder.tiles, class_names, positive)
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    """A small JSON object breastcls wrote in a slide folder (``{}`` when it is not one)."""
+    import json
+
+    value = json.loads(path.read_text(encoding="utf-8"))
+    return value if isinstance(value, dict) else {}
+
+
+def _take_folder(folder: SlideFolder, job: dict[str, Any]) -> Any:
+    """Create or reopen a slide folder for ``job`` and hold it; return the lock."""
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(
+            f"Cannot create the slide folder {str(folder.path)!r}: {error.strerror or error}. "
+            "Choose another --out."
+        ) from error
+    lock = lock_folder(
+        folder.path,
+        purpose="slide",
+        hint="wait for that process to finish, or choose another --out.",
+    )
+    try:
+        if folder.job.is_file():
+            try:
+                recorded = json_object(folder.job)
+            except (OSError, ValueError):
+                recorded = {}
+            if recorded != job:
+                changed = sorted(k for k in {*recorded, *job} if recorded.get(k) != job.get(k))
+                raise OutputError(
+                    f"{folder.path} holds the job of another slide, model or options (differing: "
+                    f"{', '.join(changed) or 'all'}): choose another --out, or remove the folder."
+                )
+        elif any(p.name != LOCK_NAME for p in folder.path.iterdir()):
+            raise OutputError(
+                f"{folder.path} exists and is not a slide folder: choose another --out."
+            )
+        else:
+            atomic_write_json(folder.job, job)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def predict_slide(
+    model: InferenceModel | Path,
+    path: Path,
+    *,
+    model_mpp: float,
+    mpp: float | None = None,
+    out: Path | None = None,
+    overlap: float = 0.0,
+    min_tissue: float = 0.5,
+    tta: str = "none",
+    batch_size: int = 32,
+    chunk_batches: int = 8,
+    workers: int = 2,
+    top_k: int = 10,
+    reader: str | None = None,
+    thumbnail_side: int = 2048,
+    host: PluginHost | None = None,
+    verbose: int = 0,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> SlideResult:
+    """Classify the tissue tiles of a whole-slide image and map the scores over the slide.
+
+    Args:
+        model: An :class:`~breastcls.InferenceModel`, a run folder or a ``.keras`` file.
+        path: The slide.
+        model_mpp: Microns per pixel of the model's input: the width in microns of the field
+            a training image shows, divided by the model's input size. Runs do not record it.
+        mpp: Microns per level-0 pixel of the slide, when its metadata has none (or is wrong).
+        out: The slide folder to write (created, or resumed when it holds this job); ``None``
+            writes nothing.
+        overlap: Fraction of a tile's side shared with its neighbour (0 to below 1).
+        min_tissue: The least tissue fraction of a tile that is classified.
+        tta: Test-time augmentation id, with the calibration fitted for it.
+        batch_size: Tiles per model call.
+        chunk_batches: Batches per committed chunk of ``tiles.csv``.
+        workers: Threads reading and resampling tiles ahead of the model.
+        top_k: How many of the highest tile scores the summary averages.
+        reader: A slide reader id; ``None``: the first that accepts the file.
+        thumbnail_side: The longer side of the thumbnail the tissue is found on.
+        host: The plugin host (default: every installed plugin).
+        verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
+        on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
+
+    Returns:
+        The tile table, the heat map and the summary (also written to ``out``).
+
+    Raises:
+        DataError: The slide cannot be read, has no resolution and no ``mpp`` is given, or
+            has no tissue.
+        ConfigError: An option is out of range.
+        OutputError: ``out`` holds another job, another process holds it, or it cannot be
+            written.
+    """
+    if batch_size < 1 or chunk_batches < 1 or workers < 1 or top_k < 1:
+        raise ConfigError(
+            f"batch_size={batch_size}, chunk_batches={chunk_batches}, workers={workers} and "
+            f"top_k={top_k} must all be at least 1."
+        )
+    host = ensure_host(host)
+    inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    slide = open_slide(path, reader=reader, host=host)
+    try:
+        return _predict_open_slide(
+            inference, slide, model_mpp=model_mpp, mpp=mpp, out=out, overlap=overlap,
+            min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
+            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
+            verbose=verbose, on_chunk=on_chunk,
+        )  # fmt: skip
+    finally:
+        slide.close()
+
+
+def _predict_open_slide(
+    model: InferenceModel,
+    slide: Slide,
+    *,
+    model_mpp: float,
+    mpp: float | None,
+    out: Path | None,
+    overlap: float,
+    min_tissue: float,
+    tta: str,
+    batch_size: int,
+    chunk_batches: int,
+    workers: int,
+    top_k: int,
+    thumbnail_side: int,
+    host: PluginHost,
+    verbose: int,
+    on_chunk: Callable[[int, int], None] | None,
+) -> SlideResult:
+    slide_mpp, mpp_source = _resolution(slide, mpp)
+    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    mask = detect_tissue(thumbnail.pixels)
+    if not mask.any():
+        raise DataError(
+            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
+            "or its staining."
+        )
+    plan = plan_tiles(
+        slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=model.image_size,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    )  # fmt: skip
+    if len(plan) == 0:
+        raise DataError(
+            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
+            "on the grid): lower --min-tissue, or check --model-mpp."
+        )
+    calibration = model.calibration(tta, batch_size=batch_size, host=host)
+    thresholds = dict(calibration.thresholds) or {"default": 0.5}
+    options = {
+        "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
+        "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
+    }  # fmt: skip
+    job = _job_record(
+        slide=slide, model=model, plan=plan, mpp_source=mpp_source, options=options,
+        calibration={"temperature": calibration.temperature, "thresholds": thresholds},
+    )  # fmt: skip
+    folder = SlideFolder(out) if out is not None else None
+    lock = _take_folder(folder, job) if folder is not None else None
+    try:
+        if folder is not None:
+            write_rgb_png(folder.thumbnail, thumbnail.pixels)
+            write_mask_png(folder.tissue_mask, mask)
+        table = _classify(
+            model, slide, plan, folder=folder, tta=tta, temperature=calibration.temperature,
+            batch_size=batch_size, chunk_batches=chunk_batches, workers=workers, host=host,
+            verbose=verbose, on_chunk=on_chunk,
+        )  # fmt: skip
+        heat = heat_map(table, mask.shape, thumbnail.downsample)
+        summary = _summary(job, table, thresholds, mask, plan, top_k=top_k)
+        if folder is not None:
+            _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
+    finally:
+        if lock is not None:
+            lock.release()
+    return SlideResult(
+        slide=slide.path,
+        folder=folder.path if folder is not None else None,
+        tiles=table,
+        heatmap=heat,
+        thumbnail=thumbnail.pixels,
+        tissue_mask=mask,
+        summary=summary,
+    )
+
+
+def _classify(
+    model: InferenceModel,
+    slide: Slide,
+    plan: TilePlan,
+    *,
+    folder: SlideFolder | None,
+    tta: str,
+    temperature: float | None,
+    batch_size: int,
+    chunk_batches: int,
+    workers: int,
+    host: PluginHost,
+    verbose: int,
+    on_chunk: Callable[[int, int], None] | None,
+) -> TileTable:
+    from breastcls.inference.batches import iter_probabilities
+    from breastcls.inference.decision import apply_temperature
+
+    positive = model.positive
+    sink = _Sink(folder, tiles_header(model.class_names))
+    if folder is not None and folder.tiles.is_file():
+        return read_tiles_csv(folder.tiles, model.class_names, positive.name)
+    start = sink.resume()
+    total = len(plan)
+    chunk = batch_size * chunk_batches
+    reporter = active_reporter() if verbose else None
+    if reporter is not None:
+        reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
+        reporter.task_advanced(start)
+
+    def commit(raw: list[FloatArray]) -> None:
+        probabilities = np.concatenate(raw, axis=0)
+        if temperature is not None:
+            probabilities = apply_temperature(probabilities, temperature)
+        first = sink.committed
+        index = np.arange(first, first + len(probabilities))
+        sink.append(
+            tile_rows(
+                tile=plan.row[index] * plan.columns + plan.column[index],
+                column=plan.column[index],
+                row=plan.row[index],
+                x=plan.x[index],
+                y=plan.y[index],
+                size=plan.tile_size,
+                level=plan.level,
+                tissue=plan.tissue[index],
+                probabilities=probabilities,
+                score=positive.score(probabilities),
+            ),
+            len(probabilities),
+        )
+        if reporter is not None:
+            reporter.task_advanced(sink.committed)
+        if on_chunk is not None:
+            on_chunk(sink.committed, total)
+
+    if start < total:
+        tta_component = host.tta.get(tta)
+        failures: list[BaseException] = []
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
+        try:
+            batches = _batches(slide, plan, start, batch_size, pool, failures)
+            pending: list[FloatArray] = []
+            pending_count = 0
+            for probabilities in iter_probabilities(model.keras_model, batches, tta=tta_component):
+                pending.append(probabilities)
+                pending_count += len(probabilities)
+                if pending_count >= chunk and not failures:
+                    commit(pending)
+                    pending, pending_count = [], 0
+            if failures:
+                _raise_read_failure(slide, failures[0])
+            if pending:
+                commit(pending)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    if reporter is not None:
+        reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
+    if sink.committed != total:
+        raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
+    return sink.finish(model.class_names, positive.name)
+
+
+def _raise_read_failure(slide: Slide, error: BaseException) -> None:
+    if isinstance(error, BreastclsError):
+        raise error
+    raise DataError(
+        f"{slide.path}: a tile could not be read ({type(error).__name__}: {error})."
+    ) from error
+
+
+def _summary(
+    job: dict[str, Any],
+    table: TileTable,
+    thresholds: dict[str, float],
+    mask: npt.NDArray[np.bool_],
+    plan: TilePlan,
+    *,
+    top_k: int,
+) -> dict[str, Any]:
+    return {
+        "slide": job["slide"],
+        "model": job["model"],
+        "positive": job["positive"],
+        "negative": job["negative"],
+        "class_names": job["class_names"],
+        "slide_mpp": job["slide_mpp"],
+        "mpp_source": job["mpp_source"],
+        "model_mpp": job["model_mpp"],
+        "image_size": job["image_size"],
+        "level": plan.level,
+        "tile_size": plan.tile_size,
+        "overlap": job["overlap"],
+        "min_tissue": job["min_tissue"],
+        "tta": job["tta"],
+        "temperature": job["calibration"]["temperature"],
+        "thresholds": thresholds,
+        "tiles": {"grid": plan.grid_tiles, "tissue": len(plan), "classified": len(table)},
+        "tissue_area_fraction": float(mask.mean()),
+        **summary_figures(table, thresholds, top_k=top_k),
+    }
+
+
+def _write_outputs(
+    folder: SlideFolder,
+    table: TileTable,
+    thumbnail: Thumbnail,
+    heat: FloatArray,
+    summary: dict[str, Any],
+    thresholds: dict[str, float],
+) -> None:
+    write_heatmap_png(folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})")
+    negative = str(summary["negative"])
+    threshold = thresholds.get("default", next(iter(thresholds.values())))
+    write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
+    atomic_write_json(folder.summary, summary)
+
+
+# Many slides.
+
+_SUMMARY_COLUMNS = (
+    "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
+    "mean_score", "max_score",
+)  # fmt: skip
+
+
+def slide_files(inputs: Sequence[Path], *, host: PluginHost | None = None) -> list[Path]:
+    """The slides among ``inputs``: files as given, and in folders (not recursively) every file
+    a registered slide reader accepts, sorted."""
+    readers = list(ensure_host(host).slide_readers)
+    found: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            for child in sorted(item.iterdir()):
+                if child.is_file() and any(r.component.accepts(child) for r in readers):
+                    found.append(child)
+        else:
+            found.append(item)
+    return found
+
+
+def _folder_names(slides: Sequence[Path]) -> list[str]:
+    names: list[str] = []
+    used: set[str] = set()
+    for slide in slides:
+        stem = slide.stem or "slide"
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def predict_slides(
+    model: InferenceModel | Path,
+    inputs: Sequence[Path],
+    *,
+    out_dir: Path,
+    model_mpp: float,
+    mpp: float | None = None,
+    overlap: float = 0.0,
+    min_tissue: float = 0.5,
+    tta: str = "none",
+    batch_size: int = 32,
+    workers: int = 2,
+    top_k: int = 10,
+    reader: str | None = None,
+    host: PluginHost | None = None,
+    verbose: int = 0,
+) -> list[SlideOutcome]:
+    """Predict many slides, one slide folder each under ``out_dir`` (named after the file),
+    and write ``out_dir/summary.csv``. A slide that fails is recorded with its error and the
+    others go on; a slide folder already complete is kept, one interrupted is resumed.
+
+    Raises:
+        ModelLoadError: The model cannot be loaded.
+        OutputError: ``out_dir`` cannot be written.
+    """
+    host = ensure_host(host)
+    inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    slides = slide_files(inputs, host=host)
+    outcomes: list[SlideOutcome] = []
+    for slide, name in zip(slides, _folder_names(slides), strict=True):
+        folder = Path(out_dir) / name
+        try:
+            result = predict_slide(
+                inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
+                min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
+                top_k=top_k, reader=reader, host=host, verbose=verbose,
+            )  # fmt: skip
+            outcomes.append(
+                SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)
+            )
+        except BreastclsError as error:
+            message = " ".join(str(error).splitlines())
+            outcomes.append(SlideOutcome(slide=slide, folder=folder, summary=None, error=message))
+    _write_collection_summary(Path(out_dir), outcomes)
+    return outcomes
+
+
+def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
+    """Gather the slide folders under ``out_dir`` (written by one or many jobs) into
+    ``out_dir/summary.csv``: complete ones with their figures, others as incomplete.
+
+    Raises:
+        OutputError: ``out_dir`` is not a folder.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise OutputError(f"{out_dir} is not a folder of slide folders.")
+    outcomes: list[SlideOutcome] = []
+    for child in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        folder = SlideFolder(child)
+        if not folder.job.is_file():
+            continue
+        try:
+            job = json_object(folder.job)
+            summary = json_object(folder.summary) if folder.summary.is_file() else None
+        except (OSError, ValueError) as error:
+            outcomes.append(
+                SlideOutcome(slide=child, folder=child, summary=None, error=f"unreadable: {error}")
+            )
+            continue
+        slide = Path(str(job.get("slide", child.name)))
+        problem = None if summary is not None else "incomplete: run `breastcls slide predict` again"
+        outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
+    _write_collection_summary(out_dir, outcomes)
+    return outcomes
+
+
+def _write_collection_summary(out_dir: Path, outcomes: Sequence[SlideOutcome]) -> None:
+    threshold_names = list(
+        dict.fromkeys(
+            name for o in outcomes if o.summary for name in o.summary.get("fraction_positive", {})
+        )
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*_SUMMARY_COLUMNS, *(f"fraction_positive_{n}" for n in threshold_names)])
+    for o in outcomes:
+        s = o.summary or {}
+        fractions = s.get("fraction_positive", {})
+        writer.writerow(
+            [
+                o.slide, o.folder.name, "ok" if o.error is None else "error", o.error or "",
+                s.get("tiles", {}).get("classified", ""), s.get("top_k", ""),
+                _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
+                _number(s.get("max_score")),
+                *(_number(fractions.get(n)) for n in threshold_names),
+            ]
+        )  # fmt: skip
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(SlideFolder.collection_summary(out_dir), buffer.getvalue())
+    except OSError as error:
+        raise OutputError(f"Cannot write {out_dir}/summary.csv: {error}.") from error
+
+
+def _number(value: Any) -> str:
+    return "" if value is None else repr(float(value))

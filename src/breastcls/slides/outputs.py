@@ -1,0 +1,291 @@
+"""What a slide job writes and reads back: the tile table, the heat map, the GeoJSON and the
+summary. The file names come from :class:`~breastcls.runs.folder.SlideFolder`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import DataError
+from breastcls.io import atomic_path, atomic_write_text
+
+__all__ = [
+    "TileTable",
+    "heat_map",
+    "parse_tiles_csv",
+    "read_tiles_csv",
+    "tile_rows",
+    "tiles_header",
+    "write_geojson",
+    "write_heatmap_png",
+    "write_mask_png",
+    "write_rgb_png",
+]
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+_POSITION = ("tile", "column", "row", "x", "y", "size", "level", "tissue_fraction")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TileTable:
+    """The classified tiles of a slide (the content of ``tiles.csv``), in grid order.
+
+    Attributes:
+        class_names: The model's classes, in the order of the probability columns.
+        positive: The positive side scored (``malignant``, or the positive class).
+        tile: Each tile's index in the row-major grid (glass tiles included).
+        column: Grid column.
+        row: Grid row.
+        x: Left edge in level-0 pixels.
+        y: Top edge in level-0 pixels.
+        size: Side in level-0 pixels (the same for every tile).
+        level: The pyramid level the tiles were read from.
+        tissue: Fraction of each tile that is tissue.
+        probabilities: ``(n, n_classes)`` calibrated probabilities.
+        score: Each tile's probability of the positive side.
+    """
+
+    class_names: tuple[str, ...]
+    positive: str
+    tile: IntArray
+    column: IntArray
+    row: IntArray
+    x: IntArray
+    y: IntArray
+    size: int
+    level: int
+    tissue: FloatArray
+    probabilities: FloatArray
+    score: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.tile)
+
+
+def tiles_header(class_names: Sequence[str]) -> str:
+    """The header line of ``tiles.csv``."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(
+        [*_POSITION, *(f"p_{name}" for name in class_names), "score"]
+    )
+    return buffer.getvalue()
+
+
+def tile_rows(
+    *,
+    tile: IntArray,
+    column: IntArray,
+    row: IntArray,
+    x: IntArray,
+    y: IntArray,
+    size: int,
+    level: int,
+    tissue: FloatArray,
+    probabilities: FloatArray,
+    score: FloatArray,
+) -> str:
+    """Rows of ``tiles.csv``; floats at full precision (``repr``: read back exactly)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for i in range(len(tile)):
+        writer.writerow(
+            [
+                int(tile[i]), int(column[i]), int(row[i]), int(x[i]), int(y[i]), size, level,
+                repr(float(tissue[i])),
+                *(repr(float(p)) for p in probabilities[i]),
+                repr(float(score[i])),
+            ]
+        )  # fmt: skip
+    return buffer.getvalue()
+
+
+def read_tiles_csv(path: Path, class_names: Sequence[str], positive: str) -> TileTable:
+    """Read ``tiles.csv`` (or the committed part of ``tiles.partial.csv``) back.
+
+    Raises:
+        DataError: The file is not a tile table of these classes.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not a readable tile table ({error}).") from error
+    return parse_tiles_csv(text, class_names, positive, source=str(path))
+
+
+def parse_tiles_csv(
+    text: str, class_names: Sequence[str], positive: str, *, source: str
+) -> TileTable:
+    """Parse the text of ``tiles.csv`` (``source`` names it in errors).
+
+    Raises:
+        DataError: The text is not a tile table of these classes.
+    """
+    path = source
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as error:
+        raise DataError(f"{path} is not a readable tile table ({error}).") from error
+    expected = next(csv.reader([tiles_header(class_names)]))
+    if not rows or rows[0] != expected:
+        raise DataError(
+            f"{path} does not have the columns {', '.join(expected)}: remove the slide folder "
+            "and predict the slide again."
+        )
+    body = rows[1:]
+    try:
+        numbers = np.array([[float(v) for v in r] for r in body], dtype=np.float64)
+    except ValueError as error:
+        raise DataError(f"{path} holds a value that is not a number ({error}).") from error
+    numbers = numbers.reshape(len(body), len(expected))
+    n_classes = len(class_names)
+    as_int = numbers[:, :7].astype(np.int64)
+    return TileTable(
+        class_names=tuple(class_names),
+        positive=positive,
+        tile=as_int[:, 0],
+        column=as_int[:, 1],
+        row=as_int[:, 2],
+        x=as_int[:, 3],
+        y=as_int[:, 4],
+        size=int(as_int[0, 5]) if len(body) else 0,
+        level=int(as_int[0, 6]) if len(body) else 0,
+        tissue=numbers[:, 7].copy(),
+        probabilities=numbers[:, 8 : 8 + n_classes].copy(),
+        score=numbers[:, 8 + n_classes].copy(),
+    )
+
+
+def heat_map(table: TileTable, shape: tuple[int, int], downsample: float) -> FloatArray:
+    """The positive score at the scale of a ``shape`` thumbnail (``downsample`` level-0 pixels
+    per pixel): each pixel averages the tiles over it; ``NaN`` where no tile lies."""
+    total = np.zeros(shape, dtype=np.float64)
+    count = np.zeros(shape, dtype=np.float64)
+    h, w = shape
+    for i in range(len(table)):
+        x0 = min(max(math.floor(table.x[i] / downsample), 0), w - 1)
+        y0 = min(max(math.floor(table.y[i] / downsample), 0), h - 1)
+        x1 = min(max(math.ceil((table.x[i] + table.size) / downsample), x0 + 1), w)
+        y1 = min(max(math.ceil((table.y[i] + table.size) / downsample), y0 + 1), h)
+        total[y0:y1, x0:x1] += table.score[i]
+        count[y0:y1, x0:x1] += 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
+
+
+def write_rgb_png(path: Path, pixels: npt.NDArray[np.uint8]) -> None:
+    """Write an RGB array as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels, mode="RGB").save(temporary, format="PNG")
+
+
+def write_mask_png(path: Path, mask: npt.NDArray[np.bool_]) -> None:
+    """Write a mask as a black and white PNG (white: tissue), atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as temporary:
+        Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(
+            temporary, format="PNG"
+        )
+
+
+def write_heatmap_png(
+    path: Path, thumbnail: npt.NDArray[np.uint8], heat: FloatArray, *, label: str
+) -> None:
+    """Draw ``heat`` (0-1, ``NaN``: no tile) over the thumbnail with a colour bar."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    h, w = heat.shape
+    width = 8.0
+    figure, axes = plt.subplots(figsize=(width, max(2.5, width * h / w * 0.85)), dpi=120)
+    try:
+        axes.imshow(thumbnail)
+        image = axes.imshow(
+            np.ma.masked_invalid(heat), cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55,
+            interpolation="nearest",
+        )  # fmt: skip
+        axes.set_axis_off()
+        bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02)
+        bar.set_label(label)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format="png", bbox_inches="tight")
+    finally:
+        plt.close(figure)
+
+
+def write_geojson(
+    path: Path,
+    table: TileTable,
+    *,
+    threshold: float,
+    negative: str,
+) -> None:
+    """Write one GeoJSON ``Feature`` per tile: its square in level-0 pixel coordinates (as QuPath
+    reads GeoJSON), its class at ``threshold``, its probabilities and tissue fraction as
+    measurements."""
+    features: list[dict[str, Any]] = []
+    colours = {table.positive: [200, 0, 0], negative: [0, 120, 200]}
+    for i in range(len(table)):
+        x, y, s = int(table.x[i]), int(table.y[i]), table.size
+        called = table.positive if table.score[i] >= threshold else negative
+        measurements: dict[str, float] = {
+            f"p_{name}": float(table.probabilities[i, k])
+            for k, name in enumerate(table.class_names)
+        }
+        measurements["score"] = float(table.score[i])
+        measurements["tissue_fraction"] = float(table.tissue[i])
+        features.append(
+            {
+                "type": "Feature",
+                "id": f"tile-{int(table.tile[i])}",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[x, y], [x + s, y], [x + s, y + s], [x, y + s], [x, y]]],
+                },
+                "properties": {
+                    "objectType": "detection",
+                    "name": f"tile {int(table.tile[i])}",
+                    "classification": {"name": called, "color": colours[called]},
+                    "isLocked": True,
+                    "measurements": measurements,
+                },
+            }
+        )
+    atomic_write_text(
+        path, json.dumps({"type": "FeatureCollection", "features": features}, allow_nan=False)
+    )
+
+
+def summary_figures(
+    table: TileTable, thresholds: Mapping[str, float], *, top_k: int
+) -> dict[str, Any]:
+    """The slide-level figures of a tile table: the fraction of tiles called positive at each
+    threshold, the mean of the ``top_k`` highest scores, the mean and the largest score."""
+    score = table.score
+    k = min(top_k, len(score))
+    top = np.sort(score)[::-1][:k]
+    return {
+        "fraction_positive": {
+            name: float(np.mean(score >= t)) if len(score) else 0.0
+            for name, t in thresholds.items()
+        },
+        "top_k": k,
+        "top_k_mean_score": float(top.mean()) if k else None,
+        "mean_score": float(score.mean()) if len(score) else None,
+        "max_score": float(score.max()) if len(score) else None,
+    }

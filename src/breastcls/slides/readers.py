@@ -1,0 +1,408 @@
+"""Slide readers: the plugin kind that opens whole-slide images, and the built-in ones.
+
+A :class:`SlideReader` recognises the files it can open (:meth:`SlideReader.accepts`) and opens
+one as a :class:`Slide`: a pyramid of levels from which rectangular regions are read on demand,
+so that no caller ever holds a whole slide in memory. Readers register through the
+``breastcls_register_slide_readers`` hook, the built-in ones included:
+
+* ``tiff`` (:class:`TiffSlideReader`): tiled or stripped TIFF files, pyramidal or flat, read
+  with ``tifffile`` one tile (or strip) at a time. Generic pyramidal TIFFs, Aperio SVS and
+  Hamamatsu NDPI files are TIFF files; their JPEG-compressed tiles need ``imagecodecs``.
+* ``image`` (:class:`ImageSlideReader`): large flat PNG and JPEG images. These formats have no
+  tiles, so the image is decoded once, whole, when the slide is opened.
+
+OpenSlide (vendor formats such as MRXS, or SVS without ``imagecodecs``) is not built in: its
+Python wheels are not installable here. A third party registers it as one more slide reader.
+
+Importing this module imports neither TensorFlow nor ``tifffile``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from breastcls.errors import DataError
+
+__all__ = [
+    "GLASS",
+    "ImageSlideReader",
+    "Slide",
+    "SlideLevel",
+    "SlideReader",
+    "TiffSlideReader",
+]
+
+UInt8Array = npt.NDArray[np.uint8]
+
+GLASS = 255
+"""The value a region is padded with where it leaves the slide: white, like empty glass."""
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+# Decoded tiles kept per slide: overlapping model tiles read the same TIFF tiles again.
+_TILE_CACHE = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideLevel:
+    """One level of a slide's pyramid.
+
+    Attributes:
+        width: Width in pixels of this level.
+        height: Height in pixels of this level.
+        downsample: Level-0 pixels per pixel of this level (1.0 for level 0).
+    """
+
+    width: int
+    height: int
+    downsample: float
+
+
+@runtime_checkable
+class Slide(Protocol):
+    """An open slide: its pyramid, its resolution, and regions read on demand.
+
+    Attributes:
+        path: The slide file.
+        levels: The pyramid, level 0 (full resolution) first, downsample increasing.
+        mpp: Microns per level-0 pixel from the slide's metadata, or ``None`` when it has none.
+        objective_power: The scanner's objective magnification, when the metadata says.
+    """
+
+    path: Path
+    levels: tuple[SlideLevel, ...]
+    mpp: float | None
+    objective_power: float | None
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
+        """Return the ``(height, width, 3)`` RGB pixels of a rectangle of ``level``, given in
+        that level's pixel coordinates; what lies outside the level is :data:`GLASS`.
+
+        Must be safe to call from several threads at once.
+
+        Raises:
+            DataError: The slide's data cannot be read or decoded.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the file."""
+        ...
+
+
+class SlideReader(Protocol):
+    """A slide format (a plugin kind: ``breastcls_register_slide_readers``)."""
+
+    def accepts(self, path: Path) -> bool:
+        """Whether this reader can open ``path`` (by its content, not only its name)."""
+        ...
+
+    def open(self, path: Path) -> Slide:
+        """Open ``path``.
+
+        Raises:
+            DataError: The file is damaged or not of this format.
+        """
+        ...
+
+
+def _magic(path: Path, size: int = 8) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def _as_rgb(array: npt.NDArray[Any], what: str) -> UInt8Array:
+    """An image array as ``(h, w, 3)`` 8-bit RGB (grey replicated, alpha dropped)."""
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        else:
+            raise DataError(f"{what} has {array.dtype} samples: breastcls reads 8-bit slides.")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise DataError(f"{what} has pixels of shape {array.shape[2:]}: not grey or RGB.")
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+def _check_region(slide: Slide, level: int, width: int, height: int) -> None:
+    if not 0 <= level < len(slide.levels):
+        raise DataError(
+            f"{slide.path} has levels 0-{len(slide.levels) - 1}: there is no level {level}."
+        )
+    if width <= 0 or height <= 0:
+        raise DataError(f"A region of {width}x{height} pixels is empty.")
+
+
+def _clipped(
+    size: tuple[int, int], x: int, y: int, width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """The part of a region inside a ``(width, height)`` level: ``(x0, y0, x1, y1)``."""
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, size[0]), min(y + height, size[1])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+# TIFF resolution units: 2 = inch, 3 = centimetre (1 = none).
+_MICRONS_PER_UNIT = {2: 25_400.0, 3: 10_000.0}
+_APERIO_MPP = re.compile(r"\bMPP\s*=\s*([0-9.]+)")
+_APERIO_MAG = re.compile(r"\bAppMag\s*=\s*([0-9.]+)")
+
+
+def _tiff_mpp(page: Any) -> float | None:
+    """Microns per pixel of a TIFF page: Aperio's ``MPP =`` in the description, else the
+    ``XResolution`` tag when its unit is an inch or a centimetre."""
+    description = str(getattr(page, "description", "") or "")
+    match = _APERIO_MPP.search(description)
+    if match:
+        try:
+            value = float(match.group(1))
+        except ValueError:
+            value = 0.0
+        if value > 0 and math.isfinite(value):
+            return value
+    tags = page.tags
+    unit_tag, x_tag = tags.get("ResolutionUnit"), tags.get("XResolution")
+    if unit_tag is None or x_tag is None:
+        return None
+    microns = _MICRONS_PER_UNIT.get(int(unit_tag.value))
+    numerator, denominator = x_tag.value
+    if microns is None or not numerator or not denominator:
+        return None
+    pixels_per_unit = numerator / denominator
+    mpp = microns / pixels_per_unit
+    return mpp if math.isfinite(mpp) and mpp > 0 else None
+
+
+def _tiff_power(page: Any) -> float | None:
+    match = _APERIO_MAG.search(str(getattr(page, "description", "") or ""))
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+class _TiffSlide:
+    """A TIFF file open for reading regions, one tile (or strip) at a time."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self.path = path
+        try:
+            self._tiff = tifffile.TiffFile(path)
+            pages = self._pyramid(self._tiff)
+        except DataError:
+            raise
+        except Exception as error:
+            raise DataError(
+                f"{path} is not a readable TIFF ({type(error).__name__}: {error}): check the "
+                "file is complete, or convert it."
+            ) from error
+        self._pages = pages
+        base = pages[0]
+        width = int(base.imagewidth)
+        self.levels = tuple(
+            SlideLevel(
+                width=int(p.imagewidth),
+                height=int(p.imagelength),
+                downsample=width / int(p.imagewidth),
+            )
+            for p in pages
+        )
+        self.mpp = _tiff_mpp(base)
+        self.objective_power = _tiff_power(base)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], UInt8Array] = OrderedDict()
+
+    def _pyramid(self, tiff: Any) -> list[Any]:
+        """The pages of the main image's pyramid, largest first."""
+        if not tiff.series:
+            raise DataError(f"{self.path} holds no image.")
+        levels = [level.pages[0] for level in tiff.series[0].levels]
+        pages = [p for p in levels if p is not None and hasattr(p, "imagewidth")]
+        if not pages:
+            raise DataError(f"{self.path} holds no image.")
+        pages.sort(key=lambda p: -int(p.imagewidth))
+        for page in pages:
+            if int(page.planarconfig) != 1 and int(page.samplesperpixel) > 1:
+                raise DataError(
+                    f"{self.path} stores its colour planes separately (planar configuration "
+                    f"{int(page.planarconfig)}): convert it to a tiled TIFF with interleaved RGB."
+                )
+            if len(page.shape) not in (2, 3):
+                raise DataError(f"{self.path} holds a {len(page.shape)}-D image, not a slide.")
+        return pages
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
+        _check_region(self, level, width, height)
+        page = self._pages[level]
+        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
+        inside = _clipped((self.levels[level].width, self.levels[level].height), x, y, width,
+                          height)  # fmt: skip
+        if inside is None:
+            return out
+        x0, y0, x1, y1 = inside
+        chunk_h, chunk_w = int(page.chunks[0]), int(page.chunks[1])
+        columns = int(page.chunked[1]) if len(page.chunked) > 1 else 1
+        for row in range(y0 // chunk_h, (y1 - 1) // chunk_h + 1):
+            for column in range(x0 // chunk_w, (x1 - 1) // chunk_w + 1):
+                tile = self._segment(level, row * columns + column, chunk_h, chunk_w)
+                top, left = row * chunk_h, column * chunk_w
+                sy0, sy1 = max(y0, top), min(y1, top + chunk_h)
+                sx0, sx1 = max(x0, left), min(x1, left + chunk_w)
+                out[sy0 - y : sy1 - y, sx0 - x : sx1 - x] = tile[
+                    sy0 - top : sy1 - top, sx0 - left : sx1 - left
+                ]
+        return out
+
+    def _segment(self, level: int, index: int, chunk_h: int, chunk_w: int) -> UInt8Array:
+        key = (level, index)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached
+            page = self._pages[level]
+            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            handle = self._tiff.filehandle
+            handle.seek(offset)
+            data = handle.read(count)
+        try:
+            decoded, _, _ = page.decode(data if count else None, index, jpegtables=page.jpegtables)
+        except Exception as error:
+            compression = getattr(page.compression, "name", page.compression)
+            raise DataError(
+                f"{self.path}: cannot decode tile {index} of level {level} (compression "
+                f"{compression}; {type(error).__name__}: {error}). JPEG and JPEG 2000 tiles "
+                "need `pip install imagecodecs`; otherwise the file is damaged."
+            ) from error
+        if decoded is None:  # a tile the writer left out: empty glass
+            tile = np.full((chunk_h, chunk_w, 3), GLASS, dtype=np.uint8)
+        else:
+            array = np.asarray(decoded)
+            tile = _as_rgb(array.reshape(array.shape[-3:]), f"{self.path} level {level}")
+        with self._lock:
+            self._cache[key] = tile
+            while len(self._cache) > _TILE_CACHE:
+                self._cache.popitem(last=False)
+        return tile
+
+    def close(self) -> None:
+        self._tiff.close()
+
+
+class _ImageSlide:
+    """A flat PNG or JPEG image, decoded whole when opened (these formats have no tiles)."""
+
+    def __init__(self, path: Path) -> None:
+        from PIL import Image
+
+        self.path = path
+        try:
+            # A slide is larger than Pillow's decompression-bomb limit by nature; the caller
+            # chose to open it as a slide.
+            with Image.open(path) as image:
+                image.draft("RGB", image.size)
+                size = image.size
+                if size[0] * size[1] > 2**31:
+                    raise DataError(
+                        f"{path} is {size[0]}x{size[1]} pixels: too large to decode whole; "
+                        "convert it to a tiled pyramidal TIFF."
+                    )
+                self._pixels = _as_rgb(np.asarray(image.convert("RGB")), str(path))
+                dpi = image.info.get("dpi")
+        except DataError:
+            raise
+        except Exception as error:
+            raise DataError(
+                f"{path} is not a readable image ({type(error).__name__}: {error})."
+            ) from error
+        height, width = self._pixels.shape[:2]
+        self.levels: tuple[SlideLevel, ...] = (
+            SlideLevel(width=width, height=height, downsample=1.0),
+        )
+        self.mpp = _dpi_mpp(dpi)
+        self.objective_power: float | None = None
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
+        _check_region(self, level, width, height)
+        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
+        inside = _clipped((self.levels[0].width, self.levels[0].height), x, y, width, height)
+        if inside is not None:
+            x0, y0, x1, y1 = inside
+            out[y0 - y : y1 - y, x0 - x : x1 - x] = self._pixels[y0:y1, x0:x1]
+        return out
+
+    def close(self) -> None:
+        self._pixels = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def _dpi_mpp(dpi: Any) -> float | None:
+    """Microns per pixel from a PNG/JPEG ``dpi`` (only when it is plausible for a microscope:
+    screen and print defaults such as 72 or 300 dpi say nothing about the specimen)."""
+    try:
+        value = float(dpi[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if value < 5_000:  # coarser than 5 µm per pixel: a default, not a scanner's resolution
+        return None
+    return 25_400.0 / value
+
+
+@dataclass(frozen=True, slots=True)
+class TiffSlideReader:
+    """Tiled or stripped TIFF files, pyramidal or flat (``tiff``): regions are decoded one
+    tile at a time, from the level asked for."""
+
+    def accepts(self, path: Path) -> bool:
+        """Whether ``path`` starts like a TIFF or BigTIFF file."""
+        return _magic(path, 4) in _TIFF_MAGIC
+
+    def open(self, path: Path) -> Slide:
+        """Open a TIFF slide.
+
+        Raises:
+            DataError: The file is damaged, not a TIFF, or not an 8-bit grey or RGB image.
+        """
+        return _TiffSlide(Path(path))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSlideReader:
+    """Large flat PNG and JPEG images (``image``), decoded whole when opened."""
+
+    def accepts(self, path: Path) -> bool:
+        """Whether ``path`` starts like a PNG or JPEG file."""
+        head = _magic(path)
+        return head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC)
+
+    def open(self, path: Path) -> Slide:
+        """Open a PNG or JPEG image as a one-level slide.
+
+        Raises:
+            DataError: The file is damaged or not an image.
+        """
+        from PIL import Image
+
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return _ImageSlide(Path(path))
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit

@@ -1,0 +1,309 @@
+"""Whole-slide prediction on a synthetic pyramidal TIFF made of real BreakHis images.
+
+The slide is a 9 x 5 grid of 224-pixel cells at 0.5 µm/px on white glass: a 3 x 3 block of one
+benign patient's images on the left, a 3 x 3 block of two malignant patients' images on the
+right. The model is a small CNN trained on the other patients' images only.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import breastcls
+from breastcls.cli.app import app
+from breastcls.errors import DataError
+from breastcls.plugins import PluginHost
+from breastcls.slides.job import open_slide, predict_slide
+
+CELL = 224  # level-0 pixels of one image cell (the side of a development image)
+COLUMNS, ROWS = 9, 5
+SLIDE_MPP = 0.5
+IMAGE_SIZE = 32
+# One model pixel covers CELL / IMAGE_SIZE slide pixels, so that one tile is one cell.
+MODEL_MPP = CELL * SLIDE_MPP / IMAGE_SIZE
+BENIGN_PATIENT = "14-29960CD"
+MALIGNANT_PATIENTS = ("14-10147", "14-11031")
+BENIGN_CELLS = {(c, r) for c in (1, 2, 3) for r in (1, 2, 3)}
+MALIGNANT_CELLS = {(c, r) for c in (5, 6, 7) for r in (1, 2, 3)}
+
+
+def _patient(image: Path) -> str:
+    return "-".join(image.name.split("-")[1:3])
+
+
+def _images_200x(source: Path, label: str) -> list[Path]:
+    return sorted(p for p in (source / label).glob("*.png") if "-200-" in p.name)
+
+
+def _crop(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((CELL, CELL), Image.Resampling.BILINEAR))
+
+
+def write_slide(path: Path, breakhis: Path, *, resolution: bool = True) -> Path:
+    """The synthetic slide as a tiled pyramidal TIFF (levels 1, 1/2, 1/4)."""
+    import tifffile
+
+    benign = [p for p in _images_200x(breakhis, "benign") if _patient(p) == BENIGN_PATIENT]
+    malignant = [
+        p for p in _images_200x(breakhis, "malignant") if _patient(p) in MALIGNANT_PATIENTS
+    ]
+    assert len(benign) >= 9 and len(malignant) >= 9
+    slide = np.full((ROWS * CELL, COLUMNS * CELL, 3), 255, dtype=np.uint8)
+    for cells, images in ((BENIGN_CELLS, benign), (MALIGNANT_CELLS, malignant)):
+        for (column, row), image in zip(sorted(cells), images, strict=False):
+            slide[row * CELL : (row + 1) * CELL, column * CELL : (column + 1) * CELL] = _crop(image)
+    extra = (
+        {"resolution": (1e4 / SLIDE_MPP, 1e4 / SLIDE_MPP), "resolutionunit": "CENTIMETER"}
+        if resolution
+        else {}
+    )
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(
+            slide, tile=(256, 256), photometric="rgb", compression="zlib", **extra
+        )
+        for factor in (2, 4):
+            writer.write(
+                np.ascontiguousarray(slide[::factor, ::factor]), tile=(256, 256),
+                photometric="rgb", compression="zlib", subfiletype=1,
+            )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def slide_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> Path:
+    """A smallcnn trained on the 200X images of every patient not on the slide."""
+    root = tmp_path_factory.mktemp("slides") / "data"
+    held_out = {BENIGN_PATIENT, *MALIGNANT_PATIENTS}
+    for label in ("benign", "malignant"):
+        (root / label).mkdir(parents=True)
+        for image in _images_200x(breakhis_dev, label):
+            if _patient(image) not in held_out:
+                shutil.copy(image, root / label / image.name)
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(path=root, image_size=IMAGE_SIZE),
+        model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
+        train=breastcls.TrainConfig(
+            epochs=8, batch_size=16, learning_rate=3e-3, verbose=0, seed=3, deterministic=True
+        ),
+        out_dir=root.parent / "runs",
+        name="slide-model",
+    )
+    return breastcls.train(config).run_dir
+
+
+@pytest.fixture(scope="module")
+def slide_file(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> Path:
+    return write_slide(tmp_path_factory.mktemp("slide") / "synthetic.tif", breakhis_dev)
+
+
+@pytest.fixture(scope="module")
+def model(slide_run: Path) -> breastcls.InferenceModel:
+    return breastcls.InferenceModel.load(slide_run)
+
+
+@pytest.fixture(scope="module")
+def predicted(
+    model: breastcls.InferenceModel, slide_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> breastcls.SlideResult:
+    out = tmp_path_factory.mktemp("predicted") / "synthetic"
+    return predict_slide(model, slide_file, model_mpp=MODEL_MPP, out=out, batch_size=4)
+
+
+def _cells(table: object) -> list[tuple[int, int]]:
+    return [(int(c), int(r)) for c, r in zip(table.column, table.row, strict=True)]  # type: ignore[attr-defined]
+
+
+def test_the_tiff_reader_reads_levels_resolution_and_regions(slide_file: Path) -> None:
+    slide = open_slide(slide_file, host=PluginHost())
+    try:
+        assert [(lv.width, lv.height) for lv in slide.levels] == [
+            (COLUMNS * CELL, ROWS * CELL), (COLUMNS * CELL // 2, ROWS * CELL // 2),
+            (COLUMNS * CELL // 4, ROWS * CELL // 4),
+        ]  # fmt: skip
+        assert slide.mpp == pytest.approx(SLIDE_MPP)
+        glass = slide.read_region(0, 0, 0, CELL, CELL)
+        assert (glass == 255).all()
+        tissue = slide.read_region(0, CELL, CELL, CELL, CELL)
+        assert tissue.std() > 10
+    finally:
+        slide.close()
+
+
+def test_the_malignant_region_scores_above_the_benign_region(
+    predicted: breastcls.SlideResult,
+) -> None:
+    table = predicted.tiles
+    cells = _cells(table)
+    benign = [s for s, cell in zip(table.score, cells, strict=True) if cell in BENIGN_CELLS]
+    malignant = [s for s, cell in zip(table.score, cells, strict=True) if cell in MALIGNANT_CELLS]
+    assert len(benign) >= 6 and len(malignant) >= 6
+    assert np.mean(malignant) > np.mean(benign) + 0.05, (np.mean(malignant), np.mean(benign))
+    # The heat map says the same over the thumbnail.
+    heat = predicted.heatmap
+    cell = heat.shape[1] / COLUMNS
+    rows = slice(round(cell), round(4 * cell))
+    left = heat[rows, round(cell) : round(4 * cell)]
+    right = heat[rows, round(5 * cell) : round(8 * cell)]
+    assert np.nanmean(right) > np.nanmean(left)
+
+
+def test_glass_is_never_classified(predicted: breastcls.SlideResult) -> None:
+    cells = _cells(predicted.tiles)
+    assert set(cells) <= BENIGN_CELLS | MALIGNANT_CELLS
+    assert len(cells) >= 12
+    assert predicted.summary["tiles"]["grid"] == COLUMNS * ROWS
+    heat = predicted.heatmap
+    assert np.isnan(heat[:, : heat.shape[1] // COLUMNS]).all()  # the glass column on the left
+    mask = predicted.tissue_mask
+    assert not mask[:, : mask.shape[1] // COLUMNS - 1].any()
+
+
+def test_the_slide_folder_holds_every_output(predicted: breastcls.SlideResult) -> None:
+    from PIL import Image
+
+    folder = predicted.folder
+    assert folder is not None
+    names = {p.name for p in folder.iterdir()}
+    assert {"tiles.csv", "heatmap.png", "tiles.geojson", "tissue_mask.png", "summary.json",
+            "slide.json", "thumbnail.png"} <= names  # fmt: skip
+    assert not {"tiles.partial.csv", "progress.json", ".breastcls-lock.json"} & names
+    with Image.open(folder / "heatmap.png") as heatmap:
+        assert heatmap.size[0] > 300
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["positive"] == "malignant"
+    assert summary["tiles"]["classified"] == len(predicted.tiles)
+    assert set(summary["fraction_positive"]) == set(summary["thresholds"])
+    assert 0.0 <= summary["top_k_mean_score"] <= 1.0
+    with open(folder / "tiles.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["p_malignant"]) for r in rows] == predicted.tiles.probabilities[:, 1].tolist()
+
+
+def test_the_geojson_has_one_polygon_per_tile(predicted: breastcls.SlideResult) -> None:
+    assert predicted.folder is not None
+    collection = json.loads((predicted.folder / "tiles.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    features = collection["features"]
+    assert len(features) == len(predicted.tiles)
+    for feature, x, y in zip(features, predicted.tiles.x, predicted.tiles.y, strict=True):
+        assert feature["type"] == "Feature"
+        assert feature["geometry"]["type"] == "Polygon"
+        (ring,) = feature["geometry"]["coordinates"]
+        assert len(ring) == 5 and ring[0] == ring[-1] == [int(x), int(y)]
+        properties = feature["properties"]
+        assert properties["objectType"] == "detection"
+        assert set(properties["measurements"]) >= {"p_benign", "p_malignant", "tissue_fraction"}
+        assert properties["classification"]["name"] in {"benign", "malignant"}
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_job_resumes_to_the_same_tiles_csv(
+    model: breastcls.InferenceModel, slide_file: Path, tmp_path: Path
+) -> None:
+    whole = predict_slide(
+        model, slide_file, model_mpp=MODEL_MPP, out=tmp_path / "whole", batch_size=2,
+        chunk_batches=1,
+    )  # fmt: skip
+
+    def kill_after_three(done: int, total: int) -> None:
+        if done >= 6:
+            raise _Killed
+
+    folder = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        predict_slide(
+            model, slide_file, model_mpp=MODEL_MPP, out=folder, batch_size=2, chunk_batches=1,
+            on_chunk=kill_after_three,
+        )  # fmt: skip
+    assert not (folder / "tiles.csv").exists()
+    assert json.loads((folder / "progress.json").read_text())["tiles"] == 6
+    with open(folder / "tiles.partial.csv", "a") as handle:
+        handle.write("7,1,2,224,4")  # a chunk cut short by the kill, never committed
+    seen: list[int] = []
+    resumed = predict_slide(
+        model, slide_file, model_mpp=MODEL_MPP, out=folder, batch_size=2, chunk_batches=1,
+        on_chunk=lambda done, total: seen.append(done),
+    )  # fmt: skip
+    assert seen[0] == 8  # it went on from the committed chunks
+    assert (folder / "tiles.csv").read_bytes() == (tmp_path / "whole" / "tiles.csv").read_bytes()
+    assert resumed.summary == whole.summary
+
+
+def test_another_job_in_the_same_folder_is_refused(
+    model: breastcls.InferenceModel, slide_file: Path, predicted: breastcls.SlideResult
+) -> None:
+    with pytest.raises(breastcls.OutputError, match="min_tissue"):
+        predict_slide(
+            model, slide_file, model_mpp=MODEL_MPP, out=predicted.folder, min_tissue=0.9
+        )
+
+
+def test_a_slide_without_resolution_needs_mpp(
+    model: breastcls.InferenceModel, breakhis_dev: Path, tmp_path: Path
+) -> None:
+    bare = write_slide(tmp_path / "bare.tif", breakhis_dev, resolution=False)
+    with pytest.raises(DataError, match="--mpp"):
+        predict_slide(model, bare, model_mpp=MODEL_MPP)
+    result = predict_slide(model, bare, model_mpp=MODEL_MPP, mpp=SLIDE_MPP, batch_size=8)
+    assert result.folder is None and len(result.tiles) >= 12
+    assert result.summary["mpp_source"] == "--mpp"
+
+
+def test_the_cli_predicts_many_slides_and_reports_the_bad_ones(
+    slide_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("RGB", (800, 600), "white").save(blank, dpi=(50_800, 50_800))
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(slide_file.read_bytes()[:100])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a slide")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        ["slide", "predict", str(slide_run), str(slide_file), str(blank), str(damaged),
+         str(notes), "--out", str(out), "--model-mpp", str(MODEL_MPP), "--batch-size", "8"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    assert any("no tissue" in line for line in errors)
+    assert any("no slide reader" in line for line in errors)
+    assert (out / "synthetic" / "summary.json").is_file()
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {Path(r["slide"]).name: r for r in csv.DictReader(handle)}
+    assert rows["synthetic.tif"]["status"] == "ok"
+    assert {rows[n]["status"] for n in ("blank.png", "damaged.tif", "notes.txt")} == {"error"}
+
+    (out / "summary.csv").unlink()
+    summary = CliRunner().invoke(app, ["slide", "summary", str(out)])
+    assert summary.exit_code == 0, summary.output
+    with open(out / "summary.csv", newline="") as handle:
+        gathered = list(csv.DictReader(handle))
+    assert [r["folder"] for r in gathered if r["status"] == "ok"] == ["synthetic"]
+    assert gathered[0]["top_k_mean_score"] == rows["synthetic.tif"]["top_k_mean_score"]
+
+
+def test_the_builtin_slide_readers_register_through_the_entry_point_group() -> None:
+    from breastcls.testing import check_component
+
+    host = PluginHost()
+    assert {"tiff", "image"} <= set(host.slide_readers.names())
+    for info in host.slide_readers:
+        assert info.plugin == "builtin_slide_readers"
+        check_component(info)
