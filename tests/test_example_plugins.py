@@ -100,7 +100,8 @@ def test_train_and_evaluate_with_resnet50_and_the_metric_plugin(
     result = _breastcls(
         site, "train", "--data", str(small_breakhis), "--backbone", "resnet50",
         "--weights", "none", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-        "--augmentation", "none", "--out", str(tmp_path / "runs"), "--name", "r50",
+        "--augmentation", "none", "--selection-fraction", "0.34",
+        "--out", str(tmp_path / "runs"), "--name", "r50",
         BREASTCLS_TRACKING_FILE=str(tracking),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -118,12 +119,19 @@ def test_train_and_evaluate_with_resnet50_and_the_metric_plugin(
     assert events[2]["accuracy"] == metrics["classification"]["accuracy"]
     assert events[2]["agreement"] == agreement
 
+    # The run's own data trained and selected the model: evaluate scores it only when told to.
     evaluation = tmp_path / "evaluation"
     result = _breastcls(
         site, "evaluate", str(run_dir), "--data", str(small_breakhis),
         "--out", str(evaluation), "--no-gradcam",
     )  # fmt: skip
+    assert result.returncode == 2 and "--allow-overlap" in result.stderr
+    result = _breastcls(
+        site, "evaluate", str(run_dir), "--data", str(small_breakhis),
+        "--out", str(evaluation), "--no-gradcam", "--allow-overlap",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     evaluated = json.loads((evaluation / "metrics.json").read_text())
+    assert evaluated["evaluated_on"]["set"].startswith("overlapping data")
     assert set(evaluated["agreement"]) == {"matthews_corrcoef", "cohen_kappa"}
     assert "Agreement beyond chance" in (evaluation / "report.html").read_text()

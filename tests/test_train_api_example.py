@@ -8,12 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import copy_patients
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_train_api_example_trains_on_a_data_folder(small_breakhis: Path, tmp_path: Path) -> None:
+def test_train_api_example_trains_on_a_data_folder(breakhis_dev: Path, tmp_path: Path) -> None:
+    # Six slides per class (four benign accessions): the default fractions give every role
+    # (training, selection, test) patients of both classes.
+    data = copy_patients(breakhis_dev, tmp_path / "data", patients=6, images_per_patient=2)
     result = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "train_api.py"), "--data", str(small_breakhis),
+        [sys.executable, str(REPO / "examples" / "train_api.py"), "--data", str(data),
          "--epochs", "1", "--image-size", "32", "--out", str(tmp_path)],
         capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
@@ -21,6 +26,8 @@ def test_train_api_example_trains_on_a_data_folder(small_breakhis: Path, tmp_pat
     run_dirs = [path for path in tmp_path.iterdir() if (path / "best.keras").is_file()]
     assert len(run_dirs) == 1
     metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
+    # result.metrics, which the example prints, are the test set's.
+    assert metrics["evaluated_on"]["role"] == "test"
     assert f"validation accuracy: {metrics['classification']['accuracy']:.3f}" in result.stdout
     assert "parameters)" in result.stdout
 
