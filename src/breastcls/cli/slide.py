@@ -37,7 +37,8 @@ def slide_predict_command(
         typer.Option(help="Microns per pixel of the slides, for slides whose files lack it."),
     ] = None,
     overlap: Annotated[
-        float, typer.Option(help="Fraction of a tile's side shared with its neighbour (0-0.9).")
+        float,
+        typer.Option(help="Fraction of a tile's side shared with its neighbour (0 to below 1)."),
     ] = 0.0,
     min_tissue: Annotated[
         float, typer.Option(help="Least tissue fraction of a tile that is classified.")
