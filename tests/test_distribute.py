@@ -127,7 +127,7 @@ from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, load_mode
 
 def run(name, devices, batch_size):
     config = RunConfig(
-        data=DataConfig(path=sys.argv[1], image_size=32),
+        data=DataConfig(path=sys.argv[1], image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", augmentation="none", weights=None),
         train=TrainConfig(epochs=2, batch_size=batch_size, verbose=0, devices=devices),
         out_dir=sys.argv[2],
@@ -205,7 +205,7 @@ from breastcls import DataConfig, ModelConfig, RunConfig, TrainConfig, train
 results = []
 for name in ("first", "second"):  # two runs in one process, as the folds of a cross-validation
     config = RunConfig(
-        data=DataConfig(path=sys.argv[1], image_size=32),
+        data=DataConfig(path=sys.argv[1], image_size=32, selection_fraction=0.34),
         model=ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),
         train=TrainConfig(epochs=1, batch_size=4, verbose=0),
         out_dir=sys.argv[2],
