@@ -21,8 +21,8 @@ class ComponentInfo(Generic[T]):
     """A registered component and where it came from.
 
     Attributes:
-        kind: ``backbone``, ``head``, ``augmentation``, ``trainer``, ``metric``, ``dataset`` or
-            ``tta``.
+        kind: ``backbone``, ``head``, ``augmentation``, ``trainer``, ``metric``, ``dataset``,
+            ``tta`` or ``slide_reader``.
         name: The id users pass (``densenet201``).
         summary: One line shown by ``breastcls plugins``.
         plugin: Name of the plugin (entry point) that registered it.
