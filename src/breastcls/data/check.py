@@ -17,7 +17,11 @@ file's bytes and every image's decoded pixels, and reports:
   that sits in one role while a sibling has images in another (a slide that itself spans
   roles is already reported as a patient in several roles);
 - suspicious images: extension that does not match the content, multi-page files (only the
-  first page is used), images under 32 pixels a side - warnings.
+  first page is used), images under 32 pixels a side - warnings;
+- stain: per role and per class, on a seeded subsample of images, the mean optical density of
+  the tissue and the haematoxylin and eosin vectors estimated with Macenko's method
+  (:func:`estimate_stain`); a warning when two roles' stain differs more than the classes' does
+  (a batch effect: another laboratory, scanner or staining batch in one role).
 
 The split checked is the one :func:`breastcls.train` would make with the same configuration:
 the roles the data fixes (split folders or a manifest ``split`` column; a ``validation/``
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from breastcls.config import DataConfig
 from breastcls.data.breakhis import accession_number
@@ -55,8 +60,11 @@ __all__ = [
     "DataReport",
     "DuplicateGroup",
     "Severity",
+    "StainReport",
+    "StainStatistics",
     "check_data",
     "check_dataset",
+    "estimate_stain",
     "format_report",
 ]
 
@@ -88,7 +96,8 @@ class DataIssue:
         kind: ``unreadable``, ``skipped-file``, ``duplicate-file``, ``identical-pixels``,
             ``patient-in-several-splits`` (a patient id in several roles),
             ``accession-in-several-roles`` (slides of one accession in different roles),
-            ``suspicious`` or ``split``.
+            ``suspicious``, ``split`` or ``stain-batch-effect`` (two roles' stain differs more
+            than the classes' does).
         message: One line: what, where, and what to do.
         paths: The files concerned.
     """
@@ -152,6 +161,7 @@ class DataReport:
         unreadable: Files that cannot be decoded, with reasons.
         skipped: Files the dataset format left out, with reasons.
         issues: Every problem, errors first.
+        stain: The stain statistics per role and per class (``None`` when not measured).
         image_info: What decoding found for each readable image (not part of :meth:`to_dict`).
         split: The split checked, when one could be made (not part of :meth:`to_dict`).
     """
@@ -176,6 +186,7 @@ class DataReport:
     unreadable: tuple[SkippedFile, ...]
     skipped: tuple[SkippedFile, ...]
     issues: tuple[DataIssue, ...]
+    stain: StainReport | None = None
     image_info: Mapping[Path, ImageInfo] = field(default_factory=dict, repr=False)
     split: Split | None = field(default=None, repr=False)
 
@@ -257,7 +268,284 @@ class DataReport:
                 }
                 for issue in self.issues
             ],
+            "stain": self.stain.to_dict() if self.stain is not None else None,
         }
+
+
+# Stain statistics (Macenko et al., "A method for normalizing histology slides for quantitative
+# analysis", ISBI 2009): optical density as breastcls.layers defines it, -ln((I + 1) / 256).
+_BACKGROUND_OD = 0.15  # a pixel with less OD than this in any channel is background (Macenko's β)
+_ANGLE_PERCENTILE = 1.0  # the stain vectors are the 1st and 99th percentile angles (Macenko's α)
+_STAIN_PIXELS = 4000  # pixels drawn from each subsampled image
+_MIN_TISSUE_PIXELS = 100
+_MIN_STAIN_IMAGES = 10  # fewer images of a class in a role: too noisy to compare (left out)
+
+
+def _unit(vector: npt.NDArray[np.float64]) -> tuple[float, float, float]:
+    unit = vector / np.linalg.norm(vector)
+    return (float(unit[0]), float(unit[1]), float(unit[2]))
+
+
+def estimate_stain(
+    optical_density: npt.NDArray[np.float64],
+) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """Estimate the haematoxylin and eosin OD vectors of tissue pixels (Macenko's method).
+
+    The SVD of the ``(n, 3)`` optical densities gives the plane of their two largest singular
+    directions; each pixel's angle in that plane is taken, and the directions at the 1st and 99th
+    percentile angle are the two stains: haematoxylin is the one with more red OD.
+
+    Args:
+        optical_density: Tissue pixels' OD (background already removed), ``(n, 3)``.
+
+    Returns:
+        ``(haematoxylin, eosin)`` as unit RGB OD vectors, or ``None`` with fewer than 100 pixels.
+    """
+    od = np.asarray(optical_density, dtype=np.float64)
+    if len(od) < _MIN_TISSUE_PIXELS:
+        return None
+    _, _, vt = np.linalg.svd(od, full_matrices=False)
+    plane = vt[:2].T  # (3, 2)
+    plane = plane * np.where(plane.sum(axis=0) < 0, -1.0, 1.0)  # point into positive OD
+    projected = od @ plane
+    angles = np.arctan2(projected[:, 1], projected[:, 0])
+    low, high = np.percentile(angles, [_ANGLE_PERCENTILE, 100.0 - _ANGLE_PERCENTILE])
+    first = plane @ np.array([np.cos(low), np.sin(low)])
+    second = plane @ np.array([np.cos(high), np.sin(high)])
+    haematoxylin, eosin = (first, second) if first[0] > second[0] else (second, first)
+    return _unit(haematoxylin), _unit(eosin)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StainStatistics:
+    """The stain of a group of images (a role or a class).
+
+    Attributes:
+        images: Images sampled.
+        tissue_fraction: Share of their sampled pixels that are tissue (OD at least 0.15 in
+            every channel).
+        mean_od: Mean optical density of the tissue pixels in R, G, B.
+        haematoxylin: Unit OD vector of haematoxylin (Macenko), ``None`` with too little tissue.
+        eosin: Unit OD vector of eosin.
+    """
+
+    images: int
+    tissue_fraction: float
+    mean_od: tuple[float, float, float] | None
+    haematoxylin: tuple[float, float, float] | None
+    eosin: tuple[float, float, float] | None
+
+    def distance(self, other: StainStatistics) -> float | None:
+        """The stain distance: the Euclidean distance between the two groups' mean OD, H vector
+        and E vector, stacked (``None`` when either lacks tissue)."""
+        mine, theirs = self._descriptor(), other._descriptor()
+        if mine is None or theirs is None:
+            return None
+        return float(np.linalg.norm(mine - theirs))
+
+    def _descriptor(self) -> npt.NDArray[np.float64] | None:
+        if self.mean_od is None or self.haematoxylin is None or self.eosin is None:
+            return None
+        return np.array([*self.mean_od, *self.haematoxylin, *self.eosin], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary (numbers rounded to 4 places)."""
+
+        def rounded(values: tuple[float, ...] | None) -> list[float] | None:
+            return None if values is None else [round(v, 4) for v in values]
+
+        return {
+            "images": self.images,
+            "tissue_fraction": round(self.tissue_fraction, 4),
+            "mean_od": rounded(self.mean_od),
+            "haematoxylin": rounded(self.haematoxylin),
+            "eosin": rounded(self.eosin),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StainReport:
+    """Stain statistics per role and per class, and how far apart they are.
+
+    Attributes:
+        per_role: Each role's statistics (its classes pooled).
+        per_class: Each class's statistics (its roles pooled).
+        role_distance: How far the roles' stain lies apart: the stain distance between two
+            roles' images of one class, averaged over the classes and the pairs of roles
+            (``None`` with one role).
+        roles_apart: The two roles furthest apart (averaged over the classes).
+        class_distance: How far the classes' stain lies apart: the stain distance between two
+            classes' images of one role, averaged over the roles and the pairs of classes.
+            Comparing within a class (and within a role) keeps the classes' own difference out
+            of the roles' distance, and a role's batch effect out of the classes'. A class with
+            fewer than 10 images in a role is left out of both (too noisy to compare).
+        images_per_group: The most images sampled from one group (a role, a class, or the
+            images of one class in one role).
+        seed: Seed of the subsample.
+    """
+
+    per_role: dict[str, StainStatistics]
+    per_class: dict[str, StainStatistics]
+    role_distance: float | None
+    roles_apart: tuple[str, ...]
+    class_distance: float | None
+    images_per_group: int
+    seed: int
+
+    @property
+    def batch_effect(self) -> bool:
+        """Whether two roles' stain differs more than the classes' does."""
+        return (
+            self.role_distance is not None
+            and self.class_distance is not None
+            and self.role_distance > self.class_distance
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary."""
+
+        def rounded(value: float | None) -> float | None:
+            return None if value is None else round(value, 4)
+
+        return {
+            "method": (
+                f"Macenko: OD = -ln((I + 1) / 256), background OD < {_BACKGROUND_OD} removed, "
+                f"SVD plane, angles at percentiles {_ANGLE_PERCENTILE:g}/"
+                f"{100 - _ANGLE_PERCENTILE:g}; up to {self.images_per_group} images per group "
+                f"and {_STAIN_PIXELS} pixels per image, seed {self.seed}"
+            ),
+            "per_role": {role: stats.to_dict() for role, stats in self.per_role.items()},
+            "per_class": {label: stats.to_dict() for label, stats in self.per_class.items()},
+            "role_distance": rounded(self.role_distance),
+            "roles_apart": list(self.roles_apart),
+            "class_distance": rounded(self.class_distance),
+            "batch_effect": self.batch_effect,
+        }
+
+
+def _stain_of(samples: Sequence[Sample], rng: np.random.Generator, limit: int) -> StainStatistics:
+    """Sample up to ``limit`` images and ``_STAIN_PIXELS`` pixels of each; measure their stain."""
+    from breastcls.data.images import decode_image
+
+    chosen = sorted(samples, key=lambda s: str(s.path))
+    if len(chosen) > limit:
+        chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), limit, replace=False))]
+    densities = []
+    for sample in chosen:
+        try:
+            pixels = decode_image(sample.path).reshape(-1, 3)
+        except DataError:
+            continue
+        drawn = pixels[rng.choice(len(pixels), min(_STAIN_PIXELS, len(pixels)), replace=False)]
+        densities.append(-np.log((drawn.astype(np.float64) + 1.0) / 256.0))
+    od = np.concatenate(densities) if densities else np.zeros((0, 3))
+    tissue = od[(od >= _BACKGROUND_OD).all(axis=1)]
+    vectors = estimate_stain(tissue)
+    mean = tissue.mean(axis=0) if len(tissue) else None
+    return StainStatistics(
+        images=len(densities),
+        tissue_fraction=float(len(tissue) / len(od)) if len(od) else 0.0,
+        mean_od=(float(mean[0]), float(mean[1]), float(mean[2])) if mean is not None else None,
+        haematoxylin=vectors[0] if vectors else None,
+        eosin=vectors[1] if vectors else None,
+    )
+
+
+def _mean_distance(
+    pairs: Sequence[tuple[StainStatistics, StainStatistics]],
+) -> float | None:
+    distances = [
+        d
+        for a, b in pairs
+        if min(a.images, b.images) >= _MIN_STAIN_IMAGES and (d := a.distance(b)) is not None
+    ]
+    return float(np.mean(distances)) if distances else None
+
+
+def _stain_report(
+    samples: Sequence[Sample],
+    split_of: Mapping[Path, str],
+    class_names: Sequence[str],
+    *,
+    images_per_group: int,
+    seed: int,
+) -> StainReport:
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    roles = _in_role_order({split_of[s.path] for s in samples} - {_UNSPLIT})
+    labels = [label for label in class_names if any(s.label == label for s in samples)]
+
+    def measured(role: str | None, label: str | None) -> StainStatistics:
+        members = [
+            s
+            for s in samples
+            if (role is None or split_of[s.path] == role) and (label is None or s.label == label)
+        ]
+        return _stain_of(members, rng, images_per_group)
+
+    per_role = {role: measured(role, None) for role in roles}
+    per_class = {label: measured(None, label) for label in labels}
+    cells = {
+        (role, label): measured(role, label)
+        for role in roles
+        for label in labels
+        if any(split_of[s.path] == role and s.label == label for s in samples)
+    }
+    by_role_pair = {
+        (first, second): _mean_distance(
+            [
+                (cells[first, label], cells[second, label])
+                for label in labels
+                if (first, label) in cells and (second, label) in cells
+            ]
+        )
+        for first, second in itertools.combinations(roles, 2)
+    }
+    measured_pairs = {pair: d for pair, d in by_role_pair.items() if d is not None}
+    apart = max(measured_pairs, key=lambda pair: measured_pairs[pair]) if measured_pairs else ()
+    role_pairs = [
+        (cells[first, label], cells[second, label])
+        for first, second in itertools.combinations(roles, 2)
+        for label in labels
+        if (first, label) in cells and (second, label) in cells
+    ]
+    class_pairs = [
+        (cells[role, first], cells[role, second])
+        for role in roles
+        for first, second in itertools.combinations(labels, 2)
+        if (role, first) in cells and (role, second) in cells
+    ]
+    return StainReport(
+        per_role=per_role,
+        per_class=per_class,
+        role_distance=_mean_distance(role_pairs),
+        roles_apart=tuple(apart),
+        class_distance=_mean_distance(class_pairs),
+        images_per_group=images_per_group,
+        seed=seed,
+    )
+
+
+def _stain_issue(stain: StainReport) -> DataIssue:
+    first, second = stain.roles_apart[:2]
+    a, b = stain.per_role[first], stain.per_role[second]
+
+    def od(stats: StainStatistics) -> str:
+        return "/".join(f"{v:.2f}" for v in stats.mean_od or ())
+
+    return DataIssue(
+        severity="warning",
+        kind="stain-batch-effect",
+        message=(
+            f"The {first} and {second} images differ in stain more than the classes do (stain "
+            f"distance {stain.role_distance:.3f} against {stain.class_distance:.3f}; mean tissue "
+            f"OD R/G/B {od(a)} against {od(b)}): a model can tell the roles apart by their "
+            "stain. Check whether they come from different laboratories, scanners or staining "
+            "batches; spread each source over every role, or train with --augmentation "
+            "pathology and read the evaluation's stain-shift robustness section."
+        ),
+    )
 
 
 def _file_sha1(path: Path) -> str | None:
@@ -413,6 +701,8 @@ def check_dataset(
     image_info: Mapping[Path, ImageInfo] | None = None,
     unreadable: Sequence[SkippedFile] | None = None,
     workers: int = 4,
+    stain_images: int = 32,
+    seed: int = 0,
 ) -> DataReport:
     """Check a loaded dataset (see the module documentation for what is checked).
 
@@ -424,6 +714,9 @@ def check_dataset(
             ``unreadable``; the images are decoded here when ``None``.
         unreadable: The unreadable files of that scan.
         workers: Threads that decode and hash files.
+        stain_images: Images sampled from each role and each class for the stain statistics
+            (0: none measured).
+        seed: Seed of that subsample.
 
     Returns:
         The report; it never raises for problems in the data, it lists them.
@@ -519,6 +812,19 @@ def check_dataset(
         )
         for item in dataset.skipped
     )
+    stain = (
+        _stain_report(
+            readable,
+            split_of,
+            dataset.class_names,
+            images_per_group=stain_images,
+            seed=seed,
+        )
+        if stain_images > 0 and readable
+        else None
+    )
+    if stain is not None and stain.batch_effect:
+        issues.append(_stain_issue(stain))
     issues.sort(key=lambda issue: issue.severity != "error")
 
     infos = list(image_info.values())
@@ -560,6 +866,7 @@ def check_dataset(
         unreadable=tuple(bad),
         skipped=tuple(dataset.skipped),
         issues=tuple(issues),
+        stain=stain,
         image_info=dict(image_info),
         split=split,
     )
@@ -601,6 +908,28 @@ def _table(title: str, rows: Mapping[str, Any]) -> list[str]:
     return [title, *(f"  {key!s:<{width}}  {value}" for key, value in rows.items())]
 
 
+def _stain_lines(stain: StainReport) -> list[str]:
+    def vector(values: tuple[float, ...] | None) -> str:
+        return "(" + ", ".join(f"{v:.2f}" for v in values) + ")" if values else "n/a"
+
+    rows = {
+        name: f"{stats.images} images, tissue {stats.tissue_fraction:.0%}, mean OD "
+        f"{vector(stats.mean_od)}, H {vector(stats.haematoxylin)}, E {vector(stats.eosin)}"
+        for name, stats in (
+            *((f"role {role}", stats) for role, stats in stain.per_role.items()),
+            *((f"class {label}", stats) for label, stats in stain.per_class.items()),
+        )
+    }
+    lines = _table("stain (Macenko, mean OD of the tissue, H and E vectors in RGB OD):", rows)
+    if stain.role_distance is not None and stain.class_distance is not None:
+        lines.append(
+            f"  stain distance between roles (within a class) {stain.role_distance:.3f}, "
+            f"furthest {' vs '.join(stain.roles_apart)}; between classes (within a role) "
+            f"{stain.class_distance:.3f}"
+        )
+    return lines
+
+
 def format_report(report: DataReport, *, max_issues: int = 50, width: int | None = None) -> str:
     """Render a report as human-readable text (tables, then every error and warning).
 
@@ -637,6 +966,8 @@ def format_report(report: DataReport, *, max_issues: int = 50, width: int | None
     lines += _table("image sizes:", report.sizes)
     lines += _table("modes:", report.modes)
     lines += _table("formats:", report.formats)
+    if report.stain is not None:
+        lines += _stain_lines(report.stain)
     lines.append(
         f"result: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
         + (" - OK" if report.ok else " - FAILED")
