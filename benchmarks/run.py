@@ -59,6 +59,10 @@ class Sizes:
     infer_rounds: int  # plain and TTA-8 passes, in turn; each keeps its best
     gpu_backbones: tuple[str, ...] = ("mobilenetv3small", "densenet201")  # at 224 px
     gpu_variants: tuple[str, ...] | None = None  # labels of GPU_VARIANTS to measure (None: all)
+    stain_backbone: str = "mobilenetv3small"  # the stain augmentation's step cost
+    stain_size: int = 224
+    stain_seconds: float = 4.0  # per augmentation and round
+    stain_rounds: int = 3
 
 
 FULL = Sizes(
@@ -102,6 +106,10 @@ QUICK = Sizes(
     infer_n=96,
     infer_size=128,
     infer_rounds=1,
+    stain_backbone="smallcnn",
+    stain_size=96,
+    stain_seconds=2.0,
+    stain_rounds=2,
 )
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
@@ -313,6 +321,15 @@ def measure(
             batch=BATCH,
             rounds=sizes.infer_rounds,
         )
+        step(
+            "stain",
+            "stain",
+            backbone=sizes.stain_backbone,
+            size=sizes.stain_size,
+            batch=BATCH,
+            seconds=sizes.stain_seconds,
+            rounds=sizes.stain_rounds,
+        )
     gpus = results["gpus"] = int(work("gpus", gpu=True, keras_backend=keras_backend)["gpus"])
     if gpus:
         gpu_train: dict[str, Any] = {
@@ -391,6 +408,10 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
         out[f"rss_growth_4n_{pipeline}"] = large / small - 1.0
     infer = results["infer"]
     out["tta8_cost"] = infer["plain_images_per_s"] / infer["tta8_images_per_s"]
+    # CPU time of a training step with `pathology` over one with `default`: the same geometry
+    # (but a milder zoom), so the ratio is what HED and colour jitter add.
+    stain = results["stain"]
+    out["stain_aug_step_cost"] = stain["pathology_cpu_s"] / stain["default_cpu_s"]
     return out | _gpu_ratios(results, sizes)
 
 
@@ -441,6 +462,7 @@ CPU_TARGETS: list[tuple[str, str, float]] = [
     ("decode_speedup_vs_seed", ">=", 1.8),
     ("rss_growth_4n_breastcls", "<=", 0.10),
     ("tta8_cost", "<=", 8.5),
+    ("stain_aug_step_cost", "<=", 1.10),
 ]
 
 
@@ -531,6 +553,14 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
             f"| inference {sizes.light} {sizes.infer_size}px: images/s TTA-8 (d8) | - | "
             f"{infer['tta8_images_per_s']:.1f} |"
         )
+        stain = results["stain"]
+        for augmentation in ("none", "default", "pathology"):
+            rows.append(
+                f"| train step {sizes.stain_backbone} {sizes.stain_size}px, one in-memory batch, "
+                f"--augmentation {augmentation}: CPU ms (wall ms) | - | "
+                f"{1000 * stain[f'{augmentation}_cpu_s']:.0f} "
+                f"({1000 * stain[f'{augmentation}_step_s']:.0f}) |"
+            )
     if results.get("gpus"):
         keras_backend = results.get("keras_backend", "tensorflow")
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"

@@ -419,6 +419,70 @@ def task_infer(backbone: str, size: int, n: int, batch: int, rounds: int = 1) ->
     return {"plain_images_per_s": plain, "tta8_images_per_s": tta8}
 
 
+def task_stain(backbone: str, size: int, batch: int, seconds: float, rounds: int) -> dict[str, Any]:
+    """What the stain augmentation adds to a training step: ``none``, ``default`` and
+    ``pathology`` (``default``'s geometry with a milder zoom, plus HED and colour jitter).
+
+    The same model (random weights) is built with each augmentation, compiled as the built-in
+    trainer compiles it (Adam, cross-entropy, no XLA) and trained on one in-memory batch of real
+    images, repeated, so that the input pipeline plays no part. After a warm-up, each trains for
+    about ``seconds`` per round, in turn, ``rounds`` times; each keeps its fastest round. Both
+    the wall-clock and the process's CPU time per step are kept (CPU time, all threads, is less
+    disturbed by other processes on a shared machine).
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from breastcls import ModelConfig
+    from breastcls.data.images import decode_image
+    from breastcls.data.pipeline import resize_image
+    from breastcls.model import build_model
+
+    samples, class_names = _samples(269)
+    chosen = samples[:: len(samples) // batch][:batch]
+    images = np.stack(
+        [resize_image(tf.constant(decode_image(s.path), tf.float32), size).numpy() for s in chosen]
+    )
+    labels = np.eye(len(class_names), dtype=np.float32)[
+        [class_names.index(s.label) for s in chosen]
+    ]
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    models = {}
+    for augmentation in ("none", "default", "pathology"):
+        model = build_model(
+            ModelConfig(backbone=backbone, augmentation=augmentation, weights=None),
+            n_classes=len(class_names),
+            image_size=size,
+            seed=11,
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-4),
+            loss="categorical_crossentropy",
+            jit_compile=False,
+        )
+        model.fit(data, epochs=1, steps_per_epoch=3, verbose=0)  # trace and warm up
+        models[augmentation] = model
+
+    def per_step(model: Any, steps: int) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+        return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
+
+    first, _ = per_step(models["default"], 3)
+    steps = max(5, int(seconds / first))
+    best = {name: (float("inf"), float("inf")) for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            wall, cpu = per_step(model, steps)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return {
+        "steps_per_round": steps,
+        **{f"{name}_step_s": wall for name, (wall, _) in best.items()},
+        **{f"{name}_cpu_s": cpu for name, (_, cpu) in best.items()},
+    }
+
+
 def task_gpus() -> dict[str, Any]:
     """Count the GPUs the Keras backend sees."""
     import keras
@@ -438,6 +502,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "decode": task_decode,
     "rss": task_rss,
     "infer": task_infer,
+    "stain": task_stain,
 }
 
 

@@ -42,6 +42,15 @@ def _results(gpus: int) -> dict[str, Any]:
         "rss_breastcls_1n": {"peak_rss": 1000 * 2**20},
         "rss_breastcls_4n": {"peak_rss": 1050 * 2**20},
         "infer": {"plain_images_per_s": 200.0, "tta8_images_per_s": 25.0},
+        "stain": {
+            "steps_per_round": 8,
+            "none_step_s": 0.9,
+            "default_step_s": 1.0,
+            "pathology_step_s": 1.2,
+            "none_cpu_s": 1.8,
+            "default_cpu_s": 2.0,
+            "pathology_cpu_s": 2.1,
+        },
         "gpus": gpus,
     }
     if gpus:
@@ -68,6 +77,7 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["rss_growth_4n_seed"] == pytest.approx(0.5)
     assert values["rss_growth_4n_breastcls"] == pytest.approx(0.05)
     assert values["tta8_cost"] == pytest.approx(8.0)
+    assert values["stain_aug_step_cost"] == pytest.approx(1.05)  # CPU time, not wall (1.2)
     assert not any(name.startswith("gpu_") for name in values)
     rows = "\n".join(run.target_rows(values))
     assert "| train_speedup_vs_seed | >= 1.3 | 1.500 | yes |" in rows
@@ -75,6 +85,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert "| gpu_train_speedup_mixed_xla_vs_seed_densenet201 | >= 3.0 | not measured | - |" in rows
     table = "\n".join(run.table(_results(gpus=0), run.FULL))
     assert "no GPU: not measured" in table
+    assert "| stain_aug_step_cost | <= 1.1 | 1.050 | yes |" in rows
+    assert "--augmentation pathology: CPU ms (wall ms) | - | 2100 (1200) |" in table
 
 
 def test_quick_mode_reports_only_what_it_measured(
@@ -97,11 +109,12 @@ def test_quick_mode_reports_only_what_it_measured(
         "rss_growth_4n_seed",
         "rss_growth_4n_breastcls",
         "tta8_cost",
+        "stain_aug_step_cost",
     }
     assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
         run.target_rows(values)
     )
-    assert "smallcnn" not in "\n".join(run.table(results, run.QUICK))
+    assert "train smallcnn" not in "\n".join(run.table(results, run.QUICK))  # no extras
 
 
 def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
@@ -344,3 +357,11 @@ def test_seed_reference_pipeline_holds_every_image(breakhis_dev: Path) -> None:
     assert images.shape == (4, 48, 48, 3) and images.dtype == np.float32
     assert labels.shape == (4, 2)
     assert flow.x.dtype == np.float32  # ImageDataGenerator.flow keeps a float32 copy
+
+
+def test_the_stain_worker_times_each_augmentation() -> None:
+    result = run.work("stain", backbone="smallcnn", size=32, batch=4, seconds=0.2, rounds=1)
+    for augmentation in ("none", "default", "pathology"):
+        assert result[f"{augmentation}_step_s"] > 0 and result[f"{augmentation}_cpu_s"] > 0
+    assert result["steps_per_round"] >= 5
+    assert "stain_aug_step_cost" in run.ratios({**_results(gpus=0), "stain": result}, run.FULL)
