@@ -42,7 +42,7 @@ def main() -> None:
 
     classification = result.metrics["classification"]
     print(f"run folder: {result.run_dir}")
-    print(f"validation accuracy: {classification['accuracy']:.3f}")
+    print(f"test-set accuracy: {classification['accuracy']:.3f}")
     for name, row in classification["per_class"].items():
         print(f"  {name}: precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 

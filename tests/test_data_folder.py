@@ -83,7 +83,7 @@ def test_validation_folder_sharing_an_accession_with_train_is_leaky(
     split = split_samples(
         load_dataset(DataConfig(path=root)).samples,
         test_fraction=0.2,
-        selection_fraction=0.2,
+        selection_fraction=0.34,
         seed=11,
     )
     assert (split.test_from, split.leaky) == ("data", True)

@@ -28,7 +28,7 @@ def test_train_api_example_trains_on_a_data_folder(breakhis_dev: Path, tmp_path:
     metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
     # result.metrics, which the example prints, are the test set's.
     assert metrics["evaluated_on"]["role"] == "test"
-    assert f"validation accuracy: {metrics['classification']['accuracy']:.3f}" in result.stdout
+    assert f"test-set accuracy: {metrics['classification']['accuracy']:.3f}" in result.stdout
     assert "parameters)" in result.stdout
 
 

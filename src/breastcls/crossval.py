@@ -153,18 +153,15 @@ def aggregate_metrics(
 
 def _check_splits(scanned: ScannedData, config: RunConfig, count: int) -> None:
     """Fail before any folder is created when some fold cannot be split."""
-    class_names = scanned.dataset.class_names
     for fold in range(1, count + 1):
         data = dataclasses.replace(config.data, fold=fold)
-        split = split_for_config(scanned.samples, data)
-        for role, part in split.parts():
-            missing = sorted(set(class_names) - {s.label for s in part})
-            if missing:
-                raise DataError(
-                    f"Fold {fold} of {count}: the {role.label} has no image of class(es) "
-                    f"{missing}; too few patients of that class for {count} folds: use fewer "
-                    "folds or add data."
-                )
+        try:
+            split_for_config(scanned.samples, data)
+        except DataError as error:
+            raise DataError(
+                f"Fold {fold} of {count}: {error} With {count} folds there may be too few "
+                "patients of a class: use fewer folds or add data."
+            ) from error
 
 
 def cross_validate(config: RunConfig, *, host: PluginHost | None = None) -> CrossValidationResult:

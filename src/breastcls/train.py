@@ -27,7 +27,7 @@ from breastcls.distribute import (
 )
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
-from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
+from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
@@ -124,7 +124,7 @@ def prepare_data(
     """
     scanned = scanned or scan_data(config, host=host)
     split = split_for_config(scanned.samples, config.data)
-    check_split(split, scanned.dataset.class_names, scanned.image_info, config.data)
+    check_split(split, scanned.image_info, config.data)
     return PreparedData(
         class_names=scanned.dataset.class_names,
         split=split,
@@ -137,27 +137,14 @@ def prepare_data(
     )
 
 
-def check_split(
-    split: Split,
-    class_names: Sequence[str],
-    image_info: Mapping[Path, ImageInfo],
-    data: DataConfig,
-) -> None:
-    """Refuse a split that cannot train or be scored honestly: a role without some class, or a
-    test image whose pixels are in the training or selection set under another name.
+def check_split(split: Split, image_info: Mapping[Path, ImageInfo], data: DataConfig) -> None:
+    """Refuse a split that cannot be scored honestly: a test image whose pixels are in the
+    training or selection set under another name (the split itself already holds every class
+    in every role, and no group in two).
 
     Raises:
-        DataError: Naming the role and the classes, or the duplicated images.
+        DataError: Listing the duplicated images.
     """
-    for role, part in split.parts():
-        if role is DataRole.TEST and not part:
-            continue
-        missing = sorted(set(class_names) - {s.label for s in part})
-        if missing:
-            raise DataError(
-                f"The {role.label} has no image of class(es) {missing}: add images (patients) "
-                "of every class, or change the split fractions."
-            )
     seen = [
         SeenImage(path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1)
         for role, part in split.parts()[:2]

@@ -300,10 +300,14 @@ def _with_selection(
     grouping: _Grouping,
     test_from: str,
 ) -> Split:
-    """Carve the selection set out of ``development`` and return the three-role split."""
+    """Carve the selection set out of ``development`` and return the three-role split.
+
+    Raises:
+        DataError: A role (the test set too, unless there is none) lacks a class.
+    """
     train, selection, method = _hold_out(development, selection_fraction, grouping, "selection")
     leaky = method == "image-leaky" or _crosses((*train, *selection), test, grouping.group_by)
-    return Split(
+    split = Split(
         train=train,
         selection=selection,
         test=test,
@@ -311,6 +315,16 @@ def _with_selection(
         test_from=test_from,
         leaky=leaky,
     )
+    classes = {s.label for s in (*development, *test)}
+    for role, part in split.parts():
+        missing = sorted(classes - {s.label for s in part})
+        if missing and (part or role is not DataRole.TEST):
+            raise DataError(
+                f"The {role.label} has no image of class(es) {missing}: add images (patients) "
+                "of every class, or change the split fractions (--test-fraction, "
+                "--selection-fraction)."
+            )
+    return split
 
 
 def _given(samples: Sequence[Sample], selection_fraction: float, grouping: _Grouping) -> Split:
