@@ -148,13 +148,15 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     with (out / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(images) and all(row["patient_id"] for row in rows)
-    # Rebuilding the evaluation folder's report keeps the Grad-CAM section and its figures.
+    # Rebuilding the evaluation folder's report keeps the sections that needed the model
+    # (Grad-CAM, stain-shift robustness) and their figures.
     (out / "report.html").unlink()
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     rebuilt = (out / "report.html").read_text()
-    assert "Grad-CAM" in rebuilt and "TTA d8" in rebuilt
-    assert json.loads((out / "metrics.json").read_text())["gradcam"] == metrics["gradcam"]
+    assert "Grad-CAM" in rebuilt and "TTA d8" in rebuilt and "Robustness to stain shifts" in rebuilt
+    kept = json.loads((out / "metrics.json").read_text())
+    assert kept["gradcam"] == metrics["gradcam"] and kept["robustness"] == metrics["robustness"]
 
 
 def test_evaluate_refuses_data_the_model_has_seen(

@@ -661,8 +661,9 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
     )
     set_description = evaluated_on.get("set")
     sections = compute_metrics(predictions, folder, host=host, set_description=set_description)
-    if "gradcam" in previous:
-        sections.append(_kept_gradcam(folder, previous["gradcam"]))
+    kept = _kept_model_sections(folder, previous)
+    if kept:
+        sections.extend(kept)
         atomic_write_json(
             run.metrics,
             metrics_document(sections, predictions, set_description=set_description),
@@ -708,13 +709,23 @@ def _report_context(run: RunFolder) -> _ReportContext:
     )
 
 
-def _kept_gradcam(folder: Path, values: Mapping[str, Any]) -> MetricSection:
-    """The Grad-CAM section of an earlier evaluation, with the overlays it wrote."""
+def _kept_model_sections(folder: Path, previous: Mapping[str, Any]) -> list[MetricSection]:
+    """The sections of an earlier evaluation that needed the model (Grad-CAM, stain-shift
+    robustness), kept as they were with their figures: a rebuild has only the predictions."""
     from breastcls.evaluation.gradcam import GRADCAM_FIGURES
+    from breastcls.evaluation.robustness import ROBUSTNESS_FIGURE
 
-    return MetricSection(
-        name="gradcam",
-        title="Grad-CAM: where the model looked",
-        values=values,
-        figures=tuple(folder / name for name in GRADCAM_FIGURES if (folder / name).is_file()),
-    )
+    titles = {
+        "gradcam": ("Grad-CAM: where the model looked", GRADCAM_FIGURES),
+        "robustness": ("Robustness to stain shifts", (ROBUSTNESS_FIGURE,)),
+    }
+    return [
+        MetricSection(
+            name=name,
+            title=title,
+            values=previous[name],
+            figures=tuple(folder / f for f in figures if (folder / f).is_file()),
+        )
+        for name, (title, figures) in titles.items()
+        if name in previous
+    ]
