@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -22,10 +23,9 @@ TINY = [
 
 
 def _subset(breakhis_dev: Path, root: Path, patients: dict[str, int], per_patient: int) -> Path:
-    """A manifest over a few real patients (class folders linked, not copied)."""
+    """A manifest over a few real patients, their images copied beside it (a manifest may not
+    reach out of its folder, through a symbolic link either)."""
     root.mkdir(parents=True, exist_ok=True)
-    for label in ("benign", "malignant"):
-        (root / label).symlink_to(breakhis_dev / label, target_is_directory=True)
     rows = (breakhis_dev / "manifest.csv").read_text(encoding="utf-8").splitlines()
     taken: dict[str, int] = Counter()
     chosen: dict[str, set[str]] = {label: set() for label in patients}
@@ -39,6 +39,10 @@ def _subset(breakhis_dev: Path, root: Path, patients: dict[str, int], per_patien
         chosen[label].add(patient)
         taken[patient] += 1
         lines.append(row)
+    for line in lines[1:]:
+        relative = line.split(",")[0]
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(breakhis_dev / relative, root / relative)
     manifest = root / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return manifest
@@ -132,7 +136,13 @@ def test_leaky_split_bad_files_and_the_recorded_data_check(
     leaked = check["patients_in_several_splits"]
     assert leaked and not _disjoint(_split_rows(run))
     kinds = Counter(issue["kind"] for issue in check["issues"])
-    assert kinds == {"unreadable": 1, "patient-in-several-splits": len(leaked)}
+    # An image-level split also scatters the slides of one accession (14-23060AB/CD) over roles.
+    siblings = check["accessions_in_several_roles"]
+    assert kinds == {
+        "unreadable": 1,
+        "patient-in-several-splits": len(leaked),
+        **({"accession-in-several-roles": len(siblings)} if siblings else {}),
+    }
 
 
 @pytest.mark.slow
