@@ -35,6 +35,7 @@ from breastcls.evaluation.clinical import (
 )
 from breastcls.inference.decision import FloatArray
 from breastcls.interfaces import MetricSection, Predictions, Sample
+from breastcls.io import printable
 
 if TYPE_CHECKING:
     from breastcls.data.images import ImageInfo
@@ -282,7 +283,9 @@ def robustness_section(
         "bootstrap": resampling.describe(level=level),
         "curve": curve,
     }
-    figure = _plot(curve, out_dir / ROBUSTNESS_FIGURE, f"Stain-shift robustness: {where}")
+    figure = _plot(
+        curve, out_dir / ROBUSTNESS_FIGURE, f"Stain-shift robustness: {printable(where)}"
+    )
     rows = [
         f"{'strength':>8}  {'AUC [95% CI]':<24}{'accuracy [95% CI]':<24}"
         f"{'AUC change':<27}accuracy change"
