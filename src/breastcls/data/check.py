@@ -694,6 +694,109 @@ def _split_of(
     return split_of, split, "data" if fixed else "computed", None
 
 
+def _unreadable_issues(bad: Sequence[SkippedFile]) -> list[DataIssue]:
+    return [
+        DataIssue(
+            severity="error",
+            kind="unreadable",
+            message=f"{item.path}: {item.reason} Fix or remove it (or train with "
+            "--skip-bad-images).",
+            paths=(item.path,),
+        )
+        for item in bad
+    ]
+
+
+def _leak_issues(
+    readable: Sequence[Sample],
+    in_several: Mapping[str, tuple[str, ...]],
+    accessions: Mapping[str, Mapping[str, tuple[str, ...]]],
+) -> list[DataIssue]:
+    """A patient, or the slides of one accession, in several roles: errors."""
+    issues: list[DataIssue] = []
+    for patient, splits in in_several.items():
+        patient_paths = tuple(s.path for s in readable if s.patient_id == patient)
+        issues.append(
+            DataIssue(
+                severity="error",
+                kind="patient-in-several-splits",
+                message=(
+                    f"LEAK: patient {patient} has images in several roles {'/'.join(splits)} "
+                    f"({len(patient_paths)} images): keep all of them in one role (move them "
+                    "into one split folder, or give them one split in the manifest)."
+                ),
+                paths=patient_paths,
+            )
+        )
+    for accession, slides in accessions.items():
+        slide_paths = tuple(s.path for s in readable if s.patient_id in slides)
+        where = ", ".join(f"{slide} in {'/'.join(roles)}" for slide, roles in slides.items())
+        issues.append(
+            DataIssue(
+                severity="error",
+                kind="accession-in-several-roles",
+                message=(
+                    f"LEAK: slides of accession {accession} (one biopsy) are in different "
+                    f"roles: {where} ({len(slide_paths)} images). Keep every slide of an "
+                    "accession in one role (move them into one split folder, or give them "
+                    "one split in the manifest)."
+                ),
+                paths=slide_paths,
+            )
+        )
+    return issues
+
+
+def _file_issues(
+    image_info: Mapping[Path, ImageInfo], skipped: Sequence[SkippedFile]
+) -> list[DataIssue]:
+    """Suspicious images and files the dataset format left out: warnings."""
+    issues: list[DataIssue] = []
+    for info in sorted(image_info.values(), key=lambda i: i.path):
+        reasons = _suspicious(info)
+        if reasons:
+            issues.append(
+                DataIssue(
+                    severity="warning",
+                    kind="suspicious",
+                    message=f"{info.path}: {'; '.join(reasons)}.",
+                    paths=(info.path,),
+                )
+            )
+    issues.extend(
+        DataIssue(
+            severity="warning",
+            kind="skipped-file",
+            message=f"{item.path}: left out ({item.reason}).",
+            paths=(item.path,),
+        )
+        for item in skipped
+    )
+    return issues
+
+
+def _per_role(samples: Sequence[Sample], split_of: Mapping[Path, str]) -> dict[str, dict[str, int]]:
+    """Images per class in each role, roles in the order train, selection, test."""
+    per_role: dict[str, dict[str, int]] = {}
+    for sample in samples:
+        row = per_role.setdefault(split_of[sample.path], {})
+        row[sample.label] = row.get(sample.label, 0) + 1
+    return {key: dict(sorted(per_role[key].items())) for key in _in_role_order(set(per_role))}
+
+
+def _size_stats(infos: Sequence[ImageInfo]) -> dict[str, dict[str, float]]:
+    widths = np.array([i.width for i in infos]) if infos else np.zeros(1)
+    heights = np.array([i.height for i in infos]) if infos else np.zeros(1)
+    return {
+        name: {
+            "min": float(values.min()),
+            "median": float(np.median(values)),
+            "max": float(values.max()),
+        }
+        for name, values in (("width", widths), ("height", heights))
+    }
+
+
 def check_dataset(
     dataset: Dataset,
     config: DataConfig,
@@ -749,69 +852,12 @@ def check_dataset(
     }
     accessions = _accessions_in_several_roles(patient_splits)
 
-    issues: list[DataIssue] = [
-        DataIssue(
-            severity="error",
-            kind="unreadable",
-            message=f"{item.path}: {item.reason} Fix or remove it (or train with "
-            "--skip-bad-images).",
-            paths=(item.path,),
-        )
-        for item in bad
-    ]
+    issues = _unreadable_issues(bad)
     if split_issue is not None:
         issues.append(split_issue)
     issues.extend(_duplicate_issue(group) for group in duplicates)
-    for patient, splits in in_several.items():
-        patient_paths = tuple(s.path for s in readable if s.patient_id == patient)
-        issues.append(
-            DataIssue(
-                severity="error",
-                kind="patient-in-several-splits",
-                message=(
-                    f"LEAK: patient {patient} has images in several roles {'/'.join(splits)} "
-                    f"({len(patient_paths)} images): keep all of them in one role (move them "
-                    "into one split folder, or give them one split in the manifest)."
-                ),
-                paths=patient_paths,
-            )
-        )
-    for accession, slides in accessions.items():
-        slide_paths = tuple(s.path for s in readable if s.patient_id in slides)
-        where = ", ".join(f"{slide} in {'/'.join(roles)}" for slide, roles in slides.items())
-        issues.append(
-            DataIssue(
-                severity="error",
-                kind="accession-in-several-roles",
-                message=(
-                    f"LEAK: slides of accession {accession} (one biopsy) are in different "
-                    f"roles: {where} ({len(slide_paths)} images). Keep every slide of an "
-                    "accession in one role (move them into one split folder, or give them "
-                    "one split in the manifest)."
-                ),
-                paths=slide_paths,
-            )
-        )
-    for info in sorted(image_info.values(), key=lambda i: i.path):
-        reasons = _suspicious(info)
-        if reasons:
-            issues.append(
-                DataIssue(
-                    severity="warning",
-                    kind="suspicious",
-                    message=f"{info.path}: {'; '.join(reasons)}.",
-                    paths=(info.path,),
-                )
-            )
-    issues.extend(
-        DataIssue(
-            severity="warning",
-            kind="skipped-file",
-            message=f"{item.path}: left out ({item.reason}).",
-            paths=(item.path,),
-        )
-        for item in dataset.skipped
-    )
+    issues.extend(_leak_issues(readable, in_several, accessions))
+    issues.extend(_file_issues(image_info, dataset.skipped))
     stain = (
         _stain_report(
             readable,
@@ -828,12 +874,6 @@ def check_dataset(
     issues.sort(key=lambda issue: issue.severity != "error")
 
     infos = list(image_info.values())
-    widths = np.array([i.width for i in infos]) if infos else np.zeros(1)
-    heights = np.array([i.height for i in infos]) if infos else np.zeros(1)
-    per_split: dict[str, dict[str, int]] = {}
-    for sample in samples:
-        row = per_split.setdefault(split_of[sample.path], {})
-        row[sample.label] = row.get(sample.label, 0) + 1
     magnifications = Counter(str(s.magnification or "unknown") for s in samples)
     patients = [s.patient_id for s in samples if s.patient_id]
     return DataReport(
@@ -846,20 +886,11 @@ def check_dataset(
         per_patient=_counts(patients),
         suffix_siblings=_suffix_siblings(patients),
         per_magnification=dict(sorted(magnifications.items(), key=lambda kv: _natural(kv[0]))),
-        per_split={
-            key: dict(sorted(per_split[key].items())) for key in _in_role_order(set(per_split))
-        },
+        per_split=_per_role(samples, split_of),
         sizes=_counts([f"{i.width}x{i.height}" for i in infos]),
         modes=_counts([i.mode for i in infos]),
         formats=_counts([i.format for i in infos]),
-        size_stats={
-            name: {
-                "min": float(values.min()),
-                "median": float(np.median(values)),
-                "max": float(values.max()),
-            }
-            for name, values in (("width", widths), ("height", heights))
-        },
+        size_stats=_size_stats(infos),
         duplicates=tuple(duplicates),
         patients_in_several_splits=in_several,
         accessions_in_several_roles=accessions,
