@@ -124,7 +124,7 @@ def _cells(table: object) -> list[tuple[int, int]]:
 
 
 def test_the_tiff_reader_reads_levels_resolution_and_regions(slide_file: Path) -> None:
-    slide = open_slide(slide_file, host=PluginHost())
+    slide = open_slide(slide_file, reader="tiff", host=PluginHost())
     try:
         assert [(lv.width, lv.height) for lv in slide.levels] == [
             (COLUMNS * CELL, ROWS * CELL), (COLUMNS * CELL // 2, ROWS * CELL // 2),
@@ -137,6 +137,39 @@ def test_the_tiff_reader_reads_levels_resolution_and_regions(slide_file: Path) -
         assert tissue.std() > 10
     finally:
         slide.close()
+
+
+def test_openslide_reads_the_same_slide_as_the_tiff_reader(slide_file: Path) -> None:
+    host = PluginHost()
+    assert host.slide_readers.get("openslide").accepts(slide_file)  # a generic tiled TIFF
+    by_tiff = open_slide(slide_file, reader="tiff", host=host)
+    by_openslide = open_slide(slide_file, reader="openslide", host=host)
+    try:
+        assert by_openslide.levels == by_tiff.levels
+        assert by_openslide.mpp == pytest.approx(by_tiff.mpp)
+        # Inside, across tile borders, at a coarser level, and over the slide's edge (glass).
+        for level, x, y, size in ((0, 200, 180, 300), (1, 100, 90, 200), (2, 400, 200, 150)):
+            np.testing.assert_array_equal(
+                by_openslide.read_region(level, x, y, size, size),
+                by_tiff.read_region(level, x, y, size, size),
+            )
+    finally:
+        by_tiff.close()
+        by_openslide.close()
+
+
+def test_the_openslide_reader_names_the_extra_when_openslide_is_missing(
+    slide_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from breastcls.slides.readers import OpenSlideReader
+
+    monkeypatch.setitem(sys.modules, "openslide", None)  # import openslide -> ImportError
+    reader = OpenSlideReader()
+    assert not reader.accepts(slide_file)
+    with pytest.raises(breastcls.ConfigError, match=r"breastcls\[slides\]"):
+        reader.open(slide_file)
 
 
 def test_the_malignant_region_scores_above_the_benign_region(
@@ -303,7 +336,7 @@ def test_the_builtin_slide_readers_register_through_the_entry_point_group() -> N
     from breastcls.testing import check_component
 
     host = PluginHost()
-    assert {"tiff", "image"} <= set(host.slide_readers.names())
+    assert {"tiff", "openslide", "image"} <= set(host.slide_readers.names())
     for info in host.slide_readers:
         assert info.plugin == "builtin_slide_readers"
         check_component(info)

@@ -8,6 +8,7 @@ neither TensorFlow nor the job module, so that the plugin host can name :class:`
 from breastcls.slides.readers import (
     GLASS,
     ImageSlideReader,
+    OpenSlideReader,
     Slide,
     SlideLevel,
     SlideReader,
@@ -17,6 +18,7 @@ from breastcls.slides.readers import (
 __all__ = [
     "GLASS",
     "ImageSlideReader",
+    "OpenSlideReader",
     "Slide",
     "SlideLevel",
     "SlideReader",

@@ -136,9 +136,11 @@ def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
     if mpp is not None:
         return float(mpp), "--mpp"
     if slide.mpp is None:
+        power = slide.objective_power
+        stated = f" (only its objective power, {power:g}x)" if power else ""
         raise DataError(
-            f"{slide.path} records no resolution (microns per pixel): pass --mpp with the "
-            "scanner's value (e.g. 0.25 for a 40x scan, 0.5 for 20x)."
+            f"{slide.path} records no resolution (microns per pixel){stated}: pass --mpp with "
+            "the scanner's value (e.g. 0.25 for a 40x scan, 0.5 for 20x)."
         )
     return float(slide.mpp), "metadata"
 

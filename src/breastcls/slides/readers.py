@@ -11,10 +11,11 @@ so that no caller ever holds a whole slide in memory. Readers register through t
 * ``image`` (:class:`ImageSlideReader`): large flat PNG and JPEG images. These formats have no
   tiles, so the image is decoded once, whole, when the slide is opened.
 
-OpenSlide (vendor formats such as MRXS, or SVS without ``imagecodecs``) is not built in: its
-Python wheels are not installable here. A third party registers it as one more slide reader.
+* ``openslide`` (:class:`OpenSlideReader`): every format OpenSlide reads (Aperio SVS,
+  Hamamatsu NDPI, 3DHistech MRXS, Leica SCN, Philips TIFF, generic tiled TIFF...), through
+  ``openslide-python`` and the ``openslide-bin`` library wheels (``breastcls[slides]``).
 
-Importing this module imports neither TensorFlow nor ``tifffile``.
+Importing this module imports neither TensorFlow nor ``tifffile`` nor OpenSlide.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.errors import DataError
+from breastcls.errors import ConfigError, DataError
 
 __all__ = [
     "GLASS",
     "ImageSlideReader",
+    "OpenSlideReader",
     "Slide",
     "SlideLevel",
     "SlideReader",
@@ -363,6 +365,101 @@ def _dpi_mpp(dpi: Any) -> float | None:
     if value < 5_000:  # coarser than 5 µm per pixel: a default, not a scanner's resolution
         return None
     return 25_400.0 / value
+
+
+def _positive(text: str | None) -> float | None:
+    """A positive finite number from a metadata string, else ``None``."""
+    try:
+        value = float(text) if text is not None else math.nan
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+class _OpenSlide:
+    """A slide open with OpenSlide, which reads each format's tiles itself."""
+
+    def __init__(self, path: Path, openslide: Any) -> None:
+        self.path = path
+        try:
+            self._slide = openslide.OpenSlide(str(path))
+            dimensions = self._slide.level_dimensions
+            downsamples = self._slide.level_downsamples
+            properties = self._slide.properties
+        except openslide.OpenSlideError as error:
+            raise DataError(
+                f"{path} cannot be read by OpenSlide ({error}): check the file is complete "
+                "(an MRXS slide needs its data folder beside it), or convert it."
+            ) from error
+        self.levels = tuple(
+            SlideLevel(width=int(w), height=int(h), downsample=float(d))
+            for (w, h), d in zip(dimensions, downsamples, strict=True)
+        )
+        self.mpp = _positive(properties.get(openslide.PROPERTY_NAME_MPP_X))
+        self.objective_power = _positive(properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
+        self._error = openslide.OpenSlideError
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
+        _check_region(self, level, width, height)
+        # OpenSlide places a region of any level by its level-0 top-left corner.
+        downsample = self.levels[level].downsample
+        origin = (round(x * downsample), round(y * downsample))
+        try:
+            rgba = np.asarray(self._slide.read_region(origin, level, (width, height)))
+        except self._error as error:
+            raise DataError(
+                f"{self.path}: OpenSlide cannot read a region of level {level} ({error}); the "
+                "file is damaged."
+            ) from error
+        # Outside the scanned area OpenSlide returns transparent pixels: composite them on
+        # white glass, as the other readers pad.
+        alpha = rgba[:, :, 3:4].astype(np.uint16)
+        rgb = (rgba[:, :, :3].astype(np.uint16) * alpha + GLASS * (255 - alpha) + 127) // 255
+        return rgb.astype(np.uint8)
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+def _import_openslide() -> Any:
+    """The ``openslide`` module, or ``None`` when it (or its library) is not installed."""
+    try:
+        import openslide
+    except (ImportError, OSError):  # OSError: the Python package without its C library
+        return None
+    return openslide
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSlideReader:
+    """Every format OpenSlide reads (``openslide``): SVS, NDPI, MRXS, SCN, generic tiled TIFF
+    and more; OpenSlide decodes each format's tiles itself (no ``imagecodecs`` needed)."""
+
+    def accepts(self, path: Path) -> bool:
+        """Whether OpenSlide is installed and recognises ``path``'s format."""
+        openslide = _import_openslide()
+        if openslide is None:
+            return False
+        try:
+            return openslide.OpenSlide.detect_format(str(path)) is not None
+        except (openslide.OpenSlideError, OSError):
+            return False
+
+    def open(self, path: Path) -> Slide:
+        """Open a slide with OpenSlide.
+
+        Raises:
+            ConfigError: OpenSlide is not installed.
+            DataError: The file is damaged or not of a format OpenSlide reads.
+        """
+        openslide = _import_openslide()
+        if openslide is None:
+            raise ConfigError(
+                f"{path}: the openslide slide reader needs OpenSlide, which is not installed: "
+                "pip install 'breastcls[slides]' (openslide-python and openslide-bin), or choose "
+                "another --reader."
+            )
+        return _OpenSlide(Path(path), openslide)
 
 
 @dataclass(frozen=True, slots=True)
