@@ -23,13 +23,14 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from breastcls.environment import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,16 +175,6 @@ def work(
         raise SystemExit(f"benchmark task {task} {arguments} failed (exit {done.returncode})")
     result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
     return result
-
-
-def cpu_name() -> str:
-    """The CPU model from ``/proc/cpuinfo`` (or the machine type elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def _gpu_variants(keras_backend: str, sizes: Sizes) -> list[tuple[str, str, bool]]:

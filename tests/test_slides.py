@@ -21,6 +21,7 @@ from breastcls.cli.app import app
 from breastcls.errors import DataError
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide, predict_slide
+from breastcls.testing.slides import write_mosaic_slide
 
 CELL = 224  # level-0 pixels of one image cell (the side of a development image)
 COLUMNS, ROWS = 9, 5
@@ -42,41 +43,21 @@ def _images_200x(source: Path, label: str) -> list[Path]:
     return sorted(p for p in (source / label).glob("*.png") if "-200-" in p.name)
 
 
-def _crop(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((CELL, CELL), Image.Resampling.BILINEAR))
-
-
 def write_slide(path: Path, breakhis: Path, *, resolution: bool = True) -> Path:
     """The synthetic slide as a tiled pyramidal TIFF (levels 1, 1/2, 1/4)."""
-    import tifffile
-
     benign = [p for p in _images_200x(breakhis, "benign") if _patient(p) == BENIGN_PATIENT]
     malignant = [
         p for p in _images_200x(breakhis, "malignant") if _patient(p) in MALIGNANT_PATIENTS
     ]
     assert len(benign) >= 9 and len(malignant) >= 9
-    slide = np.full((ROWS * CELL, COLUMNS * CELL, 3), 255, dtype=np.uint8)
-    for cells, images in ((BENIGN_CELLS, benign), (MALIGNANT_CELLS, malignant)):
-        for (column, row), image in zip(sorted(cells), images, strict=False):
-            slide[row * CELL : (row + 1) * CELL, column * CELL : (column + 1) * CELL] = _crop(image)
-    extra = (
-        {"resolution": (1e4 / SLIDE_MPP, 1e4 / SLIDE_MPP), "resolutionunit": "CENTIMETER"}
-        if resolution
-        else {}
+    cells = {
+        cell: image
+        for region, images in ((BENIGN_CELLS, benign), (MALIGNANT_CELLS, malignant))
+        for cell, image in zip(sorted(region), images, strict=False)
+    }
+    return write_mosaic_slide(
+        path, cells, columns=COLUMNS, rows=ROWS, cell=CELL, mpp=SLIDE_MPP if resolution else None
     )
-    with tifffile.TiffWriter(path) as writer:
-        writer.write(
-            slide, tile=(256, 256), photometric="rgb", compression="zlib", **extra
-        )
-        for factor in (2, 4):
-            writer.write(
-                np.ascontiguousarray(slide[::factor, ::factor]), tile=(256, 256),
-                photometric="rgb", compression="zlib", subfiletype=1,
-            )  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,15 @@ from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
 from breastcls.model import model_file
 from breastcls.runs.folder import RunFolder
 
-__all__ = ["EXPORT_TOLERANCE", "ExportFormat", "ExportResult", "export_model", "run_exported"]
+__all__ = [
+    "EXPORT_TOLERANCE",
+    "Conversion",
+    "ExportFormat",
+    "ExportResult",
+    "convert_model",
+    "export_model",
+    "run_exported",
+]
 
 ExportFormat = Literal["keras", "savedmodel", "onnx", "tflite"]
 EXPORT_TOLERANCE = 1e-5
@@ -245,18 +253,9 @@ def export_model(
     )
     model = load_model(run)  # checks the run folder first: nothing is created for a bad run
     ensure_writable_dir(target_dir)
-    inference = _inference_model(model)
     image_size = int(model.input_shape[1])
-    batch = _check_batch(image_size)
-    original = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
-    mixed = _is_mixed(inference)
-    if mixed and checked in ("onnx", "tflite"):
-        # ONNX and TFLite cannot hold Keras' mixed float16/bfloat16 graphs: export a float32
-        # copy with the same weights, and check the export against that copy.
-        inference = _float32_copy(inference)
-    expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
     final = target_dir / _FILE_NAMES[checked]
-    difference = _write_checked(inference, checked, final, batch, expected, source=run)
+    conversion = convert_model(model, checked, final, source=run)
     _write_sidecars(RunFolder(run), RunFolder(target_dir))
     atomic_write_json(
         RunFolder(target_dir).export_record,
@@ -266,13 +265,61 @@ def export_model(
             "source": str(model_file(run)),
             "calibration": read_calibration(run).to_dict(),
             "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
-            "max_difference": difference,
+            "max_difference": conversion.max_difference,
             "tolerance": EXPORT_TOLERANCE,
-            "computes_in": "float32" if checked in ("onnx", "tflite") or not mixed else "mixed",
-            "max_difference_to_run_model": float(np.max(np.abs(expected - original))),
+            "computes_in": conversion.computes_in,
+            "max_difference_to_run_model": conversion.max_difference_to_model,
         },
     )
-    return ExportResult(format=checked, model=final, out_dir=target_dir, max_difference=difference)
+    return ExportResult(
+        format=checked, model=final, out_dir=target_dir, max_difference=conversion.max_difference
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversion:
+    """How closely a converted model (:func:`convert_model`) matches the model it came from.
+
+    Attributes:
+        max_difference: Largest absolute difference of probabilities between the conversion and
+            the inference graph it was made from (at most :data:`EXPORT_TOLERANCE`).
+        max_difference_to_model: The same against the model as loaded (larger only when a
+            mixed-precision model was converted as a float32 copy).
+        computes_in: ``float32``, or ``mixed`` for a Keras or SavedModel export of a
+            mixed-precision model.
+    """
+
+    max_difference: float
+    max_difference_to_model: float
+    computes_in: str
+
+
+def convert_model(model: Any, format: ExportFormat, path: Path, *, source: Path) -> Conversion:
+    """Write ``model`` (as :func:`~breastcls.model.load_model` loads it) in ``format`` at
+    ``path``: without its training augmentation, in float32 for ONNX and TFLite, checked on a
+    batch of random images against the model within :data:`EXPORT_TOLERANCE`, and moved into
+    place only then (a reader never sees a partial file).
+
+    Raises:
+        ConfigError: ``onnx`` without tf2onnx installed.
+        OutputError: The conversion fails or does not reproduce the model's probabilities
+            (nothing is left behind).
+    """
+    inference = _inference_model(model)
+    batch = _check_batch(int(model.input_shape[1]))
+    original = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
+    mixed = _is_mixed(inference)
+    if mixed and format in ("onnx", "tflite"):
+        # ONNX and TFLite cannot hold Keras' mixed float16/bfloat16 graphs: export a float32
+        # copy with the same weights, and check the export against that copy.
+        inference = _float32_copy(inference)
+    expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
+    difference = _write_checked(inference, format, Path(path), batch, expected, source=source)
+    return Conversion(
+        max_difference=difference,
+        max_difference_to_model=float(np.max(np.abs(expected - original))),
+        computes_in="float32" if format in ("onnx", "tflite") or not mixed else "mixed",
+    )
 
 
 def _write_sidecars(run: RunFolder, target: RunFolder) -> None:

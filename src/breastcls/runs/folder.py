@@ -211,6 +211,18 @@ class RunFolder:
         """``export.json`` of an export folder: format, source, the check, the calibration."""
         return self.path / "export.json"
 
+    # What `--runtime onnx|auto` keeps beside the model (breastcls.inference.runtime).
+    @property
+    def runtime_onnx(self) -> Path:
+        """``runtime.onnx``: the model converted for ONNX Runtime (checked against it)."""
+        return self.path / "runtime.onnx"
+
+    @property
+    def runtime_record(self) -> Path:
+        """``runtime.json``: the hash of the model ``runtime.onnx`` was converted from, and the
+        runtime ``auto`` chose on each machine it measured."""
+        return self.path / "runtime.json"
+
     @property
     def selection(self) -> RunFolder:
         """``selection/``: the selection set's predictions and metrics."""
