@@ -214,6 +214,10 @@ class ModelConfig:
             path of a local weights file (air-gapped labs).
         preprocessing: ``backbone`` applies the backbone's own input normalisation inside the
             model; ``none`` feeds raw 0-255 pixels, as the seed blog does.
+        stain_normalisation: Registered stain normaliser id (``none``, ``reinhard``,
+            ``macenko``...): fitted before training and applied inside the model, first.
+        stain_reference: An image or folder the normaliser is fitted to; ``None`` fits it to
+            the training set's images (never the selection or test set).
     """
 
     backbone: str = "densenet201"
@@ -221,13 +225,27 @@ class ModelConfig:
     augmentation: str = "default"
     weights: str | None = "imagenet"
     preprocessing: Preprocessing = "backbone"
+    stain_normalisation: str = "none"
+    stain_reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.weights is not None and self.weights.lower() == "none":
             object.__setattr__(self, "weights", None)
+        if self.stain_reference is not None:  # a Path from Python or the command line
+            object.__setattr__(self, "stain_reference", str(self.stain_reference))
         _check_choices(self)
-        for name in ("backbone", "head", "augmentation"):
+        for name in ("backbone", "head", "augmentation", "stain_normalisation"):
             _check_id(self, name)
+        if self.stain_reference is not None and not self.stain_reference.strip():
+            raise ConfigError(
+                "stain_reference='' names no image: pass an image or folder, or None to fit the "
+                "normaliser to the training images."
+            )
+        if self.stain_reference is not None and self.stain_normalisation == "none":
+            raise ConfigError(
+                f"stain_reference={self.stain_reference!r} needs a stain normaliser: pass "
+                "--stain-normalisation reinhard or macenko with it (stain_normalisation=...)."
+            )
         if self.weights is not None and not self.weights.strip():
             raise ConfigError(
                 "weights='' is not allowed: use 'imagenet', None or the path of a weights file."

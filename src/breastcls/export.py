@@ -78,8 +78,9 @@ def _inference_model(model: Any) -> Any:
     """Return ``model`` without its training augmentation, with a plain ``image`` input.
 
     :func:`~breastcls.model.build_model` puts the augmentation plugin's layer, whatever its name,
-    between the input and the ``preprocessing`` layer, so the inference model starts at that
-    layer's input.
+    between the input (or the ``stain_normalisation`` layer) and the ``preprocessing`` layer, so
+    the inference model is the stain normalisation, when there is one, followed by everything
+    from that layer's input on.
     """
     import keras
 
@@ -89,7 +90,12 @@ def _inference_model(model: Any) -> Any:
         start = model.inputs[0]
     body = keras.Model(start, model.output, name="inference")
     image = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
-    return keras.Model(image, body(image), name=model.name)
+    x = image
+    if start is not model.inputs[0] and any(
+        layer.name == "stain_normalisation" for layer in model.layers
+    ):
+        x = model.get_layer("stain_normalisation")(x)
+    return keras.Model(image, body(x), name=model.name)
 
 
 _MIXED_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16"})

@@ -9,13 +9,16 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from breastcls.config import ModelConfig
 from breastcls.errors import ConfigError, ModelLoadError
 from breastcls.interfaces import Backbone
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
+
+if TYPE_CHECKING:
+    from breastcls.stain.fit import StainFit
 
 __all__ = [
     "MAX_MODEL_BYTES",
@@ -210,29 +213,43 @@ def build_model(
     image_size: int,
     seed: int | None = None,
     host: PluginHost | None = None,
+    stain: StainFit | None = None,
 ) -> Any:
-    """Build the uncompiled Keras model: augmentation, preprocessing, backbone, head.
+    """Build the uncompiled Keras model: stain normalisation, augmentation, preprocessing,
+    backbone, head.
 
-    The model takes raw 0-255 RGB images of shape ``(image_size, image_size, 3)``; augmentation
-    is active only in training and the backbone's preprocessing runs inside the model, so a
-    saved model needs no separate preprocessing step.
+    The model takes raw 0-255 RGB images of shape ``(image_size, image_size, 3)``; the stain
+    normalisation (when the configuration names one) runs first, in training and inference
+    alike, augmentation is active only in training, and the backbone's preprocessing runs inside
+    the model, so a saved model needs no separate preprocessing step.
 
     Args:
-        config: Which backbone, head and augmentation, and which weights.
+        config: Which backbone, head, augmentation and stain normaliser, and which weights.
         n_classes: Number of output classes.
         image_size: Input side in pixels.
         seed: Seed of the augmentation's random transforms.
         host: Plugin host to resolve ids with (the default host when ``None``).
+        stain: The stain normaliser fitted to its reference
+            (:func:`breastcls.stain.fit.fit_run_stain`); needed unless
+            ``config.stain_normalisation`` is ``none``.
 
     Raises:
         UnknownComponentError: An id is not registered.
         ConfigError: The weights file does not exist, the backbone has no ImageNet weights, or
-            they cannot be downloaded.
+            they cannot be downloaded; or the stain normaliser is not fitted.
     """
     host = ensure_host(host)
     backbone = host.backbones.get(config.backbone)
     head = host.heads.get(config.head)
     augmentation = host.augmentations.get(config.augmentation)
+    normaliser = host.stain_normalisers.get(config.stain_normalisation)
+    if config.stain_normalisation != "none" and (
+        stain is None or stain.normaliser != config.stain_normalisation
+    ):
+        raise ConfigError(
+            f"stain_normalisation={config.stain_normalisation!r} needs its fitted parameters: "
+            "pass stain=breastcls.stain.fit.fit_run_stain(config, training_samples)."
+        )
     check_weights(config.weights, backbone_name=config.backbone, backbone=backbone)
     if n_classes < 2:
         raise ConfigError(f"n_classes={n_classes}: a classifier needs at least two classes.")
@@ -264,7 +281,11 @@ def build_model(
             ) from error
         raise
     inputs = keras.Input(shape=shape, name="image")
-    x = augmentation(seed=seed)(inputs)
+    x = inputs
+    normalisation = normaliser.layer(stain.parameters) if stain is not None else None
+    if normalisation is not None:
+        x = normalisation(x)
+    x = augmentation(seed=seed)(x)
     mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
     x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
     features = features_model(x)
@@ -363,7 +384,9 @@ _OPTIMIZER_MISMATCH = "Skipping variable loading for optimizer"
 def _safe_load(path: Path, *, compile: bool) -> Any:
     import keras
 
-    import breastcls.layers  # noqa: F401  (registers breastcls' layers for deserialisation)
+    # Imported for their effect: they register breastcls' layers for deserialisation.
+    import breastcls.layers
+    import breastcls.stain.layer  # noqa: F401
 
     try:
         with warnings.catch_warnings():

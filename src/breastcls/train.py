@@ -47,6 +47,7 @@ from breastcls.runs.folder import (
     write_status,
 )
 from breastcls.runs.lock import FolderLock, held_lock, lock_folder
+from breastcls.stain.fit import StainFit, fit_run_stain
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
@@ -275,13 +276,18 @@ def train(
     check_writable_dir(out_dir)
     check_free_space(out_dir, needed_bytes=_MIN_FREE_BYTES)
     data = prepare_data(config, host=host, scanned=scanned)
+    # Fitted to the training images (or the given reference) before the folder exists: a
+    # reference without tissue stops the run up front.
+    stain = fit_run_stain(config.model, data.split.train, host=host)
     check_devices(config.train.devices)
     # The folder is this process's until training ends: a second `train --name` of the same
     # name, or a `--resume` of it, is refused meanwhile.
     with create_run_dir(
         out_dir, config.name, default_stem=config.model.backbone, reserve=_STATUS_RESERVE
     ) as lock:
-        return _train_recording_status(lock.path, config, data, host, resume_from=None)
+        return _train_recording_status(
+            lock.path, config, data, host, resume_from=None, stain=stain
+        )
 
 
 def _train_recording_status(
@@ -291,10 +297,11 @@ def _train_recording_status(
     host: PluginHost,
     *,
     resume_from: TrainState | None,
+    stain: StainFit | None = None,
 ) -> RunResult:
     """Train in ``run_dir``; on any failure record it in ``status.json`` and re-raise."""
     try:
-        return _train_in(run_dir, config, data, host, resume_from=resume_from)
+        return _train_in(run_dir, config, data, host, resume_from=resume_from, stain=stain)
     except KeyboardInterrupt:
         state = read_train_state(run_dir)
         done = state.completed_epochs if state else 0
@@ -469,8 +476,12 @@ def _train_in(
     host: PluginHost,
     *,
     resume_from: TrainState | None,
+    stain: StainFit | None = None,
 ) -> RunResult:
-    """The training job as stages: record the run, fit, then evaluate the final model."""
+    """The training job as stages: record the run, fit, then evaluate the final model.
+
+    ``stain`` is the fitted stain normaliser of a new run (a resumed run's model holds it).
+    """
     # First: a multi-worker strategy must start before TensorFlow runs anything else.
     strategy = select_strategy(config.train.devices)
     resumed_at = resume_from.completed_epochs if resume_from else None
@@ -490,6 +501,7 @@ def _train_in(
         policy=policy,
         class_weight=class_weight,
         resume_from=resume_from,
+        stain=stain,
         config_dict={
             **config.to_dict(),
             "split": data.split.describe(),
@@ -501,16 +513,23 @@ def _train_in(
         },
     )
     if resume_from is None:
-        _record_run(run_dir, config, data, plan.config_dict)
+        _record_run(run_dir, config, data, plan.config_dict, stain)
     history = _fit(run_dir, config, data, host, plan)
     return _finish(run_dir, config, data, host, history, resumed_at=resumed_at)
 
 
 def _record_run(
-    run_dir: Path, config: RunConfig, data: PreparedData, config_dict: dict[str, Any]
+    run_dir: Path,
+    config: RunConfig,
+    data: PreparedData,
+    config_dict: dict[str, Any],
+    stain: StainFit | None,
 ) -> None:
-    """Write what describes a new run before training: configuration, classes, split, data."""
+    """Write what describes a new run before training: configuration, classes, split, data,
+    the fitted stain normaliser."""
     run = RunFolder(run_dir)
+    if stain is not None:
+        atomic_write_json(run.stain_normalisation, stain.to_dict())
     atomic_write_json(run.config, config_dict)
     atomic_write_json(run.class_names, list(data.class_names))
     atomic_write_json(run.environment, environment())
@@ -533,6 +552,7 @@ class _FitPlan:
     class_weight: dict[int, float] | None
     config_dict: dict[str, Any]
     resume_from: TrainState | None
+    stain: StainFit | None = None
 
 
 def _fit(
@@ -561,7 +581,7 @@ def _fit(
     )
     try:
         with plan.strategy.scope():
-            model = _build_or_restore(run_dir, config, data, host, resume_from)
+            model = _build_or_restore(run_dir, config, data, host, resume_from, plan.stain)
             train_data, selection_data = _training_datasets(
                 config, data, plan.strategy, epoch_variable
             )
@@ -626,6 +646,7 @@ def _build_or_restore(
     data: PreparedData,
     host: PluginHost,
     resume_from: TrainState | None,
+    stain: StainFit | None,
 ) -> Any:
     from breastcls.callbacks import restore_seed_generators
     from breastcls.model import build_model, load_checkpoint
@@ -637,6 +658,7 @@ def _build_or_restore(
             image_size=config.data.image_size,
             seed=config.train.seed,
             host=host,
+            stain=stain,
         )
     else:
         model = load_checkpoint(run_dir / resume_from.checkpoint)

@@ -118,6 +118,23 @@ def train_command(
             rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.preprocessing,
+    stain_normalisation: Annotated[
+        str,
+        typer.Option(
+            help="Stain normaliser id (`breastcls plugins`): reinhard or macenko map every image "
+            "to one reference stain inside the model; none leaves colours as they are.",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = MODEL.stain_normalisation,
+    stain_reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Image or folder the stain normaliser is fitted to (default: the training "
+            "images; never the selection or test images).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = MODEL.stain_reference,
     trainer: Annotated[
         str,
         typer.Option(
@@ -315,6 +332,8 @@ def train_command(
                 augmentation=augmentation,
                 weights=weights,
                 preprocessing=preprocessing,
+                stain_normalisation=stain_normalisation,
+                stain_reference=stain_reference,
             ),
             train=TrainConfig(
                 trainer=trainer,

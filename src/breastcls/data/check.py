@@ -54,6 +54,7 @@ from breastcls.data.split import Split, split_for_config
 from breastcls.errors import DataError
 from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
 from breastcls.plugins.host import PluginHost
+from breastcls.stain.normalisers import ANGLE_PERCENTILE, TISSUE_OD, estimate_stain
 
 __all__ = [
     "DataIssue",
@@ -273,47 +274,10 @@ class DataReport:
 
 
 # Stain statistics (Macenko et al., "A method for normalizing histology slides for quantitative
-# analysis", ISBI 2009): optical density as breastcls.layers defines it, -ln((I + 1) / 256).
-_BACKGROUND_OD = 0.15  # a pixel with less OD than this in any channel is background (Macenko's β)
-_ANGLE_PERCENTILE = 1.0  # the stain vectors are the 1st and 99th percentile angles (Macenko's α)
+# analysis", ISBI 2009): optical density as breastcls.layers defines it, -ln((I + 1) / 256); the
+# tissue threshold and the vectors' estimate are breastcls.stain's, which normalisation shares.
 _STAIN_PIXELS = 4000  # pixels drawn from each subsampled image
-_MIN_TISSUE_PIXELS = 100
 _MIN_STAIN_IMAGES = 10  # fewer images of a class in a role: too noisy to compare (left out)
-
-
-def _unit(vector: npt.NDArray[np.float64]) -> tuple[float, float, float]:
-    unit = vector / np.linalg.norm(vector)
-    return (float(unit[0]), float(unit[1]), float(unit[2]))
-
-
-def estimate_stain(
-    optical_density: npt.NDArray[np.float64],
-) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
-    """Estimate the haematoxylin and eosin OD vectors of tissue pixels (Macenko's method).
-
-    The SVD of the ``(n, 3)`` optical densities gives the plane of their two largest singular
-    directions; each pixel's angle in that plane is taken, and the directions at the 1st and 99th
-    percentile angle are the two stains: haematoxylin is the one with more red OD.
-
-    Args:
-        optical_density: Tissue pixels' OD (background already removed), ``(n, 3)``.
-
-    Returns:
-        ``(haematoxylin, eosin)`` as unit RGB OD vectors, or ``None`` with fewer than 100 pixels.
-    """
-    od = np.asarray(optical_density, dtype=np.float64)
-    if len(od) < _MIN_TISSUE_PIXELS:
-        return None
-    _, _, vt = np.linalg.svd(od, full_matrices=False)
-    plane = vt[:2].T  # (3, 2)
-    plane = plane * np.where(plane.sum(axis=0) < 0, -1.0, 1.0)  # point into positive OD
-    projected = od @ plane
-    angles = np.arctan2(projected[:, 1], projected[:, 0])
-    low, high = np.percentile(angles, [_ANGLE_PERCENTILE, 100.0 - _ANGLE_PERCENTILE])
-    first = plane @ np.array([np.cos(low), np.sin(low)])
-    second = plane @ np.array([np.cos(high), np.sin(high)])
-    haematoxylin, eosin = (first, second) if first[0] > second[0] else (second, first)
-    return _unit(haematoxylin), _unit(eosin)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -409,9 +373,9 @@ class StainReport:
 
         return {
             "method": (
-                f"Macenko: OD = -ln((I + 1) / 256), background OD < {_BACKGROUND_OD} removed, "
-                f"SVD plane, angles at percentiles {_ANGLE_PERCENTILE:g}/"
-                f"{100 - _ANGLE_PERCENTILE:g}; up to {self.images_per_group} images per group "
+                f"Macenko: OD = -ln((I + 1) / 256), background OD < {TISSUE_OD} removed, "
+                f"SVD plane, angles at percentiles {ANGLE_PERCENTILE:g}/"
+                f"{100 - ANGLE_PERCENTILE:g}; up to {self.images_per_group} images per group "
                 f"and {_STAIN_PIXELS} pixels per image, seed {self.seed}"
             ),
             "per_role": {role: stats.to_dict() for role, stats in self.per_role.items()},
@@ -439,7 +403,7 @@ def _stain_of(samples: Sequence[Sample], rng: np.random.Generator, limit: int) -
         drawn = pixels[rng.choice(len(pixels), min(_STAIN_PIXELS, len(pixels)), replace=False)]
         densities.append(-np.log((drawn.astype(np.float64) + 1.0) / 256.0))
     od = np.concatenate(densities) if densities else np.zeros((0, 3))
-    tissue = od[(od >= _BACKGROUND_OD).all(axis=1)]
+    tissue = od[(od >= TISSUE_OD).all(axis=1)]
     vectors = estimate_stain(tissue)
     mean = tissue.mean(axis=0) if len(tissue) else None
     return StainStatistics(

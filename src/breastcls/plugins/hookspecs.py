@@ -24,6 +24,7 @@ from breastcls.interfaces import (
 )
 from breastcls.registry import PluginRegistry
 from breastcls.slides.readers import SlideReader
+from breastcls.stain.normalisers import StainNormaliser
 
 hookspec = pluggy.HookspecMarker("breastcls")
 
@@ -115,6 +116,19 @@ def breastcls_register_slide_readers(registry: PluginRegistry[SlideReader]) -> N
     ``registry.add(id, reader, summary=...)`` with a :class:`~breastcls.slides.SlideReader`;
     ``breastcls slide predict`` opens each slide with the first reader (by id) that accepts it,
     or the one named by ``--reader``.
+
+    Since: 0.2.0
+    """
+
+
+@hookspec
+def breastcls_register_stain_normalisers(registry: PluginRegistry[StainNormaliser]) -> None:
+    """Register stain normalisers (Reinhard, Macenko...): a preprocessing step inside the model.
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, normaliser, summary=...)`` with a
+    :class:`~breastcls.stain.StainNormaliser`; ``breastcls train --stain-normalisation ID`` fits
+    it to the training images (or ``--stain-reference``) and puts its layer into the model.
 
     Since: 0.2.0
     """

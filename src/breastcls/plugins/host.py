@@ -29,6 +29,7 @@ from breastcls.interfaces import (
 from breastcls.plugins import hookspecs
 from breastcls.registry import ComponentInfo, Registry
 from breastcls.slides.readers import SlideReader
+from breastcls.stain.normalisers import StainNormaliser
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
 
@@ -45,6 +46,7 @@ _REGISTRATION_HOOKS = {
     "dataset": "breastcls_register_datasets",
     "tta": "breastcls_register_tta",
     "slide_reader": "breastcls_register_slide_readers",
+    "stain_normaliser": "breastcls_register_stain_normalisers",
 }
 
 
@@ -111,6 +113,7 @@ class PluginHost:
         self.datasets: Registry[DatasetFormat] = Registry("dataset")
         self.tta: Registry[TTA] = Registry("tta")
         self.slide_readers: Registry[SlideReader] = Registry("slide_reader")
+        self.stain_normalisers: Registry[StainNormaliser] = Registry("stain_normaliser")
         for kind, hook_name in _REGISTRATION_HOOKS.items():
             self._fill(self.registry(kind), hook_name)
 
@@ -125,6 +128,7 @@ class PluginHost:
             "dataset": self.datasets,
             "tta": self.tta,
             "slide_reader": self.slide_readers,
+            "stain_normaliser": self.stain_normalisers,
         }
         return registries[kind]
 

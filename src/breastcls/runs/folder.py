@@ -121,6 +121,12 @@ class RunFolder:
         return self.path / "data_check.json"
 
     @property
+    def stain_normalisation(self) -> Path:
+        """``stain_normalisation.json``: the stain normaliser, its reference and its fitted
+        parameters (the model's normalisation layer holds the same numbers)."""
+        return self.path / "stain_normalisation.json"
+
+    @property
     def samples(self) -> Path:
         """``samples.png``: a grid of labelled training images."""
         return self.path / "samples.png"

@@ -575,6 +575,10 @@ def check_component(
         from breastcls.slides.checks import check_slide_reader
 
         check_slide_reader(component, data=data, name=info.name)
+    elif info.kind == "stain_normaliser":
+        from breastcls.stain.checks import check_stain_normaliser
+
+        check_stain_normaliser(component, work_dir=work_dir, name=info.name)
     elif info.kind == "dataset":
         if data is None:
             _fail(f"dataset format {info.name!r}", "pass data=<an example of its layout>.")
