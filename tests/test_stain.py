@@ -85,6 +85,24 @@ def test_adjust_hed_is_deconvolve_scale_shift_reconstruct(real: Images) -> None:
     np.testing.assert_allclose(np.asarray(adjust_hed(real, scale, shift)), expected, atol=1e-3)
 
 
+_COLOUR_DEFAULTS = {"brightness": 0.05, "contrast": 0.1, "saturation": 0.1, "hue": 0.02}
+
+
+def test_hed_jitter_with_colour_is_the_two_layers_in_turn(real: Images) -> None:
+    # Compressed into 20-235, so that the HED step leaves every value within 0-255 and the two
+    # layers' clip between them changes nothing.
+    images = (real * (215.0 / 255.0) + 20.0).astype(np.float32)
+    fused = RandomHEDJitter(seed=9, **_COLOUR_DEFAULTS)
+    colour = RandomColorJitter(seed=9)
+    # The fused layer draws the stain scale and shift, then the colour, from one seed generator:
+    # drawing the first two from the colour layer's generator leaves it where the fused one is.
+    scale = keras.random.uniform((len(images), 3), 0.95, 1.05, seed=colour.seed_generator)
+    shift = keras.random.uniform((len(images), 3), -0.05, 0.05, seed=colour.seed_generator)
+    stained = np.asarray(adjust_hed(images, scale, shift))
+    assert float(stained.min()) > 0.0 and float(stained.max()) < 255.0
+    np.testing.assert_allclose(_run(fused, images), _run(colour, stained), atol=1e-2)
+
+
 def test_zero_strength_is_the_identity(real: Images) -> None:
     hed = RandomHEDJitter(scale=0.0, shift=0.0, seed=1)
     colour = RandomColorJitter(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, seed=1)
@@ -124,13 +142,17 @@ def test_each_image_of_a_batch_gets_its_own_draw(factory: Any, real: Images) -> 
     assert min(differences) > 0.5, differences
 
 
+_FULL_COLOUR = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5}
+
+
 @pytest.mark.parametrize(
     ("factory", "strength"),
     [
         (RandomHEDJitter, {"scale": 1.0, "shift": 1.0}),
-        (RandomColorJitter, {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.5}),
+        (RandomColorJitter, _FULL_COLOUR),
+        (RandomHEDJitter, {"scale": 1.0, "shift": 1.0, **_FULL_COLOUR}),
     ],
-    ids=["hed", "colour"],
+    ids=["hed", "colour", "hed-and-colour"],
 )
 def test_outputs_stay_in_0_255_even_at_full_strength(
     factory: Any, strength: dict[str, float], real: Images
@@ -178,14 +200,9 @@ def test_pathology_layers_draw_with_independent_seeds() -> None:
     block = pathology_augmentation(seed=11)
     assert block.name == "augmentation"
     names = [layer.name for layer in block.layers]
-    assert names == [
-        "flip_left_right",
-        "flip_top_bottom",
-        "rotation",
-        "zoom",
-        "hed_jitter",
-        "colour_jitter",
-    ]
+    assert names == ["flip_left_right", "flip_top_bottom", "rotation", "zoom", "stain_jitter"]
+    colour = {key: block.layers[-1].get_config()[key] for key in _COLOUR_DEFAULTS}
+    assert colour == _COLOUR_DEFAULTS  # RandomColorJitter's light defaults, in the same pass
     seeds = [layer.seed for layer in block.layers]
     assert len(set(seeds)) == len(seeds)
     assert all(
@@ -215,8 +232,5 @@ def test_a_pathology_model_trains_saves_and_loads_in_safe_mode(
     loaded = load_model(tmp_path / "pathology.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict(real, verbose=0)), before, atol=1e-5)
     block = loaded.get_layer("augmentation")
-    assert [type(layer).__name__ for layer in block.layers][-2:] == [
-        "RandomHEDJitter",
-        "RandomColorJitter",
-    ]
-    assert block.layers[-2].get_config()["seed"] == model.get_layer("augmentation").layers[-2].seed
+    assert type(block.layers[-1]).__name__ == "RandomHEDJitter"
+    assert block.layers[-1].get_config() == model.get_layer("augmentation").layers[-1].get_config()
