@@ -136,6 +136,9 @@ class DataConfig:
             Spanhol et al. 2016).
         fold: Which fold (or protocol repetition) this run trains, from 1.
         magnification: Keep only images at this magnification (40, 100, 200 or 400).
+        image_mpp: Microns per pixel of the images as stored, recorded with the run so that
+            ``breastcls slide predict`` tiles slides at the model's scale; ``None``: BreakHis
+            file names give it by magnification (:mod:`breastcls.data.scale`).
         task: ``binary`` (benign/malignant) or ``subtype`` (the eight BreakHis subtypes).
         skip_bad_images: Train without unreadable images (listed in the run folder) instead of
             stopping.
@@ -154,6 +157,7 @@ class DataConfig:
     protocol: SplitProtocol | None = None
     fold: int = 1
     magnification: Magnification | None = None
+    image_mpp: float | None = None
     task: Task = "binary"
     skip_bad_images: bool = False
     cache: str | None = None
@@ -185,6 +189,11 @@ class DataConfig:
             )
         if self.split_seed < 0:
             raise ConfigError(f"split_seed={self.split_seed} must be 0 or more.")
+        if self.image_mpp is not None and not 0.0 < self.image_mpp < 1_000.0:
+            raise ConfigError(
+                f"image_mpp={self.image_mpp} is not a resolution: pass the microns per pixel of "
+                "the images as stored (e.g. 0.49 for BreakHis 40X originals), or None."
+            )
         if self.group_by is not None and not self.group_by.strip():
             raise ConfigError("group_by='' names no column: pass a column name or None.")
         if self.cache is not None and not str(self.cache).strip():

@@ -17,6 +17,7 @@ from breastcls.data.check import DataReport, check_dataset
 from breastcls.data.images import ImageInfo, decode_image, describe_unreadable, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
+from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
 from breastcls.distribute import (
     check_devices,
@@ -507,6 +508,13 @@ def _train_in(
             "split": data.split.describe(),
             "distribution": describe_strategy(strategy, config.train.batch_size),
             "dtype_policy": policy,
+            # What `breastcls slide predict` tiles slides at (breastcls.data.scale).
+            "scale": training_scale(
+                data.split.train,
+                data.image_info,
+                image_size=config.data.image_size,
+                image_mpp=config.data.image_mpp,
+            ).to_dict(),
             "class_weights_used": (
                 {data.class_names[i]: w for i, w in class_weight.items()} if class_weight else None
             ),

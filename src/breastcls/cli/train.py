@@ -80,6 +80,14 @@ def train_command(
         int,
         typer.Option(help="Side in pixels the images are resized to.", rich_help_panel=DATA_PANEL),
     ] = DATA.image_size,
+    train_mpp: Annotated[
+        float | None,
+        typer.Option(
+            help="Microns per pixel of the images as stored, recorded so that `breastcls slide "
+            "predict` knows the model's scale (default: from BreakHis names' magnification).",
+            rich_help_panel=DATA_PANEL,
+        ),
+    ] = DATA.image_mpp,
     skip_bad_images: Annotated[
         bool,
         typer.Option(
@@ -319,6 +327,7 @@ def train_command(
                 skip_bad_images=skip_bad_images,
                 cache=cache,
                 magnification=magnification,
+                image_mpp=train_mpp,
                 task=task,
                 split_by=split_by,
                 group_by=group_by,

@@ -421,6 +421,11 @@ class SlideFolder:
         return self.path / "tiles.geojson"
 
     @property
+    def report(self) -> Path:
+        """``report.html``: the slide-level summary with the heat map, as a self-contained page."""
+        return self.path / "report.html"
+
+    @property
     def summary(self) -> Path:
         """``summary.json``: the slide-level figures; written last."""
         return self.path / "summary.json"
@@ -434,6 +439,17 @@ class SlideFolder:
     def collection_summary(out_dir: Path) -> Path:
         """``summary.csv`` of a folder of slide folders: one row per slide."""
         return Path(out_dir) / "summary.csv"
+
+    @staticmethod
+    def shard_summary(out_dir: Path, index: int, count: int) -> Path:
+        """``summary-shard-K-of-N.csv``: the rows of the slides shard ``K`` of ``N`` predicted
+        (each job of an array job writes its own; ``breastcls slide summary`` merges)."""
+        return Path(out_dir) / f"summary-shard-{index}-of-{count}.csv"
+
+    @staticmethod
+    def shard_summaries(out_dir: Path) -> list[Path]:
+        """The shard summaries in ``out_dir``, sorted."""
+        return sorted(Path(out_dir).glob("summary-shard-*-of-*.csv"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

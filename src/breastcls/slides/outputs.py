@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import DataError
+from breastcls.htmlpage import render_section, render_value, write_page
+from breastcls.interfaces import MetricSection
 from breastcls.io import atomic_path, atomic_write_text
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "write_heatmap_png",
     "write_mask_png",
     "write_rgb_png",
+    "write_slide_report",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -289,3 +292,29 @@ def summary_figures(
         "mean_score": float(score.mean()) if len(score) else None,
         "max_score": float(score.max()) if len(score) else None,
     }
+
+
+def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Sequence[Path]) -> Path:
+    """Write a slide's summary as a self-contained HTML page (the evaluation report's layout):
+    the headline figures, the heat map and tissue mask (``figures``), then every summary value.
+    Return ``path``."""
+    fractions = summary.get("fraction_positive") or {}
+    headline = {
+        "tissue tiles classified": (summary.get("tiles") or {}).get("classified"),
+        **{
+            f"fraction called {summary.get('positive')} ({name} threshold)": value
+            for name, value in fractions.items()
+        },
+        f"mean of the top-{summary.get('top_k')} scores": summary.get("top_k_mean_score"),
+        "largest score": summary.get("max_score"),
+        "model scale (µm/px)": summary.get("model_mpp"),
+        "slide resolution (µm/px)": summary.get("slide_mpp"),
+    }
+    section = MetricSection(
+        name="slide", title="Heat map and tissue", values=dict(summary), figures=tuple(figures)
+    )
+    body = [
+        f'<section class="card" id="summary"><h2>Summary</h2>{render_value(headline)}</section>',
+        render_section(section),
+    ]
+    return write_page(path, title=f"Slide {Path(str(summary.get('slide'))).name}", body=body)
