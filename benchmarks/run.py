@@ -25,6 +25,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ class Sizes:
     stain_size: int = 224
     stain_seconds: float = 4.0  # per augmentation and round
     stain_rounds: int = 3
+    # The whole-slide pipeline: a slide of slide_columns x slide_rows 224-pixel cells of real
+    # images (one tile each) and one of 4x the area, mobilenetv3small at slide_size.
+    slide_size: int = 224
+    slide_columns: int = 32
+    slide_rows: int = 16
+    slide_rounds: int = 3
 
 
 FULL = Sizes(
@@ -111,6 +118,10 @@ QUICK = Sizes(
     stain_size=96,
     stain_seconds=2.0,
     stain_rounds=2,
+    slide_size=128,
+    slide_columns=24,
+    slide_rows=12,
+    slide_rounds=2,
 )
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
@@ -321,6 +332,7 @@ def measure(
             seconds=sizes.stain_seconds,
             rounds=sizes.stain_rounds,
         )
+        slide_steps(sizes, step)
     gpus = results["gpus"] = int(work("gpus", gpu=True, keras_backend=keras_backend)["gpus"])
     if gpus:
         gpu_train: dict[str, Any] = {
@@ -351,6 +363,27 @@ def measure(
                     **gpu_train,
                 )
     return results
+
+
+def slide_steps(sizes: Sizes, step: Any) -> None:
+    """Measure the whole-slide pipeline: write a slide and one of 4x its area (each in its own
+    process), time the larger (``slide``) and take each one's peak memory in a fresh process
+    (``slide_rss_1x``, ``slide_rss_4x``)."""
+    model = {"backbone": sizes.light, "size": sizes.slide_size, "batch": BATCH}
+    with tempfile.TemporaryDirectory(prefix="breastcls-slides-") as folder:
+        slides = {factor: str(Path(folder) / f"slide-{factor}x.tif") for factor in (1, 4)}
+        for factor, path in slides.items():
+            side = 2 if factor == 4 else 1
+            step(
+                f"slide_file_{factor}x",
+                "slide_file",
+                path=path,
+                columns=sizes.slide_columns * side,
+                rows=sizes.slide_rows * side,
+            )
+        step("slide", "slide", slide=slides[4], rounds=sizes.slide_rounds, **model)
+        for factor, path in slides.items():
+            step(f"slide_rss_{factor}x", "slide_rss", slide=path, **model)
 
 
 def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
@@ -403,6 +436,13 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     # (but a milder zoom), so the ratio is what HED and colour jitter add.
     stain = results["stain"]
     out["stain_aug_step_cost"] = stain["pathology_cpu_s"] / stain["default_cpu_s"]
+    slide = results["slide"]
+    pipeline = slide["pipeline_tensorflow_tiles_per_s"]
+    out["slide_tiles_vs_model"] = pipeline / slide["model_tiles_per_s"]
+    out["slide_runtime_auto_vs_tensorflow"] = slide["pipeline_auto_tiles_per_s"] / pipeline
+    out["slide_rss_growth_4x"] = (
+        results["slide_rss_4x"]["peak_rss"] / results["slide_rss_1x"]["peak_rss"]
+    )
     return out | _gpu_ratios(results, sizes)
 
 
@@ -454,6 +494,9 @@ CPU_TARGETS: list[tuple[str, str, float]] = [
     ("rss_growth_4n_breastcls", "<=", 0.10),
     ("tta8_cost", "<=", 8.5),
     ("stain_aug_step_cost", "<=", 1.10),
+    ("slide_tiles_vs_model", ">=", 0.9),
+    ("slide_rss_growth_4x", "<=", 1.10),
+    ("slide_runtime_auto_vs_tensorflow", ">=", 1.0),
 ]
 
 
@@ -552,6 +595,7 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
                 f"{1000 * stain[f'{augmentation}_cpu_s']:.0f} "
                 f"({1000 * stain[f'{augmentation}_step_s']:.0f}) |"
             )
+        rows += slide_rows(results, sizes)
     if results.get("gpus"):
         keras_backend = results.get("keras_backend", "tensorflow")
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
@@ -565,6 +609,30 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
                 )
     else:
         rows.append("| GPU: float32 vs mixed vs mixed + XLA | no GPU: not measured | - |")
+    return rows
+
+
+def slide_rows(results: dict[str, Any], sizes: Sizes) -> list[str]:
+    """The whole-slide rows of the measurement table."""
+    slide = results["slide"]
+    model = f"{sizes.light} {sizes.slide_size}px, {slide['tiles']} tiles"
+    mib = 1024 * 1024
+    rows = [
+        f"| slide {model}: tiles/s, the model alone on the tiles in memory | - | "
+        f"{slide['model_tiles_per_s']:.1f} |",
+        f"| slide {model}: tiles/s, the whole pipeline on TensorFlow | - | "
+        f"{slide['pipeline_tensorflow_tiles_per_s']:.1f} |",
+        f"| slide {model}: tiles/s, the whole pipeline with --runtime auto "
+        f"({slide['auto_runtime']}; probe: onnx {slide['probe_onnx_images_per_s']:.0f}, "
+        f"tensorflow {slide['probe_tensorflow_images_per_s']:.0f} images/s) | - | "
+        f"{slide['pipeline_auto_tiles_per_s']:.1f} |",
+    ]
+    for factor in (1, 4):
+        measured = results[f"slide_rss_{factor}x"]
+        rows.append(
+            f"| slide peak RSS, {measured['tiles']} tiles ({factor}x area) (MiB) | - | "
+            f"{measured['peak_rss'] / mib:.0f} |"
+        )
     return rows
 
 

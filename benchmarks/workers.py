@@ -483,6 +483,129 @@ def task_stain(backbone: str, size: int, batch: int, seconds: float, rounds: int
     }
 
 
+# The benchmark's slides: 224-pixel cells at 0.5 µm/px, every cell a real BreakHis image.
+SLIDE_CELL = 224
+SLIDE_MPP = 0.5
+
+
+def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
+    """Write a synthetic slide of ``columns`` x ``rows`` cells, each one of the development
+    images in turn (:func:`breastcls.testing.slides.write_mosaic_slide`), in its own process so
+    that the slide's pixels never count in a measured process's memory."""
+    from breastcls.testing.slides import write_mosaic_slide
+
+    images = sorted(DATA.glob("*/*.png"))
+    cells = {
+        (c, r): images[(r * columns + c) % len(images)] for r in range(rows) for c in range(columns)
+    }
+    write_mosaic_slide(
+        Path(path), cells, columns=columns, rows=rows, cell=SLIDE_CELL, mpp=SLIDE_MPP
+    )
+    return {"tiles": columns * rows, "bytes": Path(path).stat().st_size}
+
+
+def _slide_model(backbone: str, size: int, folder: Path) -> Any:
+    """A model built without training (its scores mean nothing; its arithmetic is real), saved
+    with its class names as a run folder holds it."""
+    from breastcls import InferenceModel, ModelConfig
+    from breastcls.model import build_model
+
+    model = build_model(ModelConfig(backbone=backbone, weights=None), n_classes=2, image_size=size)
+    model.save(folder / "model.keras")
+    (folder / "class_names.json").write_text('["benign", "malignant"]', encoding="utf-8")
+    return InferenceModel.load(folder / "model.keras")
+
+
+def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) -> dict[str, Any]:
+    """Tiles per second of the whole slide pipeline (:func:`breastcls.predict_slide`: opening
+    the slide, the tissue mask, reading and resampling every tile, the model, the calibrated
+    table), on TensorFlow and with ``--runtime auto``, against the model alone on the same tiles
+    held in memory (the ceiling of any pipeline), timed after its first batch.
+
+    One tile per cell; ``auto`` measures and remembers its choice in a warm-up call first, as
+    it does once per model and machine. The three run ``rounds`` times in turn; each keeps its
+    best.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from breastcls import predict_slide
+    from breastcls.inference.runtime import Runtime
+    from breastcls.slides.job import _tile_pixels, open_slide
+    from breastcls.slides.tiling import plan_tiles
+    from breastcls.slides.tissue import detect_tissue, read_thumbnail
+
+    model_mpp = SLIDE_CELL * SLIDE_MPP / size
+    with tempfile.TemporaryDirectory() as folder:
+        model = _slide_model(backbone, size, Path(folder))
+        warm = predict_slide(
+            model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime="auto"
+        )
+        opened = open_slide(Path(slide))
+        try:
+            thumbnail = read_thumbnail(opened, max_side=2048)
+            plan = plan_tiles(
+                opened, slide_mpp=SLIDE_MPP, model_mpp=model_mpp, image_size=size,
+                mask=detect_tissue(thumbnail.pixels), mask_downsample=thumbnail.downsample,
+                overlap=0.0, min_tissue=0.5,
+            )  # fmt: skip
+            tiles = np.stack([_tile_pixels(opened, plan, i) for i in range(len(plan))])
+        finally:
+            opened.close()
+        in_memory = (
+            tf.data.Dataset.from_tensor_slices(tiles)
+            .batch(batch)
+            .map(lambda images: tf.cast(images, tf.float32))
+        )
+
+        def model_alone() -> float:
+            start, seen = 0.0, 0
+            stream = Runtime(name="tensorflow", reason="").iter_probabilities(model, in_memory)
+            for i, probabilities in enumerate(stream):
+                if i == 0:
+                    start = time.perf_counter()
+                else:
+                    seen += len(probabilities)
+            return seen / (time.perf_counter() - start)
+
+        def pipeline(runtime: str) -> float:
+            start = time.perf_counter()
+            result = predict_slide(
+                model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime=runtime
+            )
+            return len(result.tiles) / (time.perf_counter() - start)
+
+        best = {"model": 0.0, "tensorflow": 0.0, "auto": 0.0}
+        for _ in range(rounds):
+            best["model"] = max(best["model"], model_alone())
+            for runtime in ("tensorflow", "auto"):
+                best[runtime] = max(best[runtime], pipeline(runtime))
+        record = json.loads(model.folder.runtime_record.read_text(encoding="utf-8"))
+    (choice,) = record["choices"]
+    return {
+        "tiles": len(tiles),
+        "model_tiles_per_s": best["model"],
+        "pipeline_tensorflow_tiles_per_s": best["tensorflow"],
+        "pipeline_auto_tiles_per_s": best["auto"],
+        "auto_runtime": warm.summary["runtime"],
+        "probe_tensorflow_images_per_s": choice["tensorflow_images_per_s"],
+        "probe_onnx_images_per_s": choice["onnx_images_per_s"],
+    }
+
+
+def task_slide_rss(slide: str, backbone: str, size: int, batch: int) -> dict[str, Any]:
+    """Peak RSS of a process that predicts one slide into a slide folder (TensorFlow runtime)."""
+    from breastcls import predict_slide
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = _slide_model(backbone, size, Path(folder))
+        result = predict_slide(
+            model, Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size, batch_size=batch,
+            out=Path(folder) / "slide",
+        )  # fmt: skip
+    return {"tiles": len(result.tiles), "peak_rss": _peak_rss()}
+
+
 def task_gpus() -> dict[str, Any]:
     """Count the GPUs the Keras backend sees."""
     import keras
@@ -503,6 +626,9 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "rss": task_rss,
     "infer": task_infer,
     "stain": task_stain,
+    "slide_file": task_slide_file,
+    "slide": task_slide,
+    "slide_rss": task_slide_rss,
 }
 
 

@@ -51,6 +51,17 @@ def _results(gpus: int) -> dict[str, Any]:
             "default_cpu_s": 2.0,
             "pathology_cpu_s": 2.1,
         },
+        "slide": {
+            "tiles": 2048,
+            "model_tiles_per_s": 400.0,
+            "pipeline_tensorflow_tiles_per_s": 380.0,
+            "pipeline_auto_tiles_per_s": 570.0,
+            "auto_runtime": "onnx",
+            "probe_tensorflow_images_per_s": 420.0,
+            "probe_onnx_images_per_s": 700.0,
+        },
+        "slide_rss_1x": {"tiles": 512, "peak_rss": 1000 * 2**20},
+        "slide_rss_4x": {"tiles": 2048, "peak_rss": 1020 * 2**20},
         "gpus": gpus,
     }
     if gpus:
@@ -78,6 +89,9 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["rss_growth_4n_breastcls"] == pytest.approx(0.05)
     assert values["tta8_cost"] == pytest.approx(8.0)
     assert values["stain_aug_step_cost"] == pytest.approx(1.05)  # CPU time, not wall (1.2)
+    assert values["slide_tiles_vs_model"] == pytest.approx(0.95)
+    assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
+    assert values["slide_rss_growth_4x"] == pytest.approx(1.02)
     assert not any(name.startswith("gpu_") for name in values)
     rows = "\n".join(run.target_rows(values))
     assert "| train_speedup_vs_seed | >= 1.3 | 1.500 | yes |" in rows
@@ -87,6 +101,10 @@ def test_ratios_and_targets_from_results() -> None:
     assert "no GPU: not measured" in table
     assert "| stain_aug_step_cost | <= 1.1 | 1.050 | yes |" in rows
     assert "--augmentation pathology: CPU ms (wall ms) | - | 2100 (1200) |" in table
+    assert "| slide_tiles_vs_model | >= 0.9 | 0.950 | yes |" in rows
+    assert "| slide_rss_growth_4x | <= 1.1 | 1.020 | yes |" in rows
+    assert "--runtime auto (onnx; probe: onnx 700, tensorflow 420 images/s) | - | 570.0 |" in table
+    assert "| slide peak RSS, 2048 tiles (4x area) (MiB) | - | 1020 |" in table
 
 
 def test_quick_mode_reports_only_what_it_measured(
@@ -110,11 +128,18 @@ def test_quick_mode_reports_only_what_it_measured(
         "rss_growth_4n_breastcls",
         "tta8_cost",
         "stain_aug_step_cost",
+        "slide_tiles_vs_model",
+        "slide_rss_growth_4x",
+        "slide_runtime_auto_vs_tensorflow",
     }
     assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
         run.target_rows(values)
     )
     assert "train smallcnn" not in "\n".join(run.table(results, run.QUICK))  # no extras
+
+
+# The canned result that stands for a task whose results key is not its name.
+_CANNED_AS = {"rss": "rss_seed_1n", "slide_rss": "slide_rss_1x", "slide_file": "slide_rss_1x"}
 
 
 def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
@@ -129,11 +154,7 @@ def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
         calls.append((task, arguments, tf_defaults))
         if task == "train":  # a different rate and first step every time
             return _train(float(len(calls)), 100.0 - len(calls))
-        return (
-            {"gpus": 0}
-            if task == "gpus"
-            else dict(canned["rss_seed_1n" if task == "rss" else task])
-        )
+        return {"gpus": 0} if task == "gpus" else dict(canned[_CANNED_AS.get(task, task)])
 
     monkeypatch.setattr(run, "work", fake_work)
     results = run.measure(run.FULL, progress=False)
@@ -156,6 +177,13 @@ def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
         assert results[key]["first_step_s"] == min(r["first_step_s"] for r in rounds)
         assert rounds[0]["images_per_s"] < rounds[-1]["images_per_s"]
     assert [a["rounds"] for t, a, _ in calls if t == "infer"] == [3]
+    # The slide pipeline is timed on the larger slide, and each slide's memory is measured in
+    # a process of its own.
+    written = {a["path"]: a["columns"] * a["rows"] for t, a, _ in calls if t == "slide_file"}
+    timed = [a["slide"] for t, a, _ in calls if t == "slide"]
+    assert sorted(written.values()) == [32 * 16, 4 * 32 * 16]
+    assert timed == [max(written, key=lambda path: written[path])]
+    assert sorted(a["slide"] for t, a, _ in calls if t == "slide_rss") == sorted(written)
 
 
 def test_gpu_ratios_when_a_gpu_was_measured() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls.cli.app import app
-from breastcls.errors import DataError
+from breastcls.errors import ConfigError, DataError
+from breastcls.export import EXPORT_TOLERANCE
+from breastcls.inference import runtime as runtimes
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide, predict_slide
 from breastcls.testing.slides import write_mosaic_slide
@@ -311,6 +314,76 @@ def test_the_cli_predicts_many_slides_and_reports_the_bad_ones(
         gathered = list(csv.DictReader(handle))
     assert [r["folder"] for r in gathered if r["status"] == "ok"] == ["synthetic"]
     assert gathered[0]["top_k_mean_score"] == rows["synthetic.tif"]["top_k_mean_score"]
+
+
+def test_onnx_runtime_gives_tensorflow_s_tiles_within_the_export_tolerance(
+    model: breastcls.InferenceModel, slide_file: Path, predicted: breastcls.SlideResult
+) -> None:
+    result = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="onnx")
+    assert result.summary["runtime"] == "onnx" and predicted.summary["runtime"] == "tensorflow"
+    assert model.folder.runtime_onnx.is_file()
+    # Calibrated probabilities: the run's temperature applies to both alike.
+    assert _cells(result.tiles) == _cells(predicted.tiles)
+    np.testing.assert_allclose(
+        result.tiles.probabilities, predicted.tiles.probabilities, rtol=0, atol=EXPORT_TOLERANCE
+    )
+
+
+def test_auto_measures_once_per_model_and_machine(
+    model: breastcls.InferenceModel, slide_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breastcls import export
+
+    measured: list[int] = []
+    converted: list[int] = []
+    measure, convert, here = runtimes._measure, export.convert_model, runtimes.machine()
+    monkeypatch.setattr(runtimes, "_measure", lambda *a: measured.append(1) or measure(*a))
+    monkeypatch.setattr(
+        export, "convert_model", lambda *a, **k: converted.append(1) or convert(*a, **k)
+    )
+    monkeypatch.setattr(runtimes, "_PROBE_SECONDS", 0.0)  # a few batches are enough here
+    model.folder.runtime_record.unlink(missing_ok=True)
+    first = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="auto")
+    second = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="auto")
+    assert measured == [1] and converted == [1]  # the second call reused both
+    record = json.loads(model.folder.runtime_record.read_text())
+    (choice,) = record["choices"]
+    assert choice["machine"] == here and choice["batch_size"] == 4
+    assert first.summary["runtime"] == second.summary["runtime"] == choice["runtime"]
+    assert choice["onnx_images_per_s"] > 0 and choice["tensorflow_images_per_s"] > 0
+
+    monkeypatch.setattr(runtimes, "machine", lambda: {**here, "cpu": "another CPU"})
+    again = runtimes.choose_runtime(model, "auto", batch_size=4)
+    assert again.reason.endswith("measured now, kept in runtime.json)")
+    assert measured == [1, 1] and converted == [1]
+    assert len(json.loads(model.folder.runtime_record.read_text())["choices"]) == 2
+
+    # Another model file (here: its recorded hash changed) voids the conversion and the choices.
+    record = json.loads(model.folder.runtime_record.read_text())
+    model.folder.runtime_record.write_text(json.dumps({**record, "model_sha256": "0" * 64}))
+    assert runtimes._read_record(model) == {
+        "model": "best.keras", "model_sha256": record["model_sha256"], "choices": []
+    }  # fmt: skip
+
+
+def test_without_onnxruntime_onnx_is_refused_and_auto_says_why(
+    slide_run: Path, slide_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    arguments = ["slide", "predict", str(slide_run), str(slide_file), "--model-mpp",
+                 str(MODEL_MPP), "--batch-size", "8", "--runtime"]  # fmt: skip
+    refused = CliRunner().invoke(app, [*arguments, "onnx", "--out", str(tmp_path / "onnx")])
+    assert refused.exit_code == 2
+    (line,) = refused.output.strip().splitlines()
+    assert line.startswith("error: --runtime onnx needs ONNX Runtime") and "breastcls[onnx]" in line
+    auto = CliRunner().invoke(app, [*arguments, "auto", "--out", str(tmp_path / "auto")])
+    assert auto.exit_code == 0, auto.output
+    (why,) = [line for line in auto.output.splitlines() if "not installed" in line]
+    assert why.startswith("--runtime auto: tensorflow, since onnxruntime is not installed")
+    summary = json.loads((tmp_path / "auto" / "synthetic" / "summary.json").read_text())
+    assert summary["runtime"] == "tensorflow"
+    with pytest.raises(ConfigError, match="use one of tensorflow, onnx, auto"):
+        runtimes.choose_runtime(breastcls.InferenceModel.load(slide_run), "tflite")
 
 
 def test_the_builtin_slide_readers_register_through_the_entry_point_group() -> None:

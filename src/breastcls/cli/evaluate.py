@@ -52,6 +52,21 @@ def evaluate_command(
             "0.05, 0.1 and 0.2 (3 more passes over the set); none leaves it out.",
         ),
     ] = "hed",
+    stain_reference: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="An image or folder in a second stain: the report adds a curve of the set "
+            "moved 25, 50, 75 and 100% of the way to it (4 more passes over the set).",
+        ),
+    ] = None,
+    stain_transfer: Annotated[
+        str,
+        typer.Option(
+            metavar="macenko|reinhard",
+            help="The stain normaliser that moves images to --stain-reference.",
+        ),
+    ] = "macenko",
 ) -> None:
     """Evaluate a model: metrics.json, predictions.csv, plots and a self-contained report.html."""
     import breastcls
@@ -68,6 +83,8 @@ def evaluate_command(
         allow_overlap=allow_overlap,
         skip_bad_images=skip_bad_images,
         stain_shift=check_stain_shift(stain_shift),
+        stain_reference=stain_reference,
+        stain_transfer=stain_transfer,
     )
     say(f"evaluation folder: {result.out_dir}")
     if result.skipped:
@@ -84,4 +101,13 @@ def evaluate_command(
             if strongest[name]["estimate"] is not None
         )
         say(f"under HED stain shift {strongest['strength']:g}: {figures}")
+    reference = result.metrics.get("stain_reference", {}).get("curve", [])
+    if reference:
+        moved = reference[-1]
+        figures = ", ".join(
+            f"{name} {moved[name]['estimate']:.3f} ({moved[f'{name}_change']['estimate']:+.3f})"
+            for name in ("accuracy", "auc")
+            if moved[name]["estimate"] is not None
+        )
+        say(f"moved {moved['strength']:.0%} of the way to {stain_reference}'s stain: {figures}")
     say(f"report: {result.report}")

@@ -55,6 +55,13 @@ def slide_predict_command(
         str | None,
         typer.Option(help="Slide reader id (see `breastcls plugins`); default: by file content."),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="Where the model runs: tensorflow, onnx (ONNX Runtime; the onnx extra) or auto "
+            "(the faster of the two for this model on this machine, measured once).",
+        ),
+    ] = "tensorflow",
 ) -> None:
     """Classify the tissue tiles of slides: a folder per slide and OUT/summary.csv."""
     from breastcls.slides.job import predict_slides
@@ -72,6 +79,7 @@ def slide_predict_command(
         workers=workers,
         top_k=top_k,
         reader=reader,
+        runtime=runtime,
         verbose=1,
     )
     failed = [o for o in outcomes if o.error is not None]

@@ -53,7 +53,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluationResult:
     """What :func:`breastcls.evaluate` returns.
@@ -239,8 +238,7 @@ def _run_images(run_dir: Path) -> tuple[list[Sample], DataRole]:
         if chosen:
             return chosen, role
     raise DataError(
-        f"{RunFolder(run_dir).split} lists no test or selection images: pass --data to evaluate "
-        "on."
+        f"{RunFolder(run_dir).split} lists no test or selection images: pass --data to evaluate on."
     )
 
 
@@ -371,6 +369,8 @@ def evaluate(
     verbose: int = 1,
     skip_bad_images: bool = False,
     stain_shift: StainShift = "hed",
+    stain_reference: Path | None = None,
+    stain_transfer: str = "macenko",
 ) -> EvaluationResult:
     """Evaluate a model on labelled images and write an evaluation folder.
 
@@ -398,6 +398,10 @@ def evaluate(
         stain_shift: ``hed`` re-scores the set under HED stain shifts of increasing strength
             (:mod:`breastcls.evaluation.robustness`: 3 more passes over the set) into a
             ``robustness`` section; ``none`` leaves it out.
+        stain_reference: An image or folder in a second stain: a ``stain_reference`` section
+            re-scores the set moved towards that stain (0, 25, 50, 75 and 100% of the way; 4
+            more passes over the set).
+        stain_transfer: The stain normaliser that moves images to ``stain_reference``.
 
     Raises:
         BreastclsError: Unknown TTA or stain shift, unreadable model or images, classes that
@@ -408,6 +412,11 @@ def evaluate(
     host = ensure_host(host)
     host.tta.info(tta)
     stain_shift = check_stain_shift(stain_shift)
+    if stain_reference is not None:
+        from breastcls.stain.fit import reference_images
+
+        host.stain_normalisers.info(stain_transfer)
+        reference_images(Path(stain_reference))  # a missing reference stops before any work
     loaded = InferenceModel.load(Path(model))
     chosen = _evaluation_data(
         data,
@@ -418,9 +427,7 @@ def evaluate(
         skip_bad_images=skip_bad_images,
     )
     loaded = _with_class_names(loaded, chosen, data)
-    out_dir = Path(
-        out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path
-    )
+    out_dir = Path(out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path)
     # The folder is this evaluation's until it ends; when it fails, a folder it created is
     # removed (a folder that existed before is left).
     with exclusive_folder(
@@ -451,6 +458,8 @@ def evaluate(
                 tta=tta,
                 gradcam=gradcam,
                 stain_shift=stain_shift,
+                stain_reference=Path(stain_reference) if stain_reference is not None else None,
+                stain_transfer=stain_transfer,
                 batch_size=batch_size,
                 verbose=verbose,
             ),
@@ -492,6 +501,8 @@ class _EvaluationSettings:
     tta: str
     gradcam: bool
     stain_shift: StainShift = "none"
+    stain_reference: Path | None = None
+    stain_transfer: str = "macenko"
     batch_size: int = 32
     verbose: int = 0
 
@@ -519,9 +530,7 @@ def _write_evaluation(
         from breastcls.evaluation.gradcam import gradcam_section
 
         sections.append(
-            gradcam_section(
-                loaded.keras_model, predictions, out_dir, image_size=loaded.image_size
-            )
+            gradcam_section(loaded.keras_model, predictions, out_dir, image_size=loaded.image_size)
         )
     if how.stain_shift == "hed":
         from breastcls.evaluation.robustness import robustness_section
@@ -541,6 +550,26 @@ def _write_evaluation(
                 verbose=how.verbose,
             )
         )
+    if how.stain_reference is not None:
+        from breastcls.evaluation.robustness import reference_shift_section
+
+        sections.append(
+            reference_shift_section(
+                loaded,
+                predictions,
+                chosen.samples,
+                calibration,
+                out_dir,
+                reference=how.stain_reference,
+                normaliser=how.stain_transfer,
+                tta=how.tta,
+                batch_size=how.batch_size,
+                host=host,
+                image_info=chosen.image_info,
+                set_description=set_description,
+                verbose=how.verbose,
+            )
+        )
     metrics = metrics_document(sections, predictions, set_description=set_description)
     atomic_write_json(folder.metrics, metrics)
     model_dir = loaded.folder.path
@@ -550,6 +579,9 @@ def _write_evaluation(
         "set": metrics["evaluated_on"]["set"],
         "tta": how.tta,
         "stain_shift": how.stain_shift,
+        "stain_reference": (
+            f"{how.stain_reference} ({how.stain_transfer})" if how.stain_reference else None
+        ),
         "image_size": loaded.image_size,
         "class_names": list(loaded.class_names),
         "skipped images": (
@@ -710,14 +742,19 @@ def _report_context(run: RunFolder) -> _ReportContext:
 
 
 def _kept_model_sections(folder: Path, previous: Mapping[str, Any]) -> list[MetricSection]:
-    """The sections of an earlier evaluation that needed the model (Grad-CAM, stain-shift
-    robustness), kept as they were with their figures: a rebuild has only the predictions."""
+    """The sections of an earlier evaluation that needed the model (Grad-CAM, stain-shift and
+    reference-stain robustness), kept as they were with their figures: a rebuild has only the
+    predictions."""
     from breastcls.evaluation.gradcam import GRADCAM_FIGURES
-    from breastcls.evaluation.robustness import ROBUSTNESS_FIGURE
+    from breastcls.evaluation.robustness import REFERENCE_FIGURE, ROBUSTNESS_FIGURE
 
     titles = {
         "gradcam": ("Grad-CAM: where the model looked", GRADCAM_FIGURES),
         "robustness": ("Robustness to stain shifts", (ROBUSTNESS_FIGURE,)),
+        "stain_reference": (
+            "Robustness to a shift towards a reference stain",
+            (REFERENCE_FIGURE,),
+        ),
     }
     return [
         MetricSection(

@@ -9,6 +9,11 @@ strength moves an image in the same direction, further at each step, and two mod
 on the same images meet the same shifts. Strength 0.05 is the range of the ``hed`` and
 ``pathology`` augmentations (Tellez et al.'s "HED-light"), 0.2 their "HED-strong".
 
+Given a second reference stain (an image or a folder, ``evaluate --stain-reference``), a second
+curve moves every image towards that stain: a stain normaliser (Macenko by default) is fitted to
+the reference, each image is normalised to it, and the image is moved a share ``s`` of the way
+there in optical density (:func:`breastcls.stain.layer.shift_towards`), ``s`` from 0 to 1.
+
 The run's calibration (temperature and thresholds) is applied unchanged, as a deployed model
 would apply it to another laboratory's slides. AUC, accuracy, sensitivity and specificity at each
 strength, and their change from strength 0, get class-stratified (patient) bootstrap intervals
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -44,11 +49,14 @@ if TYPE_CHECKING:
     from breastcls.plugins.host import PluginHost
 
 __all__ = [
+    "REFERENCE_FIGURE",
+    "REFERENCE_SHIFT_STRENGTHS",
     "ROBUSTNESS_FIGURE",
     "STAIN_SHIFTS",
     "STAIN_SHIFT_STRENGTHS",
     "StainShift",
     "check_stain_shift",
+    "reference_shift_section",
     "robustness_section",
     "stain_shift_draws",
 ]
@@ -63,6 +71,12 @@ STAIN_SHIFT_STRENGTHS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2)
 
 ROBUSTNESS_FIGURE = "robustness.png"
 """The curve :func:`robustness_section` writes."""
+
+REFERENCE_SHIFT_STRENGTHS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""The shares of the way towards the reference stain: unshifted to fully normalised."""
+
+REFERENCE_FIGURE = "robustness_reference.png"
+"""The curve :func:`reference_shift_section` writes."""
 
 _STATISTICS = ("auc", "accuracy", "sensitivity", "specificity")
 
@@ -103,8 +117,8 @@ def stain_shift_draws(
 def _shifted_probabilities(
     model: InferenceModel,
     samples: Sequence[Sample],
-    scale: npt.NDArray[np.float32],
-    shift: npt.NDArray[np.float32],
+    shift: Callable[..., Any],
+    draws: tuple[npt.NDArray[np.float32], ...],
     *,
     tta: str,
     batch_size: int,
@@ -112,12 +126,13 @@ def _shifted_probabilities(
     image_info: Mapping[Path, ImageInfo],
     verbose: int,
 ) -> npt.NDArray[np.float64]:
-    """The model's uncalibrated probabilities of ``samples`` with their stains adjusted."""
+    """The model's uncalibrated probabilities of ``samples`` with their stains shifted:
+    ``shift(images, *draws)`` on each batch, with that batch's rows of each per-image array in
+    ``draws`` (none: ``shift(images)``)."""
     import tensorflow as tf
 
     from breastcls.data.pipeline import make_dataset
     from breastcls.inference.batches import predict_probabilities
-    from breastcls.layers import adjust_hed
 
     images = make_dataset(
         samples,
@@ -126,10 +141,13 @@ def _shifted_probabilities(
         batch_size=batch_size,
         image_info=image_info,
     ).map(lambda x, _: x)
-    draws = tf.data.Dataset.from_tensor_slices((scale, shift)).batch(batch_size)
-    batches = tf.data.Dataset.zip((images, draws)).map(
-        lambda x, d: adjust_hed(x, d[0], d[1]), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    if draws:
+        per_image = tf.data.Dataset.from_tensor_slices(draws).batch(batch_size)
+        batches = tf.data.Dataset.zip((images, per_image)).map(
+            lambda x, d: shift(x, *d), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        batches = images.map(shift, num_parallel_calls=tf.data.AUTOTUNE)
     return predict_probabilities(
         model.keras_model,
         batches.prefetch(tf.data.AUTOTUNE),
@@ -148,7 +166,9 @@ def _difference(shifted: Statistic, unshifted: Statistic) -> Statistic:
     return change
 
 
-def _plot(curve: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
+def _plot(
+    curve: Sequence[Mapping[str, Any]], path: Path, title: str, xlabel: str = "HED shift strength"
+) -> Path:
     from breastcls.evaluation.plots import _pyplot, save_figure
 
     plt = _pyplot()
@@ -167,7 +187,7 @@ def _plot(curve: Sequence[Mapping[str, Any]], path: Path, title: str) -> Path:
         x = strengths[shown]
         axis.fill_between(x, low, high, alpha=0.25, color="tab:blue", label="95% CI")
         axis.plot(x, estimate, "o-", color="tab:blue", label=label)
-        axis.set_xlabel("HED shift strength")
+        axis.set_xlabel(xlabel)
         axis.set_ylabel(label)
         axis.set_ylim(0.0, 1.02)
         axis.set_xticks(strengths)
@@ -229,45 +249,29 @@ def robustness_section(
     """
     from breastcls.data.images import scan_samples
     from breastcls.evaluation.metrics import describe_role
-    from breastcls.inference.calibration import apply_calibration
+    from breastcls.layers import adjust_hed
 
-    if list(strengths) != sorted(strengths) or not strengths or strengths[0] != 0.0:
-        raise ConfigError(f"Stain shift strengths {list(strengths)} must start at 0 and increase.")
     info = image_info
     if info is None:
         info, _ = scan_samples(samples)
     a, b = stain_shift_draws([str(s.path) for s in samples], seed=seed)
-    scored: list[Predictions] = [predictions]
-    for strength in strengths[1:]:
-        probabilities = _shifted_probabilities(
+
+    def shifted(strength: float) -> npt.NDArray[np.float64]:
+        return _shifted_probabilities(
             model,
             samples,
-            (1.0 + strength * a).astype(np.float32),
-            (strength * b).astype(np.float32),
+            adjust_hed,
+            ((1.0 + strength * a).astype(np.float32), (strength * b).astype(np.float32)),
             tta=tta,
             batch_size=batch_size,
             host=host,
             image_info=info,
             verbose=verbose,
         )
-        scored.append(
-            apply_calibration(
-                model.labelled(samples, probabilities, role=predictions.role), calibration
-            )
-        )
-    resampling = stratified_resampling(predictions, n_resamples=n_resamples, seed=seed)
-    weights = resampling.image_weights
-    unshifted = image_statistics(predictions)
-    curve: list[dict[str, Any]] = []
-    for strength, shifted in zip(strengths, scored, strict=True):
-        statistics = image_statistics(shifted)
-        point: dict[str, Any] = {"strength": float(strength)}
-        for name in _STATISTICS:
-            point[name] = bootstrap_interval(statistics[name], weights, level=level).as_dict()
-        for name in ("auc", "accuracy"):
-            change = _difference(statistics[name], unshifted[name])
-            point[f"{name}_change"] = bootstrap_interval(change, weights, level=level).as_dict()
-        curve.append(point)
+
+    curve, resampling = _curve(
+        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+    )
     where = set_description or describe_role(predictions.role)
     values: dict[str, Any] = {
         "perturbation": "hed",
@@ -286,6 +290,60 @@ def robustness_section(
     figure = _plot(
         curve, out_dir / ROBUSTNESS_FIGURE, f"Stain-shift robustness: {printable(where)}"
     )
+    text = (
+        "The evaluated set re-scored with each image's haematoxylin, eosin and DAB amounts "
+        "scaled by 1 + s*a and shifted by s*b (a, b fixed per image, from U(-1, 1)); 0.05 is "
+        "the range of the hed and pathology augmentations, 0.2 Tellez et al.'s HED-strong. "
+        "The run's calibration is applied unchanged. Changes are paired: the same "
+        f"{resampling.method} resamples at every strength.\n\n" + _table(curve)
+    )
+    return MetricSection(
+        name="robustness",
+        title="Robustness to stain shifts",
+        values=values,
+        figures=(figure,),
+        text=text,
+    )
+
+
+def _curve(
+    model: InferenceModel,
+    predictions: Predictions,
+    samples: Sequence[Sample],
+    calibration: Calibration,
+    strengths: Sequence[float],
+    shifted: Callable[[float], npt.NDArray[np.float64]],
+    seed: int,
+    n_resamples: int,
+    level: float,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Each strength's statistics with intervals, and their paired changes from strength 0
+    (``predictions`` itself); ``shifted(s)`` gives the raw probabilities at strength ``s``."""
+    from breastcls.inference.calibration import apply_calibration
+
+    if list(strengths) != sorted(strengths) or not strengths or strengths[0] != 0.0:
+        raise ConfigError(f"Stain shift strengths {list(strengths)} must start at 0 and increase.")
+    scored: list[Predictions] = [predictions]
+    for strength in strengths[1:]:
+        labelled = model.labelled(samples, shifted(strength), role=predictions.role)
+        scored.append(apply_calibration(labelled, calibration))
+    resampling = stratified_resampling(predictions, n_resamples=n_resamples, seed=seed)
+    weights = resampling.image_weights
+    unshifted = image_statistics(predictions)
+    curve: list[dict[str, Any]] = []
+    for strength, shifted_predictions in zip(strengths, scored, strict=True):
+        statistics = image_statistics(shifted_predictions)
+        point: dict[str, Any] = {"strength": float(strength)}
+        for name in _STATISTICS:
+            point[name] = bootstrap_interval(statistics[name], weights, level=level).as_dict()
+        for name in ("auc", "accuracy"):
+            change = _difference(statistics[name], unshifted[name])
+            point[f"{name}_change"] = bootstrap_interval(change, weights, level=level).as_dict()
+        curve.append(point)
+    return curve, resampling
+
+
+def _table(curve: Sequence[Mapping[str, Any]]) -> str:
     rows = [
         f"{'strength':>8}  {'AUC [95% CI]':<24}{'accuracy [95% CI]':<24}"
         f"{'AUC change':<27}accuracy change"
@@ -296,16 +354,137 @@ def robustness_section(
             f"{_format(point['accuracy']):<24}{_format(point['auc_change'], signed=True):<27}"
             f"{_format(point['accuracy_change'], signed=True)}"
         )
+    return "\n".join(rows)
+
+
+def reference_shift_section(
+    model: InferenceModel,
+    predictions: Predictions,
+    samples: Sequence[Sample],
+    calibration: Calibration,
+    out_dir: Path,
+    *,
+    reference: Path,
+    normaliser: str = "macenko",
+    tta: str = "none",
+    batch_size: int = 32,
+    host: PluginHost,
+    image_info: Mapping[Path, ImageInfo] | None = None,
+    set_description: str | None = None,
+    strengths: Sequence[float] = REFERENCE_SHIFT_STRENGTHS,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    level: float = 0.95,
+    verbose: int = 0,
+) -> MetricSection:
+    """Re-score the evaluated set moved towards a second reference stain; write
+    ``robustness_reference.png``.
+
+    The stain normaliser ``normaliser`` is fitted to ``reference`` (an image or a folder; its
+    background is left out), each image is normalised to it and moved a share ``s`` of the way
+    there in optical density. Strength 0 is ``predictions`` itself; the intervals and paired
+    changes are those of :func:`robustness_section`.
+
+    Args:
+        model: The evaluated model.
+        predictions: Its calibrated predictions of ``samples``, in the same order.
+        samples: The evaluated images.
+        calibration: The calibration applied to ``predictions``, applied unchanged here.
+        out_dir: Where the figure goes.
+        reference: An image or folder of images in the second stain.
+        normaliser: The stain normaliser that moves images to the reference (``macenko``,
+            ``reinhard`` or a plugin's).
+        tta: The evaluation's test-time augmentation.
+        batch_size: Images per model call.
+        host: Plugin host (for the TTA and the normaliser).
+        image_info: The images' scan, when the caller has one.
+        set_description: How the evaluated set is named.
+        strengths: Shares of the way to the reference, increasing from 0 (at most 1).
+        seed: Seed of the bootstrap and of the reference's pixel sample.
+        n_resamples: Bootstrap resamples.
+        level: Confidence level of the intervals.
+        verbose: 1 reports prediction progress.
+
+    Raises:
+        ConfigError: ``normaliser`` is ``none``, or a strength lies outside [0, 1].
+        DataError: The reference holds no image or too little tissue (named).
+    """
+    from breastcls.data.images import scan_samples
+    from breastcls.evaluation.metrics import describe_role
+    from breastcls.stain.fit import fit_stain_normaliser, reference_images
+    from breastcls.stain.layer import shift_towards
+
+    if normaliser == "none":
+        raise ConfigError(
+            "The shift towards a reference stain needs a stain normaliser: use macenko or "
+            "reinhard (--stain-transfer), not none."
+        )
+    if not all(0.0 <= s <= 1.0 for s in strengths):
+        raise ConfigError(f"Reference-stain strengths {list(strengths)} must lie in [0, 1].")
+    fitted = fit_stain_normaliser(
+        normaliser,
+        reference_images(reference),
+        role=None,
+        reference=str(reference),
+        host=host,
+        seed=seed,
+    )
+    layer = host.stain_normalisers.get(normaliser).layer(fitted.parameters)
+    info = image_info
+    if info is None:
+        info, _ = scan_samples(samples)
+
+    def shifted(strength: float) -> npt.NDArray[np.float64]:
+        return _shifted_probabilities(
+            model,
+            samples,
+            lambda images: shift_towards(images, layer(images), strength),
+            (),
+            tta=tta,
+            batch_size=batch_size,
+            host=host,
+            image_info=info,
+            verbose=verbose,
+        )
+
+    curve, resampling = _curve(
+        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+    )
+    where = set_description or describe_role(predictions.role)
+    values: dict[str, Any] = {
+        "perturbation": "reference",
+        "reference": str(reference),
+        "normaliser": normaliser,
+        "reference_images": fitted.images,
+        "reference_parameters": dict(fitted.parameters),
+        "strengths": [float(s) for s in strengths],
+        "shift": (
+            f"each image normalised to the reference ({normaliser}) and moved a share s of the "
+            "way there in optical density: (x + 1)^(1 - s) (y + 1)^s - 1"
+        ),
+        "set": where,
+        "images": len(predictions.y_true),
+        "tta": tta,
+        "calibration": "the run's temperature and thresholds, unchanged",
+        "bootstrap": resampling.describe(level=level),
+        "curve": curve,
+    }
+    figure = _plot(
+        curve,
+        out_dir / REFERENCE_FIGURE,
+        f"Shift towards the stain of {printable(reference.name)}: {printable(where)}",
+        xlabel="share of the way to the reference stain",
+    )
     text = (
-        "The evaluated set re-scored with each image's haematoxylin, eosin and DAB amounts "
-        "scaled by 1 + s*a and shifted by s*b (a, b fixed per image, from U(-1, 1)); 0.05 is "
-        "the range of the hed and pathology augmentations, 0.2 Tellez et al.'s HED-strong. "
-        "The run's calibration is applied unchanged. Changes are paired: the same "
-        f"{resampling.method} resamples at every strength.\n\n" + "\n".join(rows)
+        f"The evaluated set re-scored after moving each image towards the stain of "
+        f"{printable(str(reference))} ({fitted.images} image(s)): {normaliser} normalisation "
+        "to that reference, applied a share s of the way in optical density (s = 1: fully "
+        "normalised). The run's calibration is applied unchanged. Changes are paired: the same "
+        f"{resampling.method} resamples at every strength.\n\n" + _table(curve)
     )
     return MetricSection(
-        name="robustness",
-        title="Robustness to stain shifts",
+        name="stain_reference",
+        title="Robustness to a shift towards a reference stain",
         values=values,
         figures=(figure,),
         text=text,

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
+from breastcls.inference.runtime import Runtime, choose_runtime
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
@@ -367,6 +368,7 @@ def predict_slide(
     top_k: int = 10,
     reader: str | None = None,
     thumbnail_side: int = 2048,
+    runtime: str | Runtime = "tensorflow",
     host: PluginHost | None = None,
     verbose: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
@@ -390,6 +392,10 @@ def predict_slide(
         top_k: How many of the highest tile scores the summary averages.
         reader: A slide reader id; ``None``: the first that accepts the file.
         thumbnail_side: The longer side of the thumbnail the tissue is found on.
+        runtime: Where the model runs: ``tensorflow``, ``onnx`` or ``auto``
+            (:func:`~breastcls.inference.runtime.choose_runtime`), or a
+            :class:`~breastcls.inference.runtime.Runtime` chosen before (to share it across
+            slides).
         host: The plugin host (default: every installed plugin).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
@@ -411,13 +417,15 @@ def predict_slide(
         )
     host = ensure_host(host)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    if not isinstance(runtime, Runtime):
+        runtime = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
     slide = open_slide(path, reader=reader, host=host)
     try:
         return _predict_open_slide(
             inference, slide, model_mpp=model_mpp, mpp=mpp, out=out, overlap=overlap,
             min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
-            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
-            verbose=verbose, on_chunk=on_chunk,
+            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, runtime=runtime,
+            host=host, verbose=verbose, on_chunk=on_chunk,
         )  # fmt: skip
     finally:
         slide.close()
@@ -438,6 +446,7 @@ def _predict_open_slide(
     workers: int,
     top_k: int,
     thumbnail_side: int,
+    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
@@ -477,11 +486,11 @@ def _predict_open_slide(
             write_mask_png(folder.tissue_mask, mask)
         table = _classify(
             model, slide, plan, folder=folder, tta=tta, temperature=calibration.temperature,
-            batch_size=batch_size, chunk_batches=chunk_batches, workers=workers, host=host,
-            verbose=verbose, on_chunk=on_chunk,
+            batch_size=batch_size, chunk_batches=chunk_batches, workers=workers, runtime=runtime,
+            host=host, verbose=verbose, on_chunk=on_chunk,
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
-        summary = _summary(job, table, thresholds, mask, plan, top_k=top_k)
+        summary = _summary(job, table, thresholds, mask, plan, top_k=top_k, runtime=runtime.name)
         if folder is not None:
             _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
     finally:
@@ -509,11 +518,11 @@ def _classify(
     batch_size: int,
     chunk_batches: int,
     workers: int,
+    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> TileTable:
-    from breastcls.inference.batches import iter_probabilities
     from breastcls.inference.decision import apply_temperature
 
     positive = model.positive
@@ -562,7 +571,7 @@ def _classify(
             batches = _batches(slide, plan, start, batch_size, pool, failures)
             pending: list[FloatArray] = []
             pending_count = 0
-            for probabilities in iter_probabilities(model.keras_model, batches, tta=tta_component):
+            for probabilities in runtime.iter_probabilities(model, batches, tta=tta_component):
                 pending.append(probabilities)
                 pending_count += len(probabilities)
                 if pending_count >= chunk and not failures:
@@ -597,6 +606,7 @@ def _summary(
     plan: TilePlan,
     *,
     top_k: int,
+    runtime: str,
 ) -> dict[str, Any]:
     return {
         "slide": job["slide"],
@@ -615,6 +625,7 @@ def _summary(
         "tta": job["tta"],
         "temperature": job["calibration"]["temperature"],
         "thresholds": thresholds,
+        "runtime": runtime,
         "tiles": {"grid": plan.grid_tiles, "tissue": len(plan), "classified": len(table)},
         "tissue_area_fraction": float(mask.mean()),
         **summary_figures(table, thresholds, top_k=top_k),
@@ -688,6 +699,7 @@ def predict_slides(
     workers: int = 2,
     top_k: int = 10,
     reader: str | None = None,
+    runtime: str = "tensorflow",
     host: PluginHost | None = None,
     verbose: int = 0,
 ) -> list[SlideOutcome]:
@@ -701,6 +713,8 @@ def predict_slides(
     """
     host = ensure_host(host)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    # Once for every slide: `auto` may measure, and an ONNX Runtime session serves them all.
+    chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
     slides = slide_files(inputs, host=host)
     outcomes: list[SlideOutcome] = []
     for slide, name in zip(slides, _folder_names(slides), strict=True):
@@ -709,7 +723,7 @@ def predict_slides(
             result = predict_slide(
                 inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
                 min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
-                top_k=top_k, reader=reader, host=host, verbose=verbose,
+                top_k=top_k, reader=reader, runtime=chosen, host=host, verbose=verbose,
             )  # fmt: skip
             outcomes.append(
                 SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)

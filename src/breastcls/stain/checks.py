@@ -24,7 +24,10 @@ def stained_pixels(
     amounts = rng.uniform(0.1, 1.0, size=(size, size, 2)) * (haematoxylin, eosin)
     amounts[: size // 2, : size // 2] = 0.0  # background
     density = amounts @ np.array(RGB_FROM_HED[:2])
-    return np.clip(256.0 * np.exp(-density) - 1.0, 0, 255).round().astype(np.uint8)
+    pixels: npt.NDArray[np.uint8] = (
+        np.clip(256.0 * np.exp(-density) - 1.0, 0, 255).round().astype(np.uint8)
+    )
+    return pixels
 
 
 def check_stain_normaliser(
