@@ -57,13 +57,13 @@ def write_mosaic_slide(
         if image not in pixels:
             pixels[image] = _cell_pixels(image, cell)
         slide[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = pixels[image]
-    resolution = (
-        {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
-        if mpp is not None
-        else {}
-    )
+    per_cm = 1e4 / mpp if mpp is not None else None
     with tifffile.TiffWriter(path, bigtiff=slide.nbytes > 2**31) as writer:
-        writer.write(slide, tile=(256, 256), photometric="rgb", compression="zlib", **resolution)
+        writer.write(
+            slide, tile=(256, 256), photometric="rgb", compression="zlib",
+            resolution=(per_cm, per_cm) if per_cm is not None else None,
+            resolutionunit="CENTIMETER" if per_cm is not None else None,
+        )  # fmt: skip
         for factor in downsamples:
             writer.write(
                 np.ascontiguousarray(slide[::factor, ::factor]), tile=(256, 256),
