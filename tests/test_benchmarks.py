@@ -34,6 +34,7 @@ def _results(gpus: int) -> dict[str, Any]:
         "decode": {
             "seed_images_per_s": 600.0,
             "breastcls_images_per_s": 1200.0,
+            "breastcls_normalised_images_per_s": 960.0,
             "breastcls_scan_images_per_s": 900.0,
             "breastcls_cached_images_per_s": 24000.0,
         },
@@ -84,6 +85,7 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["train_speedup_vs_seed_smallcnn"] == pytest.approx(1.5)
     assert values["train_speedup_vs_seed_densenet201"] == pytest.approx(1.2)
     assert values["decode_speedup_vs_seed"] == pytest.approx(2.0)
+    assert values["decode_speedup_normalised_vs_seed"] == pytest.approx(1.6)
     assert values["cached_epoch_speedup"] == pytest.approx(20.0)
     assert values["rss_growth_4n_seed"] == pytest.approx(0.5)
     assert values["rss_growth_4n_breastcls"] == pytest.approx(0.05)
@@ -100,6 +102,8 @@ def test_ratios_and_targets_from_results() -> None:
     table = "\n".join(run.table(_results(gpus=0), run.FULL))
     assert "no GPU: not measured" in table
     assert "| stain_aug_step_cost | <= 1.1 | 1.050 | yes |" in rows
+    assert "| decode_speedup_normalised_vs_seed | >= 1.5 | 1.600 | yes |" in rows
+    assert "+ Macenko stain normalisation: images/s | 600 | 960 |" in table
     assert "--augmentation pathology: CPU ms (wall ms) | - | 2100 (1200) |" in table
     assert "| slide_tiles_vs_model | >= 0.9 | 0.950 | yes |" in rows
     assert "| slide_rss_growth_4x | <= 1.1 | 1.020 | yes |" in rows
@@ -123,6 +127,7 @@ def test_quick_mode_reports_only_what_it_measured(
         "train_speedup_vs_seed",
         "first_step_speedup_vs_seed",
         "decode_speedup_vs_seed",
+        "decode_speedup_normalised_vs_seed",
         "cached_epoch_speedup",
         "rss_growth_4n_seed",
         "rss_growth_4n_breastcls",
