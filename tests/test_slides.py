@@ -192,7 +192,7 @@ def test_the_slide_folder_holds_every_output(predicted: breastcls.SlideResult) -
     assert folder is not None
     names = {p.name for p in folder.iterdir()}
     assert {"tiles.csv", "heatmap.png", "tiles.geojson", "tissue_mask.png", "summary.json",
-            "slide.json", "thumbnail.png"} <= names  # fmt: skip
+            "slide.json", "thumbnail.png", "report.html"} <= names  # fmt: skip
     assert not {"tiles.partial.csv", "progress.json", ".breastcls-lock.json"} & names
     with Image.open(folder / "heatmap.png") as heatmap:
         assert heatmap.size[0] > 300
@@ -394,3 +394,127 @@ def test_the_builtin_slide_readers_register_through_the_entry_point_group() -> N
     for info in host.slide_readers:
         assert info.plugin == "builtin_slide_readers"
         check_component(info)
+
+
+def test_the_slide_report_shows_the_summary_and_the_heat_map(
+    predicted: breastcls.SlideResult, tmp_path: Path
+) -> None:
+    from breastcls.slides.outputs import write_slide_report
+
+    assert predicted.folder is not None
+    page = (predicted.folder / "report.html").read_text(encoding="utf-8")
+    assert "<h1>Slide synthetic.tif</h1>" in page
+    assert page.count('src="data:image/png;base64,') == 2  # heat map and tissue mask
+    assert "heatmap.png" in page and "top_k_mean_score" in page
+    hostile = {**predicted.summary, "slide": "/slides/<script>alert(1)</script>.tif"}
+    page = write_slide_report(tmp_path / "report.html", hostile, figures=()).read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.tif" in page
+
+
+def test_the_run_records_the_scale_it_was_trained_at(slide_run: Path) -> None:
+    from breastcls.data.scale import BREAKHIS_MPP
+
+    scale = json.loads((slide_run / "config.json").read_text())["scale"]
+    # 200X BreakHis images (stored at 224 pixels: the whole 700-pixel field, downscaled).
+    assert scale["field_width_um"] == pytest.approx(700 * BREAKHIS_MPP[200])
+    assert scale["model_mpp"] == pytest.approx(700 * 6.5 / (3.3 * 20) / IMAGE_SIZE)
+    assert "200X" in scale["source"] and scale["note"] is None
+
+
+def test_the_training_scale_comes_from_the_data_or_is_refused_with_a_reason(
+    tmp_path: Path,
+) -> None:
+    from breastcls.data.images import ImageInfo
+    from breastcls.data.scale import BREAKHIS_MPP, training_scale
+    from breastcls.interfaces import Sample
+
+    def sample(name: str, width: int = 700) -> tuple[Sample, ImageInfo]:
+        path = tmp_path / name
+        info = ImageInfo(path=path, format="PNG", mode="RGB", width=width, height=460,
+                         tf_native=True, frames=1, pixel_sha1="")  # fmt: skip
+        return Sample(path=path, label="benign"), info
+
+    def scale(names: list[tuple[str, int]], image_mpp: float | None = None) -> object:
+        pairs = [sample(n, w) for n, w in names]
+        info = {s.path: i for s, i in pairs}
+        return training_scale([s for s, _ in pairs], info, image_size=224, image_mpp=image_mpp)
+
+    forty = scale([("SOB_B_A-14-22549AB-40-001.png", 700), ("SOB_B_A-14-22549AB-40-002.png", 350)])
+    assert forty.model_mpp == pytest.approx(700 * BREAKHIS_MPP[40] / 224)  # type: ignore[attr-defined]
+    mixed = scale([("SOB_B_A-14-22549AB-40-001.png", 700), ("SOB_B_A-14-22549AB-400-001.png", 700)])
+    assert mixed.model_mpp is None and "--model-mpp" in mixed.note  # type: ignore[attr-defined]
+    unnamed = scale([("case-1.png", 1000)])
+    assert unnamed.model_mpp is None and "--train-mpp" in unnamed.note  # type: ignore[attr-defined]
+    given = scale([("case-1.png", 1000)], image_mpp=0.25)
+    assert given.model_mpp == pytest.approx(1000 * 0.25 / 224)  # type: ignore[attr-defined]
+
+
+def test_without_model_mpp_a_run_without_a_recorded_scale_is_refused(
+    model: breastcls.InferenceModel, slide_run: Path, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from breastcls.slides.job import model_scale
+
+    old = tmp_path / "old-run"
+    old.mkdir()
+    record = json.loads((slide_run / "config.json").read_text())
+    del record["scale"]  # as a run trained before breastcls recorded it
+    (old / "config.json").write_text(json.dumps(record))
+    older = dataclasses.replace(model, source=old / "best.keras")
+    with pytest.raises(breastcls.ConfigError, match=r"trained before .* Pass --model-mpp"):
+        model_scale(older, None)
+    assert model_scale(older, 1.5) == (1.5, "--model-mpp")
+    assert model_scale(model, None)[1].startswith("run (BreakHis file names (200X")
+
+
+def test_shards_partition_the_sorted_slide_list() -> None:
+    from breastcls.slides.job import parse_shard, shard_of
+
+    slides = [f"slide-{i:02d}" for i in range(11)]
+    for count in (1, 2, 3, 11, 12):
+        shards = [shard_of(slides, parse_shard(f"{k}/{count}")) for k in range(1, count + 1)]
+        assert sorted(s for shard in shards for s in shard) == slides
+        assert sum(len(shard) for shard in shards) == len(slides)
+    for bad in ("0/3", "4/3", "1/0", "two/3", "3", "-1/3"):
+        with pytest.raises(breastcls.ConfigError, match="--shard"):
+            parse_shard(bad)
+    result = CliRunner().invoke(
+        app, ["slide", "predict", "no-run", "no-slide", "--out", "o", "--shard", "0/4"]
+    )
+    assert result.exit_code == 2 and "K counts from 1" in result.output, result.output
+
+
+def test_two_shards_then_summary_equal_one_unsharded_run(
+    slide_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in ("a.tif", "b.tif", "c.tif"):
+        shutil.copy(slide_file, slides / name)
+    Image.new("RGB", (800, 600), "white").save(slides / "blank.png", dpi=(50_800, 50_800))
+
+    def predict(out: Path, *shard: str, exit_code: int) -> None:
+        # No --model-mpp: the scale the run recorded at training.
+        arguments = ["slide", "predict", str(slide_run), str(slides), "--out", str(out),
+                     "--batch-size", "16", *shard]  # fmt: skip
+        result = CliRunner().invoke(app, arguments)
+        assert result.exit_code == exit_code, result.output
+
+    predict(tmp_path / "whole", exit_code=2)  # the blank slide has no tissue
+    sharded = tmp_path / "sharded"
+    predict(sharded, "--shard", "1/2", exit_code=2)  # a.tif, blank.png
+    predict(sharded, "--shard", "2/2", exit_code=0)  # b.tif, c.tif
+    assert not (sharded / "summary.csv").exists()
+    assert {p.name for p in sharded.glob("summary-shard-*.csv")} == {
+        "summary-shard-1-of-2.csv", "summary-shard-2-of-2.csv"
+    }  # fmt: skip
+    result = CliRunner().invoke(app, ["slide", "summary", str(sharded)])
+    assert result.exit_code == 0, result.output
+    whole = (tmp_path / "whole" / "summary.csv").read_text()
+    assert (sharded / "summary.csv").read_text() == whole
+    assert [line.split(",")[1] for line in whole.splitlines()[1:]] == ["a", "b", "blank", "c"]
+    summary = json.loads((sharded / "b" / "summary.json").read_text())
+    assert summary["model_mpp_source"].startswith("run (")

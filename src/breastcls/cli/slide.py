@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from breastcls.cli.common import EXIT_BAD_INPUT, reports_errors, say
+from breastcls.runs.folder import SlideFolder
 
 slide_app = typer.Typer(
     help="Whole-slide images: tile, classify and map a slide's tissue.",
@@ -26,12 +27,13 @@ def slide_predict_command(
     ],
     out: Annotated[Path, typer.Option(help="Folder of slide folders (one per slide).")],
     model_mpp: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Microns per pixel of the model's input: the width in microns of a training "
-            "image's field divided by the model's input size (runs do not record it).",
+            "image's field divided by the model's input size (default: the run's, recorded at "
+            "training).",
         ),
-    ],
+    ] = None,
     mpp: Annotated[
         float | None,
         typer.Option(help="Microns per pixel of the slides, for slides whose files lack it."),
@@ -55,6 +57,14 @@ def slide_predict_command(
         str | None,
         typer.Option(help="Slide reader id (see `breastcls plugins`); default: by file content."),
     ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Predict only shard K (from 1) of N of the sorted slide list, for one job of an "
+            "array job; `breastcls slide summary OUT` merges the shards.",
+        ),
+    ] = None,
     runtime: Annotated[
         str,
         typer.Option(
@@ -64,7 +74,9 @@ def slide_predict_command(
     ] = "tensorflow",
 ) -> None:
     """Classify the tissue tiles of slides: a folder per slide and OUT/summary.csv."""
-    from breastcls.slides.job import predict_slides
+    from breastcls.slides.job import parse_shard, predict_slides
+
+    shard_k_n = parse_shard(shard) if shard is not None else None
 
     outcomes = predict_slides(
         model,
@@ -79,6 +91,7 @@ def slide_predict_command(
         workers=workers,
         top_k=top_k,
         reader=reader,
+        shard=shard_k_n,
         runtime=runtime,
         verbose=1,
     )
@@ -88,7 +101,12 @@ def slide_predict_command(
             say(f"{outcome.slide} -> {outcome.folder}: {_headline(outcome.summary)}")
     for outcome in failed:
         say(f"error: {outcome.slide}: {outcome.error}", err=True)
-    say(f"{len(outcomes) - len(failed)} of {len(outcomes)} slides -> {out / 'summary.csv'}")
+    table = (
+        SlideFolder.collection_summary(out)
+        if shard_k_n is None
+        else SlideFolder.shard_summary(out, *shard_k_n)
+    )
+    say(f"{len(outcomes) - len(failed)} of {len(outcomes)} slides -> {table}")
     if failed:
         raise typer.Exit(EXIT_BAD_INPUT)
 

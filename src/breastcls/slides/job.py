@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.runtime import Runtime, choose_runtime
@@ -48,6 +49,7 @@ from breastcls.slides.outputs import (
     write_heatmap_png,
     write_mask_png,
     write_rgb_png,
+    write_slide_report,
 )
 from breastcls.slides.readers import Slide
 from breastcls.slides.tiling import TilePlan, plan_tiles
@@ -56,15 +58,19 @@ from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
 __all__ = [
     "SlideOutcome",
     "SlideResult",
+    "model_scale",
     "open_slide",
+    "parse_shard",
     "predict_slide",
     "predict_slides",
+    "shard_of",
     "slide_files",
     "summarize_slide_folders",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]
+T = TypeVar("T")
 
 #: The version of the slide folder's records; a folder of another version is not resumed.
 FORMAT = 1
@@ -146,6 +152,38 @@ def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
     return float(slide.mpp), "metadata"
 
 
+def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, str]:
+    """The microns per pixel of the model's input, and where they come from: ``model_mpp``
+    when given, else the scale its run recorded at training (:mod:`breastcls.data.scale`).
+
+    Raises:
+        ConfigError: ``model_mpp`` is not positive, or is ``None`` and the model's folder
+            records no training scale.
+    """
+    if model_mpp is not None:
+        if not 0.0 < model_mpp < 1_000.0:
+            raise ConfigError(
+                f"--model-mpp {model_mpp} is not a resolution: pass the microns per pixel of the "
+                "model's input (e.g. 1.6)."
+            )
+        return float(model_mpp), "--model-mpp"
+    folder = model.folder
+    recorded = folder.read_config_record() if folder.config.is_file() else None
+    scale = TrainingScale.from_record(recorded) if recorded is not None else None
+    if scale is not None and scale.model_mpp is not None:
+        return scale.model_mpp, f"run ({scale.source})"
+    if scale is not None:
+        why = scale.note
+    elif folder.config.is_file():
+        why = "the run was trained before breastcls recorded the training scale"
+    else:
+        why = f"no run configuration ({folder.config.name}) lies beside it"
+    raise ConfigError(
+        f"{model.source}: the model's scale is unknown ({why}). Pass --model-mpp: the width in "
+        f"microns of a training image's field divided by the input size ({model.image_size})."
+    )
+
+
 def _tile_pixels(slide: Slide, plan: TilePlan, index: int) -> UInt8Array:
     """Read tile ``index`` of ``plan`` and resample it to the model's input size."""
     import cv2
@@ -213,6 +251,7 @@ def _job_record(
     model: InferenceModel,
     plan: TilePlan,
     mpp_source: str,
+    model_mpp_source: str,
     options: dict[str, Any],
     calibration: dict[str, Any],
 ) -> dict[str, Any]:
@@ -232,6 +271,7 @@ def _job_record(
         "negative": model.positive.negative,
         "image_size": plan.image_size,
         "model_mpp": plan.model_mpp,
+        "model_mpp_source": model_mpp_source,
         **options,
         "calibration": calibration,
         "grid": {
@@ -356,7 +396,7 @@ def predict_slide(
     model: InferenceModel | Path,
     path: Path,
     *,
-    model_mpp: float,
+    model_mpp: float | None = None,
     mpp: float | None = None,
     out: Path | None = None,
     overlap: float = 0.0,
@@ -379,7 +419,8 @@ def predict_slide(
         model: An :class:`~breastcls.InferenceModel`, a run folder or a ``.keras`` file.
         path: The slide.
         model_mpp: Microns per pixel of the model's input: the width in microns of the field
-            a training image shows, divided by the model's input size. Runs do not record it.
+            a training image shows, divided by the model's input size; ``None``: the scale the
+            run recorded at training (:func:`model_scale`).
         mpp: Microns per level-0 pixel of the slide, when its metadata has none (or is wrong).
         out: The slide folder to write (created, or resumed when it holds this job); ``None``
             writes nothing.
@@ -406,7 +447,8 @@ def predict_slide(
     Raises:
         DataError: The slide cannot be read, has no resolution and no ``mpp`` is given, or
             has no tissue.
-        ConfigError: An option is out of range.
+        ConfigError: An option is out of range, or ``model_mpp`` is ``None`` and the run
+            records no training scale.
         OutputError: ``out`` holds another job, another process holds it, or it cannot be
             written.
     """
@@ -417,12 +459,13 @@ def predict_slide(
         )
     host = ensure_host(host)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    scale = model_scale(inference, model_mpp)
     if not isinstance(runtime, Runtime):
         runtime = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
     slide = open_slide(path, reader=reader, host=host)
     try:
         return _predict_open_slide(
-            inference, slide, model_mpp=model_mpp, mpp=mpp, out=out, overlap=overlap,
+            inference, slide, scale=scale, mpp=mpp, out=out, overlap=overlap,
             min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
             workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, runtime=runtime,
             host=host, verbose=verbose, on_chunk=on_chunk,
@@ -435,7 +478,7 @@ def _predict_open_slide(
     model: InferenceModel,
     slide: Slide,
     *,
-    model_mpp: float,
+    scale: tuple[float, str],
     mpp: float | None,
     out: Path | None,
     overlap: float,
@@ -452,6 +495,7 @@ def _predict_open_slide(
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
     slide_mpp, mpp_source = _resolution(slide, mpp)
+    model_mpp, model_mpp_source = scale
     thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
     mask = detect_tissue(thumbnail.pixels)
     if not mask.any():
@@ -475,7 +519,8 @@ def _predict_open_slide(
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
     }  # fmt: skip
     job = _job_record(
-        slide=slide, model=model, plan=plan, mpp_source=mpp_source, options=options,
+        slide=slide, model=model, plan=plan, mpp_source=mpp_source,
+        model_mpp_source=model_mpp_source, options=options,
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
     folder = SlideFolder(out) if out is not None else None
@@ -617,6 +662,7 @@ def _summary(
         "slide_mpp": job["slide_mpp"],
         "mpp_source": job["mpp_source"],
         "model_mpp": job["model_mpp"],
+        "model_mpp_source": job["model_mpp_source"],
         "image_size": job["image_size"],
         "level": plan.level,
         "tile_size": plan.tile_size,
@@ -644,6 +690,7 @@ def _write_outputs(
     negative = str(summary["negative"])
     threshold = thresholds.get("default", next(iter(thresholds.values())))
     write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
+    write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))
     atomic_write_json(folder.summary, summary)
 
 
@@ -657,18 +704,48 @@ _SUMMARY_COLUMNS = (
 
 def slide_files(inputs: Sequence[Path], *, host: PluginHost | None = None) -> list[Path]:
     """The slides among ``inputs``: files as given, and in folders (not recursively) every file
-    a registered slide reader accepts, sorted."""
+    a registered slide reader accepts; each once, sorted by path (the order the shards of
+    ``--shard`` split, whatever order a shell expanded the arguments in)."""
     readers = list(ensure_host(host).slide_readers)
     found: list[Path] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            for child in sorted(item.iterdir()):
+            for child in item.iterdir():
                 if child.is_file() and any(r.component.accepts(child) for r in readers):
                     found.append(child)
         else:
             found.append(item)
-    return found
+    return sorted(dict.fromkeys(found), key=str)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Read ``--shard K/N``: shard ``K`` (counted from 1) of ``N``.
+
+    Raises:
+        ConfigError: ``text`` is not ``K/N`` with ``1 <= K <= N``.
+    """
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()):
+        raise ConfigError(
+            f"--shard {text!r} is not K/N: pass the job's shard and the number of shards, "
+            "e.g. --shard 3/8 (K counts from 1)."
+        )
+    k, n = int(index), int(count)
+    if not 1 <= k <= n:
+        raise ConfigError(
+            f"--shard {text!r}: K must lie between 1 and N={n} (K counts from 1; a 0-based "
+            "index such as Kubernetes' JOB_COMPLETION_INDEX needs + 1)."
+        )
+    return k, n
+
+
+def shard_of(items: Sequence[T], shard: tuple[int, int]) -> list[T]:
+    """Shard ``K`` of ``N`` of ``items``: items ``K``, ``K + N``, ``K + 2N``... (from 1). The
+    ``N`` shards partition ``items``; dealing them out in turn keeps neighbours (often slides of
+    one case, of similar size) in different jobs."""
+    k, n = shard
+    return list(items[k - 1 :: n])
 
 
 def _folder_names(slides: Sequence[Path]) -> list[str]:
@@ -690,7 +767,7 @@ def predict_slides(
     inputs: Sequence[Path],
     *,
     out_dir: Path,
-    model_mpp: float,
+    model_mpp: float | None = None,
     mpp: float | None = None,
     overlap: float = 0.0,
     min_tissue: float = 0.5,
@@ -699,6 +776,7 @@ def predict_slides(
     workers: int = 2,
     top_k: int = 10,
     reader: str | None = None,
+    shard: tuple[int, int] | None = None,
     runtime: str = "tensorflow",
     host: PluginHost | None = None,
     verbose: int = 0,
@@ -707,17 +785,31 @@ def predict_slides(
     and write ``out_dir/summary.csv``. A slide that fails is recorded with its error and the
     others go on; a slide folder already complete is kept, one interrupted is resumed.
 
+    With ``shard=(K, N)`` only shard ``K`` of ``N`` of the sorted slide list is predicted
+    (:func:`shard_of`), into the same folders an unsharded call would write, and the summary
+    goes to ``out_dir/summary-shard-K-of-N.csv``: the jobs of an array job share ``out_dir``
+    without overwriting each other, and :func:`summarize_slide_folders` merges them.
+
     Raises:
         ModelLoadError: The model cannot be loaded.
+        ConfigError: ``model_mpp`` is ``None`` and the run records no training scale, or
+            ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
         OutputError: ``out_dir`` cannot be written.
     """
+    if shard is not None:
+        parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
-    # Once for every slide: `auto` may measure, and an ONNX Runtime session serves them all.
+    model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
+    # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
     chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
     slides = slide_files(inputs, host=host)
+    # Folder names are given over the whole list, so that every shard names a slide alike.
+    jobs = list(zip(slides, _folder_names(slides), strict=True))
+    if shard is not None:
+        jobs = shard_of(jobs, shard)
     outcomes: list[SlideOutcome] = []
-    for slide, name in zip(slides, _folder_names(slides), strict=True):
+    for slide, name in jobs:
         folder = Path(out_dir) / name
         try:
             result = predict_slide(
@@ -731,13 +823,19 @@ def predict_slides(
         except BreastclsError as error:
             message = " ".join(str(error).splitlines())
             outcomes.append(SlideOutcome(slide=slide, folder=folder, summary=None, error=message))
-    _write_collection_summary(Path(out_dir), outcomes)
+    target = (
+        SlideFolder.collection_summary(out_dir)
+        if shard is None
+        else SlideFolder.shard_summary(out_dir, *shard)
+    )
+    _write_collection_summary(target, outcomes)
     return outcomes
 
 
 def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
     """Gather the slide folders under ``out_dir`` (written by one or many jobs) into
-    ``out_dir/summary.csv``: complete ones with their figures, others as incomplete.
+    ``out_dir/summary.csv``: complete ones with their figures, others as incomplete, and the
+    slides that the summaries already there list as failed before they had a folder.
 
     Raises:
         OutputError: ``out_dir`` is not a folder.
@@ -761,11 +859,33 @@ def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
         slide = Path(str(job.get("slide", child.name)))
         problem = None if summary is not None else "incomplete: run `breastcls slide predict` again"
         outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
-    _write_collection_summary(out_dir, outcomes)
+    outcomes.extend(_failures_without_folder(out_dir, {o.folder.name for o in outcomes}))
+    outcomes.sort(key=lambda o: o.folder.name)
+    _write_collection_summary(SlideFolder.collection_summary(out_dir), outcomes)
     return outcomes
 
 
-def _write_collection_summary(out_dir: Path, outcomes: Sequence[SlideOutcome]) -> None:
+def _failures_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutcome]:
+    """The slides that earlier summaries (a whole job's, each shard's) list as failed before
+    their folder was made (unreadable, no resolution, no tissue): no folder records them."""
+    found: dict[str, SlideOutcome] = {}
+    for table in [SlideFolder.collection_summary(out_dir), *SlideFolder.shard_summaries(out_dir)]:
+        try:
+            with open(table, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue  # absent or damaged: the folders still say everything else
+        for row in rows:
+            name = row.get("folder") or ""
+            if row.get("status") == "error" and name and name not in folders:
+                found[name] = SlideOutcome(
+                    slide=Path(row.get("slide") or name), folder=out_dir / name, summary=None,
+                    error=row.get("message") or "failed",
+                )  # fmt: skip
+    return list(found.values())
+
+
+def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> None:
     threshold_names = list(
         dict.fromkeys(
             name for o in outcomes if o.summary for name in o.summary.get("fraction_positive", {})
@@ -787,10 +907,10 @@ def _write_collection_summary(out_dir: Path, outcomes: Sequence[SlideOutcome]) -
             ]
         )  # fmt: skip
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(SlideFolder.collection_summary(out_dir), buffer.getvalue())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, buffer.getvalue())
     except OSError as error:
-        raise OutputError(f"Cannot write {out_dir}/summary.csv: {error}.") from error
+        raise OutputError(f"Cannot write {path}: {error}.") from error
 
 
 def _number(value: Any) -> str:
