@@ -74,7 +74,7 @@ def main() -> None:
     figure.suptitle(f"Stain normalisation to {reference_path.name}", fontsize=9)
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=110)
+    figure.savefig(args.out, dpi=80)
     print(args.out)
 
 
