@@ -447,10 +447,11 @@ def predict_slide(
     Raises:
         DataError: The slide cannot be read, has no resolution and no ``mpp`` is given, or
             has no tissue.
-        ConfigError: An option is out of range, or ``model_mpp`` is ``None`` and the run
-            records no training scale.
+        ConfigError: An option is out of range, ``model_mpp`` is ``None`` and the run
+            records no training scale, or ``runtime`` is unknown or ``onnx`` without ONNX
+            Runtime installed.
         OutputError: ``out`` holds another job, another process holds it, or it cannot be
-            written.
+            written; or ``runtime="onnx"`` cannot convert the model or write beside it.
     """
     if batch_size < 1 or chunk_batches < 1 or workers < 1 or top_k < 1:
         raise ConfigError(

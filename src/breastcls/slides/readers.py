@@ -413,7 +413,7 @@ class _OpenSlide:
             ) from error
         # Outside the scanned area OpenSlide returns transparent pixels: composite them on
         # white glass, as the other readers pad. Inside it (nearly every tile) the pixels are
-        # opaque and the 16-bit composite, a fifth of a tile's reading time, is skipped.
+        # opaque and the 16-bit composite, over a quarter of a tile's reading time, is skipped.
         if rgba[:, :, 3].min() == 255:
             return np.ascontiguousarray(rgba[:, :, :3])
         alpha = rgba[:, :, 3:4].astype(np.uint16)
