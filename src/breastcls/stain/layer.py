@@ -105,6 +105,14 @@ def _unit(vectors: Any) -> Any:
     return vectors / ops.maximum(ops.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
+def _cross(a: Any, b: Any) -> Any:
+    """Row-wise cross products, written out: TFLite has no Cross op and ONNX converters mishandle
+    its broadcasting."""
+    a0, a1, a2 = a[:, 0], a[:, 1], a[:, 2]
+    b0, b1, b2 = b[:, 0], b[:, 1], b[:, 2]
+    return ops.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
 def _restore(inputs: Any, normalised: Any, flat: Any, ok: Any) -> Any:
     """The normalised images where ``ok``, the originals elsewhere, in the input's shape."""
     out = ops.where(ok[:, None, None], ops.clip(normalised, 0.0, 255.0), flat)
@@ -202,16 +210,15 @@ class MacenkoNormalisation(_StainLayer):
         for _ in range(_POWER_STEPS):
             first = _unit(ops.matmul(covariance, first)[:, :, 0])[:, :, None]
         first = first[:, :, 0]
-        # Any unit vector orthogonal to the first, then the second's angle from the 2x2 problem.
-        candidates = [
-            ops.cross(first, ops.convert_to_tensor(axis, dtype="float32")[None, :])
-            for axis in ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0))
-        ]
-        larger = ops.norm(candidates[0], axis=-1, keepdims=True) > ops.norm(
-            candidates[1], axis=-1, keepdims=True
-        )
-        u = _unit(ops.where(larger, candidates[0], candidates[1]))
-        w = ops.cross(first, u)
+        # Any unit vector orthogonal to the first (its cross product with the z or the x axis,
+        # whichever is longer), then the second's angle from the 2x2 problem in that plane.
+        f0, f1, f2 = first[:, 0], first[:, 1], first[:, 2]
+        zeros = ops.zeros_like(f0)
+        with_z = ops.stack([f1, -f0, zeros], axis=-1)
+        with_x = ops.stack([zeros, f2, -f1], axis=-1)
+        larger = ops.norm(with_z, axis=-1, keepdims=True) > ops.norm(with_x, axis=-1, keepdims=True)
+        u = _unit(ops.where(larger, with_z, with_x))
+        w = _cross(first, u)
 
         def quadratic(a: Any, b: Any) -> Any:
             return ops.sum(a * ops.matmul(covariance, b[:, :, None])[:, :, 0], axis=-1)
