@@ -536,8 +536,8 @@ def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) ->
     held in memory (the ceiling of any pipeline), timed after its first batch.
 
     One tile per cell; ``auto`` measures and remembers its choice in a warm-up call first, as
-    it does once per model and machine. The three run ``rounds`` times in turn; each keeps its
-    best.
+    it does once per model and machine. The three run ``rounds`` times in turn, each round
+    starting with another; each keeps its best round.
     """
     import numpy as np
     import tensorflow as tf
@@ -588,11 +588,19 @@ def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) ->
             )
             return len(result.tiles) / (time.perf_counter() - start)
 
-        best = {"model": 0.0, "tensorflow": 0.0, "auto": 0.0}
-        for _ in range(rounds):
-            best["model"] = max(best["model"], model_alone())
-            for runtime in ("tensorflow", "auto"):
-                best[runtime] = max(best[runtime], pipeline(runtime))
+        measures = {
+            "model": model_alone,
+            "tensorflow": lambda: pipeline("tensorflow"),
+            "auto": lambda: pipeline("auto"),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in measures}
+        names = list(measures)
+        for round_ in range(rounds):
+            # Each round starts with the next one: what runs right after another measurement
+            # (its threads and memory still settling) is not always the same.
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                rates[name].append(measures[name]())
+        best = {name: max(values) for name, values in rates.items()}
         record = json.loads(model.folder.runtime_record.read_text(encoding="utf-8"))
     (choice,) = record["choices"]
     return {
@@ -603,6 +611,7 @@ def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) ->
         "auto_runtime": warm.summary["runtime"],
         "probe_tensorflow_images_per_s": choice["tensorflow_images_per_s"],
         "probe_onnx_images_per_s": choice["onnx_images_per_s"],
+        "rounds": rates,
     }
 
 
