@@ -155,6 +155,7 @@ print("RESULT " + json.dumps({"single": single, "mirrored": mirrored}))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
     small_breakhis: Path, tmp_path: Path
 ) -> None:
@@ -231,6 +232,7 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_and_only_the_chief_writes_the_run(
     small_breakhis: Path, tmp_path: Path
 ) -> None:

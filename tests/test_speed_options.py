@@ -187,6 +187,7 @@ def _fit(root: Path, tmp_path: Path, augmentation: str, *, jit: bool) -> tuple[A
     return model, seen
 
 
+@pytest.mark.slow
 def test_jit_compiles_the_whole_step_with_xla(small_breakhis: Path, tmp_path: Path) -> None:
     model, seen = _fit(small_breakhis, tmp_path, "none", jit=True)
     assert model.jit_compile is True
@@ -221,6 +222,7 @@ print("HISTORY", json.dumps(breastcls.train(config).history))
 """
 
 
+@pytest.mark.slow
 def test_the_gpu_fast_path_compiles_float16_xla_clusters_around_the_augmentation(
     small_breakhis: Path, tmp_path: Path
 ) -> None:
