@@ -20,7 +20,9 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,10 +80,55 @@ class Runtime:
         through the model in one call, and their probabilities are averaged.
         """
         if self.session is None:
-            from breastcls.inference.batches import iter_probabilities
-
-            return iter_probabilities(model.keras_model, batches, tta=tta)
+            return _tensorflow_probabilities(model.keras_model, batches, tta)
         return _onnx_probabilities(self.session, batches, tta)
+
+
+# The compiled step of each Keras model, by TTA and input signature: tracing MobileNetV3Small
+# takes about 3 s on two cores, longer than classifying a small slide, and a new tf.function
+# would trace again for every slide of `predict_slides`. Weak keys: a model no longer used
+# elsewhere is freed with its steps (they reach it only through a weak reference).
+_STEPS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_STEPS_LOCK = threading.Lock()
+
+
+def _step(keras_model: Any, batches: Any, tta: TTA | None) -> Any:
+    """The compiled step of :mod:`breastcls.inference.batches` for ``keras_model``, traced once
+    per model, TTA and input signature in a process."""
+    from breastcls.inference.batches import _make_step
+
+    key = (tta, getattr(batches, "element_spec", None))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable TTA or signature: a step of its own, as before
+        return _make_step(keras_model, tta, batches)
+    with _STEPS_LOCK:
+        steps = _STEPS.setdefault(keras_model, {})
+        step = steps.get(key)
+        if step is None:
+            step = steps[key] = _make_step(_WeakModel(keras_model), tta, batches)
+    return step
+
+
+class _WeakModel:
+    """Calls a Keras model it does not keep alive (the compiled steps hold this, not it)."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = weakref.ref(model)
+
+    def __call__(self, images: Any, *, training: bool) -> Any:
+        model = self._model()
+        if model is None:
+            raise RuntimeError("The Keras model of a compiled step was freed.")
+        return model(images, training=training)
+
+
+def _tensorflow_probabilities(
+    keras_model: Any, batches: Any, tta: TTA | None
+) -> Iterator[FloatArray]:
+    step = _step(keras_model, batches, tta)
+    for images in batches:
+        yield np.asarray(step(images).numpy(), dtype=np.float64)
 
 
 def _onnx_probabilities(session: Any, batches: Any, tta: TTA | None) -> Iterator[FloatArray]:

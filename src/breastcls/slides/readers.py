@@ -24,6 +24,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,8 +52,12 @@ GLASS = 255
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
-# Decoded tiles kept per slide: overlapping model tiles read the same TIFF tiles again.
+# Decoded tiles kept per slide: overlapping model tiles read the same TIFF tiles again, and a
+# row of model tiles reads again the row of TIFF tiles it shares with the row above. The cache
+# holds two rows of the widest level's tiles and two more, at least _TILE_CACHE tiles, and at
+# most _CACHE_BYTES of decoded pixels beyond those (:func:`_cache_rows`).
 _TILE_CACHE = 64
+_CACHE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +204,18 @@ def _tiff_power(page: Any) -> float | None:
         return None
 
 
+def _cache_rows(pages: list[Any]) -> int:
+    """How many decoded tiles make two rows of the widest level and two, in tiles; and at most
+    :data:`_CACHE_BYTES` of them."""
+    wanted = _TILE_CACHE
+    for page in pages:
+        chunk_h, chunk_w = int(page.chunks[0]), int(page.chunks[1])
+        columns = int(page.chunked[1]) if len(page.chunked) > 1 else 1
+        fit = _CACHE_BYTES // max(1, chunk_h * chunk_w * 3)
+        wanted = max(wanted, min(2 * columns + 2, fit))
+    return wanted
+
+
 class _TiffSlide:
     """A TIFF file open for reading regions, one tile (or strip) at a time."""
 
@@ -231,6 +248,7 @@ class _TiffSlide:
         self.objective_power = _tiff_power(base)
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[int, int], UInt8Array] = OrderedDict()
+        self._cache_size = _cache_rows(pages)
 
     def _pyramid(self, tiff: Any) -> list[Any]:
         """The pages of the main image's pyramid, largest first."""
@@ -301,7 +319,7 @@ class _TiffSlide:
             tile = _as_rgb(array.reshape(array.shape[-3:]), f"{self.path} level {level}")
         with self._lock:
             self._cache[key] = tile
-            while len(self._cache) > _TILE_CACHE:
+            while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return tile
 
@@ -398,6 +416,7 @@ class _OpenSlide:
         self.mpp = _positive(properties.get(openslide.PROPERTY_NAME_MPP_X))
         self.objective_power = _positive(properties.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER))
         self._error = openslide.OpenSlideError
+        self._direct = _direct_reader(openslide, self._slide)
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
         _check_region(self, level, width, height)
@@ -405,6 +424,10 @@ class _OpenSlide:
         downsample = self.levels[level].downsample
         origin = (round(x * downsample), round(y * downsample))
         try:
+            if self._direct is not None:
+                opaque = self._direct(origin, level, width, height)
+                if opaque is not None:
+                    return opaque
             rgba = np.asarray(self._slide.read_region(origin, level, (width, height)))
         except self._error as error:
             raise DataError(
@@ -422,6 +445,45 @@ class _OpenSlide:
 
     def close(self) -> None:
         self._slide.close()
+
+
+_DirectRead = Callable[[tuple[int, int], int, int, int], "UInt8Array | None"]
+
+
+def _direct_reader(openslide: Any, slide: Any) -> _DirectRead | None:
+    """A faster way to read an opaque region with OpenSlide, or ``None`` where there is none.
+
+    ``OpenSlide.read_region`` returns a Pillow image: OpenSlide's premultiplied ARGB pixels
+    converted to RGBA, then copied again into an array, about a fifth of a 224-pixel tile's
+    reading time. This reads the ARGB words into an array and, when every pixel is opaque
+    (premultiplied and straight colour are then the same), takes the RGB bytes out in one
+    OpenCV call. It returns ``None`` for a region with transparent pixels, which the caller
+    reads again the documented way. It uses ``openslide.lowlevel`` (openslide-python 1.2 and
+    later) and little-endian words; elsewhere only the documented way is used.
+    """
+    import ctypes
+    import sys
+
+    lowlevel = getattr(openslide, "lowlevel", None)
+    read = getattr(lowlevel, "_read_region", None)
+    handle = getattr(slide, "_osr", None)
+    if read is None or handle is None or sys.byteorder != "little":
+        return None
+    import cv2
+
+    pointer = ctypes.POINTER(ctypes.c_uint32)
+
+    def read_opaque(
+        origin: tuple[int, int], level: int, width: int, height: int
+    ) -> UInt8Array | None:
+        words = np.empty((height, width), dtype=np.uint32)
+        read(handle, words.ctypes.data_as(pointer), origin[0], origin[1], level, width, height)
+        bgra = words.view(np.uint8).reshape(height, width, 4)  # B, G, R, A in memory
+        if bgra[:, :, 3].min() != 255:
+            return None
+        return np.asarray(cv2.cvtColor(bgra, cv2.COLOR_BGRA2RGB), dtype=np.uint8)
+
+    return read_opaque
 
 
 def _import_openslide() -> Any:
