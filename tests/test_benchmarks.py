@@ -328,7 +328,11 @@ def test_memory_batches_serve_decoded_images_with_their_labels(breakhis_dev: Pat
     assert not np.array_equal(batches.order, first_epoch)
 
 
-@pytest.mark.parametrize("pipeline", ["seed", "breastcls", "memory"])
+# One GPU-option worker runs on every test run; the other two pipelines with the slow cases.
+@pytest.mark.parametrize(
+    "pipeline",
+    ["breastcls", *(pytest.param(p, marks=pytest.mark.slow) for p in ("seed", "memory"))],
+)
 def test_a_training_worker_runs_with_the_gpu_options(pipeline: str) -> None:
     # On this CPU, mixed means bfloat16; the worker path is the one the GPU section takes.
     options: dict[str, Any] = {
@@ -392,6 +396,7 @@ def test_seed_reference_pipeline_holds_every_image(breakhis_dev: Path) -> None:
     assert flow.x.dtype == np.float32  # ImageDataGenerator.flow keeps a float32 copy
 
 
+@pytest.mark.slow
 def test_the_stain_worker_times_each_augmentation() -> None:
     result = run.work("stain", backbone="smallcnn", size=32, batch=4, seconds=0.2, rounds=1)
     for augmentation in ("none", "default", "pathology"):

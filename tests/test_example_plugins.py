@@ -60,7 +60,8 @@ def _breastcls(site: Path, *args: str, **extra: str) -> subprocess.CompletedProc
 
 
 def test_breastcls_plugins_lists_both_examples(site: Path) -> None:
-    result = _breastcls(site, "plugins")
+    # Wide enough that no cell wraps: the rows are compared word by word.
+    result = _breastcls(site, "plugins", COLUMNS="200")
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["backbone", "resnet50", "resnet50", "breastcls-resnet50", "0.1.0"] in [

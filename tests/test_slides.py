@@ -468,6 +468,17 @@ def test_without_model_mpp_a_run_without_a_recorded_scale_is_refused(
     assert model_scale(model, None)[1].startswith("run (BreakHis file names (200X")
 
 
+def test_an_exported_model_keeps_the_scale_of_its_run(slide_run: Path, tmp_path: Path) -> None:
+    from breastcls.slides.job import model_scale
+
+    exported = breastcls.export_model(slide_run, format="keras", out_dir=tmp_path / "export")
+    assert not (exported.out_dir / "config.json").exists()  # only export.json carries it
+    loaded = breastcls.InferenceModel.load(exported.model)
+    run_mpp = json.loads((slide_run / "config.json").read_text())["scale"]["model_mpp"]
+    mpp, source = model_scale(loaded, None)
+    assert mpp == pytest.approx(run_mpp) and source.startswith("run (BreakHis file names (200X")
+
+
 def test_shards_partition_the_sorted_slide_list() -> None:
     from breastcls.slides.job import parse_shard, shard_of
 

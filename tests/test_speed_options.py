@@ -89,6 +89,7 @@ class InterruptAfterFirstEpoch:
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

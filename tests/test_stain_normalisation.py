@@ -204,7 +204,12 @@ def test_a_run_fits_on_its_training_images_and_keeps_the_parameters_in_the_model
     assert layer.max_concentrations == record["parameters"]["max_concentrations"]
 
 
-@pytest.mark.parametrize("format", ["keras", "savedmodel", "onnx", "tflite"])
+# SavedModel and TFLite conversions take ~20 s each on 2 cores; tests/test_export.py checks both
+# formats on every run, so here they run with the slow cases.
+@pytest.mark.parametrize(
+    "format",
+    ["keras", "onnx", *(pytest.param(f, marks=pytest.mark.slow) for f in ("savedmodel", "tflite"))],
+)
 def test_the_normalisation_survives_reload_and_export(
     normalised_run: Path, format: str, tmp_path: Path
 ) -> None:

@@ -263,6 +263,13 @@ def export_model(
     final = target_dir / _FILE_NAMES[checked]
     conversion = convert_model(model, checked, final, source=run)
     _write_sidecars(RunFolder(run), RunFolder(target_dir))
+    # The scale the model was trained at travels with it, so that a slide job on the exported
+    # model tiles at the right magnification without the run folder.
+    scale = (
+        RunFolder(run).read_config_record().get("scale")
+        if RunFolder(run).config.is_file()
+        else None
+    )
     atomic_write_json(
         RunFolder(target_dir).export_record,
         {
@@ -270,6 +277,7 @@ def export_model(
             "model": final.name,
             "source": str(model_file(run)),
             "calibration": read_calibration(run).to_dict(),
+            "scale": scale,
             "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
             "max_difference": conversion.max_difference,
             "tolerance": EXPORT_TOLERANCE,

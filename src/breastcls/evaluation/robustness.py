@@ -247,45 +247,34 @@ def robustness_section(
         level: Confidence level of the intervals.
         verbose: 1 reports prediction progress.
     """
-    from breastcls.data.images import scan_samples
-    from breastcls.evaluation.metrics import describe_role
     from breastcls.layers import adjust_hed
 
-    info = image_info
-    if info is None:
-        info, _ = scan_samples(samples)
     a, b = stain_shift_draws([str(s.path) for s in samples], seed=seed)
-
-    def shifted(strength: float) -> npt.NDArray[np.float64]:
-        return _shifted_probabilities(
-            model,
-            samples,
-            adjust_hed,
-            ((1.0 + strength * a).astype(np.float32), (strength * b).astype(np.float32)),
-            tta=tta,
-            batch_size=batch_size,
-            host=host,
-            image_info=info,
-            verbose=verbose,
-        )
-
-    curve, resampling = _curve(
-        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+    values, resampling = _shift_curve(
+        model,
+        predictions,
+        samples,
+        calibration,
+        lambda s: (adjust_hed, ((1.0 + s * a).astype(np.float32), (s * b).astype(np.float32))),
+        strengths=strengths,
+        tta=tta,
+        batch_size=batch_size,
+        host=host,
+        image_info=image_info,
+        set_description=set_description,
+        seed=seed,
+        n_resamples=n_resamples,
+        level=level,
+        verbose=verbose,
     )
-    where = set_description or describe_role(predictions.role)
-    values: dict[str, Any] = {
+    curve, where = values["curve"], values["set"]
+    values = {
         "perturbation": "hed",
-        "strengths": [float(s) for s in strengths],
         "draws": (
             f"per image and stain, amount x (1 + s*a), + s*b; a, b ~ U(-1, 1) drawn once per "
             f"image from seed {seed} and the file name"
         ),
-        "set": where,
-        "images": len(predictions.y_true),
-        "tta": tta,
-        "calibration": "the run's temperature and thresholds, unchanged",
-        "bootstrap": resampling.describe(level=level),
-        "curve": curve,
+        **values,
     }
     figure = _plot(
         curve, out_dir / ROBUSTNESS_FIGURE, f"Stain-shift robustness: {printable(where)}"
@@ -341,6 +330,65 @@ def _curve(
             point[f"{name}_change"] = bootstrap_interval(change, weights, level=level).as_dict()
         curve.append(point)
     return curve, resampling
+
+
+_Shift = tuple[Callable[..., Any], tuple[npt.NDArray[np.float32], ...]]
+
+
+def _shift_curve(
+    model: InferenceModel,
+    predictions: Predictions,
+    samples: Sequence[Sample],
+    calibration: Calibration,
+    shift_at: Callable[[float], _Shift],
+    *,
+    strengths: Sequence[float],
+    tta: str,
+    batch_size: int,
+    host: PluginHost,
+    image_info: Mapping[Path, ImageInfo] | None,
+    set_description: str | None,
+    seed: int,
+    n_resamples: int,
+    level: float,
+    verbose: int,
+) -> tuple[dict[str, Any], Any]:
+    """Score ``samples`` with ``shift_at(s)`` (a batch transform and its per-image arrays, see
+    :func:`_shifted_probabilities`) at every strength ``s``: the figures every stain-shift
+    section records (strengths, set, images, TTA, calibration, bootstrap, curve), and the
+    bootstrap used."""
+    from breastcls.data.images import scan_samples
+    from breastcls.evaluation.metrics import describe_role
+
+    info = image_info if image_info is not None else scan_samples(samples)[0]
+
+    def shifted(strength: float) -> npt.NDArray[np.float64]:
+        shift, draws = shift_at(strength)
+        return _shifted_probabilities(
+            model,
+            samples,
+            shift,
+            draws,
+            tta=tta,
+            batch_size=batch_size,
+            host=host,
+            image_info=info,
+            verbose=verbose,
+        )
+
+    curve, resampling = _curve(
+        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+    )
+    values = {
+        "strengths": [float(s) for s in strengths],
+        "set": set_description or describe_role(predictions.role),
+        "images": len(predictions.y_true),
+        "tta": tta,
+        "calibration": "the run's temperature and thresholds, unchanged",
+        "bootstrap": resampling.describe(level=level),
+        "curve": curve,
+    }
+    return values, resampling
 
 
 def _table(curve: Sequence[Mapping[str, Any]]) -> str:
@@ -409,8 +457,6 @@ def reference_shift_section(
         ConfigError: ``normaliser`` is ``none``, or a strength lies outside [0, 1].
         DataError: The reference holds no image or too little tissue (named).
     """
-    from breastcls.data.images import scan_samples
-    from breastcls.evaluation.metrics import describe_role
     from breastcls.stain.fit import fit_stain_normaliser, reference_images
     from breastcls.stain.layer import shift_towards
 
@@ -430,44 +476,35 @@ def reference_shift_section(
         seed=seed,
     )
     layer = host.stain_normalisers.get(normaliser).layer(fitted.parameters)
-    info = image_info
-    if info is None:
-        info, _ = scan_samples(samples)
-
-    def shifted(strength: float) -> npt.NDArray[np.float64]:
-        return _shifted_probabilities(
-            model,
-            samples,
-            lambda images: shift_towards(images, layer(images), strength),
-            (),
-            tta=tta,
-            batch_size=batch_size,
-            host=host,
-            image_info=info,
-            verbose=verbose,
-        )
-
-    curve, resampling = _curve(
-        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+    values, resampling = _shift_curve(
+        model,
+        predictions,
+        samples,
+        calibration,
+        lambda s: (lambda images: shift_towards(images, layer(images), s), ()),
+        strengths=strengths,
+        tta=tta,
+        batch_size=batch_size,
+        host=host,
+        image_info=image_info,
+        set_description=set_description,
+        seed=seed,
+        n_resamples=n_resamples,
+        level=level,
+        verbose=verbose,
     )
-    where = set_description or describe_role(predictions.role)
-    values: dict[str, Any] = {
+    curve, where = values["curve"], values["set"]
+    values = {
         "perturbation": "reference",
         "reference": str(reference),
         "normaliser": normaliser,
         "reference_images": fitted.images,
         "reference_parameters": dict(fitted.parameters),
-        "strengths": [float(s) for s in strengths],
         "shift": (
             f"each image normalised to the reference ({normaliser}) and moved a share s of the "
             "way there in optical density: (x + 1)^(1 - s) (y + 1)^s - 1"
         ),
-        "set": where,
-        "images": len(predictions.y_true),
-        "tta": tta,
-        "calibration": "the run's temperature and thresholds, unchanged",
-        "bootstrap": resampling.describe(level=level),
-        "curve": curve,
+        **values,
     }
     figure = _plot(
         curve,

@@ -163,7 +163,7 @@ def check_backbone(
     work_dir: Path | None = None,
     name: str = _UNDER_TEST,
 ) -> BackboneReport:
-    """Check a backbone: preprocessing, 4-D features, a training step, save and reload.
+    """Check a backbone: preprocessing, 4-D features, one eager training step, save and reload.
 
     The backbone is built with ``weights=None`` at ``image_size``; breastcls' full model
     (:func:`breastcls.model.build_model` with the ``seed`` head and no augmentation) is trained
@@ -233,7 +233,11 @@ def _train_one_step(what: str, model: Any, image_size: int) -> float:
     if not nested or not nested[0].trainable_weights:
         _fail(what, "the built model has no trainable weights.")
     before = [np.array(weight) for weight in nested[0].trainable_weights]
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    # One step, run eagerly: tracing the training graph of even a mobile network takes ~30 s
+    # on 2 cores, ten times the step itself; training always traces it (end-to-end tests).
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy", run_eagerly=True
+    )
     labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
     loss = float(np.ravel(model.train_on_batch(_images(4, image_size, seed=1), labels))[0])
     if not math.isfinite(loss):
