@@ -526,6 +526,39 @@ def _write_evaluation(
     if chosen.skipped:
         write_skipped_csv(folder.skipped, chosen.skipped)
     sections = compute_metrics(predictions, out_dir, host=host, set_description=set_description)
+    sections += _model_sections(
+        out_dir, loaded, predictions, calibration, how, host, set_description=set_description
+    )
+    metrics = metrics_document(sections, predictions, set_description=set_description)
+    atomic_write_json(folder.metrics, metrics)
+    model_dir = loaded.folder.path
+    settings = _settings_record(loaded, calibration, how, metrics, folder)
+    atomic_write_json(folder.evaluation, settings)
+    report = _write_report(
+        sections,
+        predictions,
+        out_dir,
+        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {how.tta})",
+        settings={"evaluation": settings, **_run_settings(model_dir)},
+        calibration=calibration,
+        set_description=set_description,
+    )
+    return metrics, report
+
+
+def _model_sections(
+    out_dir: Path,
+    loaded: InferenceModel,
+    predictions: Predictions,
+    calibration: Calibration,
+    how: _EvaluationSettings,
+    host: PluginHost,
+    *,
+    set_description: str | None,
+) -> list[MetricSection]:
+    """The sections that need the model again (Grad-CAM, the stain-shift curves), as asked."""
+    chosen = how.chosen
+    sections: list[MetricSection] = []
     if how.gradcam:
         from breastcls.evaluation.gradcam import gradcam_section
 
@@ -570,10 +603,20 @@ def _write_evaluation(
                 verbose=how.verbose,
             )
         )
-    metrics = metrics_document(sections, predictions, set_description=set_description)
-    atomic_write_json(folder.metrics, metrics)
+    return sections
+
+
+def _settings_record(
+    loaded: InferenceModel,
+    calibration: Calibration,
+    how: _EvaluationSettings,
+    metrics: Mapping[str, Any],
+    folder: RunFolder,
+) -> dict[str, Any]:
+    """``evaluation.json``: what was evaluated, on which set, and how."""
+    chosen = how.chosen
     model_dir = loaded.folder.path
-    settings = {
+    return {
         "model": str(loaded.source),
         "data": str(how.data) if how.data is not None else f"{chosen.name} set of {model_dir}",
         "set": metrics["evaluated_on"]["set"],
@@ -592,17 +635,6 @@ def _write_evaluation(
         "calibration": calibration.to_dict(),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_json(folder.evaluation, settings)
-    report = _write_report(
-        sections,
-        predictions,
-        out_dir,
-        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {how.tta})",
-        settings={"evaluation": settings, **_run_settings(model_dir)},
-        calibration=calibration,
-        set_description=set_description,
-    )
-    return metrics, report
 
 
 def _run_settings(model_dir: Path) -> dict[str, Any]:
