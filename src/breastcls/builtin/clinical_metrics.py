@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from breastcls.evaluation.clinical import (
     Interval,
+    PatientRow,
     Resampling,
     binary_rates,
     bootstrap_interval,
@@ -33,6 +34,7 @@ from breastcls.evaluation.clinical import (
     weighted_auc,
 )
 from breastcls.inference.decision import (
+    BinaryView,
     FloatArray,
     binary_view,
     choose_thresholds,
@@ -87,6 +89,42 @@ def _as_dicts(intervals: dict[str, Interval]) -> dict[str, dict[str, float | Non
     return {name: interval.as_dict() for name, interval in intervals.items()}
 
 
+def _interval_warnings(
+    counts: dict[str, int],
+    unit: str,
+    intervals: dict[str, Interval],
+    n_resamples: int,
+    *,
+    prefix: str = "",
+) -> list[str]:
+    """Warn about classes with few resampled units, then about statistics undefined in some
+    resamples."""
+    return few_units_warnings(counts, unit, prefix=prefix) + _undefined_warnings(
+        intervals, n_resamples, prefix=prefix
+    )
+
+
+def _with_warnings(text: str, warnings: list[str]) -> str:
+    return "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])
+
+
+def _intervals_sentence(how: str, *, level: float, n_resamples: int, seed: int) -> str:
+    return f"{level:.0%} intervals: {how}, {n_resamples} resamples (seed {seed})."
+
+
+def _positive_fields(view: BinaryView) -> dict[str, Any]:
+    return {"positive_class": view.positive, "positive_classes": list(view.positive_classes)}
+
+
+def _unavailable(
+    name: str, title: str, reason: str, *, level: Literal["image", "patient"] = "image"
+) -> MetricSection:
+    """A section recording that these predictions lack what the metric needs."""
+    return MetricSection(
+        name=name, title=title, values={"available": False}, text=reason, level=level
+    )
+
+
 def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
     """ROC and precision-recall curves of the positive class, with AUC and average precision."""
     from sklearn.metrics import average_precision_score
@@ -95,8 +133,7 @@ def roc_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
 
     view = binary_view(predictions)
     values: dict[str, Any] = {
-        "positive_class": view.positive,
-        "positive_classes": list(view.positive_classes),
+        **_positive_fields(view),
         "n_positive": int(view.y_true.sum()),
         "n_negative": int((~view.y_true).sum()),
         "auc": safe_auc(view.y_true, view.score),
@@ -148,9 +185,7 @@ class BootstrapMetric:
         )
         unit = resampling.resampled
         counts = _side_counts(predictions, resampling.per_class)
-        warnings = few_units_warnings(counts, unit) + _undefined_warnings(
-            intervals, self.n_resamples
-        )
+        warnings = _interval_warnings(counts, unit, intervals, self.n_resamples)
         caveat = (
             "Whole patients are drawn, so the correlation of one patient's images is respected."
             if unit == "patients"
@@ -161,8 +196,7 @@ class BootstrapMetric:
             name="bootstrap",
             title=f"{self.level:.0%} bootstrap confidence intervals",
             values={
-                "positive_class": view.positive,
-                "positive_classes": list(view.positive_classes),
+                **_positive_fields(view),
                 "resampled": unit,
                 "method": resampling.method,
                 "n_resamples": self.n_resamples,
@@ -185,7 +219,7 @@ def _interval_text(resampling: Resampling, level: float, caveat: str, warnings: 
         f"class, so every resample has as many {unit} of each class as the evaluated set. "
         f"{caveat}".rstrip()
     )
-    return "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])
+    return _with_warnings(text, warnings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,8 +272,7 @@ class ThresholdsMetric:
             name="thresholds",
             title="Operating thresholds",
             values={
-                "positive_class": view.positive,
-                "positive_classes": list(view.positive_classes),
+                **_positive_fields(view),
                 "chosen_on": source,
                 "operating_points": points,
             },
@@ -339,11 +372,10 @@ class PatientMetric:
         the per-patient table; the selection set's operating points on the patient score."""
         rows = patient_rows(predictions)
         if not rows:
-            return MetricSection(
-                name="patient",
-                title="Patient level",
-                values={"available": False},
-                text="No patient ids are known for these images: no patient-level results.",
+            return _unavailable(
+                "patient",
+                "Patient level",
+                "No patient ids are known for these images: no patient-level results.",
                 level="patient",
             )
         view = binary_view(predictions)
@@ -356,14 +388,11 @@ class PatientMetric:
             patient_statistics(rows), resampling.patient_weights, level=self.level
         )
         counts = {view.positive: int(truth.sum()), view.negative: int((~truth).sum())}
-        warnings = few_units_warnings(counts, "patients") + _undefined_warnings(
-            intervals, self.n_resamples
-        )
+        warnings = _interval_warnings(counts, "patients", intervals, self.n_resamples)
         method = resampling.describe(level=self.level, resampled="patients")
         values: dict[str, Any] = {
             "available": True,
-            "positive_class": view.positive,
-            "positive_classes": list(view.positive_classes),
+            **_positive_fields(view),
             "n_patients": len(rows),
             "n_images": sum(row.n_images for row in rows),
             **_rates_with_auc(truth, score >= 0.5, score),
@@ -371,27 +400,9 @@ class PatientMetric:
             "intervals": _as_dicts(intervals),
             "interval_method": method,
             "warnings": warnings,
-            "patients": [
-                {
-                    "patient_id": row.patient_id,
-                    "true": predictions.class_names[row.label],
-                    "score": round(row.score, 6),
-                    "predicted": view.positive if row.score >= 0.5 else view.negative,
-                    "n_images": row.n_images,
-                    "images_correct": round(row.images_correct, 6),
-                    "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
-                }
-                for row in rows
-            ],
+            "patients": _patient_table(rows, predictions.class_names, view),
         }
-        described = positive_group(predictions.class_names).describe(predictions.class_names)
-        text = (
-            f"Patient score = mean of the patient's images' score ({described}); a patient is "
-            f"called {view.positive} when the score is >= 0.5. Patient recognition rate "
-            "(Spanhol et al., 2016) = mean over patients of the share of their images "
-            f"classified correctly. {self.level:.0%} intervals: class-stratified patient "
-            f"bootstrap, {self.n_resamples} resamples (seed {self.seed})."
-        )
+        text = self._explanation(predictions, view, method)
         if predictions.thresholds:
             values["operating_points"] = [
                 {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
@@ -401,10 +412,44 @@ class PatientMetric:
                 " Operating points: the thresholds chosen on the selection set, applied "
                 "unchanged to the patient score."
             )
-        text = "\n".join([text, *(f"Warning: {warning}." for warning in warnings)])
         return MetricSection(
-            name="patient", title="Patient level", values=values, text=text, level="patient"
+            name="patient",
+            title="Patient level",
+            values=values,
+            text=_with_warnings(text, warnings),
+            level="patient",
         )
+
+    def _explanation(
+        self, predictions: Predictions, view: BinaryView, method: dict[str, Any]
+    ) -> str:
+        described = positive_group(predictions.class_names).describe(predictions.class_names)
+        intervals = _intervals_sentence(
+            method["method"], level=self.level, n_resamples=self.n_resamples, seed=self.seed
+        )
+        return (
+            f"Patient score = mean of the patient's images' score ({described}); a patient is "
+            f"called {view.positive} when the score is >= 0.5. Patient recognition rate "
+            "(Spanhol et al., 2016) = mean over patients of the share of their images "
+            f"classified correctly. {intervals}"
+        )
+
+
+def _patient_table(
+    rows: list[PatientRow], class_names: tuple[str, ...], view: BinaryView
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "patient_id": row.patient_id,
+            "true": class_names[row.label],
+            "score": round(row.score, 6),
+            "predicted": view.positive if row.score >= 0.5 else view.negative,
+            "n_images": row.n_images,
+            "images_correct": round(row.images_correct, 6),
+            "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
+        }
+        for row in rows
+    ]
 
 
 patient_metric = PatientMetric()
@@ -436,12 +481,12 @@ class MagnificationMetric:
         """One row per magnification, with its ``intervals``."""
         mags = predictions.magnifications
         known = sorted({m for m in mags if m is not None})
+        title = "By magnification"
         if not known:
-            return MetricSection(
-                name="magnification",
-                title="By magnification",
-                values={"available": False},
-                text="No magnification is known for these images.",
+            return _unavailable(
+                "magnification",
+                title,
+                "No magnification is known for these images.",
                 level="patient",
             )
         view = binary_view(predictions)
@@ -453,57 +498,79 @@ class MagnificationMetric:
             part = subset(predictions, rows)
             resampling = stratified_resampling(part, n_resamples=self.n_resamples, seed=self.seed)
             method = resampling.describe(level=self.level)
-            patients = list(resampling.patients)
-            statistics = image_statistics(part)
-            intervals = _intervals_of(
-                {k: statistics[k] for k in ("accuracy", "sensitivity", "specificity", "auc")},
-                resampling.image_weights,
-                level=self.level,
+            intervals = self._intervals(part, resampling)
+            warnings += _interval_warnings(
+                _side_counts(part, resampling.per_class),
+                resampling.resampled,
+                intervals,
+                self.n_resamples,
+                prefix=f"{magnification}X: ",
             )
-            if patients:
-                recognition = patient_statistics(patients)["patient_recognition_rate"]
-                intervals["patient_recognition_rate"] = bootstrap_interval(
-                    recognition, resampling.patient_weights, level=self.level
-                )
-            prefix = f"{magnification}X: "
-            warnings += few_units_warnings(
-                _side_counts(part, resampling.per_class), resampling.resampled, prefix=prefix
-            )
-            warnings += _undefined_warnings(intervals, self.n_resamples, prefix=prefix)
             breakdown.append(
-                {
-                    "magnification": f"{magnification}X",
-                    "n_images": len(rows),
-                    "n_patients": len(patients),
-                    **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
-                    "patient_recognition_rate": (
-                        float(np.mean([p.images_correct for p in patients])) if patients else None
-                    ),
-                    "intervals": _as_dicts(intervals),
-                }
+                _magnification_row(magnification, view, rows, resampling.patients, intervals)
             )
-        text = (
-            f"{self.level:.0%} intervals: {method['method']} within each magnification's images, "
-            f"{self.n_resamples} resamples (seed {self.seed})."
+        text = _intervals_sentence(
+            f"{method['method']} within each magnification's images",
+            level=self.level,
+            n_resamples=self.n_resamples,
+            seed=self.seed,
         )
         return MetricSection(
             name="magnification",
-            title="By magnification",
+            title=title,
             values={
                 "available": True,
-                "positive_class": view.positive,
-                "positive_classes": list(view.positive_classes),
+                **_positive_fields(view),
                 "breakdown": breakdown,
                 "interval_method": method,
                 "warnings": warnings,
             },
-            text="\n".join([text, *(f"Warning: {warning}." for warning in warnings)]),
+            text=_with_warnings(text, warnings),
             level="patient",
         )
+
+    def _intervals(self, part: Predictions, resampling: Resampling) -> dict[str, Interval]:
+        """Image-level intervals of one magnification's images, and the patient recognition
+        rate's when its patients are known."""
+        statistics = image_statistics(part)
+        intervals = _intervals_of(
+            {k: statistics[k] for k in ("accuracy", "sensitivity", "specificity", "auc")},
+            resampling.image_weights,
+            level=self.level,
+        )
+        if resampling.patients:
+            recognition = patient_statistics(list(resampling.patients))["patient_recognition_rate"]
+            intervals["patient_recognition_rate"] = bootstrap_interval(
+                recognition, resampling.patient_weights, level=self.level
+            )
+        return intervals
+
+
+def _magnification_row(
+    magnification: int,
+    view: BinaryView,
+    rows: list[int],
+    patients: tuple[PatientRow, ...],
+    intervals: dict[str, Interval],
+) -> dict[str, Any]:
+    return {
+        "magnification": f"{magnification}X",
+        "n_images": len(rows),
+        "n_patients": len(patients),
+        **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
+        "patient_recognition_rate": (
+            float(np.mean([p.images_correct for p in patients])) if patients else None
+        ),
+        "intervals": _as_dicts(intervals),
+    }
 
 
 magnification_metric = MagnificationMetric()
 """The ``magnification`` metric with its defaults (1000 resamples, seed 0, 95%)."""
+
+
+_Resampled = tuple[float, FloatArray]
+"""A statistic's estimate on the evaluated set and its values in the resamples."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -528,40 +595,52 @@ class SubtypeMetric:
         names = predictions.class_names
         title = "Per class: one-vs-rest AUC and balanced accuracy"
         if len(names) <= 2:
-            return MetricSection(
-                name="subtype",
-                title=title,
-                values={"available": False},
-                text="Two classes: the ROC and bootstrap sections cover them.",
+            return _unavailable(
+                "subtype", title, "Two classes: the ROC and bootstrap sections cover them."
             )
         resampling = stratified_resampling(
             predictions, n_resamples=self.n_resamples, seed=self.seed
         )
-        weights = resampling.image_weights
-        full = np.ones((1, len(predictions.y_true)))
+        aucs, recalls = _one_vs_rest_statistics(predictions, resampling.image_weights)
+        intervals: dict[str, Interval] = {
+            "macro_auc": _mean_interval(list(aucs.values()), level=self.level),
+            "balanced_accuracy": _mean_interval(list(recalls.values()), level=self.level),
+        }
+        counts = {name: resampling.per_class[c] for c, name in enumerate(names)}
+        warnings = _interval_warnings(counts, resampling.resampled, intervals, self.n_resamples)
+        values: dict[str, Any] = {
+            "available": True,
+            **_as_dicts(intervals),
+            "macro_over": [names[c] for c in aucs],
+            "per_class": self._per_class_table(predictions, resampling, aucs, recalls),
+            "interval_method": resampling.describe(level=self.level),
+            "warnings": warnings,
+        }
+        text = (
+            "One-vs-rest AUC of each class's probability; macro AUC = their mean over the "
+            "classes present (macro_over); balanced accuracy = mean recall of the top-class "
+            "decision over the classes present. "
+            + _intervals_sentence(
+                resampling.method,
+                level=self.level,
+                n_resamples=self.n_resamples,
+                seed=self.seed,
+            )
+        )
+        return MetricSection(
+            name="subtype", title=title, values=values, text=_with_warnings(text, warnings)
+        )
+
+    def _per_class_table(
+        self,
+        predictions: Predictions,
+        resampling: Resampling,
+        aucs: dict[int, _Resampled],
+        recalls: dict[int, _Resampled],
+    ) -> dict[str, dict[str, Any]]:
         y_true = np.asarray(predictions.y_true)
-        y_pred = np.asarray(predictions.y_pred)
-        probabilities = np.asarray(predictions.probabilities, dtype=np.float64)
-        aucs: dict[int, tuple[float, FloatArray]] = {}
-        recalls: dict[int, tuple[float, FloatArray]] = {}
-        for c in range(len(names)):
-            truth = y_true == c
-            if not truth.any():
-                continue
-            hit = (truth & (y_pred == c)).astype(np.float64)
-
-            def recall(w: FloatArray, hit: FloatArray = hit, truth: Any = truth) -> FloatArray:
-                return np.asarray((w @ hit) / (w @ truth.astype(np.float64)), dtype=np.float64)
-
-            recalls[c] = (float(recall(full)[0]), recall(weights))
-            if not truth.all():
-                aucs[c] = (
-                    float(_auc(truth, probabilities[:, c], full)[0]),
-                    _auc(truth, probabilities[:, c], weights),
-                )
         per_class: dict[str, dict[str, Any]] = {}
-        unit = resampling.resampled
-        for c, name in enumerate(names):
+        for c, name in enumerate(predictions.class_names):
             interval = (
                 percentile_interval(aucs[c][0], aucs[c][1], level=self.level)
                 if c in aucs
@@ -569,47 +648,51 @@ class SubtypeMetric:
             )
             per_class[name] = {
                 "n_images": int((y_true == c).sum()),
-                "n_patients": resampling.per_class[c] if unit == "patients" else None,
+                "n_patients": (
+                    resampling.per_class[c] if resampling.resampled == "patients" else None
+                ),
                 "auc": interval.estimate,
                 "auc_low": interval.low,
                 "auc_high": interval.high,
                 "recall": recalls[c][0] if c in recalls else None,
             }
-        intervals: dict[str, Interval] = {
-            "macro_auc": _mean_interval(list(aucs.values()), level=self.level),
-            "balanced_accuracy": _mean_interval(list(recalls.values()), level=self.level),
-        }
-        counts = {name: resampling.per_class[c] for c, name in enumerate(names)}
-        warnings = few_units_warnings(counts, unit) + _undefined_warnings(
-            intervals, self.n_resamples
-        )
-        values: dict[str, Any] = {
-            "available": True,
-            **_as_dicts(intervals),
-            "macro_over": [names[c] for c in aucs],
-            "per_class": per_class,
-            "interval_method": resampling.describe(level=self.level),
-            "warnings": warnings,
-        }
-        text = (
-            "One-vs-rest AUC of each class's probability; macro AUC = their mean over the "
-            "classes present (macro_over); balanced accuracy = mean recall of the top-class "
-            f"decision over the classes present. {self.level:.0%} intervals: "
-            f"{resampling.method}, {self.n_resamples} resamples (seed {self.seed})."
-        )
-        return MetricSection(
-            name="subtype",
-            title=title,
-            values=values,
-            text="\n".join([text, *(f"Warning: {warning}." for warning in warnings)]),
-        )
+        return per_class
+
+
+def _one_vs_rest_statistics(
+    predictions: Predictions, weights: FloatArray
+) -> tuple[dict[int, _Resampled], dict[int, _Resampled]]:
+    """Each present class's one-vs-rest AUC (when some images are of other classes) and recall
+    of the top-class decision, keyed by class index."""
+    full = np.ones((1, len(predictions.y_true)))
+    y_true = np.asarray(predictions.y_true)
+    y_pred = np.asarray(predictions.y_pred)
+    probabilities = np.asarray(predictions.probabilities, dtype=np.float64)
+    aucs: dict[int, _Resampled] = {}
+    recalls: dict[int, _Resampled] = {}
+    for c in range(len(predictions.class_names)):
+        truth = y_true == c
+        if not truth.any():
+            continue
+        hit = (truth & (y_pred == c)).astype(np.float64)
+
+        def recall(w: FloatArray, hit: FloatArray = hit, truth: Any = truth) -> FloatArray:
+            return np.asarray((w @ hit) / (w @ truth.astype(np.float64)), dtype=np.float64)
+
+        recalls[c] = (float(recall(full)[0]), recall(weights))
+        if not truth.all():
+            aucs[c] = (
+                float(_auc(truth, probabilities[:, c], full)[0]),
+                _auc(truth, probabilities[:, c], weights),
+            )
+    return aucs, recalls
 
 
 def _auc(truth: Any, score: FloatArray, weights: FloatArray) -> FloatArray:
     return weighted_auc(np.asarray(truth, dtype=bool), score, weights)
 
 
-def _mean_interval(parts: list[tuple[float, FloatArray]], *, level: float) -> Interval:
+def _mean_interval(parts: list[_Resampled], *, level: float) -> Interval:
     """Interval of the mean of several statistics (estimates and resampled values)."""
     if not parts:
         return Interval(estimate=None, low=None, high=None)
