@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import BreastclsError
-from breastcls.slides.readers import GLASS, SlideReader
+from breastcls.slides.readers import GLASS, Slide, SlideReader
 
 __all__ = ["check_slide_reader", "write_example_slides"]
 
@@ -64,7 +66,7 @@ def check_slide_reader(
 
     what = f"slide reader {name!r}"
 
-    def fail(problem: str) -> None:
+    def fail(problem: str) -> NoReturn:
         raise ConformanceError(f"{what}: {problem}")
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -85,44 +87,61 @@ def check_slide_reader(
                 fail(f"does not accept its example {path.name}.")
             slide = reader.open(path)
             try:
-                levels = slide.levels
-                if not levels or levels[0].downsample != 1.0:
-                    fail(f"{path.name}: level 0 must come first, with downsample 1.")
-                if any(b.downsample < a.downsample for a, b in itertools.pairwise(levels)):
-                    fail(f"{path.name}: levels must go from fine to coarse.")
-                region = slide.read_region(0, 5, 7, 150, 140)
-                if region.shape != (140, 150, 3) or region.dtype != np.uint8:
-                    fail(
-                        f"read_region gave {region.shape} {region.dtype}, not (140, 150, 3) uint8."
-                    )
-                if expected is not None and not np.array_equal(region, expected[7:147, 5:155]):
-                    fail(f"{path.name}: read_region does not give the file's pixels.")
-                edge = slide.read_region(0, levels[0].width - 10, -5, 20, 20)
-                if edge.shape != (20, 20, 3) or not (edge[:5] == GLASS).all():
-                    fail("a region leaving the slide must be padded with GLASS (white).")
-                if not (edge[:, 10:] == GLASS).all():
-                    fail("a region leaving the slide must be padded with GLASS (white).")
-                top = len(levels) - 1
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    futures = [
-                        pool.submit(slide.read_region, top, i % 3, 0, 64, 64) for i in range(12)
-                    ]
-                    reads = [future.result() for future in futures]
-                if not all(np.array_equal(reads[i], reads[i % 3]) for i in range(12)):
-                    fail("reading from several threads at once gives different pixels.")
+                _check_open_slide(slide, path, expected, fail)
             finally:
                 slide.close()
             if expected is not None:
-                damaged = folder / f"damaged{path.suffix}"
-                damaged.write_bytes(path.read_bytes()[:64])
-                try:
-                    broken = reader.open(damaged)
-                    try:
-                        broken.read_region(0, 0, 0, 256, 256)
-                    finally:
-                        broken.close()
-                except BreastclsError:
-                    continue
-                except Exception as error:
-                    fail(f"a damaged file raised {type(error).__name__}, not a BreastclsError.")
-                fail("a damaged file (its first 64 bytes) opened without an error.")
+                _check_damaged_copy(reader, path, folder, fail)
+
+
+def _check_open_slide(
+    slide: Slide,
+    path: Path,
+    expected: npt.NDArray[np.uint8] | None,
+    fail: Callable[[str], NoReturn],
+) -> None:
+    """Check the levels, a region's pixels, the padding outside the slide and reads from
+    several threads; ``expected`` is the file's level-0 pixels when known."""
+    levels = slide.levels
+    if not levels or levels[0].downsample != 1.0:
+        fail(f"{path.name}: level 0 must come first, with downsample 1.")
+    if any(b.downsample < a.downsample for a, b in itertools.pairwise(levels)):
+        fail(f"{path.name}: levels must go from fine to coarse.")
+    region = slide.read_region(0, 5, 7, 150, 140)
+    if region.shape != (140, 150, 3) or region.dtype != np.uint8:
+        fail(f"read_region gave {region.shape} {region.dtype}, not (140, 150, 3) uint8.")
+    if expected is not None and not np.array_equal(region, expected[7:147, 5:155]):
+        fail(f"{path.name}: read_region does not give the file's pixels.")
+    # Overhangs the top edge by 5 rows and the right edge by 10 columns: those must be GLASS.
+    edge = slide.read_region(0, levels[0].width - 10, -5, 20, 20)
+    if (
+        edge.shape != (20, 20, 3)
+        or not (edge[:5] == GLASS).all()
+        or not (edge[:, 10:] == GLASS).all()
+    ):
+        fail("a region leaving the slide must be padded with GLASS (white).")
+    top = len(levels) - 1
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(slide.read_region, top, i % 3, 0, 64, 64) for i in range(12)]
+        reads = [future.result() for future in futures]
+    if not all(np.array_equal(reads[i], reads[i % 3]) for i in range(12)):
+        fail("reading from several threads at once gives different pixels.")
+
+
+def _check_damaged_copy(
+    reader: SlideReader, path: Path, folder: Path, fail: Callable[[str], NoReturn]
+) -> None:
+    """Opening and reading ``path`` cut to its first 64 bytes must raise a BreastclsError."""
+    damaged = folder / f"damaged{path.suffix}"
+    damaged.write_bytes(path.read_bytes()[:64])
+    try:
+        broken = reader.open(damaged)
+        try:
+            broken.read_region(0, 0, 0, 256, 256)
+        finally:
+            broken.close()
+    except BreastclsError:
+        return
+    except Exception as error:
+        fail(f"a damaged file raised {type(error).__name__}, not a BreastclsError.")
+    fail("a damaged file (its first 64 bytes) opened without an error.")
