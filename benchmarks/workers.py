@@ -511,8 +511,9 @@ SLIDE_MPP = 0.5
 
 def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
     """Write a synthetic slide of ``columns`` x ``rows`` cells, each one of the development
-    images in turn (:func:`breastcls.testing.slides.write_mosaic_slide`), in its own process so
-    that the slide's pixels never count in a measured process's memory."""
+    images in turn (:func:`breastcls.testing.slides.write_mosaic_slide`), with JPEG tiles as
+    scanners write them, in its own process so that the slide's pixels never count in a
+    measured process's memory."""
     from breastcls.testing.slides import write_mosaic_slide
 
     images = sorted(DATA.glob("*/*.png"))
@@ -520,8 +521,9 @@ def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
         (c, r): images[(r * columns + c) % len(images)] for r in range(rows) for c in range(columns)
     }
     write_mosaic_slide(
-        Path(path), cells, columns=columns, rows=rows, cell=SLIDE_CELL, mpp=SLIDE_MPP
-    )
+        Path(path), cells, columns=columns, rows=rows, cell=SLIDE_CELL, mpp=SLIDE_MPP,
+        compression="jpeg",
+    )  # fmt: skip
     return {"tiles": columns * rows, "bytes": Path(path).stat().st_size}
 
 

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -19,33 +19,39 @@ __all__ = ["check_slide_reader", "write_example_slides"]
 
 
 def write_example_slides(folder: Path) -> dict[Path, npt.NDArray[np.uint8]]:
-    """Write a small pyramidal tiled TIFF (0.5 µm/px) and a PNG of the same pixels to
-    ``folder``; return each file with its level-0 pixels."""
+    """Write a small pyramidal tiled TIFF (0.5 µm/px), the same pyramid described as an Aperio
+    SVS (a vendor format, which OpenSlide claims) and a PNG of the same pixels to ``folder``;
+    return each file with its level-0 pixels."""
     import tifffile
     from PIL import Image
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(300, 420, 3), dtype=np.uint8)
-    tiff = folder / "example.tif"
-    with tifffile.TiffWriter(tiff) as writer:
-        writer.write(
-            pixels,
-            tile=(128, 128),
-            photometric="rgb",
-            compression="zlib",
-            resolution=(20_000.0, 20_000.0),
-            resolutionunit="CENTIMETER",
-        )
-        writer.write(
-            np.ascontiguousarray(pixels[::2, ::2]),
-            tile=(128, 128),
-            photometric="rgb",
-            compression="zlib",
-            subfiletype=1,
-        )
+    tiff, svs = folder / "example.tif", folder / "example.svs"
+    aperio = "Aperio Image Library v12.0.15\n420x300 [0,0 420x300] (128x128) |AppMag = 20"
+    tags: dict[Path, tuple[dict[str, Any], dict[str, Any]]] = {  # level 0's, level 1's
+        tiff: ({"resolution": (20_000.0, 20_000.0), "resolutionunit": "CENTIMETER"}, {}),
+        svs: (
+            {"metadata": None, "description": f"{aperio}|MPP = 0.5"},
+            {"metadata": None, "description": aperio},
+        ),
+    }
+    for path, (level_0, level_1) in tags.items():
+        with tifffile.TiffWriter(path) as writer:
+            writer.write(
+                pixels, tile=(128, 128), photometric="rgb", compression="zlib", **level_0
+            )
+            writer.write(
+                np.ascontiguousarray(pixels[::2, ::2]),
+                tile=(128, 128),
+                photometric="rgb",
+                compression="zlib",
+                subfiletype=1,
+                **level_1,
+            )
     png = folder / "example.png"
     Image.fromarray(pixels).save(png)
-    return {tiff: pixels, png: pixels}
+    return {tiff: pixels, svs: pixels, png: pixels}
 
 
 def check_slide_reader(
