@@ -24,6 +24,7 @@ from breastcls.export import EXPORT_TOLERANCE
 from breastcls.inference import runtime as runtimes
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide, predict_slide
+from breastcls.slides.outputs import TileTable, heat_map
 from breastcls.testing.slides import write_mosaic_slide
 
 CELL = 224  # level-0 pixels of one image cell (the side of a development image)
@@ -563,3 +564,46 @@ def test_two_shards_then_summary_equal_one_unsharded_run(
     assert [line.split(",")[1] for line in whole.splitlines()[1:]] == ["a", "b", "blank", "c"]
     summary = json.loads((sharded / "b" / "summary.json").read_text())
     assert summary["model_mpp_source"].startswith("run (")
+
+
+def _tiles(x: list[int], y: list[int], size: int, score: list[float]) -> TileTable:
+    n = len(x)
+    return TileTable(
+        class_names=("benign", "malignant"), positive="malignant",
+        tile=np.arange(n), column=np.zeros(n, dtype=np.int64), row=np.zeros(n, dtype=np.int64),
+        x=np.array(x), y=np.array(y), size=size, level=0, tissue=np.ones(n),
+        probabilities=np.stack([1 - np.array(score), np.array(score)], axis=1),
+        score=np.array(score),
+    )  # fmt: skip
+
+
+def test_the_heat_map_averages_the_tiles_over_each_pixel() -> None:
+    # Two 4-pixel tiles overlapping by half, at downsample 2: 2x2 thumbnail pixels each.
+    heat = heat_map(_tiles([0, 2], [0, 2], 4, [0.2, 0.6]), (4, 4), 2.0)
+    expected = np.full((4, 4), np.nan)
+    expected[0:2, 0:2] = 0.2
+    expected[1:3, 1:3] = 0.6
+    expected[1, 1] = 0.4  # both tiles
+    np.testing.assert_allclose(heat, expected, equal_nan=True)
+    # A tile smaller than a thumbnail pixel still covers one; one past the edge is clipped.
+    heat = heat_map(_tiles([5, 14], [5, 14], 1, [0.9, 0.3]), (4, 4), 4.0)
+    assert heat[1, 1] == pytest.approx(0.9) and heat[3, 3] == pytest.approx(0.3)
+    assert np.isnan(heat).sum() == 14
+
+
+def test_the_heat_map_equals_a_tile_by_tile_sum() -> None:
+    rng = np.random.default_rng(5)
+    table = _tiles(
+        list(rng.integers(-50, 900, 300)), list(rng.integers(-50, 600, 300)), 96,
+        list(rng.uniform(0, 1, 300)),
+    )  # fmt: skip
+    total, count = np.zeros((70, 100)), np.zeros((70, 100))
+    for i in range(len(table)):
+        x0 = min(max(int(np.floor(table.x[i] / 9.0)), 0), 99)
+        y0 = min(max(int(np.floor(table.y[i] / 9.0)), 0), 69)
+        x1 = min(max(int(np.ceil((table.x[i] + 96) / 9.0)), x0 + 1), 100)
+        y1 = min(max(int(np.ceil((table.y[i] + 96) / 9.0)), y0 + 1), 70)
+        total[y0:y1, x0:x1] += table.score[i]
+        count[y0:y1, x0:x1] += 1
+    expected = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    np.testing.assert_allclose(heat_map(table, (70, 100), 9.0), expected, equal_nan=True)
