@@ -26,7 +26,7 @@ def breastcls_register_slide_readers(registry: PluginRegistry[SlideReader]) -> N
     registry.add(
         "openslide",
         OpenSlideReader(),
-        summary="vendor slides (SVS, NDPI, MRXS, SCN, generic tiled TIFF...) read with OpenSlide "
+        summary="vendor slides (SVS, NDPI, MRXS, SCN, Philips TIFF...) read with OpenSlide "
         "(breastcls[slides])",
     )
     registry.add(
