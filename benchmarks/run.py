@@ -70,7 +70,10 @@ class Sizes:
     slide_size: int = 224
     slide_columns: int = 32
     slide_rows: int = 16
-    slide_rounds: int = 3
+    # TensorFlow runs a whole call at about half speed now and then (docs/performance.md,
+    # "TensorFlow's slow mode"): five rounds give each measurement several chances of a
+    # normal one.
+    slide_rounds: int = 5
 
 
 FULL = Sizes(
