@@ -53,6 +53,8 @@ def write_mosaic_slide(
     Returns:
         ``path``.
     """
+    if compression not in ("zlib", "jpeg"):
+        raise ValueError(f"compression={compression!r}: use 'zlib' or 'jpeg'.")
     import tifffile
 
     slide = np.full((rows * cell, columns * cell, 3), 255, dtype=np.uint8)
@@ -61,8 +63,6 @@ def write_mosaic_slide(
         if image not in pixels:
             pixels[image] = _cell_pixels(image, cell)
         slide[row * cell : (row + 1) * cell, column * cell : (column + 1) * cell] = pixels[image]
-    if compression not in ("zlib", "jpeg"):
-        raise ValueError(f"compression={compression!r}: use 'zlib' or 'jpeg'.")
     # Scanners store JPEG tiles as YCbCr (OpenSlide reads them the same way as the tiff reader).
     encoding: dict[str, Any] = (
         {"compression": "jpeg", "compressionargs": {"level": 90}, "photometric": "ycbcr"}
