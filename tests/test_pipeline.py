@@ -69,3 +69,16 @@ def test_the_pillow_path_gives_the_same_pixels_as_the_native_decoder(small_break
         ).as_numpy_iterator()
     )[0]
     np.testing.assert_allclose(native, pillow, atol=1e-3)
+
+
+def test_a_uint8_image_resizes_to_the_values_of_its_float_copy(breakhis_dev: Path) -> None:
+    import tensorflow as tf
+
+    from breastcls.data.pipeline import resize_image
+
+    path = next((breakhis_dev / "benign").glob("SOB_B_F-14-25197-40-*.png"))
+    pixels = tf.constant(decode_image(path))  # 350x230, uint8
+    for size in (224, 96):
+        direct = resize_image(pixels, size)
+        assert direct.dtype == tf.float32 and direct.shape == (size, size, 3)
+        np.testing.assert_array_equal(direct, resize_image(tf.cast(pixels, tf.float32), size))

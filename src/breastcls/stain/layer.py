@@ -23,6 +23,7 @@ exponential and one per-image choice (on a ``(batch, values)`` view: a select br
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -144,9 +145,49 @@ def _cross(a: Any, b: Any) -> Any:
     return ops.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
-def _log_light_map(log_light: Any, matrix: Any, offset: Any, low: float, high: float) -> Any:
-    """``clip(log_light @ matrix + offset, low, high)`` per image, in the images' 4-D shape."""
-    mapped = _affine(log_light, matrix, offset)
+def _pseudo_angle(points: Any) -> Any:
+    """A number that orders ``(..., 2)`` plane points as their angle ``atan2(y, x)`` does.
+
+    ``y / (|x| + |y|)`` for ``x >= 0`` (from -1 to 1), ``±2`` minus it beyond: monotone in the
+    angle over (-π, π], so the same pixel sits at every percentile, for a division and two
+    selects per pixel where ``atan2`` costs about 30 ns on a CPU (a third of the layer's
+    statistics). :func:`_plane_direction` turns one back into a direction.
+    """
+    x, y = points[..., 0], points[..., 1]
+    diamond = y / ops.maximum(ops.abs(x) + ops.abs(y), 1e-12)
+    beyond = ops.where(y >= 0, 2.0, -2.0) - diamond
+    return ops.where(x >= 0, diamond, beyond)
+
+
+def _plane_direction(pseudo_angles: Any) -> Any:
+    """The ``(batch, 2, n)`` plane points, on the diamond ``|x| + |y| = 1``, at the
+    :func:`_pseudo_angle` values ``(batch, n)``: not unit length, in their angles' directions."""
+    beyond = ops.abs(pseudo_angles) > 1.0
+    y = ops.where(beyond, ops.where(pseudo_angles > 0, 2.0, -2.0) - pseudo_angles, pseudo_angles)
+    x = (1.0 - ops.abs(y)) * ops.where(beyond, -1.0, 1.0)
+    return ops.stack([x, y], axis=1)
+
+
+def _log_light_map(
+    log_light: Any, matrix: Any, offset: Any, low: float, high: float, *, compiled: bool
+) -> Any:
+    """``clip(log_light @ matrix + offset, low, high)`` per image, in the images' 4-D shape.
+
+    ``compiled``: written for XLA, as three broadcast products of channel slices, which XLA fuses
+    with the logarithm before and the exponential after into two passes over the batch instead
+    of four (0.13 ms of CPU less per 224 px image). TensorFlow's own kernels run that form at
+    half the speed of one batched product, which is the other form.
+    """
+    if compiled:
+        rows = matrix[:, None, None, :, :]
+        mapped = (
+            log_light[..., 0:1] * rows[..., 0, :]
+            + log_light[..., 1:2] * rows[..., 1, :]
+            + log_light[..., 2:3] * rows[..., 2, :]
+            + offset[:, None, None, :]
+        )
+    else:
+        mapped = _affine(log_light, matrix, offset)
     return ops.minimum(ops.maximum(mapped, low), high)
 
 
@@ -185,7 +226,8 @@ class ReinhardNormalisation(_StainLayer):
         self.mean = [float(v) for v in mean]
         self.std = [float(v) for v in std]
 
-    def call(self, inputs: Any) -> Any:
+    def call(self, inputs: Any, compiled: bool = False) -> Any:
+        """Normalise a batch; ``compiled``: the form for XLA (see :func:`pipeline_function`)."""
         x = ops.cast(inputs, "float32")
         grid = _grid(x)
         mask, count, enough = _tissue(_optical_density(grid))
@@ -207,7 +249,7 @@ class ReinhardNormalisation(_StainLayer):
         offset = offset - _LOG_LIGHT * ops.sum(matrix, axis=1)
         lms = ops.matmul(x, to_lms) + ops.convert_to_tensor(_LMS_OF_ONE, dtype="float32")
         # Bounded before exp: an outlying pixel of a low-contrast image must not overflow.
-        matched = _log_light_map(ops.log(lms), matrix, offset, -20.0, 2.0)
+        matched = _log_light_map(ops.log(lms), matrix, offset, -20.0, 2.0, compiled=compiled)
         to_light = ops.convert_to_tensor(_TO_RGB_LIGHT, dtype="float32")
         rebuilt = ops.clip(ops.matmul(ops.exp(matched), to_light), 1.0, _LIGHT) - 1.0
         return _restore(x, rebuilt, ok, inputs.dtype)
@@ -270,7 +312,8 @@ class MacenkoNormalisation(_StainLayer):
         second = second * ops.where(ops.sum(second, axis=-1, keepdims=True) < 0, -1.0, 1.0)
         return ops.stack([first, second], axis=-1)
 
-    def call(self, inputs: Any) -> Any:
+    def call(self, inputs: Any, compiled: bool = False) -> Any:
+        """Normalise a batch; ``compiled``: the form for XLA (see :func:`pipeline_function`)."""
         x = ops.cast(inputs, "float32")
         od = _optical_density(_grid(x))
         mask, count, enough = _tissue(od)
@@ -280,8 +323,7 @@ class MacenkoNormalisation(_StainLayer):
             / ops.maximum(count, 1.0)[:, None, None]
         )
         plane = self._plane(covariance)
-        projected = ops.matmul(od, plane)
-        angles = ops.arctan2(projected[:, :, 1], projected[:, :, 0])
+        angles = _pseudo_angle(ops.matmul(od, plane))
         low_high = _percentiles(
             ops.stack([angles, angles], axis=1),
             mask,
@@ -289,10 +331,7 @@ class MacenkoNormalisation(_StainLayer):
             (ANGLE_PERCENTILE, 100.0 - ANGLE_PERCENTILE),
         )  # (batch, 2)
         # (batch, 3, 2): the directions at the two angles, as columns.
-        directions = ops.matmul(
-            plane,
-            ops.stack([ops.cos(low_high), ops.sin(low_high)], axis=1),
-        )
+        directions = ops.matmul(plane, _plane_direction(low_high))
         directions = directions / ops.maximum(ops.norm(directions, axis=1, keepdims=True), 1e-12)
         # Which of the two is haematoxylin: the pairing closer to the reference's vectors. The
         # usual rule (more red OD) flips on images whose two stains are both purplish.
@@ -324,7 +363,9 @@ class MacenkoNormalisation(_StainLayer):
         # Bounded before exp: OD' in [0, ln 256] is I' in [0, 255] (negative amounts, colours
         # outside the stain plane, would give OD' < 0).
         # (log1p and expm1 would save two passes, but tf2onnx converts neither.)
-        light = _log_light_map(ops.log(x + 1.0), change, offset, 0.0, _TOP_EXPONENT)
+        light = _log_light_map(
+            ops.log(x + 1.0), change, offset, 0.0, _TOP_EXPONENT, compiled=compiled
+        )
         return _restore(x, ops.exp(light) - 1.0, ok, inputs.dtype)
 
     def get_config(self) -> dict[str, Any]:
@@ -340,9 +381,9 @@ def pipeline_function(layer: Any) -> Any:
 
     On TensorFlow it is the layer's call compiled with XLA (``jit_compile=True``): inside a
     ``tf.data`` map every TensorFlow op is dispatched by the map's own function runtime, several
-    times slower than in a ``tf.function``, and the per-pixel map is six passes over the batch
-    that XLA fuses into one. Each batch shape is compiled once (the first batch, and a smaller
-    last one). On other backends it is the layer itself.
+    times slower than in a ``tf.function``, and XLA fuses the per-pixel map (the breastcls
+    layers' ``compiled`` form) into two passes over the batch. Each batch shape is compiled once
+    (the first batch, and a smaller last one). On other backends it is the layer itself.
 
     Args:
         layer: A :class:`ReinhardNormalisation` or :class:`MacenkoNormalisation` (or any layer).
@@ -351,7 +392,12 @@ def pipeline_function(layer: Any) -> Any:
         return layer
     import tensorflow as tf
 
-    return tf.function(layer.call, jit_compile=True, autograph=False)
+    call = (
+        functools.partial(layer.call, compiled=True)
+        if isinstance(layer, _StainLayer)
+        else layer.call
+    )
+    return tf.function(call, jit_compile=True, autograph=False)
 
 
 def shift_towards(images: Any, normalised: Any, strength: float) -> Any:
