@@ -15,10 +15,11 @@ percentiles would cost ten times more than decoding it.
 Both layers are written for few operations as well as few passes over the pixels: inside a
 ``tf.data`` map every TensorFlow op costs several times what it costs in a ``tf.function`` (about
 0.1 ms each on a 2-core machine, against 0.02), so the statistics take a fixed handful of ops
-(repeated squaring instead of power iteration, one ``top_k`` for two percentiles), constants are
-prepared in Python, and every pixel goes through one logarithm, one 3x3 product, one clipped
-exponential and one per-image choice (on a ``(batch, values)`` view: a select broadcast over a
-4-D image costs four times as much).
+(repeated squaring instead of power iteration, one ``top_k`` for two percentiles, angles
+ranked by a pseudo-angle instead of ``atan2``), constants are prepared in Python, and every
+pixel goes through one logarithm, one 3x3 product, one clipped exponential and one per-image
+choice (on a ``(batch, values)`` view: a select broadcast over a 4-D image costs four times as
+much).
 """
 
 from __future__ import annotations
