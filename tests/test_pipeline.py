@@ -82,3 +82,28 @@ def test_a_uint8_image_resizes_to_the_values_of_its_float_copy(breakhis_dev: Pat
         direct = resize_image(pixels, size)
         assert direct.dtype == tf.float32 and direct.shape == (size, size, 3)
         np.testing.assert_array_equal(direct, resize_image(tf.cast(pixels, tf.float32), size))
+        # Unclipped, the uint8 path still stays within 0-255 (bilinear values interpolate).
+        assert float(tf.reduce_min(direct)) >= 0.0 and float(tf.reduce_max(direct)) <= 255.0
+    # A float image outside 0-255 is clipped.
+    bright = resize_image(tf.fill((40, 30, 3), 300.0), 16)
+    np.testing.assert_array_equal(bright, np.full((16, 16, 3), 255.0, np.float32))
+
+
+def test_pipelines_run_without_tf_data_autotuning(small_breakhis: Path) -> None:
+    import tensorflow as tf
+
+    from breastcls.data.pipeline import without_autotuning
+
+    dataset = load_dataset(DataConfig(path=small_breakhis))
+    info, _ = scan_samples(dataset.samples)
+    stream = make_dataset(
+        dataset.samples, dataset.class_names, image_size=32, batch_size=8, image_info=info
+    )
+    # Later stages keep the option: a normalisation mapped over the batches runs without it too.
+    normalised = stream.map(lambda x, y: (x / 255.0, y), num_parallel_calls=tf.data.AUTOTUNE)
+    for pipeline in (stream, normalised):
+        assert pipeline.options().autotune.enabled is False
+    assert tf.data.Dataset.range(3).options().autotune.enabled is not False
+    steady = without_autotuning(tf.data.Dataset.range(3))
+    assert steady.options().autotune.enabled is False
+    assert list(steady.as_numpy_iterator()) == [0, 1, 2]

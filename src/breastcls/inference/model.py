@@ -304,12 +304,12 @@ class InferenceModel:
     def _array_batches(self, arrays: Sequence[npt.NDArray[Any]], batch_size: int) -> Any:
         import tensorflow as tf
 
-        from breastcls.data.pipeline import resize_image
+        from breastcls.data.pipeline import resize_image, without_autotuning
 
         resized = np.stack(
             [resize_image(tf.constant(a, tf.float32), self.image_size).numpy() for a in arrays]
         )
-        return tf.data.Dataset.from_tensor_slices(resized).batch(batch_size)
+        return without_autotuning(tf.data.Dataset.from_tensor_slices(resized).batch(batch_size))
 
 
 def _as_rgb(image: Any, index: int) -> npt.NDArray[Any]:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from breastcls.data.pipeline import without_autotuning
 from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
@@ -304,7 +305,7 @@ def _batches(
         lambda: _read_ahead(slide, plan, start, batch_size, pool, workers + 1, failures),
         output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
     )
-    return dataset.map(lambda images: tf.cast(images, tf.float32)).prefetch(1)
+    return without_autotuning(dataset.map(lambda images: tf.cast(images, tf.float32)).prefetch(1))
 
 
 def _job_record(
