@@ -70,9 +70,9 @@ class Sizes:
     slide_size: int = 224
     slide_columns: int = 32
     slide_rows: int = 16
-    # TensorFlow runs a whole call at about half speed now and then (docs/performance.md,
-    # "TensorFlow's slow mode"): five rounds give each measurement several chances of a
-    # normal one.
+    # TensorFlow ran whole calls at about half speed now and then (docs/performance.md,
+    # "TensorFlow's slow mode": tf.data's autotuning, now off in the library's pipelines);
+    # five rounds still give each measurement several chances of a quiet moment.
     slide_rounds: int = 5
 
 
