@@ -386,6 +386,10 @@ def pipeline_function(layer: Any) -> Any:
     layers' ``compiled`` form) into two passes over the batch. Each batch shape is compiled once
     (the first batch, and a smaller last one). On other backends it is the layer itself.
 
+    Build the dataset that maps it once and iterate over it for every epoch: each new iterator
+    instantiates the compiled function again (0.1-0.15 s on 2 cores), and rebuilding the
+    dataset traces the map again as well.
+
     Args:
         layer: A :class:`ReinhardNormalisation` or :class:`MacenkoNormalisation` (or any layer).
     """
