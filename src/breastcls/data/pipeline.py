@@ -69,7 +69,7 @@ def without_autotuning(dataset: Any) -> Any:
     on a 2-core machine, see the performance guide): decoding with a map after ``batch`` (stain
     normalisation) ran at 337-373 images/s with 1.0 core busy in 4 passes of 8, against
     583-649 with 1.7 in the others; plain decoding at about 810 with 1.4 cores in 3 of 8,
-    against 1018-1076 with 1.9; a model called over a dataset at half speed in 1 call of 8.
+    against 815-1076 with 1.8-1.9; a model called over a dataset at half speed in 1 call of 8.
     With it off, none of about 150 passes and 8 calls did. ``AUTOTUNE`` maps then run as many
     calls at once as there are cores (TensorFlow's default for them), and ``prefetch(AUTOTUNE)``
     buffers still grow while the consumer finds them empty.
