@@ -2,8 +2,8 @@
 
 Usage (from the repository root)::
 
-    python -m benchmarks.run            # the full CPU run (about 12 minutes on 2 cores)
-    python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
+    python -m benchmarks.run            # the full CPU run (20 minutes or more on 2 cores)
+    python -m benchmarks.run --quick    # a smoke run (about 7 minutes on 2 cores)
     python -m benchmarks.run --gpu-only # only float32 vs mixed vs mixed + XLA on the GPU
     python -m benchmarks.run --gpu-only --keras-backend jax  # the same on a GPU without TensorFlow
     python -m benchmarks.run --gpu-only --gpu-backbone densenet201  # one backbone of it
@@ -664,7 +664,9 @@ def target_rows(values: dict[str, float], keras_backend: str = "tensorflow") -> 
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print the tables and the ratio lines."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (about 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes (about 7 minutes on 2 cores)"
+    )
     parser.add_argument(
         "--gpu-only", action="store_true", help="only the GPU section (float32, mixed, mixed + XLA)"
     )
