@@ -631,8 +631,12 @@ def _run_callbacks(
     """The callbacks that keep the run folder complete: history, checkpoint, hooks, shuffle."""
     import keras
 
-    from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
-    from breastcls.progress import progress_callbacks
+    from breastcls.callbacks import (
+        EpochCounter,
+        HistoryWriter,
+        HookForwarder,
+        progress_callbacks,
+    )
 
     callbacks = [
         HistoryWriter(RunFolder(run_dir).history, rows=checkpoint.history),

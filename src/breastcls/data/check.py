@@ -54,7 +54,7 @@ from breastcls.data.split import Split, split_for_config
 from breastcls.errors import DataError
 from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
 from breastcls.plugins.host import PluginHost
-from breastcls.stain.normalisers import ANGLE_PERCENTILE, TISSUE_OD, estimate_stain
+from breastcls.stain.optics import ANGLE_PERCENTILE, TISSUE_OD, estimate_stain
 
 __all__ = [
     "DataIssue",
