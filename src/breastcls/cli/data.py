@@ -53,7 +53,7 @@ def check_command(
     Exit code 0: no error (warnings allowed); 1: errors found; 2: the dataset cannot be read.
     """
     import breastcls
-    from breastcls.data.check import format_report
+    from breastcls.cli.data_report import format_report
 
     config = breastcls.DataConfig(
         path=path,
