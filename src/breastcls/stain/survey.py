@@ -255,4 +255,6 @@ def _furthest_roles(
         for first, second in itertools.combinations(roles, 2)
     }
     measured_pairs = {pair: d for pair, d in by_role_pair.items() if d is not None}
-    return max(measured_pairs, key=lambda pair: measured_pairs[pair]) if measured_pairs else ()
+    if not measured_pairs:
+        return ()
+    return max(measured_pairs, key=measured_pairs.__getitem__)
