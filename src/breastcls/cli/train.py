@@ -22,12 +22,12 @@ from breastcls.config import (
     Task,
     TrainConfig,
 )
-from breastcls.crossval import CrossValidationResult
-from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
 from breastcls.runs.folder import RunFolder, RunResult
+from breastcls.training.crossval import CrossValidationResult
+from breastcls.training.distribute import parse_devices
 
 DATA_PANEL = "Data"
 MODEL_PANEL = "Model"
@@ -368,7 +368,7 @@ def train_command(
 
 
 def _report_run(result: RunResult) -> None:
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {result.run_dir}")
     say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
@@ -378,7 +378,7 @@ def _report_run(result: RunResult) -> None:
 
 
 def _report_cross_validation(cv: CrossValidationResult) -> None:
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
     for index, fold in enumerate(cv.folds, start=1):

@@ -1,4 +1,5 @@
-"""``breastcls.train``: from a configuration to a complete run folder."""
+"""``breastcls.train``: from a configuration to a complete run folder (:func:`train`,
+:func:`resume`)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
-from breastcls.distribute import (
-    check_devices,
-    describe_strategy,
-    distribute_dataset,
-    select_strategy,
-    worker_out_dir,
-)
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
 from breastcls.interfaces import Dataset, Sample, SkippedFile
@@ -49,6 +43,13 @@ from breastcls.runs.folder import (
 )
 from breastcls.runs.lock import FolderLock, held_lock, lock_folder
 from breastcls.stain.fit import StainFit, fit_run_stain
+from breastcls.training.distribute import (
+    check_devices,
+    describe_strategy,
+    distribute_dataset,
+    select_strategy,
+    worker_out_dir,
+)
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
@@ -571,7 +572,7 @@ def _fit(
     import keras
     import tensorflow as tf
 
-    from breastcls.callbacks import NaNGuard, TrainingCheckpoint
+    from breastcls.training.callbacks import NaNGuard, TrainingCheckpoint
 
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
@@ -631,7 +632,7 @@ def _run_callbacks(
     """The callbacks that keep the run folder complete: history, checkpoint, hooks, shuffle."""
     import keras
 
-    from breastcls.callbacks import (
+    from breastcls.training.callbacks import (
         EpochCounter,
         HistoryWriter,
         HookForwarder,
@@ -660,8 +661,8 @@ def _build_or_restore(
     resume_from: TrainState | None,
     stain: StainFit | None,
 ) -> Any:
-    from breastcls.callbacks import restore_seed_generators
     from breastcls.model import build_model, load_checkpoint
+    from breastcls.training.callbacks import restore_seed_generators
 
     if resume_from is None:
         model = build_model(
