@@ -2,26 +2,7 @@
 
 from __future__ import annotations
 
-from breastcls.training.distribute import (
-    Devices,
-    WorkerRole,
-    check_devices,
-    describe_strategy,
-    distribute_dataset,
-    parse_devices,
-    select_strategy,
-    worker_out_dir,
-    worker_role,
-)
+from breastcls.training import distribute as _moved
+from breastcls.training.distribute import *  # noqa: F403 (the same public names)
 
-__all__ = [
-    "Devices",
-    "WorkerRole",
-    "check_devices",
-    "describe_strategy",
-    "distribute_dataset",
-    "parse_devices",
-    "select_strategy",
-    "worker_out_dir",
-    "worker_role",
-]
+__all__ = _moved.__all__
