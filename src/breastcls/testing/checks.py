@@ -540,11 +540,11 @@ def check_component(
     elif info.kind == "tta":
         check_tta(component, name=info.name)
     elif info.kind == "slide_reader":
-        from breastcls.slides.checks import check_slide_reader
+        from breastcls.testing.slide_checks import check_slide_reader
 
         check_slide_reader(component, data=data, name=info.name)
     elif info.kind == "stain_normaliser":
-        from breastcls.stain.checks import check_stain_normaliser
+        from breastcls.testing.stain_checks import check_stain_normaliser
 
         check_stain_normaliser(component, work_dir=work_dir, name=info.name)
     elif info.kind == "dataset":

@@ -1,9 +1,9 @@
 """What every conformance check shares: the error it raises, a work folder, and the save-and-reload
 round trip.
 
-The checks of each plugin kind use these, wherever they live (:mod:`breastcls.testing.checks`,
-:mod:`breastcls.slides.checks`, :mod:`breastcls.stain.checks`); a plugin author can use them to
-write checks of the same shape.
+The checks of each plugin kind use these (:mod:`breastcls.testing.checks`,
+:mod:`breastcls.testing.slide_checks`, :mod:`breastcls.testing.stain_checks`); a plugin author
+can use them to write checks of the same shape.
 """
 
 from __future__ import annotations
