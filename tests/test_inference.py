@@ -298,7 +298,7 @@ def test_a_record_that_does_not_fit_its_model_is_refused(run: Path, tmp_path: Pa
     record = read_record(copy)
     assert record is not None
     write_record(copy, dataclasses.replace(record, image_size=64))
-    with pytest.raises(ModelLoadError, match="its record says 2 classes .* at 64 px"):
+    with pytest.raises(ModelLoadError, match=r"its record says 2 classes .* at 64 px"):
         InferenceModel.load(copy)
     raw = json.loads((copy / "model_record.json").read_text())
     (copy / "model_record.json").write_text(json.dumps({**raw, "version": RECORD_VERSION + 1}))

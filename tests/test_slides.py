@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls.cli.app import app
-from breastcls.errors import ConfigError, DataError
 from breastcls.conversion import EXPORT_TOLERANCE
+from breastcls.errors import ConfigError, DataError
 from breastcls.inference import runtime as runtimes
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide, predict_slide

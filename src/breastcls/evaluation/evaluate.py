@@ -26,7 +26,7 @@ from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Split
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, ModelLoadError
+from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibrate import fit_selection_calibration
 from breastcls.inference.calibration import Calibration, apply_calibration
@@ -258,8 +258,7 @@ class _EvaluationData:
 
 def _evaluation_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -271,7 +270,7 @@ def _evaluation_data(
     or is left out (listed) with ``skip_bad_images``."""
     from breastcls.data.images import describe_unreadable, scan_samples
 
-    chosen = _chosen_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
+    chosen = _chosen_data(data, model, host, allow_overlap=allow_overlap)
     if chosen.image_info or chosen.skipped:
         info, skipped = dict(chosen.image_info), list(chosen.skipped)  # scanned for overlap
     else:
@@ -297,8 +296,7 @@ def _evaluation_data(
 
 def _chosen_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -306,18 +304,16 @@ def _chosen_data(
     from breastcls.data.images import scan_samples
     from breastcls.data.loading import load_dataset
 
+    model_dir = model.folder.path
     if data is None:
         samples, role = _run_images(model_dir)
-        folder = RunFolder(model_dir)
-        if folder.class_names.is_file():
-            known = folder.read_class_names()
-            foreign = sorted({s.label for s in samples} - set(known))
-            if foreign:
-                raise DataError(
-                    f"{folder.split} lists images of class(es) {foreign}, which "
-                    f"{folder.class_names.name} ({list(known)}) does not have: the two files do "
-                    "not belong to one run; restore them, or pass --data to evaluate on."
-                )
+        foreign = sorted({s.label for s in samples} - set(model.class_names))
+        if foreign and model.record.class_names_known:
+            raise DataError(
+                f"{model.folder.split} lists images of class(es) {foreign}, which the model "
+                f"({list(model.class_names)}) does not have: the split and the model do not "
+                "belong to one run; restore them, or pass --data to evaluate on."
+            )
         return _EvaluationData(
             samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
         )
@@ -328,7 +324,7 @@ def _chosen_data(
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
     dataset = load_dataset(
-        DataConfig(path=Path(data), image_size=image_size, **settings), host=host
+        DataConfig(path=Path(data), image_size=model.image_size, **settings), host=host
     )
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
@@ -420,10 +416,14 @@ def evaluate(
         reference_images(Path(stain_reference))  # a missing reference stops before any work
     loaded = InferenceModel.load(Path(model))
     loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    if gradcam and loaded.keras_model is None:
+        raise ConfigError(
+            f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
+            "Pass --no-gradcam (gradcam=False), or evaluate the run folder."
+        )
     chosen = _evaluation_data(
         data,
-        loaded.folder.path,
-        loaded.image_size,
+        loaded,
         host,
         allow_overlap=allow_overlap,
         skip_bad_images=skip_bad_images,

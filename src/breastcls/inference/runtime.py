@@ -51,6 +51,7 @@ __all__ = [
     "RuntimeName",
     "TensorFlowRuntime",
     "cache_dir",
+    "cached_runtime_record",
     "check_runtime",
     "choose_runtime",
     "machine",
@@ -300,6 +301,12 @@ class _ModelCache:
             f"Cannot write the ONNX Runtime cache {self.folder} ({error.strerror or error}): "
             f"point {CACHE_VARIABLE} at a writable folder, or use --runtime tensorflow."
         )
+
+
+def cached_runtime_record(source: Path) -> dict[str, Any]:
+    """What the cache remembers of the model file ``source``: its ONNX conversion and the
+    choices ``auto`` measured (``runtime.json``; a new, empty record when there is none)."""
+    return _ModelCache(source=source, sha256=model_sha256(source)).read()
 
 
 def machine() -> dict[str, Any]:
