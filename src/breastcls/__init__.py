@@ -33,7 +33,8 @@ from breastcls.errors import (
 )
 from breastcls.evaluation.evaluate import EvaluationResult, build_report, evaluate
 from breastcls.export import export_model
-from breastcls.inference import InferenceModel, Prediction
+from breastcls.inference import InferenceModel, ModelRecord, Prediction
+from breastcls.inference.calibrate import calibrate
 from breastcls.inference.predict import PredictResult, predict
 from breastcls.interfaces import (
     Augmentation,
@@ -45,7 +46,6 @@ from breastcls.interfaces import (
     Metric,
     Trainer,
 )
-from breastcls.model import load_model
 from breastcls.plugins.host import hookimpl
 from breastcls.registry import PluginRegistry
 from breastcls.runs.folder import RunResult
@@ -56,6 +56,10 @@ from breastcls.training.crossval import (
     resume_cross_validation,
 )
 from breastcls.training.train import resume, train
+
+#: The one door for a trained model: :meth:`InferenceModel.load` (a run folder, an export
+#: folder or a model file, with its record), under the name users look for first.
+load_model = InferenceModel.load
 
 __all__ = [
     "Augmentation",
@@ -75,6 +79,7 @@ __all__ = [
     "Metric",
     "ModelConfig",
     "ModelLoadError",
+    "ModelRecord",
     "OutputError",
     "PluginError",
     "PluginRegistry",
@@ -89,6 +94,7 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "build_report",
+    "calibrate",
     "check_data",
     "cross_validate",
     "demo_config",

@@ -132,7 +132,8 @@ def check_backbone(
     The backbone is built with ``weights=None`` at ``image_size``; breastcls' full model
     (:func:`breastcls.model.build_model` with the ``seed`` head and no augmentation) is trained
     for one step (every loss finite, some backbone weight changed), saved as ``.keras``, reloaded
-    with :func:`breastcls.load_model` (safe mode) and must predict the same probabilities.
+    with :func:`breastcls.model.load_keras_model` (safe mode) and must predict the same
+    probabilities.
 
     Args:
         backbone: The component, e.g. ``KerasBackbone(factory=..., preprocessing="caffe")``.

@@ -51,12 +51,12 @@ def same_predictions(what: str, model: Any, path: Path, inputs: npt.NDArray[Any]
             (by more than :data:`TOLERANCE`) after it.
     """
     from breastcls.errors import ModelLoadError
-    from breastcls.model import load_model
+    from breastcls.model import load_keras_model
 
     before = np.asarray(model.predict(inputs, verbose=0))
     try:
         model.save(path)
-        loaded = load_model(path)
+        loaded = load_keras_model(path)
     except (ModelLoadError, TypeError, ValueError) as error:
         fail(
             what,
