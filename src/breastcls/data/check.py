@@ -428,14 +428,14 @@ def _folder_roles(samples: Sequence[Sample]) -> dict[Path, str]:
 
 
 def _split_of(
-    readable: Sequence[Sample], config: DataConfig
+    samples: Sequence[Sample], config: DataConfig
 ) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
-    fixed = any(s.split for s in readable)
+    fixed = any(s.split for s in samples)
     try:
-        split = split_for_config(readable, config)
+        split = split_for_config(samples, config)
     except DataError as error:
         issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
-        return _folder_roles(readable), None, "data" if fixed else "none", issue
+        return _folder_roles(samples), None, "data" if fixed else "none", issue
     # Roles, also for data that fixes its split: the blog's validation/ folder is the test set.
     split_of = {s.path: role.value for role, part in split.parts() for s in part}
     return split_of, split, "data" if fixed else "computed", None
