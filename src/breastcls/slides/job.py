@@ -553,10 +553,22 @@ def _predict_open_slide(
 ) -> SlideResult:
     slide_mpp, mpp_source = _resolution(slide, mpp)
     model_mpp, model_mpp_source = scale
-    thumbnail, mask, plan = _tissue_tiles(
+    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    mask = detect_tissue(thumbnail.pixels)
+    if not mask.any():
+        raise DataError(
+            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
+            "or its staining."
+        )
+    plan = plan_tiles(
         slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=model.image_size,
-        thumbnail_side=thumbnail_side, overlap=overlap, min_tissue=min_tissue,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
     )  # fmt: skip
+    if len(plan) == 0:
+        raise DataError(
+            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
+            "on the grid): lower --min-tissue, or check --model-mpp."
+        )
     calibration = model.calibration(tta)
     thresholds = calibration.operating_thresholds
     options = {
@@ -589,43 +601,14 @@ def _predict_open_slide(
         if lock is not None:
             lock.release()
     return SlideResult(
-        slide=slide.path, folder=folder.path if folder is not None else None, tiles=table,
-        heatmap=heat, thumbnail=thumbnail.pixels, tissue_mask=mask, summary=summary,
-    )  # fmt: skip
-
-
-def _tissue_tiles(
-    slide: Slide,
-    *,
-    slide_mpp: float,
-    model_mpp: float,
-    image_size: int,
-    thumbnail_side: int,
-    overlap: float,
-    min_tissue: float,
-) -> tuple[Thumbnail, npt.NDArray[np.bool_], TilePlan]:
-    """The slide's thumbnail, its tissue mask, and the tiles to classify.
-
-    Raises:
-        DataError: The slide has no tissue, or no tile holds ``min_tissue`` of it.
-    """
-    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
-    if not mask.any():
-        raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
-        )
-    plan = plan_tiles(
-        slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=image_size,
-        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
-    )  # fmt: skip
-    if len(plan) == 0:
-        raise DataError(
-            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
-            "on the grid): lower --min-tissue, or check --model-mpp."
-        )
-    return thumbnail, mask, plan
+        slide=slide.path,
+        folder=folder.path if folder is not None else None,
+        tiles=table,
+        heatmap=heat,
+        thumbnail=thumbnail.pixels,
+        tissue_mask=mask,
+        summary=summary,
+    )
 
 
 def _classify(
@@ -656,8 +639,23 @@ def _classify(
 
     def commit(calibrated: list[FloatArray]) -> None:
         probabilities = np.concatenate(calibrated, axis=0)
-        rows = _plan_rows(plan, sink.committed, probabilities, positive.score(probabilities))
-        sink.append(rows, len(probabilities))
+        first = sink.committed
+        index = np.arange(first, first + len(probabilities))
+        sink.append(
+            tile_rows(
+                tile=plan.row[index] * plan.columns + plan.column[index],
+                column=plan.column[index],
+                row=plan.row[index],
+                x=plan.x[index],
+                y=plan.y[index],
+                size=plan.tile_size,
+                level=plan.level,
+                tissue=plan.tissue[index],
+                probabilities=probabilities,
+                score=positive.score(probabilities),
+            ),
+            len(probabilities),
+        )
         if reporter is not None:
             reporter.task_advanced(sink.committed)
         if on_chunk is not None:
@@ -668,8 +666,14 @@ def _classify(
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
         try:
             batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
-            calibrated = (s.calibrated for s in model.iter_scores(batches, tta=tta, host=host))
-            pending = _commit_in_chunks(calibrated, chunk, commit, failures)
+            pending: list[FloatArray] = []
+            pending_count = 0
+            for scores in model.iter_scores(batches, tta=tta, host=host):
+                pending.append(scores.calibrated)
+                pending_count += len(scores.calibrated)
+                if pending_count >= chunk and not failures:
+                    commit(pending)
+                    pending, pending_count = [], 0
             if failures:
                 _raise_read_failure(slide, failures[0])
             if pending:
@@ -681,44 +685,6 @@ def _classify(
     if sink.committed != total:
         raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
     return sink.finish(model.class_names, positive.name)
-
-
-def _plan_rows(
-    plan: TilePlan, first: int, probabilities: FloatArray, score: FloatArray
-) -> str:
-    """The ``tiles.csv`` rows of the planned tiles from ``first`` on, one per probability row."""
-    index = np.arange(first, first + len(probabilities))
-    return tile_rows(
-        tile=plan.row[index] * plan.columns + plan.column[index],
-        column=plan.column[index],
-        row=plan.row[index],
-        x=plan.x[index],
-        y=plan.y[index],
-        size=plan.tile_size,
-        level=plan.level,
-        tissue=plan.tissue[index],
-        probabilities=probabilities,
-        score=score,
-    )
-
-
-def _commit_in_chunks(
-    calibrated: Iterator[FloatArray],
-    chunk: int,
-    commit: Callable[[list[FloatArray]], None],
-    failures: Sequence[BaseException],
-) -> list[FloatArray]:
-    """Commit the probabilities every ``chunk`` tiles or more, none once a tile could not be
-    read (``failures``); return the rest, not committed."""
-    pending: list[FloatArray] = []
-    pending_count = 0
-    for probabilities in calibrated:
-        pending.append(probabilities)
-        pending_count += len(probabilities)
-        if pending_count >= chunk and not failures:
-            commit(pending)
-            pending, pending_count = [], 0
-    return pending
 
 
 def _raise_read_failure(slide: Slide, error: BaseException) -> None:
