@@ -30,7 +30,9 @@ import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
-from breastcls.inference.model import InferenceModel
+from breastcls.inference.decision import PositiveGroup
+from breastcls.inference.domain import DomainScores
+from breastcls.inference.model import InferenceModel, Scores
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
@@ -38,6 +40,7 @@ from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.outputs import (
     TileTable,
+    flagged_map,
     heat_map,
     parse_tiles_csv,
     read_tiles_csv,
@@ -532,6 +535,51 @@ def predict_slide(
         slide.close()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TissueTiles:
+    """Where a slide's tissue is, and the tiles of it that are classified."""
+
+    thumbnail: Thumbnail
+    mask: npt.NDArray[np.bool_]
+    plan: TilePlan
+    mpp_source: str
+
+
+def _tissue_tiles(
+    slide: Slide,
+    image_size: int,
+    *,
+    slide_mpp: float | None,
+    model_mpp: float,
+    overlap: float,
+    min_tissue: float,
+    thumbnail_side: int,
+) -> _TissueTiles:
+    """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
+
+    Raises:
+        DataError: The slide has no resolution, no tissue, or no tile with enough tissue.
+    """
+    resolution, mpp_source = _resolution(slide, slide_mpp)
+    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    mask = detect_tissue(thumbnail.pixels)
+    if not mask.any():
+        raise DataError(
+            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
+            "or its staining."
+        )
+    plan = plan_tiles(
+        slide, slide_mpp=resolution, model_mpp=model_mpp, image_size=image_size,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    )  # fmt: skip
+    if len(plan) == 0:
+        raise DataError(
+            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
+            "on the grid): lower --min-tissue, or check --model-mpp."
+        )
+    return _TissueTiles(thumbnail=thumbnail, mask=mask, plan=plan, mpp_source=mpp_source)
+
+
 def _predict_open_slide(
     model: InferenceModel,
     slide: Slide,
@@ -551,24 +599,11 @@ def _predict_open_slide(
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
-    slide_mpp, mpp_source = _resolution(slide, mpp)
-    model_mpp, model_mpp_source = scale
-    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
-    if not mask.any():
-        raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
-        )
-    plan = plan_tiles(
-        slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=model.image_size,
-        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    tissue = _tissue_tiles(
+        slide, model.image_size, slide_mpp=mpp, model_mpp=scale[0], overlap=overlap,
+        min_tissue=min_tissue, thumbnail_side=thumbnail_side,
     )  # fmt: skip
-    if len(plan) == 0:
-        raise DataError(
-            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
-            "on the grid): lower --min-tissue, or check --model-mpp."
-        )
+    thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
     calibration = model.calibration(tta)
     thresholds = calibration.operating_thresholds
     options = {
@@ -576,8 +611,8 @@ def _predict_open_slide(
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
     }  # fmt: skip
     job = _job_record(
-        slide=slide, model=model, plan=plan, mpp_source=mpp_source,
-        model_mpp_source=model_mpp_source, options=options,
+        slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
+        model_mpp_source=scale[1], options=options,
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
     folder = SlideFolder(out) if out is not None else None
@@ -592,23 +627,19 @@ def _predict_open_slide(
             on_chunk=on_chunk,
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
+        flagged = flagged_map(table, mask.shape, thumbnail.downsample)
         summary = _summary(
             job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
         )
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
+            _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
     finally:
         if lock is not None:
             lock.release()
     return SlideResult(
-        slide=slide.path,
-        folder=folder.path if folder is not None else None,
-        tiles=table,
-        heatmap=heat,
-        thumbnail=thumbnail.pixels,
-        tissue_mask=mask,
-        summary=summary,
-    )
+        slide=slide.path, folder=folder.path if folder is not None else None, tiles=table,
+        heatmap=heat, thumbnail=thumbnail.pixels, tissue_mask=mask, summary=summary,
+    )  # fmt: skip
 
 
 def _classify(
@@ -631,60 +662,100 @@ def _classify(
         return read_tiles_csv(folder.tiles, model.class_names, positive.name)
     start = sink.resume()
     total = len(plan)
-    chunk = batch_size * chunk_batches
     reporter = active_reporter() if verbose else None
     if reporter is not None:
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
         reporter.task_advanced(start)
 
-    def commit(calibrated: list[FloatArray]) -> None:
-        probabilities = np.concatenate(calibrated, axis=0)
-        first = sink.committed
-        index = np.arange(first, first + len(probabilities))
-        sink.append(
-            tile_rows(
-                tile=plan.row[index] * plan.columns + plan.column[index],
-                column=plan.column[index],
-                row=plan.row[index],
-                x=plan.x[index],
-                y=plan.y[index],
-                size=plan.tile_size,
-                level=plan.level,
-                tissue=plan.tissue[index],
-                probabilities=probabilities,
-                score=positive.score(probabilities),
-            ),
-            len(probabilities),
+    def commit(chunk: list[Scores]) -> None:
+        probabilities = np.concatenate([scores.calibrated for scores in chunk], axis=0)
+        domains = [scores.domain for scores in chunk]
+        domain = (
+            DomainScores.join([d for d in domains if d is not None])
+            if all(d is not None for d in domains)
+            else None
         )
+        rows = _tile_rows(plan, sink.committed, probabilities, positive, domain)
+        sink.append(rows, len(probabilities))
         if reporter is not None:
             reporter.task_advanced(sink.committed)
         if on_chunk is not None:
             on_chunk(sink.committed, total)
 
     if start < total:
-        failures: list[BaseException] = []
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
-        try:
-            batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
-            pending: list[FloatArray] = []
-            pending_count = 0
-            for scores in model.iter_scores(batches, tta=tta, host=host):
-                pending.append(scores.calibrated)
-                pending_count += len(scores.calibrated)
-                if pending_count >= chunk and not failures:
-                    commit(pending)
-                    pending, pending_count = [], 0
-            if failures:
-                _raise_read_failure(slide, failures[0])
-            if pending:
-                commit(pending)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        _stream_chunks(
+            model, slide, plan, start, commit, tta=tta, batch_size=batch_size,
+            chunk=batch_size * chunk_batches, workers=workers, host=host,
+        )  # fmt: skip
     if reporter is not None:
         reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
     if sink.committed != total:
         raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
     return sink.finish(model.class_names, positive.name)
+
+
+def _tile_rows(
+    plan: TilePlan,
+    first: int,
+    probabilities: FloatArray,
+    positive: PositiveGroup,
+    domain: DomainScores | None,
+) -> str:
+    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities
+    and domain-shift scores."""
+    index = np.arange(first, first + len(probabilities))
+    return tile_rows(
+        tile=plan.row[index] * plan.columns + plan.column[index],
+        column=plan.column[index],
+        row=plan.row[index],
+        x=plan.x[index],
+        y=plan.y[index],
+        size=plan.tile_size,
+        level=plan.level,
+        tissue=plan.tissue[index],
+        probabilities=probabilities,
+        score=positive.score(probabilities),
+        domain=domain,
+    )
+
+
+def _stream_chunks(
+    model: InferenceModel,
+    slide: Slide,
+    plan: TilePlan,
+    start: int,
+    commit: Callable[[list[Scores]], None],
+    *,
+    tta: str,
+    batch_size: int,
+    chunk: int,
+    workers: int,
+    host: PluginHost,
+) -> None:
+    """Classify the plan's tiles from ``start`` on, read ahead by ``workers`` threads, and hand
+    their scores to ``commit`` about ``chunk`` tiles at a time.
+
+    Raises:
+        DataError: A tile could not be read (nothing after the last whole chunk is committed).
+    """
+    failures: list[BaseException] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
+    try:
+        batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
+        pending: list[Scores] = []
+        pending_count = 0
+        for scores in model.iter_scores(batches, tta=tta, host=host):
+            pending.append(scores)
+            pending_count += len(scores.calibrated)
+            if pending_count >= chunk and not failures:
+                commit(pending)
+                pending, pending_count = [], 0
+        if failures:
+            _raise_read_failure(slide, failures[0])
+        if pending:
+            commit(pending)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _raise_read_failure(slide: Slide, error: BaseException) -> None:
@@ -734,11 +805,14 @@ def _write_outputs(
     folder: SlideFolder,
     table: TileTable,
     thumbnail: Thumbnail,
-    heat: FloatArray,
+    maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
     thresholds: dict[str, float],
 ) -> None:
-    write_heatmap_png(folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})")
+    heat, flagged = maps
+    write_heatmap_png(
+        folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
+    )
     negative = str(summary["negative"])
     threshold = thresholds.get("default", next(iter(thresholds.values())))
     write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
@@ -750,7 +824,7 @@ def _write_outputs(
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score",
+    "mean_score", "max_score", "domain_flagged_fraction",
 )  # fmt: skip
 
 
@@ -957,6 +1031,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 s.get("tiles", {}).get("classified", ""), s.get("top_k", ""),
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
+                _number((s.get("domain") or {}).get("flagged_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip
