@@ -210,14 +210,20 @@ def _data_lines(config: Mapping[str, Any]) -> list[str]:
     def text(section: Mapping[str, Any], key: str) -> str:
         return markdown_text(section.get(key, "?"))
 
+    def patients(role: str) -> str:
+        count = split.get(f"{role}_patients")
+        return f" ({markdown_text(count)} patients)" if count is not None else ""
+
     return [
         "",
         "## Data",
         "",
         f"- Training data: {markdown_code(data.get('path', 'unknown'))}",
         f"- Split: {markdown_text(split.get('method', 'unknown'))} — "
-        f"{text(split, 'train_images')} training, {text(split, 'selection_images')} selection "
-        f"and {text(split, 'test_images')} test images (split seed {text(data, 'split_seed')})",
+        f"{text(split, 'train_images')} training{patients('train')}, "
+        f"{text(split, 'selection_images')} selection{patients('selection')} "
+        f"and {text(split, 'test_images')} test images{patients('test')} "
+        f"(split seed {text(data, 'split_seed')})",
         "- The selection set chose the best epoch, the learning-rate schedule, the temperature "
         "and the thresholds; the test set was scored once, by the final model",
         f"- Training: {text(train, 'epochs')} epochs, batch {text(train, 'batch_size')}, "
@@ -237,11 +243,20 @@ def _limitations(split: Mapping[str, Any]) -> list[str]:
         "including ones that are not histopathology.",
     ]
     if split.get("leaky"):
-        lines.append(
-            "- **The split was by image, not by patient: images of one patient are on both "
-            "sides, so the test scores are optimistic.**"
-        )
+        lines.append(f"- **{markdown_text(_leak_cause(split))}**")
     return lines
+
+
+def _leak_cause(split: Mapping[str, Any]) -> str:
+    """Why the split is leaky, and what that does to the figures, as the record says."""
+    label = split.get("leak") or "LEAKY: patients in two roles (optimistic)"
+    if split.get("method") == "image-leaky":
+        cause = "the split was by image although patient ids were known"
+    elif split.get("test_from") == "data":
+        cause = "the data's own split (folders or manifest) puts patients in several roles"
+    else:
+        cause = "patients are in several roles"
+    return f"{label}: {cause}, so the model saw these patients and its scores are optimistic."
 
 
 def write_model_card(run_dir: Path, out: Path | None = None) -> Path:

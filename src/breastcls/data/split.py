@@ -128,9 +128,17 @@ class Split:
     @property
     def leak(self) -> Leak | None:
         """The reported set's patients that also trained or selected the model (``None``: none)."""
+        return self.leak_of(self.reported_role)
+
+    def leak_of(self, role: DataRole) -> Leak | None:
+        """The patients of the ``role`` set that an earlier role also holds (``None``: none)."""
         return find_leak(
-            ((role, group_key(s, self.group_by)) for role, part in self.parts() for s in part),
-            self.reported_role,
+            (
+                (part, group_key(s, self.group_by))
+                for part, samples in self.parts()
+                for s in samples
+            ),
+            role,
         )
 
     @property
@@ -409,10 +417,7 @@ def _refuse_given_leak(split: Split, grouping: _Grouping) -> None:
     unless leaks were allowed: its figures would measure recognising patients, not tumours."""
     if split.test_from != "data" or not split.leaky or grouping.allow_leaky:
         return
-    leak = split.leak or find_leak(
-        ((role, group_key(s, grouping.group_by)) for role, part in split.parts()[:2] for s in part),
-        DataRole.SELECTION,
-    )
+    leak = split.leak or split.leak_of(DataRole.SELECTION)
     if leak is None:
         return
     column = grouping.group_by or "patient_id (accession)"

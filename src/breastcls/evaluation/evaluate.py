@@ -23,7 +23,7 @@ import numpy as np
 from breastcls.config import DataConfig
 from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
-from breastcls.data.split import Split
+from breastcls.data.split import Leak, Split, find_leak
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, ModelLoadError
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
@@ -103,12 +103,14 @@ class RunEvaluation:
 
 
 def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures a run is summarised by: the set they come from, accuracy and AUC [95% CI]."""
+    """The figures a run is summarised by: the set they come from (and its ``LEAKY: ...``
+    label, if any), accuracy and AUC [95% CI]."""
     evaluated = metrics.get("evaluated_on", {})
     auc = metrics.get("bootstrap", {}).get("intervals", {}).get("auc", {})
     return {
         "role": evaluated.get("role"),
         "set": evaluated.get("set"),
+        "leak": evaluated.get("leak"),
         "accuracy": metrics.get("classification", {}).get("accuracy"),
         "auc": auc.get("estimate"),
         "auc_low": auc.get("low"),
@@ -135,7 +137,7 @@ def evaluate_run(
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import compute_metrics, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, describe_set, write_predictions
 
     def predicted(samples: Sequence[Sample], role: DataRole) -> Predictions:
         probabilities = model.raw_probabilities(
@@ -150,14 +152,20 @@ def evaluate_run(
     run.selection.path.mkdir(exist_ok=True)
     calibrated_selection = apply_calibration(selection, calibration)
     write_predictions(calibrated_selection, run.selection.predictions)
-    compute_metrics(calibrated_selection, run.selection.path, host=host)
+    compute_metrics(
+        calibrated_selection,
+        run.selection.path,
+        host=host,
+        set_description=describe_set(DataRole.SELECTION, split.leak_of(DataRole.SELECTION)),
+    )
     reported = (
         apply_calibration(predicted(split.test, DataRole.TEST), calibration)
         if split.test
         else calibrated_selection
     )
     write_predictions(reported, run.predictions)
-    sections = compute_metrics(reported, run_dir, host=host)
+    leaky_set = describe_set(split.reported_role, split.leak)
+    sections = compute_metrics(reported, run_dir, host=host, set_description=leaky_set)
     _write_report(
         sections,
         reported,
@@ -166,6 +174,7 @@ def evaluate_run(
         settings=_run_settings(run_dir),
         training_figures=[p for p in run.curves if p.exists()],
         calibration=calibration,
+        set_description=leaky_set,
     )
     return read_run_evaluation(run_dir)
 
@@ -253,6 +262,7 @@ class _EvaluationData:
     overlap: Overlap
     image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
+    leak: Leak | None = None
 
 
 def _evaluation_data(
@@ -318,7 +328,14 @@ def _chosen_data(
                     "not belong to one run; restore them, or pass --data to evaluate on."
                 )
         return _EvaluationData(
-            samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
+            samples=samples,
+            class_names=None,
+            name=role.value,
+            role=role,
+            overlap=Overlap(),
+            leak=find_leak(
+                ((seen.role, seen.group) for _, seen in read_split_csv(model_dir)), role
+            ),
         )
     settings: dict[str, Any] = {}
     model_folder = RunFolder(model_dir)
@@ -516,11 +533,18 @@ def _write_evaluation(
     host: PluginHost,
 ) -> tuple[dict[str, Any], Path]:
     """Write an evaluation folder: predictions, metrics, figures, Grad-CAM, settings, report."""
-    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+    from breastcls.evaluation.metrics import (
+        compute_metrics,
+        describe_set,
+        metrics_document,
+        write_predictions,
+    )
 
     folder, chosen = RunFolder(out_dir), how.chosen
     set_description = (
-        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
+        f"overlapping data (optimistic): {chosen.overlap.describe()}"
+        if chosen.overlap
+        else describe_set(predictions.role, chosen.leak)
     )
     write_predictions(predictions, folder.predictions)
     if chosen.skipped:

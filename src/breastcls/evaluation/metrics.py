@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from breastcls.data.split import Leak
 from breastcls.errors import PluginError
 from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import atomic_write_json, atomic_write_text
@@ -15,8 +16,10 @@ from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
 
 __all__ = [
+    "LEAK_MARK",
     "compute_metrics",
     "describe_role",
+    "describe_set",
     "metrics_document",
     "write_predictions",
 ]
@@ -31,6 +34,16 @@ def describe_role(role: DataRole | None) -> str:
     if role is DataRole.TRAIN:
         return "training set (optimistic: the model was fitted on it)"
     return "data not checked against the images the model has seen"
+
+
+LEAK_MARK = "LEAKY:"
+"""How a set description starts the part that says the set's patients trained the model too."""
+
+
+def describe_set(role: DataRole | None, leak: Leak | None) -> str | None:
+    """The set description of figures from a leaky set (``None``: :func:`describe_role` says
+    enough): ``test set, LEAKY: 24 of 31 test patients also trained or selected (optimistic)``."""
+    return None if leak is None else f"{describe_role(role)}, {leak.label}"
 
 
 def compute_metrics(
@@ -72,11 +85,15 @@ def metrics_document(
     set_description: str | None = None,
 ) -> dict[str, Any]:
     """Return the ``metrics.json`` content: ``evaluated_on`` (the set the figures come from,
-    with its image and patient counts), then each section's values under its name."""
+    with its image and patient counts, and ``leak``: the ``LEAKY: ...`` words of a set whose
+    patients also trained or selected the model, else ``None``), then each section's values
+    under its name."""
     patients = {p for p in predictions.patient_ids if p}
+    described = set_description or describe_role(predictions.role)
     evaluated_on = {
         "role": predictions.role.value if predictions.role else None,
-        "set": set_description or describe_role(predictions.role),
+        "set": described,
+        "leak": described[described.index(LEAK_MARK) :] if LEAK_MARK in described else None,
         "images": len(predictions.y_true),
         "patients": len(patients) if patients else None,
     }

@@ -143,8 +143,11 @@ def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | No
         )
     warnings = metrics.get("bootstrap", {}).get("warnings", [])
     notes.extend(f'<p class="warning">Warning: {escape(w)}.</p>' for w in warnings)
+    # A leaky set's label is the card's first line: every figure below it is optimistic.
+    leak = evaluated.get("leak")
+    first = f'<p class="warning leak">{escape(leak)}</p>' if leak else ""
     return (
-        '<section class="card" id="summary"><h2>Summary</h2>'
+        f'<section class="card" id="summary"><h2>Summary</h2>{first}'
         f"<table><tbody>{table}</tbody></table>{''.join(notes)}</section>"
     )
 
