@@ -268,6 +268,10 @@ class Predictions:
             scaling), or ``None`` when they are the model's raw outputs.
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
+        groups: The group per row that patient-level figures aggregate, resample and count
+            by: the split's group key (``None`` entries when unknown). Empty: the accession
+            number of each patient id (BreakHis ``14-29960AB`` and ``14-29960CD`` are one
+            biopsy).
     """
 
     class_names: tuple[str, ...]
@@ -279,6 +283,7 @@ class Predictions:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     temperature: float | None = None
     role: DataRole | None = None
+    groups: tuple[str | None, ...] = ()
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:

@@ -21,6 +21,7 @@ from breastcls.evaluation.clinical import (
     Resampling,
     binary_rates,
     bootstrap_interval,
+    exact_bounds,
     expected_calibration_error,
     few_units_warnings,
     image_statistics,
@@ -29,9 +30,12 @@ from breastcls.evaluation.clinical import (
     percentile_interval,
     reliability_bins,
     safe_auc,
+    single_unit_warnings,
     stratified_resampling,
     subset,
+    unit_noun,
     weighted_auc,
+    zero_width_warnings,
 )
 from breastcls.inference.decision import (
     BinaryView,
@@ -97,11 +101,24 @@ def _interval_warnings(
     *,
     prefix: str = "",
 ) -> list[str]:
-    """Warn about classes with few resampled units, then about statistics undefined in some
-    resamples."""
-    return few_units_warnings(counts, unit, prefix=prefix) + _undefined_warnings(
-        intervals, n_resamples, prefix=prefix
+    """Warn about classes with few resampled units, statistics undefined in some resamples
+    and intervals of zero width."""
+    return (
+        few_units_warnings(counts, unit, prefix=prefix)
+        + _undefined_warnings(intervals, n_resamples, prefix=prefix)
+        + zero_width_warnings(intervals, prefix=prefix)
     )
+
+
+def _patient_warnings(
+    predictions: Predictions, counts: dict[str, int], intervals: dict[str, Interval], n: int
+) -> list[str]:
+    """The warnings of intervals drawn by patient: a side that is one patient (biopsy) first,
+    then :func:`_interval_warnings` with patients named as the units they are."""
+    noun = unit_noun(predictions, 2)
+    return single_unit_warnings(
+        counts, lambda count: unit_noun(predictions, count)
+    ) + _interval_warnings(counts, noun, intervals, n)
 
 
 def _with_warnings(text: str, warnings: list[str]) -> str:
@@ -185,7 +202,11 @@ class BootstrapMetric:
         )
         unit = resampling.resampled
         counts = _side_counts(predictions, resampling.per_class)
-        warnings = _interval_warnings(counts, unit, intervals, self.n_resamples)
+        warnings = (
+            _patient_warnings(predictions, counts, intervals, self.n_resamples)
+            if unit == "patients"
+            else _interval_warnings(counts, unit, intervals, self.n_resamples)
+        )
         caveat = (
             "Whole patients are drawn, so the correlation of one patient's images is respected."
             if unit == "patients"
@@ -205,6 +226,7 @@ class BootstrapMetric:
                 "resampled_per_class": counts,
                 "interval_method": resampling.describe(level=self.level),
                 "intervals": _as_dicts(intervals),
+                "exact_per_patient": exact_bounds(resampling.patients, level=self.level),
                 "warnings": warnings,
             },
             text=_interval_text(resampling, self.level, caveat, warnings),
@@ -388,7 +410,7 @@ class PatientMetric:
             patient_statistics(rows), resampling.patient_weights, level=self.level
         )
         counts = {view.positive: int(truth.sum()), view.negative: int((~truth).sum())}
-        warnings = _interval_warnings(counts, "patients", intervals, self.n_resamples)
+        warnings = _patient_warnings(predictions, counts, intervals, self.n_resamples)
         method = resampling.describe(level=self.level, resampled="patients")
         values: dict[str, Any] = {
             "available": True,
@@ -398,6 +420,7 @@ class PatientMetric:
             **_rates_with_auc(truth, score >= 0.5, score),
             "patient_recognition_rate": float(np.mean([row.images_correct for row in rows])),
             "intervals": _as_dicts(intervals),
+            "exact": exact_bounds(rows, level=self.level),
             "interval_method": method,
             "warnings": warnings,
             "patients": _patient_table(rows, predictions.class_names, view),
@@ -447,6 +470,7 @@ def _patient_table(
             "n_images": row.n_images,
             "images_correct": round(row.images_correct, 6),
             "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
+            "slides": ", ".join(row.slides),
         }
         for row in rows
     ]

@@ -23,9 +23,10 @@ import numpy as np
 from breastcls.config import DataConfig
 from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
-from breastcls.data.split import Leak, Split, find_leak
+from breastcls.data.split import Leak, Split, find_leak, group_key
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, ModelLoadError
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibration import (
     Calibration,
@@ -143,7 +144,10 @@ def evaluate_run(
         probabilities = model.raw_probabilities(
             samples, batch_size=batch_size, host=host, image_info=image_info
         )
-        return model.labelled(samples, probabilities, role=role)
+        labelled = model.labelled(samples, probabilities, role=role)
+        # Patient-level figures count, aggregate and resample by the split's groups (biopsies).
+        groups = tuple(group_key(s, split.group_by) for s in samples)
+        return dataclasses.replace(labelled, groups=groups)
 
     selection = predicted(split.selection, DataRole.SELECTION)
     calibration = fit_calibration(selection)
@@ -202,6 +206,7 @@ def evaluate_pooled(
         paths=tuple(path for fold in folds for path in fold.paths),
         patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
         magnifications=tuple(m for fold in folds for m in fold.magnifications),
+        groups=tuple(group for fold in folds for group in unit_ids(fold)),
         thresholds={"default": 0.5},
         role=DataRole.TEST,
     )
@@ -239,13 +244,22 @@ def read_run_evaluation(run_dir: Path) -> RunEvaluation:
     )
 
 
-def _run_images(run_dir: Path) -> tuple[list[Sample], DataRole]:
-    """The run's test images from ``split.csv``, or its selection images when it has none."""
-    images = [sample for sample, _ in read_split_csv(run_dir)]
+def _run_set(run_dir: Path) -> _EvaluationData:
+    """The run's test images from ``split.csv`` (or its selection images when it has none),
+    with their recorded groups and the patients of theirs that trained or selected the model."""
+    rows = read_split_csv(run_dir)
     for role in (DataRole.TEST, DataRole.SELECTION):
-        chosen = [sample for sample in images if sample.split == role.value]
+        chosen = [sample for sample, _ in rows if sample.split == role.value]
         if chosen:
-            return chosen, role
+            return _EvaluationData(
+                samples=chosen,
+                class_names=None,
+                name=role.value,
+                role=role,
+                overlap=Overlap(),
+                leak=find_leak(((seen.role, seen.group) for _, seen in rows), role),
+                group_of={sample.path: seen.group for sample, seen in rows},
+            )
     raise DataError(
         f"{RunFolder(run_dir).split} lists no test or selection images: pass --data to evaluate on."
     )
@@ -263,6 +277,13 @@ class _EvaluationData:
     image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
     leak: Leak | None = None
+    group_of: Mapping[Path, str | None] = dataclasses.field(default_factory=dict)
+
+    def grouped(self, predictions: Predictions) -> Predictions:
+        """``predictions`` of :attr:`samples` with each image's group: patient-level figures
+        count, aggregate and resample by the run's groups (biopsies), not by slide."""
+        groups = tuple(self.group_of.get(s.path) for s in self.samples)
+        return dataclasses.replace(predictions, groups=groups)
 
 
 def _evaluation_data(
@@ -316,27 +337,18 @@ def _chosen_data(
     from breastcls.data.loading import load_dataset
 
     if data is None:
-        samples, role = _run_images(model_dir)
+        run_set = _run_set(model_dir)
         folder = RunFolder(model_dir)
         if folder.class_names.is_file():
             known = folder.read_class_names()
-            foreign = sorted({s.label for s in samples} - set(known))
+            foreign = sorted({s.label for s in run_set.samples} - set(known))
             if foreign:
                 raise DataError(
                     f"{folder.split} lists images of class(es) {foreign}, which "
                     f"{folder.class_names.name} ({list(known)}) does not have: the two files do "
                     "not belong to one run; restore them, or pass --data to evaluate on."
                 )
-        return _EvaluationData(
-            samples=samples,
-            class_names=None,
-            name=role.value,
-            role=role,
-            overlap=Overlap(),
-            leak=find_leak(
-                ((seen.role, seen.group) for _, seen in read_split_csv(model_dir)), role
-            ),
-        )
+        return run_set
     settings: dict[str, Any] = {}
     model_folder = RunFolder(model_dir)
     if model_folder.config.is_file():
@@ -370,6 +382,7 @@ def _chosen_data(
         overlap=overlap,
         image_info=info,
         skipped=tuple(bad),
+        group_of={s.path: group_key(s, settings.get("group_by")) for s in samples},
     )
 
 
@@ -461,8 +474,10 @@ def evaluate(
             verbose=verbose,
             image_info=chosen.image_info,
         )
-        predictions = apply_calibration(
-            loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
+        predictions = chosen.grouped(
+            apply_calibration(
+                loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
+            )
         )
         metrics, report = _write_evaluation(
             out_dir,
@@ -703,20 +718,25 @@ def _read_predictions_csv(path: Path) -> Predictions:
         header = next(reader, None)
         rows = list(reader)
     required = ["path", "patient_id", "magnification", "true", "predicted"]
-    if header is None or header[:5] != required or len(header) < 7:
+    # Files written before the group column have the probabilities right after "predicted".
+    first = 6 if header is not None and header[5:6] == ["group"] else 5
+    if header is None or header[:5] != required or len(header) < first + 2:
         raise DataError(
-            f"{path} is not a breastcls predictions file (columns {required} + p_<class>)."
+            f"{path} is not a breastcls predictions file (columns {required}, group, p_<class>)."
         )
-    class_names = tuple(name.removeprefix("p_") for name in header[5:])
+    class_names = tuple(name.removeprefix("p_") for name in header[first:])
     index = {name: i for i, name in enumerate(class_names)}
     try:
         return Predictions(
             class_names=class_names,
             y_true=np.array([index[row[3]] for row in rows], dtype=np.int64),
-            probabilities=np.array([[float(v) for v in row[5:]] for row in rows], dtype=np.float64),
+            probabilities=np.array(
+                [[float(v) for v in row[first:]] for row in rows], dtype=np.float64
+            ),
             paths=tuple(row[0] for row in rows),
             patient_ids=tuple(row[1] or None for row in rows),
             magnifications=tuple(int(row[2]) if row[2].isdigit() else None for row in rows),
+            groups=tuple(row[5] or None for row in rows) if first == 6 else (),
         )
     except (KeyError, ValueError, IndexError) as error:
         raise DataError(f"{path} has a malformed row ({error}): re-run the evaluation.") from error

@@ -10,6 +10,7 @@ from typing import Any
 
 from breastcls.data.split import Leak
 from breastcls.errors import PluginError
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -84,11 +85,13 @@ def metrics_document(
     *,
     set_description: str | None = None,
 ) -> dict[str, Any]:
-    """Return the ``metrics.json`` content: ``evaluated_on`` (the set the figures come from,
-    with its image and patient counts, and ``leak``: the ``LEAKY: ...`` words of a set whose
-    patients also trained or selected the model, else ``None``), then each section's values
-    under its name."""
-    patients = {p for p in predictions.patient_ids if p}
+    """Return the ``metrics.json`` content, then each section's values under its name.
+
+    ``evaluated_on`` names the set the figures come from, its image and patient counts
+    (patients as the split groups them: one biopsy's slides are one patient, see
+    :func:`~breastcls.evaluation.clinical.unit_ids`), and ``leak``: the ``LEAKY: ...`` words
+    of a set whose patients also trained or selected the model, else ``None``."""
+    patients = {p for p in unit_ids(predictions) if p}
     described = set_description or describe_role(predictions.role)
     evaluated_on = {
         "role": predictions.role.value if predictions.role else None,
@@ -103,7 +106,9 @@ def metrics_document(
 
 
 def write_predictions(predictions: Predictions, path: Path) -> None:
-    """Write one CSV row per image: path, patient, true and predicted class, probabilities.
+    """Write one CSV row per image: path, patient (slide), magnification, true and predicted
+    class, group (the patient as the split groups it, which patient-level figures count by:
+    :func:`~breastcls.evaluation.clinical.unit_ids`), probabilities.
 
     Probabilities are written at full precision: reading a value back with ``float`` gives the
     same float64, bit for bit (a float32 probability gives its exact float64 value).
@@ -112,11 +117,12 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     names = predictions.class_names
     writer.writerow(
-        ["path", "patient_id", "magnification", "true", "predicted"]
+        ["path", "patient_id", "magnification", "true", "predicted", "group"]
         + [f"p_{name}" for name in names]
     )
     n = len(predictions.y_true)
     patients = predictions.patient_ids or (None,) * n
+    groups = unit_ids(predictions)
     magnifications = predictions.magnifications or (None,) * n
     paths = predictions.paths or ("",) * n
     for i in range(n):
@@ -127,6 +133,7 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
                 magnifications[i] or "",
                 names[predictions.y_true[i]],
                 names[predictions.y_pred[i]],
+                groups[i] or "",
                 # Shortest text that reads back to the same float (``float(repr(x)) == x``), so
                 # ``breastcls report`` rebuilds the same curves, AUC and thresholds.
                 *(repr(float(p)) for p in predictions.probabilities[i]),
