@@ -465,6 +465,11 @@ def test_patient_metric_applies_the_validation_thresholds_to_patient_scores(
         "sensitivity": pytest.approx(0.5),
         "specificity": pytest.approx(0.0),
         "accuracy": pytest.approx(1 / 3),
+        # From the patient resamples: b or c drawn twice gives 0 or 1; the one benign is wrong.
+        "intervals": {
+            "sensitivity": {"estimate": 0.5, "low": 0.0, "high": 1.0},
+            "specificity": {"estimate": 0.0, "low": 0.0, "high": 0.0},
+        },
     }
     # At 0.7: nobody called malignant -> sensitivity 0, specificity 1, accuracy 1/3.
     assert (high["sensitivity"], high["specificity"]) == (pytest.approx(0.0), pytest.approx(1.0))

@@ -21,6 +21,7 @@ from breastcls.evaluation.clinical import (
     Resampling,
     binary_rates,
     bootstrap_interval,
+    decision_statistics,
     exact_bounds,
     expected_calibration_error,
     few_units_warnings,
@@ -252,13 +253,22 @@ class ThresholdsMetric:
     (``thresholds.json`` of a run), and are then applied unchanged; otherwise they are chosen on
     these predictions, which is only honest for the selection set.
 
+    Each operating point's sensitivity and specificity carry class-stratified bootstrap
+    intervals drawn with the same seed, so the same resamples, as the ``bootstrap`` section.
+
     Attributes:
         target_specificity: Specificity floor of ``sensitivity_at_specificity_<t>``.
         target_sensitivity: Sensitivity floor of ``specificity_at_sensitivity_<t>``.
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Confidence level.
     """
 
     target_specificity: float = 0.95
     target_sensitivity: float = 0.95
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Sensitivity, specificity, precision, NPV, accuracy and F1 at each threshold."""
@@ -278,17 +288,13 @@ class ThresholdsMetric:
                 target_sensitivity=self.target_sensitivity,
             )
             source = "these predictions (fitted on the data they are evaluated on)"
-        points = []
-        for name, threshold in thresholds.items():
-            rates = binary_rates(view.y_true, view.score >= threshold)
-            points.append(
-                {
-                    "name": name,
-                    "threshold": threshold,
-                    **{key: rates[key] for key in ("sensitivity", "specificity", "precision")},
-                    **{key: rates[key] for key in ("npv", "accuracy", "f1")},
-                }
-            )
+        resampling = stratified_resampling(
+            predictions, n_resamples=self.n_resamples, seed=self.seed
+        )
+        points = [
+            self._point(view, name, threshold, resampling.image_weights)
+            for name, threshold in thresholds.items()
+        ]
         text = "\n".join(f"{name}: {meanings.get(name, 'given')}" for name in thresholds)
         return MetricSection(
             name="thresholds",
@@ -297,12 +303,30 @@ class ThresholdsMetric:
                 **_positive_fields(view),
                 "chosen_on": source,
                 "operating_points": points,
+                "interval_method": resampling.describe(level=self.level),
             },
             text=(
                 f"An image is called {view.positive} when its score, {described}, is >= the "
                 f"threshold.\n{text}"
             ),
         )
+
+    def _point(
+        self, view: BinaryView, name: str, threshold: float, weights: FloatArray
+    ) -> dict[str, Any]:
+        """One operating point: its rates, and its sensitivity's and specificity's intervals."""
+        called = view.score >= threshold
+        rates = binary_rates(view.y_true, called)
+        intervals = _intervals_of(
+            decision_statistics(view.y_true, called), weights, level=self.level
+        )
+        return {
+            "name": name,
+            "threshold": threshold,
+            **{key: rates[key] for key in ("sensitivity", "specificity", "precision")},
+            **{key: rates[key] for key in ("npv", "accuracy", "f1")},
+            "intervals": _as_dicts(intervals),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -428,7 +452,7 @@ class PatientMetric:
         text = self._explanation(predictions, view, method)
         if predictions.thresholds:
             values["operating_points"] = [
-                {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
+                _patient_point(name, threshold, truth, score, resampling, level=self.level)
                 for name, threshold in predictions.thresholds.items()
             ]
             text += (
@@ -485,6 +509,22 @@ def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
     return {key: rates[key] for key in ("sensitivity", "specificity", "accuracy")}
 
 
+def _patient_point(
+    name: str, threshold: float, truth: Any, score: Any, resampling: Resampling, *, level: float
+) -> dict[str, Any]:
+    """One operating point on the patient score, with intervals from the patient resamples."""
+    called = score >= threshold
+    intervals = _intervals_of(
+        decision_statistics(truth, called), resampling.patient_weights, level=level
+    )
+    return {
+        "name": name,
+        "threshold": threshold,
+        **_patient_rates(truth, called),
+        "intervals": _as_dicts(intervals),
+    }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MagnificationMetric:
     """Image-level accuracy, sensitivity, specificity and AUC, and the patient recognition rate,
@@ -531,7 +571,7 @@ class MagnificationMetric:
                 prefix=f"{magnification}X: ",
             )
             breakdown.append(
-                _magnification_row(magnification, view, rows, resampling.patients, intervals)
+                _magnification_row(magnification, part, rows, resampling.patients, intervals)
             )
         text = _intervals_sentence(
             f"{method['method']} within each magnification's images",
@@ -557,8 +597,9 @@ class MagnificationMetric:
         """Image-level intervals of one magnification's images, and the patient recognition
         rate's when its patients are known."""
         statistics = image_statistics(part)
+        kept = ("accuracy", "binary_accuracy", "sensitivity", "specificity", "auc")
         intervals = _intervals_of(
-            {k: statistics[k] for k in ("accuracy", "sensitivity", "specificity", "auc")},
+            {k: statistics[k] for k in kept if k in statistics},
             resampling.image_weights,
             level=self.level,
         )
@@ -572,16 +613,23 @@ class MagnificationMetric:
 
 def _magnification_row(
     magnification: int,
-    view: BinaryView,
+    part: Predictions,
     rows: list[int],
     patients: tuple[PatientRow, ...],
     intervals: dict[str, Interval],
 ) -> dict[str, Any]:
+    """One magnification's figures. ``accuracy`` is the top-class accuracy, as its interval
+    (with subtypes, the positive-vs-rest one is ``binary_accuracy``, with its own interval)."""
+    view = binary_view(part)
+    binary = _rates_with_auc(view.y_true, view.y_pred, view.score)
+    several = len(part.class_names) > 2
     return {
         "magnification": f"{magnification}X",
         "n_images": len(rows),
         "n_patients": len(patients),
-        **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
+        **binary,
+        "accuracy": float(np.mean(part.y_true == part.y_pred)),
+        **({"binary_accuracy": binary["accuracy"]} if several else {}),
         "patient_recognition_rate": (
             float(np.mean([p.images_correct for p in patients])) if patients else None
         ),

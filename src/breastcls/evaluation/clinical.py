@@ -38,6 +38,7 @@ __all__ = [
     "binary_rates",
     "bootstrap_interval",
     "bootstrap_intervals",
+    "decision_statistics",
     "exact_bounds",
     "exact_interval",
     "expected_calibration_error",
@@ -510,10 +511,20 @@ def patient_statistics(
 
     return {
         "accuracy": lambda w: _weighted_ratio(w, truth == called, everything),
-        "sensitivity": lambda w: _weighted_ratio(w, truth & called, truth),
-        "specificity": lambda w: _weighted_ratio(w, ~truth & ~called, ~truth),
+        **decision_statistics(truth, called),
         "auc": lambda w: weighted_auc(truth, score, w),
         "patient_recognition_rate": recognition,
+    }
+
+
+def decision_statistics(truth: BoolArray, called: BoolArray) -> dict[str, Statistic]:
+    """Return ``sensitivity`` and ``specificity`` of the decision ``called`` as functions of
+    weights: an operating point's rates, resampled with the same draws as every other figure."""
+    truth = np.asarray(truth, dtype=bool)
+    called = np.asarray(called, dtype=bool)
+    return {
+        "sensitivity": lambda w: _weighted_ratio(w, truth & called, truth),
+        "specificity": lambda w: _weighted_ratio(w, ~truth & ~called, ~truth),
     }
 
 

@@ -91,9 +91,18 @@ def _operating_point(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
             return (
                 f"Sensitivity / specificity at the selection set's Youden threshold "
                 f"({point['threshold']:.3f})",
-                f"{scalar(point.get('sensitivity'))} / {scalar(point.get('specificity'))}",
+                _point_rates(point),
             )
     return None
+
+
+def _point_rates(point: Mapping[str, Any]) -> str:
+    """An operating point's sensitivity / specificity, with their intervals when recorded."""
+    intervals = point.get("intervals", {})
+    return " / ".join(
+        _interval(intervals[key]) if key in intervals else scalar(point.get(key))
+        for key in ("sensitivity", "specificity")
+    )
 
 
 def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
