@@ -4,6 +4,7 @@ biopsy), and a rate over a handful of patients gets an exact bound beside its bo
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from breastcls.evaluation.evaluate import _read_predictions_csv
 from breastcls.evaluation.metrics import metrics_document, write_predictions
 from breastcls.evaluation.report import summary_card
 from breastcls.interfaces import Predictions
+from breastcls.model_card import model_card_text
 
 
 def _slides(benign: list[str], malignant: list[str], *, per_slide: int = 3) -> Predictions:
@@ -113,3 +115,15 @@ def test_given_groups_override_the_accession(tmp_path: Path) -> None:
     assert [row.patient_id for row in patient_rows(grouped)] == ["b", "m1", "m2"]
     warnings = BootstrapMetric(n_resamples=20)(grouped, out_dir=tmp_path).values["warnings"]
     assert warnings[0] == "benign: 1 patient: specificity cannot be estimated"
+
+
+def test_the_model_card_counts_patients_and_warns(tmp_path: Path) -> None:
+    p = _slides(["14-29960AB", "14-29960CD"], MALIGNANT)
+    sections = [BootstrapMetric(n_resamples=50)(p, out_dir=tmp_path)]
+    sections.append(PatientMetric(n_resamples=50)(p, out_dir=tmp_path))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p)))
+    card = model_card_text(tmp_path).replace("\\", "")
+    assert "Resampled patients per class: malignant 5, benign 1." in card
+    assert "- sensitivity: 5 of 5 patients, [0.4782, 1.0000]" in card
+    assert "- **Warning: benign: 1 biopsy: specificity cannot be estimated.**" in card
+    assert "| sensitivity (zero width) | 1.0000 | 1.0000 | 1.0000 |" in card

@@ -127,12 +127,41 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
         ]
         for name, interval in bootstrap["intervals"].items():
             interval = interval if isinstance(interval, Mapping) else {}
+            flat = interval.get("low") is not None and interval.get("low") == interval.get("high")
             lines.append(
-                f"| {markdown_text(name)} | {_fmt(interval.get('estimate'))} | "
+                f"| {markdown_text(name)}{' (zero width)' if flat else ''} | "
+                f"{_fmt(interval.get('estimate'))} | "
                 f"{_fmt(interval.get('low'))} | {_fmt(interval.get('high'))} |"
             )
+        lines += _patient_count_lines(metrics, bootstrap)
     else:
         lines += ["", "No confidence intervals were computed for this run."]
+    return lines
+
+
+def _patient_count_lines(metrics: Mapping[str, Any], bootstrap: Mapping[str, Any]) -> list[str]:
+    """Patients per class, exact per-patient bounds, and every interval warning."""
+    counts = _section(bootstrap, "resampled_per_class")
+    unit = markdown_text(bootstrap.get("resampled", "images"))
+    lines = [""]
+    if counts:
+        per_class = ", ".join(f"{markdown_text(k)} {_fmt(v)}" for k, v in counts.items())
+        lines.append(f"Resampled {unit} per class: {per_class}.")
+    exact = _section(bootstrap, "exact_per_patient")
+    if exact:
+        lines += ["", "Exact (Clopper-Pearson) bounds, one trial per patient:", ""]
+        for name, bound in exact.items():
+            bound = bound if isinstance(bound, Mapping) else {}
+            lines.append(
+                f"- {markdown_text(name)}: {_fmt(bound.get('successes'))} of "
+                f"{_fmt(bound.get('trials'))} patients, [{_fmt(bound.get('low'))}, "
+                f"{_fmt(bound.get('high'))}]"
+            )
+    patient = _section(metrics, "patient")
+    warnings = [*bootstrap.get("warnings", ()), *patient.get("warnings", ())]
+    seen = list(dict.fromkeys(str(w) for w in warnings))
+    if seen:
+        lines += ["", *(f"- **Warning: {markdown_text(w)}.**" for w in seen)]
     return lines
 
 
