@@ -81,7 +81,7 @@ def test_validation_folder_sharing_an_accession_with_train_is_leaky(
     validation = {"benign": ["14-25197", "14-29960AB"], "malignant": ["14-16188", "14-16336"]}
     root = _seed_layout(tmp_path / "seed-layout", small_breakhis, validation)
     samples = load_dataset(DataConfig(path=root)).samples
-    with pytest.raises(DataError, match=r"puts 1 of 4 test set .*first: 14-29960"):
+    with pytest.raises(DataError, match=r"puts 1 of 4 test patients .*first: 14-29960"):
         split_samples(samples, test_fraction=0.2, selection_fraction=0.34, seed=11)
     split = split_samples(
         samples, test_fraction=0.2, selection_fraction=0.34, seed=11, allow_leaky=True

@@ -262,7 +262,7 @@ def test_fixed_split_with_a_shared_patient_is_refused_or_labelled_leaky(
         for i, s in enumerate(samples)
     ]
     # Two images per slide, alternating: every one of the 8 accessions is on both sides.
-    with pytest.raises(DataError, match=r"puts 8 of 8 test set .* --allow-leaky-split"):
+    with pytest.raises(DataError, match=r"puts 8 of 8 test patients .* --allow-leaky-split"):
         split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=1)
     split = split_samples(
         fixed, test_fraction=0.2, selection_fraction=0.2, seed=1, allow_leaky=True

@@ -47,7 +47,7 @@ def test_a_leaky_blog_layout_is_refused_then_labelled_everywhere(
     assert refused.exit_code == 2
     lines = refused.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in refused.output
-    assert "puts 8 of 8 test set patient_id (accession) groups also in training or " in lines[0]
+    assert "puts 8 of 8 test patients (grouped by accession number) also in training" in lines[0]
     assert "--allow-leaky-split" in lines[0]
     assert not (tmp_path / "runs" / "refused").exists()
 

@@ -420,11 +420,11 @@ def _refuse_given_leak(split: Split, grouping: _Grouping) -> None:
     leak = split.leak or split.leak_of(DataRole.SELECTION)
     if leak is None:
         return
-    column = grouping.group_by or "patient_id (accession)"
+    column = grouping.group_by or "accession number"
     earlier = "training or selection" if leak.role is DataRole.TEST else "training"
     raise DataError(
-        f"The data's own split puts {leak.shared} of {leak.groups} {leak.role.label} "
-        f"{column} groups also in {earlier} (first: {leak.first}), so its figures would be "
+        f"The data's own split puts {leak.shared} of {leak.groups} {leak.role.value} patients "
+        f"(grouped by {column}) also in {earlier} (first: {leak.first}), so its figures would be "
         "optimistic: move each patient's images into one split folder (or give them one split "
         "in the manifest), or pass --allow-leaky-split to go on (every figure is then "
         "labelled LEAKY)."
