@@ -89,6 +89,11 @@ def _backbone_preprocessing(backbone: Any, setting: Any) -> str:
     return _PREPROCESSING.get(mode, markdown_text(mode))
 
 
+def _records(table: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of a ``metrics.json`` table by name, a malformed row read as empty."""
+    return [(name, row if isinstance(row, Mapping) else {}) for name, row in table.items()]
+
+
 def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     classification = metrics.get("classification")
@@ -97,8 +102,7 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
         per_class = _section(classification, "per_class")
         if per_class:
             lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-            for name, row in per_class.items():
-                row = row if isinstance(row, Mapping) else {}
+            for name, row in _records(per_class):
                 lines.append(
                     f"| {markdown_text(name)} | {_fmt(row.get('precision'))} | "
                     f"{_fmt(row.get('recall'))} | {_fmt(row.get('f1'))} | "
@@ -125,8 +129,7 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
             "| statistic | estimate | low | high |",
             "|---|---|---|---|",
         ]
-        for name, interval in bootstrap["intervals"].items():
-            interval = interval if isinstance(interval, Mapping) else {}
+        for name, interval in _records(bootstrap["intervals"]):
             flat = interval.get("low") is not None and interval.get("low") == interval.get("high")
             lines.append(
                 f"| {markdown_text(name)}{' (zero width)' if flat else ''} | "
@@ -150,8 +153,7 @@ def _patient_count_lines(metrics: Mapping[str, Any], bootstrap: Mapping[str, Any
     exact = _section(bootstrap, "exact_per_patient")
     if exact:
         lines += ["", "Exact (Clopper-Pearson) bounds, one trial per patient:", ""]
-        for name, bound in exact.items():
-            bound = bound if isinstance(bound, Mapping) else {}
+        for name, bound in _records(exact):
             lines.append(
                 f"- {markdown_text(name)}: {_fmt(bound.get('successes'))} of "
                 f"{_fmt(bound.get('trials'))} patients, [{_fmt(bound.get('low'))}, "
