@@ -474,10 +474,8 @@ def evaluate(
             verbose=verbose,
             image_info=chosen.image_info,
         )
-        predictions = chosen.grouped(
-            apply_calibration(
-                loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
-            )
+        predictions = apply_calibration(
+            loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
         )
         metrics, report = _write_evaluation(
             out_dir,
@@ -556,6 +554,7 @@ def _write_evaluation(
     )
 
     folder, chosen = RunFolder(out_dir), how.chosen
+    predictions = chosen.grouped(predictions)
     set_description = (
         f"overlapping data (optimistic): {chosen.overlap.describe()}"
         if chosen.overlap
