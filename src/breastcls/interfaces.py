@@ -266,6 +266,8 @@ class Predictions:
             chosen, and metrics then choose them on these predictions.
         temperature: The temperature already applied to ``probabilities`` (temperature
             scaling), or ``None`` when they are the model's raw outputs.
+        raw_probabilities: The model's outputs before calibration, when ``probabilities`` are
+            calibrated (``None``: they are the raw outputs, or were not kept).
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
         groups: The group per row that patient-level figures aggregate, resample and count
@@ -282,6 +284,7 @@ class Predictions:
     magnifications: tuple[int | None, ...] = ()
     thresholds: Mapping[str, float] = field(default_factory=dict)
     temperature: float | None = None
+    raw_probabilities: npt.NDArray[np.float64] | None = None
     role: DataRole | None = None
     groups: tuple[str | None, ...] = ()
 

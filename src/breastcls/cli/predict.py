@@ -13,7 +13,11 @@ from breastcls.cli.common import reports_errors, say
 @reports_errors
 def predict_command(
     model: Annotated[
-        Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="Run folder (its best.keras), export folder (keras or onnx) or model file.",
+        ),
     ],
     inputs: Annotated[
         list[Path], typer.Argument(metavar="IMAGES", help="Image files and/or folders.")

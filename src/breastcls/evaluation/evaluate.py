@@ -3,9 +3,10 @@ evaluation that ends a training run.
 
 A model's folder (a run folder, or wherever ``best.keras`` lives) may hold, beside the model:
 ``class_names.json`` (class order), ``config.json`` (the run configuration), ``split.csv``
-(every image the run used, with its role) and the temperature and thresholds fitted on the
-selection set (:mod:`breastcls.inference.calibration`). Evaluation and prediction apply the
-calibration unchanged, and ``evaluate`` refuses data the model has seen.
+(every image the run used, with its role) and the model record (:mod:`breastcls.inference.record`)
+with the temperature and thresholds fitted on the selection set. Evaluation and prediction apply
+the calibration unchanged and write nothing into the model's folder but their own evaluation
+folder, and ``evaluate`` refuses data the model has seen.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Leak, Split, find_leak, group_key
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, ModelLoadError
+from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.evaluation.clinical import unit_ids
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
-from breastcls.inference.calibration import (
-    Calibration,
-    apply_calibration,
-    fit_calibration,
-    read_calibration,
-    write_calibration,
-)
+from breastcls.inference.calibrate import fit_selection_calibration
+from breastcls.inference.calibration import Calibration, apply_calibration
 from breastcls.inference.model import InferenceModel
+from breastcls.inference.record import folder_calibration, training_record, write_record
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
 from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -130,28 +127,23 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Finish a training run: calibrate on the selection set, then score the test set once.
 
-    Fits the temperature and chooses the thresholds on the selection set's predictions
-    (``temperature.json``, ``thresholds.json``), writes the selection set's calibrated
-    predictions and metrics into ``selection/`` (optimistic: that set chose the model), then
-    predicts the test set once, applies the calibration unchanged and writes
+    Fits the temperature and chooses the thresholds on the selection set's predictions and
+    writes the model record (``model_record.json``) with them, writes the selection set's
+    calibrated predictions and metrics into ``selection/`` (optimistic: that set chose the
+    model), then predicts the test set once, applies the calibration unchanged and writes
     ``predictions.csv``, ``metrics.json``, the figures and ``report.html`` into the run folder.
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
     from breastcls.evaluation.metrics import compute_metrics, describe_set, write_predictions
 
-    def predicted(samples: Sequence[Sample], role: DataRole) -> Predictions:
-        probabilities = model.raw_probabilities(
-            samples, batch_size=batch_size, host=host, image_info=image_info
-        )
-        labelled = model.labelled(samples, probabilities, role=role)
-        # Patient-level figures count, aggregate and resample by the split's groups (biopsies).
-        groups = tuple(group_key(s, split.group_by) for s in samples)
-        return dataclasses.replace(labelled, groups=groups)
-
-    selection = predicted(split.selection, DataRole.SELECTION)
-    calibration = fit_calibration(selection)
-    write_calibration(run_dir, calibration)
+    calibration, selection = fit_selection_calibration(
+        model, split.selection, batch_size=batch_size, host=host, image_info=image_info
+    )
+    record = training_record(model.record.with_calibration(calibration))
+    write_record(run_dir, record)
+    model = model.with_record(record)
+    selection = _with_split_groups(selection, split)
     run = RunFolder(run_dir)
     run.selection.path.mkdir(exist_ok=True)
     calibrated_selection = apply_calibration(selection, calibration)
@@ -163,7 +155,16 @@ def evaluate_run(
         set_description=describe_set(DataRole.SELECTION, split.leak_of(DataRole.SELECTION)),
     )
     reported = (
-        apply_calibration(predicted(split.test, DataRole.TEST), calibration)
+        _with_split_groups(
+            model.labelled(
+                split.test,
+                model.score_files(
+                    split.test, batch_size=batch_size, host=host, image_info=image_info
+                ),
+                role=DataRole.TEST,
+            ),
+            split,
+        )
         if split.test
         else calibrated_selection
     )
@@ -181,6 +182,17 @@ def evaluate_run(
         set_description=leaky_set,
     )
     return read_run_evaluation(run_dir)
+
+
+def _with_split_groups(predictions: Predictions, split: Split) -> Predictions:
+    """``predictions`` with each image's group in ``split``: patient-level figures count,
+    aggregate and resample by the split's groups (biopsies), not by slide."""
+    group_of = {
+        str(s.path): group_key(s, split.group_by) for _, part in split.parts() for s in part
+    }
+    return dataclasses.replace(
+        predictions, groups=tuple(group_of.get(p) for p in predictions.paths)
+    )
 
 
 def evaluate_pooled(
@@ -207,6 +219,7 @@ def evaluate_pooled(
         patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
         magnifications=tuple(m for fold in folds for m in fold.magnifications),
         groups=tuple(group for fold in folds for group in unit_ids(fold)),
+        raw_probabilities=None,
         thresholds={"default": 0.5},
         role=DataRole.TEST,
     )
@@ -288,8 +301,7 @@ class _EvaluationData:
 
 def _evaluation_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -301,7 +313,7 @@ def _evaluation_data(
     or is left out (listed) with ``skip_bad_images``."""
     from breastcls.data.images import describe_unreadable, scan_samples
 
-    chosen = _chosen_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
+    chosen = _chosen_data(data, model, host, allow_overlap=allow_overlap)
     if chosen.image_info or chosen.skipped:
         info, skipped = dict(chosen.image_info), list(chosen.skipped)  # scanned for overlap
     else:
@@ -327,8 +339,7 @@ def _evaluation_data(
 
 def _chosen_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -336,18 +347,16 @@ def _chosen_data(
     from breastcls.data.images import scan_samples
     from breastcls.data.loading import load_dataset
 
+    model_dir = model.folder.path
     if data is None:
         run_set = _run_set(model_dir)
-        folder = RunFolder(model_dir)
-        if folder.class_names.is_file():
-            known = folder.read_class_names()
-            foreign = sorted({s.label for s in run_set.samples} - set(known))
-            if foreign:
-                raise DataError(
-                    f"{folder.split} lists images of class(es) {foreign}, which "
-                    f"{folder.class_names.name} ({list(known)}) does not have: the two files do "
-                    "not belong to one run; restore them, or pass --data to evaluate on."
-                )
+        foreign = sorted({s.label for s in run_set.samples} - set(model.class_names))
+        if foreign and model.record.class_names_known:
+            raise DataError(
+                f"{model.folder.split} lists images of class(es) {foreign}, which the model "
+                f"({list(model.class_names)}) does not have: the split and the model do not "
+                "belong to one run; restore them, or pass --data to evaluate on."
+            )
         return run_set
     settings: dict[str, Any] = {}
     model_folder = RunFolder(model_dir)
@@ -356,7 +365,7 @@ def _chosen_data(
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
     dataset = load_dataset(
-        DataConfig(path=Path(data), image_size=image_size, **settings), host=host
+        DataConfig(path=Path(data), image_size=model.image_size, **settings), host=host
     )
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
@@ -448,10 +457,15 @@ def evaluate(
         host.stain_normalisers.info(stain_transfer)
         reference_images(Path(stain_reference))  # a missing reference stops before any work
     loaded = InferenceModel.load(Path(model))
+    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    if gradcam and loaded.keras_model is None:
+        raise ConfigError(
+            f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
+            "Pass --no-gradcam (gradcam=False), or evaluate the run folder."
+        )
     chosen = _evaluation_data(
         data,
-        loaded.folder.path,
-        loaded.image_size,
+        loaded,
         host,
         allow_overlap=allow_overlap,
         skip_bad_images=skip_bad_images,
@@ -465,8 +479,7 @@ def evaluate(
         purpose="evaluate",
         hint="wait for that evaluation to end, or choose another folder with --out.",
     ):
-        calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
-        probabilities = loaded.raw_probabilities(
+        scores = loaded.score_files(
             chosen.samples,
             tta=tta,
             batch_size=batch_size,
@@ -474,9 +487,8 @@ def evaluate(
             verbose=verbose,
             image_info=chosen.image_info,
         )
-        predictions = apply_calibration(
-            loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
-        )
+        calibration = scores.calibration
+        predictions = loaded.labelled(chosen.samples, scores, role=chosen.role)
         metrics, report = _write_evaluation(
             out_dir,
             loaded,
@@ -508,14 +520,15 @@ def evaluate(
 def _with_class_names(
     loaded: InferenceModel, chosen: _EvaluationData, data: Path | None
 ) -> InferenceModel:
-    """The model with its class names checked against the data's (a bare model file without
-    ``class_names.json`` takes the data's)."""
+    """The model with its class names checked against the data's (a bare model file whose
+    class names are unknown takes the data's)."""
     if chosen.class_names is None:
         return loaded
-    if not loaded.folder.class_names.is_file() and len(chosen.class_names) == len(
-        loaded.class_names
-    ):
-        return dataclasses.replace(loaded, class_names=chosen.class_names)
+    record = loaded.record
+    if not record.class_names_known and len(chosen.class_names) == len(record.class_names):
+        return loaded.with_record(
+            dataclasses.replace(record, class_names=chosen.class_names, class_names_known=True)
+        )
     if list(chosen.class_names) != list(loaded.class_names):
         raise ModelLoadError(
             f"The model {loaded.source} was trained on classes {list(loaded.class_names)} but "
@@ -723,14 +736,24 @@ def _read_predictions_csv(path: Path) -> Predictions:
         raise DataError(
             f"{path} is not a breastcls predictions file (columns {required}, group, p_<class>)."
         )
-    class_names = tuple(name.removeprefix("p_") for name in header[first:])
+    class_names = tuple(name.removeprefix("p_") for name in header[first:] if name.startswith("p_"))
+    n = len(class_names)
+    has_raw = header[first + n :] == [f"raw_p_{name}" for name in class_names]
     index = {name: i for i, name in enumerate(class_names)}
     try:
         return Predictions(
             class_names=class_names,
             y_true=np.array([index[row[3]] for row in rows], dtype=np.int64),
             probabilities=np.array(
-                [[float(v) for v in row[first:]] for row in rows], dtype=np.float64
+                [[float(v) for v in row[first : first + n]] for row in rows], dtype=np.float64
+            ).reshape(-1, n),
+            raw_probabilities=(
+                np.array(
+                    [[float(v) for v in row[first + n : first + 2 * n]] for row in rows],
+                    dtype=np.float64,
+                ).reshape(-1, n)
+                if has_raw
+                else None
             ),
             paths=tuple(row[0] for row in rows),
             patient_ids=tuple(row[1] or None for row in rows),
@@ -800,7 +823,7 @@ def _report_context(run: RunFolder) -> _ReportContext:
     and calibration, or a run folder's configuration, calibration and training curves."""
     if not run.evaluation.is_file():
         return _ReportContext(
-            calibration=read_calibration(run.path),
+            calibration=folder_calibration(run.path),
             title=f"breastcls run {run.path.name}",
             settings=_run_settings(run.path),
             figures=[p for p in run.curves if p.exists()],

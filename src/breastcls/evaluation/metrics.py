@@ -111,14 +111,17 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     :func:`~breastcls.evaluation.clinical.unit_ids`), probabilities.
 
     Probabilities are written at full precision: reading a value back with ``float`` gives the
-    same float64, bit for bit (a float32 probability gives its exact float64 value).
+    same float64, bit for bit (a float32 probability gives its exact float64 value). When the
+    probabilities are calibrated, the model's raw outputs follow as ``raw_p_<class>``.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     names = predictions.class_names
+    raw = predictions.raw_probabilities
     writer.writerow(
         ["path", "patient_id", "magnification", "true", "predicted", "group"]
         + [f"p_{name}" for name in names]
+        + ([f"raw_p_{name}" for name in names] if raw is not None else [])
     )
     n = len(predictions.y_true)
     patients = predictions.patient_ids or (None,) * n
@@ -137,6 +140,7 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
                 # Shortest text that reads back to the same float (``float(repr(x)) == x``), so
                 # ``breastcls report`` rebuilds the same curves, AUC and thresholds.
                 *(repr(float(p)) for p in predictions.probabilities[i]),
+                *(repr(float(p)) for p in (raw[i] if raw is not None else ())),
             ]
         )
     atomic_write_text(path, buffer.getvalue())

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import csv
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from breastcls.data.breakhis import parse_breakhis_name
-from breastcls.data.images import IMAGE_EXTENSIONS
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, OutputError
+from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_path, check_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
+__all__ = ["PredictResult", "check_batch_size", "predict", "skipped_path"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,36 +51,6 @@ class PredictResult:
         return self.prediction.class_names
 
 
-def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, folders searched recursively (hidden
-    entries skipped, sorted).
-
-    Raises:
-        DataError: An input does not exist, or no image was found.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for directory, subdirectories, names in os.walk(path):
-                subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-                files.extend(
-                    Path(directory, name)
-                    for name in sorted(names)
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-                )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"Input {str(path)!r} does not exist: pass image files or folders.")
-    if not files:
-        raise DataError(
-            f"No image ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
-            f"{', '.join(str(p) for p in inputs)}."
-        )
-    return files
-
-
 def _check_out(out: Path) -> None:
     if out.is_dir():
         raise OutputError(f"--out {str(out)!r} is a folder: name the CSV file to write.")
@@ -100,8 +66,8 @@ def skipped_path(out: Path) -> Path:
 
 
 def predict(
-    model: Path | InferenceModel,
-    inputs: Sequence[Any] | npt.NDArray[Any],
+    model: Path | str | InferenceModel,
+    inputs: ImageInputs,
     *,
     out: Path | None = None,
     tta: str = "none",
@@ -112,13 +78,14 @@ def predict(
 ) -> PredictResult:
     """Predict the class of unlabelled images, as the model's run would.
 
-    The temperature and operating thresholds fitted on the run's selection set (for ``tta``)
-    are applied. With ``out``, one CSV row per image is written (atomically): ``path``,
-    ``patient_id`` and ``magnification`` (parsed from BreakHis file names, empty otherwise),
-    ``predicted`` (the top class), ``p_<class>`` per class at full precision and, for each
-    threshold, ``at_<threshold name>``: the positive side (``malignant``; for subtype models the
-    malignant subtypes, scored by the sum of their probabilities) when its score reaches the
-    threshold, else the negative side.
+    The calibration the model record holds for ``tta`` (temperature and operating thresholds
+    fitted on the run's selection set) is applied; a model without one is used raw, and says
+    so. With ``out``, one CSV row per image is written (atomically): ``path``, ``patient_id`` and
+    ``magnification`` (parsed from BreakHis file names, empty otherwise), ``predicted`` (the top
+    class), ``p_<class>`` per class at full precision and, for each threshold,
+    ``at_<threshold name>``: the positive side (``malignant``; for subtype models the malignant
+    subtypes, scored by the sum of their probabilities) when its score reaches the threshold,
+    else the negative side. Nothing is written into the model's folder.
 
     Every file is decoded once before the model runs. An unreadable one stops the prediction
     with the list of them, unless ``skip_bad_images``: then they are left out, listed in the
@@ -127,9 +94,12 @@ def predict(
     that is not valid UTF-8 keeps its raw bytes in the CSVs.
 
     Args:
-        model: A run folder, a ``.keras`` file or a loaded :class:`InferenceModel`.
-        inputs: Image files and/or folders (searched recursively), or in-memory images:
-            ``(h, w, 3)`` arrays of 0-255 RGB values, one ``(n, h, w, 3)`` array, or PIL images.
+        model: A run folder, an export folder, a model file, or a loaded
+            :class:`InferenceModel` (what :func:`breastcls.load_model` returns).
+        inputs: One image or many (:func:`~breastcls.inference.inputs.image_inputs`): image
+            files and/or folders (searched recursively), an ``(h, w, 3)`` array of 0-255 RGB
+            values or a PIL image, an ``(n, h, w, 3)`` array, or a list of arrays and PIL
+            images.
         out: The CSV file to write, if any.
         tta: Test-time augmentation id.
         batch_size: Images per model call.
@@ -139,23 +109,24 @@ def predict(
 
     Raises:
         BreastclsError: Missing inputs, unreadable images (without ``skip_bad_images``, or when
-            none is readable), unknown TTA, unreadable model, or an ``out`` that is a folder
-            (all checked before any inference).
+            none is readable), images that are not 0-255 RGB, unknown TTA or one the model has
+            no calibration for, unreadable model, or an ``out`` that is a folder (all checked
+            before any inference).
     """
     from breastcls.data.images import describe_unreadable, scan_samples
 
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
+    check_batch_size(batch_size)
     if out is not None:
         _check_out(Path(out))
-    in_memory = isinstance(inputs, np.ndarray) or not all(
-        isinstance(item, (str, Path)) for item in inputs
-    )
-    files = [] if in_memory else expand_inputs(inputs)
+    images = image_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
     info = None
     skipped: list[SkippedFile] = []
+    files = list(images.files)
     if files:
         info, skipped = scan_samples([Sample(path=f, label=loaded.class_names[0]) for f in files])
         if skipped and not skip_bad_images:
@@ -168,7 +139,7 @@ def predict(
         unreadable = {item.path for item in skipped}
         files = [f for f in files if f not in unreadable]
     prediction = loaded.predict(
-        inputs if in_memory else files,
+        list(images.arrays) if images.in_memory else files,
         tta=tta,
         batch_size=batch_size,
         host=host,
@@ -176,13 +147,13 @@ def predict(
         image_info=info,
     )
     sources = tuple(
-        [f"<array {i}>" for i in range(len(prediction.predicted))]
-        if in_memory
+        [f"<array {i}>" for i in range(len(images))]
+        if images.in_memory
         else [str(path) for path in files]
     )
     side = None
     if out is not None:
-        if skip_bad_images and not in_memory:
+        if skip_bad_images and not images.in_memory:
             side = skipped_path(Path(out))
             _write_skipped(side, skipped)
         _write_csv(Path(out), prediction, sources)
@@ -193,6 +164,16 @@ def predict(
         skipped=tuple(skipped),
         skipped_path=side,
     )
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch size below 1.
+
+    Raises:
+        ConfigError: ``batch_size`` is below 1.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size}: pass at least 1 image per model call.")
 
 
 def _open_csv(temporary: Path) -> Any:

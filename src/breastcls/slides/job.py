@@ -29,10 +29,8 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
-from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
-from breastcls.inference.runtime import Runtime, choose_runtime
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
@@ -155,7 +153,7 @@ def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
 
 def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, str]:
     """The microns per pixel of the model's input, and where they come from: ``model_mpp``
-    when given, else the scale its run recorded at training (:mod:`breastcls.data.scale`).
+    when given, else the training scale its record holds (:mod:`breastcls.data.scale`).
 
     Raises:
         ConfigError: ``model_mpp`` is not positive, or is ``None`` and the model's folder
@@ -168,21 +166,15 @@ def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, 
                 "model's input (e.g. 1.6)."
             )
         return float(model_mpp), "--model-mpp"
-    folder = model.folder
-    recorded: Any = None
-    if folder.config.is_file():
-        recorded = folder.read_config_record()
-    elif folder.export_record.is_file():  # an export carries its run's scale in export.json
-        recorded = folder.read_record(folder.export_record)
-    scale = TrainingScale.from_record(recorded) if isinstance(recorded, dict) else None
+    scale = model.record.scale
     if scale is not None and scale.model_mpp is not None:
         return scale.model_mpp, f"run ({scale.source})"
-    if scale is not None:
+    if scale is not None and scale.note:
         why = scale.note
-    elif isinstance(recorded, dict):
-        why = "the run was trained before breastcls recorded the training scale"
+    elif model.record.origin == "model file" or not model.folder.config.is_file():
+        why = "its record holds no training scale (a bare model file, or an export of one)"
     else:
-        why = f"no run configuration ({folder.config.name}) or export record lies beside it"
+        why = "the run was trained before breastcls recorded the training scale"
     raise ConfigError(
         f"{model.source}: the model's scale is unknown ({why}). Pass --model-mpp: the width in "
         f"microns of a training image's field divided by the input size ({model.image_size})."
@@ -471,7 +463,7 @@ def predict_slide(
     top_k: int = 10,
     reader: str | None = None,
     thumbnail_side: int = 2048,
-    runtime: str | Runtime = "tensorflow",
+    runtime: str | None = None,
     host: PluginHost | None = None,
     verbose: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
@@ -497,9 +489,9 @@ def predict_slide(
         reader: A slide reader id; ``None``: the first that accepts the file.
         thumbnail_side: The longer side of the thumbnail the tissue is found on.
         runtime: Where the model runs: ``tensorflow``, ``onnx`` or ``auto``
-            (:func:`~breastcls.inference.runtime.choose_runtime`), or a
-            :class:`~breastcls.inference.runtime.Runtime` chosen before (to share it across
-            slides).
+            (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of
+            ``model`` as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel`
+            keeps the one chosen for it, to share it across slides).
         host: The plugin host (default: every installed plugin).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
@@ -514,7 +506,7 @@ def predict_slide(
             records no training scale, or ``runtime`` is unknown or ``onnx`` without ONNX
             Runtime installed.
         OutputError: ``out`` holds another job, another process holds it, or it cannot be
-            written; or ``runtime="onnx"`` cannot convert the model or write beside it.
+            written; or ``runtime="onnx"`` cannot convert the model or write its cache.
     """
     if batch_size < 1 or chunk_batches < 1 or workers < 1 or top_k < 1:
         raise ConfigError(
@@ -522,17 +514,19 @@ def predict_slide(
             f"top_k={top_k} must all be at least 1."
         )
     host = ensure_host(host)
+    host.tta.info(tta)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     scale = model_scale(inference, model_mpp)
-    if not isinstance(runtime, Runtime):
-        runtime = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
+    inference.calibration(tta)  # a TTA without calibration stops before the slide is read
+    if runtime is not None:
+        inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
     slide = open_slide(path, reader=reader, host=host)
     try:
         return _predict_open_slide(
             inference, slide, scale=scale, mpp=mpp, out=out, overlap=overlap,
             min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
-            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, runtime=runtime,
-            host=host, verbose=verbose, on_chunk=on_chunk,
+            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
+            verbose=verbose, on_chunk=on_chunk,
         )  # fmt: skip
     finally:
         slide.close()
@@ -553,7 +547,6 @@ def _predict_open_slide(
     workers: int,
     top_k: int,
     thumbnail_side: int,
-    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
@@ -576,8 +569,8 @@ def _predict_open_slide(
             f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
             "on the grid): lower --min-tissue, or check --model-mpp."
         )
-    calibration = model.calibration(tta, batch_size=batch_size, host=host)
-    thresholds = dict(calibration.thresholds) or {"default": 0.5}
+    calibration = model.calibration(tta)
+    thresholds = calibration.operating_thresholds
     options = {
         "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
@@ -594,12 +587,14 @@ def _predict_open_slide(
             write_rgb_png(folder.thumbnail, thumbnail.pixels)
             write_mask_png(folder.tissue_mask, mask)
         table = _classify(
-            model, slide, plan, folder=folder, tta=tta, temperature=calibration.temperature,
-            batch_size=batch_size, chunk_batches=chunk_batches, workers=workers, runtime=runtime,
-            host=host, verbose=verbose, on_chunk=on_chunk,
+            model, slide, plan, folder=folder, tta=tta, batch_size=batch_size,
+            chunk_batches=chunk_batches, workers=workers, host=host, verbose=verbose,
+            on_chunk=on_chunk,
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
-        summary = _summary(job, table, thresholds, mask, plan, top_k=top_k, runtime=runtime.name)
+        summary = _summary(
+            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
+        )
         if folder is not None:
             _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
     finally:
@@ -623,17 +618,13 @@ def _classify(
     *,
     folder: SlideFolder | None,
     tta: str,
-    temperature: float | None,
     batch_size: int,
     chunk_batches: int,
     workers: int,
-    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> TileTable:
-    from breastcls.inference.decision import apply_temperature
-
     positive = model.positive
     sink = _Sink(folder, tiles_header(model.class_names))
     if folder is not None and folder.tiles.is_file():
@@ -646,10 +637,8 @@ def _classify(
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
         reporter.task_advanced(start)
 
-    def commit(raw: list[FloatArray]) -> None:
-        probabilities = np.concatenate(raw, axis=0)
-        if temperature is not None:
-            probabilities = apply_temperature(probabilities, temperature)
+    def commit(calibrated: list[FloatArray]) -> None:
+        probabilities = np.concatenate(calibrated, axis=0)
         first = sink.committed
         index = np.arange(first, first + len(probabilities))
         sink.append(
@@ -673,16 +662,15 @@ def _classify(
             on_chunk(sink.committed, total)
 
     if start < total:
-        tta_component = host.tta.get(tta)
         failures: list[BaseException] = []
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
         try:
             batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
             pending: list[FloatArray] = []
             pending_count = 0
-            for probabilities in runtime.iter_probabilities(model, batches, tta=tta_component):
-                pending.append(probabilities)
-                pending_count += len(probabilities)
+            for scores in model.iter_scores(batches, tta=tta, host=host):
+                pending.append(scores.calibrated)
+                pending_count += len(scores.calibrated)
                 if pending_count >= chunk and not failures:
                     commit(pending)
                     pending, pending_count = [], 0
@@ -863,10 +851,12 @@ def predict_slides(
     if shard is not None:
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
+    host.tta.info(tta)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
+    inference.calibration(tta)
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
-    chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
+    inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
     slides = slide_files(inputs, host=host)
     # Folder names are given over the whole list, so that every shard names a slide alike.
     jobs = list(zip(slides, _folder_names(slides), strict=True))
@@ -879,7 +869,7 @@ def predict_slides(
             result = predict_slide(
                 inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
                 min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
-                top_k=top_k, reader=reader, runtime=chosen, host=host, verbose=verbose,
+                top_k=top_k, reader=reader, host=host, verbose=verbose,
             )  # fmt: skip
             outcomes.append(
                 SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)
