@@ -268,6 +268,10 @@ class Predictions:
             scaling), or ``None`` when they are the model's raw outputs.
         raw_probabilities: The model's outputs before calibration, when ``probabilities`` are
             calibrated (``None``: they are the raw outputs, or were not kept).
+        domain_score: Each image's domain-shift score (above 1: unlike the training images),
+            when the model has a domain reference.
+        in_distribution: Whether each image is like the training images, likewise.
+        domain_reason: What flagged each image (empty when not flagged), likewise.
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
         groups: The group per row that patient-level figures aggregate, resample and count
@@ -285,6 +289,9 @@ class Predictions:
     thresholds: Mapping[str, float] = field(default_factory=dict)
     temperature: float | None = None
     raw_probabilities: npt.NDArray[np.float64] | None = None
+    domain_score: npt.NDArray[np.float64] | None = None
+    in_distribution: npt.NDArray[np.bool_] | None = None
+    domain_reason: tuple[str, ...] | None = None
     role: DataRole | None = None
     groups: tuple[str | None, ...] = ()
 

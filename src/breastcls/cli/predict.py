@@ -37,6 +37,7 @@ def predict_command(
 ) -> None:
     """Predict the class of images: one CSV row per image with its probabilities."""
     import breastcls
+    from breastcls.inference.domain import flagged_line
 
     result = breastcls.predict(
         model,
@@ -48,6 +49,9 @@ def predict_command(
         skip_bad_images=skip_bad_images,
     )
     say(f"{result.n_images} images -> {result.path}")
+    if result.prediction.in_distribution is not None:
+        line, applies = flagged_line(result.prediction.in_distribution)
+        say(line if applies else f"WARNING: these predictions do not apply to this data: {line}")
     if result.skipped:
         say(
             f"{len(result.skipped)} unreadable image(s) skipped, listed in "

@@ -29,8 +29,9 @@ from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.evaluation.clinical import unit_ids
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
-from breastcls.inference.calibrate import fit_selection_calibration
-from breastcls.inference.calibration import Calibration, apply_calibration
+from breastcls.inference.calibrate import fit_run_domain, score_selection
+from breastcls.inference.calibration import Calibration, apply_calibration, fit_calibration
+from breastcls.inference.domain import DOMAIN_COLUMNS
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import folder_calibration, training_record, write_record
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
@@ -127,7 +128,8 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Finish a training run: calibrate on the selection set, then score the test set once.
 
-    Fits the temperature and chooses the thresholds on the selection set's predictions and
+    Fits the temperature and chooses the thresholds on the selection set's predictions, fits
+    the domain-shift reference on the training images (its thresholds on the selection set),
     writes the model record (``model_record.json``) with them, writes the selection set's
     calibrated predictions and metrics into ``selection/`` (optimistic: that set chose the
     model), then predicts the test set once, applies the calibration unchanged and writes
@@ -135,12 +137,25 @@ def evaluate_run(
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import compute_metrics, describe_set, write_predictions
-
-    calibration, selection = fit_selection_calibration(
-        model, split.selection, batch_size=batch_size, host=host, image_info=image_info
+    from breastcls.evaluation.metrics import (
+        compute_metrics,
+        describe_set,
+        metrics_document,
+        write_predictions,
     )
-    record = training_record(model.record.with_calibration(calibration))
+
+    selection, selection_scores = score_selection(
+        model, split.selection, batch_size=batch_size, host=host, image_info=image_info,
+        features=True,
+    )  # fmt: skip
+    calibration = fit_calibration(selection)
+    domain = fit_run_domain(
+        model, split.train, selection, selection_scores, batch_size=batch_size, host=host,
+        image_info=image_info,
+    )  # fmt: skip
+    record = training_record(
+        dataclasses.replace(model.record.with_calibration(calibration), domain=domain)
+    )
     write_record(run_dir, record)
     model = model.with_record(record)
     selection = _with_split_groups(selection, split)
@@ -171,6 +186,11 @@ def evaluate_run(
     write_predictions(reported, run.predictions)
     leaky_set = describe_set(split.reported_role, split.leak)
     sections = compute_metrics(reported, run_dir, host=host, set_description=leaky_set)
+    domain_sections = _domain_sections(reported, model, run_dir, set_description=leaky_set)
+    if domain_sections:
+        sections += domain_sections
+        document = metrics_document(sections, reported, set_description=leaky_set)
+        atomic_write_json(run.metrics, document)
     _write_report(
         sections,
         reported,
@@ -449,29 +469,24 @@ def evaluate(
     """
     prepare_tensorflow()
     host = ensure_host(host)
-    host.tta.info(tta)
-    stain_shift = check_stain_shift(stain_shift)
-    if stain_reference is not None:
-        from breastcls.stain.fit import reference_images
-
-        host.stain_normalisers.info(stain_transfer)
-        reference_images(Path(stain_reference))  # a missing reference stops before any work
-    loaded = InferenceModel.load(Path(model))
-    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
-    if gradcam and loaded.keras_model is None:
-        raise ConfigError(
-            f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
-            "Pass --no-gradcam (gradcam=False), or evaluate the run folder."
-        )
+    stain_shift = _checked_stain_options(host, stain_shift, stain_reference, stain_transfer)
+    loaded = _model_to_evaluate(Path(model), tta, host, gradcam=gradcam)
     chosen = _evaluation_data(
-        data,
-        loaded,
-        host,
-        allow_overlap=allow_overlap,
-        skip_bad_images=skip_bad_images,
+        data, loaded, host, allow_overlap=allow_overlap, skip_bad_images=skip_bad_images
     )
     loaded = _with_class_names(loaded, chosen, data)
     out_dir = Path(out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path)
+    how = _EvaluationSettings(
+        data=data,
+        chosen=chosen,
+        tta=tta,
+        gradcam=gradcam,
+        stain_shift=stain_shift,
+        stain_reference=Path(stain_reference) if stain_reference is not None else None,
+        stain_transfer=stain_transfer,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
     # The folder is this evaluation's until it ends; when it fails, a folder it created is
     # removed (a folder that existed before is left).
     with exclusive_folder(
@@ -480,41 +495,53 @@ def evaluate(
         hint="wait for that evaluation to end, or choose another folder with --out.",
     ):
         scores = loaded.score_files(
-            chosen.samples,
-            tta=tta,
-            batch_size=batch_size,
-            host=host,
-            verbose=verbose,
+            chosen.samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose,
             image_info=chosen.image_info,
-        )
-        calibration = scores.calibration
+        )  # fmt: skip
         predictions = loaded.labelled(chosen.samples, scores, role=chosen.role)
         metrics, report = _write_evaluation(
-            out_dir,
-            loaded,
-            predictions,
-            calibration,
-            _EvaluationSettings(
-                data=data,
-                chosen=chosen,
-                tta=tta,
-                gradcam=gradcam,
-                stain_shift=stain_shift,
-                stain_reference=Path(stain_reference) if stain_reference is not None else None,
-                stain_transfer=stain_transfer,
-                batch_size=batch_size,
-                verbose=verbose,
-            ),
-            host,
+            out_dir, loaded, predictions, scores.calibration, how, host
         )
-        return EvaluationResult(
-            out_dir=out_dir,
-            metrics=metrics,
-            report=report,
-            n_images=len(chosen.samples),
-            role=chosen.role,
-            skipped=chosen.skipped,
+    return EvaluationResult(
+        out_dir=out_dir,
+        metrics=metrics,
+        report=report,
+        n_images=len(chosen.samples),
+        role=chosen.role,
+        skipped=chosen.skipped,
+    )
+
+
+def _checked_stain_options(
+    host: PluginHost,
+    stain_shift: StainShift,
+    stain_reference: Path | None,
+    stain_transfer: str,
+) -> StainShift:
+    """The stain-shift option, checked with the reference's, before any model is loaded."""
+    checked = check_stain_shift(stain_shift)
+    if stain_reference is not None:
+        from breastcls.stain.fit import reference_images
+
+        host.stain_normalisers.info(stain_transfer)
+        reference_images(Path(stain_reference))  # a missing reference stops before any work
+    return checked
+
+
+def _model_to_evaluate(
+    model: Path, tta: str, host: PluginHost, *, gradcam: bool
+) -> InferenceModel:
+    """The model, loaded once the TTA is known to be registered, and checked to hold a
+    calibration for it and, when Grad-CAM is asked for, a Keras model."""
+    host.tta.info(tta)
+    loaded = InferenceModel.load(model)
+    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    if gradcam and loaded.keras_model is None:
+        raise ConfigError(
+            f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
+            "Pass --no-gradcam (gradcam=False), or evaluate the run folder."
         )
+    return loaded
 
 
 def _with_class_names(
@@ -580,6 +607,7 @@ def _write_evaluation(
     sections += _model_sections(
         out_dir, loaded, predictions, calibration, how, host, set_description=set_description
     )
+    sections += _domain_sections(predictions, loaded, out_dir, set_description=set_description)
     metrics = metrics_document(sections, predictions, set_description=set_description)
     atomic_write_json(folder.metrics, metrics)
     model_dir = loaded.folder.path
@@ -595,6 +623,29 @@ def _write_evaluation(
         set_description=set_description,
     )
     return metrics, report
+
+
+def _domain_sections(
+    predictions: Predictions,
+    model: InferenceModel,
+    out_dir: Path,
+    *,
+    set_description: str | None,
+) -> list[MetricSection]:
+    """The ``domain`` section, when the model has a domain reference and scored the images."""
+    from breastcls.evaluation.domain import domain_section
+    from breastcls.evaluation.metrics import describe_role
+
+    reference = model.record.domain
+    if reference is None:
+        return []
+    section = domain_section(
+        predictions,
+        reference,
+        out_dir,
+        set_name=set_description or describe_role(predictions.role),
+    )
+    return [section] if section is not None else []
 
 
 def _model_sections(
@@ -738,7 +789,8 @@ def _read_predictions_csv(path: Path) -> Predictions:
         )
     class_names = tuple(name.removeprefix("p_") for name in header[first:] if name.startswith("p_"))
     n = len(class_names)
-    has_raw = header[first + n :] == [f"raw_p_{name}" for name in class_names]
+    has_raw = header[first + n : first + 2 * n] == [f"raw_p_{name}" for name in class_names]
+    has_domain = tuple(header[-3:]) == DOMAIN_COLUMNS
     index = {name: i for i, name in enumerate(class_names)}
     try:
         return Predictions(
@@ -759,6 +811,15 @@ def _read_predictions_csv(path: Path) -> Predictions:
             patient_ids=tuple(row[1] or None for row in rows),
             magnifications=tuple(int(row[2]) if row[2].isdigit() else None for row in rows),
             groups=tuple(row[5] or None for row in rows) if first == 6 else (),
+            domain_score=(
+                np.array([float(row[-3]) for row in rows], dtype=np.float64)
+                if has_domain
+                else None
+            ),
+            in_distribution=(
+                np.array([row[-2] == "yes" for row in rows], dtype=bool) if has_domain else None
+            ),
+            domain_reason=tuple(row[-1] for row in rows) if has_domain else None,
         )
     except (KeyError, ValueError, IndexError) as error:
         raise DataError(f"{path} has a malformed row ({error}): re-run the evaluation.") from error
@@ -843,10 +904,12 @@ def _kept_model_sections(folder: Path, previous: Mapping[str, Any]) -> list[Metr
     """The sections of an earlier evaluation that needed the model (Grad-CAM, stain-shift and
     reference-stain robustness), kept as they were with their figures: a rebuild has only the
     predictions."""
+    from breastcls.evaluation.domain import DOMAIN_FIGURE
     from breastcls.evaluation.gradcam import GRADCAM_FIGURES
     from breastcls.evaluation.robustness import REFERENCE_FIGURE, ROBUSTNESS_FIGURE
 
     titles = {
+        "domain": ("Domain shift: images unlike the training images", (DOMAIN_FIGURE,)),
         "gradcam": ("Grad-CAM: where the model looked", GRADCAM_FIGURES),
         "robustness": ("Robustness to stain shifts", (ROBUSTNESS_FIGURE,)),
         "stain_reference": (

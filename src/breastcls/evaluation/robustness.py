@@ -160,9 +160,9 @@ def _difference(shifted: Statistic, unshifted: Statistic) -> Statistic:
 def _plot(
     curve: Sequence[Mapping[str, Any]], path: Path, title: str, xlabel: str = "HED shift strength"
 ) -> Path:
-    from breastcls.evaluation.plots import _pyplot, save_figure
+    from breastcls.evaluation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
     strengths = np.array([point["strength"] for point in curve], dtype=np.float64)
     for axis, name, label in zip(axes, ("auc", "accuracy"), ("AUC", "accuracy"), strict=True):

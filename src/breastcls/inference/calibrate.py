@@ -12,21 +12,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from breastcls.data.images import ImageInfo
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError
 from breastcls.inference.calibration import Calibration, fit_calibration
-from breastcls.inference.model import InferenceModel
+from breastcls.inference.domain import DomainReference, fit_domain_reference
+from breastcls.inference.model import InferenceModel, Scores
 from breastcls.inference.record import write_record
 from breastcls.interfaces import DataRole, Predictions, Sample
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import read_split_csv
 from breastcls.runs.lock import lock_folder
 
-__all__ = ["calibrate", "fit_selection_calibration"]
+__all__ = ["MAX_DOMAIN_IMAGES", "calibrate", "fit_run_domain", "score_selection"]
+
+MAX_DOMAIN_IMAGES = 2000
+"""The most training images (a seeded subsample) the domain-shift reference is fitted on."""
 
 
-def fit_selection_calibration(
+def score_selection(
     model: InferenceModel,
     selection: Sequence[Sample],
     *,
@@ -35,11 +41,10 @@ def fit_selection_calibration(
     host: PluginHost | None = None,
     verbose: int = 0,
     image_info: Mapping[Path, ImageInfo] | None = None,
-) -> tuple[Calibration, Predictions]:
-    """Fit the calibration of ``tta`` on the model's raw predictions of the selection set.
-
-    Returns:
-        The calibration, and the selection set's raw predictions it was fitted on.
+    features: bool = False,
+) -> tuple[Predictions, Scores]:
+    """The model's raw predictions of the selection set with ``tta``: what a calibration (and
+    the domain-shift thresholds, from the ``features``) is fitted on.
 
     Raises:
         ValueError: ``selection`` is empty.
@@ -55,9 +60,56 @@ def fit_selection_calibration(
         host=host,
         verbose=verbose,
         image_info=image_info,
+        features=features,
     )
-    predictions = raw_model.labelled(selection, scores, role=DataRole.SELECTION)
-    return fit_calibration(predictions, tta=tta), predictions
+    return raw_model.labelled(selection, scores, role=DataRole.SELECTION), scores
+
+
+def fit_run_domain(
+    model: InferenceModel,
+    training: Sequence[Sample],
+    selection: Predictions,
+    selection_scores: Scores,
+    *,
+    batch_size: int = 32,
+    host: PluginHost | None = None,
+    image_info: Mapping[Path, ImageInfo] | None = None,
+    seed: int = 0,
+) -> DomainReference | None:
+    """Fit the domain-shift reference on (up to :data:`MAX_DOMAIN_IMAGES` of) the training
+    images and choose its thresholds on the selection set's ``selection_scores`` (made with
+    ``features``); ``None`` when the runtime gives no features.
+
+    Raises:
+        DataError: A training image is unreadable.
+    """
+    if selection_scores.features is None or len(training) < 4:
+        return None
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.permutation(len(training))[:MAX_DOMAIN_IMAGES].tolist())
+    subset = [training[i] for i in chosen]
+    scores = model.without_calibration().score_files(
+        subset, batch_size=batch_size, host=host, image_info=image_info, features=True
+    )
+    if scores.features is None:
+        return None
+    index = {name: i for i, name in enumerate(model.class_names)}
+    return fit_domain_reference(
+        scores.features,
+        np.array([index[s.label] for s in subset], dtype=np.int64),
+        _sides(subset, image_info),
+        selection_scores.features,
+        _sides([Sample(path=Path(p), label="") for p in selection.paths], image_info),
+        n_classes=len(model.class_names),
+        n_selection_patients=len({p for p in selection.patient_ids if p is not None}) or None,
+    )
+
+
+def _sides(samples: Sequence[Sample], image_info: Mapping[Path, ImageInfo] | None) -> list[int]:
+    from breastcls.data.images import scan_samples
+
+    info = image_info if image_info is not None else scan_samples(samples)[0]
+    return [min(info[s.path].width, info[s.path].height) for s in samples]
 
 
 def calibrate(
@@ -107,8 +159,9 @@ def calibrate(
         purpose="calibrate",
         hint="wait for that process to end, then calibrate again.",
     ):
-        calibration, _ = fit_selection_calibration(
+        predictions, _ = score_selection(
             model, selection, tta=tta, batch_size=batch_size, host=host, verbose=verbose
         )
+        calibration = fit_calibration(predictions, tta=tta)
         write_record(folder.path, model.record.with_calibration(calibration))
     return calibration

@@ -24,6 +24,7 @@ from breastcls.data.images import ImageInfo
 from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup
+from breastcls.inference.domain import DomainScores
 from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.record import ModelRecord, read_record, upgrade_record
 from breastcls.inference.runtime import OnnxRuntime, Runtime, choose_runtime, onnx_session
@@ -46,11 +47,17 @@ class Scores:
         calibrated: The same with the calibration of the TTA applied (equal to ``raw`` when the
             model has no temperature).
         calibration: The calibration applied.
+        features: The embeddings and image statistics, when asked for and the runtime gives
+            them.
+        domain: The domain-shift scores, when the model's record has a domain reference and
+            the runtime gives features (not ONNX Runtime).
     """
 
     raw: FloatArray
     calibrated: FloatArray
     calibration: Calibration
+    features: FloatArray | None = None
+    domain: DomainScores | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +76,11 @@ class Prediction:
             (``malignant`` / ``benign``, or the positive class / ``not <class>``): the
             thresholds chosen on the selection set, or ``default`` (0.5) without calibration.
         calibration: The calibration applied, with where it was fitted.
+        domain_score: How unlike the training images each image is (above 1: flagged;
+            :mod:`breastcls.inference.domain`), or ``None`` when the model has no domain
+            reference or runs in ONNX Runtime.
+        in_distribution: Whether each image is like the training images (``None`` likewise).
+        domain_reason: What flagged each image (empty when not flagged; ``None`` likewise).
     """
 
     class_names: tuple[str, ...]
@@ -78,6 +90,9 @@ class Prediction:
     score: FloatArray
     decisions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     calibration: Calibration = field(default_factory=Calibration)
+    domain_score: FloatArray | None = None
+    in_distribution: npt.NDArray[np.bool_] | None = None
+    domain_reason: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,9 +270,12 @@ class InferenceModel:
         host: PluginHost | None = None,
         total: int | None = None,
         verbose: int = 0,
+        sides: Sequence[float] | None = None,
+        features: bool = False,
     ) -> Iterator[Scores]:
         """Yield the raw and calibrated probabilities of each batch of a ``tf.data`` dataset of
-        0-255 image batches (no labels), with test-time augmentation ``tta``.
+        0-255 image batches (no labels), with test-time augmentation ``tta``, and their
+        domain-shift scores when the record has a domain reference.
 
         Args:
             batches: The batches (:meth:`file_batches`, :meth:`array_batches`, or any batched
@@ -266,6 +284,9 @@ class InferenceModel:
             host: Plugin host resolving ``tta`` (the default host when ``None``).
             total: Number of images, for the progress display.
             verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
+            sides: Each image's shorter side before resizing, when known (the domain-shift
+                score's scale check).
+            features: Keep the embeddings and image statistics in each :class:`Scores`.
 
         Raises:
             ConfigError: No calibration for ``tta`` (see :meth:`calibration`).
@@ -273,16 +294,31 @@ class InferenceModel:
         """
         calibration = self.calibration(tta)
         component = ensure_host(host).tta.get(tta)
+        domain = self.record.domain
         reporter = active_reporter() if verbose else None
         if reporter is not None:
             reporter.task_started("predicting", total=total, unit="images")
         seen = 0
         try:
-            for raw in self.runtime.iter_probabilities(batches, tta=component):
+            outputs = self.runtime.iter_outputs(
+                batches, tta=component, features=features or domain is not None
+            )
+            for output in outputs:
+                raw, found = output.probabilities, output.features
+                scored = None
+                if domain is not None and found is not None:
+                    batch_sides = None if sides is None else sides[seen : seen + len(raw)]
+                    scored = domain.score(found, batch_sides)
                 seen += len(raw)
                 if reporter is not None:
                     reporter.task_advanced(seen)
-                yield Scores(raw=raw, calibrated=calibration.apply(raw), calibration=calibration)
+                yield Scores(
+                    raw=raw,
+                    calibrated=calibration.apply(raw),
+                    calibration=calibration,
+                    features=found if features else None,
+                    domain=scored,
+                )
         finally:
             if reporter is not None:
                 reporter.task_finished()
@@ -295,16 +331,31 @@ class InferenceModel:
         host: PluginHost | None = None,
         total: int | None = None,
         verbose: int = 0,
+        sides: Sequence[float] | None = None,
+        features: bool = False,
     ) -> Scores:
         """Every batch of :meth:`iter_scores`, joined."""
-        parts = list(self.iter_scores(batches, tta=tta, host=host, total=total, verbose=verbose))
+        parts = list(
+            self.iter_scores(
+                batches, tta=tta, host=host, total=total, verbose=verbose, sides=sides,
+                features=features,
+            )
+        )  # fmt: skip
         if not parts:
             empty = np.zeros((0, len(self.class_names)), dtype=np.float64)
             return Scores(raw=empty, calibrated=empty, calibration=self.calibration(tta))
+        found = [p.features for p in parts]
+        domains = [p.domain for p in parts]
         return Scores(
             raw=np.concatenate([p.raw for p in parts]),
             calibrated=np.concatenate([p.calibrated for p in parts]),
             calibration=parts[0].calibration,
+            features=np.concatenate(found) if all(f is not None for f in found) else None,  # type: ignore[arg-type]
+            domain=(
+                DomainScores.join([d for d in domains if d is not None])
+                if all(d is not None for d in domains)
+                else None
+            ),
         )
 
     def file_batches(
@@ -322,14 +373,9 @@ class InferenceModel:
         Raises:
             DataError: An image is unreadable.
         """
-        from breastcls.data.images import describe_unreadable, scan_samples
         from breastcls.data.pipeline import make_dataset
 
-        info = image_info
-        if info is None:
-            info, bad = scan_samples(samples)
-            if bad:
-                raise DataError(f"{describe_unreadable(bad)} Fix or remove them, then run again.")
+        info = image_info if image_info is not None else _scanned(samples)
         unlabelled = [dataclasses.replace(s, label=self.class_names[0]) for s in samples]
         dataset = make_dataset(
             unlabelled,
@@ -361,10 +407,17 @@ class InferenceModel:
         host: PluginHost | None = None,
         verbose: int = 0,
         image_info: Mapping[Path, ImageInfo] | None = None,
+        features: bool = False,
     ) -> Scores:
-        """:meth:`scores` of image files (:meth:`file_batches`)."""
-        batches = self.file_batches(samples, batch_size=batch_size, image_info=image_info)
-        return self.scores(batches, tta=tta, host=host, total=len(samples), verbose=verbose)
+        """:meth:`scores` of image files (:meth:`file_batches`), with their sizes for the
+        domain-shift score."""
+        info = image_info if image_info is not None else _scanned(samples)
+        batches = self.file_batches(samples, batch_size=batch_size, image_info=info)
+        sides = [min(info[s.path].width, info[s.path].height) for s in samples]
+        return self.scores(
+            batches, tta=tta, host=host, total=len(samples), verbose=verbose, sides=sides,
+            features=features,
+        )  # fmt: skip
 
     def labelled(
         self, samples: Sequence[Sample], scores: Scores, *, role: DataRole | None
@@ -382,11 +435,15 @@ class InferenceModel:
                     f"{sample.path} has class {sample.label!r}, which the model does not know "
                     f"(its classes: {list(self.class_names)})."
                 )
+        domain = scores.domain
         return Predictions(
             class_names=self.class_names,
             y_true=np.array([index[s.label] for s in samples], dtype=np.int64),
             probabilities=scores.calibrated,
             raw_probabilities=scores.raw,
+            domain_score=domain.score if domain is not None else None,
+            in_distribution=domain.in_distribution if domain is not None else None,
+            domain_reason=domain.reason if domain is not None else None,
             temperature=scores.calibration.temperature,
             thresholds=dict(scores.calibration.thresholds),
             paths=tuple(str(s.path) for s in samples),
@@ -423,15 +480,18 @@ class InferenceModel:
         inputs = image_inputs(images)
         if inputs.files:
             samples = [Sample(path=p, label=self.class_names[0]) for p in inputs.files]
-            batches = self.file_batches(samples, batch_size=batch_size, image_info=image_info)
-        elif inputs.arrays:
-            batches = self.array_batches(inputs.arrays, batch_size=batch_size)
+            scored = self.score_files(
+                samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose,
+                image_info=image_info,
+            )  # fmt: skip
         else:
-            batches = []
-        scored = self.scores(
-            batches, tta=tta, host=host, total=len(inputs), verbose=verbose
-        )
+            scored = self.scores(
+                self.array_batches(inputs.arrays, batch_size=batch_size) if inputs.arrays else [],
+                tta=tta, host=host, total=len(inputs), verbose=verbose,
+                sides=[min(a.shape[:2]) for a in inputs.arrays],
+            )  # fmt: skip
         positive = self.positive
+        domain = scored.domain
         score = positive.score(scored.calibrated)
         return Prediction(
             class_names=self.class_names,
@@ -444,7 +504,24 @@ class InferenceModel:
                 for name, threshold in scored.calibration.operating_thresholds.items()
             },
             calibration=scored.calibration,
+            domain_score=domain.score if domain is not None else None,
+            in_distribution=domain.in_distribution if domain is not None else None,
+            domain_reason=domain.reason if domain is not None else None,
         )
+
+
+def _scanned(samples: Sequence[Sample]) -> Mapping[Path, ImageInfo]:
+    """Every image decoded once to check it.
+
+    Raises:
+        DataError: An image is unreadable.
+    """
+    from breastcls.data.images import describe_unreadable, scan_samples
+
+    info, bad = scan_samples(samples)
+    if bad:
+        raise DataError(f"{describe_unreadable(bad)} Fix or remove them, then run again.")
+    return info
 
 
 def _model_shape(keras_model: Any, source: Path) -> tuple[int, int]:

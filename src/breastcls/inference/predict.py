@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from breastcls.data.breakhis import parse_breakhis_name
+from breastcls.data.images import ImageInfo
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.errors import DataError, OutputError
+from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_path, check_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["PredictResult", "check_batch_size", "predict", "skipped_path"]
+__all__ = ["PredictResult", "predict", "skipped_path"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,7 +87,9 @@ def predict(
     class), ``p_<class>`` per class at full precision and, for each threshold,
     ``at_<threshold name>``: the positive side (``malignant``; for subtype models the malignant
     subtypes, scored by the sum of their probabilities) when its score reaches the threshold,
-    else the negative side. Nothing is written into the model's folder.
+    else the negative side; then, when the model has a domain reference,
+    ``domain_score``, ``in_distribution`` and ``domain_reason``
+    (:mod:`breastcls.inference.domain`). Nothing is written into the model's folder.
 
     Every file is decoded once before the model runs. An unreadable one stops the prediction
     with the list of them, unless ``skip_bad_images``: then they are left out, listed in the
@@ -113,31 +117,15 @@ def predict(
             no calibration for, unreadable model, or an ``out`` that is a folder (all checked
             before any inference).
     """
-    from breastcls.data.images import describe_unreadable, scan_samples
-
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
-    check_batch_size(batch_size)
     if out is not None:
         _check_out(Path(out))
     images = image_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
-    info = None
-    skipped: list[SkippedFile] = []
-    files = list(images.files)
-    if files:
-        info, skipped = scan_samples([Sample(path=f, label=loaded.class_names[0]) for f in files])
-        if skipped and not skip_bad_images:
-            raise DataError(
-                f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
-                "--skip-bad-images (skip_bad_images=True) predicts the others and lists them."
-            )
-        if len(skipped) == len(files):
-            raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
-        unreadable = {item.path for item in skipped}
-        files = [f for f in files if f not in unreadable]
+    files, info, skipped = _readable(list(images.files), skip_bad_images=skip_bad_images)
     prediction = loaded.predict(
         list(images.arrays) if images.in_memory else files,
         tta=tta,
@@ -166,14 +154,25 @@ def predict(
     )
 
 
-def check_batch_size(batch_size: int) -> None:
-    """Refuse a batch size below 1.
+def _readable(
+    files: list[Path], *, skip_bad_images: bool
+) -> tuple[list[Path], Mapping[Path, ImageInfo] | None, list[SkippedFile]]:
+    """The readable ``files``, their scan, and the unreadable ones left out (with
+    ``skip_bad_images``; else they stop the prediction)."""
+    from breastcls.data.images import describe_unreadable, scan_samples
 
-    Raises:
-        ConfigError: ``batch_size`` is below 1.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size}: pass at least 1 image per model call.")
+    if not files:
+        return files, None, []
+    info, skipped = scan_samples([Sample(path=f, label="unlabelled") for f in files])
+    if skipped and not skip_bad_images:
+        raise DataError(
+            f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
+            "--skip-bad-images (skip_bad_images=True) predicts the others and lists them."
+        )
+    if len(skipped) == len(files):
+        raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
+    unreadable = {item.path for item in skipped}
+    return [f for f in files if f not in unreadable], info, skipped
 
 
 def _open_csv(temporary: Path) -> Any:
@@ -200,6 +199,7 @@ def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> Non
                 "predicted",
                 *(f"p_{name}" for name in prediction.class_names),
                 *(f"at_{name}" for name in prediction.decisions),
+                *(DOMAIN_COLUMNS if prediction.domain_score is not None else ()),
             ]
         )
         for row, source in enumerate(sources):
@@ -212,5 +212,15 @@ def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> Non
                     prediction.predicted[row],
                     *(repr(float(p)) for p in prediction.probabilities[row]),
                     *(decisions[row] for decisions in prediction.decisions.values()),
+                    *(
+                        domain_cells(
+                            prediction.domain_score,
+                            prediction.in_distribution,
+                            prediction.domain_reason,
+                            row,
+                        )
+                        if prediction.domain_score is not None
+                        else ()
+                    ),
                 ]
             )

@@ -25,6 +25,7 @@ from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, ModelLoadError
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup, positive_group
+from breastcls.inference.domain import DomainReference
 from breastcls.io import atomic_write_json
 from breastcls.runs.folder import RunFolder
 
@@ -64,6 +65,8 @@ class ModelRecord:
         stain_normalisation: The stain normaliser inside the model and what it was fitted to
             (``stain_normalisation.json``'s record), or ``None`` when there is none.
         calibrations: The calibration fitted for each test-time augmentation, by TTA id.
+        domain: The training distribution and thresholds of the domain-shift score
+            (:mod:`breastcls.inference.domain`), or ``None`` for a model trained before it.
         versions: The breastcls, Keras and TensorFlow versions that trained the model.
         origin: Where the record comes from (:data:`RecordOrigin`).
         created: When training wrote it (ISO 8601), when known.
@@ -78,6 +81,7 @@ class ModelRecord:
     scale: TrainingScale | None = None
     stain_normalisation: Mapping[str, Any] | None = None
     calibrations: Mapping[str, Calibration] = field(default_factory=dict)
+    domain: DomainReference | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     origin: RecordOrigin = "training"
     created: str | None = None
@@ -130,6 +134,7 @@ class ModelRecord:
                 dict(self.stain_normalisation) if self.stain_normalisation else None
             ),
             "calibrations": {tta: c.to_dict() for tta, c in self.calibrations.items()},
+            "domain": self.domain.to_dict() if self.domain is not None else None,
             "versions": dict(self.versions),
             "origin": self.origin,
             "created": self.created,
@@ -167,6 +172,7 @@ class ModelRecord:
                     str(tta): Calibration.from_dict(recorded, tta=str(tta))
                     for tta, recorded in dict(raw.get("calibrations") or {}).items()
                 },
+                domain=DomainReference.from_dict(raw["domain"]) if raw.get("domain") else None,
                 versions={str(k): str(v) for k, v in dict(raw.get("versions") or {}).items()},
                 origin="training",
                 created=None if raw.get("created") is None else str(raw["created"]),

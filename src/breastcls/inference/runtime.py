@@ -49,6 +49,7 @@ __all__ = [
     "OnnxRuntime",
     "Runtime",
     "RuntimeName",
+    "RuntimeOutput",
     "TensorFlowRuntime",
     "cache_dir",
     "cached_runtime_record",
@@ -77,6 +78,21 @@ _PROBE_SECONDS = 0.3
 _PROBE_ROUNDS = 2
 
 
+@dataclass(frozen=True, slots=True)
+class RuntimeOutput:
+    """What a runtime gives for one batch.
+
+    Attributes:
+        probabilities: ``(n, n_classes)`` uncalibrated probabilities (averaged over TTA copies).
+        features: ``(n, d + 2)`` when asked for and the runtime can give them: the penultimate
+            layer's embedding (averaged over TTA copies), then the log sharpness and log
+            chroma of each input image (:mod:`breastcls.inference.domain`); else ``None``.
+    """
+
+    probabilities: FloatArray
+    features: FloatArray | None = None
+
+
 class Runtime(Protocol):
     """Runs a model on batches of images: the one loop every probability comes from."""
 
@@ -90,12 +106,16 @@ class Runtime(Protocol):
         """Why it was chosen, in one line."""
         ...
 
-    def iter_probabilities(self, batches: Any, *, tta: TTA | None = None) -> Iterator[FloatArray]:
-        """Yield the model's uncalibrated probabilities of each batch of a ``tf.data`` dataset
-        of 0-255 float32 image batches.
+    def iter_outputs(
+        self, batches: Any, *, tta: TTA | None = None, features: bool = False
+    ) -> Iterator[RuntimeOutput]:
+        """Yield the model's outputs for each batch of a ``tf.data`` dataset of 0-255 float32
+        image batches.
 
         With ``tta``, the copies of a batch are made with the TTA's TensorFlow ops and go
-        through the model in one call, and their probabilities are averaged.
+        through the model in one call, and their outputs are averaged. With ``features``, the
+        embedding and image statistics the domain-shift score needs come from the same call,
+        where the runtime can give them.
         """
         ...
 
@@ -114,16 +134,26 @@ class TensorFlowRuntime:
     reason: str = "--runtime tensorflow"
     name: Literal["tensorflow"] = "tensorflow"
 
-    def iter_probabilities(self, batches: Any, *, tta: TTA | None = None) -> Iterator[FloatArray]:
-        """See :meth:`Runtime.iter_probabilities`."""
-        step = _step(self.keras_model, batches, tta)
+    def iter_outputs(
+        self, batches: Any, *, tta: TTA | None = None, features: bool = False
+    ) -> Iterator[RuntimeOutput]:
+        """See :meth:`Runtime.iter_outputs`."""
+        step = _step(self.keras_model, batches, tta, features)
         for images in batches:
-            yield np.asarray(step(images).numpy(), dtype=np.float64)
+            if not features:
+                yield RuntimeOutput(np.asarray(step(images).numpy(), dtype=np.float64))
+                continue
+            probabilities, found = step(images)
+            yield RuntimeOutput(
+                np.asarray(probabilities.numpy(), dtype=np.float64),
+                np.asarray(found.numpy(), dtype=np.float64),
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OnnxRuntime:
-    """An ONNX Runtime session of the model (a converted copy, or an ONNX export).
+    """An ONNX Runtime session of the model (a converted copy, or an ONNX export). It gives
+    probabilities only: no features for the domain-shift score.
 
     Attributes:
         session: The ``onnxruntime.InferenceSession``.
@@ -134,18 +164,20 @@ class OnnxRuntime:
     reason: str = "--runtime onnx"
     name: Literal["onnx"] = "onnx"
 
-    def iter_probabilities(self, batches: Any, *, tta: TTA | None = None) -> Iterator[FloatArray]:
-        """See :meth:`Runtime.iter_probabilities`."""
+    def iter_outputs(
+        self, batches: Any, *, tta: TTA | None = None, features: bool = False
+    ) -> Iterator[RuntimeOutput]:
+        """See :meth:`Runtime.iter_outputs` (``features`` are never given)."""
         name = self.session.get_inputs()[0].name
         for images in batches:
             if tta is None or tta.size == 1:
                 probabilities = self.session.run(None, {name: np.asarray(images)})[0]
-                yield np.asarray(probabilities, dtype=np.float64)
+                yield RuntimeOutput(np.asarray(probabilities, dtype=np.float64))
                 continue
             copies = np.asarray(tta(images))
             flat = copies.reshape(-1, *copies.shape[2:])
             per_copy = self.session.run(None, {name: flat})[0].reshape(*copies.shape[:2], -1)
-            yield np.asarray(per_copy, dtype=np.float64).mean(axis=0)
+            yield RuntimeOutput(np.asarray(per_copy, dtype=np.float64).mean(axis=0))
 
 
 def onnx_session(path: Path) -> Any:
@@ -162,8 +194,10 @@ def onnx_session(path: Path) -> Any:
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _compile_step(model: Any, tta: TTA | None, batches: Any) -> Any:
+def _compile_step(model: Any, tta: TTA | None, batches: Any, features: bool) -> Any:
     import tensorflow as tf
+
+    from breastcls.inference.domain import image_statistics
 
     # Traced once for any batch size: the last, partial batch of a dataset would otherwise
     # trace the whole model again (seconds for DenseNet201).
@@ -179,10 +213,22 @@ def _compile_step(model: Any, tta: TTA | None, batches: Any) -> Any:
             return tf.function(step, reduce_retracing=True)
         return tf.function(step, input_signature=signature)
 
+    def run(flat: Any) -> tuple[Any, Any]:
+        if not features:
+            return tf.cast(model(flat, training=False), tf.float32), None
+        embedding, probabilities = model(flat, training=False)
+        return tf.cast(probabilities, tf.float32), tf.cast(embedding, tf.float32)
+
+    def with_statistics(images: Any, probabilities: Any, embedding: Any) -> Any:
+        if not features:
+            return probabilities
+        found = tf.concat([embedding, image_statistics(tf.cast(images, tf.float32))], axis=1)
+        return probabilities, found
+
     if tta is None or tta.size == 1:
 
         def plain(images: Any) -> Any:
-            return tf.cast(model(images, training=False), tf.float32)
+            return with_statistics(images, *run(images))
 
         return compile_step(plain)
 
@@ -191,47 +237,65 @@ def _compile_step(model: Any, tta: TTA | None, batches: Any) -> Any:
         copies = tta(images)
         shape = tf.shape(copies)
         flat = tf.reshape(copies, tf.concat([[-1], shape[2:]], axis=0))
-        probabilities = tf.cast(model(flat, training=False), tf.float32)
-        per_copy = tf.reshape(probabilities, [shape[0], shape[1], -1])
-        return tf.reduce_mean(per_copy, axis=0)
+        probabilities, embedding = run(flat)
+        mean = tf.reduce_mean(tf.reshape(probabilities, [shape[0], shape[1], -1]), axis=0)
+        if embedding is not None:
+            embedding = tf.reduce_mean(tf.reshape(embedding, [shape[0], shape[1], -1]), axis=0)
+        return with_statistics(images, mean, embedding)
 
     return compile_step(augmented)
 
 
-# The compiled step of each Keras model, by TTA and input signature: tracing MobileNetV3Small
-# takes about 3 s on two cores, longer than classifying a small slide, and a new tf.function
-# would trace again for every slide of `predict_slides`. Weak keys: a model no longer used
-# elsewhere is freed with its steps (they reach it only through a weak reference).
+# The compiled step of each Keras model, by TTA, input signature and whether it gives features:
+# tracing MobileNetV3Small takes about 3 s on two cores, longer than classifying a small slide,
+# and a new tf.function would trace again for every slide of `predict_slides`. Weak keys: a
+# model no longer used elsewhere is freed with its steps (they reach it only through a weak
+# reference).
 _STEPS: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 _STEPS_LOCK = threading.Lock()
 
 
-def _step(keras_model: Any, batches: Any, tta: TTA | None) -> Any:
-    """The compiled step of ``keras_model``, traced once per model, TTA and input signature."""
-    key = (tta, getattr(batches, "element_spec", None))
+def _step(keras_model: Any, batches: Any, tta: TTA | None, features: bool) -> Any:
+    """The compiled step of ``keras_model``, traced once per model, TTA, input signature and
+    features."""
+    key = (tta, getattr(batches, "element_spec", None), features)
     try:
         hash(key)
     except TypeError:  # an unhashable TTA or signature: a step of its own
-        return _compile_step(keras_model, tta, batches)
+        return _compile_step(_runnable(keras_model, features), tta, batches, features)
     with _STEPS_LOCK:
         steps = _STEPS.setdefault(keras_model, {})
         step = steps.get(key)
         if step is None:
-            step = steps[key] = _compile_step(_WeakModel(keras_model), tta, batches)
+            runnable = _WeakModel(keras_model, features)
+            step = steps[key] = _compile_step(runnable, tta, batches, features)
     return step
 
 
-class _WeakModel:
-    """Calls a Keras model it does not keep alive (the compiled steps hold this, not it)."""
+def _runnable(keras_model: Any, features: bool) -> Any:
+    """``keras_model``, or with ``features`` a model of the same layers that also gives the
+    penultimate layer's output (the input of the model's last layer)."""
+    if not features:
+        return keras_model
+    import keras
 
-    def __init__(self, model: Any) -> None:
+    return keras.Model(keras_model.inputs, [keras_model.layers[-1].input, keras_model.output])
+
+
+class _WeakModel:
+    """Calls a Keras model it does not keep alive (the compiled steps hold this, not it); with
+    ``features``, its features model, which shares the layers but not the model object."""
+
+    def __init__(self, model: Any, features: bool) -> None:
         self._model = weakref.ref(model)
+        self._features = _runnable(model, features) if features else None
 
     def __call__(self, images: Any, *, training: bool) -> Any:
         model = self._model()
         if model is None:
             raise RuntimeError("The Keras model of a compiled step was freed.")
-        return model(images, training=training)
+        runnable = model if self._features is None else self._features
+        return runnable(images, training=training)
 
 
 @functools.lru_cache(maxsize=8)
@@ -360,7 +424,7 @@ def _rate(runtime: Runtime, images: npt.NDArray[np.float32]) -> float:
     """Images per second of ``runtime`` on ``images``, a batch fed over and over."""
     import tensorflow as tf
 
-    stream = runtime.iter_probabilities(tf.data.Dataset.from_tensors(images).repeat())
+    stream = runtime.iter_outputs(tf.data.Dataset.from_tensors(images).repeat())
     next(stream)  # traces the graph, or warms the session up
     start, done = time.perf_counter(), 0
     while done < _PROBE_BATCHES or time.perf_counter() - start < _PROBE_SECONDS:

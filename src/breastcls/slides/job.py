@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
+from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.model import InferenceModel
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -532,6 +533,51 @@ def predict_slide(
         slide.close()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TissueTiles:
+    """Where a slide's tissue is, and the tiles of it that are classified."""
+
+    thumbnail: Thumbnail
+    mask: npt.NDArray[np.bool_]
+    plan: TilePlan
+    mpp_source: str
+
+
+def _tissue_tiles(
+    slide: Slide,
+    image_size: int,
+    *,
+    slide_mpp: float | None,
+    model_mpp: float,
+    overlap: float,
+    min_tissue: float,
+    thumbnail_side: int,
+) -> _TissueTiles:
+    """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
+
+    Raises:
+        DataError: The slide has no resolution, no tissue, or no tile with enough tissue.
+    """
+    resolution, mpp_source = _resolution(slide, slide_mpp)
+    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    mask = detect_tissue(thumbnail.pixels)
+    if not mask.any():
+        raise DataError(
+            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
+            "or its staining."
+        )
+    plan = plan_tiles(
+        slide, slide_mpp=resolution, model_mpp=model_mpp, image_size=image_size,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    )  # fmt: skip
+    if len(plan) == 0:
+        raise DataError(
+            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
+            "on the grid): lower --min-tissue, or check --model-mpp."
+        )
+    return _TissueTiles(thumbnail=thumbnail, mask=mask, plan=plan, mpp_source=mpp_source)
+
+
 def _predict_open_slide(
     model: InferenceModel,
     slide: Slide,
@@ -551,24 +597,11 @@ def _predict_open_slide(
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
-    slide_mpp, mpp_source = _resolution(slide, mpp)
-    model_mpp, model_mpp_source = scale
-    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
-    if not mask.any():
-        raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
-        )
-    plan = plan_tiles(
-        slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=model.image_size,
-        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    tissue = _tissue_tiles(
+        slide, model.image_size, slide_mpp=mpp, model_mpp=scale[0], overlap=overlap,
+        min_tissue=min_tissue, thumbnail_side=thumbnail_side,
     )  # fmt: skip
-    if len(plan) == 0:
-        raise DataError(
-            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
-            "on the grid): lower --min-tissue, or check --model-mpp."
-        )
+    thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
     calibration = model.calibration(tta)
     thresholds = calibration.operating_thresholds
     options = {
@@ -576,8 +609,8 @@ def _predict_open_slide(
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
     }  # fmt: skip
     job = _job_record(
-        slide=slide, model=model, plan=plan, mpp_source=mpp_source,
-        model_mpp_source=model_mpp_source, options=options,
+        slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
+        model_mpp_source=scale[1], options=options,
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
     folder = SlideFolder(out) if out is not None else None
@@ -601,14 +634,9 @@ def _predict_open_slide(
         if lock is not None:
             lock.release()
     return SlideResult(
-        slide=slide.path,
-        folder=folder.path if folder is not None else None,
-        tiles=table,
-        heatmap=heat,
-        thumbnail=thumbnail.pixels,
-        tissue_mask=mask,
-        summary=summary,
-    )
+        slide=slide.path, folder=folder.path if folder is not None else None, tiles=table,
+        heatmap=heat, thumbnail=thumbnail.pixels, tissue_mask=mask, summary=summary,
+    )  # fmt: skip
 
 
 def _classify(
@@ -631,7 +659,6 @@ def _classify(
         return read_tiles_csv(folder.tiles, model.class_names, positive.name)
     start = sink.resume()
     total = len(plan)
-    chunk = batch_size * chunk_batches
     reporter = active_reporter() if verbose else None
     if reporter is not None:
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
@@ -639,22 +666,8 @@ def _classify(
 
     def commit(calibrated: list[FloatArray]) -> None:
         probabilities = np.concatenate(calibrated, axis=0)
-        first = sink.committed
-        index = np.arange(first, first + len(probabilities))
         sink.append(
-            tile_rows(
-                tile=plan.row[index] * plan.columns + plan.column[index],
-                column=plan.column[index],
-                row=plan.row[index],
-                x=plan.x[index],
-                y=plan.y[index],
-                size=plan.tile_size,
-                level=plan.level,
-                tissue=plan.tissue[index],
-                probabilities=probabilities,
-                score=positive.score(probabilities),
-            ),
-            len(probabilities),
+            _tile_rows(plan, sink.committed, probabilities, positive), len(probabilities)
         )
         if reporter is not None:
             reporter.task_advanced(sink.committed)
@@ -662,29 +675,73 @@ def _classify(
             on_chunk(sink.committed, total)
 
     if start < total:
-        failures: list[BaseException] = []
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
-        try:
-            batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
-            pending: list[FloatArray] = []
-            pending_count = 0
-            for scores in model.iter_scores(batches, tta=tta, host=host):
-                pending.append(scores.calibrated)
-                pending_count += len(scores.calibrated)
-                if pending_count >= chunk and not failures:
-                    commit(pending)
-                    pending, pending_count = [], 0
-            if failures:
-                _raise_read_failure(slide, failures[0])
-            if pending:
-                commit(pending)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        _stream_chunks(
+            model, slide, plan, start, commit, tta=tta, batch_size=batch_size,
+            chunk=batch_size * chunk_batches, workers=workers, host=host,
+        )  # fmt: skip
     if reporter is not None:
         reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
     if sink.committed != total:
         raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
     return sink.finish(model.class_names, positive.name)
+
+
+def _tile_rows(
+    plan: TilePlan, first: int, probabilities: FloatArray, positive: PositiveGroup
+) -> str:
+    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities."""
+    index = np.arange(first, first + len(probabilities))
+    return tile_rows(
+        tile=plan.row[index] * plan.columns + plan.column[index],
+        column=plan.column[index],
+        row=plan.row[index],
+        x=plan.x[index],
+        y=plan.y[index],
+        size=plan.tile_size,
+        level=plan.level,
+        tissue=plan.tissue[index],
+        probabilities=probabilities,
+        score=positive.score(probabilities),
+    )
+
+
+def _stream_chunks(
+    model: InferenceModel,
+    slide: Slide,
+    plan: TilePlan,
+    start: int,
+    commit: Callable[[list[FloatArray]], None],
+    *,
+    tta: str,
+    batch_size: int,
+    chunk: int,
+    workers: int,
+    host: PluginHost,
+) -> None:
+    """Classify the plan's tiles from ``start`` on, read ahead by ``workers`` threads, and hand
+    their calibrated probabilities to ``commit`` about ``chunk`` tiles at a time.
+
+    Raises:
+        DataError: A tile could not be read (nothing after the last whole chunk is committed).
+    """
+    failures: list[BaseException] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
+    try:
+        batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
+        pending: list[FloatArray] = []
+        pending_count = 0
+        for scores in model.iter_scores(batches, tta=tta, host=host):
+            pending.append(scores.calibrated)
+            pending_count += len(scores.calibrated)
+            if pending_count >= chunk and not failures:
+                commit(pending)
+                pending, pending_count = [], 0
+        if failures:
+            _raise_read_failure(slide, failures[0])
+        if pending:
+            commit(pending)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _raise_read_failure(slide: Slide, error: BaseException) -> None:
