@@ -49,8 +49,9 @@ def predict_command(
         skip_bad_images=skip_bad_images,
     )
     say(f"{result.n_images} images -> {result.path}")
-    if result.prediction.in_distribution is not None:
-        line, applies = flagged_line(result.prediction.in_distribution)
+    kept = result.prediction.in_distribution
+    if kept is not None:
+        line, applies = flagged_line(int((~kept).sum()), len(kept))
         say(line if applies else f"WARNING: these predictions do not apply to this data: {line}")
     if result.skipped:
         say(

@@ -3,12 +3,13 @@
 Training fits the calibration of plain predictions on its selection set. A TTA averages the
 model's outputs over transformed copies, and a temperature fitted on plain predictions does not
 fit averaged ones, so each TTA gets its own, fitted here on the same selection set and kept in
-the model record. This is the only step after training that writes into a run folder;
-``predict``, ``evaluate`` and ``slide predict`` read the record and never fit anything.
+the model record. This is the only step after training that changes the record; ``predict``,
+``evaluate`` and ``slide predict`` read it and never fit anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -116,17 +117,20 @@ def calibrate(
     run: Path,
     *,
     tta: str = "none",
+    domain: bool = False,
     batch_size: int = 32,
     host: PluginHost | None = None,
     verbose: int = 0,
 ) -> Calibration:
     """Fit the temperature and thresholds of predictions made with ``tta`` on the run's
     selection set, and keep them in the run's model record (replacing an earlier fit for
-    ``tta``).
+    ``tta``); with ``domain``, also (re)fit the domain-shift reference on the run's training
+    images, its thresholds on the selection set (for runs trained before the score existed).
 
     Args:
-        run: A run folder (it holds ``split.csv``, which names the selection set).
+        run: A run folder (it holds ``split.csv``, which names the selection and training sets).
         tta: Test-time augmentation id.
+        domain: Fit the domain-shift reference too.
         batch_size: Images per model call (TTA multiplies it by the number of copies).
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows progress.
@@ -136,20 +140,16 @@ def calibrate(
 
     Raises:
         BreastclsError: Unknown TTA, a model that cannot be loaded, a folder without a selection
-            set (an export or a bare model file), unreadable selection images, or a run folder
-            another process holds or that cannot be written.
+            set (an export or a bare model file), unreadable images, or a run folder another
+            process holds or that cannot be written.
     """
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
     model = InferenceModel.load(Path(run))
     folder = model.folder
-    selection = [
-        sample
-        for sample, _ in (read_split_csv(folder.path) if folder.split.is_file() else [])
-        if sample.split == DataRole.SELECTION.value
-    ]
-    if not selection:
+    roles = {role: _role(model, role) for role in (DataRole.SELECTION, DataRole.TRAIN)}
+    if not roles[DataRole.SELECTION]:
         raise ConfigError(
             f"{folder.path} names no selection set (no split.csv, or none in it): a calibration "
             "is fitted on a run's selection set; calibrate the run folder the model came from."
@@ -159,9 +159,24 @@ def calibrate(
         purpose="calibrate",
         hint="wait for that process to end, then calibrate again.",
     ):
-        predictions, _ = score_selection(
-            model, selection, tta=tta, batch_size=batch_size, host=host, verbose=verbose
-        )
+        predictions, scores = score_selection(
+            model, roles[DataRole.SELECTION], tta=tta, batch_size=batch_size, host=host,
+            verbose=verbose, features=domain,
+        )  # fmt: skip
         calibration = fit_calibration(predictions, tta=tta)
-        write_record(folder.path, model.record.with_calibration(calibration))
+        record = model.record.with_calibration(calibration)
+        if domain:
+            reference = fit_run_domain(
+                model, roles[DataRole.TRAIN], predictions, scores, batch_size=batch_size,
+                host=host,
+            )  # fmt: skip
+            record = dataclasses.replace(record, domain=reference)
+        write_record(folder.path, record)
     return calibration
+
+
+def _role(model: InferenceModel, role: DataRole) -> list[Sample]:
+    """The images of ``role`` that the model's run folder's ``split.csv`` lists."""
+    split = model.folder.split
+    rows = read_split_csv(model.folder.path) if split.is_file() else []
+    return [sample for sample, _ in rows if sample.split == role.value]

@@ -71,15 +71,14 @@ def domain_cells(
     return (repr(float(score[row])), "yes" if in_distribution[row] else "no", reason[row])
 
 
-def flagged_line(in_distribution: BoolArray) -> tuple[str, bool]:
-    """How many images are unlike the training images, in words, and whether the others are
-    enough for figures or predictions on them to apply (at most
+def flagged_line(n_flagged: int, n: int, *, unit: str = "images") -> tuple[str, bool]:
+    """How many of ``n`` images (or tiles) are unlike the training images, in words, and
+    whether the others are enough for figures or predictions on them to apply (at most
     :data:`DOMAIN_WARNING_FRACTION` flagged)."""
-    flagged = int((~in_distribution).sum())
-    share = flagged / len(in_distribution) if len(in_distribution) else 0.0
+    share = n_flagged / n if n else 0.0
     line = (
-        f"{flagged} of {len(in_distribution)} images ({share:.0%}) are unlike the training "
-        "images (domain-shift score above the selection set's threshold)"
+        f"{n_flagged} of {n} {unit} ({share:.0%}) are unlike the training images "
+        "(domain-shift score above the selection set's threshold)"
     )
     return line, share <= DOMAIN_WARNING_FRACTION
 
@@ -203,7 +202,8 @@ class DomainReference:
             axis=0,
         )
         residual = np.linalg.norm(centred - projected @ self.components, axis=1)
-        return np.sqrt(np.maximum(squared, 0.0) + (residual / self.residual_scale) ** 2)
+        distance = np.sqrt(np.maximum(squared, 0.0) + (residual / self.residual_scale) ** 2)
+        return np.asarray(distance, dtype=np.float64)
 
     def _parts(self, features: FloatArray, sides: Sequence[float] | None) -> FloatArray:
         """``(n, 4)`` distances over thresholds: features, sharpness, chroma, image size."""

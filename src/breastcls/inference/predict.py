@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,15 @@ from typing import Any
 from breastcls.data.breakhis import parse_breakhis_name
 from breastcls.data.images import ImageInfo
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, OutputError
-from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
+from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells, flagged_line
 from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import atomic_path, check_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["PredictResult", "predict", "skipped_path"]
+__all__ = ["DomainCheck", "PredictResult", "check_domain", "predict", "skipped_path"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,6 +152,80 @@ def predict(
         path=out,
         skipped=tuple(skipped),
         skipped_path=side,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainCheck:
+    """How many images of a folder are unlike a model's training images
+    (:func:`check_domain`).
+
+    Attributes:
+        n_images: Images scored (unreadable ones are left out).
+        n_flagged: Images whose domain-shift score is above 1.
+        reasons: How many images each part of the score flagged.
+        line: The finding in words.
+        applies: Whether the model's figures and predictions can apply to these images (at
+            most :data:`~breastcls.inference.domain.DOMAIN_WARNING_FRACTION` flagged).
+        reference: Where the score's reference and thresholds come from.
+    """
+
+    n_images: int
+    n_flagged: int
+    reasons: dict[str, int]
+    line: str
+    applies: bool
+    reference: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``breastcls data check --model --json``)."""
+        return {
+            "n_images": self.n_images,
+            "n_flagged": self.n_flagged,
+            "flagged_fraction": self.n_flagged / self.n_images if self.n_images else 0.0,
+            "reasons": self.reasons,
+            "applies": self.applies,
+            "reference": self.reference,
+        }
+
+
+def check_domain(
+    model: Path | str | InferenceModel,
+    inputs: ImageInputs,
+    *,
+    batch_size: int = 32,
+    host: PluginHost | None = None,
+    verbose: int = 0,
+) -> DomainCheck:
+    """Score images with a model's domain-shift score before anyone trusts its predictions on
+    them (unreadable files are left out).
+
+    Raises:
+        ConfigError: The model has no domain reference (fit one with
+            ``breastcls calibrate RUN --domain``).
+        BreastclsError: As :func:`predict`.
+    """
+    loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    if loaded.record.domain is None:
+        raise ConfigError(
+            f"{loaded.source} has no domain-shift reference (it was trained before breastcls "
+            f"kept one): fit it with `breastcls calibrate {loaded.folder.path} --domain`."
+        )
+    prediction = predict(
+        loaded, inputs, batch_size=batch_size, host=host, verbose=verbose, skip_bad_images=True
+    ).prediction
+    kept = prediction.in_distribution
+    if kept is None:
+        raise ConfigError(f"{loaded.source} runs in ONNX Runtime, which gives no features.")
+    n_flagged = int((~kept).sum())
+    line, applies = flagged_line(n_flagged, len(kept))
+    return DomainCheck(
+        n_images=len(kept),
+        n_flagged=n_flagged,
+        reasons=dict(Counter(r for r in prediction.domain_reason or () if r)),
+        line=line,
+        applies=applies,
+        reference=loaded.record.domain.describe(),
     )
 
 

@@ -31,7 +31,8 @@ import numpy.typing as npt
 from breastcls.data.pipeline import without_autotuning
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.decision import PositiveGroup
-from breastcls.inference.model import InferenceModel
+from breastcls.inference.domain import DomainScores
+from breastcls.inference.model import InferenceModel, Scores
 from breastcls.io import atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
@@ -39,6 +40,7 @@ from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.outputs import (
     TileTable,
+    flagged_map,
     heat_map,
     parse_tiles_csv,
     read_tiles_csv,
@@ -625,11 +627,12 @@ def _predict_open_slide(
             on_chunk=on_chunk,
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
+        flagged = flagged_map(table, mask.shape, thumbnail.downsample)
         summary = _summary(
             job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
         )
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
+            _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
     finally:
         if lock is not None:
             lock.release()
@@ -664,11 +667,16 @@ def _classify(
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
         reporter.task_advanced(start)
 
-    def commit(calibrated: list[FloatArray]) -> None:
-        probabilities = np.concatenate(calibrated, axis=0)
-        sink.append(
-            _tile_rows(plan, sink.committed, probabilities, positive), len(probabilities)
+    def commit(chunk: list[Scores]) -> None:
+        probabilities = np.concatenate([scores.calibrated for scores in chunk], axis=0)
+        domains = [scores.domain for scores in chunk]
+        domain = (
+            DomainScores.join([d for d in domains if d is not None])
+            if all(d is not None for d in domains)
+            else None
         )
+        rows = _tile_rows(plan, sink.committed, probabilities, positive, domain)
+        sink.append(rows, len(probabilities))
         if reporter is not None:
             reporter.task_advanced(sink.committed)
         if on_chunk is not None:
@@ -687,9 +695,14 @@ def _classify(
 
 
 def _tile_rows(
-    plan: TilePlan, first: int, probabilities: FloatArray, positive: PositiveGroup
+    plan: TilePlan,
+    first: int,
+    probabilities: FloatArray,
+    positive: PositiveGroup,
+    domain: DomainScores | None,
 ) -> str:
-    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities."""
+    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities
+    and domain-shift scores."""
     index = np.arange(first, first + len(probabilities))
     return tile_rows(
         tile=plan.row[index] * plan.columns + plan.column[index],
@@ -702,6 +715,7 @@ def _tile_rows(
         tissue=plan.tissue[index],
         probabilities=probabilities,
         score=positive.score(probabilities),
+        domain=domain,
     )
 
 
@@ -710,7 +724,7 @@ def _stream_chunks(
     slide: Slide,
     plan: TilePlan,
     start: int,
-    commit: Callable[[list[FloatArray]], None],
+    commit: Callable[[list[Scores]], None],
     *,
     tta: str,
     batch_size: int,
@@ -719,7 +733,7 @@ def _stream_chunks(
     host: PluginHost,
 ) -> None:
     """Classify the plan's tiles from ``start`` on, read ahead by ``workers`` threads, and hand
-    their calibrated probabilities to ``commit`` about ``chunk`` tiles at a time.
+    their scores to ``commit`` about ``chunk`` tiles at a time.
 
     Raises:
         DataError: A tile could not be read (nothing after the last whole chunk is committed).
@@ -728,10 +742,10 @@ def _stream_chunks(
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
     try:
         batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
-        pending: list[FloatArray] = []
+        pending: list[Scores] = []
         pending_count = 0
         for scores in model.iter_scores(batches, tta=tta, host=host):
-            pending.append(scores.calibrated)
+            pending.append(scores)
             pending_count += len(scores.calibrated)
             if pending_count >= chunk and not failures:
                 commit(pending)
@@ -791,11 +805,14 @@ def _write_outputs(
     folder: SlideFolder,
     table: TileTable,
     thumbnail: Thumbnail,
-    heat: FloatArray,
+    maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
     thresholds: dict[str, float],
 ) -> None:
-    write_heatmap_png(folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})")
+    heat, flagged = maps
+    write_heatmap_png(
+        folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
+    )
     negative = str(summary["negative"])
     threshold = thresholds.get("default", next(iter(thresholds.values())))
     write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
@@ -807,7 +824,7 @@ def _write_outputs(
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score",
+    "mean_score", "max_score", "domain_flagged_fraction",
 )  # fmt: skip
 
 
@@ -1014,6 +1031,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 s.get("tiles", {}).get("classified", ""), s.get("top_k", ""),
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
+                _number((s.get("domain") or {}).get("flagged_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip
