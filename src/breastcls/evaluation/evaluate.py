@@ -137,12 +137,7 @@ def evaluate_run(
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import (
-        compute_metrics,
-        describe_set,
-        metrics_document,
-        write_predictions,
-    )
+    from breastcls.evaluation.metrics import compute_metrics, describe_set, write_predictions
 
     selection, selection_scores = score_selection(
         model, split.selection, batch_size=batch_size, host=host, image_info=image_info,
@@ -158,50 +153,69 @@ def evaluate_run(
     )
     write_record(run_dir, record)
     model = model.with_record(record)
-    selection = _with_split_groups(selection, split)
     run = RunFolder(run_dir)
     run.selection.path.mkdir(exist_ok=True)
-    calibrated_selection = apply_calibration(selection, calibration)
+    calibrated_selection = apply_calibration(_with_split_groups(selection, split), calibration)
     write_predictions(calibrated_selection, run.selection.predictions)
+    selection_set = describe_set(DataRole.SELECTION, split.leak_of(DataRole.SELECTION))
     compute_metrics(
-        calibrated_selection,
-        run.selection.path,
-        host=host,
-        set_description=describe_set(DataRole.SELECTION, split.leak_of(DataRole.SELECTION)),
+        calibrated_selection, run.selection.path, host=host, set_description=selection_set
     )
     reported = (
-        _with_split_groups(
-            model.labelled(
-                split.test,
-                model.score_files(
-                    split.test, batch_size=batch_size, host=host, image_info=image_info
-                ),
-                role=DataRole.TEST,
+        model.labelled(
+            split.test,
+            model.score_files(
+                split.test, batch_size=batch_size, host=host, image_info=image_info
             ),
-            split,
+            role=DataRole.TEST,
         )
         if split.test
         else calibrated_selection
     )
+    _write_run_figures(
+        run,
+        _with_split_groups(reported, split),
+        model,
+        calibration,
+        set_description=describe_set(split.reported_role, split.leak),
+        host=host,
+    )
+    return read_run_evaluation(run_dir)
+
+
+def _write_run_figures(
+    run: RunFolder,
+    reported: Predictions,
+    model: InferenceModel,
+    calibration: Calibration,
+    *,
+    set_description: str | None,
+    host: PluginHost | None,
+) -> None:
+    """Write a run's reported predictions, metrics (with the domain-shift sections), figures
+    and report; ``set_description`` names a leaky set
+    (:func:`~breastcls.evaluation.metrics.describe_set`)."""
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+
     write_predictions(reported, run.predictions)
-    leaky_set = describe_set(split.reported_role, split.leak)
-    sections = compute_metrics(reported, run_dir, host=host, set_description=leaky_set)
-    domain_sections = _domain_sections(reported, model, run_dir, set_description=leaky_set)
+    sections = compute_metrics(reported, run.path, host=host, set_description=set_description)
+    domain_sections = _domain_sections(
+        reported, model, run.path, set_description=set_description
+    )
     if domain_sections:
         sections += domain_sections
-        document = metrics_document(sections, reported, set_description=leaky_set)
+        document = metrics_document(sections, reported, set_description=set_description)
         atomic_write_json(run.metrics, document)
     _write_report(
         sections,
         reported,
-        run_dir,
-        title=f"breastcls run {run_dir.name}",
-        settings=_run_settings(run_dir),
+        run.path,
+        title=f"breastcls run {run.path.name}",
+        settings=_run_settings(run.path),
         training_figures=[p for p in run.curves if p.exists()],
         calibration=calibration,
-        set_description=leaky_set,
+        set_description=set_description,
     )
-    return read_run_evaluation(run_dir)
 
 
 def _with_split_groups(predictions: Predictions, split: Split) -> Predictions:
