@@ -81,9 +81,7 @@ def test_find_overlap_reports_a_resaved_training_image(breakhis_dev: Path, tmp_p
     candidates = [Sample(path=p, label="benign") for p in (resaved, other)]
     overlap = find_overlap(seen, candidates, info)
     assert overlap.same_image == ()
-    assert [(path, role) for path, _, role, _ in overlap.near_image] == [
-        (resaved, DataRole.TRAIN)
-    ]
+    assert [(path, role) for path, _, role, _ in overlap.near_image] == [(resaved, DataRole.TRAIN)]
     assert "near copies" in overlap.describe() and str(resaved) in overlap.describe()
 
 

@@ -241,7 +241,8 @@ def test_a_run_reports_the_test_set_and_keeps_the_selection_figures_apart(
     assert groups["test"].isdisjoint(groups["train"] | groups["selection"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluated_on"] == {
-        "role": "test", "set": "test set", "images": len(roles["test"]),
+        "role": "test", "set": "test set (look 1 of this test set)",
+        "images": len(roles["test"]),
         "patients": len({row["patient_id"] for row in roles["test"]}),
     }  # fmt: skip
     with (run / "predictions.csv").open(newline="") as handle:

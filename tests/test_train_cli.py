@@ -84,7 +84,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert next(iter(metrics)) == "evaluated_on"
     assert metrics["evaluated_on"] == {
         "role": "test",
-        "set": "test set",
+        "set": "test set (look 1 of this test set)",  # training's look, in test_looks.jsonl
         "images": n_test,
         "patients": len({r["patient_id"] for r in split_rows if r["role"] == "test"}),
     }

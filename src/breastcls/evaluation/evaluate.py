@@ -23,9 +23,10 @@ import numpy as np
 from breastcls.config import DataConfig
 from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
-from breastcls.data.split import Split
+from breastcls.data.split import Split, group_key
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, ModelLoadError
+from breastcls.evaluation.looks import record_test_look
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibration import (
     Calibration,
@@ -157,7 +158,12 @@ def evaluate_run(
         else calibrated_selection
     )
     write_predictions(reported, run.predictions)
-    sections = compute_metrics(reported, run_dir, host=host)
+    looked = (
+        record_test_look(run_dir, "test set", data=None, tta="none", options={}, evaluation=run_dir)
+        if split.test
+        else None
+    )
+    sections = compute_metrics(reported, run_dir, host=host, set_description=looked)
     _write_report(
         sections,
         reported,
@@ -166,6 +172,7 @@ def evaluate_run(
         settings=_run_settings(run_dir),
         training_figures=[p for p in run.curves if p.exists()],
         calibration=calibration,
+        set_description=looked,
     )
     return read_run_evaluation(run_dir)
 
@@ -176,30 +183,33 @@ def evaluate_pooled(
     """Evaluate the folds' test predictions together and write ``out_dir`` (predictions,
     metrics, figures, report); return its ``metrics.json``.
 
-    Every image is predicted once, by the fold whose model never trained or selected on its
-    patient, with that fold's calibration. Each fold chose its own thresholds, so the pooled
-    operating point is the plain top-class decision; the folds' reports give their own.
+    Each image is one row, predicted by the folds whose model never trained or selected on its
+    patient, with that fold's calibration: once for k folds (out of fold), or averaged over the
+    repeats that tested it for overlapping repeats (:mod:`breastcls.evaluation.pooling`). Each
+    fold chose its own thresholds, so the pooled operating point is the plain top-class
+    decision; the folds' reports give their own.
 
     Raises:
         DataError: A fold has no readable ``predictions.csv``.
     """
-    from breastcls.evaluation.metrics import compute_metrics, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+    from breastcls.evaluation.pooling import fold_calibration_section, pool_fold_predictions
 
     folds = [_read_predictions_csv(RunFolder(fold).predictions) for fold in fold_dirs]
-    pooled = dataclasses.replace(
-        folds[0],
-        y_true=np.concatenate([fold.y_true for fold in folds]),
-        probabilities=np.concatenate([fold.probabilities for fold in folds]),
-        paths=tuple(path for fold in folds for path in fold.paths),
-        patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
-        magnifications=tuple(m for fold in folds for m in fold.magnifications),
-        thresholds={"default": 0.5},
-        role=DataRole.TEST,
+    pooled, set_description = pool_fold_predictions(
+        folds, images=len(read_split_csv(fold_dirs[0]))
     )
-    set_description = f"test sets of {len(folds)} folds, pooled out of fold"
+    pooled = dataclasses.replace(pooled, thresholds={"default": 0.5}, role=DataRole.TEST)
     ensure_writable_dir(out_dir)
     write_predictions(pooled, RunFolder(out_dir).predictions)
-    sections = compute_metrics(pooled, out_dir, host=host, set_description=set_description)
+    sections = fold_calibration_section(
+        compute_metrics(pooled, out_dir, host=host, set_description=set_description),
+        [RunFolder(fold).read_metrics() for fold in fold_dirs],
+    )
+    atomic_write_json(
+        RunFolder(out_dir).metrics,
+        metrics_document(sections, pooled, set_description=set_description),
+    )
     _write_report(
         sections,
         pooled,
@@ -253,6 +263,7 @@ class _EvaluationData:
     overlap: Overlap
     image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
+    caveat: str | None = None
 
 
 def _evaluation_data(
@@ -326,9 +337,8 @@ def _chosen_data(
         saved = model_folder.read_config_record().get("data", {})
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
-    dataset = load_dataset(
-        DataConfig(path=Path(data), image_size=image_size, **settings), host=host
-    )
+    config = DataConfig(path=Path(data), image_size=image_size, **settings)
+    dataset = load_dataset(config, host=host)
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
     overlap = Overlap()
@@ -353,7 +363,16 @@ def _chosen_data(
         overlap=overlap,
         image_info=info,
         skipped=tuple(bad),
+        caveat=_patients_unknown(samples, settings.get("group_by")) if checked else None,
     )
+
+
+def _patients_unknown(samples: Sequence[Sample], group_by: str | None) -> str | None:
+    """The caveat of data whose patients are unknown: new images of a patient who trained the
+    model pass the copy checks, and only patient ids would catch them."""
+    if all(group_key(sample, group_by) is not None for sample in samples):
+        return None
+    return "test set: checked for exact and near copies only (patients unknown)"
 
 
 def evaluate(
@@ -377,7 +396,9 @@ def evaluate(
     The folder holds ``predictions.csv``, ``metrics.json`` (every registered metric), the
     metrics' PNG figures, Grad-CAM overlays, the stain-shift robustness curve, ``evaluation.json``
     (what was evaluated, how) and ``report.html``. The temperature and thresholds fitted on the
-    run's selection set (with the same TTA) are applied unchanged.
+    run's selection set (with the same TTA) are applied unchanged. An evaluation of a test set
+    is recorded in the model's test-look ledger, and its figures say which look they are
+    (:mod:`breastcls.evaluation.looks`).
 
     Args:
         model: A run folder or a ``.keras`` file.
@@ -388,8 +409,8 @@ def evaluate(
         out_dir: The evaluation folder (default: ``<model folder>/evaluations/<data>-<tta>``).
         batch_size: Images per model call (TTA multiplies it by the number of copies).
         gradcam: Write Grad-CAM overlays.
-        allow_overlap: Score ``data`` even when some of its images (by pixels) or patients
-            trained or selected the model; the report then says so.
+        allow_overlap: Score ``data`` even when some of its images (identical pixels or near
+            copies) or patients trained or selected the model; the report then says so.
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows a progress bar.
         skip_bad_images: Leave unreadable images out instead of stopping; they are listed in
@@ -519,9 +540,7 @@ def _write_evaluation(
     from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
 
     folder, chosen = RunFolder(out_dir), how.chosen
-    set_description = (
-        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
-    )
+    set_description = _looked_set(loaded.folder.path, how, out_dir)
     write_predictions(predictions, folder.predictions)
     if chosen.skipped:
         write_skipped_csv(folder.skipped, chosen.skipped)
@@ -544,6 +563,29 @@ def _write_evaluation(
         set_description=set_description,
     )
     return metrics, report
+
+
+def _looked_set(model_dir: Path, how: _EvaluationSettings, out_dir: Path) -> str | None:
+    """How the evaluated set is named; a test set's look is recorded in the model's ledger."""
+    chosen = how.chosen
+    if chosen.overlap:
+        return f"overlapping data (optimistic): {chosen.overlap.describe()}"
+    if chosen.role is not DataRole.TEST:
+        return None
+    options = {
+        "stain_shift": how.stain_shift,
+        "stain_reference": str(how.stain_reference) if how.stain_reference else None,
+        "stain_transfer": how.stain_transfer if how.stain_reference else None,
+        "skipped_images": len(chosen.skipped),
+    }
+    return record_test_look(
+        model_dir,
+        chosen.caveat or "test set",
+        data=how.data,
+        tta=how.tta,
+        options=options,
+        evaluation=out_dir,
+    )
 
 
 def _model_sections(

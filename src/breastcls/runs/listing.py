@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from breastcls.errors import ConfigError
-from breastcls.runs.folder import RunFolder
+from breastcls.errors import BreastclsError, ConfigError
+from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
@@ -37,6 +37,9 @@ class RunSummary:
         figures_from: The role ``accuracy`` and ``auc`` come from: ``test`` or ``selection``
             (optimistic: that set chose the model); ``None`` when there are none.
         updated: When the status was last written (ISO 8601, UTC).
+        test_looks: How many times a test set of the run was evaluated (its ledger,
+            ``test_looks.jsonl``; for a cross-validation folder, the most of any fold): a test
+            figure looked at more than once, or compared across runs, is no longer unbiased.
     """
 
     run_dir: Path
@@ -48,6 +51,7 @@ class RunSummary:
     figures_from: str | None
     updated: str | None
     folds: int | None = None
+    test_looks: int = 0
 
 
 def list_runs(folder: Path) -> list[RunSummary]:
@@ -133,6 +137,7 @@ def _summarise(run: RunFolder) -> RunSummary:
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
+    looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
     return RunSummary(
         run_dir=run.path,
         status=status,
@@ -143,4 +148,12 @@ def _summarise(run: RunFolder) -> RunSummary:
         figures_from=str(figures_from) if figures_from else None,
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
+        test_looks=max(looks, default=0),
     )
+
+
+def _looks(run: RunFolder) -> int:
+    try:
+        return len(read_test_looks(run.path))
+    except BreastclsError:
+        return 0  # an unreadable ledger never stops the listing
