@@ -112,3 +112,9 @@ def test_data_check_reports_near_copies_across_roles(small_breakhis: Path, tmp_p
         assert "in the train and test sets" in leak.message
     # The two copies are near each other too, both in test: the image counts twice.
     assert near[frozenset(copies)].severity == "warning"
+
+
+def test_flat_images_have_no_hash_and_are_no_near_copies() -> None:
+    red, blue = Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))
+    assert difference_hash(red) == difference_hash(blue) == ""
+    assert near_copy_pairs([difference_hash(red), difference_hash(blue)]) == []

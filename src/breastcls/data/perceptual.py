@@ -27,16 +27,26 @@ _SIDE = 16
 HASH_BITS = _SIDE * _SIDE
 #: The largest Hamming distance between the hashes of two near copies.
 NEAR_COPY_BITS = 40
+# The largest grey-level step of a flat thumbnail.
+_FLAT = 1
 # Set bits of every byte value: the Hamming distance is a sum over the XOR's bytes.
 _POPCOUNT = np.array([bin(value).count("1") for value in range(256)], dtype=np.uint16)
 
 
 def difference_hash(image: Image.Image) -> str:
-    """Return the 256-bit difference hash of ``image`` as 64 hexadecimal digits."""
+    """Return the 256-bit difference hash of ``image`` as 64 hexadecimal digits.
+
+    A flat image (no two neighbouring thumbnail pixels more than one grey level apart: a blank
+    field, a solid colour) has no hash (an empty string): its hash would be all zeros, the same
+    as every other flat image's, so only exact pixels compare it.
+    """
     # Lanczos averages the whole image into the thumbnail, so a pixel-level edit barely moves it.
     thumbnail = image.convert("L").resize((_SIDE + 1, _SIDE), Image.Resampling.LANCZOS)
     pixels = np.asarray(thumbnail, dtype=np.int16)
-    return np.packbits(pixels[:, 1:] > pixels[:, :-1]).tobytes().hex()
+    steps = pixels[:, 1:] - pixels[:, :-1]
+    if np.abs(steps).max() <= _FLAT:
+        return ""
+    return np.packbits(steps > 0).tobytes().hex()
 
 
 def _packed(hashes: Sequence[str]) -> npt.NDArray[np.uint8]:
