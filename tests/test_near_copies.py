@@ -118,3 +118,15 @@ def test_flat_images_have_no_hash_and_are_no_near_copies() -> None:
     red, blue = Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (30, 30, 200))
     assert difference_hash(red) == difference_hash(blue) == ""
     assert near_copy_pairs([difference_hash(red), difference_hash(blue)]) == []
+
+
+def test_a_split_csv_without_difference_hashes_is_still_read(tmp_path: Path) -> None:
+    from breastcls.runs.folder import read_split_csv
+
+    (tmp_path / "split.csv").write_text(
+        "path,label,patient_id,group,magnification,role,pixel_sha1\n"
+        "/d/benign/a.png,benign,14-1,14-1,200,train,abc\n"
+    )
+    ((sample, seen),) = read_split_csv(tmp_path)
+    assert (seen.pixel_sha1, seen.dhash, seen.role) == ("abc", "", DataRole.TRAIN)
+    assert sample.label == "benign"

@@ -60,3 +60,20 @@ def test_concurrent_evaluations_lose_no_look(tmp_path: Path) -> None:
         assert worker.exitcode == 0
     looks = sorted(record["look"] for record in read_test_looks(tmp_path))
     assert looks == list(range(1, 101))
+
+
+def test_a_look_that_cannot_be_recorded_says_so(tmp_path: Path) -> None:
+    from breastcls.evaluation.looks import record_test_look
+
+    not_a_folder = tmp_path / "model.keras"
+    not_a_folder.write_text("")
+    described = record_test_look(
+        not_a_folder, "test set", data=None, tta="none", options={}, evaluation=tmp_path
+    )
+    assert described.startswith("test set (look not counted: Cannot record the test look in ")
+    assert (
+        record_test_look(
+            tmp_path, "test set", data=None, tta="none", options={}, evaluation=tmp_path
+        )
+        == "test set (look 1 of this test set)"
+    )

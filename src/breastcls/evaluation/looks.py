@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from breastcls.errors import OutputError
 from breastcls.runs.folder import append_test_look
 
 __all__ = ["RUN_TEST_SET", "look_description", "record_test_look"]
@@ -37,7 +38,7 @@ def record_test_look(
     evaluation: Path,
 ) -> str:
     """Record one look at a test set in ``model_dir``'s ledger; return ``description`` with
-    its look number.
+    its look number (or saying the look could not be counted: a read-only model folder).
 
     Args:
         model_dir: The model's run folder (its ledger).
@@ -48,5 +49,12 @@ def record_test_look(
         evaluation: The folder the evaluation writes.
     """
     key = RUN_TEST_SET if data is None else str(Path(data).resolve())
-    look = append_test_look(model_dir, data=key, tta=tta, options=options, evaluation=evaluation)
+    try:
+        look = append_test_look(
+            model_dir, data=key, tta=tta, options=options, evaluation=evaluation
+        )
+    except OutputError as error:
+        # A model folder shared read-only can still be evaluated (into --out), but its figures
+        # must not pass for a first look.
+        return f"{description} (look not counted: {error})"
     return look_description(description, look)
