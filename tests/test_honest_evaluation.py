@@ -15,45 +15,18 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from breastcls.cli.app import app
-from breastcls.data.breakhis import accession_number
 from breastcls.runs.folder import read_test_looks
-from conftest import copy_patients
+
+# The tiny run on real images, and images of patients it never saw.
+from test_evaluate_cli import data_and_run, new_patients  # noqa: F401
 
 pytestmark = pytest.mark.real_data
 runner = CliRunner()
 
 
-def _accession(image: Path) -> str:
-    return accession_number("-".join(image.name.split("-")[1:3]))
-
-
-@pytest.fixture(scope="module")
-def data_and_run(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> tuple[Path, Path]:
-    """Four images from each of six patients per class, and a 1-epoch smallcnn run on them."""
-    import breastcls
-
-    root = copy_patients(
-        breakhis_dev, tmp_path_factory.mktemp("looks") / "data", patients=6, images_per_patient=4
-    )
-    config = breastcls.RunConfig(
-        data=breastcls.DataConfig(path=root, image_size=48, selection_fraction=0.5),
-        model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
-        train=breastcls.TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, verbose=0),
-        out_dir=root.parent / "runs",
-        name="tiny",
-    )
-    return root, breastcls.train(config).run_dir
-
-
 def _training_image(run: Path) -> Path:
     with (run / "split.csv").open() as handle:
         return next(Path(r["path"]) for r in csv.DictReader(handle) if r["role"] == "train")
-
-
-def _unseen(breakhis_dev: Path, data: Path, label: str) -> list[Path]:
-    """The development images of ``label`` whose accession the run's data does not hold."""
-    seen = {_accession(image) for image in data.glob("*/*.png")}
-    return [p for p in sorted((breakhis_dev / label).glob("*.png")) if _accession(p) not in seen]
 
 
 def _folder_with(root: Path, image: Image.Image, filename: str, malignant: Path) -> Path:
@@ -72,10 +45,12 @@ def _evaluate(run: Path, *extra: str) -> tuple[int, str]:
 
 
 def test_near_copies_of_a_training_image_are_refused(
-    data_and_run: tuple[Path, Path], breakhis_dev: Path, tmp_path: Path
+    data_and_run: tuple[Path, Path],  # noqa: F811
+    new_patients: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
-    data, run = data_and_run
-    distinct = _unseen(breakhis_dev, data, "malignant")[0]
+    _, run = data_and_run
+    distinct = sorted((new_patients / "malignant").glob("*.png"))[0]
     image = Image.open(_training_image(run)).convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=75)
@@ -91,13 +66,15 @@ def test_near_copies_of_a_training_image_are_refused(
 
 
 def test_distinct_images_of_unknown_patients_pass_with_a_caveat(
-    data_and_run: tuple[Path, Path], breakhis_dev: Path, tmp_path: Path
+    data_and_run: tuple[Path, Path],  # noqa: F811
+    new_patients: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
-    data, run = data_and_run
+    _, run = data_and_run
     root = tmp_path / "anonymous"
     for label in ("benign", "malignant"):
         (root / label).mkdir(parents=True)
-        for index, image in enumerate(_unseen(breakhis_dev, data, label)[:3]):
+        for index, image in enumerate(sorted((new_patients / label).glob("*.png"))):
             shutil.copy(image, root / label / f"image-{index}.png")  # no patient in the name
     out = tmp_path / "out"
     code, output = _evaluate(run, "--data", str(root), "--out", str(out))
@@ -110,7 +87,9 @@ def test_distinct_images_of_unknown_patients_pass_with_a_caveat(
     assert read_test_looks(run)[-1]["data"] == str(root.resolve())
 
 
-def test_every_look_at_the_test_set_is_counted(data_and_run: tuple[Path, Path]) -> None:
+def test_every_look_at_the_test_set_is_counted(
+    data_and_run: tuple[Path, Path],  # noqa: F811
+) -> None:
     _, run = data_and_run
     own = [r for r in read_test_looks(run) if r["data"] == "split.csv"]
     assert [r["look"] for r in own][:1] == [1]  # training scored the test set once
