@@ -77,9 +77,8 @@ def near_copy_pairs(
     table = _packed([right[j] for j in right_known])
     pairs: list[tuple[int, int, int]] = []
     for row, i in enumerate(left_known):
-        distances = _POPCOUNT[np.bitwise_xor(table, left[row])].sum(axis=1)
+        first = row + 1 if within else 0  # within one list, each pair once
+        distances = _POPCOUNT[np.bitwise_xor(table[first:], left[row])].sum(axis=1)
         for column in np.flatnonzero(distances <= tolerance):
-            j = right_known[int(column)]
-            if not within or i < j:
-                pairs.append((i, j, int(distances[column])))
+            pairs.append((i, right_known[first + int(column)], int(distances[column])))
     return pairs
