@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls import hookimpl
+from breastcls.conversion import EXPORT_TOLERANCE, run_exported
 from breastcls.data.images import decode_image
-from breastcls.export import EXPORT_TOLERANCE, run_exported
 from breastcls.plugins import PluginHost
 from breastcls.testing import isolated_host
 from conftest import copy_patients
@@ -83,15 +83,15 @@ def test_each_format_predicts_the_same_probabilities(
     assert result.model.exists()
     assert result.max_difference <= EXPORT_TOLERANCE
     images = _real_batch(run_dir)
-    expected = breastcls.load_model(run_dir).predict(images, verbose=0)
+    expected = breastcls.load_model(run_dir).keras_model.predict(images, verbose=0)
     exported = run_exported(result.model, images)
     assert exported.shape == (6, 2)
     assert float(np.max(np.abs(exported - expected))) <= EXPORT_TOLERANCE
     assert (result.out_dir / "model_card.md").read_text() == (run_dir / "model_card.md").read_text()
-    assert json.loads((result.out_dir / "class_names.json").read_text()) == ["benign", "malignant"]
-    record = json.loads((result.out_dir / "export.json").read_text())
-    assert record["format"] == format
-    assert record["input"]["shape"] == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+    model_record = json.loads((result.out_dir / "model_record.json").read_text())
+    assert model_record["class_names"] == ["benign", "malignant"]
+    assert model_record["input"]["shape"] == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+    assert json.loads((result.out_dir / "export.json").read_text())["format"] == format
 
 
 def test_the_exported_keras_model_has_no_augmentation(
@@ -100,11 +100,11 @@ def test_the_exported_keras_model_has_no_augmentation(
     import keras
 
     run_dir = trained[0].run_dir
-    original = breastcls.load_model(run_dir)
+    original = breastcls.load_model(run_dir).keras_model
     assert "augmentation" in [layer.name for layer in original.layers]
     model = breastcls.load_model(
         breastcls.export_model(run_dir, format="keras", out_dir=tmp_path).model
-    )
+    ).keras_model
 
     def names(layer: Any) -> list[str]:
         inner = layer.layers if isinstance(layer, keras.Model) else []
@@ -215,10 +215,10 @@ def test_a_third_party_augmentation_is_removed_whatever_its_name(
         augmentation="flips_only",
         host=isolated_host(("flips_only", FlipsOnly())),
     )
-    original = breastcls.load_model(run_dir)
+    original = breastcls.load_model(run_dir).keras_model
     assert "plugin_flips" in [layer.name for layer in original.layers]
     result = breastcls.export_model(run_dir, format="keras", out_dir=tmp_path / "keras")
-    exported = breastcls.load_model(result.model)
+    exported = breastcls.load_model(result.model).keras_model
     assert "plugin_flips" not in [layer.name for layer in exported.layers]
     assert "plugin_flips" not in [layer.name for layer in exported.layers[-1].layers]
     images = _real_batch(run_dir)

@@ -3,6 +3,7 @@ corrected interval, intervals within the metric's range, and the folds' calibrat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -148,3 +149,29 @@ def test_the_spanhol_protocol_aggregates_honestly(breakhis_dev: Path, tmp_path: 
         assert [row["accuracy"] for row in mine] == [row["accuracy"] for row in own]
         assert sum(row["n_images"] for row in mine) == metrics["evaluated_on"]["images"]
     assert "test set accuracy over 5 folds: " in result.output
+
+
+def test_domain_scores_are_pooled_per_image() -> None:
+    samples = [Sample(path=Path(f"/d/benign/{i}.png"), label="benign") for i in range(2)]
+    first = dataclasses.replace(
+        _predictions(samples, 0.2),
+        domain_score=np.array([0.5, 2.0]),
+        in_distribution=np.array([True, False]),
+        domain_reason=("", "blurred"),
+        raw_probabilities=np.array([[0.9, 0.1], [0.9, 0.1]]),
+    )
+    second = dataclasses.replace(
+        _predictions(samples[1:], 0.4),
+        domain_score=np.array([1.0]),
+        in_distribution=np.array([True]),
+        domain_reason=("",),
+        raw_probabilities=np.array([[0.7, 0.3]]),
+    )
+    pooled, _ = pool_fold_predictions([first, second])
+    assert pooled.domain_score is not None and pooled.in_distribution is not None
+    assert pooled.domain_score.tolist() == [0.5, 1.5]
+    assert pooled.in_distribution.tolist() == [True, False]
+    assert pooled.domain_reason == ("", "blurred")
+    assert pooled.raw_probabilities is None
+    without = dataclasses.replace(second, domain_score=None)
+    assert pool_fold_predictions([first, without])[0].domain_score is None

@@ -47,6 +47,9 @@ def pool_fold_predictions(
         paths=tuple(rows),
         patient_ids=tuple(folds[f].patient_ids[i] for f, i in first),
         magnifications=tuple(folds[f].magnifications[i] for f, i in first),
+        # Each fold calibrated with its own temperature: no single raw output to go back to.
+        raw_probabilities=None,
+        **_pooled_domain(folds, list(rows.values())),
     )
     tested = [len(places) for places in rows.values()]
     if max(tested) == 1:
@@ -58,6 +61,28 @@ def pool_fold_predictions(
         f"{max(tested)} repeats that tested it ({sum(n > 1 for n in tested)} images tested "
         f"more than once{never}); not out of fold"
     )
+
+
+def _pooled_domain(
+    folds: Sequence[Predictions], rows: Sequence[Sequence[tuple[int, int]]]
+) -> dict[str, Any]:
+    """Each image's domain-shift fields over the folds that tested it: the mean score, in
+    distribution when every fold found it so, and every reason given (``None`` when some
+    fold's model had no domain reference)."""
+    scores, inside, reasons = [], [], []
+    for fold in folds:
+        if fold.domain_score is None or fold.in_distribution is None or not fold.domain_reason:
+            return {"domain_score": None, "in_distribution": None, "domain_reason": None}
+        scores.append(fold.domain_score)
+        inside.append(fold.in_distribution)
+        reasons.append(fold.domain_reason)
+    return {
+        "domain_score": np.array([np.mean([scores[f][i] for f, i in p]) for p in rows]),
+        "in_distribution": np.array([all(inside[f][i] for f, i in p) for p in rows], dtype=bool),
+        "domain_reason": tuple(
+            "; ".join(dict.fromkeys(reasons[f][i] for f, i in p if reasons[f][i])) for p in rows
+        ),
+    }
 
 
 def fold_calibration_section(
