@@ -97,14 +97,14 @@ def test_every_look_at_the_test_set_is_counted(
         "test set (look 1 of this test set)"
     )
     before = len(own)
-    for tta in ("none", "flips"):
-        code, output = _evaluate(run, "--tta", tta)
+    for _ in range(2):  # the same evaluation, twice: two looks
+        code, output = _evaluate(run)
         assert code == 0, output
     looks = [r for r in read_test_looks(run) if r["data"] == "split.csv"]
     assert [r["look"] for r in looks] == list(range(1, before + 3))
-    assert [r["tta"] for r in looks[-2:]] == ["none", "flips"]
+    assert [(r["tta"], r["options"]["stain_shift"]) for r in looks[-2:]] == [("none", "none")] * 2
     last = before + 2
-    metrics = json.loads((run / "evaluations" / "test-flips" / "metrics.json").read_text())
+    metrics = json.loads((run / "evaluations" / "test-none" / "metrics.json").read_text())
     assert metrics["evaluated_on"]["set"] == f"test set (look {last} of this test set)"
     assert f"look {last} of this test set" in output
     listing = runner.invoke(app, ["runs", str(run.parent)])

@@ -168,18 +168,12 @@ def evaluate_run(
         else calibrated_selection
     )
     write_predictions(reported, run.predictions)
-    looked = (
-        record_test_look(run_dir, "test set", data=None, tta="none", options={}, evaluation=run_dir)
-        if split.test
-        else None
-    )
+    looked = _training_look(run_dir, split)
     sections = compute_metrics(reported, run_dir, host=host, set_description=looked)
     domain_sections = _domain_sections(reported, model, run_dir, set_description=looked)
     if domain_sections:
         sections += domain_sections
-        atomic_write_json(
-            run.metrics, metrics_document(sections, reported, set_description=looked)
-        )
+        atomic_write_json(run.metrics, metrics_document(sections, reported, set_description=looked))
     _write_report(
         sections,
         reported,
@@ -191,6 +185,15 @@ def evaluate_run(
         set_description=looked,
     )
     return read_run_evaluation(run_dir)
+
+
+def _training_look(run_dir: Path, split: Split) -> str | None:
+    """Record training's look at the run's test set; its figures' name (``None``: no test set)."""
+    if not split.test:
+        return None
+    return record_test_look(
+        run_dir, "test set", data=None, tta="none", options={}, evaluation=run_dir
+    )
 
 
 def evaluate_pooled(
