@@ -10,7 +10,6 @@ probabilities at most :data:`EXPORT_TOLERANCE`) before it is moved into place. U
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import ConfigError, ModelLoadError, OutputError
+from breastcls.io import is_disk_full, replace_path
 
 __all__ = [
     "EXPORT_FILE_NAMES",
@@ -281,6 +281,12 @@ def _write_checked(
             raise
         except Exception as error:
             first_line = (str(error).strip().splitlines() or [""])[0][:300]
+            if is_disk_full(error):
+                raise OutputError(
+                    f"The disk of {final.parent} is full: the {checked} conversion of {run} "
+                    "could not be written, and nothing was. Free space (or choose another "
+                    "folder), then export again."
+                ) from error
             raise OutputError(
                 f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
                 "nothing was written. Its layers may have no equivalent in this format: try "
@@ -293,7 +299,5 @@ def _write_checked(
                 f"from the model (allowed {EXPORT_TOLERANCE:.0e}); nothing was written. Report "
                 "this with the run's environment.json."
             )
-        if final.is_dir():
-            shutil.rmtree(final)
-        staged.replace(final)
+        replace_path(staged, final)
     return difference

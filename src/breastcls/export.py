@@ -12,6 +12,7 @@ run predicts.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,16 @@ from breastcls.conversion import (
     check_format,
     convert_model,
 )
-from breastcls.errors import ModelLoadError
+from breastcls.errors import ModelLoadError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import write_record
-from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
+from breastcls.io import (
+    atomic_path,
+    atomic_write_json,
+    ensure_writable_dir,
+    is_disk_full,
+    replace_path,
+)
 from breastcls.runs.folder import RunFolder
 
 __all__ = ["ExportResult", "export_model"]
@@ -67,9 +74,10 @@ def export_model(
     Raises:
         ConfigError: Unknown format, or ``onnx`` without tf2onnx installed.
         ModelLoadError: The run has no loadable ``best.keras`` (or it is an ONNX export).
-        OutputError: The output folder cannot be written, or the export does not reproduce the
-            model's probabilities within :data:`~breastcls.conversion.EXPORT_TOLERANCE`
-            (nothing is left behind).
+        OutputError: The output folder cannot be written (a full disk included), or the export
+            does not reproduce the model's probabilities within
+            :data:`~breastcls.conversion.EXPORT_TOLERANCE`; the previous export in the folder is
+            then kept as it was, and nothing of the new one is left behind.
     """
     checked = check_format(format)
     loaded = InferenceModel.load(Path(run))  # checked first: nothing is created for a bad run
@@ -81,24 +89,49 @@ def export_model(
         Path(out_dir) if out_dir is not None else loaded.folder.export_folder(checked).path
     )
     ensure_writable_dir(target_dir)
-    final = target_dir / EXPORT_FILE_NAMES[checked]
-    conversion = convert_model(loaded.keras_model, checked, final, source=loaded.source)
-    _write_sidecars(loaded, RunFolder(target_dir))
-    atomic_write_json(
-        RunFolder(target_dir).export_record,
-        {
-            "format": checked,
-            "model": final.name,
-            "source": str(loaded.source),
-            "record": RunFolder(target_dir).model_record.name,
-            "max_difference": conversion.max_difference,
-            "tolerance": EXPORT_TOLERANCE,
-            "computes_in": conversion.computes_in,
-            "max_difference_to_run_model": conversion.max_difference_to_model,
-        },
-    )
+    name = EXPORT_FILE_NAMES[checked]
+    # The whole export is written beside the previous one first; only a complete export
+    # replaces it, file by file, export.json last.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as folder:
+        staging = RunFolder(Path(folder))
+        try:
+            conversion = convert_model(
+                loaded.keras_model, checked, staging.path / name, source=loaded.source
+            )
+            _write_sidecars(loaded, staging)
+            atomic_write_json(
+                staging.export_record,
+                {
+                    "format": checked,
+                    "model": name,
+                    "source": str(loaded.source),
+                    "record": staging.model_record.name,
+                    "max_difference": conversion.max_difference,
+                    "tolerance": EXPORT_TOLERANCE,
+                    "computes_in": conversion.computes_in,
+                    "max_difference_to_run_model": conversion.max_difference_to_model,
+                },
+            )
+        except OSError as error:
+            raise _unwritten(error, target_dir, checked) from error
+        target = RunFolder(target_dir)
+        for written in (name, target.model_record.name, target.model_card.name):
+            replace_path(staging.path / written, target_dir / written)
+        replace_path(staging.export_record, target.export_record)
     return ExportResult(
-        format=checked, model=final, out_dir=target_dir, max_difference=conversion.max_difference
+        format=checked,
+        model=target_dir / name,
+        out_dir=target_dir,
+        max_difference=conversion.max_difference,
+    )
+
+
+def _unwritten(error: OSError, target_dir: Path, format: str) -> OutputError:
+    why = "the disk is full" if is_disk_full(error) else (error.strerror or str(error))
+    return OutputError(
+        f"The {format} export could not be written into {target_dir} ({why}); the previous "
+        "export there, if any, is kept as it was. Free space or choose another --out, then "
+        "export again."
     )
 
 
