@@ -148,7 +148,7 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == n_test == 6
     assert (evaluation.out_dir / "gradcam_correct.png").is_file()
     probabilities = np.loadtxt(
-        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6)
+        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(6, 7)
     )
     assert probabilities.shape == (n_test, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)

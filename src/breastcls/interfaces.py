@@ -274,6 +274,10 @@ class Predictions:
         domain_reason: What flagged each image (empty when not flagged), likewise.
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
+        groups: The group per row that patient-level figures aggregate, resample and count
+            by: the split's group key (``None`` entries when unknown). Empty: the accession
+            number of each patient id (BreakHis ``14-29960AB`` and ``14-29960CD`` are one
+            biopsy).
     """
 
     class_names: tuple[str, ...]
@@ -289,6 +293,7 @@ class Predictions:
     in_distribution: npt.NDArray[np.bool_] | None = None
     domain_reason: tuple[str, ...] | None = None
     role: DataRole | None = None
+    groups: tuple[str | None, ...] = ()
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:

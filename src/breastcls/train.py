@@ -282,7 +282,13 @@ def train(
     data = prepare_data(config, host=host, scanned=scanned)
     # Fitted to the training images (or the given reference) before the folder exists: a
     # reference without tissue stops the run up front.
-    stain = fit_run_stain(config.model, data.split.train, host=host)
+    stain = fit_run_stain(
+        config.model,
+        data.split.train,
+        host=host,
+        held_out=[(role, s) for role, part in data.split.parts()[1:] for s in part],
+        image_info=data.image_info,
+    )
     check_devices(config.train.devices)
     # The folder is this process's until training ends: a second `train --name` of the same
     # name, or a `--resume` of it, is refused meanwhile.

@@ -23,8 +23,10 @@ def runs_command(
     figure).
 
     Figures marked * come from the selection set (a run without a test set, or one still
-    training): that set chose the model, so they are optimistic. A test figure looked at more
-    than once (the looks column) is no longer unbiased.
+    training): that set chose the model, so they are optimistic. Figures marked ! come from a
+    leaky split (patients of that set also trained or selected the model): a line below the
+    table says how many. A test figure looked at more than once (the looks column) is no
+    longer unbiased.
     """
     from breastcls.runs import list_runs
 
@@ -47,8 +49,8 @@ def runs_command(
             summary.run_dir.name,
             summary.status,
             str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
-            _figure(summary.accuracy, summary.figures_from),
-            _figure(summary.auc, summary.figures_from),
+            _figure(summary.accuracy, summary.figures_from, summary.leak),
+            _figure(summary.auc, summary.figures_from, summary.leak),
             str(summary.test_looks) if summary.test_looks else "-",
             _minute(summary.updated),
         )
@@ -63,6 +65,9 @@ def runs_command(
                     break_on_hyphens=False,
                 )
             )
+    for summary in summaries:
+        if summary.leak:
+            say(f"! {summary.run_dir.name}: {summary.leak}")
     if any(summary.figures_from == "selection" for summary in summaries):
         say("* selection set (optimistic: it chose the model); other figures: test set")
     if any(summary.test_looks for summary in summaries):
@@ -77,7 +82,7 @@ def _minute(updated: str | None) -> str:
     return "-" if not updated else updated[:16].replace("T", " ")
 
 
-def _figure(value: float | None, figures_from: str | None) -> str:
+def _figure(value: float | None, figures_from: str | None, leak: str | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" + ("*" if figures_from == "selection" else "")
+    return f"{value:.4f}" + ("*" if figures_from == "selection" else "") + ("!" if leak else "")

@@ -683,7 +683,11 @@ def _split_of(
 ) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
     fixed = any(s.split for s in samples)
     try:
-        split = split_for_config(samples, config)
+        # A data check reports a fixed split's leaks (as errors) rather than stopping at them.
+        split = split_for_config(
+            samples,
+            dataclasses.replace(config, allow_leaky_split=config.allow_leaky_split or fixed),
+        )
     except DataError as error:
         issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
         return _folder_roles(samples), None, "data" if fixed else "none", issue

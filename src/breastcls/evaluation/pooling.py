@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.interfaces import MetricSection, Predictions
 
 __all__ = ["fold_calibration_section", "pool_fold_predictions"]
@@ -34,6 +35,7 @@ def pool_fold_predictions(
         for i, path in enumerate(fold.paths):
             rows.setdefault(path, []).append((f, i))
     first = [places[0] for places in rows.values()]
+    units = [unit_ids(fold) for fold in folds]  # each image's biopsy, as the folds counted it
     probabilities = np.array(
         [
             np.mean([folds[f].probabilities[i] for f, i in places], axis=0)
@@ -47,6 +49,7 @@ def pool_fold_predictions(
         paths=tuple(rows),
         patient_ids=tuple(folds[f].patient_ids[i] for f, i in first),
         magnifications=tuple(folds[f].magnifications[i] for f, i in first),
+        groups=tuple(units[f][i] for f, i in first),
         # Each fold calibrated with its own temperature: no single raw output to go back to.
         raw_probabilities=None,
         **_pooled_domain(folds, list(rows.values())),

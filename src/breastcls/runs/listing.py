@@ -36,6 +36,8 @@ class RunSummary:
         auc: A finished run's ROC AUC on the same set (``None`` when unknown).
         figures_from: The role ``accuracy`` and ``auc`` come from: ``test`` or ``selection``
             (optimistic: that set chose the model); ``None`` when there are none.
+        leak: ``LEAKY: N of M test patients also trained or selected (optimistic)`` when that
+            set's patients also trained or selected the model, else ``None``.
         updated: When the status was last written (ISO 8601, UTC).
         test_looks: How many times a test set of the run was evaluated (its ledger,
             ``test_looks.jsonl``; for a cross-validation folder, the most of any fold): a test
@@ -52,6 +54,7 @@ class RunSummary:
     updated: str | None
     folds: int | None = None
     test_looks: int = 0
+    leak: str | None = None
 
 
 def list_runs(folder: Path) -> list[RunSummary]:
@@ -138,6 +141,7 @@ def _summarise(run: RunFolder) -> RunSummary:
         accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
     looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
+    leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(
         run_dir=run.path,
         status=status,
@@ -149,6 +153,7 @@ def _summarise(run: RunFolder) -> RunSummary:
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
         test_looks=max(looks, default=0),
+        leak=str(leak) if leak else None,
     )
 
 
