@@ -77,3 +77,13 @@ def test_a_look_that_cannot_be_recorded_says_so(tmp_path: Path) -> None:
         )
         == "test set (look 1 of this test set)"
     )
+
+
+def test_the_look_goes_before_a_leak_label() -> None:
+    from breastcls.evaluation.looks import look_description
+
+    leaky = "test set, LEAKY: 6 of 6 test patients also trained or selected (optimistic)"
+    assert look_description(leaky, 2) == (
+        "test set (look 2 of this test set), "
+        "LEAKY: 6 of 6 test patients also trained or selected (optimistic)"
+    )

@@ -114,7 +114,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     )
     assert f"run folder: {run}" in output
     accuracy = metrics["classification"]["accuracy"]
-    assert f"test set: accuracy {accuracy:.4f}" in output
+    assert f"test set (look 1 of this test set): accuracy {accuracy:.4f}" in output
     assert "selection set (optimistic" in output
     assert f"report: {run / 'report.html'}" in output
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from breastcls.errors import OutputError
+from breastcls.evaluation.metrics import LEAK_MARK
 from breastcls.runs.folder import append_test_look
 
 __all__ = ["RUN_TEST_SET", "look_description", "record_test_look"]
@@ -24,8 +25,11 @@ RUN_TEST_SET = "split.csv"
 
 
 def look_description(description: str, look: int) -> str:
-    """``description`` with the look it is: ``test set (look 2 of this test set)``."""
-    return f"{description} (look {look} of this test set)"
+    """``description`` with the look it is: ``test set (look 2 of this test set)``; before a
+    ``LEAKY: ...`` label, which stays last (``metrics.json``'s ``leak`` is read from there)."""
+    head, mark, label = description.partition(LEAK_MARK)
+    looked = f"{head.rstrip(', ')} (look {look} of this test set)"
+    return f"{looked}, {mark}{label}" if mark else looked
 
 
 def record_test_look(
