@@ -52,6 +52,9 @@ def check_loadable(path: Path) -> None:
     """Open ``path`` with the reader of its kind; raise if it is truncated or corrupt."""
     if path.suffix == ".json":
         json.loads(path.read_text(encoding="utf-8"))
+    elif path.suffix == ".jsonl":  # the test-look ledger: appended one whole line at a time
+        for line in path.read_text(encoding="utf-8").splitlines():
+            json.loads(line)
     elif path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from breastcls.data.perceptual import difference_hash
 from breastcls.errors import DataError
 from breastcls.interfaces import Sample, SkippedFile
 
@@ -51,6 +52,9 @@ class ImageInfo:
         frames: Number of frames or pages (a multi-page TIFF has several; the first is used).
         pixel_sha1: SHA-1 of the decoded RGB pixels and their shape: equal for identical
             images saved in different files or formats.
+        dhash: Difference hash of a small grayscale thumbnail
+            (:func:`~breastcls.data.perceptual.difference_hash`): close for near copies (a JPEG
+            re-save, a resized or slightly cropped copy).
     """
 
     path: Path
@@ -61,6 +65,7 @@ class ImageInfo:
     tf_native: bool
     frames: int = 1
     pixel_sha1: str = ""
+    dhash: str = ""
 
 
 def _open(path: Path) -> Image.Image:
@@ -146,6 +151,7 @@ def inspect_image(path: Path) -> ImageInfo:
             tf_native=native,
             frames=int(getattr(image, "n_frames", 1)),
             pixel_sha1=digest.hexdigest(),
+            dhash=difference_hash(rgb),
         )
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from breastcls._version import __version__
 from breastcls.data.images import ImageInfo
@@ -25,16 +25,19 @@ from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
-from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
+from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
     "RunFolder",
     "RunResult",
     "RunStatus",
     "SlideFolder",
+    "TestLook",
+    "append_test_look",
     "create_run_dir",
     "read_split_csv",
     "read_status",
+    "read_test_looks",
     "write_history_csv",
     "write_split_csv",
     "write_status",
@@ -109,6 +112,12 @@ class RunFolder:
     def split(self) -> Path:
         """``split.csv``: every image with its role, group and pixel hash."""
         return self.path / "split.csv"
+
+    @property
+    def test_looks(self) -> Path:
+        """``test_looks.jsonl``: the test-look ledger, one JSON line per evaluation of a test
+        set with this model (:func:`append_test_look`)."""
+        return self.path / "test_looks.jsonl"
 
     @property
     def skipped(self) -> Path:
@@ -599,6 +608,8 @@ def environment() -> dict[str, Any]:
 
 
 _SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "magnification", "role", "pixel_sha1")
+# Written since near copies are looked for; a split.csv without it is still read.
+_OPTIONAL_SPLIT_COLUMNS = ("dhash",)
 
 
 def write_split_csv(
@@ -608,14 +619,15 @@ def write_split_csv(
     image_info: Mapping[Path, ImageInfo],
     group_by: str | None,
 ) -> None:
-    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels.
+    """Write ``split.csv``: every image, its group key, its role, the hash of its pixels and
+    its difference hash (:mod:`breastcls.data.perceptual`).
 
     Names are written as the file system has them: a name that is not valid UTF-8 keeps its
     raw bytes (``surrogateescape``), so :func:`read_split_csv` gives back the same path.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_SPLIT_COLUMNS)
+    writer.writerow(_SPLIT_COLUMNS + _OPTIONAL_SPLIT_COLUMNS)
     for role, samples in split.parts():
         for s in samples:
             info = image_info.get(s.path)
@@ -628,6 +640,7 @@ def write_split_csv(
                     s.magnification or "",
                     role.value,
                     info.pixel_sha1 if info is not None else "",
+                    info.dhash if info is not None else "",
                 ]
             )
     with atomic_path(RunFolder(run_dir).split) as temporary:
@@ -679,7 +692,11 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
             split=role.value,
         )
         seen = SeenImage(
-            path=row["path"], role=role, group=row["group"] or None, pixel_sha1=row["pixel_sha1"]
+            path=row["path"],
+            role=role,
+            group=row["group"] or None,
+            pixel_sha1=row["pixel_sha1"],
+            dhash=row.get("dhash") or "",
         )
         images.append((sample, seen))
     return images
@@ -723,3 +740,83 @@ def check_free_space(folder: Path, *, needed_bytes: int) -> None:
             f"Only {free / 1e6:.0f} MB free in {folder}, the run needs about "
             f"{needed_bytes / 1e6:.0f} MB for its checkpoints: free space or choose --out."
         )
+
+
+class TestLook(TypedDict):
+    """One line of the test-look ledger (``test_looks.jsonl``).
+
+    ``look`` counts the evaluations of the same ``data`` so far, this one included; ``data`` is
+    ``split.csv`` (the run's own test set) or the evaluated folder or manifest.
+    """
+
+    look: int
+    when: str
+    data: str
+    tta: str
+    options: dict[str, Any]
+    evaluation: str
+
+
+def read_test_looks(run_dir: Path) -> list[TestLook]:
+    """The ledger's records, oldest first (none when the run has no ledger).
+
+    A line that is not a JSON record (cut short by a crash) is passed over.
+    """
+    try:
+        text = RunFolder(run_dir).test_looks.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise DataError(
+            f"{RunFolder(run_dir).test_looks} is not readable ({error.strerror or error}): fix "
+            "its permissions."
+        ) from error
+    records: list[TestLook] = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("look"), int):
+            records.append(record)  # type: ignore[arg-type]
+    return records
+
+
+def append_test_look(
+    run_dir: Path, *, data: str, tta: str, options: Mapping[str, Any], evaluation: Path
+) -> int:
+    """Record one evaluation of a test set in ``run_dir``'s ledger; return its look number.
+
+    The number is 1 + the looks recorded before at the same ``data``. Concurrent evaluations
+    take turns on the ledger (:func:`~breastcls.runs.lock.locked_appender`), so none is lost and
+    no two get the same number.
+
+    Args:
+        run_dir: The model's run folder.
+        data: What was evaluated: ``split.csv`` (the run's test set) or the data's path.
+        tta: The test-time augmentation.
+        options: The other settings that can change the figures (stain options...).
+        evaluation: The folder the evaluation wrote.
+
+    Raises:
+        OutputError: The ledger cannot be written.
+    """
+    path = RunFolder(run_dir).test_looks
+    try:
+        with locked_appender(path) as descriptor:
+            look = 1 + sum(record["data"] == data for record in read_test_looks(run_dir))
+            record: TestLook = {
+                "look": look,
+                "when": _now(),
+                "data": data,
+                "tta": tta,
+                "options": dict(options),
+                "evaluation": str(evaluation),
+            }
+            os.write(descriptor, (json.dumps(record, default=str) + "\n").encode("utf-8"))
+    except OSError as error:
+        raise OutputError(
+            f"Cannot record the test look in {path} ({error.strerror or error}): make "
+            f"{run_dir} writable."
+        ) from error
+    return look

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from breastcls.errors import ConfigError
-from breastcls.runs.folder import RunFolder
+from breastcls.errors import BreastclsError, ConfigError
+from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
@@ -39,6 +39,9 @@ class RunSummary:
         leak: ``LEAKY: N of M test patients also trained or selected (optimistic)`` when that
             set's patients also trained or selected the model, else ``None``.
         updated: When the status was last written (ISO 8601, UTC).
+        test_looks: How many times a test set of the run was evaluated (its ledger,
+            ``test_looks.jsonl``; for a cross-validation folder, the most of any fold): a test
+            figure looked at more than once, or compared across runs, is no longer unbiased.
     """
 
     run_dir: Path
@@ -50,6 +53,7 @@ class RunSummary:
     figures_from: str | None
     updated: str | None
     folds: int | None = None
+    test_looks: int = 0
     leak: str | None = None
 
 
@@ -136,6 +140,7 @@ def _summarise(run: RunFolder) -> RunSummary:
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
+    looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
     leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(
         run_dir=run.path,
@@ -147,5 +152,13 @@ def _summarise(run: RunFolder) -> RunSummary:
         figures_from=str(figures_from) if figures_from else None,
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
+        test_looks=max(looks, default=0),
         leak=str(leak) if leak else None,
     )
+
+
+def _looks(run: RunFolder) -> int:
+    try:
+        return len(read_test_looks(run.path))
+    except BreastclsError:
+        return 0  # an unreadable ledger never stops the listing

@@ -142,14 +142,17 @@ def prepare_data(
 
 def check_split(split: Split, image_info: Mapping[Path, ImageInfo], data: DataConfig) -> None:
     """Refuse a split that cannot be scored honestly: a test image whose pixels are in the
-    training or selection set under another name (the split itself already holds every class
+    training or selection set under another name, or nearly so (a re-saved or slightly cropped
+    copy, :mod:`breastcls.data.perceptual`; the split itself already holds every class
     in every role, and no group in two).
 
     Raises:
         DataError: Listing the duplicated images.
     """
     seen = [
-        SeenImage(path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1)
+        SeenImage(
+            path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1, dhash=info.dhash
+        )
         for role, part in split.parts()[:2]
         for s in part
         if (info := image_info.get(s.path)) is not None
