@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from breastcls.crossval import aggregate_metrics
 from scipy.stats import t
 
 from breastcls.config import DataConfig
-from breastcls.crossval import aggregate_metrics
 from breastcls.data.loading import load_dataset
 from breastcls.data.split import spanhol_splits
 from breastcls.evaluation.pooling import fold_calibration_section, pool_fold_predictions
