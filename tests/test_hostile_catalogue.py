@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from _runs import CLI, run_watched
 from conftest import copy_patients
 
-CLI = [sys.executable, "-c", "from breastcls.cli.app import main; main()"]
 Case = Callable[[Path, Path], tuple[list[str], str]]
 """Given a scratch folder and real images, write the hostile input; return the command line and
 a fragment the error line must contain."""
@@ -170,9 +168,7 @@ def test_hostile_input_is_one_line_and_nothing_is_written(
     args, fragment = CASES[case](tmp_path, breakhis_dev)
     before = sorted(p for p in tmp_path.rglob("*"))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, env=env, timeout=240, check=False
-    )
+    result = run_watched([*CLI, *args], env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
