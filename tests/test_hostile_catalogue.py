@@ -7,6 +7,7 @@ need none, so each costs one process start. docs/reliability.md lists them all.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import zipfile
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from _runs import CLI, run_watched
+from _runs import CLI, run_cli, run_watched, tiny_train_options
+from breastcls.evaluation.evaluate import _read_predictions_csv
+from breastcls.runs.folder import read_split_csv
 from conftest import copy_patients
 
 Case = Callable[[Path, Path], tuple[list[str], str]]
@@ -136,6 +139,24 @@ def _cmyk_and_16_bit_named_like_a_run(tmp: Path, images: Path) -> tuple[list[str
     )
 
 
+def _manifest_with_a_line_break(cell: str) -> Case:
+    def case(tmp: Path, images: Path) -> tuple[list[str], str]:
+        data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+        benign, malignant = sorted(data.glob("benign/*.png"))[0], sorted(data.glob("malign*/*"))[0]
+        # Before: the reader split the text into lines first, so "ben\nign" became "benign"
+        # and "benign/x\ny.png" the path "benign/xy.png" (another file, if it exists).
+        (data / "benign" / "xy.png").write_bytes(benign.read_bytes())
+        rows = {
+            "label": f'path,label\nbenign/{benign.name},"ben\nign"\n',
+            "path": f'path,label\n"benign/x\ny.png",benign\nbenign/{benign.name},benign\n',
+        }[cell]
+        manifest = data / "m.csv"
+        manifest.write_text(f"{rows}malignant/{malignant.name},malignant\n", encoding="utf-8")
+        return ["train", "--data", str(manifest), "--out", str(tmp / "out")], ("line 2: the value")
+
+    return case
+
+
 def _evaluate_a_cross_validation_folder(tmp: Path, _: Path) -> tuple[list[str], str]:
     run = tmp / "cv"
     run.mkdir()
@@ -158,6 +179,8 @@ CASES: dict[str, Case] = {
     "a trainer option out of range": _bad_trainer_option,
     "predict with a run folder that does not exist": _cmyk_and_16_bit_named_like_a_run,
     "evaluate on a cross-validation folder": _evaluate_a_cross_validation_folder,
+    "a manifest label with a quoted line break": _manifest_with_a_line_break("label"),
+    "a manifest path with a quoted line break": _manifest_with_a_line_break("path"),
 }
 
 
@@ -175,3 +198,55 @@ def test_hostile_input_is_one_line_and_nothing_is_written(
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert sorted(p for p in tmp_path.rglob("*")) == before, "something was written"
+
+
+FORMULA_LABELS = ('=HYPERLINK("http://example.com/x","x")', "+cmd|' /C calc'!A0")
+
+
+def _cells(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def _assert_no_formula(path: Path) -> None:
+    starts = ("=", "+", "-", "@", "\t", "\r")
+    for cell in (cell for row in _cells(path) for cell in row):
+        number = cell.lstrip("+-").replace(".", "", 1).replace("e-", "").isdigit()
+        assert number or not cell.startswith(starts), (path.name, cell)
+
+
+def test_labels_that_are_formulas_are_written_as_text_and_read_back(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    """OWASP CSV injection: cells starting with = + - @ tab CR get a leading quote in every CSV
+    breastcls writes (split.csv, predictions.csv, predict's CSV), and breastcls reads them back
+    as the labels they were."""
+    benign, malignant = sorted(FORMULA_LABELS)[1], sorted(FORMULA_LABELS)[0]
+    manifest = small_breakhis / "m.csv"
+    with open(manifest, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label"])
+        for image in sorted(small_breakhis.rglob("*.png")):
+            label = benign if image.parent.name == "benign" else malignant
+            writer.writerow([f"{image.parent.name}/{image.name}", label])
+    out = tmp_path / "runs"
+    args = ["train", "--data", str(manifest), "--out", str(out), "--name", "f"]
+    log = tmp_path / "train.log"
+    assert run_cli([*args, *tiny_train_options(1)], log) == 0, log.read_text()
+    run_dir = out / "f"
+    image = next(small_breakhis.glob("benign/*.png"))
+    shutil.copy(image, tmp_path / "@SUM(1+1).png")
+    predict = run_watched(
+        [*CLI, "predict", str(run_dir), "@SUM(1+1).png", "--out", "p.csv"], cwd=tmp_path
+    )
+    assert predict.returncode == 0, predict.stderr
+
+    for written in (run_dir / "split.csv", run_dir / "predictions.csv", tmp_path / "p.csv"):
+        _assert_no_formula(written)
+    split_labels = {row[1] for row in _cells(run_dir / "split.csv")[1:]}
+    assert split_labels == {"'" + label for label in FORMULA_LABELS}
+    assert _cells(tmp_path / "p.csv")[1][0] == "'@SUM(1+1).png"
+    # Read back by breastcls, each label is the label it was.
+    assert {sample.label for sample, _ in read_split_csv(run_dir)} == set(FORMULA_LABELS)
+    predictions = _read_predictions_csv(run_dir / "predictions.csv")
+    assert predictions.class_names == tuple(sorted(FORMULA_LABELS))

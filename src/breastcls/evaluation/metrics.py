@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from breastcls.errors import PluginError
 from breastcls.interfaces import DataRole, MetricSection, Predictions
-from breastcls.io import atomic_write_json, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
 
@@ -92,7 +91,7 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     same float64, bit for bit (a float32 probability gives its exact float64 value).
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     names = predictions.class_names
     writer.writerow(
         ["path", "patient_id", "magnification", "true", "predicted"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from breastcls.environment import prepare_tensorflow
 from breastcls.errors import DataError, OutputError
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
-from breastcls.io import atomic_path, check_writable_dir
+from breastcls.io import SafeCsvWriter, atomic_path, check_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
@@ -203,14 +202,14 @@ def _open_csv(temporary: Path) -> Any:
 
 def _write_skipped(path: Path, skipped: Sequence[SkippedFile]) -> None:
     with atomic_path(path) as temporary, _open_csv(temporary) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = SafeCsvWriter(handle)
         writer.writerow(["path", "reason"])
         writer.writerows([str(item.path), item.reason] for item in skipped)
 
 
 def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> None:
     with atomic_path(out) as temporary, _open_csv(temporary) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = SafeCsvWriter(handle)
         writer.writerow(
             [
                 "path",

@@ -24,7 +24,14 @@ from breastcls.data.overlap import SeenImage
 from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
-from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from breastcls.io import (
+    SafeCsvWriter,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    csv_records,
+    ensure_writable_dir,
+)
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
 
 __all__ = [
@@ -536,8 +543,7 @@ def create_run_dir(
     if any(path.name != LOCK_NAME for path in run_dir.iterdir()):
         lock.release()
         raise OutputError(
-            f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
-            "--resume it."
+            f"Run folder {str(run_dir)!r} exists already: choose another --name, or --resume it."
         )
     return lock
 
@@ -618,7 +624,7 @@ def write_split_csv(
     raw bytes (``surrogateescape``), so :func:`read_split_csv` gives back the same path.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(_SPLIT_COLUMNS)
     for role, samples in split.parts():
         for s in samples:
@@ -656,7 +662,7 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
     try:
         # Names that are not valid UTF-8 were written with their raw bytes (see write_split_csv).
         with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            rows = list(csv.DictReader(handle))
+            rows = csv_records(handle)
     except (OSError, csv.Error) as error:
         raise DataError(f"{path} is not a readable CSV ({error}): {fix}.") from error
     if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
@@ -693,17 +699,19 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
     """Write one row per epoch (``epoch`` from 1, then every logged metric) to ``history.csv``."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    writer = SafeCsvWriter(buffer)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+        writer.writerow(
+            (int(row[k]) if k == "epoch" else row[k]) if k in row else "" for k in columns
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
 def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
     """Write every file left out of the run, with its reason (``skipped.csv``)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(["path", "reason"])
     for item in skipped:
         writer.writerow([item.path, item.reason])

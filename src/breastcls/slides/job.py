@@ -33,7 +33,7 @@ from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.runtime import Runtime, choose_runtime
-from breastcls.io import atomic_write_json, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_records
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
@@ -936,7 +936,7 @@ def _failures_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutc
     for table in [SlideFolder.collection_summary(out_dir), *SlideFolder.shard_summaries(out_dir)]:
         try:
             with open(table, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
+                rows = csv_records(handle)
         except (OSError, UnicodeDecodeError, csv.Error):
             continue  # absent or damaged: the folders still say everything else
         for row in rows:
@@ -956,7 +956,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
         )
     )
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow([*_SUMMARY_COLUMNS, *(f"fraction_positive_{n}" for n in threshold_names)])
     for o in outcomes:
         s = o.summary or {}

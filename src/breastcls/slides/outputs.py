@@ -18,7 +18,7 @@ import numpy.typing as npt
 from breastcls.errors import DataError
 from breastcls.htmlpage import render_section, render_value, write_page
 from breastcls.interfaces import MetricSection
-from breastcls.io import atomic_path, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text
 
 __all__ = [
     "TileTable",
@@ -79,9 +79,7 @@ class TileTable:
 def tiles_header(class_names: Sequence[str]) -> str:
     """The header line of ``tiles.csv``."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(
-        [*_POSITION, *(f"p_{name}" for name in class_names), "score"]
-    )
+    SafeCsvWriter(buffer).writerow([*_POSITION, *(f"p_{name}" for name in class_names), "score"])
     return buffer.getvalue()
 
 
@@ -100,7 +98,7 @@ def tile_rows(
 ) -> str:
     """Rows of ``tiles.csv``; floats at full precision (``repr``: read back exactly)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     for i in range(len(tile)):
         writer.writerow(
             [
