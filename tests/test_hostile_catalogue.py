@@ -8,6 +8,7 @@ need none, so each costs one process start. docs/reliability.md lists them all.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import zipfile
@@ -17,7 +18,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from _runs import CLI, run_cli, run_watched, tiny_train_options
+from _runs import (
+    CLI,
+    TIMEOUT_SCALE_VARIABLE,
+    run_cli,
+    run_watched,
+    timeout_scale,
+    tiny_train_options,
+)
 from breastcls.evaluation.evaluate import _read_predictions_csv
 from breastcls.runs.folder import read_split_csv
 from conftest import copy_patients
@@ -157,6 +165,12 @@ def _manifest_with_a_line_break(cell: str) -> Case:
     return case
 
 
+def _run_name_with_a_line_break(tmp: Path, images: Path) -> tuple[list[str], str]:
+    data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+    args = ["train", "--data", str(data), "--out", str(tmp / "out"), "--name", "run\nname"]
+    return args, "holds a line break"
+
+
 def _evaluate_a_cross_validation_folder(tmp: Path, _: Path) -> tuple[list[str], str]:
     run = tmp / "cv"
     run.mkdir()
@@ -181,6 +195,7 @@ CASES: dict[str, Case] = {
     "evaluate on a cross-validation folder": _evaluate_a_cross_validation_folder,
     "a manifest label with a quoted line break": _manifest_with_a_line_break("label"),
     "a manifest path with a quoted line break": _manifest_with_a_line_break("path"),
+    "a run name with a line break": _run_name_with_a_line_break,
 }
 
 
@@ -250,3 +265,40 @@ def test_labels_that_are_formulas_are_written_as_text_and_read_back(
     assert {sample.label for sample, _ in read_split_csv(run_dir)} == set(FORMULA_LABELS)
     predictions = _read_predictions_csv(run_dir / "predictions.csv")
     assert predictions.class_names == tuple(sorted(FORMULA_LABELS))
+
+
+def test_runs_lists_every_run_when_one_status_is_malformed_or_a_fifo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad status.json is one line about that run; a FIFO is never opened for a blocking read
+    (before: a traceback for every run, and a hang)."""
+    records: dict[str, object] = {
+        "good": {
+            "status": "finished",
+            "updated": "2026-12-01T10:00:00+00:00",
+            "headline": {"accuracy": 0.875, "auc": 0.9, "role": "test"},
+        },
+        "number-date": {"status": "finished", "updated": 12345},
+        "text-headline": {"status": "finished", "headline": "oops"},
+    }
+    for name, record in records.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "status.json").write_text(json.dumps(record))
+    (tmp_path / "fifo").mkdir()
+    (tmp_path / "fifo" / "config.json").write_text("{}")
+    os.mkfifo(tmp_path / "fifo" / "status.json")
+    # `runs` imports no TensorFlow: a tenth of the usual quiet limit is plenty.
+    monkeypatch.setenv(TIMEOUT_SCALE_VARIABLE, str(timeout_scale() / 10))
+    result = run_watched([*CLI, "runs", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    table, notes = lines[:5], " ".join(line.strip() for line in lines[5:])  # unwrapped
+    assert [line.split()[:2] for line in table[1:]] == [
+        ["fifo", "unknown"], ["good", "finished"], ["number-date", "unknown"],
+        ["text-headline", "unknown"],
+    ]  # fmt: skip
+    assert "0.8750" in table[2]
+    assert "fifo: " in notes and "is a FIFO, not a regular file" in notes
+    assert "'updated' is 12345, not str or null" in notes
+    assert "'headline' is 'oops', not dict or null" in notes

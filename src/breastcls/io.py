@@ -13,11 +13,12 @@ import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from breastcls.errors import OutputError
 
 __all__ = [
+    "NotRegularFileError",
     "SafeCsvWriter",
     "atomic_path",
     "atomic_write_json",
@@ -28,6 +29,7 @@ __all__ = [
     "csv_rows",
     "csv_text",
     "ensure_writable_dir",
+    "open_regular",
     "printable",
     "read_json_file",
 ]
@@ -163,14 +165,58 @@ def atomic_write_json(target: Path, data: Any) -> None:
     atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json_file(path: Path) -> Any:
-    """Read a JSON file breastcls wrote.
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+class NotRegularFileError(OSError):
+    """A file that breastcls reads is a FIFO, device, socket or folder, not a regular file."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file", str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading in binary mode, refusing anything but a regular file.
+
+    The file is opened without blocking and checked before a byte is read: a FIFO would block
+    the read until something writes to it (forever, for ``breastcls runs``), a device such as
+    ``/dev/zero`` never ends.
 
     Raises:
-        OSError: The file cannot be read.
+        NotRegularFileError: It is a FIFO, device, socket or folder (an ``OSError``).
+        OSError: It cannot be opened.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+            raise NotRegularFileError(path, kind)
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_json_file(path: Path) -> Any:
+    """Read a JSON file breastcls wrote (a regular file: see :func:`open_regular`).
+
+    Raises:
+        OSError: The file cannot be read, or is not a regular file.
         ValueError: It is not valid JSON (or not UTF-8).
     """
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    with open_regular(path) as handle:
+        return json.loads(handle.read().decode("utf-8"))
 
 
 def ensure_writable_dir(folder: Path) -> None:

@@ -25,12 +25,14 @@ from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
 from breastcls.io import (
+    NotRegularFileError,
     SafeCsvWriter,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
     csv_records,
     ensure_writable_dir,
+    open_regular,
 )
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
 
@@ -278,8 +280,12 @@ class RunFolder:
 
     @property
     def is_run(self) -> bool:
-        """Whether the folder holds a run (a status or a configuration)."""
-        return self.status.is_file() or self.config.is_file()
+        """Whether the folder holds a run (a status or a configuration).
+
+        Any file of those names counts, a FIFO or a folder included: readers then refuse it
+        with an error that names it, rather than skip the run unseen.
+        """
+        return self.status.exists() or self.config.exists()
 
     # Readers.
     def read_record(self, path: Path, *, max_bytes: int | None = None) -> Any:
@@ -296,7 +302,7 @@ class RunFolder:
         """
         limit = max_record_bytes() if max_bytes is None else max_bytes
         try:
-            with path.open("rb") as handle:
+            with open_regular(path) as handle:
                 # Read one byte past the limit: a growing file or a device (/dev/zero behind a
                 # symbolic link) is refused without reading it whole.
                 raw = handle.read(limit + 1)
@@ -307,6 +313,10 @@ class RunFolder:
                     f"{RECORD_LIMIT_VARIABLE}=BYTES."
                 )
             return json.loads(raw.decode("utf-8"))
+        except ConfigError:
+            raise  # the size limit's own message, not "not readable JSON"
+        except NotRegularFileError as error:
+            raise ConfigError(f"{error}: restore the file breastcls wrote there.") from error
         except (OSError, ValueError, RecursionError) as error:
             raise ConfigError(
                 f"{path} is not readable JSON ({type(error).__name__}: {error}): restore it, or "
@@ -570,7 +580,8 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     path = RunFolder(run_dir).status
     if not path.is_file():
         return {"status": "unknown"}
-    status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    with open_regular(path) as handle:
+        status: dict[str, Any] = json.loads(handle.read().decode("utf-8"))
     return status
 
 
@@ -661,7 +672,9 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
     fix = "restore it from a backup, or pass --data with the images to evaluate"
     try:
         # Names that are not valid UTF-8 were written with their raw bytes (see write_split_csv).
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        with io.TextIOWrapper(
+            open_regular(path), newline="", encoding="utf-8", errors="surrogateescape"
+        ) as handle:
             rows = csv_records(handle)
     except (OSError, csv.Error) as error:
         raise DataError(f"{path} is not a readable CSV ({error}): {fix}.") from error
