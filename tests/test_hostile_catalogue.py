@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from _runs import (
     CLI,
     TIMEOUT_SCALE_VARIABLE,
     run_cli,
+    run_signals,
     run_watched,
     timeout_scale,
     tiny_train_options,
@@ -204,8 +206,17 @@ def test_hostile_input_is_one_line_and_nothing_is_written(
     case: str, tmp_path: Path, breakhis_dev: Path
 ) -> None:
     args, fragment = CASES[case](tmp_path, breakhis_dev)
+    _assert_refused_in_one_line(args, fragment, tmp_path)
+
+
+def _assert_refused_in_one_line(
+    args: list[str], fragment: str, tmp_path: Path, *, python_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     before = sorted(p for p in tmp_path.rglob("*"))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **(_with_plugins(python_path) if python_path else os.environ),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     result = run_watched([*CLI, *args], env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -213,6 +224,129 @@ def test_hostile_input_is_one_line_and_nothing_is_written(
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert sorted(p for p in tmp_path.rglob("*")) == before, "something was written"
+    return result
+
+
+# A plugin distribution, installed by putting its folder on PYTHONPATH: a module of hostile
+# components and a .dist-info whose entry points name the ones a test picks.
+HOSTILE_PLUGINS = """
+import keras
+from breastcls import KerasBackbone, hookimpl
+
+def _features(output):
+    def factory(*, input_shape, weights):
+        if output == "text":
+            return "features"
+        inputs = keras.Input(input_shape)
+        outputs = {
+            "flat": keras.layers.GlobalAveragePooling2D()(inputs),
+            "zero-channels": inputs[..., :0],
+            "two-outputs": [inputs, inputs],
+        }[output]
+        return keras.Model(inputs, outputs)
+    return factory
+
+class Backbones:
+    @hookimpl
+    def breastcls_register_backbones(self, registry):
+        for name in ("flat", "zero-channels", "two-outputs", "text"):
+            backbone = KerasBackbone(factory=_features(name))
+            registry.add(name, backbone, summary=f"hostile: {name}")
+
+class RaisingRegistration:
+    @hookimpl
+    def breastcls_register_heads(self, registry):
+        raise KeyError("no such head")
+
+class FailingObserver:
+    @hookimpl
+    def breastcls_train_end(self, run_dir, metrics):
+        raise RuntimeError("the dashboard is down")
+
+backbones, raising, observer = Backbones(), RaisingRegistration(), FailingObserver()
+"""
+
+
+def _with_plugins(site: Path) -> dict[str, str]:
+    """The environment with ``site`` (see :func:`_install_plugins`) first on PYTHONPATH."""
+    paths = [str(site), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _install_plugins(tmp: Path, entry_points: dict[str, str]) -> Path:
+    site = tmp.parent / f"{tmp.name}-site"  # beside tmp: the catalogue checks tmp is unchanged
+    dist = site / "breastcls_hostile-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (site / "hostile_plugins.py").write_text(HOSTILE_PLUGINS)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: breastcls-hostile\nVersion: 0.1\n")
+    lines = [f"{name} = {target}" for name, target in entry_points.items()]
+    (dist / "entry_points.txt").write_text("[breastcls]\n" + "\n".join(lines) + "\n")
+    return site
+
+
+@pytest.mark.parametrize(
+    ("backbone", "fragment"),
+    [
+        ("flat", "outputs shape (None, 3), not (batch, h, w, channels > 0)"),
+        ("zero-channels", "outputs shape (None, 32, 32, 0), not (batch, h, w, channels > 0)"),
+        ("two-outputs", "has 2 outputs, not one feature map"),
+        ("text", "returns str, not a keras.Model"),
+    ],
+)
+def test_a_backbone_with_the_wrong_output_is_refused_before_decoding(
+    backbone: str, fragment: str, tmp_path: Path, breakhis_dev: Path
+) -> None:
+    site = _install_plugins(tmp_path, {"hostile_backbones": "hostile_plugins:backbones"})
+    data = copy_patients(breakhis_dev, tmp_path / "data", patients=2, images_per_patient=1)
+    # An unreadable image: decoding it would be a different error, so the backbone came first.
+    (data / "benign" / "broken.png").write_bytes(b"\x89PNG not really")
+    args = ["train", "--data", str(data), "--backbone", backbone, "--weights", "none"]
+    args += ["--image-size", "32", "--out", str(tmp_path / "out")]
+    result = _assert_refused_in_one_line(args, fragment, tmp_path, python_path=site)
+    assert f"Backbone {backbone!r} (plugin 'hostile_backbones')" in result.stderr
+
+
+def test_a_raising_registration_hook_is_named_and_the_rest_is_listed(tmp_path: Path) -> None:
+    site = _install_plugins(
+        tmp_path,
+        {"hostile_raising": "hostile_plugins:raising", "hostile_missing": "no_such_module:x"},
+    )
+    before = sorted(p for p in tmp_path.rglob("*"))
+    env = _with_plugins(site)
+    result = run_watched([*CLI, "plugins"], env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors), errors
+    assert "plugin 'hostile_missing' (no_such_module:x) failed to load" in errors[0]
+    assert "ModuleNotFoundError" in errors[0]
+    assert (
+        "Plugin 'hostile_raising' failed in breastcls_register_heads: KeyError: 'no such head'"
+        in errors[1]
+    )
+    listed = result.stdout.split()
+    assert {"densenet201", "smallcnn", "seed", "keras"} <= set(listed)
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_a_failing_train_end_observer_does_not_fail_a_finished_run(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    site = _install_plugins(tmp_path, {"hostile_observer": "hostile_plugins:observer"})
+    env = _with_plugins(site)
+    out = tmp_path / "runs"
+    args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "observed"]
+    result = run_watched(
+        [*CLI, *args, *tiny_train_options(1)], env=env, watched=run_signals(out / "observed")
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(
+        "error: Plugin 'hostile_observer' failed in breastcls_train_end: RuntimeError: the "
+        "dashboard is down. The run itself finished: "
+    )
+    status = json.loads((out / "observed" / "status.json").read_text())
+    assert status["status"] == "finished" and "headline" in status
 
 
 FORMULA_LABELS = ('=HYPERLINK("http://example.com/x","x")', "+cmd|' /C calc'!A0")

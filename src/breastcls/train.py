@@ -27,7 +27,15 @@ from breastcls.distribute import (
     worker_out_dir,
 )
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
+from breastcls.errors import (
+    BreastclsError,
+    ConfigError,
+    DataError,
+    ObserverError,
+    OutputError,
+    PluginError,
+    TrainingError,
+)
 from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
 from breastcls.model import check_weights
@@ -91,11 +99,16 @@ class ScannedData:
 def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedData:
     """Load the data of ``config`` and decode every image once.
 
+    Between the two, the backbone is built once and checked (:func:`check_backbone_output`):
+    after the cheap checks of the data, before the long decoding.
+
     Raises:
         DataError: The data is unusable, or holds unreadable images and
             ``config.data.skip_bad_images`` is false (the message lists them).
+        PluginError: The backbone does not build one 4-D feature map.
     """
     dataset = load_dataset(config.data, host=host)
+    check_backbone_output(config.model.backbone, config.data.image_size, ensure_host(host))
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
         raise DataError(
@@ -238,6 +251,42 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
         )
 
 
+def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> None:
+    """Build ``backbone`` (without weights: they do not change shapes) and check that it is a
+    Keras model with one ``(batch, height, width, channels)`` output, every size positive.
+
+    A plugin's backbone that returns something else would otherwise fail inside the head, after
+    all the data is decoded.
+
+    Raises:
+        PluginError: It fails to build, or builds something else (named, with its plugin).
+    """
+    import keras
+
+    info = host.backbones.info(backbone)
+    what = f"Backbone {backbone!r} (plugin {info.plugin!r})"
+    shape = (image_size, image_size, 3)
+    try:
+        features = info.component.build(input_shape=shape, weights=None)
+    except Exception as error:
+        raise PluginError(
+            f"{what} failed to build at {shape}: {type(error).__name__}: {error}."
+        ) from error
+    if not isinstance(features, keras.Model):
+        problem = f"returns {type(features).__name__}, not a keras.Model"
+    elif len(features.outputs) != 1:
+        problem = f"has {len(features.outputs)} outputs, not one feature map"
+    else:
+        output = tuple(features.outputs[0].shape)
+        valid = len(output) == 4 and all(isinstance(d, int) and d > 0 for d in output[1:])
+        problem = None if valid else f"outputs shape {output}, not (batch, h, w, channels > 0)"
+    if problem is not None:
+        raise PluginError(
+            f"{what} {problem} at input {shape}: fix the plugin's factory, or choose another "
+            "--backbone."
+        )
+
+
 def train(
     config: RunConfig, *, host: PluginHost | None = None, scanned: ScannedData | None = None
 ) -> RunResult:
@@ -313,6 +362,8 @@ def _train_recording_status(
             f"`breastcls train --resume {run_dir}`",
         )
         raise
+    except ObserverError:
+        raise  # a train_end observer failed after status.json recorded the finished run
     except BreastclsError as error:
         _record_status(run_dir, "failed", str(error))
         raise
