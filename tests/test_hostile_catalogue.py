@@ -173,6 +173,37 @@ def _run_name_with_a_line_break(tmp: Path, images: Path) -> tuple[list[str], str
     return args, "holds a line break"
 
 
+def _train_batch_beyond_memory(batch_size: int, image_size: int) -> Case:
+    def case(tmp: Path, images: Path) -> tuple[list[str], str]:
+        data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+        args = ["train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none"]
+        args += ["--batch-size", str(batch_size), "--image-size", str(image_size)]
+        return [*args, "--out", str(tmp / "out")], (
+            f"training smallcnn: --batch-size {batch_size} at --image-size {image_size} needs about"
+        )
+
+    return case
+
+
+def _predict_batch_beyond_memory(tmp: Path, images: Path) -> tuple[list[str], str]:
+    from breastcls import ModelConfig
+    from breastcls.model import build_model
+
+    model = tmp / "model.keras"
+    build_model(ModelConfig(backbone="smallcnn", weights=None), n_classes=2, image_size=32).save(
+        model
+    )
+    out = str(tmp / "out" / "p.csv")
+    args = ["predict", str(model), _an_image(tmp, images), "--batch-size", "1000000000"]
+    return [*args, "--out", out], "predict: --batch-size 1000000000 at --image-size 32 needs"
+
+
+def _slide_predict_unknown_tta(tmp: Path, _: Path) -> tuple[list[str], str]:
+    # The model is not there: the option is checked before the model is loaded.
+    args = ["slide", "predict", str(tmp / "no-model"), str(tmp / "slides"), "--tta", "bogus"]
+    return [*args, "--out", str(tmp / "out")], "'bogus'"
+
+
 def _evaluate_a_cross_validation_folder(tmp: Path, _: Path) -> tuple[list[str], str]:
     run = tmp / "cv"
     run.mkdir()
@@ -198,6 +229,11 @@ CASES: dict[str, Case] = {
     "a manifest label with a quoted line break": _manifest_with_a_line_break("label"),
     "a manifest path with a quoted line break": _manifest_with_a_line_break("path"),
     "a run name with a line break": _run_name_with_a_line_break,
+    "train --batch-size 10**6": _train_batch_beyond_memory(10**6, 48),
+    "train --batch-size 2**63": _train_batch_beyond_memory(2**63, 48),
+    "train --image-size 2048 --batch-size 10**4": _train_batch_beyond_memory(10**4, 2048),
+    "predict --batch-size 10**9": _predict_batch_beyond_memory,
+    "slide predict --tta bogus": _slide_predict_unknown_tta,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from breastcls.errors import (
 )
 from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
+from breastcls.memory import check_batch_memory
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -99,16 +101,20 @@ class ScannedData:
 def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedData:
     """Load the data of ``config`` and decode every image once.
 
-    Between the two, the backbone is built once and checked (:func:`check_backbone_output`):
-    after the cheap checks of the data, before the long decoding.
+    Between the two, the backbone is built once and checked (:func:`check_backbone_output`),
+    with the memory a training step needs: after the cheap checks of the data, before the long
+    decoding.
 
     Raises:
         DataError: The data is unusable, or holds unreadable images and
             ``config.data.skip_bad_images`` is false (the message lists them).
         PluginError: The backbone does not build one 4-D feature map.
+        ConfigError: The batch and image size need more memory than the machine has.
     """
     dataset = load_dataset(config.data, host=host)
-    check_backbone_output(config.model.backbone, config.data.image_size, ensure_host(host))
+    host = ensure_host(host)
+    features = check_backbone_output(config.model.backbone, config.data.image_size, host)
+    _check_training_memory(features, config)
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
         raise DataError(
@@ -251,9 +257,10 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
         )
 
 
-def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> None:
+def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> Any:
     """Build ``backbone`` (without weights: they do not change shapes) and check that it is a
-    Keras model with one ``(batch, height, width, channels)`` output, every size positive.
+    Keras model with one ``(batch, height, width, channels)`` output, every size positive;
+    return that model.
 
     A plugin's backbone that returns something else would otherwise fail inside the head, after
     all the data is decoded.
@@ -272,6 +279,7 @@ def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> N
         raise PluginError(
             f"{what} failed to build at {shape}: {type(error).__name__}: {error}."
         ) from error
+    problem: str | None
     if not isinstance(features, keras.Model):
         problem = f"returns {type(features).__name__}, not a keras.Model"
     elif len(features.outputs) != 1:
@@ -285,6 +293,34 @@ def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> N
             f"{what} {problem} at input {shape}: fix the plugin's factory, or choose another "
             "--backbone."
         )
+    return features
+
+
+def _check_training_memory(features: Any, config: RunConfig) -> None:
+    """Refuse a batch and image size whose training memory exceeds the machine's (per device).
+
+    Per image, the pixels and every activation of the backbone, twice (kept for the backward
+    pass, and its gradient); whatever the batch, the weights with their gradients and Adam's
+    two moments. The head and augmentation add little; so this is an estimate from below.
+    """
+    activations = sum(
+        math.prod(int(d) for d in tensor.shape[1:] if d is not None)
+        for layer in features.layers
+        for tensor in _outputs(layer)
+    )
+    size = config.data.image_size
+    check_batch_memory(
+        batch_size=config.train.batch_size,  # per device: each holds its own batch
+        image_size=size,
+        floats_per_image=size * size * 3 + 2 * activations,
+        fixed_bytes=16 * features.count_params(),
+        what=f"training {config.model.backbone}",
+    )
+
+
+def _outputs(layer: Any) -> list[Any]:
+    output = layer.output
+    return list(output) if isinstance(output, list | tuple) else [output]
 
 
 def train(

@@ -32,8 +32,9 @@ from breastcls.data.pipeline import without_autotuning
 from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
-from breastcls.inference.runtime import Runtime, choose_runtime
+from breastcls.inference.runtime import RUNTIMES, Runtime, choose_runtime
 from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_records
+from breastcls.memory import check_batch_memory
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
@@ -863,7 +864,14 @@ def predict_slides(
     if shard is not None:
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
+    _check_options(host, tta=tta, reader=reader, runtime=runtime)  # before the model loads
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    check_batch_memory(
+        batch_size=batch_size,
+        image_size=inference.image_size,
+        floats_per_image=inference.image_size**2 * 3,
+        what="slide predict",
+    )
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
     chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
@@ -894,6 +902,15 @@ def predict_slides(
     )
     _write_collection_summary(target, outcomes)
     return outcomes
+
+
+def _check_options(host: PluginHost, *, tta: str, reader: str | None, runtime: str) -> None:
+    """Refuse an unknown TTA, slide reader or runtime (named, with the allowed values)."""
+    host.tta.info(tta)
+    if reader is not None:
+        host.slide_readers.info(reader)
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"Runtime {runtime!r} is unknown: use one of {', '.join(RUNTIMES)}.")
 
 
 def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
