@@ -11,8 +11,10 @@ import csv
 import json
 import os
 import shutil
+import struct
 import subprocess
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -204,6 +206,55 @@ def _slide_predict_unknown_tta(tmp: Path, _: Path) -> tuple[list[str], str]:
     return [*args, "--out", str(tmp / "out")], "'bogus'"
 
 
+def _tiff_chain(path: Path, pages: int) -> None:
+    """A little-endian TIFF: the pixel of a 1x1 grey image, then ``pages`` identical IFDs."""
+    entries = [(256, 3, 1), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8)]
+    entries += [(278, 3, 1), (279, 4, 1)]  # one row per strip, one byte at offset 8
+    ifd_bytes = 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", 10) + b"\x80\x00")
+    for page in range(pages):
+        out += struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            out += struct.pack("<HHII", tag, kind, 1, value)
+        following = 10 + (page + 1) * ifd_bytes
+        out += struct.pack("<I", following if page + 1 < pages else 0)
+    path.write_bytes(bytes(out))
+
+
+def _png_16_bit(path: Path, side: int) -> None:
+    """A black 16-bit grey PNG of ``side`` x ``side`` pixels: a few hundred KB on disk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    compressor = zlib.compressobj(9)
+    row = b"\0" * (1 + 2 * side)  # filter byte, then two bytes a pixel
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 16, 0, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+    path.write_bytes(signature + chunks)
+
+
+def _training_data_with(hostile: Callable[[Path], None], fragment: str) -> Case:
+    def case(tmp: Path, images: Path) -> tuple[list[str], str]:
+        data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+        hostile(data / "benign" / "hostile")
+        args = ["train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none"]
+        return [*args, "--image-size", "32", "--out", str(tmp / "out")], fragment
+
+    return case
+
+
+def _a_long_ifd_chain(folder: Path) -> None:
+    _tiff_chain(folder.with_suffix(".tif"), 3000)
+
+
+def _a_16_bit_9400_square_png(folder: Path) -> None:
+    _png_16_bit(folder.with_suffix(".png"), 9400)
+
+
 def _evaluate_a_cross_validation_folder(tmp: Path, _: Path) -> tuple[list[str], str]:
     run = tmp / "cv"
     run.mkdir()
@@ -234,6 +285,12 @@ CASES: dict[str, Case] = {
     "train --image-size 2048 --batch-size 10**4": _train_batch_beyond_memory(10**4, 2048),
     "predict --batch-size 10**9": _predict_batch_beyond_memory,
     "slide predict --tta bogus": _slide_predict_unknown_tta,
+    "a TIFF with a chain of 3000 IFDs": _training_data_with(
+        _a_long_ifd_chain, "a TIFF with more than 1000 pages (IFDs)"
+    ),
+    "a 16-bit 9400x9400 PNG (330 KB)": _training_data_with(
+        _a_16_bit_9400_square_png, "decoding this 9400x9400 I;16 image would take about"
+    ),
 }
 
 
