@@ -39,7 +39,7 @@ from breastcls.errors import (
 )
 from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
-from breastcls.memory import check_batch_memory
+from breastcls.limits import check_batch_memory
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host

@@ -8,7 +8,6 @@ without an EXIF rotation); :func:`inspect_image` decides which files need this P
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import warnings
 from collections.abc import Sequence
@@ -20,8 +19,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from breastcls.errors import ConfigError, DataError
+from breastcls.errors import DataError
 from breastcls.interfaces import Sample, SkippedFile
+from breastcls.limits import env_limit
 
 __all__ = [
     "DECODE_LIMIT_VARIABLE",
@@ -138,23 +138,6 @@ def _tiff_pages(path: Path, *, limit: int) -> int:
         return len(seen)
 
 
-def max_decode_bytes() -> int:
-    """The decoding memory cap: ``BREASTCLS_MAX_DECODE_BYTES``, else :data:`MAX_DECODE_BYTES`.
-
-    Raises:
-        ConfigError: The variable is not a positive whole number.
-    """
-    raw = os.environ.get(DECODE_LIMIT_VARIABLE)
-    if raw is None:
-        return MAX_DECODE_BYTES
-    if not raw.strip().isdigit() or int(raw) <= 0:
-        raise ConfigError(
-            f"{DECODE_LIMIT_VARIABLE}={raw!r} is not a positive number of bytes: set it to e.g. "
-            f"{MAX_DECODE_BYTES * 2}, or unset it."
-        )
-    return int(raw)
-
-
 def decode_peak_bytes(mode: str, width: int, height: int) -> int:
     """The memory that decoding an image of ``mode`` and size takes at its peak (see
     :func:`_to_rgb`): its pixels at their bit depth, then the conversion's working copies."""
@@ -171,7 +154,7 @@ def decode_peak_bytes(mode: str, width: int, height: int) -> int:
 def _check_decode_bytes(image: Image.Image, path: Path) -> None:
     # Before image.load(): the header gives the mode and size, so nothing is decoded yet.
     peak = decode_peak_bytes(image.mode, *image.size)
-    limit = max_decode_bytes()
+    limit = env_limit(DECODE_LIMIT_VARIABLE, MAX_DECODE_BYTES)
     if peak > limit:
         raise DataError(
             f"{path}: decoding this {image.size[0]}x{image.size[1]} {image.mode} image would "

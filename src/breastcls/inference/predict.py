@@ -18,7 +18,7 @@ from breastcls.errors import DataError, OutputError
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import SafeCsvWriter, atomic_path, check_writable_dir
-from breastcls.memory import check_batch_memory
+from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
@@ -154,12 +154,7 @@ def predict(
     )
     files = [] if in_memory else expand_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
-    check_batch_memory(
-        batch_size=batch_size,
-        image_size=loaded.image_size,
-        floats_per_image=loaded.image_size**2 * 3,
-        what="predict",
-    )
+    check_inference_batch(batch_size, loaded.image_size, what="predict")
     info = None
     skipped: list[SkippedFile] = []
     if files:

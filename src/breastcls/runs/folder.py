@@ -34,6 +34,7 @@ from breastcls.io import (
     ensure_writable_dir,
     open_regular,
 )
+from breastcls.limits import env_limit
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
 
 __all__ = [
@@ -64,15 +65,7 @@ def max_record_bytes() -> int:
     Raises:
         ConfigError: The environment variable is not a positive whole number.
     """
-    raw = os.environ.get(RECORD_LIMIT_VARIABLE)
-    if raw is None:
-        return MAX_RECORD_BYTES
-    if not raw.strip().isdigit() or int(raw) <= 0:
-        raise ConfigError(
-            f"{RECORD_LIMIT_VARIABLE}={raw!r} is not a positive number of bytes: set it to e.g. "
-            f"{MAX_RECORD_BYTES * 2}, or unset it."
-        )
-    return int(raw)
+    return env_limit(RECORD_LIMIT_VARIABLE, MAX_RECORD_BYTES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.runtime import RUNTIMES, Runtime, choose_runtime
 from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_records
-from breastcls.memory import check_batch_memory
+from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
@@ -866,12 +866,7 @@ def predict_slides(
     host = ensure_host(host)
     _check_options(host, tta=tta, reader=reader, runtime=runtime)  # before the model loads
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
-    check_batch_memory(
-        batch_size=batch_size,
-        image_size=inference.image_size,
-        floats_per_image=inference.image_size**2 * 3,
-        what="slide predict",
-    )
+    check_inference_batch(batch_size, inference.image_size, what="slide predict")
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
     chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)

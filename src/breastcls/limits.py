@@ -1,4 +1,5 @@
-"""Upper bounds on batch and image sizes, derived from the machine's memory.
+"""Limits: batch and image sizes bounded by the machine's memory, and size limits that an
+environment variable may raise.
 
 A batch size or image size far beyond what memory holds would otherwise end in an allocation
 traceback, an out-of-memory kill or a hang after minutes of work; these checks refuse it up
@@ -11,9 +12,26 @@ import os
 
 from breastcls.errors import ConfigError
 
-__all__ = ["check_batch_memory", "machine_memory_bytes"]
+__all__ = ["check_batch_memory", "check_inference_batch", "env_limit", "machine_memory_bytes"]
 
 _FLOAT32_BYTES = 4
+
+
+def env_limit(variable: str, default: int) -> int:
+    """The positive whole number in the environment variable ``variable``, else ``default``.
+
+    Raises:
+        ConfigError: The variable is set to something else.
+    """
+    raw = os.environ.get(variable)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or int(raw) <= 0:
+        raise ConfigError(
+            f"{variable}={raw!r} is not a positive whole number: set it to e.g. {default * 2}, "
+            "or unset it."
+        )
+    return int(raw)
 
 
 def machine_memory_bytes() -> int:
@@ -58,4 +76,19 @@ def check_batch_memory(
         f"{what}: --batch-size {batch_size} at --image-size {image_size} needs about "
         f"{needed / 1e9:,.1f} GB ({per_image / 1e6:,.1f} MB per image), more than this machine's "
         f"{available / 1e9:,.1f} GB of memory: {advice}."
+    )
+
+
+def check_inference_batch(batch_size: int, image_size: int, *, what: str) -> None:
+    """:func:`check_batch_memory` for a model call: the batch's pixels as float32 (a lower
+    bound of what inference needs).
+
+    Raises:
+        ConfigError: The batch alone exceeds the machine's memory.
+    """
+    check_batch_memory(
+        batch_size=batch_size,
+        image_size=image_size,
+        floats_per_image=image_size * image_size * 3,
+        what=what,
     )
