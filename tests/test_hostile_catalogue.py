@@ -514,16 +514,20 @@ def test_runs_lists_every_run_when_one_status_is_malformed_or_a_fifo(
     (tmp_path / "fifo").mkdir()
     (tmp_path / "fifo" / "config.json").write_text("{}")
     os.mkfifo(tmp_path / "fifo" / "status.json")
+    # A running run whose lock file is a FIFO: checking the lock must not block either.
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "status.json").write_text('{"status": "running"}')
+    os.mkfifo(tmp_path / "locked" / ".breastcls-lock.json")
     # `runs` imports no TensorFlow: a tenth of the usual quiet limit is plenty.
     monkeypatch.setenv(TIMEOUT_SCALE_VARIABLE, str(timeout_scale() / 10))
     result = run_watched([*CLI, "runs", str(tmp_path)])
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stdout.splitlines()
-    table, notes = lines[:5], " ".join(line.strip() for line in lines[5:])  # unwrapped
+    table, notes = lines[:6], " ".join(line.strip() for line in lines[6:])  # unwrapped
     assert [line.split()[:2] for line in table[1:]] == [
-        ["fifo", "unknown"], ["good", "finished"], ["number-date", "unknown"],
-        ["text-headline", "unknown"],
+        ["fifo", "unknown"], ["good", "finished"], ["locked", "killed"],
+        ["number-date", "unknown"], ["text-headline", "unknown"],
     ]  # fmt: skip
     assert "0.8750" in table[2]
     assert "fifo: " in notes and "is a FIFO, not a regular file" in notes

@@ -32,6 +32,7 @@ __all__ = [
     "open_regular",
     "printable",
     "read_json_file",
+    "read_regular_text",
 ]
 
 
@@ -208,6 +209,17 @@ def open_regular(path: Path) -> BinaryIO:
         raise
 
 
+def read_regular_text(path: Path) -> str:
+    """The UTF-8 text of a regular file (see :func:`open_regular`).
+
+    Raises:
+        OSError: The file cannot be read, or is not a regular file.
+        UnicodeDecodeError: It is not UTF-8 (a ``ValueError``).
+    """
+    with open_regular(path) as handle:
+        return handle.read().decode("utf-8")
+
+
 def read_json_file(path: Path) -> Any:
     """Read a JSON file breastcls wrote (a regular file: see :func:`open_regular`).
 
@@ -215,8 +227,7 @@ def read_json_file(path: Path) -> Any:
         OSError: The file cannot be read, or is not a regular file.
         ValueError: It is not valid JSON (or not UTF-8).
     """
-    with open_regular(path) as handle:
-        return json.loads(handle.read().decode("utf-8"))
+    return json.loads(read_regular_text(path))
 
 
 def ensure_writable_dir(folder: Path) -> None:

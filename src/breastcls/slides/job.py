@@ -33,7 +33,13 @@ from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.runtime import RUNTIMES, Runtime, choose_runtime
-from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_records
+from breastcls.io import (
+    SafeCsvWriter,
+    atomic_write_json,
+    atomic_write_text,
+    csv_records,
+    read_regular_text,
+)
 from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
@@ -414,7 +420,7 @@ def json_object(path: Path) -> dict[str, Any]:
     """A small JSON object breastcls wrote in a slide folder (``{}`` when it is not one)."""
     import json
 
-    value = json.loads(path.read_text(encoding="utf-8"))
+    value = json.loads(read_regular_text(path))
     return value if isinstance(value, dict) else {}
 
 

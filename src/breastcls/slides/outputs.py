@@ -18,7 +18,7 @@ import numpy.typing as npt
 from breastcls.errors import DataError
 from breastcls.htmlpage import render_section, render_value, write_page
 from breastcls.interfaces import MetricSection
-from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text, read_regular_text
 
 __all__ = [
     "TileTable",
@@ -118,7 +118,7 @@ def read_tiles_csv(path: Path, class_names: Sequence[str], positive: str) -> Til
         DataError: The file is not a tile table of these classes.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_text(Path(path))
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not a readable tile table ({error}).") from error
     return parse_tiles_csv(text, class_names, positive, source=str(path))
