@@ -143,12 +143,13 @@ def decode_peak_bytes(mode: str, width: int, height: int) -> int:
     :func:`_to_rgb`): its pixels at their bit depth, then the conversion's working copies."""
     bands = Image.getmodebands(mode) if mode in Image.MODES else 4
     sample_bytes = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    decoded = 2 * bands * sample_bytes  # and its rotated copy (EXIF orientation)
     working = 3 + 3  # the RGB image and the numpy array made of it
     if mode.startswith("I"):
         working += 8 + 8 + 1  # the float64 array, one float64 temporary, the 8-bit result
     if "A" in mode or mode in ("P", "PA"):
         working += 4 + 4 + 4  # RGBA, the white background, the composite
-    return width * height * (bands * sample_bytes + working)
+    return width * height * (decoded + working)
 
 
 def _check_decode_bytes(image: Image.Image, path: Path) -> None:
@@ -211,7 +212,7 @@ def inspect_image(path: Path) -> ImageInfo:
         )
         pixels = np.asarray(rgb, dtype=np.uint8)
         digest = hashlib.sha1(repr(pixels.shape).encode("ascii"))
-        digest.update(pixels.tobytes())
+        digest.update(np.ascontiguousarray(pixels))  # the buffer itself, not a copy
         return ImageInfo(
             path=path,
             format=image.format or "?",
