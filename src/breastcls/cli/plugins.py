@@ -11,7 +11,7 @@ from breastcls.cli.common import EXIT_BAD_INPUT, reports_errors, say
 def plugins_command() -> None:
     """List every registered component and the plugin and package it comes from.
 
-    A plugin that fails to load, or whose registration hook fails, is one line ``error: ...``
+    A plugin that fails to load, or whose registration hook fails, is one line `error: ...`
     after the list (naming the plugin and the hook), and the exit code is 2.
     """
     from rich.console import Group
