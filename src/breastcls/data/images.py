@@ -212,7 +212,7 @@ def inspect_image(path: Path) -> ImageInfo:
         )
         pixels = np.asarray(rgb, dtype=np.uint8)
         digest = hashlib.sha1(repr(pixels.shape).encode("ascii"))
-        digest.update(np.ascontiguousarray(pixels))  # the buffer itself, not a copy
+        digest.update(np.ascontiguousarray(pixels).data)  # the buffer itself, not a copy
         return ImageInfo(
             path=path,
             format=image.format or "?",
