@@ -46,8 +46,9 @@ def main() -> None:
     for name, row in classification["per_class"].items():
         print(f"  {name}: precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 
-    model = breastcls.load_model(result.best_model)  # safe mode: no code from the file runs
-    print(f"best model: {result.best_model} ({model.count_params():,} parameters)")
+    model = breastcls.load_model(result.run_dir)  # safe mode: no code from the file runs
+    parameters = model.keras_model.count_params()
+    print(f"best model: {model.source} ({parameters:,} parameters, record {model.record.origin})")
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The runtime cache (ONNX conversions) of the tests' models, kept out of the user's own cache;
+# subprocesses of the CLI inherit it.
+os.environ.setdefault("BREASTCLS_CACHE_DIR", tempfile.mkdtemp(prefix="breastcls-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(

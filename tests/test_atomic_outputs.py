@@ -25,7 +25,7 @@ from _runs import (
     tiny_train_options,
 )
 from breastcls import DataConfig, ModelConfig, OutputError, RunConfig, TrainConfig
-from breastcls.model import load_checkpoint, load_model
+from breastcls.model import load_checkpoint, load_keras_model
 from breastcls.runs import list_runs
 
 # Runs breastcls with keras.Model.save dying halfway through the third checkpoint: the file
@@ -65,7 +65,7 @@ def check_loadable(path: Path) -> None:
             assert all(len(row) == len(header) for row in reader), path
     elif path.suffix == ".keras":
         load_checkpoint(path)
-        load_model(path)
+        load_keras_model(path)
     elif path.suffix == ".png":
         with Image.open(path) as image:
             image.load()

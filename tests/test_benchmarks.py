@@ -42,7 +42,11 @@ def _results(gpus: int) -> dict[str, Any]:
         "rss_seed_4n": {"peak_rss": 1500 * 2**20},
         "rss_breastcls_1n": {"peak_rss": 1000 * 2**20},
         "rss_breastcls_4n": {"peak_rss": 1050 * 2**20},
-        "infer": {"plain_images_per_s": 200.0, "tta8_images_per_s": 25.0},
+        "infer": {
+            "plain_images_per_s": 200.0,
+            "tta8_images_per_s": 25.0,
+            "domain_images_per_s": 190.0,
+        },
         "stain": {
             "steps_per_round": 8,
             "none_step_s": 0.9,
@@ -90,6 +94,7 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["rss_growth_4n_seed"] == pytest.approx(0.5)
     assert values["rss_growth_4n_breastcls"] == pytest.approx(0.05)
     assert values["tta8_cost"] == pytest.approx(8.0)
+    assert values["domain_score_cost"] == pytest.approx(200.0 / 190.0 - 1.0)
     assert values["stain_aug_step_cost"] == pytest.approx(1.05)  # CPU time, not wall (1.2)
     assert values["slide_tiles_vs_model"] == pytest.approx(0.95)
     assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
@@ -132,6 +137,7 @@ def test_quick_mode_reports_only_what_it_measured(
         "rss_growth_4n_seed",
         "rss_growth_4n_breastcls",
         "tta8_cost",
+        "domain_score_cost",
         "stain_aug_step_cost",
         "slide_tiles_vs_model",
         "slide_rss_growth_4x",

@@ -403,6 +403,7 @@ def test_temperature_scaling_lowers_ece_of_an_over_confident_model(tmp_path: Pat
         class_names=("benign", "malignant"),
         y_true=y.astype(np.int64),
         probabilities=calibrated,
+        raw_probabilities=probabilities,
         temperature=temperature,
     )
     section = CalibrationMetric()(p, out_dir=tmp_path)

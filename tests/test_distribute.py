@@ -135,7 +135,7 @@ def run(name, devices, batch_size):
         name=name,
     )
     result = train(config)
-    model = load_model(result.best_model)
+    model = load_model(result.best_model).keras_model
     saved = json.loads((result.run_dir / "config.json").read_text())
     with open(result.run_dir / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -71,17 +71,15 @@ def new_patients(
 
 def test_training_writes_the_test_report(data_and_run: tuple[Path, Path]) -> None:
     _, run = data_and_run
-    for name in ("report.html", "roc.png", "reliability.png", "temperature.json"):
+    for name in ("report.html", "roc.png", "reliability.png", "model_record.json"):
         assert (run / name).is_file(), name
     rows = _split_rows(run)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluated_on"]["role"] == "test"
     assert metrics["classification"]["n_images"] == sum(r["role"] == "test" for r in rows)
     # Thresholds and temperature come from the selection set and are applied to the test set.
-    thresholds = json.loads((run / "thresholds.json").read_text())
-    assert thresholds["chosen_on"] == "selection"
+    temperature = json.loads((run / "model_record.json").read_text())["calibrations"]["none"]
     assert metrics["thresholds"]["chosen_on"].startswith("selection set")
-    temperature = json.loads((run / "temperature.json").read_text())
     assert temperature["fitted_on"] == "selection"
     assert temperature["n_images"] == sum(r["role"] == "selection" for r in rows) == 24
     assert isinstance(temperature["temperature"], float)
@@ -99,6 +97,12 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     _, run = data_and_run
     data = new_patients
     out = tmp_path / "eval"
+    calibrated = tmp_path / "run"
+    shutil.copytree(run, calibrated)
+    # d8 averages eight views: it needs its own calibration, fitted explicitly.
+    fitted = runner.invoke(app, ["calibrate", str(calibrated), "--tta", "d8"])
+    assert fitted.exit_code == 0, fitted.output
+    run = calibrated
     result = runner.invoke(
         app,
         ["evaluate", str(run), "--data", str(data), "--tta", "d8", "--out", str(out)],
@@ -127,12 +131,10 @@ def test_evaluate_on_new_data_writes_the_evaluation_folder(
     assert metrics["evaluated_on"]["images"] == len(images)
     # The thresholds and temperature fitted on the run's selection set with the same TTA are
     # applied, never refitted on the evaluated data.
-    thresholds = json.loads((run / "thresholds-d8.json").read_text())
-    temperature = json.loads((run / "temperature-d8.json").read_text())
-    assert (thresholds["chosen_on"], thresholds["tta"]) == ("selection", "d8")
+    temperature = json.loads((run / "model_record.json").read_text())["calibrations"]["d8"]
     assert (temperature["fitted_on"], temperature["tta"]) == ("selection", "d8")
     applied = {p["name"]: p["threshold"] for p in metrics["thresholds"]["operating_points"]}
-    assert applied == thresholds["thresholds"]
+    assert applied == temperature["thresholds"]
     assert metrics["calibration"]["temperature"] == temperature["temperature"]
     for png in (
         "confusion_matrix.png",
@@ -247,7 +249,8 @@ def test_predict_streams_folders_and_files(data_and_run: tuple[Path, Path], tmp_
     for r in shared:
         assert float(r["p_malignant"]) == pytest.approx(tested[r["path"]], abs=2e-5)
     # One column per operating threshold chosen on the run's selection set.
-    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    record = json.loads((run / "model_record.json").read_text())
+    thresholds = record["calibrations"]["none"]["thresholds"]
     assert thresholds
     for name, threshold in thresholds.items():
         expected = np.where(probabilities[:, 1] >= threshold, "malignant", "benign")
@@ -298,13 +301,13 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     assert "is a cross-validation run: its models are in its fold folders (fold-2)" in (
         result.output
     )
-    # A bare model (no split.csv beside it) needs --data; a broken temperature.json is named.
+    # A bare model (no split.csv beside it) needs --data; a broken record is named.
     bare = tmp_path / "bare"
     bare.mkdir()
-    for name in ("best.keras", "class_names.json"):
+    for name in ("best.keras", "model_record.json"):
         shutil.copy(run / name, bare / name)
     result = runner.invoke(app, ["evaluate", str(bare / "best.keras")])
     assert result.exit_code == 2 and "no split.csv" in result.output
-    (bare / "temperature.json").write_text('{"temperature": -1}')
+    (bare / "model_record.json").write_text('{"version": 1, "class_names": 7}')
     result = runner.invoke(app, ["predict", str(bare), str(run / "accuracy.png")])
-    assert result.exit_code == 2 and "temperature.json" in result.output
+    assert result.exit_code == 2 and "model_record.json" in result.output

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls import hookimpl
+from breastcls.conversion import EXPORT_TOLERANCE, run_exported
 from breastcls.data.images import decode_image
-from breastcls.export import EXPORT_TOLERANCE, run_exported
 from breastcls.plugins import PluginHost
 from breastcls.testing import isolated_host
 from conftest import copy_patients
@@ -83,15 +83,15 @@ def test_each_format_predicts_the_same_probabilities(
     assert result.model.exists()
     assert result.max_difference <= EXPORT_TOLERANCE
     images = _real_batch(run_dir)
-    expected = breastcls.load_model(run_dir).predict(images, verbose=0)
+    expected = breastcls.load_model(run_dir).keras_model.predict(images, verbose=0)
     exported = run_exported(result.model, images)
     assert exported.shape == (6, 2)
     assert float(np.max(np.abs(exported - expected))) <= EXPORT_TOLERANCE
     assert (result.out_dir / "model_card.md").read_text() == (run_dir / "model_card.md").read_text()
-    assert json.loads((result.out_dir / "class_names.json").read_text()) == ["benign", "malignant"]
-    record = json.loads((result.out_dir / "export.json").read_text())
-    assert record["format"] == format
-    assert record["input"]["shape"] == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+    model_record = json.loads((result.out_dir / "model_record.json").read_text())
+    assert model_record["class_names"] == ["benign", "malignant"]
+    assert model_record["input"]["shape"] == [None, IMAGE_SIZE, IMAGE_SIZE, 3]
+    assert json.loads((result.out_dir / "export.json").read_text())["format"] == format
 
 
 def test_the_exported_keras_model_has_no_augmentation(
@@ -100,11 +100,11 @@ def test_the_exported_keras_model_has_no_augmentation(
     import keras
 
     run_dir = trained[0].run_dir
-    original = breastcls.load_model(run_dir)
+    original = breastcls.load_model(run_dir).keras_model
     assert "augmentation" in [layer.name for layer in original.layers]
     model = breastcls.load_model(
         breastcls.export_model(run_dir, format="keras", out_dir=tmp_path).model
-    )
+    ).keras_model
 
     def names(layer: Any) -> list[str]:
         inner = layer.layers if isinstance(layer, keras.Model) else []
@@ -215,10 +215,10 @@ def test_a_third_party_augmentation_is_removed_whatever_its_name(
         augmentation="flips_only",
         host=isolated_host(("flips_only", FlipsOnly())),
     )
-    original = breastcls.load_model(run_dir)
+    original = breastcls.load_model(run_dir).keras_model
     assert "plugin_flips" in [layer.name for layer in original.layers]
     result = breastcls.export_model(run_dir, format="keras", out_dir=tmp_path / "keras")
-    exported = breastcls.load_model(result.model)
+    exported = breastcls.load_model(result.model).keras_model
     assert "plugin_flips" not in [layer.name for layer in exported.layers]
     assert "plugin_flips" not in [layer.name for layer in exported.layers[-1].layers]
     images = _real_batch(run_dir)
@@ -246,13 +246,13 @@ def test_a_failed_conversion_is_one_error_and_leaves_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import breastcls.export
+    import breastcls.conversion
 
     def broken(model: Any, path: Path) -> None:
         path.write_bytes(b"partial")
         raise RuntimeError("op Foo is neither a custom op nor a flex op\nmore details")
 
-    monkeypatch.setattr(breastcls.export, "_write_tflite", broken)
+    monkeypatch.setattr(breastcls.conversion, "_write_tflite", broken)
     with pytest.raises(breastcls.OutputError, match="op Foo is neither a custom op nor a flex op"):
         breastcls.export_model(trained[0].run_dir, format="tflite", out_dir=tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
@@ -276,3 +276,83 @@ def test_tensorboard_without_the_package_is_a_config_error(
     with pytest.raises(breastcls.ConfigError, match=r"pip install 'breastcls\[tensorboard\]'"):
         breastcls.train(config)
     assert not (tmp_path / "runs").exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_full_disk_keeps_the_previous_export_whole(
+    trained: tuple[breastcls.RunResult, Recorder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    import breastcls.model_card
+    from breastcls.cli.app import app
+
+    run_dir, out = trained[0].run_dir, tmp_path / "keras"
+    breastcls.export_model(run_dir, format="keras", out_dir=out)
+    before = _tree(out)
+    assert set(before) == {"model.keras", "model_record.json", "model_card.md", "export.json"}
+
+    def full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # The disk fills up after the model is written, while its sidecars are.
+    monkeypatch.setattr(breastcls.model_card, "write_model_card", full)
+    result = CliRunner().invoke(
+        app, ["export", str(run_dir), "--format", "keras", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: The keras export could not be written into")
+    assert "the disk is full" in line and "previous export there, if any, is kept" in line
+    assert _tree(out) == before  # no half export, no staging folder left
+
+
+def test_a_folder_replaces_a_folder_in_one_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from breastcls import io
+
+    for exchange in (True, False):  # renameat2's swap, and the fallback elsewhere
+        if not exchange:
+            monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+        old, new = tmp_path / f"saved_model-{exchange}", tmp_path / f"staged-{exchange}"
+        (old / "variables").mkdir(parents=True)
+        (old / "saved_model.pb").write_bytes(b"old")
+        (old / "variables" / "v").write_bytes(b"old")
+        new.mkdir()
+        (new / "saved_model.pb").write_bytes(b"new")
+        io.replace_path(new, old)
+        assert _tree(old) == {"saved_model.pb": b"new"} and not new.exists()
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+# A SavedModel export takes ~20 s on 2 cores; the parametrized export test writes one on every run.
+@pytest.mark.slow
+def test_a_savedmodel_export_again_replaces_the_previous_one(
+    trained: tuple[breastcls.RunResult, Recorder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from breastcls import io
+
+    run_dir, out = trained[0].run_dir, tmp_path / "savedmodel"
+    breastcls.export_model(run_dir, format="savedmodel", out_dir=out)
+    first = _tree(out)
+    swaps: list[tuple[str, str]] = []
+    exchange = io._exchange
+    monkeypatch.setattr(
+        io, "_exchange", lambda a, b: swaps.append((a.name, b.name)) or exchange(a, b)
+    )
+    again = breastcls.export_model(run_dir, format="savedmodel", out_dir=out)
+    assert swaps == [("saved_model", "saved_model")]  # the staged folder swapped in whole
+    assert set(_tree(out)) == set(first) and not list(out.glob(".*"))
+    images = _real_batch(run_dir)
+    expected = breastcls.load_model(run_dir).keras_model.predict(images, verbose=0)
+    assert float(np.max(np.abs(run_exported(again.model, images) - expected))) <= EXPORT_TOLERANCE

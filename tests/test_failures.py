@@ -99,7 +99,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_model(
     state = json.loads((run_dir / "train_state.json").read_text())
     assert state["completed_epochs"] == 2
     assert state["checkpoint"] == "checkpoints/epoch-0002.keras"
-    best = breastcls.load_model(run_dir)
+    best = breastcls.load_model(run_dir).keras_model
     assert all(np.isfinite(np.asarray(w)).all() for w in best.weights)
     assert (run_dir / "best.keras").samefile(run_dir / state["best_checkpoint"])
     losses = [row["loss"] for row in read_history(run_dir)]

@@ -83,17 +83,44 @@ def _write(name: str, content: str) -> Callable[[Path], None]:
     return damage
 
 
+def _legacy(name: str, content: str) -> Callable[[Path], None]:
+    """Damage ``name`` in the run as breastcls wrote it before the model record (read through
+    the record's upgrade)."""
+
+    def damage(run: Path) -> None:
+        (run / "model_record.json").unlink()
+        (run / name).write_text(content, encoding="utf-8")
+
+    return damage
+
+
+def _record_with(**changes: object) -> Callable[[Path], None]:
+    def damage(run: Path) -> None:
+        record = json.loads((run / "model_record.json").read_text(encoding="utf-8"))
+        (run / "model_record.json").write_text(json.dumps({**record, **changes}))
+
+    return damage
+
+
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (_write("class_names.json", '["benign", "mal'), ("class_names.json", "restore it")),
-        (_write("class_names.json", "{}"), ("class_names.json", "not a list")),
-        (_write("class_names.json", '["a", "b", "c"]'), ("3 class names", "class_names.json")),
-        (_write("config.json", '{"data": '), ("config.json", "not readable JSON")),
-        (_write("config.json", '{"model": 7}'), ("config.json", "'model' entry")),
-        (_write("temperature.json", "[1, 2"), ("temperature.json", "malformed")),
+        (_write("model_record.json", '{"version": 1, "cl'), ("model_record.json", "not readable")),
+        (_record_with(version=99), ("model_record.json", "Upgrade breastcls")),
+        (_record_with(class_names=["a", "b", "c"]), ("its record says 3 classes", "record")),
+        (_record_with(input="224"), ("model_record.json", "Restore it, or retrain")),
+        (_legacy("class_names.json", '["benign", "mal'), ("class_names.json", "restore it")),
+        (_legacy("class_names.json", "{}"), ("class_names.json", "not a list")),
+        (_legacy("class_names.json", '["a", "b", "c"]'), ("3 class names", "class_names.json")),
+        (_legacy("config.json", '{"data": '), ("config.json", "not readable JSON")),
+        (_legacy("config.json", '{"model": 7}'), ("config.json", "'model' entry")),
+        (_legacy("temperature.json", "[1, 2"), ("temperature.json", "malformed")),
     ],
     ids=[
+        "record-corrupt",
+        "record-newer",
+        "record-other-model",
+        "record-malformed",
         "class-names-corrupt",
         "class-names-not-a-list",
         "class-names-too-many",

@@ -139,7 +139,7 @@ def test_saved_models_reload_in_safe_mode_with_the_same_output(
     )
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
     model.save(tmp_path / "model.keras")
-    reloaded = load_model(tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras").keras_model
     np.testing.assert_allclose(
         reloaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
     )

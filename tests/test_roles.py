@@ -256,8 +256,8 @@ def test_a_run_reports_the_test_set_and_keeps_the_selection_figures_apart(
         rows = list(csv.DictReader(handle))
     truth = np.array([row["true"] == "malignant" for row in rows])
     score = np.array([float(row["p_malignant"]) for row in rows])
-    saved = json.loads((run / "thresholds.json").read_text())
-    assert saved["chosen_on"] == "selection"
+    saved = json.loads((run / "model_record.json").read_text())["calibrations"]["none"]
+    assert saved["fitted_on"] == "selection"
     assert saved["thresholds"] == pytest.approx(choose_thresholds(truth, score))
     status = json.loads((run / "status.json").read_text())
     assert status["headline"]["role"] == "test"

@@ -77,7 +77,7 @@ def test_a_layer_from_a_missing_plugin_is_named(
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(StainNormalisation()(inputs)))
     path = tmp_path / "plugin.keras"
     keras.Model(inputs, outputs).save(path)
-    assert breastcls.load_model(path).layers[1].__class__ is StainNormalisation
+    assert breastcls.load_model(path).keras_model.layers[1].__class__ is StainNormalisation
     # The plugin is uninstalled: Keras no longer knows the class.
     monkeypatch.delitem(keras.saving.get_custom_objects(), "acme_stain>StainNormalisation")
     with pytest.raises(ModelLoadError) as caught:

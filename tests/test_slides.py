@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import breastcls
 from breastcls.cli.app import app
+from breastcls.conversion import EXPORT_TOLERANCE
 from breastcls.errors import ConfigError, DataError
-from breastcls.export import EXPORT_TOLERANCE
 from breastcls.inference import runtime as runtimes
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide, predict_slide
@@ -356,7 +356,8 @@ def test_onnx_runtime_gives_tensorflow_s_tiles_within_the_export_tolerance(
 ) -> None:
     result = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="onnx")
     assert result.summary["runtime"] == "onnx" and predicted.summary["runtime"] == "tensorflow"
-    assert model.folder.runtime_onnx.is_file()
+    # The conversion is a cache in the user's cache folder, never beside the model.
+    assert _cache(model).onnx.is_file() and not (model.folder.path / "runtime.onnx").exists()
     # Calibrated probabilities: the run's temperature applies to both alike.
     assert _cells(result.tiles) == _cells(predicted.tiles)
     np.testing.assert_allclose(
@@ -367,38 +368,43 @@ def test_onnx_runtime_gives_tensorflow_s_tiles_within_the_export_tolerance(
 def test_auto_measures_once_per_model_and_machine(
     model: breastcls.InferenceModel, slide_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from breastcls import export
+    from breastcls import conversion
 
     measured: list[int] = []
     converted: list[int] = []
-    measure, convert, here = runtimes._measure, export.convert_model, runtimes.machine()
+    measure, convert, here = runtimes._measure, conversion.convert_model, runtimes.machine()
     monkeypatch.setattr(runtimes, "_measure", lambda *a: measured.append(1) or measure(*a))
     monkeypatch.setattr(
-        export, "convert_model", lambda *a, **k: converted.append(1) or convert(*a, **k)
+        conversion, "convert_model", lambda *a, **k: converted.append(1) or convert(*a, **k)
     )
     monkeypatch.setattr(runtimes, "_PROBE_SECONDS", 0.0)  # a few batches are enough here
-    model.folder.runtime_record.unlink(missing_ok=True)
+    cache = _cache(model)
+    cache.record_file.unlink(missing_ok=True)
     first = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="auto")
     second = predict_slide(model, slide_file, model_mpp=MODEL_MPP, batch_size=4, runtime="auto")
     assert measured == [1] and converted == [1]  # the second call reused both
-    record = json.loads(model.folder.runtime_record.read_text())
+    record = json.loads(cache.record_file.read_text())
     (choice,) = record["choices"]
     assert choice["machine"] == here and choice["batch_size"] == 4
     assert first.summary["runtime"] == second.summary["runtime"] == choice["runtime"]
     assert choice["onnx_images_per_s"] > 0 and choice["tensorflow_images_per_s"] > 0
 
     monkeypatch.setattr(runtimes, "machine", lambda: {**here, "cpu": "another CPU"})
-    again = runtimes.choose_runtime(model, "auto", batch_size=4)
-    assert again.reason.endswith("measured now, kept in runtime.json)")
+    again = model.with_runtime("auto", batch_size=4).runtime
+    assert again.reason.endswith(f"measured now, kept in {cache.record_file})")
     assert measured == [1, 1] and converted == [1]
-    assert len(json.loads(model.folder.runtime_record.read_text())["choices"]) == 2
+    assert len(json.loads(cache.record_file.read_text())["choices"]) == 2
 
     # Another model file (here: its recorded hash changed) voids the conversion and the choices.
-    record = json.loads(model.folder.runtime_record.read_text())
-    model.folder.runtime_record.write_text(json.dumps({**record, "model_sha256": "0" * 64}))
-    assert runtimes._read_record(model) == {
-        "model": "best.keras", "model_sha256": record["model_sha256"], "choices": []
+    record = json.loads(cache.record_file.read_text())
+    cache.record_file.write_text(json.dumps({**record, "model_sha256": "0" * 64}))
+    assert cache.read() == {
+        "model": str(model.source), "model_sha256": record["model_sha256"], "choices": []
     }  # fmt: skip
+
+
+def _cache(model: breastcls.InferenceModel) -> runtimes._ModelCache:
+    return runtimes._ModelCache(source=model.source, sha256=runtimes.model_sha256(model.source))
 
 
 def test_without_onnxruntime_onnx_is_refused_and_auto_says_why(
@@ -418,7 +424,7 @@ def test_without_onnxruntime_onnx_is_refused_and_auto_says_why(
     summary = json.loads((tmp_path / "auto" / "synthetic" / "summary.json").read_text())
     assert summary["runtime"] == "tensorflow"
     with pytest.raises(ConfigError, match="use one of tensorflow, onnx, auto"):
-        runtimes.choose_runtime(breastcls.InferenceModel.load(slide_run), "tflite")
+        breastcls.InferenceModel.load(slide_run, runtime="tflite")
 
 
 def test_the_builtin_slide_readers_register_through_the_entry_point_group() -> None:

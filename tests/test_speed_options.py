@@ -24,6 +24,7 @@ from breastcls import (
     ModelLoadError,
     RunConfig,
     TrainConfig,
+    calibrate,
     evaluate,
     hookimpl,
     load_dataset,
@@ -68,7 +69,7 @@ def test_mixed_precision_trains_end_to_end_on_cpu_in_bfloat16(
     result = train(config)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
     assert all(math.isfinite(v) for v in result.history["loss"] + result.history["val_loss"])
-    model = load_model(result.best_model)
+    model = load_model(result.best_model).keras_model
     policies = {layer.dtype_policy.name for layer in model.layers}
     assert "mixed_bfloat16" in policies
     # The head's softmax stays float32: the probabilities are float32 and sum to 1.
@@ -122,7 +123,7 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert [int(row["epoch"]) for row in read_history(result.run_dir)] == [1, 2, 3]
     assert all(math.isfinite(v) for v in result.history["loss"] + result.history["val_loss"])
 
-    model = load_model(result.best_model)
+    model = load_model(result.best_model).keras_model
     backbone_policies = {layer.dtype_policy.name for layer in model.get_layer("smallcnn").layers}
     assert "mixed_float16" in backbone_policies
     assert model.get_layer("head_probabilities").dtype_policy.name == "float32"
@@ -140,12 +141,13 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert int(last.optimizer.iterations) == 3 * math.ceil(n_train / 8)
 
     # Evaluation (TTA and Grad-CAM included) of the float16 model, on the run's test set.
+    calibrate(result.run_dir, tta="d8")
     evaluation = evaluate(result.run_dir, tta="d8", out_dir=tmp_path / "evaluation", verbose=0)
     assert evaluation.role == "test"
     assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == n_test == 6
     assert (evaluation.out_dir / "gradcam_correct.png").is_file()
     probabilities = np.loadtxt(
-        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(-2, -1)
+        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6)
     )
     assert probabilities.shape == (n_test, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)

@@ -23,7 +23,7 @@ from breastcls.layers import (
     hed_to_rgb,
     rgb_to_hed,
 )
-from breastcls.model import build_model, load_model
+from breastcls.model import build_model, load_keras_model
 from breastcls.plugins import PluginHost
 from breastcls.testing import check_augmentation
 
@@ -229,7 +229,7 @@ def test_a_pathology_model_trains_saves_and_loads_in_safe_mode(
     assert np.isfinite(loss)
     before = np.asarray(model.predict(real, verbose=0))
     model.save(tmp_path / "pathology.keras")
-    loaded = load_model(tmp_path / "pathology.keras")
+    loaded = load_keras_model(tmp_path / "pathology.keras")
     np.testing.assert_allclose(np.asarray(loaded.predict(real, verbose=0)), before, atol=1e-5)
     block = loaded.get_layer("augmentation")
     assert type(block.layers[-1]).__name__ == "RandomHEDJitter"

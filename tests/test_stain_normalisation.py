@@ -227,14 +227,14 @@ def _real_batch(run_dir: Path) -> npt.NDArray[np.float32]:
 def test_a_run_fits_on_its_training_images_and_keeps_the_parameters_in_the_model(
     normalised_run: Path,
 ) -> None:
-    from breastcls.model import load_model
+    from breastcls.model import load_keras_model
     from breastcls.runs.folder import RunFolder, read_split_csv
 
     record = json.loads(RunFolder(normalised_run).stain_normalisation.read_text())
     training = [s for s, _ in read_split_csv(normalised_run) if s.split == "train"]
     assert record["normaliser"] == "macenko" and record["role"] == "train"
     assert record["images"] == len(training)
-    model = load_model(normalised_run)
+    model = load_keras_model(normalised_run)
     names = [layer.name for layer in model.layers]
     assert names.index("stain_normalisation") < names.index("augmentation")
     layer = model.get_layer("stain_normalisation")
@@ -251,15 +251,15 @@ def test_a_run_fits_on_its_training_images_and_keeps_the_parameters_in_the_model
 def test_the_normalisation_survives_reload_and_export(
     normalised_run: Path, format: str, tmp_path: Path
 ) -> None:
-    from breastcls.export import run_exported
-    from breastcls.model import load_model
+    from breastcls.conversion import run_exported
+    from breastcls.model import load_keras_model
 
     if format == "onnx":
         pytest.importorskip("tf2onnx", reason="the onnx extra is not installed")
     batch = _real_batch(normalised_run)
-    model = load_model(normalised_run)
+    model = load_keras_model(normalised_run)
     expected = np.asarray(model.predict(batch, verbose=0))
-    reloaded = np.asarray(load_model(normalised_run).predict(batch, verbose=0))
+    reloaded = np.asarray(load_keras_model(normalised_run).predict(batch, verbose=0))
     np.testing.assert_allclose(reloaded, expected, atol=1e-5)
     result = breastcls.export_model(normalised_run, format=format, out_dir=tmp_path / format)
     exported = run_exported(result.model, batch)

@@ -153,21 +153,28 @@ def test_inference_reports_to_the_active_reporter(capsys: pytest.CaptureFixture[
     import numpy as np
     import tensorflow as tf
 
-    from breastcls.inference.batches import predict_probabilities
+    from breastcls.inference import InferenceModel, ModelRecord
+    from breastcls.inference.runtime import TensorFlowRuntime
 
-    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    keras_model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                                    keras.layers.Dense(2, activation="softmax")])  # fmt: skip
+    model = InferenceModel(
+        record=ModelRecord(class_names=("benign", "malignant"), image_size=4),
+        source=Path("model.keras"),
+        runtime=TensorFlowRuntime(keras_model=keras_model),
+        keras_model=keras_model,
+    )
     batches = tf.data.Dataset.from_tensor_slices(np.zeros((5, 4, 4, 3), "float32")).batch(2)
     recorder = _Recorder()
     with reporting(recorder):
-        probabilities = predict_probabilities(model, batches, total=5, verbose=1)
-    assert probabilities.shape == (5, 2)
+        scores = model.scores(batches, total=5, verbose=1)
+    assert scores.raw.shape == scores.calibrated.shape == (5, 2)
     assert recorder.calls == [
         ("start", ("predicting", 5, "images")),
         ("advance", 2), ("advance", 4), ("advance", 5),
         ("finish", ""),
     ]  # fmt: skip
-    predict_probabilities(model, batches, total=5, verbose=1)  # no reporter: silent
+    model.scores(batches, total=5, verbose=1)  # no reporter: silent
     assert capsys.readouterr().out == ""
 
 

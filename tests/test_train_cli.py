@@ -28,8 +28,7 @@ RUN_FILES = {
     "predictions.csv",
     "confusion_matrix.png",
     "confusion_matrix_normalised.png",
-    "temperature.json",
-    "thresholds.json",
+    "model_record.json",
     "report.html",
     "selection",
 }
@@ -103,8 +102,9 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     best = max(float(row["val_accuracy"]) for row in rows)
     assert selection["classification"]["accuracy"] == pytest.approx(best, abs=1e-6)
     # Temperature and thresholds are fitted on the selection set, never on the test set.
-    assert json.loads((run / "thresholds.json").read_text())["chosen_on"] == "selection"
-    assert json.loads((run / "temperature.json").read_text())["fitted_on"] == "selection"
+    calibration = json.loads((run / "model_record.json").read_text())["calibrations"]["none"]
+    assert calibration["fitted_on"] == "selection"
+    assert calibration["n_images"] == config["split"]["selection_images"]
     headline = json.loads((run / "status.json").read_text())["headline"]
     assert (headline["role"], headline["accuracy"]) == (
         "test",

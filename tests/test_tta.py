@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from breastcls.builtin.tta import D8_ELEMENTS, FLIPS_ELEMENTS, DihedralTTA
+from breastcls.inference.runtime import TensorFlowRuntime
 
 
 def _asymmetric_batch() -> np.ndarray:
@@ -62,21 +63,26 @@ def _invariant_model(size: int) -> object:
 def test_d8_equals_plain_predictions_for_an_invariant_model() -> None:
     import tensorflow as tf
 
-    from breastcls.inference.batches import iter_probabilities, predict_probabilities
-
     model = _invariant_model(16)
     # Small values keep the softmax away from saturation, so equality means something.
     images = np.random.default_rng(1).uniform(0, 8, size=(10, 16, 16, 3)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices(images).batch(4)
     plain = np.asarray(model.predict(images, verbose=0))  # type: ignore[attr-defined]
-    d8 = predict_probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
+    d8 = _probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
     assert d8.shape == (10, 2)
     np.testing.assert_allclose(d8, plain, atol=1e-5)
     assert not np.allclose(plain[:, 0], plain[0, 0])  # the model is not constant
+    runtime = TensorFlowRuntime(keras_model=model)
     sizes = [
-        len(p) for p in iter_probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
+        len(p) for p in runtime.iter_probabilities(batches, tta=DihedralTTA(elements=D8_ELEMENTS))
     ]
     assert sizes == [4, 4, 2]
+
+
+def _probabilities(model: object, batches: object, *, tta: DihedralTTA | None) -> np.ndarray:
+    """Every batch's probabilities from the one inference loop (the TensorFlow runtime)."""
+    runtime = TensorFlowRuntime(keras_model=model)
+    return np.concatenate(list(runtime.iter_probabilities(batches, tta=tta)))
 
 
 def _recording_model() -> tuple[object, list[int], dict[str, object]]:
@@ -113,12 +119,10 @@ def _recording_model() -> tuple[object, list[int], dict[str, object]]:
 def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
     import tensorflow as tf
 
-    from breastcls.inference.batches import predict_probabilities
-
     model, _, counters = _recording_model()
     images = np.random.default_rng(2).uniform(0, 255, size=(6, 8, 8, 3)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices(images).batch(6)
-    out = predict_probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
+    out = _probabilities(model, batches, tta=DihedralTTA(elements=D8_ELEMENTS))
     assert out.shape == (6, 3)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
     # One model call on one stacked batch of 8 x 6 images (not 8 calls, not per image).
@@ -133,12 +137,10 @@ def test_tta_runs_the_model_once_per_batch_on_all_copies() -> None:
 def test_inference_is_traced_once_whatever_the_batch_sizes(tta: DihedralTTA | None) -> None:
     import tensorflow as tf
 
-    from breastcls.inference.batches import predict_probabilities
-
     model, traces, counters = _recording_model()
     images = np.random.default_rng(3).uniform(0, 255, size=(10, 8, 8, 3)).astype(np.float32)
     batches = tf.data.Dataset.from_tensor_slices(images).batch(4)  # 4, 4, then 2
-    assert predict_probabilities(model, batches, tta=tta).shape == (10, 3)
+    assert _probabilities(model, batches, tta=tta).shape == (10, 3)
     # The last, partial batch reuses the trace: no second trace of the model.
     assert len(traces) == 1
     copies = 1 if tta is None else tta.size

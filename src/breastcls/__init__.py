@@ -34,7 +34,8 @@ from breastcls.errors import (
 )
 from breastcls.evaluation.evaluate import EvaluationResult, build_report, evaluate
 from breastcls.export import export_model
-from breastcls.inference import InferenceModel, Prediction
+from breastcls.inference import InferenceModel, ModelRecord, Prediction
+from breastcls.inference.calibrate import calibrate
 from breastcls.inference.predict import PredictResult, predict
 from breastcls.interfaces import (
     Augmentation,
@@ -46,12 +47,15 @@ from breastcls.interfaces import (
     Metric,
     Trainer,
 )
-from breastcls.model import load_model
 from breastcls.plugins.host import hookimpl
 from breastcls.registry import PluginRegistry
 from breastcls.runs.folder import RunResult
 from breastcls.slides.job import SlideResult, predict_slide
 from breastcls.train import resume, train
+
+#: The one door for a trained model: :meth:`InferenceModel.load` (a run folder, an export
+#: folder or a model file, with its record), under the name users look for first.
+load_model = InferenceModel.load
 
 __all__ = [
     "Augmentation",
@@ -71,6 +75,7 @@ __all__ = [
     "Metric",
     "ModelConfig",
     "ModelLoadError",
+    "ModelRecord",
     "OutputError",
     "PluginError",
     "PluginRegistry",
@@ -85,6 +90,7 @@ __all__ = [
     "UnknownComponentError",
     "__version__",
     "build_report",
+    "calibrate",
     "check_data",
     "cross_validate",
     "demo_config",

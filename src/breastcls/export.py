@@ -1,51 +1,41 @@
 """Exporting a trained model to Keras, TensorFlow SavedModel, ONNX or TFLite.
 
-Every export is an inference model: the training augmentation is removed, the preprocessing
-stays inside, so each format takes raw 0-255 RGB images of the run's input size and returns class
-probabilities. Each export is checked against the run's model (maximum absolute difference of
-the probabilities at most 1e-5) and written with the run's model card and class names beside it.
+Every export is an inference model (:mod:`breastcls.conversion`): the training augmentation is
+removed, the preprocessing stays inside, so each format takes raw 0-255 RGB images of the run's
+input size and returns class probabilities, checked against the run's model. Beside it lie the
+run's model record, copied verbatim (class names, input, scale, stain normaliser, every
+calibration: :mod:`breastcls.inference.record`), the model card and ``export.json``; a ``keras``
+or ``onnx`` export folder loads with :meth:`breastcls.InferenceModel.load` and predicts what the
+run predicts.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
 
-import numpy as np
-import numpy.typing as npt
-
-from breastcls.errors import ConfigError, ModelLoadError, OutputError
-from breastcls.inference.calibration import read_calibration
-from breastcls.io import atomic_path, atomic_write_json, ensure_writable_dir
-from breastcls.model import model_file
+from breastcls.conversion import (
+    EXPORT_FILE_NAMES,
+    EXPORT_TOLERANCE,
+    ExportFormat,
+    check_format,
+    convert_model,
+)
+from breastcls.errors import ModelLoadError, OutputError
+from breastcls.inference.model import InferenceModel
+from breastcls.inference.record import write_record
+from breastcls.io import (
+    atomic_path,
+    atomic_write_json,
+    ensure_writable_dir,
+    is_disk_full,
+    replace_path,
+)
 from breastcls.runs.folder import RunFolder
 
-__all__ = [
-    "EXPORT_TOLERANCE",
-    "Conversion",
-    "ExportFormat",
-    "ExportResult",
-    "convert_model",
-    "export_model",
-    "run_exported",
-]
-
-ExportFormat = Literal["keras", "savedmodel", "onnx", "tflite"]
-EXPORT_TOLERANCE = 1e-5
-"""Largest absolute difference of probabilities allowed between an export and the run's model."""
-
-_FILE_NAMES: dict[str, str] = {
-    "keras": "model.keras",
-    "savedmodel": "saved_model",
-    "onnx": "model.onnx",
-    "tflite": "model.tflite",
-}
-_ONNX_OPSET = 17
+__all__ = ["ExportResult", "export_model"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +45,7 @@ class ExportResult:
     Attributes:
         format: The export format.
         model: The exported model (a file, or a folder for ``savedmodel``).
-        out_dir: The folder holding it, its ``model_card.md``, ``class_names.json`` and
+        out_dir: The folder holding it, its ``model_record.json``, ``model_card.md`` and
             ``export.json``.
         max_difference: Largest absolute difference between the export's probabilities and the
             run model's, on a check batch.
@@ -67,176 +57,13 @@ class ExportResult:
     max_difference: float
 
 
-def _check_format(format: str) -> ExportFormat:
-    allowed = get_args(ExportFormat)
-    if format not in allowed:
-        raise ConfigError(f"Export format {format!r} is unknown: use one of {', '.join(allowed)}.")
-    return format  # type: ignore[return-value]
-
-
-def _inference_model(model: Any) -> Any:
-    """Return ``model`` without its training augmentation, with a plain ``image`` input.
-
-    :func:`~breastcls.model.build_model` puts the augmentation plugin's layer, whatever its name,
-    between the input (or the ``stain_normalisation`` layer) and the ``preprocessing`` layer, so
-    the inference model is the stain normalisation, when there is one, followed by everything
-    from that layer's input on.
-    """
-    import keras
-
-    try:
-        start = model.get_layer("preprocessing").input
-    except ValueError:
-        start = model.inputs[0]
-    body = keras.Model(start, model.output, name="inference")
-    image = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
-    x = image
-    if start is not model.inputs[0] and any(
-        layer.name == "stain_normalisation" for layer in model.layers
-    ):
-        x = model.get_layer("stain_normalisation")(x)
-    return keras.Model(image, body(x), name=model.name)
-
-
-_MIXED_POLICIES = frozenset({"mixed_float16", "mixed_bfloat16"})
-_REDUCED_DTYPES = _MIXED_POLICIES | {"float16", "bfloat16"}
-
-
-def _is_mixed(model: Any) -> bool:
-    return any(layer.dtype_policy.name in _MIXED_POLICIES for layer in _all_layers(model))
-
-
-def _all_layers(model: Any) -> list[Any]:
-    layers = []
-    for layer in model.layers:
-        layers.append(layer)
-        if hasattr(layer, "layers"):
-            layers.extend(_all_layers(layer))
-    return layers
-
-
-def _float32_copy(model: Any) -> Any:
-    """Return ``model`` rebuilt with every mixed-precision layer in float32, same weights."""
-    import keras
-
-    def scrub(node: Any) -> Any:
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy":
-                name = node.get("config", {}).get("name")
-                if name in _MIXED_POLICIES:
-                    return {**node, "config": {**node["config"], "name": "float32"}}
-            return {key: scrub(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [scrub(item) for item in node]
-        return "float32" if node in _REDUCED_DTYPES else node
-
-    copy = keras.models.model_from_json(json.dumps(scrub(json.loads(model.to_json()))))
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _check_batch(image_size: int) -> npt.NDArray[np.float32]:
-    rng = np.random.default_rng(0)
-    return rng.uniform(0.0, 255.0, size=(4, image_size, image_size, 3)).astype(np.float32)
-
-
-def _write_savedmodel(model: Any, path: Path) -> None:
-    import keras
-    import tensorflow as tf
-
-    shape = tuple(model.input_shape[1:])
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serve",
-        lambda image: model(image, training=False),
-        input_signature=[tf.TensorSpec((None, *shape), tf.float32, name="image")],
-    )
-    archive.write_out(str(path), verbose=False)
-
-
-def _write_tflite(model: Any, path: Path) -> None:
-    import tensorflow as tf
-
-    with tempfile.TemporaryDirectory(prefix="breastcls-tflite-") as folder:
-        saved = Path(folder) / "saved_model"
-        _write_savedmodel(model, saved)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        path.write_bytes(converter.convert())
-
-
-def _write_onnx(model: Any, path: Path) -> None:
-    try:
-        import tf2onnx
-    except ImportError as error:
-        raise ConfigError(
-            f"ONNX export needs tf2onnx, which is not installed ({error}): "
-            "pip install 'breastcls[onnx]' (tf2onnx, onnx, onnxruntime), then export again."
-        ) from error
-    import tensorflow as tf
-
-    spec = (tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32, name="image"),)
-    function = tf.function(lambda image: model(image, training=False), input_signature=spec)
-    tf2onnx.convert.from_function(
-        function, input_signature=spec, opset=_ONNX_OPSET, output_path=str(path)
-    )
-
-
-def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Run an exported model on a batch of 0-255 images; return its probabilities.
-
-    Shows how each format is used: ``.keras`` with :func:`breastcls.load_model`, a SavedModel
-    folder with ``tf.saved_model.load(path).serve``, ``.onnx`` with onnxruntime and ``.tflite``
-    with the TFLite interpreter.
-
-    Args:
-        path: ``model.keras``, the ``saved_model`` folder, ``model.onnx`` or ``model.tflite``.
-        images: ``(batch, size, size, 3)`` float32 pixels.
-
-    Raises:
-        ModelLoadError: ``path`` is not an export breastcls knows.
-    """
-    path = Path(path)
-    images = np.asarray(images, dtype=np.float32)
-    if path.suffix == ".keras":
-        from breastcls.model import load_model
-
-        return np.asarray(load_model(path).predict(images, verbose=0), dtype=np.float32)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))  # keep a reference: it owns the variables
-        return np.asarray(loaded.serve(tf.constant(images)))
-    if path.suffix == ".onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return np.asarray(session.run(None, {name: images})[0], dtype=np.float32)
-    if path.suffix == ".tflite":
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-        inputs = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(inputs["index"], images.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inputs["index"], images)
-        interpreter.invoke()
-        output = interpreter.get_output_details()[0]["index"]
-        return np.asarray(interpreter.get_tensor(output), dtype=np.float32)
-    raise ModelLoadError(
-        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
-        "model.tflite."
-    )
-
-
 def export_model(
     run: Path, *, format: ExportFormat | str, out_dir: Path | None = None
 ) -> ExportResult:
     """Export a run's best model for serving elsewhere.
 
     Args:
-        run: A run folder (its ``best.keras`` is exported).
+        run: A run folder (its ``best.keras`` is exported) or a ``.keras`` file.
         format: ``keras``, ``savedmodel`` (TensorFlow Serving, TF.js converters), ``onnx``
             (onnxruntime; needs the ``onnx`` extra) or ``tflite`` (mobile and edge devices).
         out_dir: Output folder (default: ``<run>/export/<format>``).
@@ -246,153 +73,77 @@ def export_model(
 
     Raises:
         ConfigError: Unknown format, or ``onnx`` without tf2onnx installed.
-        ModelLoadError: The run has no loadable ``best.keras``.
-        OutputError: The output folder cannot be written, or the export does not reproduce the
-            model's probabilities within :data:`EXPORT_TOLERANCE` (nothing is left behind).
+        ModelLoadError: The run has no loadable ``best.keras`` (or it is an ONNX export).
+        OutputError: The output folder cannot be written (a full disk included), or the export
+            does not reproduce the model's probabilities within
+            :data:`~breastcls.conversion.EXPORT_TOLERANCE`; the previous export in the folder is
+            then kept as it was, and nothing of the new one is left behind.
     """
-    from breastcls.model import load_model
-
-    checked = _check_format(format)
-    run = Path(run)
+    checked = check_format(format)
+    loaded = InferenceModel.load(Path(run))  # checked first: nothing is created for a bad run
+    if loaded.keras_model is None:
+        raise ModelLoadError(
+            f"{loaded.source} is an ONNX model: export the run folder it came from instead."
+        )
     target_dir = (
-        Path(out_dir) if out_dir is not None else RunFolder(run).export_folder(checked).path
+        Path(out_dir) if out_dir is not None else loaded.folder.export_folder(checked).path
     )
-    model = load_model(run)  # checks the run folder first: nothing is created for a bad run
     ensure_writable_dir(target_dir)
-    image_size = int(model.input_shape[1])
-    final = target_dir / _FILE_NAMES[checked]
-    conversion = convert_model(model, checked, final, source=run)
-    _write_sidecars(RunFolder(run), RunFolder(target_dir))
-    # The scale the model was trained at travels with it, so that a slide job on the exported
-    # model tiles at the right magnification without the run folder.
-    scale = (
-        RunFolder(run).read_config_record().get("scale")
-        if RunFolder(run).config.is_file()
-        else None
-    )
-    atomic_write_json(
-        RunFolder(target_dir).export_record,
-        {
-            "format": checked,
-            "model": final.name,
-            "source": str(model_file(run)),
-            "calibration": read_calibration(run).to_dict(),
-            "scale": scale,
-            "input": {"shape": [None, image_size, image_size, 3], "dtype": "float32"},
-            "max_difference": conversion.max_difference,
-            "tolerance": EXPORT_TOLERANCE,
-            "computes_in": conversion.computes_in,
-            "max_difference_to_run_model": conversion.max_difference_to_model,
-        },
-    )
+    name = EXPORT_FILE_NAMES[checked]
+    # The whole export is written beside the previous one first; only a complete export
+    # replaces it, file by file, export.json last.
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as folder:
+        staging = RunFolder(Path(folder))
+        try:
+            conversion = convert_model(
+                loaded.keras_model, checked, staging.path / name, source=loaded.source
+            )
+            _write_sidecars(loaded, staging)
+            atomic_write_json(
+                staging.export_record,
+                {
+                    "format": checked,
+                    "model": name,
+                    "source": str(loaded.source),
+                    "record": staging.model_record.name,
+                    "max_difference": conversion.max_difference,
+                    "tolerance": EXPORT_TOLERANCE,
+                    "computes_in": conversion.computes_in,
+                    "max_difference_to_run_model": conversion.max_difference_to_model,
+                },
+            )
+        except OSError as error:
+            raise _unwritten(error, target_dir, checked) from error
+        target = RunFolder(target_dir)
+        for written in (name, target.model_record.name, target.model_card.name):
+            replace_path(staging.path / written, target_dir / written)
+        replace_path(staging.export_record, target.export_record)
     return ExportResult(
-        format=checked, model=final, out_dir=target_dir, max_difference=conversion.max_difference
+        format=checked,
+        model=target_dir / name,
+        out_dir=target_dir,
+        max_difference=conversion.max_difference,
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Conversion:
-    """How closely a converted model (:func:`convert_model`) matches the model it came from.
-
-    Attributes:
-        max_difference: Largest absolute difference of probabilities between the conversion and
-            the inference graph it was made from (at most :data:`EXPORT_TOLERANCE`).
-        max_difference_to_model: The same against the model as loaded (larger only when a
-            mixed-precision model was converted as a float32 copy).
-        computes_in: ``float32``, or ``mixed`` for a Keras or SavedModel export of a
-            mixed-precision model.
-    """
-
-    max_difference: float
-    max_difference_to_model: float
-    computes_in: str
-
-
-def convert_model(model: Any, format: ExportFormat, path: Path, *, source: Path) -> Conversion:
-    """Write ``model`` (as :func:`~breastcls.model.load_model` loads it) in ``format`` at
-    ``path``: without its training augmentation, in float32 for ONNX and TFLite, checked on a
-    batch of random images against the model within :data:`EXPORT_TOLERANCE`, and moved into
-    place only then (a reader never sees a partial file).
-
-    Raises:
-        ConfigError: ``onnx`` without tf2onnx installed.
-        OutputError: The conversion fails or does not reproduce the model's probabilities
-            (nothing is left behind).
-    """
-    inference = _inference_model(model)
-    batch = _check_batch(int(model.input_shape[1]))
-    original = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
-    mixed = _is_mixed(inference)
-    if mixed and format in ("onnx", "tflite"):
-        # ONNX and TFLite cannot hold Keras' mixed float16/bfloat16 graphs: export a float32
-        # copy with the same weights, and check the export against that copy.
-        inference = _float32_copy(inference)
-    expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
-    difference = _write_checked(inference, format, Path(path), batch, expected, source=source)
-    return Conversion(
-        max_difference=difference,
-        max_difference_to_model=float(np.max(np.abs(expected - original))),
-        computes_in="float32" if format in ("onnx", "tflite") or not mixed else "mixed",
+def _unwritten(error: OSError, target_dir: Path, format: str) -> OutputError:
+    why = "the disk is full" if is_disk_full(error) else (error.strerror or str(error))
+    return OutputError(
+        f"The {format} export could not be written into {target_dir} ({why}); the previous "
+        "export there, if any, is kept as it was. Free space or choose another --out, then "
+        "export again."
     )
 
 
-def _write_sidecars(run: RunFolder, target: RunFolder) -> None:
-    """Copy what the model needs to predict as the run does: class names and every
-    calibration (temperature and thresholds, per TTA); write the model card."""
+def _write_sidecars(loaded: InferenceModel, target: RunFolder) -> None:
+    """Copy the model record verbatim (a folder written before records gets its upgraded
+    record) and write the model card."""
     from breastcls.model_card import write_model_card
 
-    sidecars = [run.class_names]
-    for temperature_file, thresholds_file in (
-        run.calibration(tta) for tta in run.calibrated_ttas()
-    ):
-        sidecars += [temperature_file, thresholds_file]
-    for source in sidecars:
-        if source.is_file():
-            with atomic_path(target.path / source.name) as temporary:
-                shutil.copyfile(source, temporary)
-    write_model_card(run.path, target.model_card)
-
-
-def _write_checked(
-    inference: Any,
-    checked: str,
-    final: Path,
-    batch: npt.NDArray[np.float32],
-    expected: npt.NDArray[np.float32],
-    *,
-    source: Path,
-) -> float:
-    """Convert ``inference`` to ``checked`` in a staging folder, check that the conversion
-    predicts ``expected`` on ``batch`` within :data:`EXPORT_TOLERANCE`, then move it to
-    ``final``; return the largest difference."""
-    run = source
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=final.parent) as staging:
-        staged = Path(staging) / _FILE_NAMES[checked]
-        writers: dict[str, Callable[[], None]] = {
-            "keras": lambda: inference.save(staged),
-            "savedmodel": lambda: _write_savedmodel(inference, staged),
-            "onnx": lambda: _write_onnx(inference, staged),
-            "tflite": lambda: _write_tflite(inference, staged),
-        }
-        try:
-            writers[checked]()
-        except ConfigError:
-            raise
-        except Exception as error:
-            first_line = (str(error).strip().splitlines() or [""])[0][:300]
-            raise OutputError(
-                f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
-                "nothing was written. Its layers may have no equivalent in this format: try "
-                "--format savedmodel or keras."
-            ) from error
-        difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
-        if not difference <= EXPORT_TOLERANCE:
-            raise OutputError(
-                f"The {checked} export of {run} predicts probabilities up to {difference:.2e} away "
-                f"from the model (allowed {EXPORT_TOLERANCE:.0e}); nothing was written. Report "
-                "this with the run's environment.json."
-            )
-        if final.is_dir():
-            shutil.rmtree(final)
-        staged.replace(final)
-    return difference
+    source = loaded.folder.model_record
+    if source.is_file():
+        with atomic_path(target.model_record) as temporary:
+            shutil.copyfile(source, temporary)
+    else:
+        write_record(target.path, loaded.record)
+    write_model_card(loaded.folder.path, target.model_card)

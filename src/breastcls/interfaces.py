@@ -266,6 +266,12 @@ class Predictions:
             chosen, and metrics then choose them on these predictions.
         temperature: The temperature already applied to ``probabilities`` (temperature
             scaling), or ``None`` when they are the model's raw outputs.
+        raw_probabilities: The model's outputs before calibration, when ``probabilities`` are
+            calibrated (``None``: they are the raw outputs, or were not kept).
+        domain_score: Each image's domain-shift score (above 1: unlike the training images),
+            when the model has a domain reference.
+        in_distribution: Whether each image is like the training images, likewise.
+        domain_reason: What flagged each image (empty when not flagged), likewise.
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
     """
@@ -278,6 +284,10 @@ class Predictions:
     magnifications: tuple[int | None, ...] = ()
     thresholds: Mapping[str, float] = field(default_factory=dict)
     temperature: float | None = None
+    raw_probabilities: npt.NDArray[np.float64] | None = None
+    domain_score: npt.NDArray[np.float64] | None = None
+    in_distribution: npt.NDArray[np.bool_] | None = None
+    domain_reason: tuple[str, ...] | None = None
     role: DataRole | None = None
 
     @property

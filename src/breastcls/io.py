@@ -29,10 +29,12 @@ __all__ = [
     "csv_rows",
     "csv_text",
     "ensure_writable_dir",
+    "is_disk_full",
     "open_regular",
     "printable",
     "read_json_file",
     "read_regular_text",
+    "replace_path",
 ]
 
 
@@ -269,3 +271,57 @@ def check_writable_dir(folder: Path) -> None:
             pass
     except OSError as error:
         raise _unwritable(folder, error) from error
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where the
+    system cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    done = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return bool(done == 0)
+
+
+def replace_path(source: Path, target: Path) -> None:
+    """Move ``source`` (a file or a folder) onto ``target``, replacing what is there.
+
+    A file replaces a file atomically. A folder replaces a folder by swapping the two in one step
+    where the system allows it (Linux), so a reader, or a process killed half-way, sees the old
+    folder or the new one, never neither; elsewhere the old folder is set aside first and
+    removed last. ``source`` and ``target`` must be on one file system.
+    """
+    import shutil
+
+    source, target = Path(source), Path(target)
+    if not (source.is_dir() and target.is_dir()):
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(source, target)
+        return
+    if _exchange(source, target):
+        shutil.rmtree(source)  # holds the old folder now
+        return
+    aside = target.with_name(f".{target.name}.old-{secrets.token_hex(4)}")
+    os.replace(target, aside)
+    os.replace(source, target)
+    shutil.rmtree(aside)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is a full disk or an exceeded quota
+    (libraries such as TensorFlow's wrap the ``OSError``)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen) or "Disk quota exceeded" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

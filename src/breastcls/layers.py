@@ -1,6 +1,7 @@
 """Keras layers of breastcls, registered for (safe-mode) serialisation.
 
-Importing this module registers the layers; :func:`breastcls.load_model` does so before loading.
+Importing this module registers the layers; :func:`breastcls.model.load_keras_model` does so
+before loading.
 """
 
 from __future__ import annotations

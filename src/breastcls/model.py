@@ -6,7 +6,6 @@ import json
 import os
 import warnings
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -26,11 +25,12 @@ __all__ = [
     "MAX_MODEL_JSON_BYTES",
     "MAX_MODEL_RATIO",
     "ModelLimits",
+    "archived_model",
     "build_model",
     "check_model_archive",
     "check_weights",
     "load_checkpoint",
-    "load_model",
+    "load_keras_model",
     "model_file",
 ]
 
@@ -63,7 +63,7 @@ class ModelLimits:
     Each limit can be raised with an environment variable (``BREASTCLS_MAX_MODEL_ENTRIES``,
     ``BREASTCLS_MAX_MODEL_BYTES``, ``BREASTCLS_MAX_MODEL_JSON_BYTES``,
     ``BREASTCLS_MAX_MODEL_RATIO``; see :meth:`from_environment`) or by passing limits to
-    :func:`load_model`.
+    :func:`load_keras_model`.
 
     Attributes:
         max_entries: The most entries.
@@ -134,7 +134,7 @@ def check_model_archive(path: Path, limits: ModelLimits | None = None) -> None:
         return ModelLoadError(
             f"{path}: {what}; a breastcls model is far smaller, so the file is damaged or "
             f"hostile and is not loaded. If you trust it, raise the limit with "
-            f"{_LIMIT_VARIABLES[field]}=N (or load_model(..., limits=ModelLimits(...)))."
+            f"{_LIMIT_VARIABLES[field]}=N (or load_keras_model(..., limits=ModelLimits(...)))."
         )
 
     if len(entries) > limits.max_entries:
@@ -293,8 +293,13 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
 
 
+# The model files of export folders that breastcls loads (keras and onnx exports).
+_EXPORTED_MODELS = ("model.keras", "model.onnx")
+
+
 def model_file(path: Path) -> Path:
-    """Return the ``.keras`` file ``path`` names: itself, or a run folder's ``best.keras``.
+    """Return the model file ``path`` names: itself, a run folder's ``best.keras``, or an
+    export folder's ``model.keras`` or ``model.onnx``.
 
     Raises:
         ModelLoadError: Nothing is there, or a folder holds no ``best.keras`` (a
@@ -312,6 +317,9 @@ def model_file(path: Path) -> Path:
     run = RunFolder(path)
     if run.best_model.is_file():
         return run.best_model
+    exported = [path / name for name in _EXPORTED_MODELS if (path / name).is_file()]
+    if exported:
+        return exported[0]
     if run.is_cross_validation:
         folds = [fold.path.name for fold in run.folds() if fold.best_model.is_file()]
         raise ModelLoadError(
@@ -324,42 +332,64 @@ def model_file(path: Path) -> Path:
     )
 
 
-def load_model(
-    path: Path,
-    *,
-    class_names: Sequence[str] | None = None,
-    limits: ModelLimits | None = None,
-) -> Any:
+def load_keras_model(path: Path, *, limits: ModelLimits | None = None) -> Any:
     """Load a ``.keras`` model in Keras safe mode (no code from the file is executed).
 
     The archive is checked first (:func:`check_model_archive`): a file whose entries would
-    unpack to more than ``limits`` allow is refused before anything is unpacked.
+    unpack to more than ``limits`` allow is refused before anything is unpacked. This loads the
+    Keras model alone; :func:`breastcls.load_model` loads it with its record, ready to predict.
 
     Args:
         path: A ``.keras`` file or a run folder (its ``best.keras`` is loaded).
-        class_names: When given, the class names the model was trained with (``class_names.json``
-            beside the model) must be the same, in the same order.
         limits: Size limits of the archive (default: :meth:`ModelLimits.from_environment`).
 
     Raises:
-        ModelLoadError: The file is missing, not a Keras model or over a size limit, it needs a
-            layer from a plugin that is not installed, or its class names differ from
-            ``class_names``.
-        ConfigError: ``class_names.json`` beside the model is unreadable.
+        ModelLoadError: The file is missing, not a Keras model or over a size limit, or it
+            needs a layer from a plugin that is not installed.
     """
     path = model_file(path)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
     check_model_archive(path, limits)
-    if class_names is not None:
-        trained = model_class_names(path)
-        if trained is not None and list(trained) != list(class_names):
-            raise ModelLoadError(
-                f"The model {path} was trained on classes {trained} but the data has "
-                f"{list(class_names)}: evaluate it on data with the same classes."
-            )
-
     return _safe_load(path, compile=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedModel:
+    """What a ``.keras`` archive says of its model, read without building it.
+
+    Attributes:
+        name: The model's name (``breastcls_<backbone>_<head>`` for a model breastcls built).
+        input_shape: Its input's shape (``None`` for the batch), when it has one input layer.
+    """
+
+    name: str
+    input_shape: tuple[int | None, ...] | None
+
+
+def archived_model(path: Path) -> ArchivedModel:
+    """Read a ``.keras`` archive's model name and input shape from its ``config.json`` (the
+    archive checked first, nothing built or loaded).
+
+    Raises:
+        ModelLoadError: The file is not a readable, safe ``.keras`` archive, or its
+            configuration is not a model's.
+    """
+    check_model_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = config["config"]["layers"]
+        shape = layers[0]["config"].get("batch_shape") if layers else None
+        return ArchivedModel(
+            name=str(config["config"]["name"]),
+            input_shape=tuple(shape) if isinstance(shape, list) else None,
+        )
+    except (OSError, KeyError, TypeError, IndexError, ValueError, zipfile.BadZipFile) as error:
+        raise ModelLoadError(
+            f"{path} holds no model configuration breastcls can read ({type(error).__name__}: "
+            f"{error}): it is damaged."
+        ) from error
 
 
 def load_checkpoint(path: Path) -> Any:
@@ -369,7 +399,7 @@ def load_checkpoint(path: Path) -> Any:
     learning rate) continues where it stopped.
 
     Raises:
-        ModelLoadError: As :func:`load_model`.
+        ModelLoadError: As :func:`load_keras_model`.
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
@@ -450,13 +480,3 @@ def _unregistered_layers(path: Path) -> list[str]:
 
     walk(config)
     return sorted(name for name in found if keras.saving.get_registered_object(name) is None)
-
-
-def model_class_names(path: Path) -> list[str] | None:
-    """Return the class names stored beside a model (``class_names.json``), if any.
-
-    Raises:
-        ConfigError: The file is there but unreadable or not a list of names.
-    """
-    folder = RunFolder(Path(path).parent)
-    return list(folder.read_class_names()) if folder.class_names.is_file() else None

@@ -471,11 +471,35 @@ def resume(
         host = ensure_host(host)
         config = read_run_config(run_dir)
         state = read_train_state(run_dir)
+        _check_config_fits_checkpoint(run_dir, config, state)
         data = prepare_data(config, host=host, scanned=scanned)
         _check_same_data(run_dir, data)
         check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
         prepare_resume(run_dir, state)
         return _train_recording_status(run_dir, config, data, host, resume_from=state)
+
+
+def _check_config_fits_checkpoint(run_dir: Path, config: RunConfig, state: TrainState) -> None:
+    """Refuse a ``config.json`` that no longer describes the model its checkpoint holds (an
+    edited backbone, head or image size), before any data is decoded.
+
+    Raises:
+        ConfigError: The checkpoint's model differs from the configuration's.
+    """
+    from breastcls.model import archived_model
+
+    found = archived_model(run_dir / state.checkpoint)
+    size = config.data.image_size
+    expected_name = f"breastcls_{config.model.backbone}_{config.model.head}"
+    expected_shape = (None, size, size, 3)
+    if found.name == expected_name and found.input_shape == expected_shape:
+        return
+    raise ConfigError(
+        f"{RunFolder(run_dir).config} describes a {config.model.backbone} + {config.model.head} "
+        f"model at {size} px, but the checkpoint {state.checkpoint} holds {found.name} taking "
+        f"{found.input_shape}: config.json was changed after training started. Restore it, or "
+        "start a new run with the new settings."
+    )
 
 
 def lock_run(run_dir: Path, *, purpose: str, reserve: int = 0) -> FolderLock:

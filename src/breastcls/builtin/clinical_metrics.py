@@ -287,7 +287,8 @@ class ThresholdsMetric:
 class CalibrationMetric:
     """Expected calibration error and the reliability diagram.
 
-    When the predictions were temperature-scaled, the ECE before scaling is reported too.
+    When the predictions were temperature-scaled and carry the model's raw outputs, the ECE
+    before scaling is reported too.
 
     Attributes:
         n_bins: Number of equal-width confidence bins.
@@ -298,7 +299,6 @@ class CalibrationMetric:
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """ECE, Brier score (positive class), NLL and reliability bins."""
         from breastcls.evaluation.curves import plot_reliability
-        from breastcls.inference.decision import apply_temperature
 
         probabilities = predictions.probabilities
         y_true = predictions.y_true
@@ -315,10 +315,9 @@ class CalibrationMetric:
             "ece_before_temperature": None,
             "bins": bins,
         }
-        if predictions.temperature is not None:
-            raw = apply_temperature(probabilities, 1.0 / predictions.temperature)
+        if predictions.temperature is not None and predictions.raw_probabilities is not None:
             values["ece_before_temperature"] = expected_calibration_error(
-                raw, y_true, n_bins=self.n_bins
+                predictions.raw_probabilities, y_true, n_bins=self.n_bins
             )
         figure = plot_reliability(bins, out_dir / "reliability.png", n_bins=self.n_bins, ece=ece)
         note = (

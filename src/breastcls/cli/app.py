@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from breastcls._version import __version__
+from breastcls.cli.calibrate import calibrate_command
 from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow, say
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.command("train")(train_command)
 app.command("plugins")(plugins_command)
 app.command("evaluate")(evaluate_command)
+app.command("calibrate")(calibrate_command)
 app.command("predict")(predict_command)
 app.command("report")(report_command)
 app.command("export")(export_command)

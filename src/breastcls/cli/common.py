@@ -26,6 +26,16 @@ def say(text: str, *, err: bool = False) -> None:
     typer.echo(printable(text), err=err)
 
 
+def say_domain(metrics: dict[str, Any], *, first: bool) -> None:
+    """The domain-shift lines of a ``metrics.json``: with ``first``, the warning that its
+    figures do not apply (said before them); else how many images were flagged."""
+    from breastcls.evaluation.domain import domain_line, domain_warning
+
+    line = domain_warning(metrics.get("domain")) if first else domain_line(metrics.get("domain"))
+    if line:
+        say(f"WARNING: {line}" if first else line)
+
+
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Run a command with its progress shown on stderr (:mod:`breastcls.cli.progress`), and
     turn a :class:`BreastclsError` into one line ``error: ...`` on stderr and exit code 2."""

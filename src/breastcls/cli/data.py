@@ -47,13 +47,23 @@ def check_command(
     selection_fraction: Annotated[
         float, typer.Option(help="Share of the rest held out as the selection set.")
     ] = DATA.selection_fraction,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="RUN",
+            help="Also score every image with this model's domain-shift score (exit 1 when "
+            "over 20% are unlike its training images).",
+        ),
+    ] = None,
 ) -> None:
     """Count, decode and hash every image; report bad files, duplicates and patient leaks.
 
-    Exit code 0: no error (warnings allowed); 1: errors found; 2: the dataset cannot be read.
+    Exit code 0: no error (warnings allowed); 1: errors found, or with --model over 20% of the
+    images unlike the model's training images; 2: the dataset cannot be read.
     """
     import breastcls
     from breastcls.data.check import format_report
+    from breastcls.inference.predict import check_domain
 
     config = breastcls.DataConfig(
         path=path,
@@ -64,9 +74,18 @@ def check_command(
         selection_fraction=selection_fraction,
     )
     report = breastcls.check_data(path, config=config)
+    domain = (
+        check_domain(model, [p for p in report.image_info], verbose=0 if as_json else 1)
+        if model is not None
+        else None
+    )
     if as_json:
-        say(json.dumps(report.to_dict(), indent=2))
+        found = report.to_dict() | ({"domain": domain.to_dict()} if domain else {})
+        say(json.dumps(found, indent=2))
     else:
         say(format_report(report, width=shutil.get_terminal_size().columns))
-    if not report.ok:
+        if domain is not None:
+            verdict = "" if domain.applies else "WARNING: the model does not apply to this data: "
+            say(f"domain shift ({model}): {verdict}{domain.line}. {domain.reference}")
+    if not report.ok or (domain is not None and not domain.applies):
         raise typer.Exit(EXIT_DATA_ERRORS)

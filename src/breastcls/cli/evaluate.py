@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors, say
+from breastcls.cli.common import reports_errors, say, say_domain
 
 
 @reports_errors
@@ -90,7 +90,9 @@ def evaluate_command(
     if result.skipped:
         say(f"{len(result.skipped)} unreadable image(s) skipped, listed in skipped.csv")
     evaluated_on = result.metrics["evaluated_on"]["set"]
+    say_domain(result.metrics, first=True)
     say(f"{result.n_images} images, {evaluated_on}: {summarise(result.metrics)}")
+    say_domain(result.metrics, first=False)
     curve = result.metrics.get("robustness", {}).get("curve", [])
     if len(curve) > 1:
         strongest = curve[-1]

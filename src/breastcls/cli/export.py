@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from breastcls.cli.common import reports_errors, say
-from breastcls.export import ExportFormat
+from breastcls.conversion import ExportFormat
 
 
 @reports_errors

@@ -13,7 +13,11 @@ from breastcls.cli.common import reports_errors, say
 @reports_errors
 def predict_command(
     model: Annotated[
-        Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
+        Path,
+        typer.Argument(
+            metavar="RUN",
+            help="Run folder (its best.keras), export folder (keras or onnx) or model file.",
+        ),
     ],
     inputs: Annotated[
         list[Path], typer.Argument(metavar="IMAGES", help="Image files and/or folders.")
@@ -33,6 +37,7 @@ def predict_command(
 ) -> None:
     """Predict the class of images: one CSV row per image with its probabilities."""
     import breastcls
+    from breastcls.inference.domain import flagged_line
 
     result = breastcls.predict(
         model,
@@ -44,6 +49,10 @@ def predict_command(
         skip_bad_images=skip_bad_images,
     )
     say(f"{result.n_images} images -> {result.path}")
+    kept = result.prediction.in_distribution
+    if kept is not None:
+        line, applies = flagged_line(int((~kept).sum()), len(kept))
+        say(line if applies else f"WARNING: these predictions do not apply to this data: {line}")
     if result.skipped:
         say(
             f"{len(result.skipped)} unreadable image(s) skipped, listed in "

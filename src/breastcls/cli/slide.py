@@ -141,4 +141,12 @@ def _headline(summary: dict[str, Any]) -> str:
         called = f", {float(value):.1%} called {summary.get('positive')} ({name})"
     top = summary.get("top_k_mean_score")
     top_text = f", top-{summary.get('top_k')} mean {float(top):.3f}" if top is not None else ""
-    return f"{count} tissue tiles{called}{top_text}"
+    domain = summary.get("domain")
+    if not isinstance(domain, dict):
+        return f"{count} tissue tiles{called}{top_text}"
+    from breastcls.inference.domain import flagged_line
+
+    line, applies = flagged_line(domain["n_flagged"], domain["n_tiles"], unit="tiles")
+    if not applies:
+        return f"WARNING: these figures do not apply to this slide: {line}; {count} tissue tiles"
+    return f"{count} tissue tiles{called}{top_text}; {line}"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from breastcls.cli.common import reports_errors, say
+from breastcls.cli.common import reports_errors, say, say_domain
 from breastcls.cli.defaults import DATA, MODEL, RUN, TRAIN
 from breastcls.config import (
     ClassWeight,
@@ -371,7 +371,9 @@ def _report_run(result: RunResult) -> None:
     from breastcls.train import summarise
 
     say(f"run folder: {result.run_dir}")
+    say_domain(result.metrics, first=True)
     say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
+    say_domain(result.metrics, first=False)
     if result.role is DataRole.TEST and result.selection_metrics:
         say(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
     say(f"report: {result.report}")

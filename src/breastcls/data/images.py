@@ -8,9 +8,10 @@ without an EXIF rotation); :func:`inspect_image` decides which files need this P
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "MAX_PAGES",
     "ImageInfo",
     "decode_image",
+    "expand_image_files",
     "inspect_image",
     "scan_samples",
 ]
@@ -260,3 +262,33 @@ def describe_unreadable(bad: Sequence[SkippedFile], *, shown: int = 5) -> str:
     listing = "; ".join(f"{item.path}: {item.reason.rstrip('.')}" for item in bad[:shown])
     more = f" (and {len(bad) - shown} more)" if len(bad) > shown else ""
     return f"{len(bad)} unreadable image(s): {listing}{more}."
+
+
+def expand_image_files(inputs: Iterable[Path | str]) -> list[Path]:
+    """Image files named by ``inputs``: files as given, folders searched recursively (hidden
+    entries skipped, sorted).
+
+    Raises:
+        DataError: An input does not exist, or no image was found.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for directory, subdirectories, names in os.walk(path):
+                subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+                files.extend(
+                    Path(directory, name)
+                    for name in sorted(names)
+                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+                )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"Input {str(path)!r} does not exist: pass image files or folders.")
+    if not files:
+        raise DataError(
+            f"No image ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
+            f"{', '.join(str(p) for p in inputs)}."
+        )
+    return files

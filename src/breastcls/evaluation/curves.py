@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.evaluation.plots import _pyplot, save_figure
+from breastcls.evaluation.plots import pyplot, save_figure
 
 __all__ = ["plot_precision_recall", "plot_reliability", "plot_roc"]
 
@@ -25,7 +25,7 @@ def plot_roc(
     """Plot the ROC curve with its AUC, and mark operating points ``name: (fpr, tpr)``."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     fpr, tpr, _ = roc_curve(y_true, score)
     auc = roc_auc_score(y_true, score)
     figure, axes = plt.subplots(figsize=(5, 4.6))
@@ -49,7 +49,7 @@ def plot_precision_recall(
     """Plot the precision-recall curve with its average precision and the prevalence line."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     precision, recall, _ = precision_recall_curve(y_true, score)
     ap = average_precision_score(y_true, score)
     figure, axes = plt.subplots(figsize=(5, 4.6))
@@ -70,7 +70,7 @@ def plot_reliability(
     bins: Sequence[Mapping[str, Any]], path: Path, *, n_bins: int, ece: float
 ) -> Path:
     """Plot a reliability diagram: accuracy against confidence per bin, with bin counts."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, (axes, counts) = plt.subplots(
         2, 1, figsize=(5, 5.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )

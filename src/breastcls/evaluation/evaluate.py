@@ -3,9 +3,10 @@ evaluation that ends a training run.
 
 A model's folder (a run folder, or wherever ``best.keras`` lives) may hold, beside the model:
 ``class_names.json`` (class order), ``config.json`` (the run configuration), ``split.csv``
-(every image the run used, with its role) and the temperature and thresholds fitted on the
-selection set (:mod:`breastcls.inference.calibration`). Evaluation and prediction apply the
-calibration unchanged, and ``evaluate`` refuses data the model has seen.
+(every image the run used, with its role) and the model record (:mod:`breastcls.inference.record`)
+with the temperature and thresholds fitted on the selection set. Evaluation and prediction apply
+the calibration unchanged and write nothing into the model's folder but their own evaluation
+folder, and ``evaluate`` refuses data the model has seen.
 """
 
 from __future__ import annotations
@@ -24,16 +25,13 @@ from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Split
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, ModelLoadError
+from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
-from breastcls.inference.calibration import (
-    Calibration,
-    apply_calibration,
-    fit_calibration,
-    read_calibration,
-    write_calibration,
-)
+from breastcls.inference.calibrate import fit_run_domain, score_selection
+from breastcls.inference.calibration import Calibration, apply_calibration, fit_calibration
+from breastcls.inference.domain import DOMAIN_COLUMNS
 from breastcls.inference.model import InferenceModel
+from breastcls.inference.record import folder_calibration, training_record, write_record
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
 from breastcls.io import atomic_write_json, csv_rows, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -126,37 +124,53 @@ def evaluate_run(
 ) -> RunEvaluation:
     """Finish a training run: calibrate on the selection set, then score the test set once.
 
-    Fits the temperature and chooses the thresholds on the selection set's predictions
-    (``temperature.json``, ``thresholds.json``), writes the selection set's calibrated
-    predictions and metrics into ``selection/`` (optimistic: that set chose the model), then
-    predicts the test set once, applies the calibration unchanged and writes
+    Fits the temperature and chooses the thresholds on the selection set's predictions, fits
+    the domain-shift reference on the training images (its thresholds on the selection set),
+    writes the model record (``model_record.json``) with them, writes the selection set's
+    calibrated predictions and metrics into ``selection/`` (optimistic: that set chose the
+    model), then predicts the test set once, applies the calibration unchanged and writes
     ``predictions.csv``, ``metrics.json``, the figures and ``report.html`` into the run folder.
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import compute_metrics, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
 
-    def predicted(samples: Sequence[Sample], role: DataRole) -> Predictions:
-        probabilities = model.raw_probabilities(
-            samples, batch_size=batch_size, host=host, image_info=image_info
-        )
-        return model.labelled(samples, probabilities, role=role)
-
-    selection = predicted(split.selection, DataRole.SELECTION)
+    selection, selection_scores = score_selection(
+        model, split.selection, batch_size=batch_size, host=host, image_info=image_info,
+        features=True,
+    )  # fmt: skip
     calibration = fit_calibration(selection)
-    write_calibration(run_dir, calibration)
+    domain = fit_run_domain(
+        model, split.train, selection, selection_scores, batch_size=batch_size, host=host,
+        image_info=image_info,
+    )  # fmt: skip
+    record = training_record(
+        dataclasses.replace(model.record.with_calibration(calibration), domain=domain)
+    )
+    write_record(run_dir, record)
+    model = model.with_record(record)
     run = RunFolder(run_dir)
     run.selection.path.mkdir(exist_ok=True)
     calibrated_selection = apply_calibration(selection, calibration)
     write_predictions(calibrated_selection, run.selection.predictions)
     compute_metrics(calibrated_selection, run.selection.path, host=host)
     reported = (
-        apply_calibration(predicted(split.test, DataRole.TEST), calibration)
+        model.labelled(
+            split.test,
+            model.score_files(
+                split.test, batch_size=batch_size, host=host, image_info=image_info
+            ),
+            role=DataRole.TEST,
+        )
         if split.test
         else calibrated_selection
     )
     write_predictions(reported, run.predictions)
     sections = compute_metrics(reported, run_dir, host=host)
+    domain_sections = _domain_sections(reported, model, run_dir, set_description=None)
+    if domain_sections:
+        sections += domain_sections
+        atomic_write_json(run.metrics, metrics_document(sections, reported))
     _write_report(
         sections,
         reported,
@@ -192,6 +206,7 @@ def evaluate_pooled(
         paths=tuple(path for fold in folds for path in fold.paths),
         patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
         magnifications=tuple(m for fold in folds for m in fold.magnifications),
+        raw_probabilities=None,
         thresholds={"default": 0.5},
         role=DataRole.TEST,
     )
@@ -256,8 +271,7 @@ class _EvaluationData:
 
 def _evaluation_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -269,7 +283,7 @@ def _evaluation_data(
     or is left out (listed) with ``skip_bad_images``."""
     from breastcls.data.images import describe_unreadable, scan_samples
 
-    chosen = _chosen_data(data, model_dir, image_size, host, allow_overlap=allow_overlap)
+    chosen = _chosen_data(data, model, host, allow_overlap=allow_overlap)
     if chosen.image_info or chosen.skipped:
         info, skipped = dict(chosen.image_info), list(chosen.skipped)  # scanned for overlap
     else:
@@ -295,8 +309,7 @@ def _evaluation_data(
 
 def _chosen_data(
     data: Path | None,
-    model_dir: Path,
-    image_size: int,
+    model: InferenceModel,
     host: PluginHost,
     *,
     allow_overlap: bool,
@@ -304,18 +317,16 @@ def _chosen_data(
     from breastcls.data.images import scan_samples
     from breastcls.data.loading import load_dataset
 
+    model_dir = model.folder.path
     if data is None:
         samples, role = _run_images(model_dir)
-        folder = RunFolder(model_dir)
-        if folder.class_names.is_file():
-            known = folder.read_class_names()
-            foreign = sorted({s.label for s in samples} - set(known))
-            if foreign:
-                raise DataError(
-                    f"{folder.split} lists images of class(es) {foreign}, which "
-                    f"{folder.class_names.name} ({list(known)}) does not have: the two files do "
-                    "not belong to one run; restore them, or pass --data to evaluate on."
-                )
+        foreign = sorted({s.label for s in samples} - set(model.class_names))
+        if foreign and model.record.class_names_known:
+            raise DataError(
+                f"{model.folder.split} lists images of class(es) {foreign}, which the model "
+                f"({list(model.class_names)}) does not have: the split and the model do not "
+                "belong to one run; restore them, or pass --data to evaluate on."
+            )
         return _EvaluationData(
             samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
         )
@@ -326,7 +337,7 @@ def _chosen_data(
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
     dataset = load_dataset(
-        DataConfig(path=Path(data), image_size=image_size, **settings), host=host
+        DataConfig(path=Path(data), image_size=model.image_size, **settings), host=host
     )
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
@@ -409,24 +420,24 @@ def evaluate(
     """
     prepare_tensorflow()
     host = ensure_host(host)
-    host.tta.info(tta)
-    stain_shift = check_stain_shift(stain_shift)
-    if stain_reference is not None:
-        from breastcls.stain.fit import reference_images
-
-        host.stain_normalisers.info(stain_transfer)
-        reference_images(Path(stain_reference))  # a missing reference stops before any work
-    loaded = InferenceModel.load(Path(model))
+    stain_shift = _checked_stain_options(host, stain_shift, stain_reference, stain_transfer)
+    loaded = _model_to_evaluate(Path(model), tta, host, gradcam=gradcam)
     chosen = _evaluation_data(
-        data,
-        loaded.folder.path,
-        loaded.image_size,
-        host,
-        allow_overlap=allow_overlap,
-        skip_bad_images=skip_bad_images,
+        data, loaded, host, allow_overlap=allow_overlap, skip_bad_images=skip_bad_images
     )
     loaded = _with_class_names(loaded, chosen, data)
     out_dir = Path(out_dir or loaded.folder.evaluation_folder(f"{chosen.name}-{tta}").path)
+    how = _EvaluationSettings(
+        data=data,
+        chosen=chosen,
+        tta=tta,
+        gradcam=gradcam,
+        stain_shift=stain_shift,
+        stain_reference=Path(stain_reference) if stain_reference is not None else None,
+        stain_transfer=stain_transfer,
+        batch_size=batch_size,
+        verbose=verbose,
+    )
     # The folder is this evaluation's until it ends; when it fails, a folder it created is
     # removed (a folder that existed before is left).
     with exclusive_folder(
@@ -434,57 +445,68 @@ def evaluate(
         purpose="evaluate",
         hint="wait for that evaluation to end, or choose another folder with --out.",
     ):
-        calibration = loaded.calibration(tta, batch_size=batch_size, host=host)
-        probabilities = loaded.raw_probabilities(
-            chosen.samples,
-            tta=tta,
-            batch_size=batch_size,
-            host=host,
-            verbose=verbose,
+        scores = loaded.score_files(
+            chosen.samples, tta=tta, batch_size=batch_size, host=host, verbose=verbose,
             image_info=chosen.image_info,
-        )
-        predictions = apply_calibration(
-            loaded.labelled(chosen.samples, probabilities, role=chosen.role), calibration
-        )
+        )  # fmt: skip
+        predictions = loaded.labelled(chosen.samples, scores, role=chosen.role)
         metrics, report = _write_evaluation(
-            out_dir,
-            loaded,
-            predictions,
-            calibration,
-            _EvaluationSettings(
-                data=data,
-                chosen=chosen,
-                tta=tta,
-                gradcam=gradcam,
-                stain_shift=stain_shift,
-                stain_reference=Path(stain_reference) if stain_reference is not None else None,
-                stain_transfer=stain_transfer,
-                batch_size=batch_size,
-                verbose=verbose,
-            ),
-            host,
+            out_dir, loaded, predictions, scores.calibration, how, host
         )
-        return EvaluationResult(
-            out_dir=out_dir,
-            metrics=metrics,
-            report=report,
-            n_images=len(chosen.samples),
-            role=chosen.role,
-            skipped=chosen.skipped,
+    return EvaluationResult(
+        out_dir=out_dir,
+        metrics=metrics,
+        report=report,
+        n_images=len(chosen.samples),
+        role=chosen.role,
+        skipped=chosen.skipped,
+    )
+
+
+def _checked_stain_options(
+    host: PluginHost,
+    stain_shift: StainShift,
+    stain_reference: Path | None,
+    stain_transfer: str,
+) -> StainShift:
+    """The stain-shift option, checked with the reference's, before any model is loaded."""
+    checked = check_stain_shift(stain_shift)
+    if stain_reference is not None:
+        from breastcls.stain.fit import reference_images
+
+        host.stain_normalisers.info(stain_transfer)
+        reference_images(Path(stain_reference))  # a missing reference stops before any work
+    return checked
+
+
+def _model_to_evaluate(
+    model: Path, tta: str, host: PluginHost, *, gradcam: bool
+) -> InferenceModel:
+    """The model, loaded once the TTA is known to be registered, and checked to hold a
+    calibration for it and, when Grad-CAM is asked for, a Keras model."""
+    host.tta.info(tta)
+    loaded = InferenceModel.load(model)
+    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    if gradcam and loaded.keras_model is None:
+        raise ConfigError(
+            f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
+            "Pass --no-gradcam (gradcam=False), or evaluate the run folder."
         )
+    return loaded
 
 
 def _with_class_names(
     loaded: InferenceModel, chosen: _EvaluationData, data: Path | None
 ) -> InferenceModel:
-    """The model with its class names checked against the data's (a bare model file without
-    ``class_names.json`` takes the data's)."""
+    """The model with its class names checked against the data's (a bare model file whose
+    class names are unknown takes the data's)."""
     if chosen.class_names is None:
         return loaded
-    if not loaded.folder.class_names.is_file() and len(chosen.class_names) == len(
-        loaded.class_names
-    ):
-        return dataclasses.replace(loaded, class_names=chosen.class_names)
+    record = loaded.record
+    if not record.class_names_known and len(chosen.class_names) == len(record.class_names):
+        return loaded.with_record(
+            dataclasses.replace(record, class_names=chosen.class_names, class_names_known=True)
+        )
     if list(chosen.class_names) != list(loaded.class_names):
         raise ModelLoadError(
             f"The model {loaded.source} was trained on classes {list(loaded.class_names)} but "
@@ -528,6 +550,7 @@ def _write_evaluation(
     sections += _model_sections(
         out_dir, loaded, predictions, calibration, how, host, set_description=set_description
     )
+    sections += _domain_sections(predictions, loaded, out_dir, set_description=set_description)
     metrics = metrics_document(sections, predictions, set_description=set_description)
     atomic_write_json(folder.metrics, metrics)
     model_dir = loaded.folder.path
@@ -543,6 +566,29 @@ def _write_evaluation(
         set_description=set_description,
     )
     return metrics, report
+
+
+def _domain_sections(
+    predictions: Predictions,
+    model: InferenceModel,
+    out_dir: Path,
+    *,
+    set_description: str | None,
+) -> list[MetricSection]:
+    """The ``domain`` section, when the model has a domain reference and scored the images."""
+    from breastcls.evaluation.domain import domain_section
+    from breastcls.evaluation.metrics import describe_role
+
+    reference = model.record.domain
+    if reference is None:
+        return []
+    section = domain_section(
+        predictions,
+        reference,
+        out_dir,
+        set_name=set_description or describe_role(predictions.role),
+    )
+    return [section] if section is not None else []
 
 
 def _model_sections(
@@ -681,16 +727,37 @@ def _read_predictions_csv(path: Path) -> Predictions:
         raise DataError(
             f"{path} is not a breastcls predictions file (columns {required} + p_<class>)."
         )
-    class_names = tuple(name.removeprefix("p_") for name in header[5:])
+    class_names = tuple(name.removeprefix("p_") for name in header[5:] if name.startswith("p_"))
+    n = len(class_names)
+    has_raw = header[5 + n : 5 + 2 * n] == [f"raw_p_{name}" for name in class_names]
+    has_domain = tuple(header[-3:]) == DOMAIN_COLUMNS
     index = {name: i for i, name in enumerate(class_names)}
     try:
         return Predictions(
             class_names=class_names,
             y_true=np.array([index[row[3]] for row in rows], dtype=np.int64),
-            probabilities=np.array([[float(v) for v in row[5:]] for row in rows], dtype=np.float64),
+            probabilities=np.array(
+                [[float(v) for v in row[5 : 5 + n]] for row in rows], dtype=np.float64
+            ).reshape(-1, n),
+            raw_probabilities=(
+                np.array(
+                    [[float(v) for v in row[5 + n : 5 + 2 * n]] for row in rows], dtype=np.float64
+                ).reshape(-1, n)
+                if has_raw
+                else None
+            ),
             paths=tuple(row[0] for row in rows),
             patient_ids=tuple(row[1] or None for row in rows),
             magnifications=tuple(int(row[2]) if row[2].isdigit() else None for row in rows),
+            domain_score=(
+                np.array([float(row[-3]) for row in rows], dtype=np.float64)
+                if has_domain
+                else None
+            ),
+            in_distribution=(
+                np.array([row[-2] == "yes" for row in rows], dtype=bool) if has_domain else None
+            ),
+            domain_reason=tuple(row[-1] for row in rows) if has_domain else None,
         )
     except (KeyError, ValueError, IndexError) as error:
         raise DataError(f"{path} has a malformed row ({error}): re-run the evaluation.") from error
@@ -755,7 +822,7 @@ def _report_context(run: RunFolder) -> _ReportContext:
     and calibration, or a run folder's configuration, calibration and training curves."""
     if not run.evaluation.is_file():
         return _ReportContext(
-            calibration=read_calibration(run.path),
+            calibration=folder_calibration(run.path),
             title=f"breastcls run {run.path.name}",
             settings=_run_settings(run.path),
             figures=[p for p in run.curves if p.exists()],
@@ -775,10 +842,12 @@ def _kept_model_sections(folder: Path, previous: Mapping[str, Any]) -> list[Metr
     """The sections of an earlier evaluation that needed the model (Grad-CAM, stain-shift and
     reference-stain robustness), kept as they were with their figures: a rebuild has only the
     predictions."""
+    from breastcls.evaluation.domain import DOMAIN_FIGURE
     from breastcls.evaluation.gradcam import GRADCAM_FIGURES
     from breastcls.evaluation.robustness import REFERENCE_FIGURE, ROBUSTNESS_FIGURE
 
     titles = {
+        "domain": ("Domain shift: images unlike the training images", (DOMAIN_FIGURE,)),
         "gradcam": ("Grad-CAM: where the model looked", GRADCAM_FIGURES),
         "robustness": ("Robustness to stain shifts", (ROBUSTNESS_FIGURE,)),
         "stain_reference": (

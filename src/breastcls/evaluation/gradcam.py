@@ -167,9 +167,9 @@ def _overlay_figure(
     titles: Sequence[str],
     path: Path,
 ) -> Path:
-    from breastcls.evaluation.plots import _pyplot, save_figure
+    from breastcls.evaluation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     columns = len(images)
     figure, axes = plt.subplots(2, columns, figsize=(2.6 * columns, 5.6), squeeze=False)
     for i in range(columns):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from breastcls.errors import PluginError
+from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -88,14 +89,20 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     """Write one CSV row per image: path, patient, true and predicted class, probabilities.
 
     Probabilities are written at full precision: reading a value back with ``float`` gives the
-    same float64, bit for bit (a float32 probability gives its exact float64 value).
+    same float64, bit for bit (a float32 probability gives its exact float64 value). When the
+    probabilities are calibrated, the model's raw outputs follow as ``raw_p_<class>``; with
+    domain-shift scores, :data:`DOMAIN_COLUMNS` come last.
     """
     buffer = io.StringIO()
     writer = SafeCsvWriter(buffer)
     names = predictions.class_names
+    raw = predictions.raw_probabilities
+    domain = predictions.domain_score
     writer.writerow(
         ["path", "patient_id", "magnification", "true", "predicted"]
         + [f"p_{name}" for name in names]
+        + ([f"raw_p_{name}" for name in names] if raw is not None else [])
+        + (list(DOMAIN_COLUMNS) if domain is not None else [])
     )
     n = len(predictions.y_true)
     patients = predictions.patient_ids or (None,) * n
@@ -112,6 +119,12 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
                 # Shortest text that reads back to the same float (``float(repr(x)) == x``), so
                 # ``breastcls report`` rebuilds the same curves, AUC and thresholds.
                 *(repr(float(p)) for p in predictions.probabilities[i]),
+                *(repr(float(p)) for p in (raw[i] if raw is not None else ())),
+                *(
+                    domain_cells(domain, predictions.in_distribution, predictions.domain_reason, i)
+                    if domain is not None
+                    else ()
+                ),
             ]
         )
     atomic_write_text(path, buffer.getvalue())

@@ -12,10 +12,17 @@ import numpy.typing as npt
 
 from breastcls.io import atomic_path
 
-__all__ = ["plot_confusion_matrix", "plot_history", "plot_sample_grid", "save_figure"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_history",
+    "plot_sample_grid",
+    "pyplot",
+    "save_figure",
+]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,7 +35,7 @@ def save_figure(figure: Any, path: Path) -> Path:
     """Save a matplotlib figure as a PNG at ``path`` atomically and close it."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
@@ -36,7 +43,7 @@ def plot_confusion_matrix(
     matrix: npt.NDArray[np.int64], class_names: Sequence[str], path: Path, *, normalise: bool
 ) -> Path:
     """Plot a confusion matrix (rows: true class) as the seed does, raw counts or row shares."""
-    plt = _pyplot()
+    plt = pyplot()
     values = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1) if normalise else matrix
     figure, axes = plt.subplots(figsize=(4.8, 4.2))
     image = axes.imshow(values, interpolation="nearest", cmap="Blues")
@@ -65,7 +72,7 @@ def plot_history(
 ) -> list[Path]:
     """Plot the loss and the accuracy per epoch (training and selection set) into the two
     files."""
-    plt = _pyplot()
+    plt = pyplot()
     written = []
     for metric, path in (("loss", loss_path), ("accuracy", accuracy_path)):
         if metric not in history:
@@ -92,7 +99,7 @@ def plot_sample_grid(
     columns: int = 4,
 ) -> Path:
     """Plot labelled images in a grid (the seed's 4 x 3 sample figure)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, -(-len(images) // columns))
     figure = plt.figure(figsize=(3.2 * columns, 3.4 * rows))
     for position, (image, title) in enumerate(zip(images, titles, strict=True), start=1):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from breastcls.evaluation.domain import domain_line, domain_warning
 from breastcls.htmlpage import (
     anchor,
     escape,
@@ -74,13 +75,19 @@ def _interval(record: Any) -> str:
 
 
 def _operating_point(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Sensitivity and specificity at the Youden threshold chosen on the selection set."""
-    points = metrics.get("thresholds", {}).get("operating_points", [])
-    for point in points:
+    """Sensitivity and specificity at the Youden threshold, worded from where it was chosen
+    (the selection set, or the scored data itself for a model without a calibration)."""
+    thresholds = metrics.get("thresholds", {})
+    chosen_on = str(thresholds.get("chosen_on", ""))
+    where = (
+        "the selection set's Youden threshold"
+        if chosen_on.startswith("selection set")
+        else "the Youden threshold chosen on these images (optimistic)"
+    )
+    for point in thresholds.get("operating_points", []):
         if point.get("name") == "youden":
             return (
-                f"Sensitivity / specificity at the selection set's Youden threshold "
-                f"({point['threshold']:.3f})",
+                f"Sensitivity / specificity at {where} ({point['threshold']:.3f})",
                 f"{scalar(point.get('sensitivity'))} / {scalar(point.get('specificity'))}",
             )
     return None
@@ -129,22 +136,22 @@ def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | No
         f"({escape(metrics.get('bootstrap', {}).get('method', 'percentile bootstrap'))}).</p>",
     ]
     if calibration:
-        temperature = calibration.get("temperature")
-        notes.append(
-            '<p class="note">Temperature '
-            + (f"{temperature:.3f}" if temperature is not None else "not applied")
-            + " and thresholds fitted on the "
-            f"{escape(calibration.get('fitted_on', 'selection set'))}"
-            f" ({escape(calibration.get('n_images', '?'))} images, TTA "
-            f"{escape(calibration.get('tta', 'none'))}), applied unchanged here.</p>"
-        )
+        # Worded from the model record: where the calibration was fitted, on how many images
+        # and patients, or that the model is uncalibrated.
+        notes.append(f'<p class="note">{escape(calibration.get("description", ""))}</p>')
         notes.extend(
             f'<p class="warning">{escape(note)}.</p>' for note in calibration.get("notes", ())
         )
     warnings = metrics.get("bootstrap", {}).get("warnings", [])
     notes.extend(f'<p class="warning">Warning: {escape(w)}.</p>' for w in warnings)
+    domain = metrics.get("domain")
+    shifted = domain_warning(domain)
+    first = f'<p class="warning" id="domain-warning">{escape(shifted)}</p>' if shifted else ""
+    line = domain_line(domain)
+    if line:
+        notes.append(f'<p class="note">{escape(line[0].upper() + line[1:])}.</p>')
     return (
-        '<section class="card" id="summary"><h2>Summary</h2>'
+        f'<section class="card" id="summary"><h2>Summary</h2>{first}'
         f"<table><tbody>{table}</tbody></table>{''.join(notes)}</section>"
     )
 

@@ -45,7 +45,7 @@ from breastcls.io import printable
 if TYPE_CHECKING:
     from breastcls.data.images import ImageInfo
     from breastcls.inference.calibration import Calibration
-    from breastcls.inference.model import InferenceModel
+    from breastcls.inference.model import InferenceModel, Scores
     from breastcls.plugins.host import PluginHost
 
 __all__ = [
@@ -125,22 +125,13 @@ def _shifted_probabilities(
     host: PluginHost,
     image_info: Mapping[Path, ImageInfo],
     verbose: int,
-) -> npt.NDArray[np.float64]:
-    """The model's uncalibrated probabilities of ``samples`` with their stains shifted:
+) -> Scores:
+    """The model's probabilities of ``samples`` with their stains shifted:
     ``shift(images, *draws)`` on each batch, with that batch's rows of each per-image array in
     ``draws`` (none: ``shift(images)``)."""
     import tensorflow as tf
 
-    from breastcls.data.pipeline import make_dataset
-    from breastcls.inference.batches import predict_probabilities
-
-    images = make_dataset(
-        samples,
-        model.class_names,
-        image_size=model.image_size,
-        batch_size=batch_size,
-        image_info=image_info,
-    ).map(lambda x, _: x)
+    images = model.file_batches(samples, batch_size=batch_size, image_info=image_info)
     if draws:
         per_image = tf.data.Dataset.from_tensor_slices(draws).batch(batch_size)
         batches = tf.data.Dataset.zip((images, per_image)).map(
@@ -148,10 +139,10 @@ def _shifted_probabilities(
         )
     else:
         batches = images.map(shift, num_parallel_calls=tf.data.AUTOTUNE)
-    return predict_probabilities(
-        model.keras_model,
+    return model.scores(
         batches.prefetch(tf.data.AUTOTUNE),
-        tta=host.tta.get(tta),
+        tta=tta,
+        host=host,
         total=len(samples),
         verbose=verbose,
     )
@@ -169,9 +160,9 @@ def _difference(shifted: Statistic, unshifted: Statistic) -> Statistic:
 def _plot(
     curve: Sequence[Mapping[str, Any]], path: Path, title: str, xlabel: str = "HED shift strength"
 ) -> Path:
-    from breastcls.evaluation.plots import _pyplot, save_figure
+    from breastcls.evaluation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
     strengths = np.array([point["strength"] for point in curve], dtype=np.float64)
     for axis, name, label in zip(axes, ("auc", "accuracy"), ("AUC", "accuracy"), strict=True):
@@ -299,23 +290,19 @@ def _curve(
     model: InferenceModel,
     predictions: Predictions,
     samples: Sequence[Sample],
-    calibration: Calibration,
     strengths: Sequence[float],
-    shifted: Callable[[float], npt.NDArray[np.float64]],
+    shifted: Callable[[float], Scores],
     seed: int,
     n_resamples: int,
     level: float,
 ) -> tuple[list[dict[str, Any]], Any]:
     """Each strength's statistics with intervals, and their paired changes from strength 0
-    (``predictions`` itself); ``shifted(s)`` gives the raw probabilities at strength ``s``."""
-    from breastcls.inference.calibration import apply_calibration
-
+    (``predictions`` itself); ``shifted(s)`` gives the scores at strength ``s``."""
     if list(strengths) != sorted(strengths) or not strengths or strengths[0] != 0.0:
         raise ConfigError(f"Stain shift strengths {list(strengths)} must start at 0 and increase.")
     scored: list[Predictions] = [predictions]
     for strength in strengths[1:]:
-        labelled = model.labelled(samples, shifted(strength), role=predictions.role)
-        scored.append(apply_calibration(labelled, calibration))
+        scored.append(model.labelled(samples, shifted(strength), role=predictions.role))
     resampling = stratified_resampling(predictions, n_resamples=n_resamples, seed=seed)
     weights = resampling.image_weights
     unshifted = image_statistics(predictions)
@@ -362,7 +349,7 @@ def _shift_curve(
 
     info = image_info if image_info is not None else scan_samples(samples)[0]
 
-    def shifted(strength: float) -> npt.NDArray[np.float64]:
+    def shifted(strength: float) -> Scores:
         shift, draws = shift_at(strength)
         return _shifted_probabilities(
             model,
@@ -377,14 +364,14 @@ def _shift_curve(
         )
 
     curve, resampling = _curve(
-        model, predictions, samples, calibration, strengths, shifted, seed, n_resamples, level
+        model, predictions, samples, strengths, shifted, seed, n_resamples, level
     )
     values = {
         "strengths": [float(s) for s in strengths],
         "set": set_description or describe_role(predictions.role),
         "images": len(predictions.y_true),
         "tta": tta,
-        "calibration": "the run's temperature and thresholds, unchanged",
+        "calibration": calibration.describe(),
         "bootstrap": resampling.describe(level=level),
         "curve": curve,
     }

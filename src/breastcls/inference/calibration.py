@@ -1,8 +1,8 @@
 """Temperature scaling and operating thresholds: fitted on the selection set, applied unchanged.
 
-A model's folder keeps them in ``temperature.json`` and ``thresholds.json`` (per TTA, see
-:meth:`~breastcls.runs.folder.RunFolder.calibration`); this module is the only one that reads
-or writes them. Fitting on the set one then reports would make the
+The model record (:mod:`breastcls.inference.record`) keeps one :class:`Calibration` per TTA;
+training fits the plain one and :func:`breastcls.calibrate` any other, explicitly. Fitting on
+the set one then reports would make the
 report flatter itself (a temperature fitted on the images it is scored on, thresholds that reach
 their target sensitivity by construction), so :func:`fit_calibration` accepts selection-set
 predictions only, and the test set sees the result unchanged.
@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from breastcls.errors import ModelLoadError
 from breastcls.inference.decision import (
     apply_temperature,
     binary_view,
@@ -27,8 +26,6 @@ from breastcls.inference.decision import (
     positive_group,
 )
 from breastcls.interfaces import DataRole, Predictions
-from breastcls.io import atomic_write_json, read_json_file
-from breastcls.runs.folder import RunFolder
 
 __all__ = [
     "MIN_SELECTION_IMAGES",
@@ -36,9 +33,6 @@ __all__ = [
     "Calibration",
     "apply_calibration",
     "fit_calibration",
-    "has_calibration",
-    "read_calibration",
-    "write_calibration",
 ]
 
 MIN_SELECTION_IMAGES = 20
@@ -47,11 +41,12 @@ TEMPERATURE_BOUNDS = (0.25, 4.0)
 """A fitted temperature is clipped into this range; outside it the fit says more about the
 selection set's size than about the model."""
 _MIN_PER_CLASS = 5
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Calibration:
-    """What a model's folder says about turning its outputs into calibrated decisions.
+    """How a model's outputs become calibrated probabilities and decisions, for one TTA.
 
     Attributes:
         temperature: The temperature applied to the probabilities (``None``: none fitted).
@@ -59,7 +54,10 @@ class Calibration:
         positive: The class (or class group) the thresholds are about.
         rule: How an image is called positive, in words.
         tta: The test-time augmentation of the predictions it was fitted on.
-        n_images: Selection images it was fitted on.
+        fitted_on: The set it was fitted on (the selection set), or ``None`` when nothing was
+            fitted (a bare model file: raw outputs, and the arg-max decision).
+        n_images: Images it was fitted on.
+        n_patients: Patients (or groups) those images came from, when known.
         notes: Why a temperature was skipped or bounded, in words for the report.
     """
 
@@ -68,33 +66,72 @@ class Calibration:
     positive: str | None = None
     rule: str | None = None
     tta: str = "none"
+    fitted_on: DataRole | None = None
     n_images: int = 0
+    n_patients: int | None = None
     notes: tuple[str, ...] = ()
+
+    @property
+    def operating_thresholds(self) -> dict[str, float]:
+        """The thresholds decisions are made at: those chosen, or ``default`` (0.5, the arg-max
+        decision of a binary model) when none were."""
+        return dict(self.thresholds) or {"default": 0.5}
+
+    def apply(self, probabilities: FloatArray) -> FloatArray:
+        """The calibrated probabilities of a model's raw outputs (the temperature applied)."""
+        raw = np.asarray(probabilities, dtype=np.float64)
+        return raw if self.temperature is None else apply_temperature(raw, self.temperature)
+
+    def describe(self) -> str:
+        """Where the calibration comes from, in one sentence for reports and cards."""
+        if self.fitted_on is None:
+            return (
+                f"Not calibrated (TTA {self.tta}): raw model outputs; thresholds, where shown, "
+                "are the arg-max decision or were chosen on the scored data itself (optimistic)."
+            )
+        temperature = (
+            f"Temperature {self.temperature:.3f}" if self.temperature is not None
+            else "No temperature"
+        )
+        patients = f", {self.n_patients} patients" if self.n_patients is not None else ""
+        return (
+            f"{temperature} and thresholds fitted on the {self.fitted_on.label} "
+            f"({self.n_images} images{patients}, TTA {self.tta}), applied unchanged here."
+        )
 
     @classmethod
     def from_dict(cls, recorded: Mapping[str, Any], *, tta: str) -> Calibration:
-        """Read back :meth:`to_dict` (an evaluation's recorded calibration)."""
+        """Read back :meth:`to_dict`."""
+        fitted_on = recorded.get("fitted_on")
+        patients = recorded.get("n_patients")
+        temperature = recorded.get("temperature")
         return cls(
-            temperature=recorded.get("temperature"),
-            thresholds=recorded.get("thresholds") or {},
+            temperature=None if temperature is None else float(temperature),
+            thresholds={
+                str(k): float(v) for k, v in dict(recorded.get("thresholds") or {}).items()
+            },
             positive=recorded.get("positive_class"),
             rule=recorded.get("rule"),
             tta=tta,
+            fitted_on=None if fitted_on is None else DataRole(str(fitted_on).removesuffix(" set")),
             n_images=int(recorded.get("n_images", 0)),
-            notes=tuple(recorded.get("notes", ())),
+            n_patients=None if patients is None else int(patients),
+            notes=tuple(str(note) for note in recorded.get("notes", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form recorded in evaluation settings and reports."""
+        """The JSON form kept in the model record and in evaluation settings."""
         return {
-            "fitted_on": DataRole.SELECTION.label,
+            "fitted_on": self.fitted_on.value if self.fitted_on is not None else None,
             "temperature": self.temperature,
             "thresholds": dict(self.thresholds),
             "positive_class": self.positive,
             "rule": self.rule,
             "tta": self.tta,
             "n_images": self.n_images,
+            "n_patients": self.n_patients,
             "notes": list(self.notes),
+            "description": self.describe(),
         }
 
 
@@ -167,82 +204,20 @@ def fit_calibration(
             "is >= the threshold"
         ),
         tta=tta,
+        fitted_on=DataRole.SELECTION,
         n_images=len(predictions.y_true),
+        n_patients=len({p for p in predictions.patient_ids if p is not None}) or None,
         notes=notes,
     )
 
 
 def apply_calibration(predictions: Predictions, calibration: Calibration) -> Predictions:
-    """Return ``predictions`` (raw model outputs) with the temperature applied and the
-    thresholds attached."""
-    probabilities = predictions.probabilities
-    if calibration.temperature is not None:
-        probabilities = apply_temperature(probabilities, calibration.temperature)
+    """Return ``predictions`` (raw model outputs) with the calibration applied: calibrated
+    probabilities, the raw ones kept beside them, the thresholds attached."""
     return dataclasses.replace(
         predictions,
-        probabilities=probabilities,
+        probabilities=calibration.apply(predictions.probabilities),
+        raw_probabilities=predictions.probabilities,
         temperature=calibration.temperature,
         thresholds=dict(calibration.thresholds),
     )
-
-
-def has_calibration(folder: Path, tta: str = "none") -> bool:
-    """Whether ``folder`` holds a calibration fitted on predictions made with ``tta``."""
-    return any(path.is_file() for path in RunFolder(folder).calibration(tta))
-
-
-def write_calibration(folder: Path, calibration: Calibration) -> None:
-    """Write the calibration's temperature and thresholds files into ``folder`` (atomically)."""
-    temperature_file, thresholds_file = RunFolder(folder).calibration(calibration.tta)
-    atomic_write_json(
-        temperature_file,
-        {
-            "temperature": calibration.temperature,
-            "fitted_on": DataRole.SELECTION.value,
-            "tta": calibration.tta,
-            "n_images": calibration.n_images,
-            "notes": list(calibration.notes),
-            "method": "temperature scaling (Guo et al., 2017): softmax(log p / T), T minimises NLL",
-        },
-    )
-    atomic_write_json(
-        thresholds_file,
-        {
-            "positive_class": calibration.positive,
-            "chosen_on": DataRole.SELECTION.value,
-            "tta": calibration.tta,
-            "rule": calibration.rule,
-            "thresholds": dict(calibration.thresholds),
-        },
-    )
-
-
-def read_calibration(folder: Path, tta: str = "none") -> Calibration:
-    """Read the calibration saved in ``folder`` for predictions made with ``tta`` (an empty one
-    when it holds none).
-
-    Raises:
-        ModelLoadError: A calibration file is unreadable or malformed.
-    """
-    temperature_file, thresholds_file = RunFolder(folder).calibration(tta)
-    try:
-        saved = read_json_file(temperature_file) if temperature_file.is_file() else {}
-        chosen = read_json_file(thresholds_file) if thresholds_file.is_file() else {}
-        temperature = saved.get("temperature")
-        if temperature is not None and not float(temperature) > 0:
-            raise ValueError(f"temperature {temperature} is not positive")
-        return Calibration(
-            temperature=None if temperature is None else float(temperature),
-            thresholds={str(k): float(v) for k, v in chosen.get("thresholds", {}).items()},
-            positive=chosen.get("positive_class"),
-            rule=chosen.get("rule"),
-            tta=tta,
-            n_images=int(saved.get("n_images", 0)),
-            notes=tuple(str(note) for note in saved.get("notes", ())),
-        )
-    except (OSError, KeyError, TypeError, ValueError, AttributeError) as error:
-        raise ModelLoadError(
-            f"The calibration files in {folder} ({temperature_file.name}, "
-            f"{thresholds_file.name}) are malformed ({type(error).__name__}: {error}): delete "
-            "them, or retrain."
-        ) from error

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from breastcls.data.breakhis import parse_breakhis_name
-from breastcls.data.images import IMAGE_EXTENSIONS
+from breastcls.data.images import ImageInfo
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import DataError, OutputError
+from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells, flagged_line
+from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
 from breastcls.io import SafeCsvWriter, atomic_path, check_writable_dir
 from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 
-__all__ = ["PredictResult", "expand_inputs", "predict", "skipped_path"]
+__all__ = ["DomainCheck", "PredictResult", "check_domain", "predict", "skipped_path"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,36 +54,6 @@ class PredictResult:
         return self.prediction.class_names
 
 
-def expand_inputs(inputs: Iterable[Path | str]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, folders searched recursively (hidden
-    entries skipped, sorted).
-
-    Raises:
-        DataError: An input does not exist, or no image was found.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for directory, subdirectories, names in os.walk(path):
-                subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-                files.extend(
-                    Path(directory, name)
-                    for name in sorted(names)
-                    if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-                )
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"Input {str(path)!r} does not exist: pass image files or folders.")
-    if not files:
-        raise DataError(
-            f"No image ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in "
-            f"{', '.join(str(p) for p in inputs)}."
-        )
-    return files
-
-
 def _check_out(out: Path) -> None:
     if out.is_dir():
         raise OutputError(f"--out {str(out)!r} is a folder: name the CSV file to write.")
@@ -100,8 +69,8 @@ def skipped_path(out: Path) -> Path:
 
 
 def predict(
-    model: Path | InferenceModel,
-    inputs: Sequence[Any] | npt.NDArray[Any],
+    model: Path | str | InferenceModel,
+    inputs: ImageInputs,
     *,
     out: Path | None = None,
     tta: str = "none",
@@ -112,13 +81,16 @@ def predict(
 ) -> PredictResult:
     """Predict the class of unlabelled images, as the model's run would.
 
-    The temperature and operating thresholds fitted on the run's selection set (for ``tta``)
-    are applied. With ``out``, one CSV row per image is written (atomically): ``path``,
-    ``patient_id`` and ``magnification`` (parsed from BreakHis file names, empty otherwise),
-    ``predicted`` (the top class), ``p_<class>`` per class at full precision and, for each
-    threshold, ``at_<threshold name>``: the positive side (``malignant``; for subtype models the
-    malignant subtypes, scored by the sum of their probabilities) when its score reaches the
-    threshold, else the negative side.
+    The calibration the model record holds for ``tta`` (temperature and operating thresholds
+    fitted on the run's selection set) is applied; a model without one is used raw, and says
+    so. With ``out``, one CSV row per image is written (atomically): ``path``, ``patient_id`` and
+    ``magnification`` (parsed from BreakHis file names, empty otherwise), ``predicted`` (the top
+    class), ``p_<class>`` per class at full precision and, for each threshold,
+    ``at_<threshold name>``: the positive side (``malignant``; for subtype models the malignant
+    subtypes, scored by the sum of their probabilities) when its score reaches the threshold,
+    else the negative side; then, when the model has a domain reference,
+    ``domain_score``, ``in_distribution`` and ``domain_reason``
+    (:mod:`breastcls.inference.domain`). Nothing is written into the model's folder.
 
     Every file is decoded once before the model runs. An unreadable one stops the prediction
     with the list of them, unless ``skip_bad_images``: then they are left out, listed in the
@@ -127,9 +99,12 @@ def predict(
     that is not valid UTF-8 keeps its raw bytes in the CSVs.
 
     Args:
-        model: A run folder, a ``.keras`` file or a loaded :class:`InferenceModel`.
-        inputs: Image files and/or folders (searched recursively), or in-memory images:
-            ``(h, w, 3)`` arrays of 0-255 RGB values, one ``(n, h, w, 3)`` array, or PIL images.
+        model: A run folder, an export folder, a model file, or a loaded
+            :class:`InferenceModel` (what :func:`breastcls.load_model` returns).
+        inputs: One image or many (:func:`~breastcls.inference.inputs.image_inputs`): image
+            files and/or folders (searched recursively), an ``(h, w, 3)`` array of 0-255 RGB
+            values or a PIL image, an ``(n, h, w, 3)`` array, or a list of arrays and PIL
+            images.
         out: The CSV file to write, if any.
         tta: Test-time augmentation id.
         batch_size: Images per model call.
@@ -139,37 +114,22 @@ def predict(
 
     Raises:
         BreastclsError: Missing inputs, unreadable images (without ``skip_bad_images``, or when
-            none is readable), unknown TTA, unreadable model, or an ``out`` that is a folder
-            (all checked before any inference).
+            none is readable), images that are not 0-255 RGB, unknown TTA or one the model has
+            no calibration for, unreadable model, or an ``out`` that is a folder (all checked
+            before any inference).
     """
-    from breastcls.data.images import describe_unreadable, scan_samples
-
     prepare_tensorflow()
     host = ensure_host(host)
     host.tta.info(tta)
     if out is not None:
         _check_out(Path(out))
-    in_memory = isinstance(inputs, np.ndarray) or not all(
-        isinstance(item, (str, Path)) for item in inputs
-    )
-    files = [] if in_memory else expand_inputs(inputs)
+    images = image_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     check_inference_batch(batch_size, loaded.image_size, what="predict")
-    info = None
-    skipped: list[SkippedFile] = []
-    if files:
-        info, skipped = scan_samples([Sample(path=f, label=loaded.class_names[0]) for f in files])
-        if skipped and not skip_bad_images:
-            raise DataError(
-                f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
-                "--skip-bad-images (skip_bad_images=True) predicts the others and lists them."
-            )
-        if len(skipped) == len(files):
-            raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
-        unreadable = {item.path for item in skipped}
-        files = [f for f in files if f not in unreadable]
+    loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    files, info, skipped = _readable(list(images.files), skip_bad_images=skip_bad_images)
     prediction = loaded.predict(
-        inputs if in_memory else files,
+        list(images.arrays) if images.in_memory else files,
         tta=tta,
         batch_size=batch_size,
         host=host,
@@ -177,13 +137,13 @@ def predict(
         image_info=info,
     )
     sources = tuple(
-        [f"<array {i}>" for i in range(len(prediction.predicted))]
-        if in_memory
+        [f"<array {i}>" for i in range(len(images))]
+        if images.in_memory
         else [str(path) for path in files]
     )
     side = None
     if out is not None:
-        if skip_bad_images and not in_memory:
+        if skip_bad_images and not images.in_memory:
             side = skipped_path(Path(out))
             _write_skipped(side, skipped)
         _write_csv(Path(out), prediction, sources)
@@ -194,6 +154,101 @@ def predict(
         skipped=tuple(skipped),
         skipped_path=side,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainCheck:
+    """How many images of a folder are unlike a model's training images
+    (:func:`check_domain`).
+
+    Attributes:
+        n_images: Images scored (unreadable ones are left out).
+        n_flagged: Images whose domain-shift score is above 1.
+        reasons: How many images each part of the score flagged.
+        line: The finding in words.
+        applies: Whether the model's figures and predictions can apply to these images (at
+            most :data:`~breastcls.inference.domain.DOMAIN_WARNING_FRACTION` flagged).
+        reference: Where the score's reference and thresholds come from.
+    """
+
+    n_images: int
+    n_flagged: int
+    reasons: dict[str, int]
+    line: str
+    applies: bool
+    reference: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``breastcls data check --model --json``)."""
+        return {
+            "n_images": self.n_images,
+            "n_flagged": self.n_flagged,
+            "flagged_fraction": self.n_flagged / self.n_images if self.n_images else 0.0,
+            "reasons": self.reasons,
+            "applies": self.applies,
+            "reference": self.reference,
+        }
+
+
+def check_domain(
+    model: Path | str | InferenceModel,
+    inputs: ImageInputs,
+    *,
+    batch_size: int = 32,
+    host: PluginHost | None = None,
+    verbose: int = 0,
+) -> DomainCheck:
+    """Score images with a model's domain-shift score before anyone trusts its predictions on
+    them (unreadable files are left out).
+
+    Raises:
+        ConfigError: The model has no domain reference (fit one with
+            ``breastcls calibrate RUN --domain``).
+        BreastclsError: As :func:`predict`.
+    """
+    loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    if loaded.record.domain is None:
+        raise ConfigError(
+            f"{loaded.source} has no domain-shift reference (it was trained before breastcls "
+            f"kept one): fit it with `breastcls calibrate {loaded.folder.path} --domain`."
+        )
+    prediction = predict(
+        loaded, inputs, batch_size=batch_size, host=host, verbose=verbose, skip_bad_images=True
+    ).prediction
+    kept = prediction.in_distribution
+    if kept is None:
+        raise ConfigError(f"{loaded.source} runs in ONNX Runtime, which gives no features.")
+    n_flagged = int((~kept).sum())
+    line, applies = flagged_line(n_flagged, len(kept))
+    return DomainCheck(
+        n_images=len(kept),
+        n_flagged=n_flagged,
+        reasons=dict(Counter(r for r in prediction.domain_reason or () if r)),
+        line=line,
+        applies=applies,
+        reference=loaded.record.domain.describe(),
+    )
+
+
+def _readable(
+    files: list[Path], *, skip_bad_images: bool
+) -> tuple[list[Path], Mapping[Path, ImageInfo] | None, list[SkippedFile]]:
+    """The readable ``files``, their scan, and the unreadable ones left out (with
+    ``skip_bad_images``; else they stop the prediction)."""
+    from breastcls.data.images import describe_unreadable, scan_samples
+
+    if not files:
+        return files, None, []
+    info, skipped = scan_samples([Sample(path=f, label="unlabelled") for f in files])
+    if skipped and not skip_bad_images:
+        raise DataError(
+            f"{describe_unreadable(skipped)} Fix or remove them, then run again. "
+            "--skip-bad-images (skip_bad_images=True) predicts the others and lists them."
+        )
+    if len(skipped) == len(files):
+        raise DataError(f"No image could be read: {describe_unreadable(skipped)}")
+    unreadable = {item.path for item in skipped}
+    return [f for f in files if f not in unreadable], info, skipped
 
 
 def _open_csv(temporary: Path) -> Any:
@@ -220,6 +275,7 @@ def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> Non
                 "predicted",
                 *(f"p_{name}" for name in prediction.class_names),
                 *(f"at_{name}" for name in prediction.decisions),
+                *(DOMAIN_COLUMNS if prediction.domain_score is not None else ()),
             ]
         )
         for row, source in enumerate(sources):
@@ -232,5 +288,15 @@ def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> Non
                     prediction.predicted[row],
                     *(repr(float(p)) for p in prediction.probabilities[row]),
                     *(decisions[row] for decisions in prediction.decisions.values()),
+                    *(
+                        domain_cells(
+                            prediction.domain_score,
+                            prediction.in_distribution,
+                            prediction.domain_reason,
+                            row,
+                        )
+                        if prediction.domain_score is not None
+                        else ()
+                    ),
                 ]
             )

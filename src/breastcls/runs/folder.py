@@ -196,40 +196,36 @@ class RunFolder:
         """``model_card.md``."""
         return self.path / "model_card.md"
 
-    def calibration(self, tta: str = "none") -> tuple[Path, Path]:
-        """The temperature and thresholds files of predictions made with ``tta``."""
+    @property
+    def model_record(self) -> Path:
+        """``model_record.json``: what the model needs to predict as its run did
+        (:mod:`breastcls.inference.record`); beside the model in run and export folders."""
+        return self.path / "model_record.json"
+
+    def legacy_calibration(self, tta: str = "none") -> tuple[Path, Path]:
+        """The temperature and thresholds files of ``tta`` that folders written before the
+        model record kept (read only to upgrade them)."""
         if tta == "none":
             return self.path / "temperature.json", self.path / "thresholds.json"
         return self.path / f"temperature-{tta}.json", self.path / f"thresholds-{tta}.json"
 
-    def calibrated_ttas(self) -> list[str]:
-        """The test-time augmentations the folder holds a calibration for."""
-        found = ["none"] if any(p.is_file() for p in self.calibration("none")) else []
+    def legacy_calibrated_ttas(self) -> list[str]:
+        """The test-time augmentations a folder written before the model record calibrated."""
+        found = ["none"] if any(p.is_file() for p in self.legacy_calibration("none")) else []
         found += sorted(
             p.stem.removeprefix("temperature-") for p in self.path.glob("temperature-*.json")
         )
         return found
 
     def export_folder(self, format: str) -> RunFolder:
-        """``export/<format>/``: an exported model with its class names, calibration and card."""
+        """``export/<format>/``: an exported model with its record and card."""
         return RunFolder(self.path / "export" / format)
 
     @property
     def export_record(self) -> Path:
-        """``export.json`` of an export folder: format, source, the check, the calibration."""
+        """``export.json`` of an export folder: format, source file and how closely the export
+        reproduces the model."""
         return self.path / "export.json"
-
-    # What `--runtime onnx|auto` keeps beside the model (breastcls.inference.runtime).
-    @property
-    def runtime_onnx(self) -> Path:
-        """``runtime.onnx``: the model converted for ONNX Runtime (checked against it)."""
-        return self.path / "runtime.onnx"
-
-    @property
-    def runtime_record(self) -> Path:
-        """``runtime.json``: the hash of the model ``runtime.onnx`` was converted from, and the
-        runtime ``auto`` chose on each machine it measured."""
-        return self.path / "runtime.json"
 
     @property
     def selection(self) -> RunFolder:

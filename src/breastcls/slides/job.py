@@ -29,10 +29,11 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
-from breastcls.data.scale import TrainingScale
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
-from breastcls.inference.model import InferenceModel
-from breastcls.inference.runtime import RUNTIMES, Runtime, choose_runtime
+from breastcls.inference.decision import PositiveGroup
+from breastcls.inference.domain import DomainScores
+from breastcls.inference.model import InferenceModel, Scores
+from breastcls.inference.runtime import check_runtime
 from breastcls.io import (
     SafeCsvWriter,
     atomic_write_json,
@@ -47,6 +48,7 @@ from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.outputs import (
     TileTable,
+    flagged_map,
     heat_map,
     parse_tiles_csv,
     read_tiles_csv,
@@ -162,7 +164,7 @@ def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
 
 def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, str]:
     """The microns per pixel of the model's input, and where they come from: ``model_mpp``
-    when given, else the scale its run recorded at training (:mod:`breastcls.data.scale`).
+    when given, else the training scale its record holds (:mod:`breastcls.data.scale`).
 
     Raises:
         ConfigError: ``model_mpp`` is not positive, or is ``None`` and the model's folder
@@ -175,21 +177,15 @@ def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, 
                 "model's input (e.g. 1.6)."
             )
         return float(model_mpp), "--model-mpp"
-    folder = model.folder
-    recorded: Any = None
-    if folder.config.is_file():
-        recorded = folder.read_config_record()
-    elif folder.export_record.is_file():  # an export carries its run's scale in export.json
-        recorded = folder.read_record(folder.export_record)
-    scale = TrainingScale.from_record(recorded) if isinstance(recorded, dict) else None
+    scale = model.record.scale
     if scale is not None and scale.model_mpp is not None:
         return scale.model_mpp, f"run ({scale.source})"
-    if scale is not None:
+    if scale is not None and scale.note:
         why = scale.note
-    elif isinstance(recorded, dict):
-        why = "the run was trained before breastcls recorded the training scale"
+    elif model.record.origin == "model file" or not model.folder.config.is_file():
+        why = "its record holds no training scale (a bare model file, or an export of one)"
     else:
-        why = f"no run configuration ({folder.config.name}) or export record lies beside it"
+        why = "the run was trained before breastcls recorded the training scale"
     raise ConfigError(
         f"{model.source}: the model's scale is unknown ({why}). Pass --model-mpp: the width in "
         f"microns of a training image's field divided by the input size ({model.image_size})."
@@ -478,7 +474,7 @@ def predict_slide(
     top_k: int = 10,
     reader: str | None = None,
     thumbnail_side: int = 2048,
-    runtime: str | Runtime = "tensorflow",
+    runtime: str | None = None,
     host: PluginHost | None = None,
     verbose: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
@@ -504,9 +500,9 @@ def predict_slide(
         reader: A slide reader id; ``None``: the first that accepts the file.
         thumbnail_side: The longer side of the thumbnail the tissue is found on.
         runtime: Where the model runs: ``tensorflow``, ``onnx`` or ``auto``
-            (:func:`~breastcls.inference.runtime.choose_runtime`), or a
-            :class:`~breastcls.inference.runtime.Runtime` chosen before (to share it across
-            slides).
+            (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of
+            ``model`` as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel`
+            keeps the one chosen for it, to share it across slides).
         host: The plugin host (default: every installed plugin).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
@@ -521,7 +517,7 @@ def predict_slide(
             records no training scale, or ``runtime`` is unknown or ``onnx`` without ONNX
             Runtime installed.
         OutputError: ``out`` holds another job, another process holds it, or it cannot be
-            written; or ``runtime="onnx"`` cannot convert the model or write beside it.
+            written; or ``runtime="onnx"`` cannot convert the model or write its cache.
     """
     if batch_size < 1 or chunk_batches < 1 or workers < 1 or top_k < 1:
         raise ConfigError(
@@ -529,20 +525,67 @@ def predict_slide(
             f"top_k={top_k} must all be at least 1."
         )
     host = ensure_host(host)
+    host.tta.info(tta)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     scale = model_scale(inference, model_mpp)
-    if not isinstance(runtime, Runtime):
-        runtime = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
+    inference.calibration(tta)  # a TTA without calibration stops before the slide is read
+    if runtime is not None:
+        inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
     slide = open_slide(path, reader=reader, host=host)
     try:
         return _predict_open_slide(
             inference, slide, scale=scale, mpp=mpp, out=out, overlap=overlap,
             min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
-            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, runtime=runtime,
-            host=host, verbose=verbose, on_chunk=on_chunk,
+            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
+            verbose=verbose, on_chunk=on_chunk,
         )  # fmt: skip
     finally:
         slide.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _TissueTiles:
+    """Where a slide's tissue is, and the tiles of it that are classified."""
+
+    thumbnail: Thumbnail
+    mask: npt.NDArray[np.bool_]
+    plan: TilePlan
+    mpp_source: str
+
+
+def _tissue_tiles(
+    slide: Slide,
+    image_size: int,
+    *,
+    slide_mpp: float | None,
+    model_mpp: float,
+    overlap: float,
+    min_tissue: float,
+    thumbnail_side: int,
+) -> _TissueTiles:
+    """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
+
+    Raises:
+        DataError: The slide has no resolution, no tissue, or no tile with enough tissue.
+    """
+    resolution, mpp_source = _resolution(slide, slide_mpp)
+    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    mask = detect_tissue(thumbnail.pixels)
+    if not mask.any():
+        raise DataError(
+            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
+            "or its staining."
+        )
+    plan = plan_tiles(
+        slide, slide_mpp=resolution, model_mpp=model_mpp, image_size=image_size,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    )  # fmt: skip
+    if len(plan) == 0:
+        raise DataError(
+            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
+            "on the grid): lower --min-tissue, or check --model-mpp."
+        )
+    return _TissueTiles(thumbnail=thumbnail, mask=mask, plan=plan, mpp_source=mpp_source)
 
 
 def _predict_open_slide(
@@ -560,38 +603,24 @@ def _predict_open_slide(
     workers: int,
     top_k: int,
     thumbnail_side: int,
-    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
-    slide_mpp, mpp_source = _resolution(slide, mpp)
-    model_mpp, model_mpp_source = scale
-    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
-    if not mask.any():
-        raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
-        )
-    plan = plan_tiles(
-        slide, slide_mpp=slide_mpp, model_mpp=model_mpp, image_size=model.image_size,
-        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+    tissue = _tissue_tiles(
+        slide, model.image_size, slide_mpp=mpp, model_mpp=scale[0], overlap=overlap,
+        min_tissue=min_tissue, thumbnail_side=thumbnail_side,
     )  # fmt: skip
-    if len(plan) == 0:
-        raise DataError(
-            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
-            "on the grid): lower --min-tissue, or check --model-mpp."
-        )
-    calibration = model.calibration(tta, batch_size=batch_size, host=host)
-    thresholds = dict(calibration.thresholds) or {"default": 0.5}
+    thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
+    calibration = model.calibration(tta)
+    thresholds = calibration.operating_thresholds
     options = {
         "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
     }  # fmt: skip
     job = _job_record(
-        slide=slide, model=model, plan=plan, mpp_source=mpp_source,
-        model_mpp_source=model_mpp_source, options=options,
+        slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
+        model_mpp_source=scale[1], options=options,
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
     folder = SlideFolder(out) if out is not None else None
@@ -601,26 +630,24 @@ def _predict_open_slide(
             write_rgb_png(folder.thumbnail, thumbnail.pixels)
             write_mask_png(folder.tissue_mask, mask)
         table = _classify(
-            model, slide, plan, folder=folder, tta=tta, temperature=calibration.temperature,
-            batch_size=batch_size, chunk_batches=chunk_batches, workers=workers, runtime=runtime,
-            host=host, verbose=verbose, on_chunk=on_chunk,
+            model, slide, plan, folder=folder, tta=tta, batch_size=batch_size,
+            chunk_batches=chunk_batches, workers=workers, host=host, verbose=verbose,
+            on_chunk=on_chunk,
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
-        summary = _summary(job, table, thresholds, mask, plan, top_k=top_k, runtime=runtime.name)
+        flagged = flagged_map(table, mask.shape, thumbnail.downsample)
+        summary = _summary(
+            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
+        )
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, heat, summary, thresholds)
+            _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
     finally:
         if lock is not None:
             lock.release()
     return SlideResult(
-        slide=slide.path,
-        folder=folder.path if folder is not None else None,
-        tiles=table,
-        heatmap=heat,
-        thumbnail=thumbnail.pixels,
-        tissue_mask=mask,
-        summary=summary,
-    )
+        slide=slide.path, folder=folder.path if folder is not None else None, tiles=table,
+        heatmap=heat, thumbnail=thumbnail.pixels, tissue_mask=mask, summary=summary,
+    )  # fmt: skip
 
 
 def _classify(
@@ -630,80 +657,113 @@ def _classify(
     *,
     folder: SlideFolder | None,
     tta: str,
-    temperature: float | None,
     batch_size: int,
     chunk_batches: int,
     workers: int,
-    runtime: Runtime,
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> TileTable:
-    from breastcls.inference.decision import apply_temperature
-
     positive = model.positive
     sink = _Sink(folder, tiles_header(model.class_names))
     if folder is not None and folder.tiles.is_file():
         return read_tiles_csv(folder.tiles, model.class_names, positive.name)
     start = sink.resume()
     total = len(plan)
-    chunk = batch_size * chunk_batches
     reporter = active_reporter() if verbose else None
     if reporter is not None:
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
         reporter.task_advanced(start)
 
-    def commit(raw: list[FloatArray]) -> None:
-        probabilities = np.concatenate(raw, axis=0)
-        if temperature is not None:
-            probabilities = apply_temperature(probabilities, temperature)
-        first = sink.committed
-        index = np.arange(first, first + len(probabilities))
-        sink.append(
-            tile_rows(
-                tile=plan.row[index] * plan.columns + plan.column[index],
-                column=plan.column[index],
-                row=plan.row[index],
-                x=plan.x[index],
-                y=plan.y[index],
-                size=plan.tile_size,
-                level=plan.level,
-                tissue=plan.tissue[index],
-                probabilities=probabilities,
-                score=positive.score(probabilities),
-            ),
-            len(probabilities),
+    def commit(chunk: list[Scores]) -> None:
+        probabilities = np.concatenate([scores.calibrated for scores in chunk], axis=0)
+        domains = [scores.domain for scores in chunk]
+        domain = (
+            DomainScores.join([d for d in domains if d is not None])
+            if all(d is not None for d in domains)
+            else None
         )
+        rows = _tile_rows(plan, sink.committed, probabilities, positive, domain)
+        sink.append(rows, len(probabilities))
         if reporter is not None:
             reporter.task_advanced(sink.committed)
         if on_chunk is not None:
             on_chunk(sink.committed, total)
 
     if start < total:
-        tta_component = host.tta.get(tta)
-        failures: list[BaseException] = []
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
-        try:
-            batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
-            pending: list[FloatArray] = []
-            pending_count = 0
-            for probabilities in runtime.iter_probabilities(model, batches, tta=tta_component):
-                pending.append(probabilities)
-                pending_count += len(probabilities)
-                if pending_count >= chunk and not failures:
-                    commit(pending)
-                    pending, pending_count = [], 0
-            if failures:
-                _raise_read_failure(slide, failures[0])
-            if pending:
-                commit(pending)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        _stream_chunks(
+            model, slide, plan, start, commit, tta=tta, batch_size=batch_size,
+            chunk=batch_size * chunk_batches, workers=workers, host=host,
+        )  # fmt: skip
     if reporter is not None:
         reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
     if sink.committed != total:
         raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
     return sink.finish(model.class_names, positive.name)
+
+
+def _tile_rows(
+    plan: TilePlan,
+    first: int,
+    probabilities: FloatArray,
+    positive: PositiveGroup,
+    domain: DomainScores | None,
+) -> str:
+    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities
+    and domain-shift scores."""
+    index = np.arange(first, first + len(probabilities))
+    return tile_rows(
+        tile=plan.row[index] * plan.columns + plan.column[index],
+        column=plan.column[index],
+        row=plan.row[index],
+        x=plan.x[index],
+        y=plan.y[index],
+        size=plan.tile_size,
+        level=plan.level,
+        tissue=plan.tissue[index],
+        probabilities=probabilities,
+        score=positive.score(probabilities),
+        domain=domain,
+    )
+
+
+def _stream_chunks(
+    model: InferenceModel,
+    slide: Slide,
+    plan: TilePlan,
+    start: int,
+    commit: Callable[[list[Scores]], None],
+    *,
+    tta: str,
+    batch_size: int,
+    chunk: int,
+    workers: int,
+    host: PluginHost,
+) -> None:
+    """Classify the plan's tiles from ``start`` on, read ahead by ``workers`` threads, and hand
+    their scores to ``commit`` about ``chunk`` tiles at a time.
+
+    Raises:
+        DataError: A tile could not be read (nothing after the last whole chunk is committed).
+    """
+    failures: list[BaseException] = []
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
+    try:
+        batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
+        pending: list[Scores] = []
+        pending_count = 0
+        for scores in model.iter_scores(batches, tta=tta, host=host):
+            pending.append(scores)
+            pending_count += len(scores.calibrated)
+            if pending_count >= chunk and not failures:
+                commit(pending)
+                pending, pending_count = [], 0
+        if failures:
+            _raise_read_failure(slide, failures[0])
+        if pending:
+            commit(pending)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _raise_read_failure(slide: Slide, error: BaseException) -> None:
@@ -753,11 +813,14 @@ def _write_outputs(
     folder: SlideFolder,
     table: TileTable,
     thumbnail: Thumbnail,
-    heat: FloatArray,
+    maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
     thresholds: dict[str, float],
 ) -> None:
-    write_heatmap_png(folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})")
+    heat, flagged = maps
+    write_heatmap_png(
+        folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
+    )
     negative = str(summary["negative"])
     threshold = thresholds.get("default", next(iter(thresholds.values())))
     write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
@@ -769,7 +832,7 @@ def _write_outputs(
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score",
+    "mean_score", "max_score", "domain_flagged_fraction",
 )  # fmt: skip
 
 
@@ -874,8 +937,9 @@ def predict_slides(
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     check_inference_batch(batch_size, inference.image_size, what="slide predict")
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
+    inference.calibration(tta)
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
-    chosen = choose_runtime(inference, runtime, batch_size=batch_size, verbose=verbose)
+    inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
     slides = slide_files(inputs, host=host)
     # Folder names are given over the whole list, so that every shard names a slide alike.
     jobs = list(zip(slides, _folder_names(slides), strict=True))
@@ -888,7 +952,7 @@ def predict_slides(
             result = predict_slide(
                 inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
                 min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
-                top_k=top_k, reader=reader, runtime=chosen, host=host, verbose=verbose,
+                top_k=top_k, reader=reader, host=host, verbose=verbose,
             )  # fmt: skip
             outcomes.append(
                 SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)
@@ -910,8 +974,7 @@ def _check_options(host: PluginHost, *, tta: str, reader: str | None, runtime: s
     host.tta.info(tta)
     if reader is not None:
         host.slide_readers.info(reader)
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"Runtime {runtime!r} is unknown: use one of {', '.join(RUNTIMES)}.")
+    check_runtime(runtime)
 
 
 def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
@@ -985,6 +1048,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 s.get("tiles", {}).get("classified", ""), s.get("top_k", ""),
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
+                _number((s.get("domain") or {}).get("flagged_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip

@@ -4,6 +4,7 @@ summary. The file names come from :class:`~breastcls.runs.folder.SlideFolder`.""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -17,11 +18,13 @@ import numpy.typing as npt
 
 from breastcls.errors import DataError
 from breastcls.htmlpage import render_section, render_value, write_page
+from breastcls.inference.domain import DOMAIN_COLUMNS, DomainScores, domain_cells, flagged_line
 from breastcls.interfaces import MetricSection
 from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text, read_regular_text
 
 __all__ = [
     "TileTable",
+    "flagged_map",
     "heat_map",
     "parse_tiles_csv",
     "read_tiles_csv",
@@ -57,6 +60,9 @@ class TileTable:
         tissue: Fraction of each tile that is tissue.
         probabilities: ``(n, n_classes)`` calibrated probabilities.
         score: Each tile's probability of the positive side.
+        domain_score: Each tile's domain-shift score (above 1: unlike the training images;
+            :mod:`breastcls.inference.domain`), ``NaN`` where none was computed (a model
+            without a domain reference, or ONNX Runtime).
     """
 
     class_names: tuple[str, ...]
@@ -71,15 +77,31 @@ class TileTable:
     tissue: FloatArray
     probabilities: FloatArray
     score: FloatArray
+    domain_score: FloatArray | None = None
 
     def __len__(self) -> int:
         return len(self.tile)
+
+    @property
+    def flagged(self) -> npt.NDArray[np.bool_]:
+        """Whether each tile is unlike the training images (no tile without scores)."""
+        if self.domain_score is None:
+            return np.zeros(len(self), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.asarray(self.domain_score > 1.0)
+
+    @property
+    def scored(self) -> bool:
+        """Whether the tiles carry domain-shift scores."""
+        return self.domain_score is not None and bool(np.isfinite(self.domain_score).any())
 
 
 def tiles_header(class_names: Sequence[str]) -> str:
     """The header line of ``tiles.csv``."""
     buffer = io.StringIO()
-    SafeCsvWriter(buffer).writerow([*_POSITION, *(f"p_{name}" for name in class_names), "score"])
+    SafeCsvWriter(buffer).writerow(
+        [*_POSITION, *(f"p_{name}" for name in class_names), "score", *DOMAIN_COLUMNS]
+    )
     return buffer.getvalue()
 
 
@@ -95,8 +117,10 @@ def tile_rows(
     tissue: FloatArray,
     probabilities: FloatArray,
     score: FloatArray,
+    domain: DomainScores | None = None,
 ) -> str:
-    """Rows of ``tiles.csv``; floats at full precision (``repr``: read back exactly)."""
+    """Rows of ``tiles.csv``; floats at full precision (``repr``: read back exactly); the
+    domain-shift columns empty when ``domain`` is ``None``."""
     buffer = io.StringIO()
     writer = SafeCsvWriter(buffer)
     for i in range(len(tile)):
@@ -106,6 +130,11 @@ def tile_rows(
                 repr(float(tissue[i])),
                 *(repr(float(p)) for p in probabilities[i]),
                 repr(float(score[i])),
+                *(
+                    domain_cells(domain.score, domain.in_distribution, domain.reason, i)
+                    if domain is not None
+                    else ("", "", "")
+                ),
             ]
         )  # fmt: skip
     return buffer.getvalue()
@@ -144,11 +173,16 @@ def parse_tiles_csv(
             "and predict the slide again."
         )
     body = rows[1:]
+    width = len(expected) - len(DOMAIN_COLUMNS)
     try:
-        numbers = np.array([[float(v) for v in r] for r in body], dtype=np.float64)
+        numbers = np.array([[float(v) for v in r[:width]] for r in body], dtype=np.float64)
+        domain = np.array(
+            [float(r[width]) if r[width:] and r[width] else np.nan for r in body],
+            dtype=np.float64,
+        )
     except ValueError as error:
         raise DataError(f"{path} holds a value that is not a number ({error}).") from error
-    numbers = numbers.reshape(len(body), len(expected))
+    numbers = numbers.reshape(len(body), width)
     n_classes = len(class_names)
     as_int = numbers[:, :7].astype(np.int64)
     return TileTable(
@@ -164,24 +198,44 @@ def parse_tiles_csv(
         tissue=numbers[:, 7].copy(),
         probabilities=numbers[:, 8 : 8 + n_classes].copy(),
         score=numbers[:, 8 + n_classes].copy(),
+        domain_score=domain,
     )
 
 
 def heat_map(table: TileTable, shape: tuple[int, int], downsample: float) -> FloatArray:
     """The positive score at the scale of a ``shape`` thumbnail (``downsample`` level-0 pixels
-    per pixel): each pixel averages the tiles over it; ``NaN`` where no tile lies."""
+    per pixel): each pixel averages the tiles over it that are like the training images;
+    ``NaN`` where no such tile lies (:func:`flagged_map` shows where flagged tiles lie)."""
+    kept = ~table.flagged
+    total = _tile_sum(table, table.score * kept, shape, downsample)
+    count = _tile_sum(table, kept.astype(np.float64), shape, downsample)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
+
+
+def flagged_map(
+    table: TileTable, shape: tuple[int, int], downsample: float
+) -> npt.NDArray[np.bool_]:
+    """Where, at the scale of a ``shape`` thumbnail, tiles unlike the training images lie and no
+    other tile does (the heat map leaves them out)."""
+    flagged = _tile_sum(table, table.flagged.astype(np.float64), shape, downsample)
+    kept = _tile_sum(table, (~table.flagged).astype(np.float64), shape, downsample)
+    return np.asarray((flagged > 0) & (kept == 0))
+
+
+def _tile_sum(
+    table: TileTable, values: FloatArray, shape: tuple[int, int], downsample: float
+) -> FloatArray:
+    """Each thumbnail pixel's sum of ``values`` over the tiles that cover it."""
     total = np.zeros(shape, dtype=np.float64)
-    count = np.zeros(shape, dtype=np.float64)
     h, w = shape
     for i in range(len(table)):
         x0 = min(max(math.floor(table.x[i] / downsample), 0), w - 1)
         y0 = min(max(math.floor(table.y[i] / downsample), 0), h - 1)
         x1 = min(max(math.ceil((table.x[i] + table.size) / downsample), x0 + 1), w)
         y1 = min(max(math.ceil((table.y[i] + table.size) / downsample), y0 + 1), h)
-        total[y0:y1, x0:x1] += table.score[i]
-        count[y0:y1, x0:x1] += 1.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
+        total[y0:y1, x0:x1] += values[i]
+    return total
 
 
 def write_rgb_png(path: Path, pixels: npt.NDArray[np.uint8]) -> None:
@@ -203,9 +257,15 @@ def write_mask_png(path: Path, mask: npt.NDArray[np.bool_]) -> None:
 
 
 def write_heatmap_png(
-    path: Path, thumbnail: npt.NDArray[np.uint8], heat: FloatArray, *, label: str
+    path: Path,
+    thumbnail: npt.NDArray[np.uint8],
+    heat: FloatArray,
+    *,
+    label: str,
+    flagged: npt.NDArray[np.bool_] | None = None,
 ) -> None:
-    """Draw ``heat`` (0-1, ``NaN``: no tile) over the thumbnail with a colour bar."""
+    """Draw ``heat`` (0-1, ``NaN``: no tile) over the thumbnail with a colour bar, and the
+    ``flagged`` pixels (tiles unlike the training images) in hatched cyan."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -220,6 +280,14 @@ def write_heatmap_png(
             np.ma.masked_invalid(heat), cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55,
             interpolation="nearest",
         )  # fmt: skip
+        if flagged is not None and flagged.any():
+            axes.contourf(
+                flagged.astype(float), levels=[0.5, 1.5], colors=["cyan"], alpha=0.45,
+                hatches=["///"],
+            )  # fmt: skip
+            axes.set_title(
+                "hatched cyan: tiles unlike the training images (left out)", fontsize=8
+            )
         axes.set_axis_off()
         bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02)
         bar.set_label(label)
@@ -250,6 +318,8 @@ def write_geojson(
         }
         measurements["score"] = float(table.score[i])
         measurements["tissue_fraction"] = float(table.tissue[i])
+        if table.domain_score is not None and math.isfinite(table.domain_score[i]):
+            measurements["domain_score"] = float(table.domain_score[i])
         features.append(
             {
                 "type": "Feature",
@@ -276,11 +346,24 @@ def summary_figures(
     table: TileTable, thresholds: Mapping[str, float], *, top_k: int
 ) -> dict[str, Any]:
     """The slide-level figures of a tile table: the fraction of tiles called positive at each
-    threshold, the mean of the ``top_k`` highest scores, the mean and the largest score."""
-    score = table.score
+    threshold, the mean of the ``top_k`` highest scores, the mean and the largest score, all
+    over the tiles like the training images; and how many tiles are not (``domain``)."""
+    flagged = table.flagged
+    score = table.score[~flagged]
     k = min(top_k, len(score))
     top = np.sort(score)[::-1][:k]
+    domain = (
+        {
+            "n_tiles": len(table),
+            "n_flagged": int(flagged.sum()),
+            "flagged_fraction": float(flagged.mean()) if len(table) else 0.0,
+            "note": "the figures of this summary leave the flagged tiles out",
+        }
+        if table.scored
+        else None
+    )
     return {
+        "domain": domain,
         "fraction_positive": {
             name: float(np.mean(score >= t)) if len(score) else 0.0
             for name, t in thresholds.items()
@@ -308,11 +391,22 @@ def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Seque
         "model scale (µm/px)": summary.get("model_mpp"),
         "slide resolution (µm/px)": summary.get("slide_mpp"),
     }
+    domain = summary.get("domain")
+    warning = ""
+    if domain:
+        headline["tiles unlike the training images (left out)"] = domain["flagged_fraction"]
+        line, applies = flagged_line(domain["n_flagged"], domain["n_tiles"], unit="tiles")
+        if not applies:
+            warning = (
+                '<p class="warning" id="domain-warning">These figures do not apply to this '
+                f"slide: {html.escape(line)}.</p>"
+            )
     section = MetricSection(
         name="slide", title="Heat map and tissue", values=dict(summary), figures=tuple(figures)
     )
     body = [
-        f'<section class="card" id="summary"><h2>Summary</h2>{render_value(headline)}</section>',
+        f'<section class="card" id="summary"><h2>Summary</h2>{warning}'
+        f"{render_value(headline)}</section>",
         render_section(section),
     ]
     return write_page(path, title=f"Slide {Path(str(summary.get('slide'))).name}", body=body)

@@ -74,9 +74,9 @@ def reference_images(path: Path) -> list[Path]:
     Raises:
         DataError: Nothing is at ``path``, or the folder holds no image.
     """
-    from breastcls.inference.predict import expand_inputs
+    from breastcls.data.images import expand_image_files
 
-    return expand_inputs([Path(path)])
+    return expand_image_files([Path(path)])
 
 
 def fit_stain_normaliser(

@@ -135,12 +135,12 @@ def _images(batch: int, size: int, seed: int = 0) -> npt.NDArray[np.float32]:
 def _same_predictions(what: str, model: Any, path: Path, inputs: npt.NDArray[Any]) -> None:
     """Save ``model`` as ``.keras``, reload it in safe mode and compare predictions."""
     from breastcls.errors import ModelLoadError
-    from breastcls.model import load_model
+    from breastcls.model import load_keras_model
 
     before = np.asarray(model.predict(inputs, verbose=0))
     try:
         model.save(path)
-        loaded = load_model(path)
+        loaded = load_keras_model(path)
     except (ModelLoadError, TypeError, ValueError) as error:
         _fail(
             what,
@@ -168,7 +168,8 @@ def check_backbone(
     The backbone is built with ``weights=None`` at ``image_size``; breastcls' full model
     (:func:`breastcls.model.build_model` with the ``seed`` head and no augmentation) is trained
     for one step (every loss finite, some backbone weight changed), saved as ``.keras``, reloaded
-    with :func:`breastcls.load_model` (safe mode) and must predict the same probabilities.
+    with :func:`breastcls.model.load_keras_model` (safe mode) and must predict the same
+    probabilities.
 
     Args:
         backbone: The component, e.g. ``KerasBackbone(factory=..., preprocessing="caffe")``.
