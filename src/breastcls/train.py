@@ -479,13 +479,17 @@ def resume(
         return _train_recording_status(run_dir, config, data, host, resume_from=state)
 
 
-def _check_config_fits_checkpoint(run_dir: Path, config: RunConfig, state: TrainState) -> None:
+def _check_config_fits_checkpoint(
+    run_dir: Path, config: RunConfig, state: TrainState | None
+) -> None:
     """Refuse a ``config.json`` that no longer describes the model its checkpoint holds (an
     edited backbone, head or image size), before any data is decoded.
 
     Raises:
         ConfigError: The checkpoint's model differs from the configuration's.
     """
+    if state is None:
+        return  # killed before its first epoch: no checkpoint, the run starts again
     from breastcls.model import archived_model
 
     found = archived_model(run_dir / state.checkpoint)
