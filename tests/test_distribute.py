@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from _runs import run_watched, wait_on_progress
 from breastcls import ConfigError, TrainConfig
 from breastcls.cli.app import app
-from breastcls.distribute import (
+from breastcls.training.distribute import (
     WorkerRole,
     check_devices,
     parse_devices,

@@ -106,7 +106,7 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     for name in (
-        "breastcls.train.train",
+        "breastcls.training.train.train",
         "breastcls.export_model",
         "breastcls.plugins.host.PluginHost",
         "breastcls.data.split.kfold_splits",

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import breastcls
 from _runs import read_history
 from breastcls import ConfigError, DataConfig, DataError, ModelConfig, RunConfig, TrainConfig
-from breastcls.callbacks import TrainingCheckpoint
 from breastcls.cli.app import app
 from breastcls.runs.folder import read_split_csv, write_split_csv, write_status
-from breastcls.train import prepare_data
+from breastcls.training.callbacks import TrainingCheckpoint
+from breastcls.training.train import prepare_data
 from conftest import copy_patients
 
 

@@ -259,13 +259,33 @@ def build_model(
     from breastcls.layers import ImagePreprocessing
 
     shape = (image_size, image_size, 3)
+    features_model = _built_backbone(backbone, config, shape)
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    normalisation = normaliser.layer(stain.parameters) if stain is not None else None
+    if normalisation is not None:
+        x = normalisation(x)
+    x = augmentation(seed=seed)(x)
+    mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
+    x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
+    features = features_model(x)
+    outputs = head(features, n_classes=n_classes)
+    return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
+
+
+def _built_backbone(backbone: Backbone, config: ModelConfig, shape: tuple[int, int, int]) -> Any:
+    """The backbone's feature model with the configuration's weights.
+
+    Raises:
+        ConfigError: The ImageNet weights cannot be had, or the weights file does not fit.
+    """
     weights = (
         str(Path(config.weights).expanduser())
         if config.weights not in (None, "imagenet")
         else config.weights
     )
     try:
-        features_model = backbone.build(input_shape=shape, weights=weights)
+        return backbone.build(input_shape=shape, weights=weights)
     except Exception as error:
         if config.weights == "imagenet":
             raise ConfigError(
@@ -280,17 +300,6 @@ def build_model(
                 "file made for this backbone."
             ) from error
         raise
-    inputs = keras.Input(shape=shape, name="image")
-    x = inputs
-    normalisation = normaliser.layer(stain.parameters) if stain is not None else None
-    if normalisation is not None:
-        x = normalisation(x)
-    x = augmentation(seed=seed)(x)
-    mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
-    x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
-    features = features_model(x)
-    outputs = head(features, n_classes=n_classes)
-    return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
 
 
 # The model files of export folders that breastcls loads (keras and onnx exports).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,12 +22,12 @@ from breastcls.config import (
     Task,
     TrainConfig,
 )
-from breastcls.crossval import CrossValidationResult
-from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
 from breastcls.runs.folder import RunFolder, RunResult
+from breastcls.training.crossval import CrossValidationResult
+from breastcls.training.distribute import parse_devices
 
 DATA_PANEL = "Data"
 MODEL_PANEL = "Model"
@@ -368,19 +368,25 @@ def train_command(
 
 
 def _report_run(result: RunResult) -> None:
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {result.run_dir}")
     say_domain(result.metrics, first=True)
-    say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
+    say(f"{_set_of(result.metrics, result.role)}: {summarise(result.metrics)}")
     say_domain(result.metrics, first=False)
     if result.role is DataRole.TEST and result.selection_metrics:
-        say(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
+        selection = _set_of(result.selection_metrics, DataRole.SELECTION)
+        say(f"{selection}: {summarise(result.selection_metrics)}")
     say(f"report: {result.report}")
 
 
+def _set_of(metrics: dict[str, Any], role: DataRole) -> str:
+    """The set the figures come from as ``metrics.json`` records it (with any LEAKY label)."""
+    return str(metrics.get("evaluated_on", {}).get("set") or describe_role(role))
+
+
 def _report_cross_validation(cv: CrossValidationResult) -> None:
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
     for index, fold in enumerate(cv.folds, start=1):

@@ -1,4 +1,5 @@
-"""``breastcls.train``: from a configuration to a complete run folder."""
+"""``breastcls.train``: from a configuration to a complete run folder (:func:`train`,
+:func:`resume`)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,6 @@ from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
-from breastcls.distribute import (
-    check_devices,
-    describe_strategy,
-    distribute_dataset,
-    select_strategy,
-    worker_out_dir,
-)
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import (
     BreastclsError,
@@ -59,6 +53,13 @@ from breastcls.runs.folder import (
 )
 from breastcls.runs.lock import FolderLock, held_lock, lock_folder
 from breastcls.stain.fit import StainFit, fit_run_stain
+from breastcls.training.distribute import (
+    check_devices,
+    describe_strategy,
+    distribute_dataset,
+    select_strategy,
+    worker_out_dir,
+)
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
@@ -364,7 +365,13 @@ def train(
     data = prepare_data(config, host=host, scanned=scanned)
     # Fitted to the training images (or the given reference) before the folder exists: a
     # reference without tissue stops the run up front.
-    stain = fit_run_stain(config.model, data.split.train, host=host)
+    stain = fit_run_stain(
+        config.model,
+        data.split.train,
+        host=host,
+        held_out=[(role, s) for role, part in data.split.parts()[1:] for s in part],
+        image_info=data.image_info,
+    )
     check_devices(config.train.devices)
     # The folder is this process's until training ends: a second `train --name` of the same
     # name, or a `--resume` of it, is refused meanwhile.
@@ -686,7 +693,7 @@ def _fit(
     import keras
     import tensorflow as tf
 
-    from breastcls.callbacks import NaNGuard, TrainingCheckpoint
+    from breastcls.training.callbacks import NaNGuard, TrainingCheckpoint
 
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
@@ -746,8 +753,12 @@ def _run_callbacks(
     """The callbacks that keep the run folder complete: history, checkpoint, hooks, shuffle."""
     import keras
 
-    from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
-    from breastcls.progress import progress_callbacks
+    from breastcls.training.callbacks import (
+        EpochCounter,
+        HistoryWriter,
+        HookForwarder,
+        progress_callbacks,
+    )
 
     callbacks = [
         HistoryWriter(RunFolder(run_dir).history, rows=checkpoint.history),
@@ -771,8 +782,8 @@ def _build_or_restore(
     resume_from: TrainState | None,
     stain: StainFit | None,
 ) -> Any:
-    from breastcls.callbacks import restore_seed_generators
     from breastcls.model import build_model, load_checkpoint
+    from breastcls.training.callbacks import restore_seed_generators
 
     if resume_from is None:
         model = build_model(
