@@ -11,7 +11,6 @@ folder, and ``evaluate`` refuses data the model has seen.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
@@ -35,7 +34,7 @@ from breastcls.inference.domain import DOMAIN_COLUMNS
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import folder_calibration, training_record, write_record
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
-from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
+from breastcls.io import atomic_write_json, csv_rows, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder, read_split_csv, write_skipped_csv
 from breastcls.runs.lock import exclusive_folder
@@ -832,9 +831,8 @@ def _read_predictions_csv(path: Path) -> Predictions:
             f"{path} does not exist: run `breastcls evaluate` (or train) to create it first."
         )
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        rows = list(reader)
+        table = csv_rows(handle)
+    header, rows = (table[0], table[1:]) if table else (None, [])
     required = ["path", "patient_id", "magnification", "true", "predicted"]
     # Files written before the group column have the probabilities right after "predicted".
     first = 6 if header is not None and header[5:6] == ["group"] else 5

@@ -24,7 +24,17 @@ from breastcls.data.overlap import SeenImage
 from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
-from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
+from breastcls.io import (
+    NotRegularFileError,
+    SafeCsvWriter,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    csv_records,
+    ensure_writable_dir,
+    open_regular,
+)
+from breastcls.limits import env_limit
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
@@ -58,15 +68,7 @@ def max_record_bytes() -> int:
     Raises:
         ConfigError: The environment variable is not a positive whole number.
     """
-    raw = os.environ.get(RECORD_LIMIT_VARIABLE)
-    if raw is None:
-        return MAX_RECORD_BYTES
-    if not raw.strip().isdigit() or int(raw) <= 0:
-        raise ConfigError(
-            f"{RECORD_LIMIT_VARIABLE}={raw!r} is not a positive number of bytes: set it to e.g. "
-            f"{MAX_RECORD_BYTES * 2}, or unset it."
-        )
-    return int(raw)
+    return env_limit(RECORD_LIMIT_VARIABLE, MAX_RECORD_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +278,12 @@ class RunFolder:
 
     @property
     def is_run(self) -> bool:
-        """Whether the folder holds a run (a status or a configuration)."""
-        return self.status.is_file() or self.config.is_file()
+        """Whether the folder holds a run (a status or a configuration).
+
+        Any file of those names counts, a FIFO or a folder included: readers then refuse it
+        with an error that names it, rather than skip the run unseen.
+        """
+        return self.status.exists() or self.config.exists()
 
     # Readers.
     def read_record(self, path: Path, *, max_bytes: int | None = None) -> Any:
@@ -294,7 +300,7 @@ class RunFolder:
         """
         limit = max_record_bytes() if max_bytes is None else max_bytes
         try:
-            with path.open("rb") as handle:
+            with open_regular(path) as handle:
                 # Read one byte past the limit: a growing file or a device (/dev/zero behind a
                 # symbolic link) is refused without reading it whole.
                 raw = handle.read(limit + 1)
@@ -305,6 +311,10 @@ class RunFolder:
                     f"{RECORD_LIMIT_VARIABLE}=BYTES."
                 )
             return json.loads(raw.decode("utf-8"))
+        except ConfigError:
+            raise  # the size limit's own message, not "not readable JSON"
+        except NotRegularFileError as error:
+            raise ConfigError(f"{error}: restore the file breastcls wrote there.") from error
         except (OSError, ValueError, RecursionError) as error:
             raise ConfigError(
                 f"{path} is not readable JSON ({type(error).__name__}: {error}): restore it, or "
@@ -541,8 +551,7 @@ def create_run_dir(
     if any(path.name != LOCK_NAME for path in run_dir.iterdir()):
         lock.release()
         raise OutputError(
-            f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
-            "--resume it."
+            f"Run folder {str(run_dir)!r} exists already: choose another --name, or --resume it."
         )
     return lock
 
@@ -569,7 +578,8 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     path = RunFolder(run_dir).status
     if not path.is_file():
         return {"status": "unknown"}
-    status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    with open_regular(path) as handle:
+        status: dict[str, Any] = json.loads(handle.read().decode("utf-8"))
     return status
 
 
@@ -626,7 +636,7 @@ def write_split_csv(
     raw bytes (``surrogateescape``), so :func:`read_split_csv` gives back the same path.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(_SPLIT_COLUMNS + _OPTIONAL_SPLIT_COLUMNS)
     for role, samples in split.parts():
         for s in samples:
@@ -664,8 +674,10 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
     fix = "restore it from a backup, or pass --data with the images to evaluate"
     try:
         # Names that are not valid UTF-8 were written with their raw bytes (see write_split_csv).
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            rows = list(csv.DictReader(handle))
+        with io.TextIOWrapper(
+            open_regular(path), newline="", encoding="utf-8", errors="surrogateescape"
+        ) as handle:
+            rows = csv_records(handle)
     except (OSError, csv.Error) as error:
         raise DataError(f"{path} is not a readable CSV ({error}): {fix}.") from error
     if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
@@ -706,17 +718,19 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
     """Write one row per epoch (``epoch`` from 1, then every logged metric) to ``history.csv``."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    writer = SafeCsvWriter(buffer)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+        writer.writerow(
+            (int(row[k]) if k == "epoch" else row[k]) if k in row else "" for k in columns
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
 def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
     """Write every file left out of the run, with its reason (``skipped.csv``)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(["path", "reason"])
     for item in skipped:
         writer.writerow([item.path, item.reason])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls.errors import BreastclsError, ConfigError
+from breastcls.io import open_regular
 from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
 
@@ -25,8 +26,10 @@ class RunSummary:
         run_dir: The run folder.
         status: ``running``, ``finished``, ``failed`` or ``interrupted`` as recorded in
             ``status.json``; ``killed`` when it says ``running`` but the process that wrote it
-            (on this machine) is gone; ``unknown`` without a readable ``status.json``.
-        reason: Why the run failed or stopped (``None`` otherwise).
+            (on this machine) is gone; ``unknown`` without a readable ``status.json`` (then
+            ``reason`` says what is wrong with it).
+        reason: Why the run failed or stopped, or why its ``status.json`` could not be read
+            (``None`` otherwise).
         epochs: Epochs completed (rows of ``history.csv``; for a cross-validation folder, the
             total over its folds).
         folds: The fold folders of a cross-validation folder (``None`` for a single run).
@@ -78,18 +81,53 @@ def list_runs(folder: Path) -> list[RunSummary]:
     return [_summarise(run) for run in candidates if run.is_run]
 
 
-def _read_json(path: Path) -> Any:
+# The fields of status.json that the listing shows, and the types each may have.
+_STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "reason": (str, type(None)),
+    "updated": (str, type(None)),
+    "headline": (dict, type(None)),
+}
+_HEADLINE_FIELDS: dict[str, tuple[type, ...]] = {
+    "accuracy": (int, float, type(None)),
+    "auc": (int, float, type(None)),
+    "role": (str, type(None)),
+}
+
+
+def _wrong_field(record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]]) -> str | None:
+    for name, allowed in fields.items():
+        value = record.get(name)
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return f"{name!r} is {value!r}, not {kinds}"
+    return None
+
+
+def _status_record(run: RunFolder) -> tuple[dict[str, Any], str | None]:
+    """``status.json`` checked field by field, or ``{}`` and why it cannot be shown."""
+    if not run.status.exists():
+        return {}, None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        record = run.read_record(run.status)
+    except ConfigError as error:
+        return {}, str(error)
+    if not isinstance(record, dict):
+        problem: str | None = "it is not a JSON object"
+    else:
+        problem = _wrong_field(record, _STATUS_FIELDS) or _wrong_field(
+            record.get("headline") or {}, _HEADLINE_FIELDS
+        )
+    if problem is None:
+        return record, None
+    return {}, f"{run.status} is not a status record ({problem}): restore it or remove the run."
 
 
 def _history(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8", newline="") as handle:
             return list(csv.DictReader(handle))
-    except (OSError, csv.Error):
+    except (OSError, UnicodeDecodeError, csv.Error):
         return []
 
 
@@ -127,8 +165,7 @@ def _status(run: RunFolder, record: Mapping[str, Any]) -> str:
 
 
 def _summarise(run: RunFolder) -> RunSummary:
-    record = _read_json(run.status)
-    record = record if isinstance(record, dict) else {}
+    record, problem = _status_record(run)
     status = _status(run, record)
     folds = run.folds() if run.is_cross_validation else None
     histories = [run.history] if folds is None else [fold.history for fold in folds]
@@ -139,7 +176,7 @@ def _summarise(run: RunFolder) -> RunSummary:
     figures_from = reported.get("role") if accuracy is not None else None
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
-    reason = record.get("reason")
+    reason = problem or record.get("reason")
     looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
     leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls.errors import OutputError
-from breastcls.io import check_writable_dir
+from breastcls.io import check_writable_dir, read_regular_text
 
 __all__ = [
     "LOCK_NAME",
@@ -133,7 +133,8 @@ def lock_state(folder: Path) -> Literal["held", "stale", "none"]:
     import fcntl
 
     try:
-        descriptor = os.open(path, os.O_RDONLY)
+        # Without blocking: a FIFO under the lock file's name must not hang `breastcls runs`.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return "none"
     try:
@@ -159,7 +160,7 @@ def _names(path: Path, descriptor: int) -> bool:
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
