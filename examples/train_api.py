@@ -47,8 +47,7 @@ def main() -> None:
         print(f"  {name}: precision {row['precision']:.3f}, recall {row['recall']:.3f}")
 
     model = breastcls.load_model(result.run_dir)  # safe mode: no code from the file runs
-    parameters = model.keras_model.count_params()
-    print(f"best model: {model.source} ({parameters:,} parameters, record {model.record.origin})")
+    print(f"best model: {model.source} ({model.keras_model.count_params():,} parameters)")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def test_the_reference_is_fitted_on_training_images_with_selection_thresholds(ru
 def test_at_most_10_percent_of_the_held_out_test_set_is_flagged(run: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     domain = metrics["domain"]
-    assert domain["set"] == "test set" and domain["n_images"] == len(_role(run, "test")) == 58
+    assert domain["set"].startswith("test set") and domain["n_images"] == len(_role(run, "test"))
+    assert domain["n_images"] == 58
     assert domain["flagged_fraction"] <= 0.10
     assert domain["applies"] is True
     assert domain["thresholds_chosen_on"].startswith("selection set (56 images, 6 patients)")
@@ -119,7 +120,7 @@ def test_evaluate_on_shifted_data_says_first_that_its_figures_do_not_apply(
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     warning = next(i for i, line in enumerate(lines) if line.startswith("WARNING: These figures"))
-    figures = next(i for i, line in enumerate(lines) if "images, test set: accuracy" in line)
+    figures = next(i for i, line in enumerate(lines) if ": accuracy" in line)
     assert warning < figures
     domain = json.loads((out / "metrics.json").read_text())["domain"]
     assert domain["flagged_fraction"] >= 0.9 and domain["applies"] is False

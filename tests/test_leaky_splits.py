@@ -53,10 +53,11 @@ def test_a_leaky_blog_layout_is_refused_then_labelled_everywhere(
 
     result = runner.invoke(app, [*base, "--allow-leaky-split", "--name", "leaky"])
     assert result.exit_code == 0, result.output
-    assert f"test set, {LABEL}: accuracy" in result.output  # the terminal summary
+    # The terminal summary: the set (training's own look at it is look 1), then the leak.
+    assert f"test set (look 1 of this test set), {LABEL}: accuracy" in result.output
     run = tmp_path / "runs" / "leaky"
     evaluated_on = json.loads((run / "metrics.json").read_text())["evaluated_on"]
-    assert evaluated_on["set"] == f"test set, {LABEL}"
+    assert evaluated_on["set"] == f"test set (look 1 of this test set), {LABEL}"
     assert evaluated_on["leak"] == LABEL
     config = json.loads((run / "config.json").read_text())
     assert config["split"]["leak"] == LABEL and config["split"]["test_patients"] == 8
@@ -70,9 +71,9 @@ def test_a_leaky_blog_layout_is_refused_then_labelled_everywhere(
     assert f"! leaky: {LABEL}" in listing.output
     card_text = model_card_text(run)
     # Markdown-escaped: "\(optimistic\)".
-    assert "## Metrics (test set, LEAKY: 8 of 8 test patients also trained or selected" in (
-        card_text
-    )
+    heading = next(line for line in card_text.splitlines() if line.startswith("## Metrics ("))
+    assert heading.startswith("## Metrics (test set")
+    assert "LEAKY: 8 of 8 test patients also trained or selected" in heading
     assert "the data's own split (folders or manifest) puts patients in several roles" in (
         card_text.replace("\\", "")
     )

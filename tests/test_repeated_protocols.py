@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from breastcls.crossval import aggregate_metrics
+from breastcls.training.crossval import aggregate_metrics
 from scipy.stats import t
 
 from breastcls.config import DataConfig

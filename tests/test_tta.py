@@ -74,7 +74,8 @@ def test_d8_equals_plain_predictions_for_an_invariant_model() -> None:
     assert not np.allclose(plain[:, 0], plain[0, 0])  # the model is not constant
     runtime = TensorFlowRuntime(keras_model=model)
     sizes = [
-        len(p) for p in runtime.iter_probabilities(batches, tta=DihedralTTA(elements=D8_ELEMENTS))
+        len(o.probabilities)
+        for o in runtime.iter_outputs(batches, tta=DihedralTTA(elements=D8_ELEMENTS))
     ]
     assert sizes == [4, 4, 2]
 
@@ -82,7 +83,7 @@ def test_d8_equals_plain_predictions_for_an_invariant_model() -> None:
 def _probabilities(model: object, batches: object, *, tta: DihedralTTA | None) -> np.ndarray:
     """Every batch's probabilities from the one inference loop (the TensorFlow runtime)."""
     runtime = TensorFlowRuntime(keras_model=model)
-    return np.concatenate(list(runtime.iter_probabilities(batches, tta=tta)))
+    return np.concatenate([o.probabilities for o in runtime.iter_outputs(batches, tta=tta)])
 
 
 def _recording_model() -> tuple[object, list[int], dict[str, object]]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from breastcls.inference.domain import DOMAIN_WARNING_FRACTION, DomainReference
 from breastcls.interfaces import MetricSection, Predictions
+from breastcls.io import printable
 
 __all__ = ["DOMAIN_FIGURE", "domain_line", "domain_section", "domain_warning"]
 
@@ -44,8 +45,8 @@ def domain_line(values: dict[str, Any] | Any) -> str | None:
     if not isinstance(values, dict) or values.get("flagged_fraction") is None:
         return None
     return (
-        f"domain shift ({values['set']}): {values['n_flagged']} of {values['n_images']} images "
-        f"unlike the training images ({values['flagged_fraction']:.1%}; threshold chosen on the "
+        f"domain shift: {values['n_flagged']} of {values['n_images']} images unlike the "
+        f"training images ({values['flagged_fraction']:.1%}; threshold chosen on the "
         f"{values['thresholds_chosen_on']})"
     )
 
@@ -129,6 +130,7 @@ def _histogram(scores: np.ndarray, path: Path, set_name: str) -> Path:
     axes.axvline(1.0, color="#c44e52", linestyle="--", label="threshold (1)")
     axes.set_xlabel("domain-shift score (clipped at 10)")
     axes.set_ylabel("images")
-    axes.set_title(f"Domain-shift scores, {set_name}")
+    # The set's name may quote file names (overlapping data): printable, and cut short.
+    axes.set_title(f"Domain-shift scores, {printable(set_name)[:60]}", fontsize=9)
     axes.legend()
     return save_figure(figure, path)
