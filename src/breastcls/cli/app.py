@@ -8,7 +8,7 @@ import typer
 
 from breastcls._version import __version__
 from breastcls.cli.calibrate import calibrate_command
-from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow, say
+from breastcls.cli.common import OneLineErrorsGroup, announce_tensorflow, quiet_tensorflow, say
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
@@ -69,4 +69,5 @@ def main() -> None:
     # TensorFlow reads its allocator setting when it starts, so it is chosen before any command
     # imports TensorFlow (importing breastcls itself changes nothing in the process).
     prepare_tensorflow()
+    announce_tensorflow()
     app()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
 import logging
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -103,3 +107,27 @@ def quiet_tensorflow() -> None:
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+class _TensorFlowAnnouncer(importlib.abc.MetaPathFinder):
+    """Says ``loading TensorFlow…`` on stderr when the process first imports TensorFlow (or
+    Keras, which imports it), so that the seconds that takes are not silent. It only watches:
+    the import itself is left to the other finders."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname in ("tensorflow", "keras"):
+            sys.meta_path.remove(self)
+            say("loading TensorFlow…", err=True)
+        return None
+
+
+def announce_tensorflow() -> None:
+    """Have the first import of TensorFlow in this process say so on stderr (the console
+    script's entry point calls this; commands that never need TensorFlow say nothing)."""
+    if "tensorflow" not in sys.modules and "keras" not in sys.modules:
+        sys.meta_path.insert(0, _TensorFlowAnnouncer())

@@ -405,9 +405,13 @@ def _with_demo_settings(config: RunConfig, demo: RunConfig, *, given: set[str]) 
 
 
 def _report_run(result: RunResult) -> None:
+    from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
     from breastcls.train import summarise
 
     say(f"run folder: {result.run_dir}")
+    kept = kept_epoch_line(read_train_state(result.run_dir))
+    if kept:
+        say(kept)
     say_domain(result.metrics, first=True)
     say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
     say_domain(result.metrics, first=False)
