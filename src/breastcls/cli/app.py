@@ -12,6 +12,7 @@ from breastcls.cli.common import OneLineErrorsGroup, announce_tensorflow, quiet_
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
+from breastcls.cli.helptext import FittedHelpCommand
 from breastcls.cli.plugins import plugins_command
 from breastcls.cli.predict import predict_command
 from breastcls.cli.report import report_command
@@ -28,14 +29,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=OneLineErrorsGroup,
 )
-app.command("train")(train_command)
-app.command("plugins")(plugins_command)
-app.command("evaluate")(evaluate_command)
-app.command("calibrate")(calibrate_command)
-app.command("predict")(predict_command)
-app.command("report")(report_command)
-app.command("export")(export_command)
-app.command("runs")(runs_command)
+app.command("train", cls=FittedHelpCommand)(train_command)
+app.command("plugins", cls=FittedHelpCommand)(plugins_command)
+app.command("evaluate", cls=FittedHelpCommand)(evaluate_command)
+app.command("calibrate", cls=FittedHelpCommand)(calibrate_command)
+app.command("predict", cls=FittedHelpCommand)(predict_command)
+app.command("report", cls=FittedHelpCommand)(report_command)
+app.command("export", cls=FittedHelpCommand)(export_command)
+app.command("runs", cls=FittedHelpCommand)(runs_command)
 app.add_typer(data_app, name="data")
 app.add_typer(slide_app, name="slide")
 

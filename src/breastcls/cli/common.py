@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
 
 import typer
-from typer.core import TyperGroup
 
+from breastcls.cli.helptext import FittedHelpGroup
 from breastcls.errors import BreastclsError
 from breastcls.io import printable
 
@@ -76,7 +76,7 @@ def _one_line_usage_errors(ctx: Any) -> Iterator[None]:
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-class OneLineErrorsGroup(TyperGroup):
+class OneLineErrorsGroup(FittedHelpGroup):
     """The application's command group: a usage error (a missing option, a bad value...) is one
     line ``error: ...`` on stderr and exit code 2, as every :class:`BreastclsError` is."""
 

@@ -24,7 +24,10 @@ def predict_command(
     ],
     out: Annotated[Path, typer.Option(help="The CSV file to write.")] = Path("predictions.csv"),
     tta: Annotated[
-        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+        str,
+        typer.Option(
+            metavar="<id>", help="Test-time augmentation: none, flips (4 copies) or d8 (8)."
+        ),
     ] = "none",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
     skip_bad_images: Annotated[
@@ -54,7 +57,4 @@ def predict_command(
         line, applies = flagged_line(int((~kept).sum()), len(kept))
         say(line if applies else f"WARNING: these predictions do not apply to this data: {line}")
     if result.skipped:
-        say(
-            f"{len(result.skipped)} unreadable image(s) skipped, listed in "
-            f"{result.skipped_path}"
-        )
+        say(f"{len(result.skipped)} unreadable image(s) skipped, listed in {result.skipped_path}")

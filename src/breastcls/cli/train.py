@@ -101,15 +101,21 @@ def train_command(
     backbone: Annotated[
         str,
         typer.Option(
-            help="Backbone id (`breastcls plugins` lists them).", rich_help_panel=MODEL_PANEL
+            metavar="<id>",
+            help="Backbone id (`breastcls plugins` describes them).",
+            rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.backbone,
     head: Annotated[
-        str, typer.Option(help="Head id (`breastcls plugins`).", rich_help_panel=MODEL_PANEL)
+        str,
+        typer.Option(
+            metavar="<id>", help="Head id (`breastcls plugins`).", rich_help_panel=MODEL_PANEL
+        ),
     ] = MODEL.head,
     augmentation: Annotated[
         str,
         typer.Option(
+            metavar="<id>",
             help="Augmentation id (`breastcls plugins`); none disables augmentation.",
             rich_help_panel=MODEL_PANEL,
         ),
@@ -132,6 +138,7 @@ def train_command(
     stain_normalisation: Annotated[
         str,
         typer.Option(
+            metavar="<id>",
             help="Stain normaliser id (`breastcls plugins`): reinhard or macenko map every image "
             "to one reference stain inside the model; none leaves colours as they are.",
             rich_help_panel=MODEL_PANEL,
@@ -140,7 +147,7 @@ def train_command(
     stain_reference: Annotated[
         str | None,
         typer.Option(
-            metavar="PATH",
+            metavar="<path>",
             help="Image or folder the stain normaliser is fitted to (default: the training "
             "images; never the selection or test images).",
             rich_help_panel=MODEL_PANEL,
@@ -149,13 +156,15 @@ def train_command(
     trainer: Annotated[
         str,
         typer.Option(
-            help="Trainer id (`breastcls plugins` lists them).", rich_help_panel=TRAINING_PANEL
+            metavar="<id>",
+            help="Trainer id (`breastcls plugins` describes them).",
+            rich_help_panel=TRAINING_PANEL,
         ),
     ] = TRAIN.trainer,
     trainer_option: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="NAME=VALUE",
+            metavar="<name=value>",
             help="An option of the trainer, repeatable, e.g. --trainer-option min_lr=1e-6 "
             "(the keras trainer: lr_patience, lr_factor, min_lr).",
             rich_help_panel=TRAINING_PANEL,
