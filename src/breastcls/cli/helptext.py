@@ -9,6 +9,7 @@ then its help wrapped beside it, with the registered ids of plugin options liste
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from typer.core import TyperCommand, TyperGroup
@@ -83,7 +84,7 @@ class _FittedHelp:
     """click's own help layout, as wide as the terminal up to :data:`FITTED_HELP`'s width
     (typer replaces it with boxed tables whenever rich is installed)."""
 
-    context_settings: dict[str, Any]
+    context_settings: MutableMapping[str, Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
