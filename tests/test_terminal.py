@@ -3,6 +3,7 @@ one error style; and a test suite that skips (or, in CI, fails) without the real
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -92,7 +93,15 @@ def test_predict_into_a_file_has_no_control_characters(
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     text = out.read_text()
-    assert text == f"5 images -> {tmp_path / 'p.csv'}\n"
+    lines = text.splitlines()
+    # A few images: each one's answer, then where the CSV went.
+    with open(tmp_path / "p.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for line, image, row in zip(lines, images, rows, strict=False):
+        assert line.startswith(f"{image}: {row['predicted']} (p=0.") or line.startswith(
+            f"{image}: {row['predicted']} (p=1.00)"
+        ), line
+    assert lines[5] == f"5 images -> {tmp_path / 'p.csv'}"
     assert not CONTROL.search(text) and not CONTROL.search(result.stderr)
     assert not any(marker in result.stderr for marker in TF_LOG_LINES), result.stderr
 
