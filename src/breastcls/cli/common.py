@@ -46,17 +46,18 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from breastcls.cli.progress import showing_progress
+        from breastcls.cli.progress import TerminalProgress, resume_hint, showing_progress
 
+        progress: TerminalProgress | None = None
         try:
-            with showing_progress():
+            with showing_progress() as progress:
                 return command(*args, **kwargs)
         except BreastclsError as error:
             message = " ".join(str(error).splitlines())
             say(f"error: {message}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            say("interrupted.", err=True)
+            say(resume_hint(progress.run_dir if progress else None), err=True)
             raise typer.Exit(130) from None
 
     return wrapper
