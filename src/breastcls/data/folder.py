@@ -143,6 +143,12 @@ class FolderFormat:
                     f"{class_names} (missing: {missing or 'none'}, unexpected: {extra or 'none'}): "
                     "every split needs the same class folders."
                 )
+        if not class_names and (loose := _list_images(path)[0]):
+            raise DataError(
+                f"{path} holds {len(loose)} images but no class folders: it looks like the "
+                f"folder of one class. Pass the folder above it ({path.parent}), laid out as "
+                "root/<class>/*.png, or a CSV manifest."
+            )
         if len(class_names) < 2:
             found = class_names[0] if class_names else "none"
             raise DataError(
