@@ -151,6 +151,7 @@ def test_a_bad_choice_is_refused_before_anything_runs(
     result = runner.invoke(app, ["train", "--demo", "--out", str(tmp_path), option, value])
     assert result.exit_code == 2
     assert option in result.output and value in result.output
+    assert "Value error" not in result.output  # no validator's prefix
     assert list(tmp_path.iterdir()) == []
 
 

@@ -73,6 +73,8 @@ def _one_line_usage_errors(ctx: Any) -> Iterator[None]:
         where = getattr(error, "ctx", None) or ctx
         command = where.command_path if where is not None else "breastcls"
         message = " ".join(error.format_message().split()).rstrip(".")
+        # typer validates choices through pydantic, whose messages start "Value error, ".
+        message = message.replace("Value error, ", "")
         say(f"error: {message}; see `{command} --help`.", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
