@@ -117,14 +117,18 @@ class _TensorFlowAnnouncer(importlib.abc.MetaPathFinder):
     Keras, which imports it), so that the seconds that takes are not silent. It only watches:
     the import itself is left to the other finders."""
 
+    said = False
+
     def find_spec(
         self,
         fullname: str,
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname in ("tensorflow", "keras"):
-            sys.meta_path.remove(self)
+        # It stays in sys.meta_path, silent: removing itself here would make the import
+        # system, which is walking that list, skip the next finder.
+        if not self.said and fullname in ("tensorflow", "keras"):
+            self.said = True
             say("loading TensorFlow…", err=True)
         return None
 
