@@ -207,9 +207,11 @@ def test_subtype_section_of_a_perfect_model_and_of_few_patients(tmp_path: Path) 
         (r["auc"], r["auc_low"], r["auc_high"]) == (1.0, 1.0, 1.0)
         for r in values["per_class"].values()
     )
-    # Two patients per subtype: every class is warned about.
+    # Two patients per subtype: every class is warned about, and so are the two intervals of
+    # zero width.
     assert values["warnings"][0] == "class A has 2 patients: intervals are unreliable"
-    assert len(values["warnings"]) == 8
+    assert len(values["warnings"]) == 10
+    assert [w.split(":")[0] for w in values["warnings"][8:]] == ["macro_auc", "balanced_accuracy"]
 
 
 def test_subtype_section_is_off_for_two_classes(tmp_path: Path) -> None:
@@ -464,6 +466,11 @@ def test_patient_metric_applies_the_validation_thresholds_to_patient_scores(
         "sensitivity": pytest.approx(0.5),
         "specificity": pytest.approx(0.0),
         "accuracy": pytest.approx(1 / 3),
+        # From the patient resamples: b or c drawn twice gives 0 or 1; the one benign is wrong.
+        "intervals": {
+            "sensitivity": {"estimate": 0.5, "low": 0.0, "high": 1.0},
+            "specificity": {"estimate": 0.0, "low": 0.0, "high": 0.0},
+        },
     }
     # At 0.7: nobody called malignant -> sensitivity 0, specificity 1, accuracy 1/3.
     assert (high["sensitivity"], high["specificity"]) == (pytest.approx(0.0), pytest.approx(1.0))

@@ -354,7 +354,7 @@ def test_training_class_missing_from_validation(tmp_path: Path) -> None:
 
 def test_manifest_split_without_a_class_on_one_side(tmp_path: Path) -> None:
     from breastcls import RunConfig
-    from breastcls.train import prepare_data
+    from breastcls.training.train import prepare_data
 
     # validation rows are the test set: benign-3 and benign-4 only. The train rows (five
     # malignant, three benign) are enough to carve a selection set holding both classes.

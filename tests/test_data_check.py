@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from breastcls import DataConfig, check_data
 from breastcls.cli.app import app
-from breastcls.data.check import format_report
+from breastcls.cli.data_report import format_report
 
 
 def _patient(path: Path) -> str:

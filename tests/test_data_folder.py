@@ -80,14 +80,17 @@ def test_validation_folder_sharing_an_accession_with_train_is_leaky(
     # 14-29960AB and 14-29960CD are slides of one accession: one in each folder is a leak.
     validation = {"benign": ["14-25197", "14-29960AB"], "malignant": ["14-16188", "14-16336"]}
     root = _seed_layout(tmp_path / "seed-layout", small_breakhis, validation)
+    samples = load_dataset(DataConfig(path=root)).samples
+    with pytest.raises(DataError, match=r"puts 1 of 4 test patients .*first: 14-29960"):
+        split_samples(samples, test_fraction=0.2, selection_fraction=0.34, seed=11)
     split = split_samples(
-        load_dataset(DataConfig(path=root)).samples,
-        test_fraction=0.2,
-        selection_fraction=0.34,
-        seed=11,
+        samples, test_fraction=0.2, selection_fraction=0.34, seed=11, allow_leaky=True
     )
     assert (split.test_from, split.leaky) == ("data", True)
     assert len(split.test) == 8
+    assert split.leak is not None and split.leak.label == (
+        "LEAKY: 1 of 4 test patients also trained or selected (optimistic)"
+    )
 
 
 def test_image_level_split_is_the_seeds_stratified_80_20(small_breakhis: Path) -> None:

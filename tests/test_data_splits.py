@@ -96,9 +96,13 @@ def test_default_split_of_the_real_manifest_is_patient_disjoint(real: tuple[Samp
         "method": "patient",
         "test_from": "split",
         "leaky": False,
+        "leak": None,
         "train_images": len(split.train),
         "selection_images": len(split.selection),
         "test_images": len(split.test),
+        "train_patients": 20,
+        "selection_patients": 5,
+        "test_patients": 6,
     }
     assert split == split_for_config(real, DataConfig(path=Path("unused")))
     assert split != split_for_config(real, DataConfig(path=Path("unused"), split_seed=12))
@@ -249,14 +253,23 @@ def test_spanhol_needs_three_patients_per_class(small_breakhis: Path) -> None:
         spanhol_splits(fixed, seed=1)
 
 
-def test_fixed_split_with_a_shared_patient_is_labelled_leaky(small_breakhis: Path) -> None:
+def test_fixed_split_with_a_shared_patient_is_refused_or_labelled_leaky(
+    small_breakhis: Path,
+) -> None:
     samples = load_dataset(DataConfig(path=small_breakhis)).samples
     fixed = [
         dataclasses.replace(s, split="train" if i % 2 else "validation")
         for i, s in enumerate(samples)
     ]
-    split = split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=1)
+    # Two images per slide, alternating: every one of the 8 accessions is on both sides.
+    with pytest.raises(DataError, match=r"puts 8 of 8 test patients .* --allow-leaky-split"):
+        split_samples(fixed, test_fraction=0.2, selection_fraction=0.2, seed=1)
+    split = split_samples(
+        fixed, test_fraction=0.2, selection_fraction=0.2, seed=1, allow_leaky=True
+    )
     assert split.test_from == "data" and split.leaky
+    assert split.leak is not None
+    assert split.leak.label == "LEAKY: 8 of 8 test patients also trained or selected (optimistic)"
     assert {s.path for s in split.test} == {s.path for s in fixed if s.split == "validation"}
 
 
@@ -295,8 +308,13 @@ def test_train_validation_and_test_parts_are_taken_as_given(real: tuple[Sample, 
     first = next(i for i, s in enumerate(fixed) if s.split == "train")
     crossing = list(fixed)
     crossing[first] = dataclasses.replace(fixed[first], patient_id=tested.patient_id)
-    leaky = split_samples(crossing, test_fraction=0.2, selection_fraction=0.2, seed=99)
+    with pytest.raises(DataError, match="--allow-leaky-split"):
+        split_samples(crossing, test_fraction=0.2, selection_fraction=0.2, seed=99)
+    leaky = split_samples(
+        crossing, test_fraction=0.2, selection_fraction=0.2, seed=99, allow_leaky=True
+    )
     assert leaky.method == "folders" and leaky.leaky
+    assert leaky.leak is not None and (leaky.leak.shared, leaky.leak.groups) == (1, 6)
 
 
 def test_a_train_split_without_validation_or_test_is_refused(real: tuple[Sample, ...]) -> None:

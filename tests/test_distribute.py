@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from breastcls import ConfigError, TrainConfig
 from breastcls.cli.app import app
-from breastcls.distribute import (
+from breastcls.training.distribute import (
     WorkerRole,
     check_devices,
     parse_devices,

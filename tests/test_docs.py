@@ -113,7 +113,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_site_builds_in_strict_mode(site: Path) -> None:
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     for name in (
-        "breastcls.train.train",
+        "breastcls.training.train.train",
         "breastcls.export_model",
         "breastcls.plugins.host.PluginHost",
         "breastcls.data.split.kfold_splits",
@@ -137,7 +137,7 @@ def test_the_api_reference_links_what_docstrings_name(site: Path) -> None:
 def test_the_api_reference_is_ordered_as_a_project_meets_the_library(site: Path) -> None:
     api = (site / "api" / "index.html").read_text(encoding="utf-8")
     order = [
-        "breastcls.train.train",
+        "breastcls.training.train.train",
         "breastcls.predict",
         "breastcls.evaluate",
         "breastcls.predict_slide",

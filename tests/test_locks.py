@@ -32,7 +32,7 @@ from breastcls.runs.lock import (
     lock_folder,
     lock_state,
 )
-from breastcls.train import _train_recording_status, lock_run
+from breastcls.training.train import _train_recording_status, lock_run
 
 RACES = 20
 SLOT_S = 0.15
@@ -45,7 +45,7 @@ import json, sys, time
 from pathlib import Path
 from breastcls.errors import OutputError
 from breastcls.runs.folder import create_run_dir, write_status
-from breastcls.train import lock_run
+from breastcls.training.train import lock_run
 
 mode, me, other, root = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 start, races, slot = float(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
@@ -271,7 +271,7 @@ def test_a_full_disk_during_training_records_failed(
 ) -> None:
     import breastcls.runs.folder as folder_module
 
-    train_module = sys.modules["breastcls.train"]  # `breastcls.train` is also the function
+    train_module = sys.modules["breastcls.training.train"]  # `breastcls.train` is also the function
 
     lock = create_run_dir(tmp_path, "full", default_stem="x", reserve=1 << 16)
     run_dir = lock.path
@@ -319,7 +319,7 @@ def test_a_really_full_disk_still_records_failed(tmp_path: Path) -> None:
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
-        train_module = sys.modules["breastcls.train"]
+        train_module = sys.modules["breastcls.training.train"]
         with create_run_dir(disk, "run", default_stem="x", reserve=1 << 16) as lock:
             write_status(lock.path, "running")
             with (

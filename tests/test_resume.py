@@ -62,7 +62,7 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(
     assert metrics["classification"]["accuracy"] == pytest.approx(
         reference_metrics["classification"]["accuracy"], abs=TOLERANCE
     )
-    columns = {"delimiter": ",", "skiprows": 1, "usecols": (5, 6)}
+    columns = {"delimiter": ",", "skiprows": 1, "usecols": (6, 7)}  # p_ columns, after group
     np.testing.assert_allclose(
         np.loadtxt(run_dir / "predictions.csv", **columns),
         np.loadtxt(out / "whole" / "predictions.csv", **columns),

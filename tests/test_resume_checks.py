@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 import breastcls
 from _runs import read_history
 from breastcls import ConfigError, DataConfig, DataError, ModelConfig, RunConfig, TrainConfig
-from breastcls.callbacks import TrainingCheckpoint
 from breastcls.cli.app import app
 from breastcls.runs.folder import read_split_csv, write_split_csv, write_status
-from breastcls.train import prepare_data
+from breastcls.training.callbacks import TrainingCheckpoint
+from breastcls.training.train import prepare_data
 from conftest import copy_patients
 
 
@@ -133,6 +133,36 @@ def test_a_run_interrupted_before_its_first_checkpoint_starts_again(
     assert [int(row["epoch"]) for row in read_history(run_dir)] == [1, 2, 3]
     assert len(result.history["loss"]) == 3
     assert json.loads((run_dir / "status.json").read_text())["status"] == "finished"
+
+
+def test_a_config_json_edited_after_training_started_is_refused(
+    small_breakhis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = TrainingCheckpoint.on_epoch_end
+
+    def interrupt_after_one(self: Any, epoch: int, logs: Any = None) -> None:
+        original(self, epoch, logs)  # the first epoch is committed, then Ctrl-C
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingCheckpoint, "on_epoch_end", interrupt_after_one)
+        with pytest.raises(KeyboardInterrupt):
+            breastcls.train(_config(small_breakhis, tmp_path, epochs=3))
+    run_dir = tmp_path / "run"
+    recorded = json.loads((run_dir / "config.json").read_text())
+    for section, key, value, said in (
+        ("model", "backbone", "mobilenetv3small", "mobilenetv3small + seed model at 32 px"),
+        ("data", "image_size", 48, "smallcnn + seed model at 48 px"),
+    ):
+        edited = {**recorded, section: {**recorded[section], key: value}}
+        (run_dir / "config.json").write_text(json.dumps(edited))
+        before = (run_dir / "status.json").read_text()
+        output = _cli_error("train", "--resume", str(run_dir))
+        assert said in output and "breastcls_smallcnn_seed taking (None, 32, 32, 3)" in output
+        assert "config.json was changed after training started" in output
+        assert (run_dir / "status.json").read_text() == before  # the run is not marked failed
+    (run_dir / "config.json").write_text(json.dumps(recorded))
+    assert [int(r["epoch"]) for r in read_history(breastcls.resume(run_dir).run_dir)] == [1, 2, 3]
 
 
 class PowerCut:

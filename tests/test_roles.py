@@ -241,8 +241,9 @@ def test_a_run_reports_the_test_set_and_keeps_the_selection_figures_apart(
     assert groups["test"].isdisjoint(groups["train"] | groups["selection"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluated_on"] == {
-        "role": "test", "set": "test set", "images": len(roles["test"]),
-        "patients": len({row["patient_id"] for row in roles["test"]}),
+        "role": "test", "set": "test set", "leak": None, "images": len(roles["test"]),
+        # Patients as the split groups them (accessions): two slides of one biopsy count once.
+        "patients": len({row["group"] for row in roles["test"]}),
     }  # fmt: skip
     with (run / "predictions.csv").open(newline="") as handle:
         assert sorted(r["path"] for r in csv.DictReader(handle)) == sorted(

@@ -493,16 +493,18 @@ def test_the_training_scale_comes_from_the_data_or_is_refused_with_a_reason(
 def test_without_model_mpp_a_run_without_a_recorded_scale_is_refused(
     model: breastcls.InferenceModel, slide_run: Path, tmp_path: Path
 ) -> None:
-    import dataclasses
-
     from breastcls.slides.job import model_scale
 
+    # A run folder as breastcls wrote it before it recorded the scale (and the model record).
     old = tmp_path / "old-run"
     old.mkdir()
     record = json.loads((slide_run / "config.json").read_text())
-    del record["scale"]  # as a run trained before breastcls recorded it
+    del record["scale"]
     (old / "config.json").write_text(json.dumps(record))
-    older = dataclasses.replace(model, source=old / "best.keras")
+    for name in ("best.keras", "class_names.json"):
+        shutil.copy(slide_run / name, old / name)
+    older = breastcls.InferenceModel.load(old)
+    assert older.record.origin == "upgraded" and older.record.scale is None
     with pytest.raises(breastcls.ConfigError, match=r"trained before .* Pass --model-mpp"):
         model_scale(older, None)
     assert model_scale(older, 1.5) == (1.5, "--model-mpp")
@@ -513,7 +515,7 @@ def test_an_exported_model_keeps_the_scale_of_its_run(slide_run: Path, tmp_path:
     from breastcls.slides.job import model_scale
 
     exported = breastcls.export_model(slide_run, format="keras", out_dir=tmp_path / "export")
-    assert not (exported.out_dir / "config.json").exists()  # only export.json carries it
+    assert not (exported.out_dir / "config.json").exists()  # the model record carries it
     loaded = breastcls.InferenceModel.load(exported.model)
     run_mpp = json.loads((slide_run / "config.json").read_text())["scale"]["model_mpp"]
     mpp, source = model_scale(loaded, None)

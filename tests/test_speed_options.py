@@ -111,7 +111,9 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     with monkeypatch.context() as on_a_gpu, pytest.raises(KeyboardInterrupt):
         # `breastcls.train` is the function; the module is reached through sys.modules.
         on_a_gpu.setattr(
-            sys.modules["breastcls.train"], "_precision_policy", lambda precision: "mixed_float16"
+            sys.modules["breastcls.training.train"],
+            "_precision_policy",
+            lambda precision: "mixed_float16",
         )
         train(config, host=isolated_host(("interrupt", InterruptAfterFirstEpoch())))
     run_dir = tmp_path / "run"
@@ -148,7 +150,7 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
     assert evaluation.n_images == evaluation.metrics["classification"]["n_images"] == n_test == 6
     assert (evaluation.out_dir / "gradcam_correct.png").is_file()
     probabilities = np.loadtxt(
-        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(5, 6)
+        evaluation.out_dir / "predictions.csv", delimiter=",", skiprows=1, usecols=(6, 7)
     )
     assert probabilities.shape == (n_test, 2)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=2e-6)
@@ -213,8 +215,8 @@ def test_jit_with_image_augmentation_uses_xla_autoclustering(
 _GPU_FAST_PATH_RUN = """
 import json, sys
 from pathlib import Path
-import breastcls, breastcls.train
-sys.modules["breastcls.train"]._precision_policy = lambda precision: "mixed_float16"
+import breastcls, breastcls.training.train
+sys.modules["breastcls.training.train"]._precision_policy = lambda precision: "mixed_float16"
 config = breastcls.RunConfig(
     data=breastcls.DataConfig(path=Path(sys.argv[1]), image_size=32, selection_fraction=0.34),
     model=breastcls.ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),

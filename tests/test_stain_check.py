@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from breastcls import check_data
 from breastcls.cli.app import app
+from breastcls.cli.data_report import format_report
 from breastcls.data.breakhis import accession_number
-from breastcls.data.check import estimate_stain, format_report
+from breastcls.data.check import estimate_stain
 from breastcls.layers import RGB_FROM_HED
 
 runner = CliRunner()

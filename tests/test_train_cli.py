@@ -84,8 +84,10 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert metrics["evaluated_on"] == {
         "role": "test",
         "set": "test set",
+        "leak": None,
         "images": n_test,
-        "patients": len({r["patient_id"] for r in split_rows if r["role"] == "test"}),
+        # Patients as the split groups them (accessions): two slides of one biopsy count once.
+        "patients": len({r["group"] for r in split_rows if r["role"] == "test"}),
     }
     assert metrics["classification"]["n_images"] == n_test
     assert sum(map(sum, metrics["confusion_matrix"]["matrix"])) == n_test

@@ -122,10 +122,20 @@ def test_leaky_split_bad_files_and_the_recorded_data_check(
         "method": "image-leaky",
         "test_from": "split",
         "leaky": True,
+        "leak": "LEAKY: 6 of 6 test patients also trained or selected (optimistic)",
         "train_images": 20,
         "selection_images": 5,
         "test_images": 7,
+        "train_patients": 7,
+        "selection_patients": 4,
+        "test_patients": 6,
     }
+    # --split-by image --allow-leaky-split: every figure says so (issue 25 #1).
+    evaluated_on = json.loads((run / "metrics.json").read_text())["evaluated_on"]
+    assert evaluated_on["leak"] == config["split"]["leak"]
+    assert config["split"]["leak"] in result.output
+    selection = json.loads((run / "selection" / "metrics.json").read_text())["evaluated_on"]
+    assert selection["leak"] is not None and selection["leak"].startswith("LEAKY: ")
     assert config["data"]["allow_leaky_split"] is True
     with open(run / "skipped.csv", encoding="utf-8") as handle:
         skipped = list(csv.DictReader(handle))

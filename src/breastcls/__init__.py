@@ -3,7 +3,7 @@
 The names below are what a first project needs. The rest lives in named sub-namespaces:
 :mod:`breastcls.interfaces` (every plugin contract and value type), :mod:`breastcls.plugins`
 (the plugin host), :mod:`breastcls.registry`, :mod:`breastcls.data` (manifests, BreakHis names,
-splits, images), :mod:`breastcls.runs` (run folders and listing), :mod:`breastcls.distribute`,
+splits, images), :mod:`breastcls.runs` (run folders and listing), :mod:`breastcls.training`,
 :mod:`breastcls.model`, :mod:`breastcls.export`, :mod:`breastcls.model_card`,
 :mod:`breastcls.environment` and :mod:`breastcls.testing`.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 from breastcls._version import __version__
 from breastcls.api import demo_config, list_backbones, list_components
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from breastcls.crossval import CrossValidationResult, cross_validate, resume_cross_validation
 from breastcls.data.check import check_data
 from breastcls.data.demo import make_demo_dataset
 from breastcls.data.loading import load_dataset
@@ -51,7 +50,12 @@ from breastcls.plugins.host import hookimpl
 from breastcls.registry import PluginRegistry
 from breastcls.runs.folder import RunResult
 from breastcls.slides.job import SlideResult, predict_slide
-from breastcls.train import resume, train
+from breastcls.training.crossval import (
+    CrossValidationResult,
+    cross_validate,
+    resume_cross_validation,
+)
+from breastcls.training.train import resume, train
 
 #: The one door for a trained model: :meth:`InferenceModel.load` (a run folder, an export
 #: folder or a model file, with its record), under the name users look for first.

@@ -272,7 +272,7 @@ class TrainConfig:
             trainer's); the trainer validates them.
         epochs: Number of epochs.
         batch_size: Images per step on one device (replica); with several devices a step
-            processes ``batch_size x replicas`` images (see :mod:`breastcls.distribute`).
+            processes ``batch_size x replicas`` images (see :mod:`breastcls.training.distribute`).
         learning_rate: Adam's initial learning rate (not scaled with the number of replicas).
         monitor: Selection-set metric (``val_`` + a logged metric, such as ``val_accuracy`` or
             ``val_loss``) that drives ReduceLROnPlateau and the best-model checkpoint.
@@ -286,7 +286,7 @@ class TrainConfig:
             (``tensorboard --logdir runs`` shows them).
         devices: Devices to train on: ``None`` (every local GPU, mirrored, when there are
             several), a count (the first N GPUs, or logical CPU devices without GPU) or device
-            names such as ``("GPU:0", "GPU:1")``; see :mod:`breastcls.distribute`.
+            names such as ``("GPU:0", "GPU:1")``; see :mod:`breastcls.training.distribute`.
     """
 
     trainer: str = "keras"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from breastcls.config import DataConfig, TrainConfig
 
 __all__ = [
+    "GLASS",
     "TTA",
     "Augmentation",
     "Backbone",
@@ -35,6 +36,10 @@ __all__ = [
     "Predictions",
     "Sample",
     "SkippedFile",
+    "Slide",
+    "SlideLevel",
+    "SlideReader",
+    "StainNormaliser",
     "Trainer",
 ]
 
@@ -274,6 +279,10 @@ class Predictions:
         domain_reason: What flagged each image (empty when not flagged), likewise.
         role: The set the images come from (``None`` when unknown, e.g. outside data):
             reports name it beside every figure.
+        groups: The group per row that patient-level figures aggregate, resample and count
+            by: the split's group key (``None`` entries when unknown). Empty: the accession
+            number of each patient id (BreakHis ``14-29960AB`` and ``14-29960CD`` are one
+            biopsy).
     """
 
     class_names: tuple[str, ...]
@@ -289,6 +298,7 @@ class Predictions:
     in_distribution: npt.NDArray[np.bool_] | None = None
     domain_reason: tuple[str, ...] | None = None
     role: DataRole | None = None
+    groups: tuple[str | None, ...] = ()
 
     @property
     def y_pred(self) -> npt.NDArray[np.int64]:
@@ -342,4 +352,102 @@ class Metric(Protocol):
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Return the section; write any figure as a PNG inside ``out_dir``."""
+        ...
+
+
+GLASS = 255
+"""The value a slide region is padded with where it leaves the slide: white, like empty glass."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideLevel:
+    """One level of a slide's pyramid.
+
+    Attributes:
+        width: Width in pixels of this level.
+        height: Height in pixels of this level.
+        downsample: Level-0 pixels per pixel of this level (1.0 for level 0).
+    """
+
+    width: int
+    height: int
+    downsample: float
+
+
+@runtime_checkable
+class Slide(Protocol):
+    """An open slide: its pyramid, its resolution, and regions read on demand.
+
+    Attributes:
+        path: The slide file.
+        levels: The pyramid, level 0 (full resolution) first, downsample increasing.
+        mpp: Microns per level-0 pixel from the slide's metadata, or ``None`` when it has none.
+        objective_power: The scanner's objective magnification, when the metadata says.
+    """
+
+    path: Path
+    levels: tuple[SlideLevel, ...]
+    mpp: float | None
+    objective_power: float | None
+
+    def read_region(
+        self, level: int, x: int, y: int, width: int, height: int
+    ) -> npt.NDArray[np.uint8]:
+        """Return the ``(height, width, 3)`` RGB pixels of a rectangle of ``level``, given in
+        that level's pixel coordinates; what lies outside the level is :data:`GLASS`.
+
+        Must be safe to call from several threads at once.
+
+        Raises:
+            DataError: The slide's data cannot be read or decoded.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the file."""
+        ...
+
+
+class SlideReader(Protocol):
+    """A slide format (a plugin kind: ``breastcls_register_slide_readers``)."""
+
+    def accepts(self, path: Path) -> bool:
+        """Whether this reader can open ``path`` (by its content, not only its name)."""
+        ...
+
+    def open(self, path: Path) -> Slide:
+        """Open ``path``.
+
+        Raises:
+            DataError: The file is damaged or not of this format.
+        """
+        ...
+
+
+@runtime_checkable
+class StainNormaliser(Protocol):
+    """Fits a reference stain and builds the in-model layer that maps images to it (a plugin
+    kind: ``breastcls_register_stain_normalisers``)."""
+
+    def fit(self, pixels: npt.NDArray[np.uint8]) -> dict[str, Any]:
+        """Return the reference's parameters, JSON-ready (stored in the run folder).
+
+        Args:
+            pixels: ``(n, 3)`` uint8 RGB pixels sampled from the reference images, background
+                included (leave it out with :func:`~breastcls.stain.optics.tissue_pixels`).
+
+        Raises:
+            DataError: The pixels cannot define a stain (too little tissue); the message says
+                why, and breastcls adds which files were the reference.
+        """
+        ...
+
+    def layer(self, parameters: Mapping[str, Any]) -> Any:
+        """Return a Keras layer that normalises a batch of 0-255 RGB images to the reference,
+        in training and inference alike, or ``None`` when the normaliser changes nothing.
+
+        The layer must survive a ``.keras`` save and a safe-mode load
+        (``keras.saving.register_keras_serializable``), map an image to 0-255 values and never
+        return NaN, whatever the image (blank, white, tissue-poor).
+        """
         ...

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_MODEL_JSON_BYTES",
     "MAX_MODEL_RATIO",
     "ModelLimits",
+    "archived_model",
     "build_model",
     "check_model_archive",
     "check_weights",
@@ -258,13 +259,33 @@ def build_model(
     from breastcls.layers import ImagePreprocessing
 
     shape = (image_size, image_size, 3)
+    features_model = _built_backbone(backbone, config, shape)
+    inputs = keras.Input(shape=shape, name="image")
+    x = inputs
+    normalisation = normaliser.layer(stain.parameters) if stain is not None else None
+    if normalisation is not None:
+        x = normalisation(x)
+    x = augmentation(seed=seed)(x)
+    mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
+    x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
+    features = features_model(x)
+    outputs = head(features, n_classes=n_classes)
+    return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
+
+
+def _built_backbone(backbone: Backbone, config: ModelConfig, shape: tuple[int, int, int]) -> Any:
+    """The backbone's feature model with the configuration's weights.
+
+    Raises:
+        ConfigError: The ImageNet weights cannot be had, or the weights file does not fit.
+    """
     weights = (
         str(Path(config.weights).expanduser())
         if config.weights not in (None, "imagenet")
         else config.weights
     )
     try:
-        features_model = backbone.build(input_shape=shape, weights=weights)
+        return backbone.build(input_shape=shape, weights=weights)
     except Exception as error:
         if config.weights == "imagenet":
             raise ConfigError(
@@ -279,17 +300,6 @@ def build_model(
                 "file made for this backbone."
             ) from error
         raise
-    inputs = keras.Input(shape=shape, name="image")
-    x = inputs
-    normalisation = normaliser.layer(stain.parameters) if stain is not None else None
-    if normalisation is not None:
-        x = normalisation(x)
-    x = augmentation(seed=seed)(x)
-    mode = backbone.preprocessing if config.preprocessing == "backbone" else "none"
-    x = ImagePreprocessing(mode=mode, name="preprocessing")(x)
-    features = features_model(x)
-    outputs = head(features, n_classes=n_classes)
-    return keras.Model(inputs, outputs, name=f"breastcls_{config.backbone}_{config.head}")
 
 
 # The model files of export folders that breastcls loads (keras and onnx exports).
@@ -351,6 +361,44 @@ def load_keras_model(path: Path, *, limits: ModelLimits | None = None) -> Any:
         raise ModelLoadError(f"{path} is not a .keras model file (not a zip archive).")
     check_model_archive(path, limits)
     return _safe_load(path, compile=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchivedModel:
+    """What a ``.keras`` archive says of its model, read without building it.
+
+    Attributes:
+        name: The model's name (``breastcls_<backbone>_<head>`` for a model breastcls built).
+        input_shape: Its input's shape (``None`` for the batch), when it has one input layer.
+    """
+
+    name: str
+    input_shape: tuple[int | None, ...] | None
+
+
+def archived_model(path: Path) -> ArchivedModel:
+    """Read a ``.keras`` archive's model name and input shape from its ``config.json`` (the
+    archive checked first, nothing built or loaded).
+
+    Raises:
+        ModelLoadError: The file is not a readable, safe ``.keras`` archive, or its
+            configuration is not a model's.
+    """
+    check_model_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = config["config"]["layers"]
+        shape = layers[0]["config"].get("batch_shape") if layers else None
+        return ArchivedModel(
+            name=str(config["config"]["name"]),
+            input_shape=tuple(shape) if isinstance(shape, list) else None,
+        )
+    except (OSError, KeyError, TypeError, IndexError, ValueError, zipfile.BadZipFile) as error:
+        raise ModelLoadError(
+            f"{path} holds no model configuration breastcls can read ({type(error).__name__}: "
+            f"{error}): it is damaged."
+        ) from error
 
 
 def load_checkpoint(path: Path) -> Any:

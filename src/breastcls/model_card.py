@@ -89,6 +89,11 @@ def _backbone_preprocessing(backbone: Any, setting: Any) -> str:
     return _PREPROCESSING.get(mode, markdown_text(mode))
 
 
+def _records(table: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The rows of a ``metrics.json`` table by name, a malformed row read as empty."""
+    return [(name, row if isinstance(row, Mapping) else {}) for name, row in table.items()]
+
+
 def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     classification = metrics.get("classification")
@@ -97,8 +102,7 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
         per_class = _section(classification, "per_class")
         if per_class:
             lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-            for name, row in per_class.items():
-                row = row if isinstance(row, Mapping) else {}
+            for name, row in _records(per_class):
                 lines.append(
                     f"| {markdown_text(name)} | {_fmt(row.get('precision'))} | "
                     f"{_fmt(row.get('recall'))} | {_fmt(row.get('f1'))} | "
@@ -125,14 +129,41 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
             "| statistic | estimate | low | high |",
             "|---|---|---|---|",
         ]
-        for name, interval in bootstrap["intervals"].items():
-            interval = interval if isinstance(interval, Mapping) else {}
+        for name, interval in _records(bootstrap["intervals"]):
+            flat = interval.get("low") is not None and interval.get("low") == interval.get("high")
             lines.append(
-                f"| {markdown_text(name)} | {_fmt(interval.get('estimate'))} | "
+                f"| {markdown_text(name)}{' (zero width)' if flat else ''} | "
+                f"{_fmt(interval.get('estimate'))} | "
                 f"{_fmt(interval.get('low'))} | {_fmt(interval.get('high'))} |"
             )
+        lines += _patient_count_lines(metrics, bootstrap)
     else:
         lines += ["", "No confidence intervals were computed for this run."]
+    return lines
+
+
+def _patient_count_lines(metrics: Mapping[str, Any], bootstrap: Mapping[str, Any]) -> list[str]:
+    """Patients per class, exact per-patient bounds, and every interval warning."""
+    counts = _section(bootstrap, "resampled_per_class")
+    unit = markdown_text(bootstrap.get("resampled", "images"))
+    lines = [""]
+    if counts:
+        per_class = ", ".join(f"{markdown_text(k)} {_fmt(v)}" for k, v in counts.items())
+        lines.append(f"Resampled {unit} per class: {per_class}.")
+    exact = _section(bootstrap, "exact_per_patient")
+    if exact:
+        lines += ["", "Exact (Clopper-Pearson) bounds, one trial per patient:", ""]
+        for name, bound in _records(exact):
+            lines.append(
+                f"- {markdown_text(name)}: {_fmt(bound.get('successes'))} of "
+                f"{_fmt(bound.get('trials'))} patients, [{_fmt(bound.get('low'))}, "
+                f"{_fmt(bound.get('high'))}]"
+            )
+    patient = _section(metrics, "patient")
+    warnings = [*bootstrap.get("warnings", ()), *patient.get("warnings", ())]
+    seen = list(dict.fromkeys(str(w) for w in warnings))
+    if seen:
+        lines += ["", *(f"- **Warning: {markdown_text(w)}.**" for w in seen)]
     return lines
 
 
@@ -210,14 +241,20 @@ def _data_lines(config: Mapping[str, Any]) -> list[str]:
     def text(section: Mapping[str, Any], key: str) -> str:
         return markdown_text(section.get(key, "?"))
 
+    def patients(role: str) -> str:
+        count = split.get(f"{role}_patients")
+        return f" ({markdown_text(count)} patients)" if count is not None else ""
+
     return [
         "",
         "## Data",
         "",
         f"- Training data: {markdown_code(data.get('path', 'unknown'))}",
         f"- Split: {markdown_text(split.get('method', 'unknown'))} — "
-        f"{text(split, 'train_images')} training, {text(split, 'selection_images')} selection "
-        f"and {text(split, 'test_images')} test images (split seed {text(data, 'split_seed')})",
+        f"{text(split, 'train_images')} training{patients('train')}, "
+        f"{text(split, 'selection_images')} selection{patients('selection')} "
+        f"and {text(split, 'test_images')} test images{patients('test')} "
+        f"(split seed {text(data, 'split_seed')})",
         "- The selection set chose the best epoch, the learning-rate schedule, the temperature "
         "and the thresholds; the test set was scored once, by the final model",
         f"- Training: {text(train, 'epochs')} epochs, batch {text(train, 'batch_size')}, "
@@ -237,11 +274,20 @@ def _limitations(split: Mapping[str, Any]) -> list[str]:
         "including ones that are not histopathology.",
     ]
     if split.get("leaky"):
-        lines.append(
-            "- **The split was by image, not by patient: images of one patient are on both "
-            "sides, so the test scores are optimistic.**"
-        )
+        lines.append(f"- **{markdown_text(_leak_cause(split))}**")
     return lines
+
+
+def _leak_cause(split: Mapping[str, Any]) -> str:
+    """Why the split is leaky, and what that does to the figures, as the record says."""
+    label = split.get("leak") or "LEAKY: patients in two roles (optimistic)"
+    if split.get("method") == "image-leaky":
+        cause = "the split was by image although patient ids were known"
+    elif split.get("test_from") == "data":
+        cause = "the data's own split (folders or manifest) puts patients in several roles"
+    else:
+        cause = "patients are in several roles"
+    return f"{label}: {cause}, so the model saw these patients and its scores are optimistic."
 
 
 def write_model_card(run_dir: Path, out: Path | None = None) -> Path:

@@ -16,13 +16,12 @@ import contextvars
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 __all__ = [
     "ProgressReporter",
     "TrainingSummary",
     "active_reporter",
-    "progress_callbacks",
     "reporting",
 ]
 
@@ -95,14 +94,3 @@ def reporting(reporter: R) -> Iterator[R]:
 def active_reporter() -> ProgressReporter | None:
     """Return the reporter of the current context, or ``None`` (report nothing)."""
     return _ACTIVE.get()
-
-
-def progress_callbacks(run_dir: Path, config: Any) -> list[Any]:
-    """Return the Keras callbacks that report a run's training progress: none outside a
-    :func:`reporting` block. ``config`` is the run's :class:`~breastcls.config.RunConfig`."""
-    reporter = active_reporter()
-    if reporter is None:
-        return []
-    from breastcls.callbacks import ProgressCallback
-
-    return [ProgressCallback(reporter, run_dir=run_dir, config=config)]

@@ -21,6 +21,8 @@ from breastcls.evaluation.clinical import (
     Resampling,
     binary_rates,
     bootstrap_interval,
+    decision_statistics,
+    exact_bounds,
     expected_calibration_error,
     few_units_warnings,
     image_statistics,
@@ -29,9 +31,12 @@ from breastcls.evaluation.clinical import (
     percentile_interval,
     reliability_bins,
     safe_auc,
+    single_unit_warnings,
     stratified_resampling,
     subset,
+    unit_noun,
     weighted_auc,
+    zero_width_warnings,
 )
 from breastcls.inference.decision import (
     BinaryView,
@@ -97,11 +102,24 @@ def _interval_warnings(
     *,
     prefix: str = "",
 ) -> list[str]:
-    """Warn about classes with few resampled units, then about statistics undefined in some
-    resamples."""
-    return few_units_warnings(counts, unit, prefix=prefix) + _undefined_warnings(
-        intervals, n_resamples, prefix=prefix
+    """Warn about classes with few resampled units, statistics undefined in some resamples
+    and intervals of zero width."""
+    return (
+        few_units_warnings(counts, unit, prefix=prefix)
+        + _undefined_warnings(intervals, n_resamples, prefix=prefix)
+        + zero_width_warnings(intervals, prefix=prefix)
     )
+
+
+def _patient_warnings(
+    predictions: Predictions, counts: dict[str, int], intervals: dict[str, Interval], n: int
+) -> list[str]:
+    """The warnings of intervals drawn by patient: a side that is one patient (biopsy) first,
+    then :func:`_interval_warnings` with patients named as the units they are."""
+    noun = unit_noun(predictions, 2)
+    return single_unit_warnings(
+        counts, lambda count: unit_noun(predictions, count)
+    ) + _interval_warnings(counts, noun, intervals, n)
 
 
 def _with_warnings(text: str, warnings: list[str]) -> str:
@@ -185,7 +203,11 @@ class BootstrapMetric:
         )
         unit = resampling.resampled
         counts = _side_counts(predictions, resampling.per_class)
-        warnings = _interval_warnings(counts, unit, intervals, self.n_resamples)
+        warnings = (
+            _patient_warnings(predictions, counts, intervals, self.n_resamples)
+            if unit == "patients"
+            else _interval_warnings(counts, unit, intervals, self.n_resamples)
+        )
         caveat = (
             "Whole patients are drawn, so the correlation of one patient's images is respected."
             if unit == "patients"
@@ -205,6 +227,7 @@ class BootstrapMetric:
                 "resampled_per_class": counts,
                 "interval_method": resampling.describe(level=self.level),
                 "intervals": _as_dicts(intervals),
+                "exact_per_patient": exact_bounds(resampling.patients, level=self.level),
                 "warnings": warnings,
             },
             text=_interval_text(resampling, self.level, caveat, warnings),
@@ -230,13 +253,22 @@ class ThresholdsMetric:
     (``thresholds.json`` of a run), and are then applied unchanged; otherwise they are chosen on
     these predictions, which is only honest for the selection set.
 
+    Each operating point's sensitivity and specificity carry class-stratified bootstrap
+    intervals drawn with the same seed, so the same resamples, as the ``bootstrap`` section.
+
     Attributes:
         target_specificity: Specificity floor of ``sensitivity_at_specificity_<t>``.
         target_sensitivity: Sensitivity floor of ``specificity_at_sensitivity_<t>``.
+        n_resamples: Number of bootstrap resamples.
+        seed: Seed of the resampling.
+        level: Confidence level.
     """
 
     target_specificity: float = 0.95
     target_sensitivity: float = 0.95
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
 
     def __call__(self, predictions: Predictions, *, out_dir: Path) -> MetricSection:
         """Sensitivity, specificity, precision, NPV, accuracy and F1 at each threshold."""
@@ -256,17 +288,13 @@ class ThresholdsMetric:
                 target_sensitivity=self.target_sensitivity,
             )
             source = "these predictions (fitted on the data they are evaluated on)"
-        points = []
-        for name, threshold in thresholds.items():
-            rates = binary_rates(view.y_true, view.score >= threshold)
-            points.append(
-                {
-                    "name": name,
-                    "threshold": threshold,
-                    **{key: rates[key] for key in ("sensitivity", "specificity", "precision")},
-                    **{key: rates[key] for key in ("npv", "accuracy", "f1")},
-                }
-            )
+        resampling = stratified_resampling(
+            predictions, n_resamples=self.n_resamples, seed=self.seed
+        )
+        points = [
+            self._point(view, name, threshold, resampling.image_weights)
+            for name, threshold in thresholds.items()
+        ]
         text = "\n".join(f"{name}: {meanings.get(name, 'given')}" for name in thresholds)
         return MetricSection(
             name="thresholds",
@@ -275,12 +303,30 @@ class ThresholdsMetric:
                 **_positive_fields(view),
                 "chosen_on": source,
                 "operating_points": points,
+                "interval_method": resampling.describe(level=self.level),
             },
             text=(
                 f"An image is called {view.positive} when its score, {described}, is >= the "
                 f"threshold.\n{text}"
             ),
         )
+
+    def _point(
+        self, view: BinaryView, name: str, threshold: float, weights: FloatArray
+    ) -> dict[str, Any]:
+        """One operating point: its rates, and its sensitivity's and specificity's intervals."""
+        called = view.score >= threshold
+        rates = binary_rates(view.y_true, called)
+        intervals = _intervals_of(
+            decision_statistics(view.y_true, called), weights, level=self.level
+        )
+        return {
+            "name": name,
+            "threshold": threshold,
+            **{key: rates[key] for key in ("sensitivity", "specificity", "precision")},
+            **{key: rates[key] for key in ("npv", "accuracy", "f1")},
+            "intervals": _as_dicts(intervals),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -387,7 +433,7 @@ class PatientMetric:
             patient_statistics(rows), resampling.patient_weights, level=self.level
         )
         counts = {view.positive: int(truth.sum()), view.negative: int((~truth).sum())}
-        warnings = _interval_warnings(counts, "patients", intervals, self.n_resamples)
+        warnings = _patient_warnings(predictions, counts, intervals, self.n_resamples)
         method = resampling.describe(level=self.level, resampled="patients")
         values: dict[str, Any] = {
             "available": True,
@@ -397,6 +443,7 @@ class PatientMetric:
             **_rates_with_auc(truth, score >= 0.5, score),
             "patient_recognition_rate": float(np.mean([row.images_correct for row in rows])),
             "intervals": _as_dicts(intervals),
+            "exact": exact_bounds(rows, level=self.level),
             "interval_method": method,
             "warnings": warnings,
             "patients": _patient_table(rows, predictions.class_names, view),
@@ -404,7 +451,7 @@ class PatientMetric:
         text = self._explanation(predictions, view, method)
         if predictions.thresholds:
             values["operating_points"] = [
-                {"name": name, "threshold": threshold, **_patient_rates(truth, score >= threshold)}
+                _patient_point(name, threshold, truth, score, resampling, level=self.level)
                 for name, threshold in predictions.thresholds.items()
             ]
             text += (
@@ -446,6 +493,7 @@ def _patient_table(
             "n_images": row.n_images,
             "images_correct": round(row.images_correct, 6),
             "magnifications": ", ".join(f"{m}X" for m in row.magnifications),
+            "slides": ", ".join(row.slides),
         }
         for row in rows
     ]
@@ -458,6 +506,22 @@ patient_metric = PatientMetric()
 def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
     rates = binary_rates(truth, called)
     return {key: rates[key] for key in ("sensitivity", "specificity", "accuracy")}
+
+
+def _patient_point(
+    name: str, threshold: float, truth: Any, score: Any, resampling: Resampling, *, level: float
+) -> dict[str, Any]:
+    """One operating point on the patient score, with intervals from the patient resamples."""
+    called = score >= threshold
+    intervals = _intervals_of(
+        decision_statistics(truth, called), resampling.patient_weights, level=level
+    )
+    return {
+        "name": name,
+        "threshold": threshold,
+        **_patient_rates(truth, called),
+        "intervals": _as_dicts(intervals),
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -506,7 +570,7 @@ class MagnificationMetric:
                 prefix=f"{magnification}X: ",
             )
             breakdown.append(
-                _magnification_row(magnification, view, rows, resampling.patients, intervals)
+                _magnification_row(magnification, part, rows, resampling.patients, intervals)
             )
         text = _intervals_sentence(
             f"{method['method']} within each magnification's images",
@@ -532,8 +596,9 @@ class MagnificationMetric:
         """Image-level intervals of one magnification's images, and the patient recognition
         rate's when its patients are known."""
         statistics = image_statistics(part)
+        kept = ("accuracy", "binary_accuracy", "sensitivity", "specificity", "auc")
         intervals = _intervals_of(
-            {k: statistics[k] for k in ("accuracy", "sensitivity", "specificity", "auc")},
+            {k: statistics[k] for k in kept if k in statistics},
             resampling.image_weights,
             level=self.level,
         )
@@ -547,16 +612,23 @@ class MagnificationMetric:
 
 def _magnification_row(
     magnification: int,
-    view: BinaryView,
+    part: Predictions,
     rows: list[int],
     patients: tuple[PatientRow, ...],
     intervals: dict[str, Interval],
 ) -> dict[str, Any]:
+    """One magnification's figures. ``accuracy`` is the top-class accuracy, as its interval
+    (with subtypes, the positive-vs-rest one is ``binary_accuracy``, with its own interval)."""
+    view = binary_view(part)
+    binary = _rates_with_auc(view.y_true, view.y_pred, view.score)
+    several = len(part.class_names) > 2
     return {
         "magnification": f"{magnification}X",
         "n_images": len(rows),
         "n_patients": len(patients),
-        **_rates_with_auc(view.y_true[rows], view.y_pred[rows], view.score[rows]),
+        **binary,
+        "accuracy": float(np.mean(part.y_true == part.y_pred)),
+        **({"binary_accuracy": binary["accuracy"]} if several else {}),
         "patient_recognition_rate": (
             float(np.mean([p.images_correct for p in patients])) if patients else None
         ),

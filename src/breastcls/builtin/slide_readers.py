@@ -3,14 +3,10 @@ PNG/JPEG images."""
 
 from __future__ import annotations
 
+from breastcls.interfaces import SlideReader
 from breastcls.plugins import hookimpl
 from breastcls.registry import PluginRegistry
-from breastcls.slides.readers import (
-    ImageSlideReader,
-    OpenSlideReader,
-    SlideReader,
-    TiffSlideReader,
-)
+from breastcls.slides.readers import ImageSlideReader, OpenSlideReader, TiffSlideReader
 
 __all__: list[str] = []
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
+from breastcls.interfaces import StainNormaliser
 from breastcls.plugins import hookimpl
 from breastcls.registry import PluginRegistry
-from breastcls.stain.normalisers import (
-    MacenkoNormaliser,
-    NoNormaliser,
-    ReinhardNormaliser,
-    StainNormaliser,
-)
+from breastcls.stain.normalisers import MacenkoNormaliser, NoNormaliser, ReinhardNormaliser
 
 
 @hookimpl

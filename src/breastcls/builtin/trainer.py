@@ -66,7 +66,7 @@ class KerasTrainer:
         """Compile (unless already compiled) and fit; return the history of these epochs."""
         import keras
 
-        from breastcls.callbacks import StatefulReduceLROnPlateau
+        from breastcls.training.callbacks import StatefulReduceLROnPlateau
 
         if not getattr(model, "compiled", False):
             n_classes = int(model.output_shape[-1])

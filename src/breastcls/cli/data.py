@@ -64,7 +64,7 @@ def check_command(
     images unlike the model's training images; 2: the dataset cannot be read.
     """
     import breastcls
-    from breastcls.data.check import format_report
+    from breastcls.cli.data_report import format_report
     from breastcls.inference.predict import check_domain
 
     config = breastcls.DataConfig(

@@ -74,7 +74,7 @@ def evaluate_command(
     """Evaluate a model: metrics.json, predictions.csv, plots and a self-contained report.html."""
     import breastcls
     from breastcls.evaluation.robustness import check_stain_shift
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     result = breastcls.evaluate(
         model,

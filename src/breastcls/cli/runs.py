@@ -21,7 +21,9 @@ def runs_command(
     """List the runs in FOLDER: status, epochs completed, test accuracy and AUC, failure reason.
 
     Figures marked * come from the selection set (a run without a test set, or one still
-    training): that set chose the model, so they are optimistic.
+    training): that set chose the model, so they are optimistic. Figures marked ! come from a
+    leaky split (patients of that set also trained or selected the model): a line below the
+    table says how many.
     """
     from breastcls.runs import list_runs
 
@@ -42,8 +44,8 @@ def runs_command(
             summary.run_dir.name,
             summary.status,
             str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
-            _figure(summary.accuracy, summary.figures_from),
-            _figure(summary.auc, summary.figures_from),
+            _figure(summary.accuracy, summary.figures_from, summary.leak),
+            _figure(summary.auc, summary.figures_from, summary.leak),
             _minute(summary.updated),
         )
     echo_table(table)
@@ -57,6 +59,9 @@ def runs_command(
                     break_on_hyphens=False,
                 )
             )
+    for summary in summaries:
+        if summary.leak:
+            say(f"! {summary.run_dir.name}: {summary.leak}")
     if any(summary.figures_from == "selection" for summary in summaries):
         say("* selection set (optimistic: it chose the model); other figures: test set")
 
@@ -66,7 +71,7 @@ def _minute(updated: str | None) -> str:
     return "-" if not updated else updated[:16].replace("T", " ")
 
 
-def _figure(value: float | None, figures_from: str | None) -> str:
+def _figure(value: float | None, figures_from: str | None, leak: str | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" + ("*" if figures_from == "selection" else "")
+    return f"{value:.4f}" + ("*" if figures_from == "selection" else "") + ("!" if leak else "")

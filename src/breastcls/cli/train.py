@@ -23,12 +23,12 @@ from breastcls.config import (
     Task,
     TrainConfig,
 )
-from breastcls.crossval import CrossValidationResult
-from breastcls.distribute import parse_devices
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
 from breastcls.runs.folder import RunFolder, RunResult
+from breastcls.training.crossval import CrossValidationResult
+from breastcls.training.distribute import parse_devices
 
 DATA_PANEL = "Data"
 MODEL_PANEL = "Model"
@@ -415,22 +415,28 @@ def _with_demo_settings(config: RunConfig, demo: RunConfig, *, given: set[str]) 
 
 def _report_run(result: RunResult) -> None:
     from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {result.run_dir}")
     kept = kept_epoch_line(read_train_state(result.run_dir))
     if kept:
         say(kept)
     say_domain(result.metrics, first=True)
-    say(f"{describe_role(result.role)}: {summarise(result.metrics)}")
+    say(f"{_set_of(result.metrics, result.role)}: {summarise(result.metrics)}")
     say_domain(result.metrics, first=False)
     if result.role is DataRole.TEST and result.selection_metrics:
-        say(f"{describe_role(DataRole.SELECTION)}: {summarise(result.selection_metrics)}")
+        selection = _set_of(result.selection_metrics, DataRole.SELECTION)
+        say(f"{selection}: {summarise(result.selection_metrics)}")
     say(f"report: {result.report}")
 
 
+def _set_of(metrics: dict[str, Any], role: DataRole) -> str:
+    """The set the figures come from as ``metrics.json`` records it (with any LEAKY label)."""
+    return str(metrics.get("evaluated_on", {}).get("set") or describe_role(role))
+
+
 def _report_cross_validation(cv: CrossValidationResult) -> None:
-    from breastcls.train import summarise
+    from breastcls.training.train import summarise
 
     say(f"run folder: {cv.run_dir} ({len(cv.folds)} folds, aggregate.json)")
     for index, fold in enumerate(cv.folds, start=1):

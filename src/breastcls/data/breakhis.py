@@ -10,6 +10,7 @@ __all__ = [
     "MALIGNANT_SUBTYPES",
     "BreakHisName",
     "accession_number",
+    "follows_breakhis_scheme",
     "parse_breakhis_name",
 ]
 
@@ -49,6 +50,17 @@ def parse_breakhis_name(file_name: str) -> BreakHisName | None:
         magnification=int(magnification),
         number=int(number),
     )
+
+
+def follows_breakhis_scheme(patient_id: str) -> bool:
+    """Whether ``patient_id`` is a BreakHis slide id (``<year>-<digits>`` and slide letters),
+    whose :func:`accession_number` names a biopsy.
+
+    Example:
+        >>> follows_breakhis_scheme("14-29960AB"), follows_breakhis_scheme("patient-7")
+        (True, False)
+    """
+    return _PATIENT_ID.match(patient_id) is not None
 
 
 def accession_number(patient_id: str) -> str:

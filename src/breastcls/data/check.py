@@ -19,9 +19,9 @@ file's bytes and every image's decoded pixels, and reports:
 - suspicious images: extension that does not match the content, multi-page files (only the
   first page is used), images under 32 pixels a side - warnings;
 - stain: per role and per class, on a seeded subsample of images, the mean optical density of
-  the tissue and the haematoxylin and eosin vectors estimated with Macenko's method
-  (:func:`estimate_stain`); a warning when two roles' stain differs more than the classes' does
-  (a batch effect: another laboratory, scanner or staining batch in one role).
+  the tissue and the haematoxylin and eosin vectors estimated with Macenko's method (the
+  survey is :mod:`breastcls.stain.survey`'s); a warning when two roles' stain differs more than
+  the classes' does (a batch effect: another laboratory, scanner or staining batch in one role).
 
 The split checked is the one :func:`breastcls.train` would make with the same configuration:
 the roles the data fixes (split folders or a manifest ``split`` column; a ``validation/``
@@ -30,6 +30,8 @@ folder is the test set unless a ``test/`` folder is there too, see
 Every image is labelled with its role. When no split can be made (a ``split`` error), data that
 fixes its split is labelled by folder (``train/`` as ``train``, ``validation/`` and ``test/``
 as above); other images, and unreadable images of unsplit data, are ``(unsplit)``.
+
+The command line renders the report as text (:mod:`breastcls.cli.data_report`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from breastcls.config import DataConfig
 from breastcls.data.breakhis import accession_number
@@ -54,7 +55,8 @@ from breastcls.data.split import Split, split_for_config
 from breastcls.errors import DataError
 from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
 from breastcls.plugins.host import PluginHost
-from breastcls.stain.normalisers import ANGLE_PERCENTILE, TISSUE_OD, estimate_stain
+from breastcls.stain.optics import estimate_stain
+from breastcls.stain.survey import StainReport, StainStatistics, survey_stain
 
 __all__ = [
     "DataIssue",
@@ -66,7 +68,6 @@ __all__ = [
     "check_data",
     "check_dataset",
     "estimate_stain",
-    "format_report",
 ]
 
 Severity = Literal["error", "warning"]
@@ -273,224 +274,6 @@ class DataReport:
         }
 
 
-# Stain statistics (Macenko et al., "A method for normalizing histology slides for quantitative
-# analysis", ISBI 2009): optical density as breastcls.layers defines it, -ln((I + 1) / 256); the
-# tissue threshold and the vectors' estimate are breastcls.stain's, which normalisation shares.
-_STAIN_PIXELS = 4000  # pixels drawn from each subsampled image
-_MIN_STAIN_IMAGES = 10  # fewer images of a class in a role: too noisy to compare (left out)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StainStatistics:
-    """The stain of a group of images (a role or a class).
-
-    Attributes:
-        images: Images sampled.
-        tissue_fraction: Share of their sampled pixels that are tissue (OD at least 0.15 in
-            every channel).
-        mean_od: Mean optical density of the tissue pixels in R, G, B.
-        haematoxylin: Unit OD vector of haematoxylin (Macenko), ``None`` with too little tissue.
-        eosin: Unit OD vector of eosin.
-    """
-
-    images: int
-    tissue_fraction: float
-    mean_od: tuple[float, float, float] | None
-    haematoxylin: tuple[float, float, float] | None
-    eosin: tuple[float, float, float] | None
-
-    def distance(self, other: StainStatistics) -> float | None:
-        """The stain distance: the Euclidean distance between the two groups' mean OD, H vector
-        and E vector, stacked (``None`` when either lacks tissue)."""
-        mine, theirs = self._descriptor(), other._descriptor()
-        if mine is None or theirs is None:
-            return None
-        return float(np.linalg.norm(mine - theirs))
-
-    def _descriptor(self) -> npt.NDArray[np.float64] | None:
-        if self.mean_od is None or self.haematoxylin is None or self.eosin is None:
-            return None
-        return np.array([*self.mean_od, *self.haematoxylin, *self.eosin], dtype=np.float64)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dictionary (numbers rounded to 4 places)."""
-
-        def rounded(values: tuple[float, ...] | None) -> list[float] | None:
-            return None if values is None else [round(v, 4) for v in values]
-
-        return {
-            "images": self.images,
-            "tissue_fraction": round(self.tissue_fraction, 4),
-            "mean_od": rounded(self.mean_od),
-            "haematoxylin": rounded(self.haematoxylin),
-            "eosin": rounded(self.eosin),
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StainReport:
-    """Stain statistics per role and per class, and how far apart they are.
-
-    Attributes:
-        per_role: Each role's statistics (its classes pooled).
-        per_class: Each class's statistics (its roles pooled).
-        role_distance: How far the roles' stain lies apart: the stain distance between two
-            roles' images of one class, averaged over the classes and the pairs of roles
-            (``None`` with one role).
-        roles_apart: The two roles furthest apart (averaged over the classes).
-        class_distance: How far the classes' stain lies apart: the stain distance between two
-            classes' images of one role, averaged over the roles and the pairs of classes.
-            Comparing within a class (and within a role) keeps the classes' own difference out
-            of the roles' distance, and a role's batch effect out of the classes'. A class with
-            fewer than 10 images in a role is left out of both (too noisy to compare).
-        images_per_group: The most images sampled from one group (a role, a class, or the
-            images of one class in one role).
-        seed: Seed of the subsample.
-    """
-
-    per_role: dict[str, StainStatistics]
-    per_class: dict[str, StainStatistics]
-    role_distance: float | None
-    roles_apart: tuple[str, ...]
-    class_distance: float | None
-    images_per_group: int
-    seed: int
-
-    @property
-    def batch_effect(self) -> bool:
-        """Whether two roles' stain differs more than the classes' does."""
-        return (
-            self.role_distance is not None
-            and self.class_distance is not None
-            and self.role_distance > self.class_distance
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-ready dictionary."""
-
-        def rounded(value: float | None) -> float | None:
-            return None if value is None else round(value, 4)
-
-        return {
-            "method": (
-                f"Macenko: OD = -ln((I + 1) / 256), background OD < {TISSUE_OD} removed, "
-                f"SVD plane, angles at percentiles {ANGLE_PERCENTILE:g}/"
-                f"{100 - ANGLE_PERCENTILE:g}; up to {self.images_per_group} images per group "
-                f"and {_STAIN_PIXELS} pixels per image, seed {self.seed}"
-            ),
-            "per_role": {role: stats.to_dict() for role, stats in self.per_role.items()},
-            "per_class": {label: stats.to_dict() for label, stats in self.per_class.items()},
-            "role_distance": rounded(self.role_distance),
-            "roles_apart": list(self.roles_apart),
-            "class_distance": rounded(self.class_distance),
-            "batch_effect": self.batch_effect,
-        }
-
-
-def _stain_of(samples: Sequence[Sample], rng: np.random.Generator, limit: int) -> StainStatistics:
-    """Sample up to ``limit`` images and ``_STAIN_PIXELS`` pixels of each; measure their stain."""
-    from breastcls.data.images import decode_image
-
-    chosen = sorted(samples, key=lambda s: str(s.path))
-    if len(chosen) > limit:
-        chosen = [chosen[i] for i in sorted(rng.choice(len(chosen), limit, replace=False))]
-    densities = []
-    for sample in chosen:
-        try:
-            pixels = decode_image(sample.path).reshape(-1, 3)
-        except DataError:
-            continue
-        drawn = pixels[rng.choice(len(pixels), min(_STAIN_PIXELS, len(pixels)), replace=False)]
-        densities.append(-np.log((drawn.astype(np.float64) + 1.0) / 256.0))
-    od = np.concatenate(densities) if densities else np.zeros((0, 3))
-    tissue = od[(od >= TISSUE_OD).all(axis=1)]
-    vectors = estimate_stain(tissue)
-    mean = tissue.mean(axis=0) if len(tissue) else None
-    return StainStatistics(
-        images=len(densities),
-        tissue_fraction=float(len(tissue) / len(od)) if len(od) else 0.0,
-        mean_od=(float(mean[0]), float(mean[1]), float(mean[2])) if mean is not None else None,
-        haematoxylin=vectors[0] if vectors else None,
-        eosin=vectors[1] if vectors else None,
-    )
-
-
-def _mean_distance(
-    pairs: Sequence[tuple[StainStatistics, StainStatistics]],
-) -> float | None:
-    distances = [
-        d
-        for a, b in pairs
-        if min(a.images, b.images) >= _MIN_STAIN_IMAGES and (d := a.distance(b)) is not None
-    ]
-    return float(np.mean(distances)) if distances else None
-
-
-def _stain_report(
-    samples: Sequence[Sample],
-    split_of: Mapping[Path, str],
-    class_names: Sequence[str],
-    *,
-    images_per_group: int,
-    seed: int,
-) -> StainReport:
-    import itertools
-
-    rng = np.random.default_rng(seed)
-    roles = _in_role_order({split_of[s.path] for s in samples} - {_UNSPLIT})
-    labels = [label for label in class_names if any(s.label == label for s in samples)]
-
-    def measured(role: str | None, label: str | None) -> StainStatistics:
-        members = [
-            s
-            for s in samples
-            if (role is None or split_of[s.path] == role) and (label is None or s.label == label)
-        ]
-        return _stain_of(members, rng, images_per_group)
-
-    per_role = {role: measured(role, None) for role in roles}
-    per_class = {label: measured(None, label) for label in labels}
-    cells = {
-        (role, label): measured(role, label)
-        for role in roles
-        for label in labels
-        if any(split_of[s.path] == role and s.label == label for s in samples)
-    }
-    by_role_pair = {
-        (first, second): _mean_distance(
-            [
-                (cells[first, label], cells[second, label])
-                for label in labels
-                if (first, label) in cells and (second, label) in cells
-            ]
-        )
-        for first, second in itertools.combinations(roles, 2)
-    }
-    measured_pairs = {pair: d for pair, d in by_role_pair.items() if d is not None}
-    apart = max(measured_pairs, key=lambda pair: measured_pairs[pair]) if measured_pairs else ()
-    role_pairs = [
-        (cells[first, label], cells[second, label])
-        for first, second in itertools.combinations(roles, 2)
-        for label in labels
-        if (first, label) in cells and (second, label) in cells
-    ]
-    class_pairs = [
-        (cells[role, first], cells[role, second])
-        for role in roles
-        for first, second in itertools.combinations(labels, 2)
-        if (role, first) in cells and (role, second) in cells
-    ]
-    return StainReport(
-        per_role=per_role,
-        per_class=per_class,
-        role_distance=_mean_distance(role_pairs),
-        roles_apart=tuple(apart),
-        class_distance=_mean_distance(class_pairs),
-        images_per_group=images_per_group,
-        seed=seed,
-    )
-
-
 def _stain_issue(stain: StainReport) -> DataIssue:
     first, second = stain.roles_apart[:2]
     a, b = stain.per_role[first], stain.per_role[second]
@@ -649,13 +432,28 @@ def _split_of(
 ) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
     fixed = any(s.split for s in samples)
     try:
-        split = split_for_config(samples, config)
+        # A data check reports a fixed split's leaks (as errors) rather than stopping at them.
+        split = split_for_config(
+            samples,
+            dataclasses.replace(config, allow_leaky_split=config.allow_leaky_split or fixed),
+        )
     except DataError as error:
         issue = DataIssue(severity="error", kind="split", message=f"No usable split: {error}")
         return _folder_roles(samples), None, "data" if fixed else "none", issue
     # Roles, also for data that fixes its split: the blog's validation/ folder is the test set.
     split_of = {s.path: role.value for role, part in split.parts() for s in part}
     return split_of, split, "data" if fixed else "computed", None
+
+
+def _roles(
+    samples: Sequence[Sample], readable: Sequence[Sample], config: DataConfig
+) -> tuple[dict[Path, str], Split | None, Literal["data", "computed", "none"], DataIssue | None]:
+    """The split of the readable images (as :func:`_split_of`), and each unreadable image's
+    role by its folder."""
+    split_of, split, source, issue = _split_of(readable, config)
+    for path, role in _folder_roles(samples).items():
+        split_of.setdefault(path, role)
+    return split_of, split, source, issue
 
 
 def _unreadable_issues(bad: Sequence[SkippedFile]) -> list[DataIssue]:
@@ -761,6 +559,47 @@ def _size_stats(infos: Sequence[ImageInfo]) -> dict[str, dict[str, float]]:
     }
 
 
+def _file_hashes(samples: Sequence[Sample], workers: int) -> dict[Path, str]:
+    """The SHA-1 of each file's bytes, hashed on ``workers`` threads (unreadable files left out)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        paths = [s.path for s in samples]
+        hashes = dict(zip(paths, pool.map(_file_sha1, paths), strict=True))
+    return {path: digest for path, digest in hashes.items() if digest is not None}
+
+
+def _patients_across_roles(
+    readable: Sequence[Sample], split_of: Mapping[Path, str]
+) -> tuple[dict[str, tuple[str, ...]], dict[str, dict[str, tuple[str, ...]]]]:
+    """The patients in several roles (each with its roles), and the accessions whose slides
+    sit in different roles (see :func:`_accessions_in_several_roles`)."""
+    patient_splits: dict[str, set[str]] = defaultdict(set)
+    for sample in readable:
+        if sample.patient_id and split_of[sample.path] != _UNSPLIT:
+            patient_splits[sample.patient_id].add(split_of[sample.path])
+    in_several = {
+        patient: _in_role_order(splits)
+        for patient, splits in sorted(patient_splits.items())
+        if len(splits) > 1
+    }
+    return in_several, _accessions_in_several_roles(patient_splits)
+
+
+def _stain_survey(
+    readable: Sequence[Sample],
+    split_of: Mapping[Path, str],
+    class_names: Sequence[str],
+    images_per_group: int,
+    seed: int,
+) -> StainReport | None:
+    """The stain of the roles and classes (``None`` when no image is to be sampled)."""
+    if images_per_group <= 0 or not readable:
+        return None
+    roles = _in_role_order({split_of[s.path] for s in readable} - {_UNSPLIT})
+    return survey_stain(
+        readable, split_of, roles, class_names, images_per_group=images_per_group, seed=seed
+    )
+
+
 def check_dataset(
     dataset: Dataset,
     config: DataConfig,
@@ -795,48 +634,19 @@ def check_dataset(
         bad = list(unreadable)
     bad_paths = {item.path for item in bad}
     readable = [s for s in samples if s.path not in bad_paths]
-    split_of, split, split_source, split_issue = _split_of(readable, config)
-    for path, role in _folder_roles(samples).items():
-        split_of.setdefault(path, role)  # unreadable images count under their folder's role
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        paths = [s.path for s in readable]
-        hashes = dict(zip(paths, pool.map(_file_sha1, paths), strict=True))
-    file_hash = {path: digest for path, digest in hashes.items() if digest is not None}
-    duplicates = _duplicate_groups(readable, split_of, file_hash, image_info)
-
-    patient_splits: dict[str, set[str]] = defaultdict(set)
-    for sample in readable:
-        if sample.patient_id and split_of[sample.path] != _UNSPLIT:
-            patient_splits[sample.patient_id].add(split_of[sample.path])
-    in_several = {
-        patient: _in_role_order(splits)
-        for patient, splits in sorted(patient_splits.items())
-        if len(splits) > 1
-    }
-    accessions = _accessions_in_several_roles(patient_splits)
-
+    split_of, split, split_source, split_issue = _roles(samples, readable, config)
+    duplicates = _duplicate_groups(readable, split_of, _file_hashes(readable, workers), image_info)
+    in_several, accessions = _patients_across_roles(readable, split_of)
+    stain = _stain_survey(readable, split_of, dataset.class_names, stain_images, seed)
     issues = _unreadable_issues(bad)
     if split_issue is not None:
         issues.append(split_issue)
     issues.extend(_duplicate_issue(group) for group in duplicates)
     issues.extend(_leak_issues(readable, in_several, accessions))
     issues.extend(_file_issues(image_info, dataset.skipped))
-    stain = (
-        _stain_report(
-            readable,
-            split_of,
-            dataset.class_names,
-            images_per_group=stain_images,
-            seed=seed,
-        )
-        if stain_images > 0 and readable
-        else None
-    )
     if stain is not None and stain.batch_effect:
         issues.append(_stain_issue(stain))
     issues.sort(key=lambda issue: issue.severity != "error")
-
     infos = list(image_info.values())
     magnifications = Counter(str(s.magnification or "unknown") for s in samples)
     patients = [s.patient_id for s in samples if s.patient_id]
@@ -894,93 +704,3 @@ def check_data(
     )
     dataset = load_dataset(config, host=host)
     return check_dataset(dataset, config, workers=workers)
-
-
-def _table(title: str, rows: Mapping[str, Any]) -> list[str]:
-    if not rows:
-        return []
-    width = max(len(str(key)) for key in rows)
-    return [title, *(f"  {key!s:<{width}}  {value}" for key, value in rows.items())]
-
-
-def _stain_lines(stain: StainReport) -> list[str]:
-    def vector(values: tuple[float, ...] | None) -> str:
-        return "(" + ", ".join(f"{v:.2f}" for v in values) + ")" if values else "n/a"
-
-    rows = {
-        name: f"{stats.images} images, tissue {stats.tissue_fraction:.0%}, mean OD "
-        f"{vector(stats.mean_od)}, H {vector(stats.haematoxylin)}, E {vector(stats.eosin)}"
-        for name, stats in (
-            *((f"role {role}", stats) for role, stats in stain.per_role.items()),
-            *((f"class {label}", stats) for label, stats in stain.per_class.items()),
-        )
-    }
-    lines = _table("stain (Macenko, mean OD of the tissue, H and E vectors in RGB OD):", rows)
-    if stain.role_distance is not None and stain.class_distance is not None:
-        lines.append(
-            f"  stain distance between roles (within a class) {stain.role_distance:.3f}, "
-            f"furthest {' vs '.join(stain.roles_apart)}; between classes (within a role) "
-            f"{stain.class_distance:.3f}"
-        )
-    return lines
-
-
-def format_report(report: DataReport, *, max_issues: int = 50, width: int | None = None) -> str:
-    """Render a report as human-readable text (tables, then every error and warning).
-
-    Args:
-        report: The report.
-        max_issues: Errors and warnings listed (``--json`` has them all).
-        width: Wrap lines to this many columns (continuation lines indented); ``None``: no
-            wrapping.
-    """
-    import textwrap
-
-    lines = [
-        f"data check: {report.root}",
-        f"  {report.n_images} images, {len(report.class_names)} classes, "
-        f"{report.n_slides} patients (slides) in {report.n_accessions} accessions; "
-        f"split: {report.split_method} ({report.split_source})",
-    ]
-    lines += _table("per class:", report.per_class)
-    per_split = {
-        split: ", ".join(f"{label} {count}" for label, count in row.items())
-        for split, row in report.per_split.items()
-    }
-    lines += _table("per role:", per_split)
-    lines += _table("per magnification:", report.per_magnification)
-    if report.per_patient:
-        counts = list(report.per_patient.values())
-        lines.append(
-            f"per patient: {len(counts)} patients, {min(counts)} to {max(counts)} images each"
-        )
-    lines += _table(
-        "suffix siblings (slides of one accession):",
-        {accession: ", ".join(slides) for accession, slides in report.suffix_siblings.items()},
-    )
-    lines += _table("image sizes:", report.sizes)
-    lines += _table("modes:", report.modes)
-    lines += _table("formats:", report.formats)
-    if report.stain is not None:
-        lines += _stain_lines(report.stain)
-    lines.append(
-        f"result: {len(report.errors)} error(s), {len(report.warnings)} warning(s)"
-        + (" - OK" if report.ok else " - FAILED")
-    )
-    for issue in report.issues[:max_issues]:
-        lines.append(f"  {issue.severity.upper():7} [{issue.kind}] {issue.message}")
-    if len(report.issues) > max_issues:
-        lines.append(f"  ... and {len(report.issues) - max_issues} more (use --json for all)")
-    if width is None:
-        return "\n".join(lines)
-    wrapped = []
-    for line in lines:
-        indent = " " * (len(line) - len(line.lstrip()) + 4)
-        wrapped += textwrap.wrap(
-            line,
-            width=max(width, 40),
-            subsequent_indent=indent,
-            break_long_words=False,
-            break_on_hyphens=False,
-        ) or [""]
-    return "\n".join(wrapped)

@@ -106,7 +106,7 @@ def make_dataset(
         seed: Shuffle seed.
         cache: ``None``, ``"memory"``, or a folder for a file cache of decoded, resized images.
         epoch: A ``tf.Variable`` (int64) holding the current epoch, set by the training loop
-            before each epoch (:class:`~breastcls.callbacks.EpochCounter`). With it, and no
+            before each epoch (:class:`~breastcls.training.callbacks.EpochCounter`). With it, and no
             ``cache``, each epoch's order depends only on ``seed`` and the epoch number, so a
             resumed run sees the batches the uninterrupted run would have. Without it (or with
             a cache), every epoch draws the next order from a seeded shuffle.

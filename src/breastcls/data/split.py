@@ -28,7 +28,9 @@ from breastcls.errors import DataError
 from breastcls.interfaces import DataRole, Sample
 
 __all__ = [
+    "Leak",
     "Split",
+    "find_leak",
     "group_key",
     "kfold_splits",
     "sample_groups",
@@ -38,6 +40,61 @@ __all__ = [
 ]
 
 _ATTRIBUTE_COLUMNS = ("patient_id", "subtype", "magnification")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leak:
+    """How many of the reported set's groups (patients) also trained or selected the model.
+
+    Attributes:
+        role: The set whose figures are reported: ``test``, or ``selection`` without a test set.
+        shared: Its groups that are also in an earlier role (training or selection).
+        groups: Its groups in all.
+        first: One shared group, to name in messages.
+    """
+
+    role: DataRole
+    shared: int
+    groups: int
+    first: str
+
+    @property
+    def label(self) -> str:
+        """The words every figure from a leaky set carries:
+        ``LEAKY: 24 of 31 test patients also trained or selected (optimistic)``."""
+        earlier = "trained or selected" if self.role is DataRole.TEST else "trained"
+        return (
+            f"LEAKY: {self.shared} of {self.groups} {self.role.value} patients also {earlier} "
+            "(optimistic)"
+        )
+
+
+def find_leak(
+    roles: Iterable[tuple[DataRole, str | None]], reported: DataRole = DataRole.TEST
+) -> Leak | None:
+    """Count the ``reported`` set's groups that an earlier role also holds.
+
+    Args:
+        roles: ``(role, group)`` of every image (``None``: group unknown, never a leak).
+        reported: The set whose figures are reported.
+
+    Returns:
+        The leak, or ``None`` when no group of ``reported`` is in an earlier role.
+    """
+    order = list(DataRole)
+    earlier: set[str] = set()
+    held: set[str] = set()
+    for role, group in roles:
+        if group is None:
+            continue
+        if role is reported:
+            held.add(group)
+        elif order.index(role) < order.index(reported):
+            earlier.add(group)
+    shared = sorted(held & earlier)
+    if not shared:
+        return None
+    return Leak(role=reported, shared=len(shared), groups=len(held), first=shared[0])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,6 +114,7 @@ class Split:
             ``validation/`` or ``test/`` folder, or a manifest's ``split`` column), ``fold``
             (the held-out fold of a cross-validation) or ``none``.
         leaky: Whether some group (patient, accession or ``group_by`` value) is in two roles.
+        group_by: The group column (``None``: accession number, see :func:`group_key`).
     """
 
     train: tuple[Sample, ...]
@@ -65,6 +123,23 @@ class Split:
     method: str
     test_from: str
     leaky: bool = False
+    group_by: str | None = None
+
+    @property
+    def leak(self) -> Leak | None:
+        """The reported set's patients that also trained or selected the model (``None``: none)."""
+        return self.leak_of(self.reported_role)
+
+    def leak_of(self, role: DataRole) -> Leak | None:
+        """The patients of the ``role`` set that an earlier role also holds (``None``: none)."""
+        return find_leak(
+            (
+                (part, group_key(s, self.group_by))
+                for part, samples in self.parts()
+                for s in samples
+            ),
+            role,
+        )
 
     @property
     def reported_role(self) -> DataRole:
@@ -80,13 +155,21 @@ class Split:
         )
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready summary (``config.json``'s ``split``): method, sizes, groups."""
+        """A JSON-ready summary (``config.json``'s ``split``): method, leak, sizes."""
+        leak = self.leak
         return {
             "method": self.method,
             "test_from": self.test_from,
             "leaky": self.leaky,
+            "leak": leak.label if leak is not None else None,
             **{f"{role.value}_images": len(samples) for role, samples in self.parts()},
+            **{f"{role.value}_patients": self._groups(samples) for role, samples in self.parts()},
         }
+
+    def _groups(self, samples: Sequence[Sample]) -> int | None:
+        """The number of groups (patients) among ``samples``; ``None`` when none is known."""
+        groups = {g for s in samples if (g := group_key(s, self.group_by)) is not None}
+        return len(groups) if groups else None
 
 
 def _value(sample: Sample, column: str) -> str | None:
@@ -314,7 +397,9 @@ def _with_selection(
         method=method,
         test_from=test_from,
         leaky=leaky,
+        group_by=grouping.group_by,
     )
+    _refuse_given_leak(split, grouping)
     classes = {s.label for s in (*development, *test)}
     for role, part in split.parts():
         missing = sorted(classes - {s.label for s in part})
@@ -325,6 +410,25 @@ def _with_selection(
                 "--selection-fraction)."
             )
     return split
+
+
+def _refuse_given_leak(split: Split, grouping: _Grouping) -> None:
+    """Refuse a split the data fixes whose test (or selection) patients also trained the model,
+    unless leaks were allowed: its figures would measure recognising patients, not tumours."""
+    if split.test_from != "data" or not split.leaky or grouping.allow_leaky:
+        return
+    leak = split.leak or split.leak_of(DataRole.SELECTION)
+    if leak is None:
+        return
+    column = grouping.group_by or "accession number"
+    earlier = "training or selection" if leak.role is DataRole.TEST else "training"
+    raise DataError(
+        f"The data's own split puts {leak.shared} of {leak.groups} {leak.role.value} patients "
+        f"(grouped by {column}) also in {earlier} (first: {leak.first}), so its figures would be "
+        "optimistic: move each patient's images into one split folder (or give them one split "
+        "in the manifest), or pass --allow-leaky-split to go on (every figure is then "
+        "labelled LEAKY)."
+    )
 
 
 def _given(samples: Sequence[Sample], selection_fraction: float, grouping: _Grouping) -> Split:
@@ -343,10 +447,17 @@ def _given(samples: Sequence[Sample], selection_fraction: float, grouping: _Grou
         leaky = _crosses(train, selection, grouping.group_by) or _crosses(
             (*train, *selection), test, grouping.group_by
         )
-        return Split(
-            train=train, selection=selection, test=test, method="folders", test_from="data",
+        split = Split(
+            train=train,
+            selection=selection,
+            test=test,
+            method="folders",
+            test_from="data",
             leaky=leaky,
+            group_by=grouping.group_by,
         )
+        _refuse_given_leak(split, grouping)
+        return split
     test = by_split["test"] or by_split["validation"]
     if not test:
         raise DataError(
@@ -395,8 +506,9 @@ def split_samples(
     Raises:
         DataError: A class is too small to appear in every role, too few groups (also when
             scikit-learn refuses the folds: the message gives each class's image and group
-            counts), some images lack a group, or an image-level split of grouped data
-            without ``allow_leaky``.
+            counts), some images lack a group, an image-level split of grouped data without
+            ``allow_leaky``, or a split the data fixes that puts a test (or selection) patient
+            in an earlier role, without ``allow_leaky``.
     """
     grouping = _Grouping(seed=seed, by=by, group_by=group_by, allow_leaky=allow_leaky)
     if any(sample.split for sample in samples):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from breastcls.data.breakhis import accession_number, follows_breakhis_scheme
 from breastcls.inference.decision import (
     BoolArray,
     FloatArray,
@@ -28,6 +29,7 @@ from breastcls.inference.decision import (
 from breastcls.interfaces import Predictions
 
 __all__ = [
+    "EXACT_BELOW",
     "FEW_PATIENTS",
     "Interval",
     "PatientRow",
@@ -36,6 +38,9 @@ __all__ = [
     "binary_rates",
     "bootstrap_interval",
     "bootstrap_intervals",
+    "decision_statistics",
+    "exact_bounds",
+    "exact_interval",
     "expected_calibration_error",
     "few_units_warnings",
     "image_statistics",
@@ -44,14 +49,126 @@ __all__ = [
     "percentile_interval",
     "reliability_bins",
     "safe_auc",
+    "single_unit_warnings",
     "stratified_resampling",
     "subset",
+    "unit_ids",
+    "unit_noun",
     "weighted_auc",
+    "zero_width_warnings",
 ]
 
 
 FEW_PATIENTS = 5
 """A class with fewer patients (or images, without patient ids) than this gets a warning."""
+
+EXACT_BELOW = 10
+"""A rate over fewer patients than this (or one of 0 or 1) gets an exact binomial bound beside
+its bootstrap interval: a bootstrap over a handful of patients cannot show its own width."""
+
+
+def unit_ids(predictions: Predictions) -> tuple[str | None, ...]:
+    """The unit (patient) each image is aggregated, resampled and counted by.
+
+    :attr:`~breastcls.interfaces.Predictions.groups` (the split's group key) when given; else
+    the accession number of the image's patient id, so the slides ``14-29960AB`` and
+    ``14-29960CD`` of one biopsy count once (``None``: unknown).
+    """
+    n = len(predictions.y_true)
+    if len(predictions.groups) == n:
+        return predictions.groups
+    ids = predictions.patient_ids if len(predictions.patient_ids) == n else (None,) * n
+    return tuple(accession_number(p) if p else None for p in ids)
+
+
+def unit_noun(predictions: Predictions, count: int) -> str:
+    """How messages name ``count`` units: ``biopsy``/``biopsies`` when the units are the
+    accession numbers of BreakHis slide ids, else ``patient``/``patients``."""
+    ids = [p for p in predictions.patient_ids if p]
+    units = unit_ids(predictions)
+    biopsies = bool(ids) and all(
+        follows_breakhis_scheme(p) and unit == accession_number(p)
+        for p, unit in zip(predictions.patient_ids, units, strict=False)
+        if p
+    )
+    if biopsies:
+        return "biopsy" if count == 1 else "biopsies"
+    return "patient" if count == 1 else "patients"
+
+
+def exact_interval(successes: int, trials: int, *, level: float = 0.95) -> tuple[float, float]:
+    """Return the exact (Clopper-Pearson) binomial interval of ``successes`` out of ``trials``.
+
+    Its coverage is at least ``level`` for every true rate: 5 of 5 gives [0.478, 1.000] at 95%,
+    where a bootstrap of the same five patients gives [1.000, 1.000].
+    """
+    from scipy.stats import beta
+
+    tail = (1.0 - level) / 2.0
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = (
+        1.0 if successes == trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    )
+    return low, high
+
+
+def exact_bounds(
+    rows: Sequence[PatientRow], *, threshold: float = 0.5, level: float = 0.95
+) -> dict[str, dict[str, Any]]:
+    """Exact per-patient bounds of patient accuracy, sensitivity and specificity where a
+    bootstrap says too little: a rate of 0 or 1, or fewer than :data:`EXACT_BELOW` patients.
+
+    Each patient is one trial (called positive when its score reaches ``threshold``).
+
+    Returns:
+        Per statistic: ``successes``, ``trials``, ``low``, ``high`` and ``method``.
+    """
+    truth = np.array([row.positive for row in rows], dtype=bool)
+    called = np.array([row.score >= threshold for row in rows], dtype=bool)
+    counts = {
+        "accuracy": (int(np.sum(truth == called)), len(rows)),
+        "sensitivity": (int(np.sum(truth & called)), int(truth.sum())),
+        "specificity": (int(np.sum(~truth & ~called)), int((~truth).sum())),
+    }
+    bounds: dict[str, dict[str, Any]] = {}
+    for name, (successes, trials) in counts.items():
+        if trials and (trials < EXACT_BELOW or successes in (0, trials)):
+            low, high = exact_interval(successes, trials, level=level)
+            bounds[name] = {
+                "successes": successes,
+                "trials": trials,
+                "low": low,
+                "high": high,
+                "method": "Clopper-Pearson exact binomial, one trial per patient",
+            }
+    return bounds
+
+
+def single_unit_warnings(counts: Mapping[str, int], noun: Callable[[int], str]) -> list[str]:
+    """Name each side of the binary view that is a single patient (or biopsy): its rate is one
+    patient's outcome, not an estimate (``benign: 1 biopsy: specificity cannot be estimated``).
+
+    Args:
+        counts: Units of the positive side, then of the negative side.
+        noun: How to name ``n`` units (:func:`unit_noun`).
+    """
+    rates = ("sensitivity", "specificity")
+    return [
+        f"{name}: 1 {noun(1)}: {rate} cannot be estimated"
+        for (name, count), rate in zip(counts.items(), rates, strict=False)
+        if count == 1
+    ]
+
+
+def zero_width_warnings(intervals: Mapping[str, Interval], *, prefix: str = "") -> list[str]:
+    """Name each bootstrap interval of zero width: every resample agreed, which with few
+    patients shows how few there are, not certainty."""
+    return [
+        f"{prefix}{name}: zero-width interval [{interval.low:.3f}, {interval.high:.3f}]: every "
+        "resample gave the same value, which shows how few patients there are, not certainty"
+        for name, interval in intervals.items()
+        if interval.low is not None and interval.low == interval.high
+    ]
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -290,9 +407,8 @@ def stratified_resampling(
     n_classes = len(predictions.class_names)
     patient_classes = np.array([row.label for row in rows], dtype=np.int64)
     patient_weights = _stratified_counts(patient_classes, rng, n_resamples)
-    n = len(predictions.y_true)
-    ids = predictions.patient_ids
-    if rows and len(ids) == n and all(ids):
+    ids = unit_ids(predictions)
+    if rows and all(ids):
         position = {row.patient_id: i for i, row in enumerate(rows)}
         patient_of_image = np.array([position[str(p)] for p in ids], dtype=np.int64)
         return Resampling(
@@ -324,7 +440,7 @@ def few_units_warnings(
     Returns:
         ``["class X has 3 patients: intervals are unreliable", ...]`` (``prefix`` first).
     """
-    singular = unit[:-1] if unit.endswith("s") else unit
+    singular = "biopsy" if unit == "biopsies" else unit.removesuffix("s")
     return [
         f"{prefix}class {name} has {count} {singular if count == 1 else unit}: "
         "intervals are unreliable"
@@ -395,10 +511,20 @@ def patient_statistics(
 
     return {
         "accuracy": lambda w: _weighted_ratio(w, truth == called, everything),
-        "sensitivity": lambda w: _weighted_ratio(w, truth & called, truth),
-        "specificity": lambda w: _weighted_ratio(w, ~truth & ~called, ~truth),
+        **decision_statistics(truth, called),
         "auc": lambda w: weighted_auc(truth, score, w),
         "patient_recognition_rate": recognition,
+    }
+
+
+def decision_statistics(truth: BoolArray, called: BoolArray) -> dict[str, Statistic]:
+    """Return ``sensitivity`` and ``specificity`` of the decision ``called`` as functions of
+    weights: an operating point's rates, resampled with the same draws as every other figure."""
+    truth = np.asarray(truth, dtype=bool)
+    called = np.asarray(called, dtype=bool)
+    return {
+        "sensitivity": lambda w: _weighted_ratio(w, truth & called, truth),
+        "specificity": lambda w: _weighted_ratio(w, ~truth & ~called, ~truth),
     }
 
 
@@ -418,6 +544,7 @@ def subset(predictions: Predictions, rows: Sequence[int]) -> Predictions:
         magnifications=pick(predictions.magnifications),
         thresholds=predictions.thresholds,
         temperature=predictions.temperature,
+        groups=pick(predictions.groups),
     )
 
 
@@ -458,6 +585,7 @@ class PatientRow:
         n_images: Number of images.
         images_correct: Share of its images whose top class is right.
         magnifications: The magnifications of its images.
+        slides: The patient ids (slides) of its images, when the patient is a group of several.
     """
 
     patient_id: str
@@ -467,10 +595,12 @@ class PatientRow:
     n_images: int
     images_correct: float
     magnifications: tuple[int, ...]
+    slides: tuple[str, ...] = ()
 
 
 def patient_rows(predictions: Predictions, rows: Sequence[int] | None = None) -> list[PatientRow]:
-    """Aggregate images per patient (rows without a patient id are left out).
+    """Aggregate images per patient: per :func:`unit_ids`, the split's group (rows without one
+    are left out), so two slides of one biopsy are one patient.
 
     The patient score is the mean of the patient's images' positive scores (probability of the
     positive class, or the summed malignant subtypes): every image counts once, so a patient's
@@ -484,12 +614,12 @@ def patient_rows(predictions: Predictions, rows: Sequence[int] | None = None) ->
     score = group.score(predictions.probabilities)
     chosen = range(len(predictions.y_true)) if rows is None else rows
     groups: dict[str, list[int]] = {}
-    patients = predictions.patient_ids
+    units = unit_ids(predictions)
     for i in chosen:
-        patient = patients[i] if i < len(patients) else None
-        if patient:
-            groups.setdefault(patient, []).append(i)
+        if units[i]:
+            groups.setdefault(str(units[i]), []).append(i)
     mags = predictions.magnifications
+    slides = predictions.patient_ids
     result = []
     for patient, members in sorted(groups.items()):
         labels = predictions.y_true[members]
@@ -505,6 +635,9 @@ def patient_rows(predictions: Predictions, rows: Sequence[int] | None = None) ->
                 images_correct=float(np.mean(predictions.y_pred[members] == labels)),
                 magnifications=tuple(
                     sorted({m for i in members if i < len(mags) and (m := mags[i]) is not None})
+                ),
+                slides=tuple(
+                    sorted({p for i in members if i < len(slides) and (p := slides[i]) is not None})
                 ),
             )
         )

@@ -24,9 +24,10 @@ import numpy as np
 from breastcls.config import DataConfig
 from breastcls.data.images import ImageInfo
 from breastcls.data.overlap import Overlap, find_overlap
-from breastcls.data.split import Split
+from breastcls.data.split import Leak, Split, find_leak, group_key
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError, DataError, ModelLoadError
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibrate import fit_run_domain, score_selection
 from breastcls.inference.calibration import Calibration, apply_calibration, fit_calibration
@@ -102,12 +103,14 @@ class RunEvaluation:
 
 
 def headline_figures(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures a run is summarised by: the set they come from, accuracy and AUC [95% CI]."""
+    """The figures a run is summarised by: the set they come from (and its ``LEAKY: ...``
+    label, if any), accuracy and AUC [95% CI]."""
     evaluated = metrics.get("evaluated_on", {})
     auc = metrics.get("bootstrap", {}).get("intervals", {}).get("auc", {})
     return {
         "role": evaluated.get("role"),
         "set": evaluated.get("set"),
+        "leak": evaluated.get("leak"),
         "accuracy": metrics.get("classification", {}).get("accuracy"),
         "auc": auc.get("estimate"),
         "auc_low": auc.get("low"),
@@ -135,7 +138,7 @@ def evaluate_run(
     Without a test set the run folder's figures are the selection set's, labelled optimistic.
     No Grad-CAM here, to keep the end of training cheap; ``breastcls evaluate`` adds it.
     """
-    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, describe_set, write_predictions
 
     selection, selection_scores = score_selection(
         model, split.selection, batch_size=batch_size, host=host, image_info=image_info,
@@ -153,9 +156,12 @@ def evaluate_run(
     model = model.with_record(record)
     run = RunFolder(run_dir)
     run.selection.path.mkdir(exist_ok=True)
-    calibrated_selection = apply_calibration(selection, calibration)
+    calibrated_selection = apply_calibration(_with_split_groups(selection, split), calibration)
     write_predictions(calibrated_selection, run.selection.predictions)
-    compute_metrics(calibrated_selection, run.selection.path, host=host)
+    selection_set = describe_set(DataRole.SELECTION, split.leak_of(DataRole.SELECTION))
+    compute_metrics(
+        calibrated_selection, run.selection.path, host=host, set_description=selection_set
+    )
     reported = (
         model.labelled(
             split.test,
@@ -167,22 +173,61 @@ def evaluate_run(
         if split.test
         else calibrated_selection
     )
+    _write_run_figures(
+        run,
+        _with_split_groups(reported, split),
+        model,
+        calibration,
+        set_description=describe_set(split.reported_role, split.leak),
+        host=host,
+    )
+    return read_run_evaluation(run_dir)
+
+
+def _write_run_figures(
+    run: RunFolder,
+    reported: Predictions,
+    model: InferenceModel,
+    calibration: Calibration,
+    *,
+    set_description: str | None,
+    host: PluginHost | None,
+) -> None:
+    """Write a run's reported predictions, metrics (with the domain-shift sections), figures
+    and report; ``set_description`` names a leaky set
+    (:func:`~breastcls.evaluation.metrics.describe_set`)."""
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+
     write_predictions(reported, run.predictions)
-    sections = compute_metrics(reported, run_dir, host=host)
-    domain_sections = _domain_sections(reported, model, run_dir, set_description=None)
+    sections = compute_metrics(reported, run.path, host=host, set_description=set_description)
+    domain_sections = _domain_sections(
+        reported, model, run.path, set_description=set_description
+    )
     if domain_sections:
         sections += domain_sections
-        atomic_write_json(run.metrics, metrics_document(sections, reported))
+        document = metrics_document(sections, reported, set_description=set_description)
+        atomic_write_json(run.metrics, document)
     _write_report(
         sections,
         reported,
-        run_dir,
-        title=f"breastcls run {run_dir.name}",
-        settings=_run_settings(run_dir),
+        run.path,
+        title=f"breastcls run {run.path.name}",
+        settings=_run_settings(run.path),
         training_figures=[p for p in run.curves if p.exists()],
         calibration=calibration,
+        set_description=set_description,
     )
-    return read_run_evaluation(run_dir)
+
+
+def _with_split_groups(predictions: Predictions, split: Split) -> Predictions:
+    """``predictions`` with each image's group in ``split``: patient-level figures count,
+    aggregate and resample by the split's groups (biopsies), not by slide."""
+    group_of = {
+        str(s.path): group_key(s, split.group_by) for _, part in split.parts() for s in part
+    }
+    return dataclasses.replace(
+        predictions, groups=tuple(group_of.get(p) for p in predictions.paths)
+    )
 
 
 def evaluate_pooled(
@@ -208,6 +253,7 @@ def evaluate_pooled(
         paths=tuple(path for fold in folds for path in fold.paths),
         patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
         magnifications=tuple(m for fold in folds for m in fold.magnifications),
+        groups=tuple(group for fold in folds for group in unit_ids(fold)),
         raw_probabilities=None,
         thresholds={"default": 0.5},
         role=DataRole.TEST,
@@ -246,13 +292,22 @@ def read_run_evaluation(run_dir: Path) -> RunEvaluation:
     )
 
 
-def _run_images(run_dir: Path) -> tuple[list[Sample], DataRole]:
-    """The run's test images from ``split.csv``, or its selection images when it has none."""
-    images = [sample for sample, _ in read_split_csv(run_dir)]
+def _run_set(run_dir: Path) -> _EvaluationData:
+    """The run's test images from ``split.csv`` (or its selection images when it has none),
+    with their recorded groups and the patients of theirs that trained or selected the model."""
+    rows = read_split_csv(run_dir)
     for role in (DataRole.TEST, DataRole.SELECTION):
-        chosen = [sample for sample in images if sample.split == role.value]
+        chosen = [sample for sample, _ in rows if sample.split == role.value]
         if chosen:
-            return chosen, role
+            return _EvaluationData(
+                samples=chosen,
+                class_names=None,
+                name=role.value,
+                role=role,
+                overlap=Overlap(),
+                leak=find_leak(((seen.role, seen.group) for _, seen in rows), role),
+                group_of={sample.path: seen.group for sample, seen in rows},
+            )
     raise DataError(
         f"{RunFolder(run_dir).split} lists no test or selection images: pass --data to evaluate on."
     )
@@ -269,6 +324,14 @@ class _EvaluationData:
     overlap: Overlap
     image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
+    leak: Leak | None = None
+    group_of: Mapping[Path, str | None] = dataclasses.field(default_factory=dict)
+
+    def grouped(self, predictions: Predictions) -> Predictions:
+        """``predictions`` of :attr:`samples` with each image's group: patient-level figures
+        count, aggregate and resample by the run's groups (biopsies), not by slide."""
+        groups = tuple(self.group_of.get(s.path) for s in self.samples)
+        return dataclasses.replace(predictions, groups=groups)
 
 
 def _evaluation_data(
@@ -321,17 +384,15 @@ def _chosen_data(
 
     model_dir = model.folder.path
     if data is None:
-        samples, role = _run_images(model_dir)
-        foreign = sorted({s.label for s in samples} - set(model.class_names))
+        run_set = _run_set(model_dir)
+        foreign = sorted({s.label for s in run_set.samples} - set(model.class_names))
         if foreign and model.record.class_names_known:
             raise DataError(
                 f"{model.folder.split} lists images of class(es) {foreign}, which the model "
                 f"({list(model.class_names)}) does not have: the split and the model do not "
                 "belong to one run; restore them, or pass --data to evaluate on."
             )
-        return _EvaluationData(
-            samples=samples, class_names=None, name=role.value, role=role, overlap=Overlap()
-        )
+        return run_set
     settings: dict[str, Any] = {}
     model_folder = RunFolder(model_dir)
     if model_folder.config.is_file():
@@ -365,6 +426,7 @@ def _chosen_data(
         overlap=overlap,
         image_info=info,
         skipped=tuple(bad),
+        group_of={s.path: group_key(s, settings.get("group_by")) for s in samples},
     )
 
 
@@ -539,11 +601,19 @@ def _write_evaluation(
     host: PluginHost,
 ) -> tuple[dict[str, Any], Path]:
     """Write an evaluation folder: predictions, metrics, figures, Grad-CAM, settings, report."""
-    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+    from breastcls.evaluation.metrics import (
+        compute_metrics,
+        describe_set,
+        metrics_document,
+        write_predictions,
+    )
 
     folder, chosen = RunFolder(out_dir), how.chosen
+    predictions = chosen.grouped(predictions)
     set_description = (
-        f"overlapping data (optimistic): {chosen.overlap.describe()}" if chosen.overlap else None
+        f"overlapping data (optimistic): {chosen.overlap.describe()}"
+        if chosen.overlap
+        else describe_set(predictions.role, chosen.leak)
     )
     write_predictions(predictions, folder.predictions)
     if chosen.skipped:
@@ -728,13 +798,15 @@ def _read_predictions_csv(path: Path) -> Predictions:
         header = next(reader, None)
         rows = list(reader)
     required = ["path", "patient_id", "magnification", "true", "predicted"]
-    if header is None or header[:5] != required or len(header) < 7:
+    # Files written before the group column have the probabilities right after "predicted".
+    first = 6 if header is not None and header[5:6] == ["group"] else 5
+    if header is None or header[:5] != required or len(header) < first + 2:
         raise DataError(
-            f"{path} is not a breastcls predictions file (columns {required} + p_<class>)."
+            f"{path} is not a breastcls predictions file (columns {required}, group, p_<class>)."
         )
-    class_names = tuple(name.removeprefix("p_") for name in header[5:] if name.startswith("p_"))
+    class_names = tuple(name.removeprefix("p_") for name in header[first:] if name.startswith("p_"))
     n = len(class_names)
-    has_raw = header[5 + n : 5 + 2 * n] == [f"raw_p_{name}" for name in class_names]
+    has_raw = header[first + n : first + 2 * n] == [f"raw_p_{name}" for name in class_names]
     has_domain = tuple(header[-3:]) == DOMAIN_COLUMNS
     index = {name: i for i, name in enumerate(class_names)}
     try:
@@ -742,11 +814,12 @@ def _read_predictions_csv(path: Path) -> Predictions:
             class_names=class_names,
             y_true=np.array([index[row[3]] for row in rows], dtype=np.int64),
             probabilities=np.array(
-                [[float(v) for v in row[5 : 5 + n]] for row in rows], dtype=np.float64
+                [[float(v) for v in row[first : first + n]] for row in rows], dtype=np.float64
             ).reshape(-1, n),
             raw_probabilities=(
                 np.array(
-                    [[float(v) for v in row[5 + n : 5 + 2 * n]] for row in rows], dtype=np.float64
+                    [[float(v) for v in row[first + n : first + 2 * n]] for row in rows],
+                    dtype=np.float64,
                 ).reshape(-1, n)
                 if has_raw
                 else None
@@ -754,6 +827,7 @@ def _read_predictions_csv(path: Path) -> Predictions:
             paths=tuple(row[0] for row in rows),
             patient_ids=tuple(row[1] or None for row in rows),
             magnifications=tuple(int(row[2]) if row[2].isdigit() else None for row in rows),
+            groups=tuple(row[5] or None for row in rows) if first == 6 else (),
             domain_score=(
                 np.array([float(row[-3]) for row in rows], dtype=np.float64)
                 if has_domain

@@ -195,10 +195,6 @@ def gradcam_section(
 ) -> MetricSection:
     """Write Grad-CAM overlays for a seeded sample of correct predictions and the most confident
     errors (``gradcam_correct.png``, ``gradcam_errors.png``) and return the report section."""
-    import tensorflow as tf
-
-    from breastcls.data.pipeline import load_image_tensor
-
     y_pred = predictions.y_pred
     confidence = predictions.probabilities.max(axis=1)
     correct = np.flatnonzero(y_pred == predictions.y_true)
@@ -214,14 +210,7 @@ def gradcam_section(
         listed[kind] = []
         if not rows:
             continue
-        images = np.stack(
-            [
-                load_image_tensor(
-                    tf.constant(os.fsencode(predictions.paths[i])), tf.constant(False), image_size
-                ).numpy()
-                for i in rows
-            ]
-        ).astype(np.float32)
+        images = _load_images([predictions.paths[i] for i in rows], image_size)
         heatmaps = gradcam_heatmaps(model, images, [int(y_pred[i]) for i in rows])
         titles = [
             f"{printable(Path(predictions.paths[i]).name)[:28]}\n"
@@ -229,15 +218,7 @@ def gradcam_section(
             for i in rows
         ]
         figures.append(_overlay_figure(images, heatmaps, titles, out_dir / figure))
-        listed[kind] = [
-            {
-                "path": predictions.paths[i],
-                "true": names[predictions.y_true[i]],
-                "predicted": names[y_pred[i]],
-                "confidence": round(float(confidence[i]), 6),
-            }
-            for i in rows
-        ]
+        listed[kind] = [_listed(predictions, i) for i in rows]
     return MetricSection(
         name="gradcam",
         title="Grad-CAM: where the model looked",
@@ -249,3 +230,32 @@ def gradcam_section(
             f"{n_errors} most confident errors."
         ),
     )
+
+
+def _load_images(paths: Sequence[str], image_size: int) -> npt.NDArray[np.float32]:
+    """The images at ``paths`` as the model sees them: ``(n, size, size, 3)`` 0-255 floats."""
+    import tensorflow as tf
+
+    from breastcls.data.pipeline import load_image_tensor
+
+    return np.stack(
+        [
+            load_image_tensor(
+                tf.constant(os.fsencode(path)), tf.constant(False), image_size
+            ).numpy()
+            for path in paths
+        ]
+    ).astype(np.float32)
+
+
+def _listed(predictions: Predictions, row: int) -> dict[str, Any]:
+    """How ``metrics.json`` lists one image shown: its file, true and predicted class, and the
+    confidence of the prediction."""
+    names = predictions.class_names
+    predicted = int(predictions.probabilities[row].argmax())  # as Predictions.y_pred
+    return {
+        "path": predictions.paths[row],
+        "true": names[predictions.y_true[row]],
+        "predicted": names[predicted],
+        "confidence": round(float(predictions.probabilities[row].max()), 6),
+    }

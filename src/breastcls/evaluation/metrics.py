@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from breastcls.data.split import Leak
 from breastcls.errors import PluginError
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import atomic_write_json, atomic_write_text
@@ -16,8 +18,10 @@ from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
 
 __all__ = [
+    "LEAK_MARK",
     "compute_metrics",
     "describe_role",
+    "describe_set",
     "metrics_document",
     "write_predictions",
 ]
@@ -32,6 +36,16 @@ def describe_role(role: DataRole | None) -> str:
     if role is DataRole.TRAIN:
         return "training set (optimistic: the model was fitted on it)"
     return "data not checked against the images the model has seen"
+
+
+LEAK_MARK = "LEAKY:"
+"""How a set description starts the part that says the set's patients trained the model too."""
+
+
+def describe_set(role: DataRole | None, leak: Leak | None) -> str | None:
+    """The set description of figures from a leaky set (``None``: :func:`describe_role` says
+    enough): ``test set, LEAKY: 24 of 31 test patients also trained or selected (optimistic)``."""
+    return None if leak is None else f"{describe_role(role)}, {leak.label}"
 
 
 def compute_metrics(
@@ -72,12 +86,18 @@ def metrics_document(
     *,
     set_description: str | None = None,
 ) -> dict[str, Any]:
-    """Return the ``metrics.json`` content: ``evaluated_on`` (the set the figures come from,
-    with its image and patient counts), then each section's values under its name."""
-    patients = {p for p in predictions.patient_ids if p}
+    """Return the ``metrics.json`` content, then each section's values under its name.
+
+    ``evaluated_on`` names the set the figures come from, its image and patient counts
+    (patients as the split groups them: one biopsy's slides are one patient, see
+    :func:`~breastcls.evaluation.clinical.unit_ids`), and ``leak``: the ``LEAKY: ...`` words
+    of a set whose patients also trained or selected the model, else ``None``."""
+    patients = {p for p in unit_ids(predictions) if p}
+    described = set_description or describe_role(predictions.role)
     evaluated_on = {
         "role": predictions.role.value if predictions.role else None,
-        "set": set_description or describe_role(predictions.role),
+        "set": described,
+        "leak": described[described.index(LEAK_MARK) :] if LEAK_MARK in described else None,
         "images": len(predictions.y_true),
         "patients": len(patients) if patients else None,
     }
@@ -87,7 +107,9 @@ def metrics_document(
 
 
 def write_predictions(predictions: Predictions, path: Path) -> None:
-    """Write one CSV row per image: path, patient, true and predicted class, probabilities.
+    """Write one CSV row per image: path, patient (slide), magnification, true and predicted
+    class, group (the patient as the split groups it, which patient-level figures count by:
+    :func:`~breastcls.evaluation.clinical.unit_ids`), probabilities.
 
     Probabilities are written at full precision: reading a value back with ``float`` gives the
     same float64, bit for bit (a float32 probability gives its exact float64 value). When the
@@ -100,13 +122,14 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     raw = predictions.raw_probabilities
     domain = predictions.domain_score
     writer.writerow(
-        ["path", "patient_id", "magnification", "true", "predicted"]
+        ["path", "patient_id", "magnification", "true", "predicted", "group"]
         + [f"p_{name}" for name in names]
         + ([f"raw_p_{name}" for name in names] if raw is not None else [])
         + (list(DOMAIN_COLUMNS) if domain is not None else [])
     )
     n = len(predictions.y_true)
     patients = predictions.patient_ids or (None,) * n
+    groups = unit_ids(predictions)
     magnifications = predictions.magnifications or (None,) * n
     paths = predictions.paths or ("",) * n
     for i in range(n):
@@ -117,6 +140,7 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
                 magnifications[i] or "",
                 names[predictions.y_true[i]],
                 names[predictions.y_pred[i]],
+                groups[i] or "",
                 # Shortest text that reads back to the same float (``float(repr(x)) == x``), so
                 # ``breastcls report`` rebuilds the same curves, AUC and thresholds.
                 *(repr(float(p)) for p in predictions.probabilities[i]),

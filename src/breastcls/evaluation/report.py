@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from breastcls.evaluation.clinical import unit_ids
 from breastcls.evaluation.domain import domain_line, domain_warning
 from breastcls.htmlpage import (
     anchor,
@@ -42,10 +43,11 @@ _ORDER = (
 
 
 def data_summary(predictions: Predictions) -> dict[str, Any]:
-    """Return the image, class, patient and magnification counts of ``predictions``."""
+    """Return the image, class, patient and magnification counts of ``predictions`` (patients
+    as the split groups them: two slides of one biopsy are one patient)."""
     names = predictions.class_names
     per_class = Counter(names[int(i)] for i in predictions.y_true)
-    patients = {p for p in predictions.patient_ids if p}
+    patients = {p for p in unit_ids(predictions) if p}
     magnifications = Counter(f"{m}X" for m in predictions.magnifications if m is not None)
     return {
         "images": len(predictions.y_true),
@@ -64,13 +66,21 @@ def _ordered(sections: Sequence[MetricSection]) -> list[MetricSection]:
     return sorted(sections, key=key)
 
 
-def _interval(record: Any) -> str:
-    """``0.912 [0.850, 0.960]`` from a bootstrap record (``estimate``, ``low``, ``high``)."""
+def _interval(record: Any, exact: Any = None) -> str:
+    """``0.912 [0.850, 0.960]`` from a bootstrap record (``estimate``, ``low``, ``high``), marked
+    when it has zero width, and followed by an exact per-patient bound when there is one."""
     if not isinstance(record, Mapping) or record.get("estimate") is None:
         return "n/a"
     text = f"{record['estimate']:.3f}"
     if record.get("low") is not None and record.get("high") is not None:
         text += f" [{record['low']:.3f}, {record['high']:.3f}]"
+        if record["low"] == record["high"]:
+            text += " (zero width: too few patients to vary, not certainty)"
+    if isinstance(exact, Mapping) and exact.get("low") is not None:
+        text += (
+            f"; exact per patient [{exact['low']:.3f}, {exact['high']:.3f}] "
+            f"({exact.get('successes')} of {exact.get('trials')} patients)"
+        )
     return text
 
 
@@ -88,14 +98,24 @@ def _operating_point(metrics: Mapping[str, Any]) -> tuple[str, str] | None:
         if point.get("name") == "youden":
             return (
                 f"Sensitivity / specificity at {where} ({point['threshold']:.3f})",
-                f"{scalar(point.get('sensitivity'))} / {scalar(point.get('specificity'))}",
+                _point_rates(point),
             )
     return None
+
+
+def _point_rates(point: Mapping[str, Any]) -> str:
+    """An operating point's sensitivity / specificity, with their intervals when recorded."""
+    intervals = point.get("intervals", {})
+    return " / ".join(
+        _interval(intervals[key]) if key in intervals else scalar(point.get(key))
+        for key in ("sensitivity", "specificity")
+    )
 
 
 def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     patient = metrics.get("patient", {})
     intervals = patient.get("intervals", {})
+    exact = patient.get("exact", {})
     rows = []
     for key, label in (
         ("accuracy", "Patient-level accuracy"),
@@ -103,7 +123,7 @@ def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("patient_recognition_rate", "Patient recognition rate (Spanhol et al.)"),
     ):
         if key in intervals:
-            rows.append((label, _interval(intervals[key])))
+            rows.append((label, _interval(intervals[key], exact.get(key))))
         elif isinstance(patient.get(key), (int, float)):
             rows.append((label, scalar(patient[key])))
     return rows
@@ -119,12 +139,15 @@ def summary_card(
     from (``metrics`` is a ``metrics.json`` document) and, for a run, the epoch it kept."""
     evaluated = metrics.get("evaluated_on", {})
     intervals = metrics.get("bootstrap", {}).get("intervals", {})
+    exact = metrics.get("bootstrap", {}).get("exact_per_patient", {})
     level = metrics.get("bootstrap", {}).get("level", 0.95)
     rows = [
         ("Accuracy", _interval(intervals.get("accuracy"))),
         ("ROC AUC", _interval(intervals.get("auc"))),
-        ("Sensitivity (default decision)", _interval(intervals.get("sensitivity"))),
-        ("Specificity (default decision)", _interval(intervals.get("specificity"))),
+        *(
+            (f"{name.title()} (default decision)", _interval(intervals.get(name), exact.get(name)))
+            for name in ("sensitivity", "specificity")
+        ),
     ]
     point = _operating_point(metrics)
     if point:
@@ -139,7 +162,14 @@ def summary_card(
         f'<p class="set">Figures from the {escape(evaluated.get("set", "unknown set"))}.</p>',
         f'<p class="note" id="kept-epoch">Model: {escape(kept_epoch)}.</p>' if kept_epoch else "",
         f'<p class="note">Brackets: {level:.0%} bootstrap confidence intervals '
-        f"({escape(metrics.get('bootstrap', {}).get('method', 'percentile bootstrap'))}).</p>",
+        f"({escape(metrics.get('bootstrap', {}).get('method', 'percentile bootstrap'))})"
+        + (
+            "; exact per patient: the Clopper-Pearson binomial bound, one trial per patient, "
+            "where a rate is 0 or 1 or rests on fewer than 10 patients"
+            if exact
+            else ""
+        )
+        + ".</p>",
     ]
     if calibration:
         # Worded from the model record: where the calibration was fitted, on how many images
@@ -150,9 +180,13 @@ def summary_card(
         )
     warnings = metrics.get("bootstrap", {}).get("warnings", [])
     notes.extend(f'<p class="warning">Warning: {escape(w)}.</p>' for w in warnings)
+    # A leaky set's label is the card's first line: every figure below it is optimistic.
+    leak = evaluated.get("leak")
+    first = f'<p class="warning leak">{escape(leak)}</p>' if leak else ""
     domain = metrics.get("domain")
     shifted = domain_warning(domain)
-    first = f'<p class="warning" id="domain-warning">{escape(shifted)}</p>' if shifted else ""
+    if shifted:
+        first += f'<p class="warning" id="domain-warning">{escape(shifted)}</p>'
     line = domain_line(domain)
     if line:
         notes.append(f'<p class="note">{escape(line[0].upper() + line[1:])}.</p>')

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from breastcls.inference.calibration import Calibration
     from breastcls.inference.model import InferenceModel, Scores
     from breastcls.plugins.host import PluginHost
+    from breastcls.stain.fit import StainFit
 
 __all__ = [
     "REFERENCE_FIGURE",
@@ -258,30 +259,53 @@ def robustness_section(
         level=level,
         verbose=verbose,
     )
-    curve, where = values["curve"], values["set"]
-    values = {
-        "perturbation": "hed",
-        "draws": (
-            f"per image and stain, amount x (1 + s*a), + s*b; a, b ~ U(-1, 1) drawn once per "
-            f"image from seed {seed} and the file name"
-        ),
-        **values,
-    }
-    figure = _plot(
-        curve, out_dir / ROBUSTNESS_FIGURE, f"Stain-shift robustness: {printable(where)}"
-    )
-    text = (
-        "The evaluated set re-scored with each image's haematoxylin, eosin and DAB amounts "
-        "scaled by 1 + s*a and shifted by s*b (a, b fixed per image, from U(-1, 1)); 0.05 is "
-        "the range of the hed and pathology augmentations, 0.2 Tellez et al.'s HED-strong. "
-        "The run's calibration is applied unchanged. Changes are paired: the same "
-        f"{resampling.method} resamples at every strength.\n\n" + _table(curve)
-    )
-    return MetricSection(
+    return _section(
+        values,
+        resampling,
         name="robustness",
         title="Robustness to stain shifts",
-        values=values,
-        figures=(figure,),
+        about={
+            "perturbation": "hed",
+            "draws": (
+                f"per image and stain, amount x (1 + s*a), + s*b; a, b ~ U(-1, 1) drawn once per "
+                f"image from seed {seed} and the file name"
+            ),
+        },
+        figure=out_dir / ROBUSTNESS_FIGURE,
+        figure_title=f"Stain-shift robustness: {printable(values['set'])}",
+        description=(
+            "The evaluated set re-scored with each image's haematoxylin, eosin and DAB amounts "
+            "scaled by 1 + s*a and shifted by s*b (a, b fixed per image, from U(-1, 1)); 0.05 is "
+            "the range of the hed and pathology augmentations, 0.2 Tellez et al.'s HED-strong."
+        ),
+    )
+
+
+def _section(
+    values: Mapping[str, Any],
+    resampling: Any,
+    *,
+    name: str,
+    title: str,
+    about: Mapping[str, Any],
+    figure: Path,
+    figure_title: str,
+    description: str,
+    xlabel: str = "HED shift strength",
+) -> MetricSection:
+    """A stain-shift section: ``about`` (what was shifted, and how) then the figures every such
+    section records (:func:`_shift_curve`'s ``values``), the curve's figure, and ``description``
+    followed by what every such section says and the table."""
+    curve = values["curve"]
+    text = (
+        f"{description} The run's calibration is applied unchanged. Changes are paired: the "
+        f"same {resampling.method} resamples at every strength.\n\n" + _table(curve)
+    )
+    return MetricSection(
+        name=name,
+        title=title,
+        values={**about, **values},
+        figures=(_plot(curve, figure, figure_title, xlabel=xlabel),),
         text=text,
     )
 
@@ -444,25 +468,9 @@ def reference_shift_section(
         ConfigError: ``normaliser`` is ``none``, or a strength lies outside [0, 1].
         DataError: The reference holds no image or too little tissue (named).
     """
-    from breastcls.stain.fit import fit_stain_normaliser, reference_images
     from breastcls.stain.layer import shift_towards
 
-    if normaliser == "none":
-        raise ConfigError(
-            "The shift towards a reference stain needs a stain normaliser: use macenko or "
-            "reinhard (--stain-transfer), not none."
-        )
-    if not all(0.0 <= s <= 1.0 for s in strengths):
-        raise ConfigError(f"Reference-stain strengths {list(strengths)} must lie in [0, 1].")
-    fitted = fit_stain_normaliser(
-        normaliser,
-        reference_images(reference),
-        role=None,
-        reference=str(reference),
-        host=host,
-        seed=seed,
-    )
-    layer = host.stain_normalisers.get(normaliser).layer(fitted.parameters)
+    fitted, layer = _reference_layer(reference, normaliser, strengths, host=host, seed=seed)
     values, resampling = _shift_curve(
         model,
         predictions,
@@ -480,36 +488,73 @@ def reference_shift_section(
         level=level,
         verbose=verbose,
     )
-    curve, where = values["curve"], values["set"]
-    values = {
-        "perturbation": "reference",
-        "reference": str(reference),
-        "normaliser": normaliser,
-        "reference_images": fitted.images,
-        "reference_parameters": dict(fitted.parameters),
-        "shift": (
-            f"each image normalised to the reference ({normaliser}) and moved a share s of the "
-            "way there in optical density: (x + 1)^(1 - s) (y + 1)^s - 1"
-        ),
-        **values,
-    }
-    figure = _plot(
-        curve,
-        out_dir / REFERENCE_FIGURE,
-        f"Shift towards the stain of {printable(reference.name)}: {printable(where)}",
-        xlabel="share of the way to the reference stain",
-    )
-    text = (
-        f"The evaluated set re-scored after moving each image towards the stain of "
-        f"{printable(str(reference))} ({fitted.images} image(s)): {normaliser} normalisation "
-        "to that reference, applied a share s of the way in optical density (s = 1: fully "
-        "normalised). The run's calibration is applied unchanged. Changes are paired: the same "
-        f"{resampling.method} resamples at every strength.\n\n" + _table(curve)
-    )
-    return MetricSection(
+    return _reference_section(values, resampling, out_dir, reference, normaliser, fitted)
+
+
+def _reference_section(
+    values: Mapping[str, Any],
+    resampling: Any,
+    out_dir: Path,
+    reference: Path,
+    normaliser: str,
+    fitted: StainFit,
+) -> MetricSection:
+    """The section of :func:`reference_shift_section`, from :func:`_shift_curve`'s figures."""
+    return _section(
+        values,
+        resampling,
         name="stain_reference",
         title="Robustness to a shift towards a reference stain",
-        values=values,
-        figures=(figure,),
-        text=text,
+        about={
+            "perturbation": "reference",
+            "reference": str(reference),
+            "normaliser": normaliser,
+            "reference_images": fitted.images,
+            "reference_parameters": dict(fitted.parameters),
+            "shift": (
+                f"each image normalised to the reference ({normaliser}) and moved a share s of "
+                "the way there in optical density: (x + 1)^(1 - s) (y + 1)^s - 1"
+            ),
+        },
+        figure=out_dir / REFERENCE_FIGURE,
+        figure_title=(
+            f"Shift towards the stain of {printable(reference.name)}: "
+            f"{printable(values['set'])}"
+        ),
+        description=(
+            f"The evaluated set re-scored after moving each image towards the stain of "
+            f"{printable(str(reference))} ({fitted.images} image(s)): {normaliser} normalisation "
+            "to that reference, applied a share s of the way in optical density (s = 1: fully "
+            "normalised)."
+        ),
+        xlabel="share of the way to the reference stain",
     )
+
+
+def _reference_layer(
+    reference: Path, normaliser: str, strengths: Sequence[float], *, host: PluginHost, seed: int
+) -> tuple[StainFit, Any]:
+    """The normaliser fitted to ``reference`` (its background left out) and its layer.
+
+    Raises:
+        ConfigError: ``normaliser`` is ``none``, or a strength lies outside [0, 1].
+        DataError: The reference holds no image or too little tissue (named).
+    """
+    from breastcls.stain.fit import fit_stain_normaliser, reference_images
+
+    if normaliser == "none":
+        raise ConfigError(
+            "The shift towards a reference stain needs a stain normaliser: use macenko or "
+            "reinhard (--stain-transfer), not none."
+        )
+    if not all(0.0 <= s <= 1.0 for s in strengths):
+        raise ConfigError(f"Reference-stain strengths {list(strengths)} must lie in [0, 1].")
+    fitted = fit_stain_normaliser(
+        normaliser,
+        reference_images(reference),
+        role=None,
+        reference=str(reference),
+        host=host,
+        seed=seed,
+    )
+    return fitted, host.stain_normalisers.get(normaliser).layer(fitted.parameters)

@@ -167,7 +167,10 @@ def choose_thresholds(
     Meant for the selection set; the thresholds are then applied unchanged to the test set.
 
     Returns:
-        ``default`` (0.5), ``youden`` (maximises sensitivity + specificity - 1),
+        ``default`` (0.5), ``youden`` (maximises sensitivity + specificity - 1; every cut
+        between the lowest score it calls positive and the next score below gives the same
+        decisions, so it is their midpoint: on a perfectly separated set, halfway between the
+        highest negative and the lowest positive score, not the lowest positive score itself),
         ``sensitivity_at_specificity_<t>`` (the most sensitive threshold whose specificity is at
         least ``t``) and ``specificity_at_sensitivity_<t>`` (the most specific threshold whose
         sensitivity is at least ``t``). A threshold that calls nothing positive is
@@ -188,7 +191,9 @@ def choose_thresholds(
     thresholds = np.where(np.isfinite(thresholds), thresholds, NOTHING_POSITIVE)
     specificity = 1.0 - fpr
     # Ties are broken towards the higher threshold (fewer positives), the first in sklearn's order.
-    chosen[names[1]] = float(thresholds[int(np.argmax(tpr - fpr))])
+    best = int(np.argmax(tpr - fpr))
+    below = thresholds[best + 1] if 0 < best < len(thresholds) - 1 else thresholds[best]
+    chosen[names[1]] = float((thresholds[best] + below) / 2.0)
     meets = np.flatnonzero(specificity >= target_specificity - 1e-12)
     chosen[names[2]] = float(thresholds[meets[np.argmax(tpr[meets])]])
     meets = np.flatnonzero(tpr >= target_sensitivity - 1e-12)

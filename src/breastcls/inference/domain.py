@@ -5,7 +5,8 @@ penultimate layer's embeddings of the training images are summarised (a PCA basi
 and a shared, shrunk covariance: the Mahalanobis distance of Lee et al., 2018, plus the distance
 off the PCA subspace), with two cheap image statistics the embedding may miss: the sharpness
 (mean absolute Laplacian, which drops when small images are blown up to the input size) and the
-chroma (which drops for grayscale or faded images). An image whose shorter side is under half
+chroma (which drops for grayscale or faded images), each flagged only below the training
+images' range. An image whose shorter side is under half
 the smallest training image's shows a field at another scale (the size part of the score is 0
 down to the smallest training side and 1 at half of it).
 
@@ -153,8 +154,8 @@ class DomainReference:
             ``(k, k)``.
         residual_scale: The root-mean-square distance of the training embeddings off the PCA
             subspace.
-        image_low: Each image statistic's 1st percentile on the training images.
-        image_high: Each image statistic's 99th percentile on the training images.
+        image_low: Each image statistic's 1st percentile on the training images (an image
+            below it, by more than the threshold, is flagged).
         image_spread: Each image statistic's interquartile range on the training images.
         smallest_side: The 1st percentile of the training images' shorter sides, in pixels
             (``None`` when unknown).
@@ -172,7 +173,6 @@ class DomainReference:
     precision: FloatArray
     residual_scale: float
     image_low: FloatArray
-    image_high: FloatArray
     image_spread: FloatArray
     smallest_side: float | None = None
     feature_threshold: float = float("inf")
@@ -215,9 +215,10 @@ class DomainReference:
                 f"reference was fitted on {self.embedding_size}: the record belongs to another "
                 "model."
             )
-        below = self.image_low - statistics
-        above = statistics - self.image_high
-        per_statistic = np.maximum(0.0, np.maximum(below, above)) / self.image_spread
+        # One-sided: an image sharper or more colourful than the training images is not a
+        # sign of another scale or a missing stain (and sharper images are what a better
+        # scanner gives); the embedding judges those.
+        per_statistic = np.maximum(0.0, self.image_low - statistics) / self.image_spread
         size = np.zeros(len(features))
         if sides is not None and self.smallest_side is not None:
             # 0 down to the smallest training side, 1 at half of it.
@@ -261,7 +262,8 @@ class DomainReference:
             "method": (
                 "Mahalanobis distance of the penultimate-layer embedding (PCA, shared "
                 "Ledoit-Wolf covariance) with the distance off the PCA subspace; sharpness and "
-                "chroma ranges; shorter side at least half the training images'"
+                "chroma below the training range; shorter side at least half the training "
+                "images'"
             ),
             "mean": self.mean.tolist(),
             "components": self.components.tolist(),
@@ -270,7 +272,6 @@ class DomainReference:
             "residual_scale": self.residual_scale,
             "image_statistics": list(_STATISTICS),
             "image_low": self.image_low.tolist(),
-            "image_high": self.image_high.tolist(),
             "image_spread": self.image_spread.tolist(),
             "smallest_side": self.smallest_side,
             "feature_threshold": self.feature_threshold,
@@ -301,7 +302,6 @@ class DomainReference:
             precision=_matrix(raw["precision"], "precision"),
             residual_scale=float(raw["residual_scale"]),
             image_low=_matrix(raw["image_low"], "image_low"),
-            image_high=_matrix(raw["image_high"], "image_high"),
             image_spread=_matrix(raw["image_spread"], "image_spread"),
             smallest_side=None if side is None else float(side),
             feature_threshold=float(raw["feature_threshold"]),
@@ -359,7 +359,7 @@ def fit_domain_reference(
         [projected[training_labels == c] - m for c, m in zip(present, class_means, strict=True)]
     )
     residual = np.linalg.norm(centred - projected @ components, axis=1)
-    low, high = np.quantile(statistics, [0.01, 0.99], axis=0)
+    low = np.quantile(statistics, 0.01, axis=0)
     spread = np.subtract(*np.quantile(statistics, [0.75, 0.25], axis=0))
     unfitted = DomainReference(
         mean=mean,
@@ -368,7 +368,6 @@ def fit_domain_reference(
         precision=LedoitWolf().fit(within).precision_,
         residual_scale=float(np.sqrt(np.mean(residual**2))) or 1.0,
         image_low=low,
-        image_high=high,
         image_spread=np.maximum(spread, 1e-3),
         smallest_side=(
             float(np.quantile(training_sides, 0.01)) if training_sides is not None else None

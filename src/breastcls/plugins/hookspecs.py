@@ -20,11 +20,11 @@ from breastcls.interfaces import (
     DatasetFormat,
     Head,
     Metric,
+    SlideReader,
+    StainNormaliser,
     Trainer,
 )
 from breastcls.registry import PluginRegistry
-from breastcls.slides.readers import SlideReader
-from breastcls.stain.normalisers import StainNormaliser
 
 hookspec = pluggy.HookspecMarker("breastcls")
 
@@ -113,7 +113,7 @@ def breastcls_register_slide_readers(registry: PluginRegistry[SlideReader]) -> N
     """Register slide readers (whole-slide image formats: pyramidal TIFF, OpenSlide, DICOM...).
 
     Called once per plugin when the plugin host loads. An implementation calls
-    ``registry.add(id, reader, summary=...)`` with a :class:`~breastcls.slides.SlideReader`;
+    ``registry.add(id, reader, summary=...)`` with a :class:`~breastcls.interfaces.SlideReader`;
     ``breastcls slide predict`` opens each slide with the first reader (by id) that accepts it,
     or the one named by ``--reader``.
 
@@ -127,8 +127,8 @@ def breastcls_register_stain_normalisers(registry: PluginRegistry[StainNormalise
 
     Called once per plugin when the plugin host loads. An implementation calls
     ``registry.add(id, normaliser, summary=...)`` with a
-    :class:`~breastcls.stain.StainNormaliser`; ``breastcls train --stain-normalisation ID`` fits
-    it to the training images (or ``--stain-reference``) and puts its layer into the model.
+    :class:`~breastcls.interfaces.StainNormaliser`; ``breastcls train --stain-normalisation ID``
+    fits it to the training images (or ``--stain-reference``) and puts its layer into the model.
 
     Since: 0.2.0
     """

@@ -24,12 +24,12 @@ from breastcls.interfaces import (
     DatasetFormat,
     Head,
     Metric,
+    SlideReader,
+    StainNormaliser,
     Trainer,
 )
 from breastcls.plugins import hookspecs
 from breastcls.registry import ComponentInfo, Registry
-from breastcls.slides.readers import SlideReader
-from breastcls.stain.normalisers import StainNormaliser
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
 

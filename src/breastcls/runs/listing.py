@@ -36,6 +36,8 @@ class RunSummary:
         auc: A finished run's ROC AUC on the same set (``None`` when unknown).
         figures_from: The role ``accuracy`` and ``auc`` come from: ``test`` or ``selection``
             (optimistic: that set chose the model); ``None`` when there are none.
+        leak: ``LEAKY: N of M test patients also trained or selected (optimistic)`` when that
+            set's patients also trained or selected the model, else ``None``.
         updated: When the status was last written (ISO 8601, UTC).
     """
 
@@ -48,6 +50,7 @@ class RunSummary:
     figures_from: str | None
     updated: str | None
     folds: int | None = None
+    leak: str | None = None
 
 
 def list_runs(folder: Path) -> list[RunSummary]:
@@ -133,6 +136,7 @@ def _summarise(run: RunFolder) -> RunSummary:
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
     reason = record.get("reason")
+    leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(
         run_dir=run.path,
         status=status,
@@ -143,4 +147,5 @@ def _summarise(run: RunFolder) -> RunSummary:
         figures_from=str(figures_from) if figures_from else None,
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
+        leak=str(leak) if leak else None,
     )

@@ -1,8 +1,10 @@
 """Whole-slide images: slide readers (a plugin kind), tissue detection, model-scale tiling.
 
 :func:`breastcls.predict_slide` (in :mod:`breastcls.slides.job`) runs a trained model over a
-slide; ``breastcls slide predict`` does it for many slides. This package's top level imports
-neither TensorFlow nor the job module, so that the plugin host can name :class:`SlideReader`.
+slide; ``breastcls slide predict`` does it for many slides. The readers' contract
+(:class:`~breastcls.interfaces.SlideReader`, :class:`~breastcls.interfaces.Slide`) lives in the
+core and is re-exported here. This package's top level imports neither TensorFlow nor the job
+module.
 """
 
 from breastcls.slides.readers import (

@@ -1,9 +1,10 @@
 """Slide readers: the plugin kind that opens whole-slide images, and the built-in ones.
 
-A :class:`SlideReader` recognises the files it can open (:meth:`SlideReader.accepts`) and opens
-one as a :class:`Slide`: a pyramid of levels from which rectangular regions are read on demand,
-so that no caller ever holds a whole slide in memory. Readers register through the
-``breastcls_register_slide_readers`` hook, the built-in ones included:
+A :class:`~breastcls.interfaces.SlideReader` (the contract lives in the core
+:mod:`breastcls.interfaces`, re-exported here) recognises the files it can open and opens one
+as a :class:`~breastcls.interfaces.Slide`: a pyramid of levels from which rectangular regions
+are read on demand, so that no caller ever holds a whole slide in memory. Readers register
+through the ``breastcls_register_slide_readers`` hook, the built-in ones included:
 
 * ``tiff`` (:class:`TiffSlideReader`): tiled or stripped TIFF files, pyramidal or flat, read
   with ``tifffile`` one tile (or strip) at a time. Generic pyramidal TIFFs, Aperio SVS and
@@ -28,12 +29,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import ConfigError, DataError
+from breastcls.interfaces import GLASS, Slide, SlideLevel, SlideReader
 
 __all__ = [
     "GLASS",
@@ -47,9 +49,6 @@ __all__ = [
 
 UInt8Array = npt.NDArray[np.uint8]
 
-GLASS = 255
-"""The value a region is padded with where it leaves the slide: white, like empty glass."""
-
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -59,69 +58,6 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 # most _CACHE_BYTES of decoded pixels beyond those (:func:`_cache_rows`).
 _TILE_CACHE = 64
 _CACHE_BYTES = 64 << 20
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SlideLevel:
-    """One level of a slide's pyramid.
-
-    Attributes:
-        width: Width in pixels of this level.
-        height: Height in pixels of this level.
-        downsample: Level-0 pixels per pixel of this level (1.0 for level 0).
-    """
-
-    width: int
-    height: int
-    downsample: float
-
-
-@runtime_checkable
-class Slide(Protocol):
-    """An open slide: its pyramid, its resolution, and regions read on demand.
-
-    Attributes:
-        path: The slide file.
-        levels: The pyramid, level 0 (full resolution) first, downsample increasing.
-        mpp: Microns per level-0 pixel from the slide's metadata, or ``None`` when it has none.
-        objective_power: The scanner's objective magnification, when the metadata says.
-    """
-
-    path: Path
-    levels: tuple[SlideLevel, ...]
-    mpp: float | None
-    objective_power: float | None
-
-    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
-        """Return the ``(height, width, 3)`` RGB pixels of a rectangle of ``level``, given in
-        that level's pixel coordinates; what lies outside the level is :data:`GLASS`.
-
-        Must be safe to call from several threads at once.
-
-        Raises:
-            DataError: The slide's data cannot be read or decoded.
-        """
-        ...
-
-    def close(self) -> None:
-        """Release the file."""
-        ...
-
-
-class SlideReader(Protocol):
-    """A slide format (a plugin kind: ``breastcls_register_slide_readers``)."""
-
-    def accepts(self, path: Path) -> bool:
-        """Whether this reader can open ``path`` (by its content, not only its name)."""
-        ...
-
-    def open(self, path: Path) -> Slide:
-        """Open ``path``.
-
-        Raises:
-            DataError: The file is damaged or not of this format.
-        """
-        ...
 
 
 def _magic(path: Path, size: int = 8) -> bytes:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from breastcls.data.images import ImageInfo, inspect_image
 from breastcls.errors import ConfigError, DataError
 from breastcls.interfaces import DataRole
 
@@ -147,13 +148,27 @@ def fit_stain_normaliser(
 
 
 def fit_run_stain(
-    config: ModelConfig, training: Sequence[Sample], *, host: PluginHost | None = None
+    config: ModelConfig,
+    training: Sequence[Sample],
+    *,
+    host: PluginHost | None = None,
+    held_out: Sequence[tuple[DataRole, Sample]] = (),
+    image_info: Mapping[Path, ImageInfo] | None = None,
 ) -> StainFit | None:
     """Fit a run's stain normaliser: to ``config.stain_reference`` when set, else to the
     training images; ``None`` when the run normalises nothing.
 
+    Args:
+        config: The model configuration (normaliser and reference).
+        training: The training images.
+        host: The plugin host.
+        held_out: The selection and test images, with their roles: a reference may not be one
+            of them (by path, or by identical pixels under another name).
+        image_info: What a scan of the data found (pixel hashes), by path.
+
     Raises:
-        ConfigError: ``stain_reference`` does not exist or holds no image.
+        ConfigError: ``stain_reference`` does not exist, holds no image, or holds a selection
+            or test image.
         DataError: As :func:`fit_stain_normaliser`.
     """
     if config.stain_normalisation == "none":
@@ -173,6 +188,7 @@ def fit_run_stain(
             f"--stain-reference {config.stain_reference!r}: {error} Pass an image or a folder "
             "of images."
         ) from error
+    _refuse_held_out(images, held_out, image_info or {}, str(config.stain_reference))
     return fit_stain_normaliser(
         config.stain_normalisation,
         images,
@@ -180,3 +196,33 @@ def fit_run_stain(
         reference=str(config.stain_reference),
         host=host,
     )
+
+
+def _refuse_held_out(
+    images: Sequence[Path],
+    held_out: Sequence[tuple[DataRole, Sample]],
+    image_info: Mapping[Path, ImageInfo],
+    reference: str,
+) -> None:
+    """Refuse a reference image that is a selection or test image (the same file, or its
+    pixels under another name): a normaliser fitted to it would carry those images' stain
+    into the model, and their figures would no longer be held out."""
+    if not held_out:
+        return
+    role_of = {sample.path.resolve(): role for role, sample in held_out}
+    pixels_of = {
+        info.pixel_sha1: role
+        for role, sample in held_out
+        if (info := image_info.get(sample.path)) is not None and info.pixel_sha1
+    }
+    for image in images:
+        role = role_of.get(Path(image).resolve())
+        if role is None and pixels_of:
+            role = pixels_of.get(inspect_image(Path(image)).pixel_sha1)
+        if role is not None:
+            raise ConfigError(
+                f"--stain-reference {reference!r}: {image} is an image of the {role.label}, so "
+                "the normaliser would be fitted on held-out images: pass a reference outside "
+                "the selection and test sets, or leave --stain-reference out to fit it to the "
+                "training images."
+            )

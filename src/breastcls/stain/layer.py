@@ -3,7 +3,7 @@
 Each layer holds its fitted reference as plain numbers in its configuration, so a saved model
 carries its normalisation, loads in Keras safe mode and exports with it. Both layers compute in
 float32 whatever the model's precision, measure every image's own statistics over its tissue
-(optical density at least :data:`~breastcls.stain.normalisers.TISSUE_OD` in every channel), and
+(optical density at least :data:`~breastcls.stain.optics.TISSUE_OD` in every channel), and
 pass an image they cannot measure (too little tissue, a flat colour, one stain direction) through
 unchanged: never a NaN.
 
@@ -32,7 +32,7 @@ import keras
 from keras import ops
 
 from breastcls.layers import _LIGHT, _affine, _optical_density
-from breastcls.stain.normalisers import (
+from breastcls.stain.optics import (
     ANGLE_PERCENTILE,
     LAB_FROM_LOG_LMS,
     LMS_FROM_RGB,

@@ -7,15 +7,13 @@ and other large backbones: pass ``train=False, serialise=False``), raises
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +36,13 @@ from breastcls.interfaces import (
 )
 from breastcls.plugins.host import ENTRY_POINT_GROUP, PluginHost, hookimpl
 from breastcls.registry import ComponentInfo, PluginRegistry
+from breastcls.testing.support import (
+    TOLERANCE,
+    ConformanceError,
+    fail,
+    same_predictions,
+    work_folder,
+)
 
 __all__ = [
     "BackboneReport",
@@ -55,11 +60,6 @@ __all__ = [
 ]
 
 _UNDER_TEST = "under_test"
-_TOLERANCE = 1e-5
-
-
-class ConformanceError(AssertionError):
-    """A component does not do what its kind promises (the message says what and why)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,20 +75,6 @@ class BackboneReport:
     feature_shape: tuple[int, int, int]
     params: int
     loss: float | None
-
-
-def _fail(what: str, problem: str) -> NoReturn:
-    raise ConformanceError(f"{what}: {problem}")
-
-
-@contextlib.contextmanager
-def _work_dir(work_dir: Path | None) -> Iterator[Path]:
-    if work_dir is not None:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        yield work_dir
-        return
-    with tempfile.TemporaryDirectory(prefix="breastcls-conformance-") as temporary:
-        yield Path(temporary)
 
 
 def _builtin_plugins() -> list[tuple[str, object]]:
@@ -132,28 +118,6 @@ def _images(batch: int, size: int, seed: int = 0) -> npt.NDArray[np.float32]:
     return rng.uniform(0.0, 255.0, size=(batch, size, size, 3)).astype(np.float32)
 
 
-def _same_predictions(what: str, model: Any, path: Path, inputs: npt.NDArray[Any]) -> None:
-    """Save ``model`` as ``.keras``, reload it in safe mode and compare predictions."""
-    from breastcls.errors import ModelLoadError
-    from breastcls.model import load_keras_model
-
-    before = np.asarray(model.predict(inputs, verbose=0))
-    try:
-        model.save(path)
-        loaded = load_keras_model(path)
-    except (ModelLoadError, TypeError, ValueError) as error:
-        _fail(
-            what,
-            f"does not survive a .keras save and safe-mode load ({type(error).__name__}: "
-            f"{error}); register custom layers with keras.saving.register_keras_serializable "
-            "and never use Lambda layers.",
-        )
-    after = np.asarray(loaded.predict(inputs, verbose=0))
-    difference = float(np.max(np.abs(before - after)))
-    if difference > _TOLERANCE:
-        _fail(what, f"the reloaded model predicts differently (max difference {difference:.2e}).")
-
-
 def check_backbone(
     backbone: Backbone,
     *,
@@ -188,24 +152,24 @@ def check_backbone(
     allowed = get_args(BackbonePreprocessing)
     preprocessing = getattr(backbone, "preprocessing", None)
     if preprocessing not in allowed:
-        _fail(what, f"preprocessing is {preprocessing!r}; declare one of {', '.join(allowed)}.")
+        fail(what, f"preprocessing is {preprocessing!r}; declare one of {', '.join(allowed)}.")
     shape = (image_size, image_size, 3)
     try:
         features = backbone.build(input_shape=shape, weights=None)
     except Exception as error:
-        _fail(what, f"build(weights=None) at {shape} failed: {type(error).__name__}: {error}")
+        fail(what, f"build(weights=None) at {shape} failed: {type(error).__name__}: {error}")
     if not isinstance(features, keras.Model):
-        _fail(what, f"build() returned {type(features).__name__}, not a keras.Model.")
+        fail(what, f"build() returned {type(features).__name__}, not a keras.Model.")
     output_shape = tuple(features.output_shape)
     if len(output_shape) != 4 or not all(isinstance(d, int) and d > 0 for d in output_shape[1:]):
-        _fail(what, f"output shape {output_shape} is not a 4-D (batch, h, w, channels) map.")
+        fail(what, f"output shape {output_shape} is not a 4-D (batch, h, w, channels) map.")
     feature_shape = (int(output_shape[1]), int(output_shape[2]), int(output_shape[3]))
     inputs = _images(2, image_size)
     output = np.asarray(features(inputs, training=False))
     if output.shape != (2, *feature_shape):
-        _fail(what, f"a forward pass returned {output.shape}, expected {(2, *feature_shape)}.")
+        fail(what, f"a forward pass returned {output.shape}, expected {(2, *feature_shape)}.")
     if not np.all(np.isfinite(output)):
-        _fail(what, "a forward pass on 0-255 pixels returned NaN or infinite values.")
+        fail(what, "a forward pass on 0-255 pixels returned NaN or infinite values.")
     loss: float | None = None
     if train or serialise:
         host = isolated_host(("backbone_under_test", _BackboneUnderTest(backbone)))
@@ -213,8 +177,8 @@ def check_backbone(
         if train:
             loss = _train_one_step(what, model, image_size)
         if serialise:
-            with _work_dir(work_dir) as folder:
-                _same_predictions(what, model, folder / f"{name}.keras", inputs)
+            with work_folder(work_dir) as folder:
+                same_predictions(what, model, folder / f"{name}.keras", inputs)
     return BackboneReport(
         feature_shape=feature_shape, params=int(features.count_params()), loss=loss
     )
@@ -232,7 +196,7 @@ def _train_one_step(what: str, model: Any, image_size: int) -> float:
 
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not nested or not nested[0].trainable_weights:
-        _fail(what, "the built model has no trainable weights.")
+        fail(what, "the built model has no trainable weights.")
     before = [np.array(weight) for weight in nested[0].trainable_weights]
     # One step, run eagerly: tracing the training graph of even a mobile network takes ~30 s
     # on 2 cores, ten times the step itself; training always traces it (end-to-end tests).
@@ -242,10 +206,10 @@ def _train_one_step(what: str, model: Any, image_size: int) -> float:
     labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
     loss = float(np.ravel(model.train_on_batch(_images(4, image_size, seed=1), labels))[0])
     if not math.isfinite(loss):
-        _fail(what, f"one training step gave a non-finite loss ({loss}).")
+        fail(what, f"one training step gave a non-finite loss ({loss}).")
     after = [np.array(weight) for weight in nested[0].trainable_weights]
     if all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
-        _fail(what, "one training step changed none of the backbone's weights.")
+        fail(what, "one training step changed none of the backbone's weights.")
     return loss
 
 
@@ -274,21 +238,21 @@ def check_head(
     what = f"head {name!r}"
     rng = np.random.default_rng(0)
     features = rng.normal(size=(5, *feature_shape)).astype(np.float32)
-    with _work_dir(work_dir) as folder:
+    with work_folder(work_dir) as folder:
         for count in n_classes:
             inputs = keras.Input(shape=feature_shape)
             model = keras.Model(inputs, head(inputs, n_classes=count))
             if tuple(model.output_shape) != (None, count):
-                _fail(what, f"output shape {model.output_shape}, expected (None, {count}).")
+                fail(what, f"output shape {model.output_shape}, expected (None, {count}).")
             probabilities = np.asarray(model(features, training=False), dtype=np.float64)
             if probabilities.shape != (5, count):
-                _fail(what, f"returned {probabilities.shape} for 5 rows and {count} classes.")
+                fail(what, f"returned {probabilities.shape} for 5 rows and {count} classes.")
             if not np.all(np.isfinite(probabilities)) or probabilities.min() < 0:
-                _fail(what, "returned negative or non-finite probabilities.")
+                fail(what, "returned negative or non-finite probabilities.")
             sums = probabilities.sum(axis=1)
-            if not np.allclose(sums, 1.0, atol=_TOLERANCE):
-                _fail(what, f"rows sum to {sums.round(6).tolist()}, not 1 (end with a softmax).")
-            _same_predictions(what, model, folder / f"head-{count}.keras", features)
+            if not np.allclose(sums, 1.0, atol=TOLERANCE):
+                fail(what, f"rows sum to {sums.round(6).tolist()}, not 1 (end with a softmax).")
+            same_predictions(what, model, folder / f"head-{count}.keras", features)
 
 
 def check_augmentation(
@@ -317,16 +281,16 @@ def check_augmentation(
         layer = augmentation(seed=seed)
         inference = np.asarray(layer(keras.ops.convert_to_tensor(images), training=False))
         if inference.shape != images.shape or not np.allclose(inference, images, atol=1e-4):
-            _fail(what, "changes images when training=False; it must be the identity then.")
+            fail(what, "changes images when training=False; it must be the identity then.")
         trained = np.asarray(layer(keras.ops.convert_to_tensor(images), training=True))
         if trained.shape != images.shape:
-            _fail(what, f"turned a {images.shape} batch into {trained.shape} in training.")
+            fail(what, f"turned a {images.shape} batch into {trained.shape} in training.")
         if not np.all(np.isfinite(trained)):
-            _fail(what, "produced NaN or infinite pixels in training.")
+            fail(what, "produced NaN or infinite pixels in training.")
     inputs = keras.Input(shape=(image_size, image_size, 3))
     model = keras.Model(inputs, augmentation(seed=0)(inputs))
-    with _work_dir(work_dir) as folder:
-        _same_predictions(what, model, folder / "augmentation.keras", images)
+    with work_folder(work_dir) as folder:
+        same_predictions(what, model, folder / "augmentation.keras", images)
 
 
 def synthetic_predictions(*, n_classes: int = 2, n: int = 40, seed: int = 0) -> Predictions:
@@ -375,26 +339,26 @@ def check_metric(
     """
     what = f"metric {name!r}"
     predictions = predictions or synthetic_predictions(n_classes=n_classes)
-    with _work_dir(work_dir) as folder:
+    with work_folder(work_dir) as folder:
         section = metric(predictions, out_dir=folder)
         if not isinstance(section, MetricSection):
-            _fail(what, f"returned {type(section).__name__}, not a MetricSection.")
+            fail(what, f"returned {type(section).__name__}, not a MetricSection.")
         if not section.name or section.name != section.name.strip().lower() or " " in section.name:
-            _fail(what, f"section name {section.name!r} is not a lowercase key without spaces.")
+            fail(what, f"section name {section.name!r} is not a lowercase key without spaces.")
         if not section.title.strip():
-            _fail(what, "section title is empty.")
+            fail(what, "section title is empty.")
         try:
             json.dumps(dict(section.values), allow_nan=False)
         except (TypeError, ValueError) as error:
-            _fail(what, f"values are not strict JSON ({error}); use floats, ints, str, None.")
+            fail(what, f"values are not strict JSON ({error}); use floats, ints, str, None.")
         for figure in section.figures:
             path = Path(figure)
             if not path.is_file() or path.suffix.lower() != ".png":
-                _fail(what, f"figure {path} is not a PNG file that exists.")
+                fail(what, f"figure {path} is not a PNG file that exists.")
             if not path.resolve().is_relative_to(folder.resolve()):
-                _fail(what, f"figure {path} was written outside out_dir {folder}.")
+                fail(what, f"figure {path} was written outside out_dir {folder}.")
         if section.text is not None and not isinstance(section.text, str):
-            _fail(what, "text must be a string or None.")
+            fail(what, "text must be a string or None.")
     return section
 
 
@@ -432,7 +396,7 @@ def check_trainer(
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             seen.append((epoch, {key: float(value) for key, value in (logs or {}).items()}))
 
-    with _work_dir(work_dir) as folder:
+    with work_folder(work_dir) as folder:
         history = trainer.fit(
             model,
             data,
@@ -447,16 +411,16 @@ def check_trainer(
     try:
         json.dumps(state, allow_nan=False)
     except (TypeError, ValueError) as error:
-        _fail(what, f"left a resumable state that is not strict JSON ({error}).")
+        fail(what, f"left a resumable state that is not strict JSON ({error}).")
     if [epoch for epoch, _ in seen] != [0, 1]:
-        _fail(what, f"breastcls' callbacks saw epochs {[e for e, _ in seen]}, expected [0, 1].")
+        fail(what, f"breastcls' callbacks saw epochs {[e for e, _ in seen]}, expected [0, 1].")
     if any(config.monitor not in logs for _, logs in seen):
-        _fail(what, f"epoch logs lack {config.monitor!r}, which the checkpoint monitors.")
+        fail(what, f"epoch logs lack {config.monitor!r}, which the checkpoint monitors.")
     if not isinstance(history, dict) or "loss" not in history:
-        _fail(what, "fit() must return a dict of per-epoch lists including 'loss'.")
+        fail(what, "fit() must return a dict of per-epoch lists including 'loss'.")
     for key, values in history.items():
         if len(values) != config.epochs or not all(math.isfinite(v) for v in values):
-            _fail(what, f"history[{key!r}] = {values} is not {config.epochs} finite values.")
+            fail(what, f"history[{key!r}] = {values} is not {config.epochs} finite values.")
     return history
 
 
@@ -471,13 +435,13 @@ def check_tta(tta: Any, *, image_size: int = 32, name: str = _UNDER_TEST) -> Non
     what = f"tta {name!r}"
     size = getattr(tta, "size", None)
     if not isinstance(size, int) or size < 1:
-        _fail(what, f"size is {size!r}; it must be a positive int.")
+        fail(what, f"size is {size!r}; it must be a positive int.")
     images = _images(3, image_size)
     copies = np.asarray(tta(tf.constant(images)))
     if copies.shape != (size, *images.shape):
-        _fail(what, f"returned {copies.shape}, expected {(size, *images.shape)}.")
+        fail(what, f"returned {copies.shape}, expected {(size, *images.shape)}.")
     if not np.all(np.isfinite(copies)):
-        _fail(what, "returned NaN or infinite pixels.")
+        fail(what, "returned NaN or infinite pixels.")
 
 
 def check_dataset_format(
@@ -498,39 +462,39 @@ def check_dataset_format(
     """
     what = f"dataset format {name!r}"
     if not dataset_format.accepts(path):
-        _fail(what, f"does not accept its own example {path}.")
+        fail(what, f"does not accept its own example {path}.")
     dataset = dataset_format.load(path, config=config or DataConfig(path=path))
     if not isinstance(dataset, Dataset):
-        _fail(what, f"load() returned {type(dataset).__name__}, which is not a Dataset.")
+        fail(what, f"load() returned {type(dataset).__name__}, which is not a Dataset.")
     names = tuple(dataset.class_names)
     if len(names) < 2 or len(set(names)) != len(names):
-        _fail(what, f"class names {names} are not two or more unique names.")
+        fail(what, f"class names {names} are not two or more unique names.")
     if not dataset.samples:
-        _fail(what, f"loaded no sample from {path}.")
+        fail(what, f"loaded no sample from {path}.")
     for sample in dataset.samples:
         if not isinstance(sample, Sample):
-            _fail(
+            fail(
                 what, f"a sample is a {type(sample).__name__}, not a breastcls.interfaces.Sample."
             )
         if sample.label not in names:
-            _fail(what, f"sample {sample.path} has label {sample.label!r}, not in {names}.")
+            fail(what, f"sample {sample.path} has label {sample.label!r}, not in {names}.")
         if not Path(sample.path).is_file():
-            _fail(what, f"sample {sample.path} does not exist.")
+            fail(what, f"sample {sample.path} does not exist.")
     empty = sorted(set(names) - {sample.label for sample in dataset.samples})
     if empty:
-        _fail(what, f"classes {empty} have no sample.")
+        fail(what, f"classes {empty} have no sample.")
     if not all(isinstance(item, SkippedFile) for item in dataset.skipped):
-        _fail(what, "skipped must hold breastcls.interfaces.SkippedFile values.")
+        fail(what, "skipped must hold breastcls.interfaces.SkippedFile values.")
     missing = path.parent / f"{path.name}-missing{path.suffix}"
     try:
         accepted = dataset_format.accepts(missing)
         if accepted:
             dataset_format.load(missing, config=DataConfig(path=missing))
-            _fail(what, f"loaded a path that does not exist ({missing}).")
+            fail(what, f"loaded a path that does not exist ({missing}).")
     except BreastclsError:
         pass
     except Exception as error:
-        _fail(what, f"a missing path raised {type(error).__name__}, not a BreastclsError.")
+        fail(what, f"a missing path raised {type(error).__name__}, not a BreastclsError.")
     return dataset
 
 
@@ -577,18 +541,18 @@ def check_component(
     elif info.kind == "tta":
         check_tta(component, name=info.name)
     elif info.kind == "slide_reader":
-        from breastcls.slides.checks import check_slide_reader
+        from breastcls.testing.slide_checks import check_slide_reader
 
         check_slide_reader(component, data=data, name=info.name)
     elif info.kind == "stain_normaliser":
-        from breastcls.stain.checks import check_stain_normaliser
+        from breastcls.testing.stain_checks import check_stain_normaliser
 
         check_stain_normaliser(component, work_dir=work_dir, name=info.name)
     elif info.kind == "dataset":
         if data is None:
-            _fail(f"dataset format {info.name!r}", "pass data=<an example of its layout>.")
+            fail(f"dataset format {info.name!r}", "pass data=<an example of its layout>.")
         check_dataset_format(component, data, name=info.name)
     else:
-        _fail(
+        fail(
             f"{info.kind} {info.name!r}", f"breastcls.testing has no check for kind {info.kind!r}."
         )

@@ -1,4 +1,5 @@
-"""``breastcls.train``: from a configuration to a complete run folder."""
+"""``breastcls.train``: from a configuration to a complete run folder (:func:`train`,
+:func:`resume`)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,6 @@ from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
-from breastcls.distribute import (
-    check_devices,
-    describe_strategy,
-    distribute_dataset,
-    select_strategy,
-    worker_out_dir,
-)
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
 from breastcls.interfaces import Dataset, Sample, SkippedFile
@@ -49,6 +43,13 @@ from breastcls.runs.folder import (
 )
 from breastcls.runs.lock import FolderLock, held_lock, lock_folder
 from breastcls.stain.fit import StainFit, fit_run_stain
+from breastcls.training.distribute import (
+    check_devices,
+    describe_strategy,
+    distribute_dataset,
+    select_strategy,
+    worker_out_dir,
+)
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
 
@@ -279,7 +280,13 @@ def train(
     data = prepare_data(config, host=host, scanned=scanned)
     # Fitted to the training images (or the given reference) before the folder exists: a
     # reference without tissue stops the run up front.
-    stain = fit_run_stain(config.model, data.split.train, host=host)
+    stain = fit_run_stain(
+        config.model,
+        data.split.train,
+        host=host,
+        held_out=[(role, s) for role, part in data.split.parts()[1:] for s in part],
+        image_info=data.image_info,
+    )
     check_devices(config.train.devices)
     # The folder is this process's until training ends: a second `train --name` of the same
     # name, or a `--resume` of it, is refused meanwhile.
@@ -384,11 +391,35 @@ def resume(
         host = ensure_host(host)
         config = read_run_config(run_dir)
         state = read_train_state(run_dir)
+        _check_config_fits_checkpoint(run_dir, config, state)
         data = prepare_data(config, host=host, scanned=scanned)
         _check_same_data(run_dir, data)
         check_free_space(run_dir, needed_bytes=_MIN_FREE_BYTES)
         prepare_resume(run_dir, state)
         return _train_recording_status(run_dir, config, data, host, resume_from=state)
+
+
+def _check_config_fits_checkpoint(run_dir: Path, config: RunConfig, state: TrainState) -> None:
+    """Refuse a ``config.json`` that no longer describes the model its checkpoint holds (an
+    edited backbone, head or image size), before any data is decoded.
+
+    Raises:
+        ConfigError: The checkpoint's model differs from the configuration's.
+    """
+    from breastcls.model import archived_model
+
+    found = archived_model(run_dir / state.checkpoint)
+    size = config.data.image_size
+    expected_name = f"breastcls_{config.model.backbone}_{config.model.head}"
+    expected_shape = (None, size, size, 3)
+    if found.name == expected_name and found.input_shape == expected_shape:
+        return
+    raise ConfigError(
+        f"{RunFolder(run_dir).config} describes a {config.model.backbone} + {config.model.head} "
+        f"model at {size} px, but the checkpoint {state.checkpoint} holds {found.name} taking "
+        f"{found.input_shape}: config.json was changed after training started. Restore it, or "
+        "start a new run with the new settings."
+    )
 
 
 def lock_run(run_dir: Path, *, purpose: str, reserve: int = 0) -> FolderLock:
@@ -571,7 +602,7 @@ def _fit(
     import keras
     import tensorflow as tf
 
-    from breastcls.callbacks import NaNGuard, TrainingCheckpoint
+    from breastcls.training.callbacks import NaNGuard, TrainingCheckpoint
 
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
@@ -631,8 +662,12 @@ def _run_callbacks(
     """The callbacks that keep the run folder complete: history, checkpoint, hooks, shuffle."""
     import keras
 
-    from breastcls.callbacks import EpochCounter, HistoryWriter, HookForwarder
-    from breastcls.progress import progress_callbacks
+    from breastcls.training.callbacks import (
+        EpochCounter,
+        HistoryWriter,
+        HookForwarder,
+        progress_callbacks,
+    )
 
     callbacks = [
         HistoryWriter(RunFolder(run_dir).history, rows=checkpoint.history),
@@ -656,8 +691,8 @@ def _build_or_restore(
     resume_from: TrainState | None,
     stain: StainFit | None,
 ) -> Any:
-    from breastcls.callbacks import restore_seed_generators
     from breastcls.model import build_model, load_checkpoint
+    from breastcls.training.callbacks import restore_seed_generators
 
     if resume_from is None:
         model = build_model(

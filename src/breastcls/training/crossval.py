@@ -36,7 +36,7 @@ from breastcls.runs.folder import (
     read_status,
     write_status,
 )
-from breastcls.train import (
+from breastcls.training.train import (
     ScannedData,
     check_resumable,
     check_run_config,

@@ -8,7 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import DataError
-from breastcls.stain.normalisers import StainNormaliser
+from breastcls.interfaces import StainNormaliser
+from breastcls.testing.support import fail, same_predictions, work_folder
 
 __all__ = ["check_stain_normaliser", "stained_pixels"]
 
@@ -49,18 +50,16 @@ def check_stain_normaliser(
 
     import keras
 
-    from breastcls.testing.checks import _fail, _same_predictions, _work_dir
-
     what = f"stain normaliser {name!r}"
     parameters = normaliser.fit(stained_pixels(64).reshape(-1, 3))
     try:
         json.dumps(parameters, allow_nan=False)
     except (TypeError, ValueError) as error:
-        _fail(what, f"fit() returned parameters that are not strict JSON ({error}).")
+        fail(what, f"fit() returned parameters that are not strict JSON ({error}).")
     if parameters:
         try:
             normaliser.fit(np.full((4096, 3), 255, dtype=np.uint8))
-            _fail(what, "fit() accepted blank white pixels; raise DataError saying why.")
+            fail(what, "fit() accepted blank white pixels; raise DataError saying why.")
         except DataError:
             pass
     layer = normaliser.layer(parameters)
@@ -77,10 +76,10 @@ def check_stain_normaliser(
     ).astype(np.float32)
     out = np.asarray(layer(keras.ops.convert_to_tensor(batch)))
     if out.shape != batch.shape:
-        _fail(what, f"its layer turned a {batch.shape} batch into {out.shape}.")
+        fail(what, f"its layer turned a {batch.shape} batch into {out.shape}.")
     if not np.all(np.isfinite(out)) or out.min() < 0 or out.max() > 255:
-        _fail(what, "its layer gave NaN, infinite or out-of-range (0-255) values.")
+        fail(what, "its layer gave NaN, infinite or out-of-range (0-255) values.")
     inputs = keras.Input(shape=(image_size, image_size, 3))
     model = keras.Model(inputs, normaliser.layer(parameters)(inputs))
-    with _work_dir(work_dir) as folder:
-        _same_predictions(what, model, folder / "stain.keras", batch)
+    with work_folder(work_dir) as folder:
+        same_predictions(what, model, folder / "stain.keras", batch)

@@ -14,6 +14,7 @@ import numpy as np
 from breastcls.errors import ConfigError
 from breastcls.io import atomic_path
 from breastcls.plugins.host import PluginHost
+from breastcls.progress import ProgressReporter, TrainingSummary, active_reporter
 from breastcls.runs.checkpoint import (
     TrainState,
     commit_train_state,
@@ -30,6 +31,7 @@ __all__ = [
     "ProgressCallback",
     "StatefulReduceLROnPlateau",
     "TrainingCheckpoint",
+    "progress_callbacks",
     "restore_seed_generators",
     "seed_generator_states",
 ]
@@ -263,7 +265,7 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
         config: The run's :class:`~breastcls.config.RunConfig`.
     """
 
-    def __init__(self, reporter: Any, *, run_dir: Path, config: Any) -> None:
+    def __init__(self, reporter: ProgressReporter, *, run_dir: Path, config: Any) -> None:
         super().__init__()
         self.reporter = reporter
         self.run_dir = run_dir
@@ -333,9 +335,7 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
     def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def _summary(self, *, first_epoch: int) -> Any:
-        from breastcls.progress import TrainingSummary
-
+    def _summary(self, *, first_epoch: int) -> TrainingSummary:
         images: dict[str, int] = {}
         patients: dict[str, set[str]] = {}
         try:
@@ -363,6 +363,16 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
             first_epoch=first_epoch,
             steps=self._steps,
         )
+
+
+def progress_callbacks(run_dir: Path, config: Any) -> list[ProgressCallback]:
+    """Return the Keras callbacks that report a run's training progress: none outside a
+    :func:`~breastcls.progress.reporting` block. ``config`` is the run's
+    :class:`~breastcls.config.RunConfig`."""
+    reporter = active_reporter()
+    if reporter is None:
+        return []
+    return [ProgressCallback(reporter, run_dir=run_dir, config=config)]
 
 
 def _figures(logs: Mapping[str, Any], *, prefix: str) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import BreastclsError
-from breastcls.slides.readers import GLASS, Slide, SlideReader
+from breastcls.interfaces import GLASS, Slide, SlideReader
+from breastcls.testing.support import ConformanceError
 
 __all__ = ["check_slide_reader", "write_example_slides"]
 
@@ -68,8 +69,6 @@ def check_slide_reader(
     Raises:
         ConformanceError: The reader breaks its contract.
     """
-    from breastcls.testing.checks import ConformanceError
-
     what = f"slide reader {name!r}"
 
     def fail(problem: str) -> NoReturn:
