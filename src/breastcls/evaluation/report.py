@@ -129,6 +129,17 @@ def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _calibration_notes(calibration: Mapping[str, Any] | None) -> list[str]:
+    """The calibration applied, worded from the model record: where it was fitted, on how many
+    images and patients, or that the model is uncalibrated; then its notes."""
+    if not calibration:
+        return []
+    return [
+        f'<p class="note">{escape(calibration.get("description", ""))}</p>',
+        *(f'<p class="warning">{escape(note)}.</p>' for note in calibration.get("notes", ())),
+    ]
+
+
 def summary_card(
     metrics: Mapping[str, Any],
     calibration: Mapping[str, Any] | None,
@@ -171,13 +182,7 @@ def summary_card(
         )
         + ".</p>",
     ]
-    if calibration:
-        # Worded from the model record: where the calibration was fitted, on how many images
-        # and patients, or that the model is uncalibrated.
-        notes.append(f'<p class="note">{escape(calibration.get("description", ""))}</p>')
-        notes.extend(
-            f'<p class="warning">{escape(note)}.</p>' for note in calibration.get("notes", ())
-        )
+    notes.extend(_calibration_notes(calibration))
     warnings = metrics.get("bootstrap", {}).get("warnings", [])
     notes.extend(f'<p class="warning">Warning: {escape(w)}.</p>' for w in warnings)
     # A leaky set's label is the card's first line: every figure below it is optimistic.
