@@ -7,7 +7,6 @@ import errno
 import json
 import shutil
 import signal
-import subprocess
 import sys
 from collections import namedtuple
 from pathlib import Path
@@ -17,7 +16,14 @@ import pytest
 from PIL import Image
 
 import breastcls
-from _runs import completed_epochs, read_history, run_cli, tiny_train_options
+from _runs import (
+    completed_epochs,
+    read_history,
+    run_cli,
+    run_signals,
+    run_watched,
+    tiny_train_options,
+)
 from breastcls import DataConfig, ModelConfig, OutputError, RunConfig, TrainConfig
 from breastcls.model import load_checkpoint, load_keras_model
 from breastcls.runs import list_runs
@@ -52,6 +58,9 @@ def check_loadable(path: Path) -> None:
     """Open ``path`` with the reader of its kind; raise if it is truncated or corrupt."""
     if path.suffix == ".json":
         json.loads(path.read_text(encoding="utf-8"))
+    elif path.suffix == ".jsonl":  # the test-look ledger: appended one whole line at a time
+        for line in path.read_text(encoding="utf-8").splitlines():
+            json.loads(line)
     elif path.suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)
@@ -76,8 +85,8 @@ def test_sigkill_during_a_checkpoint_write_leaves_only_loadable_files(
     run_dir = out / "cut"
     args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "cut"]
     command = [sys.executable, "-c", DIE_DURING_THIRD_SAVE, *args, *tiny_train_options(4)]
-    killed = subprocess.run(command, capture_output=True, timeout=120, check=False)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    killed = run_watched(command, watched=run_signals(run_dir))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     leftovers = [p for p in files if is_temporary(p)]

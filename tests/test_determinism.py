@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from _runs import start_cli, tiny_train_options
+from _runs import start_cli, tiny_train_options, wait_for_exit
 
 
 def test_two_deterministic_runs_with_one_seed_write_identical_histories(
@@ -21,7 +21,8 @@ def test_two_deterministic_runs_with_one_seed_write_identical_histories(
         for name, options in runs.items()
     }
     for name, process in processes.items():
-        assert process.wait(timeout=180) == 0, (tmp_path / f"{name}.log").read_text()
+        log = tmp_path / f"{name}.log"
+        assert wait_for_exit(process, log, tmp_path / name) == 0, log.read_text()
     first = (tmp_path / "first" / "history.csv").read_text()
     assert first.count("\n") == 3
     assert (tmp_path / "second" / "history.csv").read_text() == first

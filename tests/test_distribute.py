@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from _runs import run_watched, wait_on_progress
 from breastcls import ConfigError, TrainConfig
 from breastcls.cli.app import app
 from breastcls.training.distribute import (
@@ -160,13 +161,9 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_single_device(
     small_breakhis: Path, tmp_path: Path
 ) -> None:
     # Logical devices must be configured before TensorFlow starts: its own process.
-    done = subprocess.run(
+    done = run_watched(
         [sys.executable, "-c", _MIRRORED_SCRIPT, str(small_breakhis), str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
         cwd=REPO,
-        timeout=300,
-        check=False,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
@@ -238,20 +235,23 @@ def test_two_workers_train_together_and_only_the_chief_writes_the_run(
 ) -> None:
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     out = tmp_path / "runs"
+    logs = {index: (tmp_path / f"{index}.out", tmp_path / f"{index}.err") for index in (1, 0)}
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER_SCRIPT, str(small_breakhis), str(out)],
             env={**os.environ, **_tf_config(cluster, "worker", index)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=logs[index][0].open("wb"),
+            stderr=logs[index][1].open("wb"),
             cwd=REPO,
         )
         for index in (1, 0)
     ]
     results = []
-    for worker in workers:
-        stdout, stderr = worker.communicate(timeout=300)
+    # Either worker's output is progress: the two wait on each other.
+    every_log = [path for pair in logs.values() for path in pair]
+    for worker, (out_log, err_log) in zip(workers, logs.values(), strict=True):
+        wait_on_progress(worker, every_log, what="a worker to end")
+        stdout, stderr = out_log.read_text(), err_log.read_text()
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert worker.returncode == 0 and lines, stderr[-3000:]
         results.append(json.loads(lines[-1].removeprefix("RESULT ")))

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 import breastcls
-from _runs import read_history, run_cli, start_cli, tiny_train_options, wait_for_epochs
+from _runs import (
+    read_history,
+    run_cli,
+    start_cli,
+    tiny_train_options,
+    wait_for_epochs,
+    wait_for_exit,
+)
 from breastcls import (
     DataConfig,
     ModelConfig,
@@ -103,10 +110,11 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path
     out = tmp_path / "runs"
     run_dir = out / "ctrl-c"
     args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "ctrl-c"]
-    process = start_cli([*args, *tiny_train_options(6)], tmp_path / "train.log")
-    wait_for_epochs(process, run_dir, 2)
+    log = tmp_path / "train.log"
+    process = start_cli([*args, *tiny_train_options(6)], log)
+    wait_for_epochs(process, run_dir, 2, log=log)
     process.send_signal(signal.SIGINT)
-    code = process.wait(timeout=60)
+    code = wait_for_exit(process, log, run_dir)
     output = (tmp_path / "train.log").read_text()
     assert code == 130, output
     # The last line says how to continue the run.

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from _runs import timeout_scale
 from breastcls import DataError
 from breastcls.data.images import decode_image, inspect_image
 from breastcls.data.manifest import read_manifest
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 
 FUZZ = settings(
     max_examples=40,
-    deadline=timedelta(seconds=3),
+    deadline=timedelta(seconds=3 * timeout_scale()),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
 )

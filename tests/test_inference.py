@@ -247,6 +247,14 @@ def test_an_export_predicts_what_the_run_predicts(run: Path, tmp_path: Path, for
     by_run = breastcls.predict(run, files, out=tmp_path / "run.csv")
     by_export = breastcls.predict(tmp_path / "export", files, out=tmp_path / "export.csv")
     assert by_export.prediction.calibration == PLANTED
+    # The domain-shift score travels too (ONNX Runtime gives no features, so none there).
+    if format == "keras":
+        assert by_export.prediction.domain_score is not None
+        np.testing.assert_allclose(
+            by_export.prediction.domain_score, by_run.prediction.domain_score, atol=1e-6
+        )
+    else:
+        assert by_export.prediction.domain_score is None
     tolerance = 0.0 if format == "keras" else 1e-5
     np.testing.assert_allclose(
         by_export.prediction.probabilities, by_run.prediction.probabilities, atol=tolerance

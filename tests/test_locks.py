@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 import breastcls
+from _runs import QUIET_LIMIT_S, timeout_scale, wait_on_progress
 from breastcls import OutputError
 from breastcls.cli.app import app
 from breastcls.runs import list_runs
@@ -49,6 +50,7 @@ from breastcls.training.train import lock_run
 
 mode, me, other, root = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 start, races, slot = float(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])
+hold_s = float(sys.argv[8])
 for race in range(races):
     time.sleep(max(0.0, start + race * slot - time.time()))
     lock, error = None, None
@@ -63,7 +65,7 @@ for race in range(races):
     (root / f"attempted-{race}-{me}").touch()
     if lock is not None:
         if mode == "resume" or race % 2 == 0:
-            deadline = time.time() + 60
+            deadline = time.time() + hold_s
             while not (root / f"attempted-{race}-{other}").exists() and time.time() < deadline:
                 time.sleep(0.002)
         lock.release()
@@ -72,22 +74,26 @@ for race in range(races):
 
 
 def _race(mode: str, root: Path) -> list[list[dict[str, Any]]]:
-    start = time.time() + 4  # both processes have imported breastcls by then
+    # Both processes have imported breastcls by the start (on a busy machine, later: scaled).
+    start = time.time() + 4 * timeout_scale()
+    # A winner holds the folder until the other has tried; the other is only ever slow.
+    hold_s = QUIET_LIMIT_S * timeout_scale()
+    logs = {me: (root / f"{me}.out", root / f"{me}.err") for me in ("a", "b")}
     racers = [
         subprocess.Popen(
             [sys.executable, "-c", RACER, mode, me, other, str(root), str(start), str(RACES),
-             str(SLOT_S)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+             str(SLOT_S), str(hold_s)],
+            stdout=logs[me][0].open("wb"),
+            stderr=logs[me][1].open("wb"),
         )
         for me, other in (("a", "b"), ("b", "a"))
     ]  # fmt: skip
     results = []
-    for racer in racers:
-        out, err = racer.communicate(timeout=180)
-        assert racer.returncode == 0, err
-        results.append([json.loads(line) for line in out.splitlines()])
+    every_log = [path for pair in logs.values() for path in pair]
+    for racer, (out, err) in zip(racers, logs.values(), strict=True):
+        wait_on_progress(racer, [*every_log, root], what="a racer to end")
+        assert racer.returncode == 0, err.read_text()
+        results.append([json.loads(line) for line in out.read_text().splitlines()])
     return results
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _runs import run_watched
 from breastcls import hookimpl
 from breastcls.evaluation.metrics import compute_metrics
 from breastcls.evaluation.report import data_summary, render_report
@@ -132,7 +132,7 @@ def _load_in_browser(page: Path, tmp_path: Path) -> tuple[Path, list[str]]:
     browser = _chromium()
     assert browser is not None
     screenshot = tmp_path / "screenshot.png"
-    result = subprocess.run(
+    result = run_watched(
         [
             browser,
             "--headless",
@@ -149,10 +149,7 @@ def _load_in_browser(page: Path, tmp_path: Path) -> tuple[Path, list[str]]:
             "--v=0",
             page.resolve().as_uri(),
         ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        watched=[screenshot],
     )
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     return screenshot, console

@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _runs import read_history, run_cli, start_cli, tiny_train_options, wait_for_epochs
+from _runs import (
+    read_history,
+    run_cli,
+    start_cli,
+    tiny_train_options,
+    wait_for_epochs,
+    wait_for_exit,
+)
 
 EPOCHS = 8
 # Resuming restores weights, optimizer, schedule counters, seed generators and the shuffle
@@ -28,10 +35,11 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(
     reference = start_cli([*common, "--name", "whole", *tiny_train_options(EPOCHS)], tmp_path / "w")
     killed = start_cli([*common, "--name", "killed", *tiny_train_options(EPOCHS)], tmp_path / "k")
     run_dir = out / "killed"
-    wait_for_epochs(killed, run_dir, 2)
+    wait_for_epochs(killed, run_dir, 2, log=tmp_path / "k")
     killed.send_signal(signal.SIGKILL)
-    killed.wait(timeout=30)
-    assert reference.wait(timeout=120) == 0, (tmp_path / "w").read_text()
+    killed.wait()  # SIGKILL cannot be caught: the process ends
+    reference_code = wait_for_exit(reference, tmp_path / "w", out / "whole")
+    assert reference_code == 0, (tmp_path / "w").read_text()
 
     state = json.loads((run_dir / "train_state.json").read_text(encoding="utf-8"))
     interrupted_at = state["completed_epochs"]

@@ -241,7 +241,8 @@ def test_a_run_reports_the_test_set_and_keeps_the_selection_figures_apart(
     assert groups["test"].isdisjoint(groups["train"] | groups["selection"])
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["evaluated_on"] == {
-        "role": "test", "set": "test set", "leak": None, "images": len(roles["test"]),
+        "role": "test", "set": "test set (look 1 of this test set)", "leak": None,
+        "images": len(roles["test"]),
         # Patients as the split groups them (accessions): two slides of one biopsy count once.
         "patients": len({row["group"] for row in roles["test"]}),
     }  # fmt: skip

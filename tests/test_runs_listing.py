@@ -122,19 +122,20 @@ def test_runs_command_prints_a_table_and_the_reasons(runs: Path) -> None:
     result = CliRunner().invoke(app, ["runs", str(runs)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "status", "epochs", "accuracy", "AUC", "updated"]
+    assert lines[0].split() == ["run", "status", "epochs", "accuracy", "AUC", "looks", "updated"]
     assert lines[1].split() == [
         "a-finished",
         "finished",
         "3",
         "0.8750",
         "0.9375",
+        "-",
         "2026-11-26",
         "10:00",
     ]
     # Selection-set figures carry a * (and a footnote); a missing figure is a dash.
     assert lines[3].split()[:5] == ["c-killed", "killed", "2", "0.7000*", "-"]
-    assert lines[4].split() == ["d-live", "running", "0", "-", "-", "-"]
+    assert lines[4].split() == ["d-live", "running", "0", "-", "-", "-", "-"]
     assert "b-failed: Training stopped: the loss became nan" in lines
     assert lines[8].split()[:8] == [
         "h-crossval", "finished", "5", "in", "2", "folds", "0.7500", "0.8125",
@@ -161,3 +162,18 @@ def test_runs_command_on_a_missing_folder(tmp_path: Path) -> None:
     assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1
     empty = CliRunner().invoke(app, ["runs", str(tmp_path)])
     assert empty.exit_code == 0 and empty.output.strip() == f"no runs in {tmp_path}"
+
+
+def test_runs_shows_how_often_the_test_set_was_looked_at(runs: Path) -> None:
+    from breastcls.runs.folder import append_test_look
+
+    finished = runs / "a-finished"
+    for tta in ("none", "d8"):
+        append_test_look(finished, data="split.csv", tta=tta, options={}, evaluation=finished)
+    (summary,) = list_runs(finished)
+    assert summary.test_looks == 2
+    result = CliRunner().invoke(app, ["runs", str(finished)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split()[:6] == ["a-finished", "finished", "3", "0.8750", "0.9375", "2"]
+    assert lines[-1].startswith("looks: evaluations of the test set so far")

@@ -9,7 +9,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _runs import read_history
+from _runs import read_history, run_watched
 from breastcls import (
     DataConfig,
     ModelConfig,
@@ -235,13 +234,8 @@ def test_the_gpu_fast_path_compiles_float16_xla_clusters_around_the_augmentation
     # auto-clustering really compiling: on a CPU only TF_XLA_FLAGS turns it on, and TensorFlow
     # reads that when it starts, hence the separate process.
     env = {**os.environ, "TF_XLA_FLAGS": "--tf_xla_cpu_global_jit", "TF_CPP_MIN_LOG_LEVEL": "0"}
-    done = subprocess.run(
-        [sys.executable, "-c", _GPU_FAST_PATH_RUN, str(small_breakhis), str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = run_watched(
+        [sys.executable, "-c", _GPU_FAST_PATH_RUN, str(small_breakhis), str(tmp_path)], env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Compiled cluster using XLA" in done.stderr

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from _runs import CLI, tiny_train_options
+from _runs import CLI, run_signals, run_watched, tiny_train_options
 from breastcls.cli.app import app
 from breastcls.cli.progress import TerminalProgress, describe_training
 from breastcls.progress import TrainingSummary, active_reporter, reporting
@@ -42,10 +42,10 @@ def trained(
     root = tmp_path_factory.mktemp("terminal")
     data = make_demo_dataset(root / "data", per_class=12, size=48)
     args = ["train", "--data", str(data), *tiny_train_options(1), "--out", str(root / "runs")]
-    result = subprocess.run(
-        [*CLI, *args, "--name", "tiny"], capture_output=True, text=True, env=_quiet_env(),
-        timeout=300,
-    )  # fmt: skip
+    run_dir = root / "runs" / "tiny"
+    result = run_watched(
+        [*CLI, *args, "--name", "tiny"], env=_quiet_env(), watched=run_signals(run_dir)
+    )
     assert result.returncode == 0, result.stderr
     return root / "runs" / "tiny", result
 
@@ -85,14 +85,13 @@ def test_predict_into_a_file_has_no_control_characters(
 ) -> None:
     run_dir, _ = trained
     images = sorted(run_dir.parent.parent.glob("data/*/*.png"))[:5]
-    out = tmp_path / "out.txt"
-    with out.open("w") as stdout:
-        result = subprocess.run(
-            [*CLI, "predict", str(run_dir), *map(str, images), "--out", str(tmp_path / "p.csv")],
-            stdout=stdout, stderr=subprocess.PIPE, text=True, env=_quiet_env(), timeout=300,
-        )  # fmt: skip
+    # run_watched sends the output to files: no terminal, as when a user redirects it.
+    result = run_watched(
+        [*CLI, "predict", str(run_dir), *map(str, images), "--out", str(tmp_path / "p.csv")],
+        env=_quiet_env(),
+    )
     assert result.returncode == 0, result.stderr
-    text = out.read_text()
+    text = result.stdout
     lines = text.splitlines()
     # A few images: each one's answer, then where the CSV went.
     with open(tmp_path / "p.csv", encoding="utf-8", newline="") as handle:
@@ -241,11 +240,10 @@ def test_start_summary_names_roles_patients_and_device(tmp_path: Path) -> None:
 
 def _pytest_without_images(**env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "CI"}
-    return subprocess.run(
+    return run_watched(
         [sys.executable, "-m", "pytest", "tests/test_data_splits.py", "-q", "-ra",
          "-p", "no:cacheprovider"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={**base, "BREASTCLS_SHARED_DATA": "/nonexistent", **env},
+        cwd=REPO, env={**base, "BREASTCLS_SHARED_DATA": "/nonexistent", **env},
     )  # fmt: skip
 
 

@@ -83,7 +83,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     assert next(iter(metrics)) == "evaluated_on"
     assert metrics["evaluated_on"] == {
         "role": "test",
-        "set": "test set",
+        "set": "test set (look 1 of this test set)",  # training's look, in test_looks.jsonl
         "leak": None,
         "images": n_test,
         # Patients as the split groups them (accessions): two slides of one biopsy count once.
@@ -114,7 +114,7 @@ def test_train_a_light_backbone_on_the_real_images(breakhis_dev: Path, tmp_path:
     )
     assert f"run folder: {run}" in output
     accuracy = metrics["classification"]["accuracy"]
-    assert f"test set: accuracy {accuracy:.4f}" in output
+    assert f"test set (look 1 of this test set): accuracy {accuracy:.4f}" in output
     assert "selection set (optimistic" in output
     assert f"report: {run / 'report.html'}" in output
 

@@ -200,5 +200,5 @@ def test_five_fold_cross_validation_writes_five_runs_and_an_aggregate(
     pooled = json.loads((run / "pooled" / "metrics.json").read_text())
     assert pooled["classification"]["n_images"] == n_images
     assert aggregate["pooled"]["metrics"]["classification"] == pooled["classification"]
-    assert "accuracy: " in result.output and " ± " in result.output
+    assert "test set accuracy over 5 folds: " in result.output and " ± " in result.output
     assert json.loads((run / "status.json").read_text())["status"] == "finished"

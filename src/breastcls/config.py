@@ -362,6 +362,12 @@ class RunConfig:
                 f"name={self.name!r} must be a plain folder name (no path separators); "
                 "pass the parent folder as out_dir."
             )
+        if self.name is not None and not self.name.isprintable():
+            # A line break or other control character would break the `runs` table and logs.
+            raise ConfigError(
+                f"name={self.name!r} holds a line break or another control character: use "
+                "letters, digits, spaces and punctuation only."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dictionary of every setting (paths as strings)."""

@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DuplicateComponentError",
     "ModelLoadError",
+    "ObserverError",
     "OutputError",
     "PluginError",
     "TrainingError",
@@ -42,6 +43,11 @@ class DuplicateComponentError(BreastclsError, ValueError):
 
 class PluginError(BreastclsError, RuntimeError):
     """A plugin failed to load or broke the plugin contract."""
+
+
+class ObserverError(PluginError):
+    """A plugin's observer hook failed after the outcome it observes was recorded (a finished
+    run stays finished)."""
 
 
 class OutputError(BreastclsError, OSError):

@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
 from breastcls.errors import OutputError
 
 __all__ = [
+    "NotRegularFileError",
+    "SafeCsvWriter",
     "atomic_path",
     "atomic_write_json",
     "atomic_write_text",
     "check_writable_dir",
+    "csv_cell",
+    "csv_records",
+    "csv_rows",
+    "csv_text",
     "ensure_writable_dir",
     "is_disk_full",
+    "open_regular",
     "printable",
     "read_json_file",
+    "read_regular_text",
     "replace_path",
 ]
 
@@ -77,6 +87,72 @@ def printable(value: object) -> str:
     return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP, "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_ESCAPE = "'"
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?(inf|nan)")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` as a CSV cell that no spreadsheet runs as a formula.
+
+    Text that begins with ``= + - @``, a tab or a carriage return gets a single quote in front
+    (the OWASP rule); so does text that begins with a quote, so that :func:`csv_text` can undo
+    it exactly. Numbers stay numbers: ints and floats, and text that is a whole number such as
+    ``-0.5`` or ``-inf`` (a spreadsheet reads it as a number, not a formula), are written as
+    they are.
+    """
+    if isinstance(value, int | float):
+        return value
+    text = str(value)
+    if text.startswith((*_FORMULA_STARTS, _ESCAPE)) and not _NUMBER.fullmatch(text):
+        return _ESCAPE + text
+    return text
+
+
+def csv_text(cell: str) -> str:
+    """The text that :func:`csv_cell` wrote as ``cell`` (its leading quote removed)."""
+    return cell[1:] if cell.startswith(_ESCAPE) else cell
+
+
+def _text_or_as_is(value: Any) -> Any:
+    return csv_text(value) if isinstance(value, str) else value
+
+
+def csv_rows(handle: TextIO) -> list[list[str]]:
+    """The rows of a CSV file that :class:`SafeCsvWriter` wrote, each cell's text as given."""
+    return [[csv_text(cell) for cell in row] for row in csv.reader(handle)]
+
+
+def csv_records(handle: TextIO) -> list[dict[Any, Any]]:
+    """:class:`csv.DictReader`'s rows of a file that :class:`SafeCsvWriter` wrote, with each
+    name and cell's text as given (a short row's missing cells are ``None``, a long row's extra
+    cells a list under ``None``, as ``DictReader`` gives them)."""
+    return [
+        {_text_or_as_is(key): _text_or_as_is(value) for key, value in row.items()}
+        for row in csv.DictReader(handle)
+    ]
+
+
+class SafeCsvWriter:
+    """A ``csv.writer`` (``\n`` line ends) whose every cell goes through :func:`csv_cell`.
+
+    Every CSV file breastcls writes is written through one: no cell can start a formula.
+    """
+
+    def __init__(self, handle: TextIO) -> None:
+        self._writer = csv.writer(handle, lineterminator="\n")
+
+    def writerow(self, row: Iterable[object]) -> None:
+        """Write one row."""
+        self._writer.writerow([csv_cell(value) for value in row])
+
+    def writerows(self, rows: Iterable[Iterable[object]]) -> None:
+        """Write each row."""
+        for row in rows:
+            self.writerow(row)
+
+
 def atomic_write_text(target: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``target`` atomically.
 
@@ -92,14 +168,68 @@ def atomic_write_json(target: Path, data: Any) -> None:
     atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json_file(path: Path) -> Any:
-    """Read a JSON file breastcls wrote.
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+class NotRegularFileError(OSError):
+    """A file that breastcls reads is a FIFO, device, socket or folder, not a regular file."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file", str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading in binary mode, refusing anything but a regular file.
+
+    The file is opened without blocking and checked before a byte is read: a FIFO would block
+    the read until something writes to it (forever, for ``breastcls runs``), a device such as
+    ``/dev/zero`` never ends.
 
     Raises:
-        OSError: The file cannot be read.
+        NotRegularFileError: It is a FIFO, device, socket or folder (an ``OSError``).
+        OSError: It cannot be opened.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a file")
+            raise NotRegularFileError(path, kind)
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_regular_text(path: Path) -> str:
+    """The UTF-8 text of a regular file (see :func:`open_regular`).
+
+    Raises:
+        OSError: The file cannot be read, or is not a regular file.
+        UnicodeDecodeError: It is not UTF-8 (a ``ValueError``).
+    """
+    with open_regular(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def read_json_file(path: Path) -> Any:
+    """Read a JSON file breastcls wrote (a regular file: see :func:`open_regular`).
+
+    Raises:
+        OSError: The file cannot be read, or is not a regular file.
         ValueError: It is not valid JSON (or not UTF-8).
     """
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    return json.loads(read_regular_text(path))
 
 
 def ensure_writable_dir(folder: Path) -> None:

@@ -18,8 +18,10 @@ def evaluate_command(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Labelled images (folder or manifest); default: the run's test set. Images or "
-            "patients that trained or selected the model are refused (see --allow-overlap)."
+            help="Labelled images (folder or manifest); default: the run's test set. Images "
+            "(identical, or near copies: re-saved, resized, slightly cropped) or patients that "
+            "trained or selected the model are refused (see --allow-overlap). Each look at a "
+            "test set is counted in the run's test_looks.jsonl."
         ),
     ] = None,
     tta: Annotated[

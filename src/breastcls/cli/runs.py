@@ -18,12 +18,15 @@ def runs_command(
         Path, typer.Argument(help="Folder of run folders (the --out of `breastcls train`).")
     ] = Path("runs"),
 ) -> None:
-    """List the runs in FOLDER: status, epochs completed, test accuracy and AUC, failure reason.
+    """List the runs in FOLDER: status, epochs completed, test accuracy and AUC, how many times
+    the test set was looked at (looks), failure reason (in folder order, never ranked by a
+    figure).
 
     Figures marked * come from the selection set (a run without a test set, or one still
     training): that set chose the model, so they are optimistic. Figures marked ! come from a
     leaky split (patients of that set also trained or selected the model): a line below the
-    table says how many.
+    table says how many. A test figure looked at more than once (the looks column) is no
+    longer unbiased.
     """
     from breastcls.runs import list_runs
 
@@ -35,8 +38,10 @@ def runs_command(
 
     from breastcls.cli.progress import echo_table
 
-    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for header in ("run", "status", "epochs", "accuracy", "AUC"):
+    table = Table(
+        box=None, pad_edge=False, show_edge=False, header_style="bold", collapse_padding=True
+    )
+    for header in ("run", "status", "epochs", "accuracy", "AUC", "looks"):
         table.add_column(header, overflow="fold")
     table.add_column("updated", no_wrap=True)  # UTC, as status.json records it
     for summary in summaries:
@@ -46,6 +51,7 @@ def runs_command(
             str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
             _figure(summary.accuracy, summary.figures_from, summary.leak),
             _figure(summary.auc, summary.figures_from, summary.leak),
+            str(summary.test_looks) if summary.test_looks else "-",
             _minute(summary.updated),
         )
     echo_table(table)
@@ -64,6 +70,11 @@ def runs_command(
             say(f"! {summary.run_dir.name}: {summary.leak}")
     if any(summary.figures_from == "selection" for summary in summaries):
         say("* selection set (optimistic: it chose the model); other figures: test set")
+    if any(summary.test_looks for summary in summaries):
+        say(
+            "looks: evaluations of the test set so far (test_looks.jsonl); a figure looked at "
+            "more than once is optimistic"
+        )
 
 
 def _minute(updated: str | None) -> str:

@@ -443,7 +443,10 @@ def _report_cross_validation(cv: CrossValidationResult) -> None:
         say(f"fold {index}: {summarise(fold.metrics)}")
     accuracy = cv.aggregate.get("classification.accuracy", {})
     if accuracy.get("mean") is not None:
-        say(f"accuracy: {accuracy['mean']:.4f} ± {accuracy['std']:.4f}")
+        say(
+            f"test set accuracy over {accuracy['n']} folds: {accuracy['mean']:.4f} ± "
+            f"{accuracy['std']:.4f} (mean ± SD of the folds' test sets)"
+        )
 
 
 def _parse_options(pairs: list[str]) -> dict[str, str]:

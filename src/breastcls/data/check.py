@@ -12,6 +12,8 @@ file's bytes and every image's decoded pixels, and reports:
 - files left out by the dataset format (hidden, operating-system, non-image files) - warnings;
 - exact duplicate files and identical-pixel images: errors when a group spans roles (the
   same image would be trained on and tested on) or carries different labels, else warnings;
+- near copies (a JPEG re-save, a resized or slightly cropped copy: difference hashes close,
+  :mod:`breastcls.data.perceptual`): errors when the two are in different roles, else warnings;
 - patients present in more than one role - errors (leakage);
 - slides of one accession (suffix siblings) in different roles - errors (leakage): a slide
   that sits in one role while a sibling has images in another (a slide that itself spans
@@ -51,6 +53,7 @@ from breastcls.config import DataConfig
 from breastcls.data.breakhis import accession_number
 from breastcls.data.images import ImageInfo, scan_samples
 from breastcls.data.loading import load_dataset
+from breastcls.data.perceptual import HASH_BITS, near_copy_pairs
 from breastcls.data.split import Split, split_for_config
 from breastcls.errors import DataError
 from breastcls.interfaces import DataRole, Dataset, Sample, SkippedFile
@@ -96,6 +99,7 @@ class DataIssue:
     Attributes:
         severity: ``error`` (the data should not be trained on as is) or ``warning``.
         kind: ``unreadable``, ``skipped-file``, ``duplicate-file``, ``identical-pixels``,
+            ``near-copy``,
             ``patient-in-several-splits`` (a patient id in several roles),
             ``accession-in-several-roles`` (slides of one accession in different roles),
             ``suspicious``, ``split`` or ``stain-batch-effect`` (two roles' stain differs more
@@ -402,6 +406,36 @@ def _duplicate_issue(group: DuplicateGroup) -> DataIssue:
     return DataIssue(severity="error", kind=kind, message=message, paths=group.paths)
 
 
+def _near_copy_issues(
+    samples: Sequence[Sample], split_of: Mapping[Path, str], image_info: Mapping[Path, ImageInfo]
+) -> list[DataIssue]:
+    """Near copies that are not identical (identical pixels are duplicate groups already)."""
+    known = [s for s in samples if s.path in image_info]
+    infos = [image_info[s.path] for s in known]
+    issues = []
+    for i, j, distance in near_copy_pairs([info.dhash for info in infos]):
+        if infos[i].pixel_sha1 == infos[j].pixel_sha1:
+            continue
+        paths = (known[i].path, known[j].path)
+        roles = _in_role_order({split_of[path] for path in paths})
+        what = (
+            f"near copies ({distance} of {HASH_BITS} bits apart: a re-saved, resized or slightly "
+            f"cropped copy): {paths[0]}, {paths[1]}"
+        )
+        leak = len([role for role in roles if role != _UNSPLIT]) > 1
+        issues.append(
+            DataIssue(
+                severity="error" if leak else "warning",
+                kind="near-copy",
+                message=f"LEAK: {what}, in the {' and '.join(roles)} sets; keep one copy."
+                if leak
+                else f"{what}, in one role: the image counts more than once.",
+                paths=paths,
+            )
+        )
+    return issues
+
+
 def _suspicious(info: ImageInfo) -> list[str]:
     reasons: list[str] = []
     expected = _EXTENSION_FORMATS.get(info.path.suffix.lower())
@@ -642,6 +676,7 @@ def check_dataset(
     if split_issue is not None:
         issues.append(split_issue)
     issues.extend(_duplicate_issue(group) for group in duplicates)
+    issues.extend(_near_copy_issues(readable, split_of, image_info))
     issues.extend(_leak_issues(readable, in_several, accessions))
     issues.extend(_file_issues(image_info, dataset.skipped))
     if stain is not None and stain.batch_effect:

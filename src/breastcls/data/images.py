@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +20,16 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from breastcls.data.perceptual import difference_hash
 from breastcls.errors import DataError
 from breastcls.interfaces import Sample, SkippedFile
+from breastcls.limits import env_limit
 
 __all__ = [
+    "DECODE_LIMIT_VARIABLE",
     "IMAGE_EXTENSIONS",
+    "MAX_DECODE_BYTES",
+    "MAX_PAGES",
     "ImageInfo",
     "decode_image",
     "expand_image_files",
@@ -35,6 +41,16 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 _TF_NATIVE_FORMATS = frozenset({"PNG", "JPEG", "BMP"})
 _TF_NATIVE_MODES = frozenset({"RGB", "RGBA", "L", "LA", "P"})
 _EXIF_ORIENTATION = 0x0112
+
+MAX_PAGES = 1000
+"""The most pages (IFDs) a TIFF may have. Only the first is used, and counting a chain of a
+million IFDs would take minutes; the chain is walked on its headers only, up to this cap."""
+MAX_DECODE_BYTES = 1 << 30
+"""The most memory one image's decoding may take at its peak (1 GiB): the pixels at their bit
+depth plus the working copies of the conversion to 8-bit RGB. With ``scan_samples``' four
+threads, decoding never needs more than four times this."""
+DECODE_LIMIT_VARIABLE = "BREASTCLS_MAX_DECODE_BYTES"
+"""The environment variable that raises :data:`MAX_DECODE_BYTES` for trusted large images."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +67,9 @@ class ImageInfo:
         frames: Number of frames or pages (a multi-page TIFF has several; the first is used).
         pixel_sha1: SHA-1 of the decoded RGB pixels and their shape: equal for identical
             images saved in different files or formats.
+        dhash: Difference hash of a small grayscale thumbnail
+            (:func:`~breastcls.data.perceptual.difference_hash`): close for near copies (a JPEG
+            re-save, a resized or slightly cropped copy).
     """
 
     path: Path
@@ -61,6 +80,7 @@ class ImageInfo:
     tf_native: bool
     frames: int = 1
     pixel_sha1: str = ""
+    dhash: str = ""
 
 
 def _open(path: Path) -> Image.Image:
@@ -70,6 +90,8 @@ def _open(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
+            _check_pages(image, path)
+            _check_decode_bytes(image, path)
             image.load()
     except DataError:
         raise
@@ -87,6 +109,67 @@ def _open(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise DataError(f"{path}: corrupt or truncated image ({error}).") from error
     return image
+
+
+def _check_pages(image: Image.Image, path: Path) -> None:
+    if image.format == "TIFF" and _tiff_pages(path, limit=MAX_PAGES) > MAX_PAGES:
+        raise DataError(
+            f"{path}: a TIFF with more than {MAX_PAGES} pages (IFDs); only the first page is "
+            "used: save that page as an image of its own."
+        )
+
+
+def _tiff_pages(path: Path, *, limit: int) -> int:
+    """The number of IFDs in a TIFF file, counted up to ``limit + 1`` from their headers alone
+    (a loop in the chain, or a chain cut short, ends the count)."""
+    with open(path, "rb") as handle:
+        header = handle.read(16)
+        order = "<" if header[:2] == b"II" else ">"
+        big = header[2:4] in (b"\x2b\x00", b"\x00\x2b")  # BigTIFF: 64-bit offsets and counts
+        count, offset = (
+            struct.Struct(order + ("Q" if big else "H")),
+            struct.Struct(order + ("Q" if big else "I")),
+        )
+        entry_bytes = 20 if big else 12
+        next_ifd = offset.unpack(header[8:16] if big else header[4:8])[0]
+        seen: set[int] = set()
+        while next_ifd and next_ifd not in seen and len(seen) <= limit:
+            seen.add(next_ifd)
+            handle.seek(next_ifd)
+            raw = handle.read(count.size)
+            if len(raw) < count.size:
+                break
+            handle.seek(next_ifd + count.size + count.unpack(raw)[0] * entry_bytes)
+            raw = handle.read(offset.size)
+            next_ifd = offset.unpack(raw)[0] if len(raw) == offset.size else 0
+        return len(seen)
+
+
+def decode_peak_bytes(mode: str, width: int, height: int) -> int:
+    """The memory that decoding an image of ``mode`` and size takes at its peak (see
+    :func:`_to_rgb`): its pixels at their bit depth, then the conversion's working copies."""
+    bands = Image.getmodebands(mode) if mode in Image.MODES else 4
+    sample_bytes = 2 if mode.startswith("I;16") else 4 if mode in ("I", "F") else 1
+    decoded = 2 * bands * sample_bytes  # and its rotated copy (EXIF orientation)
+    working = 3 + 3  # the RGB image and the numpy array made of it
+    if mode.startswith("I"):
+        working += 8 + 8 + 1  # the float64 array, one float64 temporary, the 8-bit result
+    if "A" in mode or mode in ("P", "PA"):
+        working += 4 + 4 + 4  # RGBA, the white background, the composite
+    return width * height * (decoded + working)
+
+
+def _check_decode_bytes(image: Image.Image, path: Path) -> None:
+    # Before image.load(): the header gives the mode and size, so nothing is decoded yet.
+    peak = decode_peak_bytes(image.mode, *image.size)
+    limit = env_limit(DECODE_LIMIT_VARIABLE, MAX_DECODE_BYTES)
+    if peak > limit:
+        raise DataError(
+            f"{path}: decoding this {image.size[0]}x{image.size[1]} {image.mode} image would "
+            f"take about {peak / 1e6:,.0f} MB, over the {limit / 1e6:,.0f} MB limit per image; "
+            f"downscale or tile it, or raise the limit with {DECODE_LIMIT_VARIABLE}=BYTES if "
+            "the file is trusted."
+        )
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -136,7 +219,7 @@ def inspect_image(path: Path) -> ImageInfo:
         )
         pixels = np.asarray(rgb, dtype=np.uint8)
         digest = hashlib.sha1(repr(pixels.shape).encode("ascii"))
-        digest.update(pixels.tobytes())
+        digest.update(np.ascontiguousarray(pixels).data)  # the buffer itself, not a copy
         return ImageInfo(
             path=path,
             format=image.format or "?",
@@ -144,8 +227,13 @@ def inspect_image(path: Path) -> ImageInfo:
             width=rgb.width,
             height=rgb.height,
             tf_native=native,
-            frames=int(getattr(image, "n_frames", 1)),
+            frames=(
+                _tiff_pages(path, limit=MAX_PAGES)
+                if image.format == "TIFF"
+                else int(getattr(image, "n_frames", 1))
+            ),
             pixel_sha1=digest.hexdigest(),
+            dhash=difference_hash(rgb),
         )
 
 

@@ -10,8 +10,9 @@ name fills them in.
 from __future__ import annotations
 
 import csv
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from breastcls.config import DataConfig
@@ -31,6 +32,31 @@ def _listing(problems: Sequence[str]) -> str:
     return "; ".join(problems[:_SHOWN]) + more
 
 
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV record of ``text`` with the line it starts on.
+
+    The whole text is parsed as CSV (a line break inside quotes stays inside its value), and a
+    value holding a line break is refused: a label or path is one line, and splitting or
+    joining it would name another class or another file.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for values in reader:
+            broken = next((v for v in values if "".join(v.splitlines()) != v), None)
+            if broken is not None:
+                raise DataError(
+                    f"Manifest {str(path)!r}, line {start}: the value {broken!r} holds a line "
+                    "break; labels, paths and other values are one line: remove it."
+                )
+            yield start, values
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise DataError(
+            f"Manifest {str(path)!r}, line {start}: not valid CSV ({error}): fix the row."
+        ) from error
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -41,8 +67,8 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
         ) from error
     except PermissionError as error:
         raise DataError(f"Manifest {str(path)!r}: permission denied; make it readable.") from error
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
+    records = _records(path, text)
+    _, header = next(records, (1, None))
     if header is None:
         raise DataError(
             f"Manifest {str(path)!r} is empty: write a header line 'path,label' then one row per "
@@ -62,7 +88,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
             f"Manifest {str(path)!r} has {what} in its header: give every column one unique name."
         )
     rows: list[tuple[int, dict[str, str]]] = []
-    for line, values in enumerate(reader, start=2):
+    for line, values in records:
         if not any(value.strip() for value in values):
             continue
         if len(values) != len(header):

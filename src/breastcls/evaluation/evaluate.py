@@ -11,7 +11,6 @@ folder, and ``evaluate`` refuses data the model has seen.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from breastcls.data.overlap import Overlap, find_overlap
 from breastcls.data.split import Leak, Split, find_leak, group_key
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError, DataError, ModelLoadError
-from breastcls.evaluation.clinical import unit_ids
+from breastcls.evaluation.looks import record_test_look
 from breastcls.evaluation.robustness import StainShift, check_stain_shift
 from breastcls.inference.calibrate import fit_run_domain, score_selection
 from breastcls.inference.calibration import Calibration, apply_calibration, fit_calibration
@@ -35,7 +34,7 @@ from breastcls.inference.domain import DOMAIN_COLUMNS
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import folder_calibration, training_record, write_record
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
-from breastcls.io import atomic_write_json, ensure_writable_dir, read_json_file
+from breastcls.io import atomic_write_json, csv_rows, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
 from breastcls.runs.folder import RunFolder, read_split_csv, write_skipped_csv
@@ -178,7 +177,9 @@ def evaluate_run(
         _with_split_groups(reported, split),
         model,
         calibration,
-        set_description=describe_set(split.reported_role, split.leak),
+        set_description=_training_look(
+            run_dir, split, describe_set(split.reported_role, split.leak)
+        ),
         host=host,
     )
     return read_run_evaluation(run_dir)
@@ -230,38 +231,49 @@ def _with_split_groups(predictions: Predictions, split: Split) -> Predictions:
     )
 
 
+def _training_look(run_dir: Path, split: Split, description: str | None) -> str | None:
+    """Record training's look at the run's test set; return ``description`` (``None``: the
+    role says enough) with the look, unchanged without a test set."""
+    if not split.test:
+        return description
+    return record_test_look(
+        run_dir, description or "test set", data=None, tta="none", options={}, evaluation=run_dir
+    )
+
+
 def evaluate_pooled(
     out_dir: Path, fold_dirs: Sequence[Path], *, host: PluginHost | None = None
 ) -> dict[str, Any]:
     """Evaluate the folds' test predictions together and write ``out_dir`` (predictions,
     metrics, figures, report); return its ``metrics.json``.
 
-    Every image is predicted once, by the fold whose model never trained or selected on its
-    patient, with that fold's calibration. Each fold chose its own thresholds, so the pooled
-    operating point is the plain top-class decision; the folds' reports give their own.
+    Each image is one row, predicted by the folds whose model never trained or selected on its
+    patient, with that fold's calibration: once for k folds (out of fold), or averaged over the
+    repeats that tested it for overlapping repeats (:mod:`breastcls.evaluation.pooling`). Each
+    fold chose its own thresholds, so the pooled operating point is the plain top-class
+    decision; the folds' reports give their own.
 
     Raises:
         DataError: A fold has no readable ``predictions.csv``.
     """
-    from breastcls.evaluation.metrics import compute_metrics, write_predictions
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
+    from breastcls.evaluation.pooling import fold_calibration_section, pool_fold_predictions
 
     folds = [_read_predictions_csv(RunFolder(fold).predictions) for fold in fold_dirs]
-    pooled = dataclasses.replace(
-        folds[0],
-        y_true=np.concatenate([fold.y_true for fold in folds]),
-        probabilities=np.concatenate([fold.probabilities for fold in folds]),
-        paths=tuple(path for fold in folds for path in fold.paths),
-        patient_ids=tuple(patient for fold in folds for patient in fold.patient_ids),
-        magnifications=tuple(m for fold in folds for m in fold.magnifications),
-        groups=tuple(group for fold in folds for group in unit_ids(fold)),
-        raw_probabilities=None,
-        thresholds={"default": 0.5},
-        role=DataRole.TEST,
+    pooled, set_description = pool_fold_predictions(
+        folds, images=len(read_split_csv(fold_dirs[0]))
     )
-    set_description = f"test sets of {len(folds)} folds, pooled out of fold"
+    pooled = dataclasses.replace(pooled, thresholds={"default": 0.5}, role=DataRole.TEST)
     ensure_writable_dir(out_dir)
     write_predictions(pooled, RunFolder(out_dir).predictions)
-    sections = compute_metrics(pooled, out_dir, host=host, set_description=set_description)
+    sections = fold_calibration_section(
+        compute_metrics(pooled, out_dir, host=host, set_description=set_description),
+        [RunFolder(fold).read_metrics() for fold in fold_dirs],
+    )
+    atomic_write_json(
+        RunFolder(out_dir).metrics,
+        metrics_document(sections, pooled, set_description=set_description),
+    )
     _write_report(
         sections,
         pooled,
@@ -324,6 +336,7 @@ class _EvaluationData:
     overlap: Overlap
     image_info: Mapping[Path, ImageInfo] = dataclasses.field(default_factory=dict)
     skipped: tuple[SkippedFile, ...] = ()
+    caveat: str | None = None
     leak: Leak | None = None
     group_of: Mapping[Path, str | None] = dataclasses.field(default_factory=dict)
 
@@ -399,9 +412,8 @@ def _chosen_data(
         saved = model_folder.read_config_record().get("data", {})
         kept = ("task", "magnification", "group_by")
         settings = {key: saved[key] for key in kept if key in saved}
-    dataset = load_dataset(
-        DataConfig(path=Path(data), image_size=model.image_size, **settings), host=host
-    )
+    config = DataConfig(path=Path(data), image_size=model.image_size, **settings)
+    dataset = load_dataset(config, host=host)
     samples = [s for s in dataset.samples if s.split == "test"] or list(dataset.samples)
     checked = model_folder.split.is_file()
     overlap = Overlap()
@@ -426,8 +438,17 @@ def _chosen_data(
         overlap=overlap,
         image_info=info,
         skipped=tuple(bad),
+        caveat=_patients_unknown(samples, settings.get("group_by")) if checked else None,
         group_of={s.path: group_key(s, settings.get("group_by")) for s in samples},
     )
+
+
+def _patients_unknown(samples: Sequence[Sample], group_by: str | None) -> str | None:
+    """The caveat of data whose patients are unknown: new images of a patient who trained the
+    model pass the copy checks, and only patient ids would catch them."""
+    if all(group_key(sample, group_by) is not None for sample in samples):
+        return None
+    return "test set: checked for exact and near copies only (patients unknown)"
 
 
 def evaluate(
@@ -451,7 +472,9 @@ def evaluate(
     The folder holds ``predictions.csv``, ``metrics.json`` (every registered metric), the
     metrics' PNG figures, Grad-CAM overlays, the stain-shift robustness curve, ``evaluation.json``
     (what was evaluated, how) and ``report.html``. The temperature and thresholds fitted on the
-    run's selection set (with the same TTA) are applied unchanged.
+    run's selection set (with the same TTA) are applied unchanged. An evaluation of a test set
+    is recorded in the model's test-look ledger, and its figures say which look they are
+    (:mod:`breastcls.evaluation.looks`).
 
     Args:
         model: A run folder or a ``.keras`` file.
@@ -462,8 +485,8 @@ def evaluate(
         out_dir: The evaluation folder (default: ``<model folder>/evaluations/<data>-<tta>``).
         batch_size: Images per model call (TTA multiplies it by the number of copies).
         gradcam: Write Grad-CAM overlays.
-        allow_overlap: Score ``data`` even when some of its images (by pixels) or patients
-            trained or selected the model; the report then says so.
+        allow_overlap: Score ``data`` even when some of its images (identical pixels or near
+            copies) or patients trained or selected the model; the report then says so.
         host: Plugin host (the default host when ``None``).
         verbose: 1 shows a progress bar.
         skip_bad_images: Leave unreadable images out instead of stopping; they are listed in
@@ -601,20 +624,11 @@ def _write_evaluation(
     host: PluginHost,
 ) -> tuple[dict[str, Any], Path]:
     """Write an evaluation folder: predictions, metrics, figures, Grad-CAM, settings, report."""
-    from breastcls.evaluation.metrics import (
-        compute_metrics,
-        describe_set,
-        metrics_document,
-        write_predictions,
-    )
+    from breastcls.evaluation.metrics import compute_metrics, metrics_document, write_predictions
 
     folder, chosen = RunFolder(out_dir), how.chosen
     predictions = chosen.grouped(predictions)
-    set_description = (
-        f"overlapping data (optimistic): {chosen.overlap.describe()}"
-        if chosen.overlap
-        else describe_set(predictions.role, chosen.leak)
-    )
+    set_description = _looked_set(loaded.folder.path, how, out_dir)
     write_predictions(predictions, folder.predictions)
     if chosen.skipped:
         write_skipped_csv(folder.skipped, chosen.skipped)
@@ -638,6 +652,32 @@ def _write_evaluation(
         set_description=set_description,
     )
     return metrics, report
+
+
+def _looked_set(model_dir: Path, how: _EvaluationSettings, out_dir: Path) -> str | None:
+    """How the evaluated set is named (overlapping, leaky, patients unknown); a test set's
+    look is recorded in the model's ledger."""
+    from breastcls.evaluation.metrics import describe_set
+
+    chosen = how.chosen
+    if chosen.overlap:
+        return f"overlapping data (optimistic): {chosen.overlap.describe()}"
+    if chosen.role is not DataRole.TEST:
+        return describe_set(chosen.role, chosen.leak)
+    options = {
+        "stain_shift": how.stain_shift,
+        "stain_reference": str(how.stain_reference) if how.stain_reference else None,
+        "stain_transfer": how.stain_transfer if how.stain_reference else None,
+        "skipped_images": len(chosen.skipped),
+    }
+    return record_test_look(
+        model_dir,
+        chosen.caveat or describe_set(chosen.role, chosen.leak) or "test set",
+        data=how.data,
+        tta=how.tta,
+        options=options,
+        evaluation=out_dir,
+    )
 
 
 def _domain_sections(
@@ -794,9 +834,8 @@ def _read_predictions_csv(path: Path) -> Predictions:
             f"{path} does not exist: run `breastcls evaluate` (or train) to create it first."
         )
     with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        rows = list(reader)
+        table = csv_rows(handle)
+    header, rows = (table[0], table[1:]) if table else (None, [])
     required = ["path", "patient_id", "magnification", "true", "predicted"]
     # Files written before the group column have the probabilities right after "predicted".
     first = 6 if header is not None and header[5:6] == ["group"] else 5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from breastcls.errors import PluginError
 from breastcls.evaluation.clinical import unit_ids
 from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.interfaces import DataRole, MetricSection, Predictions
-from breastcls.io import atomic_write_json, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import RunFolder
 
@@ -117,7 +116,7 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
     domain-shift scores, :data:`DOMAIN_COLUMNS` come last.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     names = predictions.class_names
     raw = predictions.raw_probabilities
     domain = predictions.domain_score

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells, flagged_lin
 from breastcls.inference.inputs import ImageInputs, image_inputs
 from breastcls.inference.model import InferenceModel, Prediction
 from breastcls.interfaces import Sample, SkippedFile
-from breastcls.io import atomic_path, check_writable_dir
+from breastcls.io import SafeCsvWriter, atomic_path, check_writable_dir
+from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 
 __all__ = ["DomainCheck", "PredictResult", "check_domain", "predict", "skipped_path"]
@@ -133,6 +133,7 @@ def predict(
         _check_out(Path(out))
     images = image_inputs(inputs)
     loaded = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    check_inference_batch(batch_size, loaded.image_size, what="predict")
     loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
     files, info, skipped = _readable(list(images.files), skip_bad_images=skip_bad_images)
     prediction = loaded.predict(
@@ -266,14 +267,14 @@ def _open_csv(temporary: Path) -> Any:
 
 def _write_skipped(path: Path, skipped: Sequence[SkippedFile]) -> None:
     with atomic_path(path) as temporary, _open_csv(temporary) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = SafeCsvWriter(handle)
         writer.writerow(["path", "reason"])
         writer.writerows([str(item.path), item.reason] for item in skipped)
 
 
 def _write_csv(out: Path, prediction: Prediction, sources: Sequence[str]) -> None:
     with atomic_path(out) as temporary, _open_csv(temporary) as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = SafeCsvWriter(handle)
         writer.writerow(
             [
                 "path",

@@ -279,7 +279,22 @@ def _runnable(keras_model: Any, features: bool) -> Any:
         return keras_model
     import keras
 
-    return keras.Model(keras_model.inputs, [keras_model.layers[-1].input, keras_model.output])
+    return keras.Model(keras_model.inputs, _with_embedding(keras_model))
+
+
+def _with_embedding(model: Any) -> list[Any]:
+    """The symbolic ``[embedding, probabilities]`` of a functional model: the input and output
+    of its last layer, looked for inside the last layer when that is itself a model (as in an
+    export, whose body is a nested model)."""
+    import keras
+
+    last = model.layers[-1]
+    if not isinstance(last, keras.Model):
+        return [last.input, model.output]
+    (node,) = last._inbound_nodes  # called once, on the outer model's tensors
+    inner = keras.Model(last.inputs, _with_embedding(last))
+    tensors = node.input_tensors
+    return list(inner(tensors[0] if len(tensors) == 1 else tensors))
 
 
 class _WeakModel:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from breastcls.errors import ConfigError, OutputError
-from breastcls.io import atomic_path, atomic_write_json
+from breastcls.io import atomic_path, atomic_write_json, read_regular_text
 from breastcls.runs.folder import RunFolder, write_history_csv
 
 __all__ = [
@@ -112,7 +112,7 @@ def read_train_state(run_dir: Path) -> TrainState | None:
     if not path.is_file():
         return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_regular_text(path))
         if raw.pop("format") != _FORMAT:
             raise ValueError("unknown format version")
         state = TrainState(

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from breastcls._version import __version__
 from breastcls.data.images import ImageInfo
@@ -24,17 +24,30 @@ from breastcls.data.overlap import SeenImage
 from breastcls.data.split import Split, group_key
 from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.interfaces import DataRole, Sample, SkippedFile
-from breastcls.io import atomic_path, atomic_write_json, atomic_write_text, ensure_writable_dir
-from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder
+from breastcls.io import (
+    NotRegularFileError,
+    SafeCsvWriter,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    csv_records,
+    ensure_writable_dir,
+    open_regular,
+)
+from breastcls.limits import env_limit
+from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
     "RunFolder",
     "RunResult",
     "RunStatus",
     "SlideFolder",
+    "TestLook",
+    "append_test_look",
     "create_run_dir",
     "read_split_csv",
     "read_status",
+    "read_test_looks",
     "write_history_csv",
     "write_split_csv",
     "write_status",
@@ -55,15 +68,7 @@ def max_record_bytes() -> int:
     Raises:
         ConfigError: The environment variable is not a positive whole number.
     """
-    raw = os.environ.get(RECORD_LIMIT_VARIABLE)
-    if raw is None:
-        return MAX_RECORD_BYTES
-    if not raw.strip().isdigit() or int(raw) <= 0:
-        raise ConfigError(
-            f"{RECORD_LIMIT_VARIABLE}={raw!r} is not a positive number of bytes: set it to e.g. "
-            f"{MAX_RECORD_BYTES * 2}, or unset it."
-        )
-    return int(raw)
+    return env_limit(RECORD_LIMIT_VARIABLE, MAX_RECORD_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +114,12 @@ class RunFolder:
     def split(self) -> Path:
         """``split.csv``: every image with its role, group and pixel hash."""
         return self.path / "split.csv"
+
+    @property
+    def test_looks(self) -> Path:
+        """``test_looks.jsonl``: the test-look ledger, one JSON line per evaluation of a test
+        set with this model (:func:`append_test_look`)."""
+        return self.path / "test_looks.jsonl"
 
     @property
     def skipped(self) -> Path:
@@ -267,8 +278,12 @@ class RunFolder:
 
     @property
     def is_run(self) -> bool:
-        """Whether the folder holds a run (a status or a configuration)."""
-        return self.status.is_file() or self.config.is_file()
+        """Whether the folder holds a run (a status or a configuration).
+
+        Any file of those names counts, a FIFO or a folder included: readers then refuse it
+        with an error that names it, rather than skip the run unseen.
+        """
+        return self.status.exists() or self.config.exists()
 
     # Readers.
     def read_record(self, path: Path, *, max_bytes: int | None = None) -> Any:
@@ -285,7 +300,7 @@ class RunFolder:
         """
         limit = max_record_bytes() if max_bytes is None else max_bytes
         try:
-            with path.open("rb") as handle:
+            with open_regular(path) as handle:
                 # Read one byte past the limit: a growing file or a device (/dev/zero behind a
                 # symbolic link) is refused without reading it whole.
                 raw = handle.read(limit + 1)
@@ -296,6 +311,10 @@ class RunFolder:
                     f"{RECORD_LIMIT_VARIABLE}=BYTES."
                 )
             return json.loads(raw.decode("utf-8"))
+        except ConfigError:
+            raise  # the size limit's own message, not "not readable JSON"
+        except NotRegularFileError as error:
+            raise ConfigError(f"{error}: restore the file breastcls wrote there.") from error
         except (OSError, ValueError, RecursionError) as error:
             raise ConfigError(
                 f"{path} is not readable JSON ({type(error).__name__}: {error}): restore it, or "
@@ -532,8 +551,7 @@ def create_run_dir(
     if any(path.name != LOCK_NAME for path in run_dir.iterdir()):
         lock.release()
         raise OutputError(
-            f"Run folder {str(run_dir)!r} exists already: choose another --name, or "
-            "--resume it."
+            f"Run folder {str(run_dir)!r} exists already: choose another --name, or --resume it."
         )
     return lock
 
@@ -560,7 +578,8 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     path = RunFolder(run_dir).status
     if not path.is_file():
         return {"status": "unknown"}
-    status: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    with open_regular(path) as handle:
+        status: dict[str, Any] = json.loads(handle.read().decode("utf-8"))
     return status
 
 
@@ -599,6 +618,8 @@ def environment() -> dict[str, Any]:
 
 
 _SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "magnification", "role", "pixel_sha1")
+# Written since near copies are looked for; a split.csv without it is still read.
+_OPTIONAL_SPLIT_COLUMNS = ("dhash",)
 
 
 def write_split_csv(
@@ -608,14 +629,15 @@ def write_split_csv(
     image_info: Mapping[Path, ImageInfo],
     group_by: str | None,
 ) -> None:
-    """Write ``split.csv``: every image, its group key, its role and the hash of its pixels.
+    """Write ``split.csv``: every image, its group key, its role, the hash of its pixels and
+    its difference hash (:mod:`breastcls.data.perceptual`).
 
     Names are written as the file system has them: a name that is not valid UTF-8 keeps its
     raw bytes (``surrogateescape``), so :func:`read_split_csv` gives back the same path.
     """
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_SPLIT_COLUMNS)
+    writer = SafeCsvWriter(buffer)
+    writer.writerow(_SPLIT_COLUMNS + _OPTIONAL_SPLIT_COLUMNS)
     for role, samples in split.parts():
         for s in samples:
             info = image_info.get(s.path)
@@ -628,6 +650,7 @@ def write_split_csv(
                     s.magnification or "",
                     role.value,
                     info.pixel_sha1 if info is not None else "",
+                    info.dhash if info is not None else "",
                 ]
             )
     with atomic_path(RunFolder(run_dir).split) as temporary:
@@ -651,8 +674,10 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
     fix = "restore it from a backup, or pass --data with the images to evaluate"
     try:
         # Names that are not valid UTF-8 were written with their raw bytes (see write_split_csv).
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            rows = list(csv.DictReader(handle))
+        with io.TextIOWrapper(
+            open_regular(path), newline="", encoding="utf-8", errors="surrogateescape"
+        ) as handle:
+            rows = csv_records(handle)
     except (OSError, csv.Error) as error:
         raise DataError(f"{path} is not a readable CSV ({error}): {fix}.") from error
     if rows and not set(_SPLIT_COLUMNS) <= set(rows[0]):
@@ -679,7 +704,11 @@ def read_split_csv(run_dir: Path) -> list[tuple[Sample, SeenImage]]:
             split=role.value,
         )
         seen = SeenImage(
-            path=row["path"], role=role, group=row["group"] or None, pixel_sha1=row["pixel_sha1"]
+            path=row["path"],
+            role=role,
+            group=row["group"] or None,
+            pixel_sha1=row["pixel_sha1"],
+            dhash=row.get("dhash") or "",
         )
         images.append((sample, seen))
     return images
@@ -689,17 +718,19 @@ def write_history_csv(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
     """Write one row per epoch (``epoch`` from 1, then every logged metric) to ``history.csv``."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
+    writer = SafeCsvWriter(buffer)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow({k: (int(v) if k == "epoch" else v) for k, v in row.items()})
+        writer.writerow(
+            (int(row[k]) if k == "epoch" else row[k]) if k in row else "" for k in columns
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
 def write_skipped_csv(path: Path, skipped: Sequence[SkippedFile]) -> None:
     """Write every file left out of the run, with its reason (``skipped.csv``)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(["path", "reason"])
     for item in skipped:
         writer.writerow([item.path, item.reason])
@@ -723,3 +754,83 @@ def check_free_space(folder: Path, *, needed_bytes: int) -> None:
             f"Only {free / 1e6:.0f} MB free in {folder}, the run needs about "
             f"{needed_bytes / 1e6:.0f} MB for its checkpoints: free space or choose --out."
         )
+
+
+class TestLook(TypedDict):
+    """One line of the test-look ledger (``test_looks.jsonl``).
+
+    ``look`` counts the evaluations of the same ``data`` so far, this one included; ``data`` is
+    ``split.csv`` (the run's own test set) or the evaluated folder or manifest.
+    """
+
+    look: int
+    when: str
+    data: str
+    tta: str
+    options: dict[str, Any]
+    evaluation: str
+
+
+def read_test_looks(run_dir: Path) -> list[TestLook]:
+    """The ledger's records, oldest first (none when the run has no ledger).
+
+    A line that is not a JSON record (cut short by a crash) is passed over.
+    """
+    try:
+        text = RunFolder(run_dir).test_looks.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise DataError(
+            f"{RunFolder(run_dir).test_looks} is not readable ({error.strerror or error}): fix "
+            "its permissions."
+        ) from error
+    records: list[TestLook] = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("look"), int):
+            records.append(record)  # type: ignore[arg-type]
+    return records
+
+
+def append_test_look(
+    run_dir: Path, *, data: str, tta: str, options: Mapping[str, Any], evaluation: Path
+) -> int:
+    """Record one evaluation of a test set in ``run_dir``'s ledger; return its look number.
+
+    The number is 1 + the looks recorded before at the same ``data``. Concurrent evaluations
+    take turns on the ledger (:func:`~breastcls.runs.lock.locked_appender`), so none is lost and
+    no two get the same number.
+
+    Args:
+        run_dir: The model's run folder.
+        data: What was evaluated: ``split.csv`` (the run's test set) or the data's path.
+        tta: The test-time augmentation.
+        options: The other settings that can change the figures (stain options...).
+        evaluation: The folder the evaluation wrote.
+
+    Raises:
+        OutputError: The ledger cannot be written.
+    """
+    path = RunFolder(run_dir).test_looks
+    try:
+        with locked_appender(path) as descriptor:
+            look = 1 + sum(record["data"] == data for record in read_test_looks(run_dir))
+            record: TestLook = {
+                "look": look,
+                "when": _now(),
+                "data": data,
+                "tta": tta,
+                "options": dict(options),
+                "evaluation": str(evaluation),
+            }
+            os.write(descriptor, (json.dumps(record, default=str) + "\n").encode("utf-8"))
+    except OSError as error:
+        raise OutputError(
+            f"Cannot record the test look in {path} ({error.strerror or error}): make "
+            f"{run_dir} writable."
+        ) from error
+    return look

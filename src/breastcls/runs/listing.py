@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from breastcls.errors import ConfigError
-from breastcls.runs.folder import RunFolder
+from breastcls.errors import BreastclsError, ConfigError
+from breastcls.io import open_regular
+from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
@@ -25,8 +26,10 @@ class RunSummary:
         run_dir: The run folder.
         status: ``running``, ``finished``, ``failed`` or ``interrupted`` as recorded in
             ``status.json``; ``killed`` when it says ``running`` but the process that wrote it
-            (on this machine) is gone; ``unknown`` without a readable ``status.json``.
-        reason: Why the run failed or stopped (``None`` otherwise).
+            (on this machine) is gone; ``unknown`` without a readable ``status.json`` (then
+            ``reason`` says what is wrong with it).
+        reason: Why the run failed or stopped, or why its ``status.json`` could not be read
+            (``None`` otherwise).
         epochs: Epochs completed (rows of ``history.csv``; for a cross-validation folder, the
             total over its folds).
         folds: The fold folders of a cross-validation folder (``None`` for a single run).
@@ -39,6 +42,9 @@ class RunSummary:
         leak: ``LEAKY: N of M test patients also trained or selected (optimistic)`` when that
             set's patients also trained or selected the model, else ``None``.
         updated: When the status was last written (ISO 8601, UTC).
+        test_looks: How many times a test set of the run was evaluated (its ledger,
+            ``test_looks.jsonl``; for a cross-validation folder, the most of any fold): a test
+            figure looked at more than once, or compared across runs, is no longer unbiased.
     """
 
     run_dir: Path
@@ -50,6 +56,7 @@ class RunSummary:
     figures_from: str | None
     updated: str | None
     folds: int | None = None
+    test_looks: int = 0
     leak: str | None = None
 
 
@@ -74,18 +81,53 @@ def list_runs(folder: Path) -> list[RunSummary]:
     return [_summarise(run) for run in candidates if run.is_run]
 
 
-def _read_json(path: Path) -> Any:
+# The fields of status.json that the listing shows, and the types each may have.
+_STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "reason": (str, type(None)),
+    "updated": (str, type(None)),
+    "headline": (dict, type(None)),
+}
+_HEADLINE_FIELDS: dict[str, tuple[type, ...]] = {
+    "accuracy": (int, float, type(None)),
+    "auc": (int, float, type(None)),
+    "role": (str, type(None)),
+}
+
+
+def _wrong_field(record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]]) -> str | None:
+    for name, allowed in fields.items():
+        value = record.get(name)
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            return f"{name!r} is {value!r}, not {kinds}"
+    return None
+
+
+def _status_record(run: RunFolder) -> tuple[dict[str, Any], str | None]:
+    """``status.json`` checked field by field, or ``{}`` and why it cannot be shown."""
+    if not run.status.exists():
+        return {}, None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        record = run.read_record(run.status)
+    except ConfigError as error:
+        return {}, str(error)
+    if not isinstance(record, dict):
+        problem: str | None = "it is not a JSON object"
+    else:
+        problem = _wrong_field(record, _STATUS_FIELDS) or _wrong_field(
+            record.get("headline") or {}, _HEADLINE_FIELDS
+        )
+    if problem is None:
+        return record, None
+    return {}, f"{run.status} is not a status record ({problem}): restore it or remove the run."
 
 
 def _history(path: Path) -> list[dict[str, str]]:
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8", newline="") as handle:
             return list(csv.DictReader(handle))
-    except (OSError, csv.Error):
+    except (OSError, UnicodeDecodeError, csv.Error):
         return []
 
 
@@ -123,8 +165,7 @@ def _status(run: RunFolder, record: Mapping[str, Any]) -> str:
 
 
 def _summarise(run: RunFolder) -> RunSummary:
-    record = _read_json(run.status)
-    record = record if isinstance(record, dict) else {}
+    record, problem = _status_record(run)
     status = _status(run, record)
     folds = run.folds() if run.is_cross_validation else None
     histories = [run.history] if folds is None else [fold.history for fold in folds]
@@ -135,7 +176,8 @@ def _summarise(run: RunFolder) -> RunSummary:
     figures_from = reported.get("role") if accuracy is not None else None
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
-    reason = record.get("reason")
+    reason = problem or record.get("reason")
+    looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
     leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(
         run_dir=run.path,
@@ -147,5 +189,13 @@ def _summarise(run: RunFolder) -> RunSummary:
         figures_from=str(figures_from) if figures_from else None,
         updated=record.get("updated"),
         folds=None if folds is None else len(folds),
+        test_looks=max(looks, default=0),
         leak=str(leak) if leak else None,
     )
+
+
+def _looks(run: RunFolder) -> int:
+    try:
+        return len(read_test_looks(run.path))
+    except BreastclsError:
+        return 0  # an unreadable ledger never stops the listing

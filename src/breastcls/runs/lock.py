@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from breastcls.errors import OutputError
-from breastcls.io import check_writable_dir
+from breastcls.io import check_writable_dir, read_regular_text
 
 __all__ = [
     "LOCK_NAME",
@@ -38,6 +38,7 @@ __all__ = [
     "held_lock",
     "lock_folder",
     "lock_state",
+    "locked_appender",
     "process_state",
 ]
 
@@ -132,7 +133,8 @@ def lock_state(folder: Path) -> Literal["held", "stale", "none"]:
     import fcntl
 
     try:
-        descriptor = os.open(path, os.O_RDONLY)
+        # Without blocking: a FIFO under the lock file's name must not hang `breastcls runs`.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return "none"
     try:
@@ -158,7 +160,7 @@ def _names(path: Path, descriptor: int) -> bool:
 
 def _read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
+        record = json.loads(read_regular_text(path))
     except (OSError, ValueError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -331,3 +333,26 @@ def _remove_created(folder: Path, missing: list[Path]) -> None:
             parent.rmdir()
         except OSError:
             break
+
+
+@contextlib.contextmanager
+def locked_appender(path: Path) -> Iterator[int]:
+    """Open ``path`` (created when missing) for appending, holding an exclusive ``flock`` on it.
+
+    A second process waits for the first to close it, so a record numbered from the file's
+    current content and then appended is never numbered twice or lost. Where ``flock`` does not
+    exist the file is only opened in append mode (each ``os.write`` still lands whole).
+
+    Yields:
+        The file descriptor (``O_APPEND``): write each record with one ``os.write``.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits: an append takes milliseconds
+        yield descriptor
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)  # closing drops the flock

@@ -33,7 +33,15 @@ from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
-from breastcls.io import atomic_write_json, atomic_write_text
+from breastcls.inference.runtime import check_runtime
+from breastcls.io import (
+    SafeCsvWriter,
+    atomic_write_json,
+    atomic_write_text,
+    csv_records,
+    read_regular_text,
+)
+from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
@@ -408,7 +416,7 @@ def json_object(path: Path) -> dict[str, Any]:
     """A small JSON object breastcls wrote in a slide folder (``{}`` when it is not one)."""
     import json
 
-    value = json.loads(path.read_text(encoding="utf-8"))
+    value = json.loads(read_regular_text(path))
     return value if isinstance(value, dict) else {}
 
 
@@ -925,8 +933,9 @@ def predict_slides(
     if shard is not None:
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
-    host.tta.info(tta)
+    _check_options(host, tta=tta, reader=reader, runtime=runtime)  # before the model loads
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
+    check_inference_batch(batch_size, inference.image_size, what="slide predict")
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
     inference.calibration(tta)
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
@@ -958,6 +967,14 @@ def predict_slides(
     )
     _write_collection_summary(target, outcomes)
     return outcomes
+
+
+def _check_options(host: PluginHost, *, tta: str, reader: str | None, runtime: str) -> None:
+    """Refuse an unknown TTA, slide reader or runtime (named, with the allowed values)."""
+    host.tta.info(tta)
+    if reader is not None:
+        host.slide_readers.info(reader)
+    check_runtime(runtime)
 
 
 def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
@@ -1000,7 +1017,7 @@ def _failures_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutc
     for table in [SlideFolder.collection_summary(out_dir), *SlideFolder.shard_summaries(out_dir)]:
         try:
             with open(table, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
+                rows = csv_records(handle)
         except (OSError, UnicodeDecodeError, csv.Error):
             continue  # absent or damaged: the folders still say everything else
         for row in rows:
@@ -1020,7 +1037,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
         )
     )
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow([*_SUMMARY_COLUMNS, *(f"fraction_positive_{n}" for n in threshold_names)])
     for o in outcomes:
         s = o.summary or {}

@@ -20,7 +20,7 @@ from breastcls.errors import DataError
 from breastcls.htmlpage import render_section, render_value, write_page
 from breastcls.inference.domain import DOMAIN_COLUMNS, DomainScores, domain_cells, flagged_line
 from breastcls.interfaces import MetricSection
-from breastcls.io import atomic_path, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text, read_regular_text
 
 __all__ = [
     "TileTable",
@@ -99,7 +99,7 @@ class TileTable:
 def tiles_header(class_names: Sequence[str]) -> str:
     """The header line of ``tiles.csv``."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(
+    SafeCsvWriter(buffer).writerow(
         [*_POSITION, *(f"p_{name}" for name in class_names), "score", *DOMAIN_COLUMNS]
     )
     return buffer.getvalue()
@@ -122,7 +122,7 @@ def tile_rows(
     """Rows of ``tiles.csv``; floats at full precision (``repr``: read back exactly); the
     domain-shift columns empty when ``domain`` is ``None``."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = SafeCsvWriter(buffer)
     for i in range(len(tile)):
         writer.writerow(
             [
@@ -147,7 +147,7 @@ def read_tiles_csv(path: Path, class_names: Sequence[str], positive: str) -> Til
         DataError: The file is not a tile table of these classes.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_regular_text(Path(path))
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not a readable tile table ({error}).") from error
     return parse_tiles_csv(text, class_names, positive, source=str(path))

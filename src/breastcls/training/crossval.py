@@ -5,8 +5,9 @@ patient-wise 70/30 splits) both call :func:`cross_validate`. Each fold's held-ou
 its test set; its selection set (checkpoint, schedule, calibration) is carved from that fold's
 training patients, so the aggregate reports test figures only. Each fold is an ordinary,
 complete run folder (``<run>/fold-1/`` ...) whose ``config.json`` names its fold, so any fold
-can be repeated alone with :func:`breastcls.train`; ``<run>/pooled/`` evaluates every image
-once, by the fold that never saw its patient. A killed or failed cross-validation run continues
+can be repeated alone with :func:`breastcls.train`; ``<run>/pooled/`` evaluates every tested
+image once: out of fold for k folds, averaged over the repeats that tested it for overlapping
+repeats (:mod:`breastcls.evaluation.pooling`). A killed or failed cross-validation run continues
 with :func:`resume_cross_validation`.
 """
 
@@ -27,12 +28,14 @@ from breastcls.data.split import split_for_config
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError
 from breastcls.evaluation.evaluate import evaluate_pooled, headline_figures
+from breastcls.interfaces import DataRole
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.runs.folder import (
     RunFolder,
     RunResult,
     create_run_dir,
+    read_split_csv,
     read_status,
     write_status,
 )
@@ -67,8 +70,9 @@ class CrossValidationResult:
             ``classification.accuracy``): ``mean``, ``std`` (sample standard deviation,
             ``ddof=1``), ``ci_low`` and ``ci_high`` (95% Student-t interval of the mean),
             ``min``, ``max``, ``n`` and ``values`` (one per fold).
-        pooled: The ``metrics.json`` of the pooled out-of-fold evaluation (every image predicted
-            once, by the fold whose model never saw its patient), in ``pooled/``.
+        pooled: The ``metrics.json`` of the pooled evaluation in ``pooled/``: one row per tested
+            image (out of fold for k folds; the mean over the repeats that tested it for
+            overlapping repeats).
     """
 
     run_dir: Path
@@ -106,15 +110,41 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _mean_interval(values: npt.NDArray[np.float64], level: float) -> tuple[float | None, ...]:
-    """Student-t interval of the mean over folds (``None`` with fewer than two values)."""
+# Metrics that are proportions (the last part of their dotted name): their intervals are
+# clipped to [0, 1], so no AUC bound above 1 is shown.
+_PROPORTIONS = frozenset(
+    {
+        "accuracy", "auc", "average_precision", "balanced_accuracy", "brier", "ece",
+        "ece_before_temperature", "estimate", "f1", "macro_auc", "npv",
+        "patient_recognition_rate", "ppv", "precision", "recall", "sensitivity", "specificity",
+        "threshold",
+    }
+)  # fmt: skip
+
+
+def _mean_interval(
+    values: npt.NDArray[np.float64], level: float, test_train_ratio: float | None = None
+) -> tuple[float | None, ...]:
+    """Student-t interval of the mean over folds (``None`` with fewer than two values).
+
+    With ``test_train_ratio`` (repeated random splits, whose training sets overlap) the
+    variance of the mean is Nadeau and Bengio's corrected resampled one,
+    ``(1/J + n_test/n_train) * s**2`` instead of ``s**2 / J``.
+    """
     from scipy.stats import t
 
     if values.size < 2:
         return None, None
-    spread = values.std(ddof=1) / np.sqrt(values.size)
+    factor = 1.0 / values.size + (test_train_ratio or 0.0)
+    spread = values.std(ddof=1) * np.sqrt(factor)
     half = float(t.ppf(0.5 + level / 2, values.size - 1) * spread)
     return float(values.mean()) - half, float(values.mean()) + half
+
+
+def _clipped(name: str, low: float | None, high: float | None) -> tuple[float | None, ...]:
+    if low is None or high is None or name.rsplit(".", 1)[-1] not in _PROPORTIONS:
+        return low, high
+    return max(low, 0.0), min(high, 1.0)
 
 
 def _finite(value: float) -> float | None:
@@ -122,11 +152,18 @@ def _finite(value: float) -> float | None:
 
 
 def aggregate_metrics(
-    fold_metrics: Sequence[Mapping[str, Any]], *, level: float = 0.95
+    fold_metrics: Sequence[Mapping[str, Any]],
+    *,
+    level: float = 0.95,
+    test_train_ratio: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Summarise every numeric metric over folds (nested sections become dotted names): mean,
     sample standard deviation and a Student-t ``level`` interval of the mean (``ci_low``,
-    ``ci_high``). The folds' own bootstrap bounds are not averaged.
+    ``ci_high``), clipped to [0, 1] for proportions. The folds' own bootstrap bounds are not
+    averaged.
+
+    ``test_train_ratio`` (``n_test / n_train`` of repeated random splits) makes the interval
+    Nadeau and Bengio's corrected resampled t (see :func:`_mean_interval`).
 
     Non-finite values (an AUC undefined on a one-class fold) are left out of the statistics and
     written as ``null`` in ``values``; ``n`` counts the finite ones.
@@ -137,7 +174,7 @@ def aggregate_metrics(
     for name in names:
         values = [flat.get(name, math.nan) for flat in flats]
         finite = np.array([v for v in values if math.isfinite(v)], dtype=np.float64)
-        ci_low, ci_high = _mean_interval(finite, level)
+        ci_low, ci_high = _clipped(name, *_mean_interval(finite, level, test_train_ratio))
         summary[name] = {
             "mean": float(finite.mean()) if finite.size else None,
             "std": float(finite.std(ddof=1)) if finite.size > 1 else (0.0 if finite.size else None),
@@ -269,7 +306,10 @@ def _run_folds(
         )
         write_status(run_dir, "failed", reason=f"fold {len(results) + 1}: {reason}")
         raise
-    aggregate = aggregate_metrics([result.metrics for result in results])
+    # Repeated random splits share training images between repeats: Nadeau and Bengio's
+    # correction; k folds' test sets are disjoint and keep the plain t.
+    ratio = _test_train_ratio(results) if config.data.protocol is not None else None
+    aggregate = aggregate_metrics([result.metrics for result in results], test_train_ratio=ratio)
     pooled = evaluate_pooled(
         RunFolder(run_dir).pooled.path, [result.run_dir for result in results], host=host
     )
@@ -289,7 +329,9 @@ def _run_folds(
             "split_methods": [split.get("method") for split in splits],
             "leaky": any(split.get("leaky", False) for split in splits),
             "config": config.to_dict(),
+            "interval": _interval_record(ratio),
             "metrics": aggregate,
+            "per_magnification": _magnification_rows(run_dir, results),
             "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled},
         },
     )
@@ -306,6 +348,39 @@ def _run_folds(
     return CrossValidationResult(
         run_dir=run_dir, folds=tuple(results), aggregate=aggregate, pooled=pooled
     )
+
+
+def _test_train_ratio(results: Sequence[RunResult]) -> float:
+    """The mean over folds of ``n_test / n_train`` (training and selection images)."""
+    ratios = []
+    for result in results:
+        roles = [sample.split for sample, _ in read_split_csv(result.run_dir)]
+        test = roles.count(DataRole.TEST.value)
+        ratios.append(test / max(len(roles) - test, 1))
+    return float(np.mean(ratios))
+
+
+def _interval_record(ratio: float | None) -> dict[str, Any]:
+    """How ``ci_low`` and ``ci_high`` of ``aggregate.json`` were computed."""
+    if ratio is None:
+        return {"method": "Student t of the mean over folds (disjoint test sets)", "level": 0.95}
+    return {
+        "method": (
+            "corrected resampled t (Nadeau & Bengio 2003): variance of the mean "
+            "(1/J + n_test/n_train) * s^2, as the repeats' training sets overlap"
+        ),
+        "test_train_ratio": ratio,
+        "level": 0.95,
+    }
+
+
+def _magnification_rows(run_dir: Path, results: Sequence[RunResult]) -> list[dict[str, Any]]:
+    """Each fold's test-set rows of the ``magnification`` metric, with the fold's name."""
+    return [
+        {"fold": str(result.run_dir.relative_to(run_dir)), **row}
+        for result in results
+        for row in result.metrics.get("magnification", {}).get("breakdown", [])
+    ]
 
 
 def _magnification_note(config: RunConfig) -> str:

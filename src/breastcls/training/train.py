@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,18 @@ from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
 from breastcls.environment import prepare_tensorflow
-from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError, TrainingError
+from breastcls.errors import (
+    BreastclsError,
+    ConfigError,
+    DataError,
+    ObserverError,
+    OutputError,
+    PluginError,
+    TrainingError,
+)
 from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.io import atomic_write_json, check_writable_dir
+from breastcls.limits import check_batch_memory
 from breastcls.model import check_weights
 from breastcls.model_card import write_model_card
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -92,11 +102,20 @@ class ScannedData:
 def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedData:
     """Load the data of ``config`` and decode every image once.
 
+    Between the two, the backbone is built once and checked (:func:`check_backbone_output`),
+    with the memory a training step needs: after the cheap checks of the data, before the long
+    decoding.
+
     Raises:
         DataError: The data is unusable, or holds unreadable images and
             ``config.data.skip_bad_images`` is false (the message lists them).
+        PluginError: The backbone does not build one 4-D feature map.
+        ConfigError: The batch and image size need more memory than the machine has.
     """
     dataset = load_dataset(config.data, host=host)
+    host = ensure_host(host)
+    features = check_backbone_output(config.model.backbone, config.data.image_size, host)
+    _check_training_memory(features, config)
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
         raise DataError(
@@ -142,14 +161,17 @@ def prepare_data(
 
 def check_split(split: Split, image_info: Mapping[Path, ImageInfo], data: DataConfig) -> None:
     """Refuse a split that cannot be scored honestly: a test image whose pixels are in the
-    training or selection set under another name (the split itself already holds every class
+    training or selection set under another name, or nearly so (a re-saved or slightly cropped
+    copy, :mod:`breastcls.data.perceptual`; the split itself already holds every class
     in every role, and no group in two).
 
     Raises:
         DataError: Listing the duplicated images.
     """
     seen = [
-        SeenImage(path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1)
+        SeenImage(
+            path=str(s.path), role=role, group=None, pixel_sha1=info.pixel_sha1, dhash=info.dhash
+        )
         for role, part in split.parts()[:2]
         for s in part
         if (info := image_info.get(s.path)) is not None
@@ -239,6 +261,72 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
         )
 
 
+def check_backbone_output(backbone: str, image_size: int, host: PluginHost) -> Any:
+    """Build ``backbone`` (without weights: they do not change shapes) and check that it is a
+    Keras model with one ``(batch, height, width, channels)`` output, every size positive;
+    return that model.
+
+    A plugin's backbone that returns something else would otherwise fail inside the head, after
+    all the data is decoded.
+
+    Raises:
+        PluginError: It fails to build, or builds something else (named, with its plugin).
+    """
+    import keras
+
+    info = host.backbones.info(backbone)
+    what = f"Backbone {backbone!r} (plugin {info.plugin!r})"
+    shape = (image_size, image_size, 3)
+    try:
+        features = info.component.build(input_shape=shape, weights=None)
+    except Exception as error:
+        raise PluginError(
+            f"{what} failed to build at {shape}: {type(error).__name__}: {error}."
+        ) from error
+    problem: str | None
+    if not isinstance(features, keras.Model):
+        problem = f"returns {type(features).__name__}, not a keras.Model"
+    elif len(features.outputs) != 1:
+        problem = f"has {len(features.outputs)} outputs, not one feature map"
+    else:
+        output = tuple(features.outputs[0].shape)
+        valid = len(output) == 4 and all(isinstance(d, int) and d > 0 for d in output[1:])
+        problem = None if valid else f"outputs shape {output}, not (batch, h, w, channels > 0)"
+    if problem is not None:
+        raise PluginError(
+            f"{what} {problem} at input {shape}: fix the plugin's factory, or choose another "
+            "--backbone."
+        )
+    return features
+
+
+def _check_training_memory(features: Any, config: RunConfig) -> None:
+    """Refuse a batch and image size whose training memory exceeds the machine's (per device).
+
+    Per image, the pixels and every activation of the backbone, twice (kept for the backward
+    pass, and its gradient); whatever the batch, the weights with their gradients and Adam's
+    two moments. The head and augmentation add little; so this is an estimate from below.
+    """
+    activations = sum(
+        math.prod(int(d) for d in tensor.shape[1:] if d is not None)
+        for layer in features.layers
+        for tensor in _outputs(layer)
+    )
+    size = config.data.image_size
+    check_batch_memory(
+        batch_size=config.train.batch_size,  # per device: each holds its own batch
+        image_size=size,
+        floats_per_image=size * size * 3 + 2 * activations,
+        fixed_bytes=16 * features.count_params(),
+        what=f"training {config.model.backbone}",
+    )
+
+
+def _outputs(layer: Any) -> list[Any]:
+    output = layer.output
+    return list(output) if isinstance(output, list | tuple) else [output]
+
+
 def train(
     config: RunConfig, *, host: PluginHost | None = None, scanned: ScannedData | None = None
 ) -> RunResult:
@@ -320,6 +408,8 @@ def _train_recording_status(
             f"`breastcls train --resume {run_dir}`",
         )
         raise
+    except ObserverError:
+        raise  # a train_end observer failed after status.json recorded the finished run
     except BreastclsError as error:
         _record_status(run_dir, "failed", str(error))
         raise
@@ -399,13 +489,17 @@ def resume(
         return _train_recording_status(run_dir, config, data, host, resume_from=state)
 
 
-def _check_config_fits_checkpoint(run_dir: Path, config: RunConfig, state: TrainState) -> None:
+def _check_config_fits_checkpoint(
+    run_dir: Path, config: RunConfig, state: TrainState | None
+) -> None:
     """Refuse a ``config.json`` that no longer describes the model its checkpoint holds (an
     edited backbone, head or image size), before any data is decoded.
 
     Raises:
         ConfigError: The checkpoint's model differs from the configuration's.
     """
+    if state is None:
+        return  # killed before its first epoch: no checkpoint, the run starts again
     from breastcls.model import archived_model
 
     found = archived_model(run_dir / state.checkpoint)
