@@ -142,6 +142,16 @@ def test_a_single_class_is_refused(small_breakhis: Path) -> None:
         load_dataset(DataConfig(path=small_breakhis))
 
 
+def test_the_folder_of_one_class_is_named_as_such(small_breakhis: Path) -> None:
+    benign = small_breakhis / "benign"
+    count = len(list(benign.glob("*.png")))
+    with pytest.raises(DataError) as raised:
+        load_dataset(DataConfig(path=benign))
+    message = str(raised.value)
+    assert f"{benign} holds {count} images but no class folders" in message
+    assert f"Pass the folder above it ({small_breakhis})" in message
+
+
 def test_stray_files_are_skipped_and_recorded(small_breakhis: Path) -> None:
     (small_breakhis / "benign" / ".DS_Store").write_bytes(b"\0")
     (small_breakhis / "benign" / "notes.txt").write_text("x")

@@ -94,17 +94,24 @@ def test_the_hook_reference_is_generated_from_the_hookspecs() -> None:
         assert "Called" in doc and "Since:" in doc, f"hookspec {name} lacks when/since"
 
 
-def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site, built once for the tests that read it, in strict mode."""
     pytest.importorskip("mkdocs", reason="the docs extra is not installed")
+    out = tmp_path_factory.mktemp("docs") / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
         env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
+    return out
+
+
+def test_the_site_builds_in_strict_mode(site: Path) -> None:
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
     for name in (
         "breastcls.training.train.train",
         "breastcls.export_model",
@@ -113,8 +120,33 @@ def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
         "breastcls.environment.prepare_tensorflow",
     ):
         assert f'id="{name}"' in api
-    cli = (tmp_path / "site" / "cli" / "index.html").read_text(encoding="utf-8")
+    cli = (site / "cli" / "index.html").read_text(encoding="utf-8")
     assert "breastcls export" in cli and "--tensorboard" in cli
+
+
+def test_the_api_reference_links_what_docstrings_name(site: Path) -> None:
+    roles = re.compile(r":(?:func|class|mod|meth|attr|data|exc|obj):`")
+    for page in site.rglob("*.html"):
+        assert not roles.search(page.read_text(encoding="utf-8")), page
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    # e.g. `:func:`breastcls.environment.prepare_tensorflow`` in breastcls's own docstring.
+    assert '<a class="autorefs autorefs-internal"' in api
+    assert api.count("autorefs-internal") >= 100
+
+
+def test_the_api_reference_is_ordered_as_a_project_meets_the_library(site: Path) -> None:
+    api = (site / "api" / "index.html").read_text(encoding="utf-8")
+    order = [
+        "breastcls.training.train.train",
+        "breastcls.predict",
+        "breastcls.evaluate",
+        "breastcls.predict_slide",
+        "breastcls.hookimpl",
+        "breastcls.Backbone",
+        "breastcls.BreastclsError",
+    ]
+    positions = [api.index(f'id="{name}"') for name in order]
+    assert positions == sorted(positions)
 
 
 def test_the_training_guide_documents_every_train_option() -> None:

@@ -117,7 +117,11 @@ def test_ctrl_c_stops_cleanly_and_the_run_resumes(small_breakhis: Path, tmp_path
     code = wait_for_exit(process, log, run_dir)
     output = (tmp_path / "train.log").read_text()
     assert code == 130, output
-    assert output.rstrip().endswith("interrupted.") and "Traceback" not in output
+    # The last line says how to continue the run.
+    assert output.rstrip().endswith(
+        f"interrupted: continue with `breastcls train --resume {run_dir}`."
+    )
+    assert "Traceback" not in output
 
     status = json.loads((run_dir / "status.json").read_text())
     state = json.loads((run_dir / "train_state.json").read_text())

@@ -184,3 +184,14 @@ def test_a_model_without_a_feature_map_is_refused() -> None:
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
     with pytest.raises(ModelLoadError, match="4-D"):
         find_feature_layer(model)
+
+
+def test_an_overlay_title_wraps_a_long_file_name_instead_of_cutting_it() -> None:
+    from breastcls.evaluation.gradcam import TITLE_WIDTH, overlay_title
+
+    name = "SOB_M_DC-14-10926-400-011_with_a_longer_suffix.png"
+    title = overlay_title(name, "true malignant, pred benign 0.97")
+    lines = title.splitlines()
+    assert lines[-1] == "true malignant, pred benign 0.97"
+    assert "".join(lines[:-1]) == name and len(lines) >= 2
+    assert all(len(line) <= TITLE_WIDTH for line in lines[:-1])

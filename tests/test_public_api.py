@@ -8,7 +8,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 import breastcls
@@ -174,3 +177,41 @@ def test_prepare_tensorflow_respects_the_user_and_a_running_tensorflow(
         f"{setup}\nprepare_tensorflow()\nprint(os.environ.get(NAME))"
     )
     assert _run(code) == expected
+
+
+def test_importing_breastcls_and_its_model_module_prints_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import breastcls, breastcls.model"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert result.stderr == "" and result.stdout == ""
+
+
+def _prediction(predicted: list[str], top: list[float], flagged: list[bool] | None) -> Any:
+    from breastcls.inference.model import Prediction
+
+    probabilities = np.array([[1 - p, p] if name == "malignant" else [p, 1 - p]
+                              for name, p in zip(predicted, top, strict=True)])  # fmt: skip
+    return Prediction(
+        class_names=("benign", "malignant"),
+        probabilities=probabilities,
+        raw_probabilities=probabilities,
+        predicted=tuple(predicted),
+        score=probabilities[:, 1],
+        in_distribution=None if flagged is None else ~np.array(flagged),
+    )
+
+
+def test_a_prediction_says_its_answer_in_one_line() -> None:
+    from breastcls.inference.predict import PredictResult
+
+    one = _prediction(["malignant"], [0.834], [False])
+    assert repr(one) == "Prediction(1 image: malignant, p=0.83, in_distribution=True)"
+    assert repr(_prediction(["benign"], [0.91], None)) == "Prediction(1 image: benign, p=0.91)"
+    many = _prediction(["malignant", "benign", "malignant"], [0.9, 0.8, 0.7], [False, True, False])
+    assert repr(many) == "Prediction(3 images: 2 malignant, 1 benign; 1 unlike the training images)"
+    result = PredictResult(prediction=many, sources=("a", "b", "c"), path=Path("p.csv"))
+    assert repr(result) == (
+        "PredictResult(3 images: 2 malignant, 1 benign; 1 unlike the training images -> p.csv)"
+    )

@@ -110,6 +110,20 @@ def test_report_of_an_empty_patient_part(tmp_path: Path) -> None:
     assert data_summary(bare)["patients"] is None
 
 
+def test_every_report_opens_with_the_research_use_line(tmp_path: Path) -> None:
+    from breastcls.slides.outputs import write_slide_report
+
+    line = "Research software: not a medical device, not for diagnosis."
+    run_page = _report(tmp_path, PluginHost(), _predictions())
+    slide_page = write_slide_report(
+        tmp_path / "slide.html", {"slide": "s.tif", "tiles": {"classified": 3}}, figures=()
+    ).read_text(encoding="utf-8")
+    for page in (run_page, slide_page):
+        body = page.split("<body>", 1)[1]
+        # Right under the title, before any figure.
+        assert body.index(line) < body.index("<table") and body.index("</h1>") < body.index(line)
+
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -3,7 +3,9 @@ one error style; and a test suite that skips (or, in CI, fails) without the real
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import re
 import subprocess
@@ -58,13 +60,22 @@ def test_train_shows_summaries_and_no_tensorflow_log_line(
     assert not CONTROL.search(result.stdout + result.stderr)
     # Progress and summaries on stderr, one plain line per epoch; results on stdout.
     err = result.stderr.splitlines()
-    assert err[0].startswith("training smallcnn + seed head on CPU: ")
-    assert "parameters" in err[0]
-    assert re.match(r"data: train \d+ images, selection \d+ images, test \d+ images$", err[1])
-    assert err[2].startswith("epoch 1") and err[2].endswith(f"; run folder: {run_dir}")
-    assert re.match(r"epoch 1/1: loss [\d.]+, accuracy [\d.]+; selection set: ", err[3])
-    assert "epoch" not in result.stdout
-    assert result.stdout.splitlines()[0] == f"run folder: {run_dir}"
+    # The seconds TensorFlow takes to load are announced before anything else.
+    assert err[0] == "loading TensorFlow…"
+    assert err[1].startswith("training smallcnn + seed head on CPU: ")
+    assert "parameters" in err[1]
+    assert re.match(r"data: train \d+ images, selection \d+ images, test \d+ images$", err[2])
+    assert err[3].startswith("epoch 1") and err[3].endswith(f"; run folder: {run_dir}")
+    assert re.match(r"epoch 1/1: loss [\d.]+, accuracy [\d.]+; selection set: ", err[4])
+    out = result.stdout.splitlines()
+    assert out[0] == f"run folder: {run_dir}"
+    # The kept epoch and why, from train_state.json's monitor and its best value.
+    state = json.loads((run_dir / "train_state.json").read_text())
+    assert state["best_epoch"] == 1
+    assert out[1] == f"kept epoch 1 of 1: best selection accuracy {state['best_value']:.4f}"
+    assert not any(line.startswith("epoch") for line in out)
+    report = (run_dir / "report.html").read_text()
+    assert f"Model: kept epoch 1 of 1: best selection accuracy {state['best_value']:.4f}." in report
     assert result.stdout.splitlines()[-1] == f"report: {run_dir / 'report.html'}"
 
 
@@ -81,7 +92,15 @@ def test_predict_into_a_file_has_no_control_characters(
     )
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert text == f"5 images -> {tmp_path / 'p.csv'}\n"
+    lines = text.splitlines()
+    # A few images: each one's answer, then where the CSV went.
+    with open(tmp_path / "p.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for line, image, row in zip(lines, images, rows, strict=False):
+        assert line.startswith(f"{image}: {row['predicted']} (p=0.") or line.startswith(
+            f"{image}: {row['predicted']} (p=1.00)"
+        ), line
+    assert lines[5] == f"5 images -> {tmp_path / 'p.csv'}"
     assert not CONTROL.search(text) and not CONTROL.search(result.stderr)
     assert not any(marker in result.stderr for marker in TF_LOG_LINES), result.stderr
 
@@ -242,3 +261,21 @@ def test_without_the_images_ci_fails() -> None:
     result = _pytest_without_images(CI="true")
     assert result.returncode == 1, result.stdout
     assert "CI needs them" in result.stdout
+
+
+def test_the_kept_epoch_is_said_with_its_monitor_and_direction() -> None:
+    from breastcls.runs.checkpoint import TrainState, kept_epoch_line
+
+    def state(monitor: str, value: float | None) -> TrainState:
+        return TrainState(
+            completed_epochs=10, checkpoint="c", monitor=monitor, best_value=value, best_epoch=2
+        )
+
+    assert kept_epoch_line(state("val_accuracy", 0.93)) == (
+        "kept epoch 2 of 10: best selection accuracy 0.9300"
+    )
+    assert kept_epoch_line(state("val_loss", 0.2125)) == (
+        "kept epoch 2 of 10: lowest selection loss 0.2125"
+    )
+    assert kept_epoch_line(state("val_loss", None)) is None
+    assert kept_epoch_line(None) is None

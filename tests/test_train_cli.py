@@ -143,6 +143,29 @@ def test_the_demo_run_learns_the_synthetic_classes(tmp_path: Path) -> None:
     assert len(list((tmp_path / "demo-data" / "benign").glob("*.png"))) == 60
 
 
+def test_the_demo_honours_the_training_options_it_does_not_need(tmp_path: Path) -> None:
+    code, output = invoke(
+        "train", "--demo", "--epochs", "2", "--name", "x", "--image-size", "32",
+        "--batch-size", "32", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0, output
+    run = tmp_path / "x"
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["epochs"] == 2 and config["data"]["image_size"] == 32
+    assert config["train"]["batch_size"] == 32
+    # What the demo chooses itself stays where no option says otherwise.
+    assert config["model"]["backbone"] == "smallcnn" and config["model"]["weights"] is None
+    assert config["train"]["learning_rate"] == 1e-3
+    with open(run / "history.csv", encoding="utf-8", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+
+
+def test_the_demo_refuses_data_of_its_own(tmp_path: Path) -> None:
+    code, output = invoke("train", "--demo", "--data", str(tmp_path), "--out", str(tmp_path))
+    _assert_one_line_error(code, output, "--demo", "--data")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _assert_one_line_error(code: int, output: str, *fragments: str) -> None:
     assert code == 2, output
     lines = [line for line in output.splitlines() if line.strip()]

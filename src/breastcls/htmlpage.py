@@ -21,6 +21,7 @@ from breastcls.io import atomic_write_text, printable
 
 __all__ = [
     "CSS",
+    "RESEARCH_USE",
     "anchor",
     "escape",
     "figure",
@@ -29,6 +30,9 @@ __all__ = [
     "scalar",
     "write_page",
 ]
+
+RESEARCH_USE = "Research software: not a medical device, not for diagnosis."
+"""The line at the top of every page: what the figures below may and may not be used for."""
 
 CSS = """
 :root { --ink: #1d2430; --muted: #5b6676; --line: #d7dce3; --accent: #8a1c4a; }
@@ -55,6 +59,7 @@ figcaption { color: var(--muted); font-size: 12px; }
 .card .set { font-weight: 600; }
 .card table { font-size: 15px; }
 .warning { color: #8a4b00; }
+.research-use { font-weight: 600; color: #8a4b00; }
 details > summary { cursor: pointer; font-weight: 600; margin-top: 2rem; }
 pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; font-size: 12px;
       white-space: pre-wrap; }
@@ -164,8 +169,9 @@ def render_section(section: MetricSection) -> str:
 
 
 def write_page(path: Path, *, title: str, body: Sequence[str]) -> Path:
-    """Write a page (atomically): ``title`` as its heading, the version and time it was made,
-    then ``body``, HTML already escaped. Return ``path``."""
+    """Write a page (atomically): ``title`` as its heading, the research-use line
+    (:data:`RESEARCH_USE`), the version and time it was made, then ``body``, HTML already
+    escaped. Return ``path``."""
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     document = (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
@@ -175,6 +181,7 @@ def write_page(path: Path, *, title: str, body: Sequence[str]) -> Path:
         "img-src data:; style-src 'unsafe-inline'\">\n"
         f"<title>{escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
         f"<h1>{escape(title)}</h1>\n"
+        f'<p class="research-use" id="research-use">{escape(RESEARCH_USE)}</p>\n'
         f'<p class="meta">breastcls {escape(__version__)} · generated {escape(stamp)}</p>\n'
         + "\n".join(body)
         + "\n</body>\n</html>\n"

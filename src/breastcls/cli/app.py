@@ -8,10 +8,11 @@ import typer
 
 from breastcls._version import __version__
 from breastcls.cli.calibrate import calibrate_command
-from breastcls.cli.common import OneLineErrorsGroup, quiet_tensorflow, say
+from breastcls.cli.common import OneLineErrorsGroup, announce_tensorflow, quiet_tensorflow, say
 from breastcls.cli.data import data_app
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
+from breastcls.cli.helptext import FittedHelpCommand
 from breastcls.cli.plugins import plugins_command
 from breastcls.cli.predict import predict_command
 from breastcls.cli.report import report_command
@@ -28,14 +29,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=OneLineErrorsGroup,
 )
-app.command("train")(train_command)
-app.command("plugins")(plugins_command)
-app.command("evaluate")(evaluate_command)
-app.command("calibrate")(calibrate_command)
-app.command("predict")(predict_command)
-app.command("report")(report_command)
-app.command("export")(export_command)
-app.command("runs")(runs_command)
+app.command("train", cls=FittedHelpCommand)(train_command)
+app.command("plugins", cls=FittedHelpCommand)(plugins_command)
+app.command("evaluate", cls=FittedHelpCommand)(evaluate_command)
+app.command("calibrate", cls=FittedHelpCommand)(calibrate_command)
+app.command("predict", cls=FittedHelpCommand)(predict_command)
+app.command("report", cls=FittedHelpCommand)(report_command)
+app.command("export", cls=FittedHelpCommand)(export_command)
+app.command("runs", cls=FittedHelpCommand)(runs_command)
 app.add_typer(data_app, name="data")
 app.add_typer(slide_app, name="slide")
 
@@ -69,4 +70,5 @@ def main() -> None:
     # TensorFlow reads its allocator setting when it starts, so it is chosen before any command
     # imports TensorFlow (importing breastcls itself changes nothing in the process).
     prepare_tensorflow()
+    announce_tensorflow()
     app()

@@ -14,7 +14,10 @@ from breastcls.cli.common import reports_errors, say
 def calibrate_command(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="The run folder.")],
     tta: Annotated[
-        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+        str,
+        typer.Option(
+            metavar="<id>", help="Test-time augmentation: none, flips (4 copies) or d8 (8)."
+        ),
     ] = "none",
     domain: Annotated[
         bool,
@@ -29,9 +32,7 @@ def calibrate_command(
     """Fit the temperature and thresholds of a TTA on the run's selection set, into its record."""
     import breastcls
 
-    calibration = breastcls.calibrate(
-        run, tta=tta, domain=domain, batch_size=batch_size, verbose=1
-    )
+    calibration = breastcls.calibrate(run, tta=tta, domain=domain, batch_size=batch_size, verbose=1)
     say(calibration.describe())
     for note in calibration.notes:
         say(f"note: {note}")

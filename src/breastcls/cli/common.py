@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
 import logging
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
 from typing import Any, ParamSpec, TypeVar
 
 import typer
-from typer.core import TyperGroup
 
+from breastcls.cli.helptext import FittedHelpGroup
 from breastcls.errors import BreastclsError
 from breastcls.io import printable
 
@@ -42,17 +46,18 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from breastcls.cli.progress import showing_progress
+        from breastcls.cli.progress import TerminalProgress, resume_hint, showing_progress
 
+        progress: TerminalProgress | None = None
         try:
-            with showing_progress():
+            with showing_progress() as progress:
                 return command(*args, **kwargs)
         except BreastclsError as error:
             message = " ".join(str(error).splitlines())
             say(f"error: {message}", err=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt:
-            say("interrupted.", err=True)
+            say(resume_hint(progress.run_dir if progress else None), err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -68,11 +73,13 @@ def _one_line_usage_errors(ctx: Any) -> Iterator[None]:
         where = getattr(error, "ctx", None) or ctx
         command = where.command_path if where is not None else "breastcls"
         message = " ".join(error.format_message().split()).rstrip(".")
+        # typer validates choices through pydantic, whose messages start "Value error, ".
+        message = message.replace("Value error, ", "")
         say(f"error: {message}; see `{command} --help`.", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
 
 
-class OneLineErrorsGroup(TyperGroup):
+class OneLineErrorsGroup(FittedHelpGroup):
     """The application's command group: a usage error (a missing option, a bad value...) is one
     line ``error: ...`` on stderr and exit code 2, as every :class:`BreastclsError` is."""
 
@@ -103,3 +110,31 @@ def quiet_tensorflow() -> None:
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+class _TensorFlowAnnouncer(importlib.abc.MetaPathFinder):
+    """Says ``loading TensorFlow…`` on stderr when the process first imports TensorFlow (or
+    Keras, which imports it), so that the seconds that takes are not silent. It only watches:
+    the import itself is left to the other finders."""
+
+    said = False
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        # It stays in sys.meta_path, silent: removing itself here would make the import
+        # system, which is walking that list, skip the next finder.
+        if not self.said and fullname in ("tensorflow", "keras"):
+            self.said = True
+            say("loading TensorFlow…", err=True)
+        return None
+
+
+def announce_tensorflow() -> None:
+    """Have the first import of TensorFlow in this process say so on stderr (the console
+    script's entry point calls this; commands that never need TensorFlow say nothing)."""
+    if "tensorflow" not in sys.modules and "keras" not in sys.modules:
+        sys.meta_path.insert(0, _TensorFlowAnnouncer())

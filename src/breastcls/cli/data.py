@@ -11,6 +11,7 @@ import typer
 
 from breastcls.cli.common import reports_errors, say
 from breastcls.cli.defaults import DATA
+from breastcls.cli.helptext import FittedHelpCommand, FittedHelpGroup
 from breastcls.config import Magnification
 
 EXIT_DATA_ERRORS = 1
@@ -18,13 +19,14 @@ EXIT_DATA_ERRORS = 1
 data_app = typer.Typer(
     name="data",
     help="Inspect datasets before training.",
+    cls=FittedHelpGroup,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-@data_app.command("check")
+@data_app.command("check", cls=FittedHelpCommand)
 @reports_errors
 def check_command(
     path: Annotated[
@@ -50,7 +52,7 @@ def check_command(
     model: Annotated[
         Path | None,
         typer.Option(
-            metavar="RUN",
+            metavar="<run>",
             help="Also score every image with this model's domain-shift score (exit 1 when "
             "over 20% are unlike its training images).",
         ),

@@ -25,7 +25,10 @@ def evaluate_command(
         ),
     ] = None,
     tta: Annotated[
-        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+        str,
+        typer.Option(
+            metavar="<id>", help="Test-time augmentation: none, flips (4 copies) or d8 (8)."
+        ),
     ] = "none",
     out: Annotated[
         Path | None,
@@ -49,7 +52,7 @@ def evaluate_command(
     stain_shift: Annotated[
         str,
         typer.Option(
-            metavar="none|hed",
+            metavar="<none|hed>",
             help="Robustness section: hed re-scores the set under HED stain shifts of strength "
             "0.05, 0.1 and 0.2 (3 more passes over the set); none leaves it out.",
         ),
@@ -57,7 +60,7 @@ def evaluate_command(
     stain_reference: Annotated[
         Path | None,
         typer.Option(
-            metavar="PATH",
+            metavar="<path>",
             help="An image or folder in a second stain: the report adds a curve of the set "
             "moved 25, 50, 75 and 100% of the way to it (4 more passes over the set).",
         ),
@@ -65,7 +68,7 @@ def evaluate_command(
     stain_transfer: Annotated[
         str,
         typer.Option(
-            metavar="macenko|reinhard",
+            metavar="<macenko|reinhard>",
             help="The stain normaliser that moves images to --stain-reference.",
         ),
     ] = "macenko",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from breastcls.cli.common import reports_errors, say
+
+if TYPE_CHECKING:
+    from breastcls.inference.predict import PredictResult
 
 
 @reports_errors
@@ -24,7 +27,10 @@ def predict_command(
     ],
     out: Annotated[Path, typer.Option(help="The CSV file to write.")] = Path("predictions.csv"),
     tta: Annotated[
-        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+        str,
+        typer.Option(
+            metavar="<id>", help="Test-time augmentation: none, flips (4 copies) or d8 (8)."
+        ),
     ] = "none",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 32,
     skip_bad_images: Annotated[
@@ -48,13 +54,29 @@ def predict_command(
         verbose=1,
         skip_bad_images=skip_bad_images,
     )
+    _say_answers(result)
     say(f"{result.n_images} images -> {result.path}")
     kept = result.prediction.in_distribution
     if kept is not None:
         line, applies = flagged_line(int((~kept).sum()), len(kept))
         say(line if applies else f"WARNING: these predictions do not apply to this data: {line}")
     if result.skipped:
-        say(
-            f"{len(result.skipped)} unreadable image(s) skipped, listed in "
-            f"{result.skipped_path}"
-        )
+        say(f"{len(result.skipped)} unreadable image(s) skipped, listed in {result.skipped_path}")
+
+
+ANSWERED_IMAGES = 10
+"""Up to this many images, each one's answer is printed (more: only the CSV has them)."""
+
+
+def _say_answers(result: PredictResult) -> None:
+    """One line per image for a few images: its class, that class's probability and, when it
+    is unlike the training images, so."""
+    if result.n_images > ANSWERED_IMAGES:
+        return
+    prediction = result.prediction
+    for index, source in enumerate(result.sources):
+        top = float(prediction.probabilities[index].max())
+        line = f"{source}: {prediction.predicted[index]} (p={top:.2f})"
+        if prediction.in_distribution is not None and not prediction.in_distribution[index]:
+            line += ", unlike the training images"
+        say(line)

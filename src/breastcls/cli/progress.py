@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -41,8 +42,10 @@ class TerminalProgress:
         self.live = self.console.is_terminal
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self.run_dir: Path | None = None
 
     def training_started(self, summary: TrainingSummary) -> None:
+        self.run_dir = summary.run_dir
         for line in describe_training(summary):
             self._line(line)
 
@@ -86,6 +89,18 @@ class TerminalProgress:
 
     def _line(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=not self.live)
+
+
+def resume_hint(run_dir: Path | None) -> str:
+    """What to say when Ctrl-C stops a command: after training started, the command that
+    continues the run (a cross-validation's own folder for one of its folds)."""
+    if run_dir is None:
+        return "interrupted."
+    from breastcls.runs.folder import RunFolder
+
+    if RunFolder(run_dir.parent).is_cross_validation:
+        run_dir = run_dir.parent
+    return f"interrupted: continue with `breastcls train --resume {run_dir}`."
 
 
 def describe_training(summary: TrainingSummary) -> list[str]:

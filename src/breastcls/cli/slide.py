@@ -8,15 +8,17 @@ from typing import Annotated, Any
 import typer
 
 from breastcls.cli.common import EXIT_BAD_INPUT, reports_errors, say
+from breastcls.cli.helptext import FittedHelpCommand, FittedHelpGroup
 from breastcls.runs.folder import SlideFolder
 
 slide_app = typer.Typer(
     help="Whole-slide images: tile, classify and map a slide's tissue.",
+    cls=FittedHelpGroup,
     no_args_is_help=True,
 )
 
 
-@slide_app.command("predict")
+@slide_app.command("predict", cls=FittedHelpCommand)
 @reports_errors
 def slide_predict_command(
     model: Annotated[
@@ -46,7 +48,10 @@ def slide_predict_command(
         float, typer.Option(help="Least tissue fraction of a tile that is classified.")
     ] = 0.5,
     tta: Annotated[
-        str, typer.Option(help="Test-time augmentation: none, flips (4 copies) or d8 (8).")
+        str,
+        typer.Option(
+            metavar="<id>", help="Test-time augmentation: none, flips (4 copies) or d8 (8)."
+        ),
     ] = "none",
     batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 32,
     workers: Annotated[int, typer.Option(min=1, help="Threads reading tiles ahead.")] = 2,
@@ -55,12 +60,15 @@ def slide_predict_command(
     ] = 10,
     reader: Annotated[
         str | None,
-        typer.Option(help="Slide reader id (see `breastcls plugins`); default: by file content."),
+        typer.Option(
+            metavar="<id>",
+            help="Slide reader id (see `breastcls plugins`); default: by file content.",
+        ),
     ] = None,
     shard: Annotated[
         str | None,
         typer.Option(
-            metavar="K/N",
+            metavar="<k/n>",
             help="Predict only shard K (from 1) of N of the sorted slide list, for one job of an "
             "array job; `breastcls slide summary OUT` merges the shards.",
         ),
@@ -111,7 +119,7 @@ def slide_predict_command(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-@slide_app.command("summary")
+@slide_app.command("summary", cls=FittedHelpCommand)
 @reports_errors
 def slide_summary_command(
     out: Annotated[

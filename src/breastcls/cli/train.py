@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,7 @@ OUTPUT_PANEL = "Output"
 
 @reports_errors
 def train_command(
+    ctx: typer.Context,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -49,7 +51,8 @@ def train_command(
     demo: Annotated[
         bool,
         typer.Option(
-            help="Train on the bundled synthetic demo images (no data needed).",
+            help="Train on the bundled synthetic demo images (no data needed): the small CNN "
+            "from scratch at 96 px for 8 epochs, unless the options say otherwise.",
             rich_help_panel=DATA_PANEL,
         ),
     ] = False,
@@ -98,15 +101,21 @@ def train_command(
     backbone: Annotated[
         str,
         typer.Option(
-            help="Backbone id (`breastcls plugins` lists them).", rich_help_panel=MODEL_PANEL
+            metavar="<id>",
+            help="Backbone id (`breastcls plugins` describes them).",
+            rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.backbone,
     head: Annotated[
-        str, typer.Option(help="Head id (`breastcls plugins`).", rich_help_panel=MODEL_PANEL)
+        str,
+        typer.Option(
+            metavar="<id>", help="Head id (`breastcls plugins`).", rich_help_panel=MODEL_PANEL
+        ),
     ] = MODEL.head,
     augmentation: Annotated[
         str,
         typer.Option(
+            metavar="<id>",
             help="Augmentation id (`breastcls plugins`); none disables augmentation.",
             rich_help_panel=MODEL_PANEL,
         ),
@@ -129,6 +138,7 @@ def train_command(
     stain_normalisation: Annotated[
         str,
         typer.Option(
+            metavar="<id>",
             help="Stain normaliser id (`breastcls plugins`): reinhard or macenko map every image "
             "to one reference stain inside the model; none leaves colours as they are.",
             rich_help_panel=MODEL_PANEL,
@@ -137,7 +147,7 @@ def train_command(
     stain_reference: Annotated[
         str | None,
         typer.Option(
-            metavar="PATH",
+            metavar="<path>",
             help="Image or folder the stain normaliser is fitted to (default: the training "
             "images; never the selection or test images).",
             rich_help_panel=MODEL_PANEL,
@@ -146,13 +156,15 @@ def train_command(
     trainer: Annotated[
         str,
         typer.Option(
-            help="Trainer id (`breastcls plugins` lists them).", rich_help_panel=TRAINING_PANEL
+            metavar="<id>",
+            help="Trainer id (`breastcls plugins` describes them).",
+            rich_help_panel=TRAINING_PANEL,
         ),
     ] = TRAIN.trainer,
     trainer_option: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="NAME=VALUE",
+            metavar="<name=value>",
             help="An option of the trainer, repeatable, e.g. --trainer-option min_lr=1e-6 "
             "(the keras trainer: lr_patience, lr_factor, min_lr).",
             rich_help_panel=TRAINING_PANEL,
@@ -312,65 +324,103 @@ def train_command(
             return
         _report_run(breastcls.resume(resume))
         return
+    demo_run: RunConfig | None = None
     if demo:
-        config = breastcls.demo_config(out)
+        if data is not None:
+            raise ConfigError(
+                "--demo trains on the bundled demo images: pass --data DIR or --demo, not both."
+            )
+        demo_run = breastcls.demo_config(out)
+        data = demo_run.data.path
     elif data is None:
         raise ConfigError("Pass --data DIR (a folder of class folders or a manifest), or --demo.")
-    else:
-        config = RunConfig(
-            data=DataConfig(
-                path=data,
-                image_size=image_size,
-                split_seed=split_seed,
-                test_fraction=test_fraction,
-                selection_fraction=selection_fraction,
-                skip_bad_images=skip_bad_images,
-                cache=cache,
-                magnification=magnification,
-                image_mpp=train_mpp,
-                task=task,
-                split_by=split_by,
-                group_by=group_by,
-                allow_leaky_split=allow_leaky_split,
-                folds=folds,
-                protocol=protocol,
-            ),
-            model=ModelConfig(
-                backbone=backbone,
-                head=head,
-                augmentation=augmentation,
-                weights=weights,
-                preprocessing=preprocessing,
-                stain_normalisation=stain_normalisation,
-                stain_reference=stain_reference,
-            ),
-            train=TrainConfig(
-                trainer=trainer,
-                trainer_options=_parse_options(trainer_option or []),
-                epochs=epochs,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed,
-                class_weight=class_weight,
-                precision=precision,
-                jit=jit,
-                deterministic=deterministic,
-                tensorboard=tensorboard,
-                devices=parse_devices(devices) if devices is not None else None,
-            ),
-            out_dir=out,
-            name=name,
-        )
+    config = RunConfig(
+        data=DataConfig(
+            path=data,
+            image_size=image_size,
+            split_seed=split_seed,
+            test_fraction=test_fraction,
+            selection_fraction=selection_fraction,
+            skip_bad_images=skip_bad_images,
+            cache=cache,
+            magnification=magnification,
+            image_mpp=train_mpp,
+            task=task,
+            split_by=split_by,
+            group_by=group_by,
+            allow_leaky_split=allow_leaky_split,
+            folds=folds,
+            protocol=protocol,
+        ),
+        model=ModelConfig(
+            backbone=backbone,
+            head=head,
+            augmentation=augmentation,
+            weights=weights,
+            preprocessing=preprocessing,
+            stain_normalisation=stain_normalisation,
+            stain_reference=stain_reference,
+        ),
+        train=TrainConfig(
+            trainer=trainer,
+            trainer_options=_parse_options(trainer_option or []),
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            class_weight=class_weight,
+            precision=precision,
+            jit=jit,
+            deterministic=deterministic,
+            tensorboard=tensorboard,
+            devices=parse_devices(devices) if devices is not None else None,
+        ),
+        out_dir=out,
+        name=name,
+    )
+    if demo_run is not None:
+        config = _with_demo_settings(config, demo_run, given=_given_options(ctx))
     if config.data.folds is not None or config.data.protocol is not None:
         _report_cross_validation(breastcls.cross_validate(config))
         return
     _report_run(breastcls.train(config))
 
 
+def _given_options(ctx: typer.Context) -> set[str]:
+    """The parameters the user set (on the command line or through the environment)."""
+    return {
+        name
+        for name in ctx.params
+        if (source := ctx.get_parameter_source(name)) is not None
+        and source.name in ("COMMANDLINE", "ENVIRONMENT")
+    }
+
+
+def _with_demo_settings(config: RunConfig, demo: RunConfig, *, given: set[str]) -> RunConfig:
+    """``config`` with the demo's own choices (each field where :func:`breastcls.demo_config`
+    differs from the defaults: image size, backbone, weights, epochs...) except those whose
+    option the user gave, so that ``--demo --epochs 2`` trains 2 epochs."""
+    sections: dict[str, Any] = {}
+    for section, default in (("data", DATA), ("model", MODEL), ("train", TRAIN)):
+        chosen, own = getattr(demo, section), getattr(config, section)
+        choices = {
+            field.name: getattr(chosen, field.name)
+            for field in dataclasses.fields(chosen)
+            if field.name not in given
+            and getattr(chosen, field.name) != getattr(default, field.name)
+        }
+        sections[section] = dataclasses.replace(own, **choices)
+    return dataclasses.replace(config, **sections)
+
+
 def _report_run(result: RunResult) -> None:
+    from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
     from breastcls.training.train import summarise
 
     say(f"run folder: {result.run_dir}")
+    kept = kept_epoch_line(read_train_state(result.run_dir))
+    if kept:
+        say(kept)
     say_domain(result.metrics, first=True)
     say(f"{_set_of(result.metrics, result.role)}: {summarise(result.metrics)}")
     say_domain(result.metrics, first=False)

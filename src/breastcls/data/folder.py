@@ -28,6 +28,22 @@ class LoadedDataset:
     skipped: tuple[SkippedFile, ...] = ()
 
 
+def _check_class_count(path: Path, class_names: list[str]) -> None:
+    """Refuse fewer than two class folders, naming the folder of one class for what it is."""
+    if not class_names and (loose := _list_images(path)[0]):
+        raise DataError(
+            f"{path} holds {len(loose)} images but no class folders: it looks like the "
+            f"folder of one class. Pass the folder above it ({path.parent}), laid out as "
+            "root/<class>/*.png, or a CSV manifest."
+        )
+    if len(class_names) < 2:
+        found = class_names[0] if class_names else "none"
+        raise DataError(
+            f"{path} has {len(class_names)} class folder(s) (found: {found}); a classifier "
+            "needs at least two, e.g. benign/ and malignant/."
+        )
+
+
 def _list_images(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
     """List image files under ``folder`` (sub-folders included), recording what is left out."""
     images: list[Path] = []
@@ -143,12 +159,7 @@ class FolderFormat:
                     f"{class_names} (missing: {missing or 'none'}, unexpected: {extra or 'none'}): "
                     "every split needs the same class folders."
                 )
-        if len(class_names) < 2:
-            found = class_names[0] if class_names else "none"
-            raise DataError(
-                f"{path} has {len(class_names)} class folder(s) (found: {found}); a classifier "
-                "needs at least two, e.g. benign/ and malignant/."
-            )
+        _check_class_count(path, class_names)
         return LoadedDataset(
             root=path,
             class_names=tuple(class_names),

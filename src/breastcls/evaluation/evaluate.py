@@ -36,6 +36,7 @@ from breastcls.inference.record import folder_calibration, training_record, writ
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample, SkippedFile
 from breastcls.io import atomic_write_json, csv_rows, ensure_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
 from breastcls.runs.folder import RunFolder, read_split_csv, write_skipped_csv
 from breastcls.runs.lock import exclusive_folder
 
@@ -822,6 +823,8 @@ def _write_report(
         training_figures=training_figures,
         headline=metrics,
         calibration=calibration.to_dict() if calibration else None,
+        # Curves mean the folder is a training run's, whose train_state.json names its epoch.
+        kept_epoch=kept_epoch_line(read_train_state(folder)) if training_figures else None,
     )
 
 

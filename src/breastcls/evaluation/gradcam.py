@@ -15,6 +15,7 @@ a final ``Dense`` with a softmax or sigmoid activation, or the input of a final 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,16 @@ def gradcam_heatmaps(
     return np.asarray(cam.numpy(), dtype=np.float32)
 
 
+TITLE_WIDTH = 26
+"""Characters per line of an overlay's title (a 2.6-inch column at 7 points)."""
+
+
+def overlay_title(name: str, verdict: str) -> str:
+    """An overlay's title: the file name, wrapped (at its hyphens where it can) rather than
+    cut, then the verdict."""
+    return "\n".join([*textwrap.wrap(name, TITLE_WIDTH), verdict])
+
+
 def _overlay_figure(
     images: npt.NDArray[np.float32],
     heatmaps: npt.NDArray[np.float32],
@@ -213,8 +224,10 @@ def gradcam_section(
         images = _load_images([predictions.paths[i] for i in rows], image_size)
         heatmaps = gradcam_heatmaps(model, images, [int(y_pred[i]) for i in rows])
         titles = [
-            f"{printable(Path(predictions.paths[i]).name)[:28]}\n"
-            f"true {names[predictions.y_true[i]]}, pred {names[y_pred[i]]} {confidence[i]:.2f}"
+            overlay_title(
+                printable(Path(predictions.paths[i]).name),
+                f"true {names[predictions.y_true[i]]}, pred {names[y_pred[i]]} {confidence[i]:.2f}",
+            )
             for i in rows
         ]
         figures.append(_overlay_figure(images, heatmaps, titles, out_dir / figure))

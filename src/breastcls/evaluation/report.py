@@ -129,9 +129,25 @@ def _patient_figures(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | None) -> str:
-    """The report's first screen: the headline figures with 95% intervals, and the set they
-    come from (``metrics`` is a ``metrics.json`` document)."""
+def _calibration_notes(calibration: Mapping[str, Any] | None) -> list[str]:
+    """The calibration applied, worded from the model record: where it was fitted, on how many
+    images and patients, or that the model is uncalibrated; then its notes."""
+    if not calibration:
+        return []
+    return [
+        f'<p class="note">{escape(calibration.get("description", ""))}</p>',
+        *(f'<p class="warning">{escape(note)}.</p>' for note in calibration.get("notes", ())),
+    ]
+
+
+def summary_card(
+    metrics: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None,
+    *,
+    kept_epoch: str | None = None,
+) -> str:
+    """The report's first screen: the headline figures with 95% intervals, the set they come
+    from (``metrics`` is a ``metrics.json`` document) and, for a run, the epoch it kept."""
     evaluated = metrics.get("evaluated_on", {})
     intervals = metrics.get("bootstrap", {}).get("intervals", {})
     exact = metrics.get("bootstrap", {}).get("exact_per_patient", {})
@@ -155,6 +171,7 @@ def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | No
     table = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     notes = [
         f'<p class="set">Figures from the {escape(evaluated.get("set", "unknown set"))}.</p>',
+        f'<p class="note" id="kept-epoch">Model: {escape(kept_epoch)}.</p>' if kept_epoch else "",
         f'<p class="note">Brackets: {level:.0%} bootstrap confidence intervals '
         f"({escape(metrics.get('bootstrap', {}).get('method', 'percentile bootstrap'))})"
         + (
@@ -165,13 +182,7 @@ def summary_card(metrics: Mapping[str, Any], calibration: Mapping[str, Any] | No
         )
         + ".</p>",
     ]
-    if calibration:
-        # Worded from the model record: where the calibration was fitted, on how many images
-        # and patients, or that the model is uncalibrated.
-        notes.append(f'<p class="note">{escape(calibration.get("description", ""))}</p>')
-        notes.extend(
-            f'<p class="warning">{escape(note)}.</p>' for note in calibration.get("notes", ())
-        )
+    notes.extend(_calibration_notes(calibration))
     warnings = metrics.get("bootstrap", {}).get("warnings", [])
     notes.extend(f'<p class="warning">Warning: {escape(w)}.</p>' for w in warnings)
     # A leaky set's label is the card's first line: every figure below it is optimistic.
@@ -200,6 +211,7 @@ def render_report(
     training_figures: Sequence[Path] = (),
     headline: Mapping[str, Any] | None = None,
     calibration: Mapping[str, Any] | None = None,
+    kept_epoch: str | None = None,
 ) -> Path:
     """Write the report to ``path`` (atomically) and return it.
 
@@ -212,6 +224,8 @@ def render_report(
         training_figures: Loss and accuracy curves, when the report belongs to a run.
         headline: The ``metrics.json`` document the summary card at the top is drawn from.
         calibration: The calibration applied (``Calibration.to_dict()``), named in the card.
+        kept_epoch: Which epoch's model a run kept and why
+            (:func:`~breastcls.runs.checkpoint.kept_epoch_line`), named in the card.
     """
     # A section that does not apply and says nothing (the subtype section of a binary model).
     ordered = [
@@ -231,7 +245,7 @@ def render_report(
     if settings:
         toc.append("<li><a href='#settings'>Configuration</a></li>")
     body = [
-        summary_card(headline, calibration) if headline is not None else "",
+        summary_card(headline, calibration, kept_epoch=kept_epoch) if headline is not None else "",
         f"<nav><h2>Contents</h2><ul>{''.join(toc)}</ul></nav>",
         f'<h2 id="data">Data</h2>{render_value(dict(summary))}',
     ]

@@ -12,6 +12,7 @@ everywhere. Nothing here writes.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,26 @@ class Prediction:
     domain_score: FloatArray | None = None
     in_distribution: npt.NDArray[np.bool_] | None = None
     domain_reason: tuple[str, ...] | None = None
+
+    def describe(self) -> str:
+        """Say the answer in one line: for one image its class, that class's probability and
+        whether it is like the training images; for more, how many of each class and how
+        many were flagged."""
+        n = len(self.predicted)
+        if n == 1:
+            top = float(np.max(self.probabilities[0]))
+            line = f"1 image: {self.predicted[0]}, p={top:.2f}"
+            if self.in_distribution is not None:
+                line += f", in_distribution={bool(self.in_distribution[0])}"
+            return line
+        counts = Counter(self.predicted).most_common()
+        line = f"{n} images: " + ", ".join(f"{count} {name}" for name, count in counts)
+        if self.in_distribution is not None:
+            line += f"; {int(n - self.in_distribution.sum())} unlike the training images"
+        return line
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.describe()})"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

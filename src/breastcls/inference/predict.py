@@ -53,6 +53,14 @@ class PredictResult:
         """Class names, in the order of the probability columns."""
         return self.prediction.class_names
 
+    def __repr__(self) -> str:
+        line = self.prediction.describe()
+        if self.skipped:
+            line += f"; {len(self.skipped)} skipped"
+        if self.path is not None:
+            line += f" -> {self.path}"
+        return f"PredictResult({line})"
+
 
 def _check_out(out: Path) -> None:
     if out.is_dir():

@@ -29,6 +29,7 @@ __all__ = [
     "commit_train_state",
     "history_columns",
     "is_improvement",
+    "kept_epoch_line",
     "prepare_resume",
     "publish_best",
     "read_train_state",
@@ -79,6 +80,19 @@ def is_improvement(monitor: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if "loss" in monitor else value > best
+
+
+def kept_epoch_line(state: TrainState | None) -> str | None:
+    """Say which epoch's model a run kept and why, e.g. ``kept epoch 2 of 10: best selection
+    accuracy 0.9300`` (``None`` before an epoch with a finite monitored value)."""
+    if state is None or state.best_epoch is None or state.best_value is None:
+        return None
+    metric = state.monitor.removeprefix("val_").replace("_", " ")
+    best = "lowest" if "loss" in state.monitor else "best"
+    return (
+        f"kept epoch {state.best_epoch} of {state.completed_epochs}: {best} selection "
+        f"{metric} {state.best_value:.4f}"
+    )
 
 
 def history_columns(rows: tuple[Mapping[str, float], ...]) -> dict[str, list[float]]:
