@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from breastcls.training.crossval import aggregate_metrics
 from scipy.stats import t
 
 from breastcls.config import DataConfig
@@ -17,6 +16,7 @@ from breastcls.data.loading import load_dataset
 from breastcls.data.split import spanhol_splits
 from breastcls.evaluation.pooling import fold_calibration_section, pool_fold_predictions
 from breastcls.interfaces import DataRole, MetricSection, Predictions, Sample
+from breastcls.training.crossval import aggregate_metrics
 
 
 def _predictions(samples: list[Sample], score: float) -> Predictions:

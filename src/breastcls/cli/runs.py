@@ -72,8 +72,12 @@ def runs_command(
         say("* selection set (optimistic: it chose the model); other figures: test set")
     if any(summary.test_looks for summary in summaries):
         say(
-            "looks: evaluations of the test set so far (test_looks.jsonl); a figure looked at "
-            "more than once is optimistic"
+            textwrap.fill(
+                "looks: evaluations of the test set so far (test_looks.jsonl); a figure looked "
+                "at more than once is optimistic",
+                width=shutil.get_terminal_size().columns,
+                subsequent_indent="  ",
+            )
         )
 
 
