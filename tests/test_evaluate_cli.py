@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -315,3 +316,36 @@ def test_bad_inputs_are_one_line_errors(data_and_run: tuple[Path, Path], tmp_pat
     (bare / "model_record.json").write_text('{"version": 1, "class_names": 7}')
     result = runner.invoke(app, ["predict", str(bare), str(run / "accuracy.png")])
     assert result.exit_code == 2 and "model_record.json" in result.output
+
+
+def test_calibration_and_threshold_statements_say_where_they_were_fitted(
+    data_and_run: tuple[Path, Path], new_patients: Path, tmp_path: Path
+) -> None:
+    _, run = data_and_run
+    # A bare model file: nothing was fitted on a selection set; its thresholds are chosen on
+    # the scored images themselves, and the report says so instead of "selection set".
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "best.keras", bare / "model.keras")
+    out = tmp_path / "bare-eval"
+    args = ["--data", str(new_patients), "--no-gradcam", "--stain-shift", "none"]
+    result = runner.invoke(app, ["evaluate", str(bare / "model.keras"), *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = html.unescape((out / "report.html").read_text())
+    card = card[card.index('id="summary"') : card.index("</section>", card.index('id="summary"'))]
+    assert "Not calibrated (TTA none): raw model outputs" in card
+    assert "Youden threshold chosen on these images (optimistic)" in card
+    assert "selection set" not in card
+    settings = json.loads((out / "evaluation.json").read_text())
+    assert settings["calibration"]["fitted_on"] is None
+    # The run itself: the record's calibration, with its images and patients.
+    record = json.loads((run / "model_record.json").read_text())["calibrations"]["none"]
+    out = tmp_path / "run-eval"
+    result = runner.invoke(app, ["evaluate", str(run), *args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    card = html.unescape((out / "report.html").read_text())
+    assert (
+        f"fitted on the selection set ({record['n_images']} images, {record['n_patients']} "
+        "patients, TTA none)"
+    ) in card
+    assert "the selection set's Youden threshold" in card
