@@ -59,6 +59,7 @@ from breastcls.training.distribute import (
     distribute_dataset,
     select_strategy,
     worker_out_dir,
+    worker_role,
 )
 
 __all__ = ["balanced_class_weights", "prepare_data", "resume", "train"]
@@ -102,7 +103,8 @@ class ScannedData:
 def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedData:
     """Load the data of ``config`` and decode every image once.
 
-    Between the two, the backbone is built once and checked (:func:`check_backbone_output`),
+    Between the two, the backbone is built once and checked (:func:`check_backbone_output`;
+    not in a worker of a multi-worker run, whose strategy must come first),
     with the memory a training step needs: after the cheap checks of the data, before the long
     decoding.
 
@@ -114,8 +116,11 @@ def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedDa
     """
     dataset = load_dataset(config.data, host=host)
     host = ensure_host(host)
-    features = check_backbone_output(config.model.backbone, config.data.image_size, host)
-    _check_training_memory(features, config)
+    # A worker of a multi-worker run must create its strategy before TensorFlow runs anything
+    # (building a model would); its model is built, and checked, under the strategy.
+    if worker_role() is None:
+        features = check_backbone_output(config.model.backbone, config.data.image_size, host)
+        _check_training_memory(features, config)
     image_info, bad = scan_samples(dataset.samples)
     if bad and not config.data.skip_bad_images:
         raise DataError(
