@@ -39,6 +39,7 @@ __all__ = [
     "fit_domain_reference",
     "flagged_line",
     "image_statistics",
+    "statistics_stride",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -84,14 +85,25 @@ def flagged_line(n_flagged: int, n: int, *, unit: str = "images") -> tuple[str, 
     return line, share <= DOMAIN_WARNING_FRACTION
 
 
+def statistics_stride(image_size: int) -> int:
+    """The pixel step of :func:`image_statistics` for images of ``image_size``: 1 up to 223 px,
+    then about ``image_size / 112``."""
+    return max(1, image_size // 112)
+
+
 def image_statistics(images: Any) -> Any:
     """``(n, 2)`` log sharpness and log chroma of a batch of 0-255 images (TensorFlow ops).
 
     Sharpness is the mean absolute 4-neighbour Laplacian of the gray image; chroma the mean
-    difference between a pixel's largest and smallest channel.
+    difference between a pixel's largest and smallest channel. Both are taken on every
+    :data:`statistics_stride`-th pixel of images over 112 px: a quarter of the arithmetic at
+    224 px, and the undecimated grid keeps the fine detail a blown-up image lacks.
     """
     import tensorflow as tf
 
+    stride = statistics_stride(int(images.shape[1]))
+    if stride > 1:
+        images = images[:, ::stride, ::stride, :]
     gray = tf.reduce_mean(images, axis=-1)
     laplacian = (
         4.0 * gray[:, 1:-1, 1:-1]
