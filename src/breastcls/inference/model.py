@@ -365,13 +365,13 @@ class InferenceModel:
         if not parts:
             empty = np.zeros((0, len(self.class_names)), dtype=np.float64)
             return Scores(raw=empty, calibrated=empty, calibration=self.calibration(tta))
-        found = [p.features for p in parts]
+        found = [p.features for p in parts if p.features is not None]
         domains = [p.domain for p in parts]
         return Scores(
             raw=np.concatenate([p.raw for p in parts]),
             calibrated=np.concatenate([p.calibrated for p in parts]),
             calibration=parts[0].calibration,
-            features=np.concatenate(found) if all(f is not None for f in found) else None,  # type: ignore[arg-type]
+            features=np.concatenate(found) if len(found) == len(parts) else None,
             domain=(
                 DomainScores.join([d for d in domains if d is not None])
                 if all(d is not None for d in domains)
