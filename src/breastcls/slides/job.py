@@ -13,14 +13,13 @@ chunk, with the same batches, and writes the same ``tiles.csv`` as one that was 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import csv
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +27,6 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.data.pipeline import without_autotuning
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
@@ -62,7 +60,7 @@ from breastcls.slides.outputs import (
     write_slide_report,
 )
 from breastcls.slides.readers import Slide
-from breastcls.slides.tiling import TilePlan, plan_tiles
+from breastcls.slides.tiling import TilePlan, plan_tiles, tile_batches
 from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
 
 __all__ = [
@@ -190,125 +188,6 @@ def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, 
         f"{model.source}: the model's scale is unknown ({why}). Pass --model-mpp: the width in "
         f"microns of a training image's field divided by the input size ({model.image_size})."
     )
-
-
-def _tile_pixels(slide: Slide, plan: TilePlan, index: int) -> UInt8Array:
-    """Read tile ``index`` of ``plan`` and resample it to the model's input size."""
-    downsample = slide.levels[plan.level].downsample
-    x = round(int(plan.x[index]) / downsample)
-    y = round(int(plan.y[index]) / downsample)
-    return _resampled(slide.read_region(plan.level, x, y, plan.read_size, plan.read_size), plan)
-
-
-def _resampled(region: UInt8Array, plan: TilePlan) -> UInt8Array:
-    if plan.read_size == plan.image_size:
-        return region
-    import cv2
-
-    interpolation = cv2.INTER_AREA if plan.read_size > plan.image_size else cv2.INTER_LINEAR
-    resized = cv2.resize(region, (plan.image_size, plan.image_size), interpolation=interpolation)
-    return np.asarray(resized, dtype=np.uint8)
-
-
-# The widest region read at once for neighbouring tiles of a row, in the level's pixels.
-_RUN_PIXELS = 4096
-
-
-def _read_tiles(slide: Slide, plan: TilePlan, first: int, stop: int) -> UInt8Array:
-    """Tiles ``first`` to ``stop - 1`` of ``plan``, resampled, as one ``(n, size, size, 3)``
-    array, the same pixels as :func:`_tile_pixels` gives one at a time.
-
-    Neighbouring tiles of a grid row are read as one region and cut out of it: one call into
-    the reader instead of one per tile, and each of the slide's own tiles (a TIFF's, which a
-    model tile rarely matches) decoded once for the run rather than once per model tile that
-    touches it. Only where a level's downsample is a whole number: a region read then starts
-    on the same level pixels as the tiles' own reads would (a reader may interpolate a
-    region placed between a level's pixels, as OpenSlide does).
-    """
-    downsample = slide.levels[plan.level].downsample
-    side = plan.read_size
-    size = plan.image_size
-    out = np.empty((stop - first, size, size, 3), dtype=np.uint8)
-    xs = [round(int(v) / downsample) for v in plan.x[first:stop]]
-    ys = [round(int(v) / downsample) for v in plan.y[first:stop]]
-    together = float(downsample).is_integer()
-    i = 0
-    while i < len(xs):
-        j = i + 1
-        while (
-            together
-            and j < len(xs)
-            and ys[j] == ys[i]
-            and 0 < xs[j] - xs[j - 1] <= side
-            and xs[j] + side - xs[i] <= max(_RUN_PIXELS, side)
-        ):
-            j += 1
-        region = slide.read_region(plan.level, xs[i], ys[i], xs[j - 1] + side - xs[i], side)
-        for k in range(i, j):
-            left = xs[k] - xs[i]
-            out[k] = _resampled(region[:, left : left + side], plan)
-        i = j
-    return out
-
-
-def _read_ahead(
-    slide: Slide,
-    plan: TilePlan,
-    start: int,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    depth: int,
-    failures: list[BaseException],
-) -> Iterator[UInt8Array]:
-    """Yield the batches of tiles from ``start`` on, in order, each read by ``pool`` as a whole
-    (:func:`_read_tiles`), at most ``depth`` batches ahead.
-
-    A batch that cannot be read ends the stream and is kept in ``failures`` (``tf.data`` would
-    turn the error into one of its own and lose its message).
-    """
-    pending: collections.deque[Future[UInt8Array]] = collections.deque()
-    firsts = iter(range(start, len(plan), batch_size))
-    try:
-        while True:
-            while len(pending) < depth:
-                first = next(firsts, None)
-                if first is None:
-                    break
-                stop = min(first + batch_size, len(plan))
-                pending.append(pool.submit(_read_tiles, slide, plan, first, stop))
-            if not pending:
-                return
-            yield pending.popleft().result()
-    except Exception as error:
-        failures.append(error)
-    finally:
-        for future in pending:
-            future.cancel()
-
-
-def _batches(
-    slide: Slide,
-    plan: TilePlan,
-    start: int,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    workers: int,
-    failures: list[BaseException],
-) -> Any:
-    """The ``tf.data`` dataset of the tiles from ``start`` on, in batches of ``batch_size``
-    (counted from ``start``, as a resumed job's are), as 0-255 float32.
-
-    The worker threads read whole batches: ``tf.data`` then moves one array per batch, not one
-    per tile, through its Python generator.
-    """
-    import tensorflow as tf
-
-    size = plan.image_size
-    dataset = tf.data.Dataset.from_generator(
-        lambda: _read_ahead(slide, plan, start, batch_size, pool, workers + 1, failures),
-        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
-    )
-    return without_autotuning(dataset.map(lambda images: tf.cast(images, tf.float32)).prefetch(1))
 
 
 def _job_record(
@@ -749,7 +628,10 @@ def _stream_chunks(
     failures: list[BaseException] = []
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
     try:
-        batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
+        batches = tile_batches(
+            slide, plan, start, batch_size, pool, workers, failures,
+            dataset=model.runtime.name == "tensorflow",
+        )  # fmt: skip
         pending: list[Scores] = []
         pending_count = 0
         for scores in model.iter_scores(batches, tta=tta, host=host):

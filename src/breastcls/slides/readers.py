@@ -209,12 +209,18 @@ class _TiffSlide:
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
         _check_region(self, level, width, height)
         page = self._pages[level]
-        out = np.full((height, width, 3), GLASS, dtype=np.uint8)
         inside = _clipped((self.levels[level].width, self.levels[level].height), x, y, width,
                           height)  # fmt: skip
         if inside is None:
-            return out
+            return np.full((height, width, 3), GLASS, dtype=np.uint8)
         x0, y0, x1, y1 = inside
+        # Glass beyond the level's edges; a region inside it has every pixel written below.
+        whole = inside == (x, y, x + width, y + height)
+        out = (
+            np.empty((height, width, 3), np.uint8)
+            if whole
+            else np.full((height, width, 3), GLASS, np.uint8)
+        )
         chunk_h, chunk_w = int(page.chunks[0]), int(page.chunks[1])
         columns = int(page.chunked[1]) if len(page.chunked) > 1 else 1
         for row in range(y0 // chunk_h, (y1 - 1) // chunk_h + 1):
