@@ -76,8 +76,10 @@ def slide_predict_command(
     runtime: Annotated[
         str,
         typer.Option(
-            help="Where the model runs: tensorflow, onnx (ONNX Runtime; the onnx extra) or auto "
-            "(the faster of the two for this model on this machine, measured once).",
+            help="Where the model runs: tensorflow, onnx (ONNX Runtime; the onnx extra), "
+            "onnx-int8 (an int8 copy, calibrated once on the run's selection images; its "
+            "agreement with float32 is in the cache record) or auto (the faster of tensorflow "
+            "and onnx for this model on this machine, measured once).",
         ),
     ] = "tensorflow",
 ) -> None:

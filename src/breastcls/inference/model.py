@@ -27,12 +27,20 @@ from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.inputs import ImageInputs, image_inputs
+from breastcls.inference.quantization import SelectionImages
 from breastcls.inference.record import ModelRecord, read_record, upgrade_record
-from breastcls.inference.runtime import OnnxRuntime, Runtime, choose_runtime, onnx_session
+from breastcls.inference.runtime import (
+    OnnxRuntime,
+    Runtime,
+    TensorFlowRuntime,
+    check_runtime,
+    choose_runtime,
+    onnx_session,
+)
 from breastcls.interfaces import DataRole, Predictions, Sample
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
-from breastcls.runs.folder import RunFolder
+from breastcls.runs.folder import RunFolder, read_split_csv
 
 __all__ = ["InferenceModel", "Prediction", "Scores"]
 
@@ -179,15 +187,16 @@ class InferenceModel:
         )
         _check_fits(record, source, n_outputs=n_outputs, image_size=image_size)
         _check_class_names(record, source, class_names)
-        chosen = choose_runtime(
-            keras_model,
-            runtime,
+        check_runtime(runtime)  # before anything is converted
+        model = cls(
+            record=record,
             source=source,
-            image_size=image_size,
-            batch_size=batch_size,
-            verbose=verbose,
+            runtime=TensorFlowRuntime(keras_model=keras_model),
+            keras_model=keras_model,
         )
-        return cls(record=record, source=source, runtime=chosen, keras_model=keras_model)
+        if runtime == "tensorflow":
+            return model
+        return model.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
 
     @classmethod
     def _load_onnx(
@@ -205,12 +214,15 @@ class InferenceModel:
     def with_runtime(
         self, runtime: str, *, batch_size: int = 32, verbose: int = 0
     ) -> InferenceModel:
-        """The same model running in ``runtime`` (``tensorflow``, ``onnx`` or ``auto``).
+        """The same model running in ``runtime`` (``tensorflow``, ``onnx``, ``onnx-int8`` or
+        ``auto``); ``onnx-int8`` is calibrated on the selection images that the model's run
+        folder's ``split.csv`` names.
 
         Raises:
             ConfigError: As :func:`~breastcls.inference.runtime.choose_runtime`, or a
                 TensorFlow runtime asked of an ONNX export.
             OutputError: ``onnx`` cannot convert the model, or cannot write its cache.
+            DataError: ``onnx-int8``: a selection image is unreadable.
         """
         if self.keras_model is None:
             if runtime == "tensorflow":
@@ -226,8 +238,25 @@ class InferenceModel:
             image_size=self.image_size,
             batch_size=batch_size,
             verbose=verbose,
+            selection=self._selection_images(batch_size) if runtime == "onnx-int8" else None,
         )
         return dataclasses.replace(self, runtime=chosen)
+
+    def _selection_images(self, batch_size: int) -> SelectionImages | None:
+        """The selection images of the model's run folder (``split.csv``), for calibrating an
+        int8 copy; ``None`` where the folder names none."""
+        folder = self.folder
+        if not folder.split.is_file():
+            return None
+        rows = read_split_csv(folder.path)
+        samples = tuple(s for s, _ in rows if s.split == DataRole.SELECTION.value)
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return SelectionImages(
+            samples=samples,
+            batches=lambda chosen: self.file_batches(chosen, batch_size=batch_size),
+            positive=self.positive.contains([index.get(s.label, -1) for s in samples]),
+            score=self.positive.score,
+        )
 
     def with_record(self, record: ModelRecord) -> InferenceModel:
         """The same model with another record (e.g. a new calibration, in memory)."""

@@ -39,6 +39,7 @@ import numpy.typing as npt
 
 from breastcls.environment import cpu_name
 from breastcls.errors import BreastclsError, ConfigError, OutputError
+from breastcls.inference.quantization import SelectionImages
 from breastcls.interfaces import TTA
 from breastcls.io import atomic_write_json
 from breastcls.progress import active_reporter
@@ -62,7 +63,7 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-RuntimeName = Literal["tensorflow", "onnx", "auto"]
+RuntimeName = Literal["tensorflow", "onnx", "onnx-int8", "auto"]
 RUNTIMES: tuple[str, ...] = get_args(RuntimeName)
 """The runtimes :func:`choose_runtime` accepts."""
 
@@ -97,8 +98,8 @@ class Runtime(Protocol):
     """Runs a model on batches of images: the one loop every probability comes from."""
 
     @property
-    def name(self) -> Literal["tensorflow", "onnx"]:
-        """``tensorflow`` or ``onnx``."""
+    def name(self) -> Literal["tensorflow", "onnx", "onnx-int8"]:
+        """``tensorflow``, ``onnx`` or ``onnx-int8``."""
         ...
 
     @property
@@ -158,11 +159,12 @@ class OnnxRuntime:
     Attributes:
         session: The ``onnxruntime.InferenceSession``.
         reason: Why it was chosen.
+        name: ``onnx``, or ``onnx-int8`` for an int8 copy.
     """
 
     session: Any
     reason: str = "--runtime onnx"
-    name: Literal["onnx"] = "onnx"
+    name: Literal["onnx", "onnx-int8"] = "onnx"
 
     def iter_outputs(
         self, batches: Any, *, tta: TTA | None = None, features: bool = False
@@ -364,6 +366,10 @@ class _ModelCache:
     def record_file(self) -> Path:
         return self.folder / "runtime.json"
 
+    @property
+    def int8(self) -> Path:
+        return self.folder / "runtime-int8.onnx"
+
     def read(self) -> dict[str, Any]:
         """``runtime.json`` when it belongs to this model file, else a new record."""
         try:
@@ -437,6 +443,7 @@ def _converted_session(keras_model: Any, cache: _ModelCache, record: dict[str, A
             "tolerance": EXPORT_TOLERANCE,
         }
         record["choices"] = []  # measured on the former conversion
+        record.pop("onnx_int8", None)  # quantised from it
         cache.write(record)
     return onnx_session(cache.onnx)
 
@@ -485,9 +492,9 @@ def check_runtime(runtime: str) -> RuntimeName:
     if runtime not in RUNTIMES:
         raise ConfigError(f"Runtime {runtime!r} is unknown: use one of {', '.join(RUNTIMES)}.")
     missing = _onnxruntime_missing()
-    if runtime == "onnx" and missing is not None:
+    if runtime in ("onnx", "onnx-int8") and missing is not None:
         raise ConfigError(
-            f"--runtime onnx needs ONNX Runtime, but {missing}: {_INSTALL}, or use "
+            f"--runtime {runtime} needs ONNX Runtime, but {missing}: {_INSTALL}, or use "
             "--runtime tensorflow."
         )
     return runtime  # type: ignore[return-value]
@@ -501,20 +508,25 @@ def choose_runtime(
     image_size: int,
     batch_size: int = 32,
     verbose: int = 0,
+    selection: SelectionImages | None = None,
 ) -> Runtime:
     """Choose where ``keras_model`` (loaded from the file ``source``) runs: ``tensorflow``,
-    ``onnx`` or ``auto``.
+    ``onnx``, ``onnx-int8`` or ``auto``.
 
     ``onnx`` converts the model once into the cache (:func:`cache_dir`; again when the model
-    file changes). ``auto`` measures TensorFlow and ONNX Runtime on batches of ``batch_size``
-    images of ``image_size`` the first time it meets this model on this machine
-    (:func:`machine`), remembers the faster in the cache and uses it; without onnxruntime, or
-    when the model cannot be converted, it uses TensorFlow. With ``verbose``, ``auto`` reports
-    its choice and why in one line.
+    file changes). ``onnx-int8`` quantises that conversion to int8 once, calibrated on the
+    run's ``selection`` images, and records its agreement with float32 in the cache
+    (:mod:`breastcls.inference.quantization`). ``auto`` measures TensorFlow and ONNX Runtime on
+    batches of ``batch_size`` images of ``image_size`` the first time it meets this model on
+    this machine (:func:`machine`), remembers the faster in the cache and uses it; without
+    onnxruntime, or when the model cannot be converted, it uses TensorFlow. With ``verbose``,
+    ``auto`` and ``onnx-int8`` report the choice and why in one line.
 
     Raises:
-        ConfigError: An unknown runtime, or ``onnx`` without onnxruntime or tf2onnx installed.
+        ConfigError: An unknown runtime; ``onnx`` or ``onnx-int8`` without onnxruntime or
+            tf2onnx installed; ``onnx-int8`` without selection images.
         OutputError: ``onnx`` cannot convert the model, or cannot write the cache.
+        DataError: A selection image is unreadable.
     """
     name = check_runtime(runtime)
     tensorflow = TensorFlowRuntime(keras_model=keras_model)
@@ -524,8 +536,10 @@ def choose_runtime(
     if name == "onnx":
         return OnnxRuntime(session=_converted_session(keras_model, cache, cache.read()))
     missing = _onnxruntime_missing()
-    if missing is not None:
-        chosen: Runtime = TensorFlowRuntime(
+    if name == "onnx-int8":
+        chosen: Runtime = _int8_runtime(keras_model, cache, selection)
+    elif missing is not None:
+        chosen = TensorFlowRuntime(
             keras_model=keras_model,
             reason=f"--runtime auto: tensorflow, since {missing}: {_INSTALL}",
         )
@@ -533,6 +547,77 @@ def choose_runtime(
         chosen = _auto(keras_model, cache, image_size, batch_size)
     _say(chosen.reason, verbose)
     return chosen
+
+
+def _int8_runtime(
+    keras_model: Any, cache: _ModelCache, selection: SelectionImages | None
+) -> OnnxRuntime:
+    """The int8 copy of the model's ONNX conversion, quantised into the cache first when the
+    cache has none for this model file and selection set."""
+    if selection is None or not selection.samples:
+        raise ConfigError(
+            f"--runtime onnx-int8 calibrates the int8 model on the selection images of the run "
+            f"{cache.source} comes from, and {cache.source.parent} names none (no split.csv, "
+            "or no selection image in it): load the model from its run folder, or use "
+            "--runtime onnx."
+        )
+    record = cache.read()
+    float_session = _converted_session(keras_model, cache, record)
+    entry = record.get("onnx_int8")
+    if not (
+        isinstance(entry, dict)
+        and entry.get("selection_sha256") == selection.fingerprint
+        and cache.int8.is_file()
+    ):
+        entry = _quantize(float_session, cache, selection)
+        record["onnx_int8"] = entry
+        cache.write(record)
+    auc = (
+        f"AUC {entry['auc_float32']:.4f} -> {entry['auc_int8']:.4f}"
+        if entry.get("auc_change") is not None
+        else "AUC not measured (one class)"
+    )
+    reason = (
+        f"--runtime onnx-int8: calibrated on {entry['calibration_images']} selection images; on "
+        f"{entry['check_images']} others, probabilities within {entry['max_abs_diff']} of "
+        f"float32, {auc} (kept in {cache.record_file})"
+    )
+    return OnnxRuntime(session=onnx_session(cache.int8), reason=reason, name="onnx-int8")
+
+
+def _quantize(float_session: Any, cache: _ModelCache, selection: SelectionImages) -> dict[str, Any]:
+    """Quantise the cached conversion into ``cache.int8`` (written whole, then renamed) and
+    measure its agreement with float32 on the check images."""
+    from breastcls.inference.quantization import agreement, quantize_onnx
+
+    partial = cache.int8.with_name(f"{cache.int8.stem}.{os.getpid()}.partial.onnx")
+    calibration = selection.calibration
+    try:
+        name = float_session.get_inputs()[0].name
+        quantize_onnx(cache.onnx, partial, selection.batches(calibration), name)
+        os.replace(partial, cache.int8)
+    except OSError as error:
+        raise cache.unwritable(error) from error
+    finally:
+        partial.unlink(missing_ok=True)
+    check = [selection.samples[i] for i in selection.check]
+    float32, int8 = (
+        _probabilities(OnnxRuntime(session=session), selection.batches(check))
+        for session in (float_session, onnx_session(cache.int8))
+    )
+    return {
+        "file": cache.int8.name,
+        "selection_sha256": selection.fingerprint,
+        "calibration_images": len(calibration),
+        **agreement(float32, int8, selection),
+        "quantised": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _probabilities(runtime: Runtime, batches: Any) -> FloatArray:
+    """The runtime's probabilities of every batch, joined (``(0, 0)`` for none)."""
+    found = [output.probabilities for output in runtime.iter_outputs(batches)]
+    return np.concatenate(found) if found else np.zeros((0, 0))
 
 
 def _auto(keras_model: Any, cache: _ModelCache, image_size: int, batch_size: int) -> Runtime:
