@@ -7,6 +7,7 @@ line printed is ``RESULT {json}``; :mod:`benchmarks.run` collects it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -565,103 +566,168 @@ def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
     return {"tiles": columns * rows, "bytes": Path(path).stat().st_size}
 
 
-def _slide_model(backbone: str, size: int, folder: Path) -> Any:
+def _slide_model(backbone: str, size: int, folder: Path, selection: list[Path]) -> Any:
     """A model built without training (its scores mean nothing; its arithmetic is real), saved
-    with its class names as a run folder holds it."""
+    with its class names as a run folder holds it, and a ``split.csv`` naming ``selection`` as
+    its selection images (what ``--runtime onnx-int8`` calibrates on)."""
     from breastcls import InferenceModel, ModelConfig
     from breastcls.model import build_model
 
     model = build_model(ModelConfig(backbone=backbone, weights=None), n_classes=2, image_size=size)
     model.save(folder / "model.keras")
     (folder / "class_names.json").write_text('["benign", "malignant"]', encoding="utf-8")
+    rows = ["path,label,patient_id,group,magnification,role,pixel_sha1"]
+    rows += [f"{path},{path.parent.name},,,,selection," for path in selection]
+    (folder / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return InferenceModel.load(folder / "model.keras")
 
 
-def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) -> dict[str, Any]:
-    """Tiles per second of the whole slide pipeline (:func:`breastcls.predict_slide`: opening
-    the slide, the tissue mask, reading and resampling every tile, the model, the calibrated
-    table), on TensorFlow and with ``--runtime auto``, against the model alone on the same tiles
-    held in memory (the ceiling of any pipeline), timed after its first batch.
+def _auc(scores: Any, positive: Any) -> float:
+    """The area under the ROC curve of ``scores`` for the ``positive`` tiles (ties count half)."""
+    import numpy as np
 
-    One tile per cell; ``auto`` measures and remembers its choice in a warm-up call first, as
-    it does once per model and machine. The three run ``rounds`` times in turn, each round
-    starting with another; each keeps its best round.
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # ties share their mean rank
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    n_pos = int(positive.sum())
+    n_neg = len(scores) - n_pos
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# The runtimes of the slide pipeline the benchmark measures; each is timed against the model
+# alone on the same tiles in memory, in the same runtime.
+SLIDE_RUNTIMES = ("tensorflow", "onnx", "onnx-int8")
+
+
+def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) -> dict[str, Any]:
+    """Tiles per CPU second of the whole slide pipeline (:func:`breastcls.predict_slide`:
+    opening the slide, the tissue mask, reading and resampling every tile, the model, the
+    calibrated table), on TensorFlow, ONNX Runtime (float32) and ONNX Runtime int8, and with
+    ``--runtime auto``, each against its model alone on the same tiles held in memory (the
+    ceiling of any pipeline), timed after its first batch.
+
+    CPU time (``time.process_time``, every thread of the process): on a shared machine the wall
+    clock of the same work varied by 2x, its CPU time by a few per cent. Wall-clock rates are
+    kept beside them. One tile per cell; ``auto`` measures and remembers its choice, and
+    ``onnx-int8`` quantises the model (calibrated on the even-numbered development images, the
+    model's "selection" set), in a warm-up call first, as each does once per model and
+    machine. The measurements run ``rounds`` times in turn, each round starting with another;
+    each keeps its best round. The int8 model's agreement with float32 is measured on the tiles
+    of the images it was not calibrated on.
     """
     import numpy as np
-    import tensorflow as tf
 
     from breastcls import predict_slide
-    from breastcls.data.pipeline import without_autotuning
-    from breastcls.inference.runtime import TensorFlowRuntime, cached_runtime_record
-    from breastcls.slides.job import _tile_pixels, open_slide
-    from breastcls.slides.tiling import plan_tiles
-    from breastcls.slides.tissue import detect_tissue, read_thumbnail
+    from breastcls.inference.runtime import cached_runtime_record
 
     model_mpp = SLIDE_CELL * SLIDE_MPP / size
+    images = sorted(DATA.glob("*/*.png"))
     with tempfile.TemporaryDirectory() as folder:
-        model = _slide_model(backbone, size, Path(folder))
+        model = _slide_model(backbone, size, Path(folder), images[::2])
         warm = predict_slide(
             model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime="auto"
         )
-        opened = open_slide(Path(slide))
-        try:
-            thumbnail = read_thumbnail(opened, max_side=2048)
-            plan = plan_tiles(
-                opened, slide_mpp=SLIDE_MPP, model_mpp=model_mpp, image_size=size,
-                mask=detect_tissue(thumbnail.pixels), mask_downsample=thumbnail.downsample,
-                overlap=0.0, min_tissue=0.5,
-            )  # fmt: skip
-            tiles = np.stack([_tile_pixels(opened, plan, i) for i in range(len(plan))])
-        finally:
-            opened.close()
-        in_memory = without_autotuning(
-            tf.data.Dataset.from_tensor_slices(tiles)
-            .batch(batch)
-            .map(lambda images: tf.cast(images, tf.float32))
-        )
-
-        def model_alone() -> float:
-            start, seen = 0.0, 0
-            stream = TensorFlowRuntime(keras_model=model.keras_model).iter_probabilities(in_memory)
-            for i, probabilities in enumerate(stream):
-                if i == 0:
-                    start = time.perf_counter()
-                else:
-                    seen += len(probabilities)
-            return seen / (time.perf_counter() - start)
-
-        def pipeline(runtime: str) -> float:
-            start = time.perf_counter()
-            result = predict_slide(
+        probabilities = {
+            runtime: predict_slide(
                 model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime=runtime
-            )
-            return len(result.tiles) / (time.perf_counter() - start)
-
-        measures = {
-            "model": model_alone,
-            "tensorflow": lambda: pipeline("tensorflow"),
-            "auto": lambda: pipeline("auto"),
+            ).tiles
+            for runtime in ("onnx", "onnx-int8")
         }
-        rates: dict[str, list[float]] = {name: [] for name in measures}
+        measures = _slide_measures(model, Path(slide), model_mpp, size, batch)
+        rates: dict[str, list[tuple[float, float]]] = {name: [] for name in measures}
         names = list(measures)
         for round_ in range(rounds):
             # Each round starts with the next one: what runs right after another measurement
             # (its threads and memory still settling) is not always the same.
-            for name in names[round_ % 3 :] + names[: round_ % 3]:
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
                 rates[name].append(measures[name]())
-        best = {name: max(values) for name, values in rates.items()}
         record = cached_runtime_record(model.source)
     (choice,) = record["choices"]
+    onnx, int8 = probabilities["onnx"], probabilities["onnx-int8"]
+    columns = int(onnx.column.max()) + 1  # one tile per cell: the slide's columns
+    cells = onnx.row.astype(np.int64) * columns + onnx.column.astype(np.int64)
+    image_of = [images[i % len(images)] for i in cells]
+    held_out = np.array([i % len(images) % 2 == 1 for i in cells])
+    positive = np.array([p.parent.name == "malignant" for p in image_of])[held_out]
+    column = 1  # malignant
+    auc = {
+        name: _auc(table.probabilities[held_out, column], positive)
+        for name, table in probabilities.items()
+    }
     return {
-        "tiles": len(tiles),
-        "model_tiles_per_s": best["model"],
-        "pipeline_tensorflow_tiles_per_s": best["tensorflow"],
-        "pipeline_auto_tiles_per_s": best["auto"],
+        "tiles": len(onnx),
+        **{f"{name}_cpu_tiles_per_s": max(cpu for cpu, _ in r) for name, r in rates.items()},
+        **{f"{name}_wall_tiles_per_s": max(wall for _, wall in r) for name, r in rates.items()},
         "auto_runtime": warm.summary["runtime"],
         "probe_tensorflow_images_per_s": choice["tensorflow_images_per_s"],
         "probe_onnx_images_per_s": choice["onnx_images_per_s"],
+        "int8_max_abs_diff": float(np.abs(int8.probabilities - onnx.probabilities).max()),
+        "int8_held_out_tiles": int(held_out.sum()),
+        "onnx_tile_auc": auc["onnx"],
+        "int8_tile_auc": auc["onnx-int8"],
+        "int8_record": record.get("onnx_int8"),
         "rounds": rates,
     }
+
+
+def _slide_measures(
+    model: Any, slide: Path, model_mpp: float, size: int, batch: int
+) -> dict[str, Callable[[], tuple[float, float]]]:
+    """The measurements of :func:`task_slide`, by name: each gives ``(tiles per CPU second,
+    tiles per wall-clock second)``."""
+    import tensorflow as tf
+
+    from breastcls import predict_slide
+    from breastcls.data.pipeline import without_autotuning
+    from breastcls.slides.job import open_slide
+    from breastcls.slides.tiling import plan_tiles, read_tiles
+    from breastcls.slides.tissue import detect_tissue, read_thumbnail
+
+    opened = open_slide(slide)
+    try:
+        thumbnail = read_thumbnail(opened, max_side=2048)
+        plan = plan_tiles(
+            opened, slide_mpp=SLIDE_MPP, model_mpp=model_mpp, image_size=size,
+            mask=detect_tissue(thumbnail.pixels), mask_downsample=thumbnail.downsample,
+            overlap=0.0, min_tissue=0.5,
+        )  # fmt: skip
+        tiles = read_tiles(opened, plan, 0, len(plan))
+    finally:
+        opened.close()
+    in_memory = without_autotuning(
+        tf.data.Dataset.from_tensor_slices(tiles)
+        .batch(batch)
+        .map(lambda images: tf.cast(images, tf.float32))
+    )
+    runtimes = {name: model.with_runtime(name).runtime for name in SLIDE_RUNTIMES}
+
+    def model_alone(runtime: Any) -> tuple[float, float]:
+        cpu = wall = 0.0
+        seen = 0
+        for i, output in enumerate(runtime.iter_outputs(in_memory)):
+            if i == 0:
+                cpu, wall = time.process_time(), time.perf_counter()
+            else:
+                seen += len(output.probabilities)
+        return seen / (time.process_time() - cpu), seen / (time.perf_counter() - wall)
+
+    def pipeline(runtime: str) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = predict_slide(model, slide, model_mpp=model_mpp, batch_size=batch, runtime=runtime)
+        n = len(result.tiles)
+        return n / (time.process_time() - cpu), n / (time.perf_counter() - wall)
+
+    measures: dict[str, Callable[[], tuple[float, float]]] = {}
+    for name in SLIDE_RUNTIMES:
+        key = name.replace("-", "_")
+        measures[f"model_{key}"] = functools.partial(model_alone, runtimes[name])
+        measures[f"pipeline_{key}"] = functools.partial(pipeline, name)
+    measures["pipeline_auto"] = functools.partial(pipeline, "auto")
+    return measures
 
 
 def task_slide_rss(slide: str, backbone: str, size: int, batch: int) -> dict[str, Any]:
@@ -669,7 +735,7 @@ def task_slide_rss(slide: str, backbone: str, size: int, batch: int) -> dict[str
     from breastcls import predict_slide
 
     with tempfile.TemporaryDirectory() as folder:
-        model = _slide_model(backbone, size, Path(folder))
+        model = _slide_model(backbone, size, Path(folder), [])
         result = predict_slide(
             model, Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size, batch_size=batch,
             out=Path(folder) / "slide",

@@ -19,6 +19,12 @@ def _train(rate: float, first: float = 10.0) -> dict[str, float]:
     return {"images_per_s": rate, "first_step_s": first}
 
 
+def _rates(key: str, cpu: float) -> dict[str, float]:
+    """A slide measurement's tiles per CPU second, and per wall second (twice as many: two
+    cores)."""
+    return {f"{key}_cpu_tiles_per_s": cpu, f"{key}_wall_tiles_per_s": 2 * cpu}
+
+
 def _results(gpus: int) -> dict[str, Any]:
     results: dict[str, Any] = {
         "train_seed_light": _train(50.0, 20.0),
@@ -60,9 +66,17 @@ def _results(gpus: int) -> dict[str, Any]:
         },
         "slide": {
             "tiles": 2048,
-            "model_tiles_per_s": 400.0,
-            "pipeline_tensorflow_tiles_per_s": 380.0,
-            "pipeline_auto_tiles_per_s": 570.0,
+            **_rates("model_tensorflow", 400.0),
+            **_rates("pipeline_tensorflow", 380.0),
+            **_rates("model_onnx", 600.0),
+            **_rates("pipeline_onnx", 510.0),
+            **_rates("model_onnx_int8", 1000.0),
+            **_rates("pipeline_onnx_int8", 816.0),
+            **_rates("pipeline_auto", 570.0),
+            "int8_max_abs_diff": 0.0042,
+            "int8_held_out_tiles": 1024,
+            "onnx_tile_auc": 0.8125,
+            "int8_tile_auc": 0.8100,
             "auto_runtime": "onnx",
             "probe_tensorflow_images_per_s": 420.0,
             "probe_onnx_images_per_s": 700.0,
@@ -98,7 +112,11 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["tta8_cost"] == pytest.approx(8.0)
     assert values["domain_score_cost"] == pytest.approx(0.05)  # CPU time, not wall (0.053)
     assert values["stain_aug_step_cost"] == pytest.approx(1.05)  # CPU time, not wall (1.2)
-    assert values["slide_tiles_vs_model"] == pytest.approx(0.95)
+    assert values["slide_tiles_vs_model"] == pytest.approx(0.95)  # CPU time
+    assert values["slide_tiles_vs_model_onnx"] == pytest.approx(0.85)
+    assert values["slide_int8_speedup"] == pytest.approx(1.6)
+    assert values["slide_int8_max_abs_diff"] == pytest.approx(0.0042)
+    assert values["slide_int8_auc_change"] == pytest.approx(0.0025)
     assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
     assert values["slide_rss_growth_4x"] == pytest.approx(1.02)
     assert not any(name.startswith("gpu_") for name in values)
@@ -114,7 +132,15 @@ def test_ratios_and_targets_from_results() -> None:
     assert "--augmentation pathology: CPU ms (wall ms) | - | 2100 (1200) |" in table
     assert "| slide_tiles_vs_model | >= 0.9 | 0.950 | yes |" in rows
     assert "| slide_rss_growth_4x | <= 1.1 | 1.020 | yes |" in rows
-    assert "--runtime auto (onnx; probe: onnx 700, tensorflow 420 images/s) | - | 570.0 |" in table
+    assert "| slide_tiles_vs_model_onnx | >= 0.9 | 0.850 | NO |" in rows
+    assert "| slide_int8_speedup | >= 1.5 | 1.600 | yes |" in rows
+    assert "| slide_int8_auc_change | <= 0.005 | 0.0025 | yes |" in rows
+    assert (
+        "--runtime auto (onnx; probe: onnx 700, tensorflow 420 images/s) | - | 570.0 (1140.0) |"
+        in table
+    )
+    assert "the whole pipeline, ONNX Runtime int8 | - | 816.0 (1632.0) |" in table
+    assert "tile AUC float32, int8 | - | 0.0042; 0.8125, 0.8100 |" in table
     assert "| slide peak RSS, 2048 tiles (4x area) (MiB) | - | 1020 |" in table
 
 
@@ -142,8 +168,12 @@ def test_quick_mode_reports_only_what_it_measured(
         "domain_score_cost",
         "stain_aug_step_cost",
         "slide_tiles_vs_model",
+        "slide_tiles_vs_model_onnx",
         "slide_rss_growth_4x",
         "slide_runtime_auto_vs_tensorflow",
+        "slide_int8_speedup",
+        "slide_int8_max_abs_diff",
+        "slide_int8_auc_change",
     }
     assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
         run.target_rows(values)
