@@ -84,7 +84,7 @@ def test_int8_probabilities_stay_within_the_tolerance_of_float32(
     assert entry["check_images"] == len(selection) // 2
     assert 0 < entry["max_abs_diff"] <= INT8_TOLERANCE
     assert entry["check_set"] == "selection images not used for calibration"
-    assert f"probabilities within {entry['max_abs_diff']} of float32" in int8.runtime.reason
+    assert f"probabilities within {entry['max_abs_diff']:.2g} of float32" in int8.runtime.reason
     # A second model of the same file and selection set reuses the int8 copy.
     assert quantised == [cache.folder / f"runtime-int8.{os.getpid()}.partial.onnx"]
     again = breastcls.InferenceModel.load(int8_run, runtime="onnx-int8")

@@ -572,17 +572,27 @@ def _int8_runtime(
         entry = _quantize(float_session, cache, selection)
         record["onnx_int8"] = entry
         cache.write(record)
+    reason = _int8_reason(entry, cache)
+    return OnnxRuntime(session=onnx_session(cache.int8), reason=reason, name="onnx-int8")
+
+
+def _int8_reason(entry: dict[str, Any], cache: _ModelCache) -> str:
+    """The line saying what the int8 copy was calibrated on and how far it is from float32."""
+    if entry.get("max_abs_diff") is None:
+        return (
+            f"--runtime onnx-int8: calibrated on {entry['calibration_images']} selection "
+            f"image(s); no other selection image to check it on (kept in {cache.record_file})"
+        )
     auc = (
         f"AUC {entry['auc_float32']:.4f} -> {entry['auc_int8']:.4f}"
         if entry.get("auc_change") is not None
         else "AUC not measured (one class)"
     )
-    reason = (
+    return (
         f"--runtime onnx-int8: calibrated on {entry['calibration_images']} selection images; on "
-        f"{entry['check_images']} others, probabilities within {entry['max_abs_diff']} of "
+        f"{entry['check_images']} others, probabilities within {entry['max_abs_diff']:.2g} of "
         f"float32, {auc} (kept in {cache.record_file})"
     )
-    return OnnxRuntime(session=onnx_session(cache.int8), reason=reason, name="onnx-int8")
 
 
 def _quantize(float_session: Any, cache: _ModelCache, selection: SelectionImages) -> dict[str, Any]:

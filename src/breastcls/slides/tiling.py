@@ -6,8 +6,10 @@ covers ``image_size * model_mpp`` microns of tissue: ``image_size * model_mpp / 
 level-0 pixels. Tiles are read from the coarsest level that is still at least as fine as the
 model's scale (resampled down to ``image_size``), or from level 0, resampled up, when the slide
 is coarser than the model; a level within :data:`SCALE_TOLERANCE` (2%) of the model's scale is
-read at ``image_size`` as it is, with no resampling. Tiles lie on a grid with a stride of ``1 - overlap`` tile sides, and
-only those whose tissue fraction reaches ``min_tissue`` are kept.
+read at ``image_size`` as it is, with no resampling. Tiles lie on a grid with a stride of
+``1 - overlap`` tile sides, and only those whose tissue fraction reaches ``min_tissue`` are
+kept. :func:`read_tiles` reads a batch of them in blocks; :func:`tile_batches` reads batches
+ahead in worker threads.
 """
 
 from __future__ import annotations
