@@ -148,7 +148,7 @@ def _precision_policy(precision: str) -> str:
     ``mixed_float16`` and ``mixed_bfloat16`` name one."""
     if precision != "mixed":
         return precision
-    from breastcls.training.train import _precision_policy as breastcls_policy
+    from breastcls.training.fit import precision_policy as breastcls_policy
 
     return breastcls_policy(precision)
 
