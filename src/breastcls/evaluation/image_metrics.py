@@ -19,8 +19,6 @@ from breastcls.evaluation.clinical import (
     DEFAULT_BOOTSTRAP,
     BootstrapOptions,
     Resampling,
-    binary_rates,
-    decision_statistics,
     exact_bounds,
     expected_calibration_error,
     image_statistics,
@@ -32,14 +30,13 @@ from breastcls.evaluation.sections import (
     as_dicts,
     interval_warnings,
     intervals_of,
+    operating_point,
     patient_warnings,
     positive_fields,
     side_counts,
     with_warnings,
 )
 from breastcls.inference.decision import (
-    BinaryView,
-    FloatArray,
     binary_view,
     choose_thresholds,
     positive_group,
@@ -190,7 +187,15 @@ class ThresholdsMetric:
             source = "these predictions (fitted on the data they are evaluated on)"
         resampling = stratified_resampling(predictions, self.bootstrap)
         points = [
-            self._point(view, name, threshold, resampling.image_weights)
+            operating_point(
+                name,
+                threshold,
+                view.y_true,
+                view.score,
+                resampling.image_weights,
+                level=self.bootstrap.level,
+                rates=("sensitivity", "specificity", "precision", "npv", "accuracy", "f1"),
+            )
             for name, threshold in thresholds.items()
         ]
         text = "\n".join(f"{name}: {meanings.get(name, 'given')}" for name in thresholds)
@@ -208,23 +213,6 @@ class ThresholdsMetric:
                 f"threshold.\n{text}"
             ),
         )
-
-    def _point(
-        self, view: BinaryView, name: str, threshold: float, weights: FloatArray
-    ) -> dict[str, Any]:
-        """One operating point: its rates, and its sensitivity's and specificity's intervals."""
-        called = view.score >= threshold
-        rates = binary_rates(view.y_true, called)
-        intervals = intervals_of(
-            decision_statistics(view.y_true, called), weights, level=self.bootstrap.level
-        )
-        return {
-            "name": name,
-            "threshold": threshold,
-            **{key: rates[key] for key in ("sensitivity", "specificity", "precision")},
-            **{key: rates[key] for key in ("npv", "accuracy", "f1")},
-            "intervals": as_dicts(intervals),
-        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

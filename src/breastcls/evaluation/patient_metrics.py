@@ -16,9 +16,7 @@ from breastcls.evaluation.clinical import (
     Interval,
     PatientRow,
     Resampling,
-    binary_rates,
     bootstrap_interval,
-    decision_statistics,
     exact_bounds,
     image_statistics,
     patient_rows,
@@ -31,6 +29,7 @@ from breastcls.evaluation.sections import (
     interval_warnings,
     intervals_of,
     intervals_sentence,
+    operating_point,
     patient_warnings,
     positive_fields,
     rates_with_auc,
@@ -99,7 +98,15 @@ class PatientMetric:
         text = self._explanation(predictions, view, method)
         if predictions.thresholds:
             values["operating_points"] = [
-                _patient_point(name, threshold, truth, score, resampling)
+                operating_point(
+                    name,
+                    threshold,
+                    truth,
+                    score,
+                    resampling.patient_weights,
+                    level=self.bootstrap.level,
+                    rates=("sensitivity", "specificity", "accuracy"),
+                )
                 for name, threshold in predictions.thresholds.items()
             ]
             text += (
@@ -147,29 +154,6 @@ def _patient_table(
 
 patient_metric = PatientMetric()
 """The ``patient`` metric with its defaults (1000 resamples, seed 0, 95%)."""
-
-
-def _patient_rates(truth: Any, called: Any) -> dict[str, float | None]:
-    rates = binary_rates(truth, called)
-    return {key: rates[key] for key in ("sensitivity", "specificity", "accuracy")}
-
-
-def _patient_point(
-    name: str, threshold: float, truth: Any, score: Any, resampling: Resampling
-) -> dict[str, Any]:
-    """One operating point on the patient score, with intervals from the patient resamples."""
-    called = score >= threshold
-    intervals = intervals_of(
-        decision_statistics(truth, called),
-        resampling.patient_weights,
-        level=resampling.options.level,
-    )
-    return {
-        "name": name,
-        "threshold": threshold,
-        **_patient_rates(truth, called),
-        "intervals": as_dicts(intervals),
-    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -11,6 +11,7 @@ from breastcls.evaluation.clinical import (
     Interval,
     binary_rates,
     bootstrap_interval,
+    decision_statistics,
     few_units_warnings,
     safe_auc,
     single_unit_warnings,
@@ -25,6 +26,7 @@ __all__ = [
     "interval_warnings",
     "intervals_of",
     "intervals_sentence",
+    "operating_point",
     "patient_warnings",
     "positive_fields",
     "rates_with_auc",
@@ -130,4 +132,28 @@ def rates_with_auc(y_true: Any, y_pred: Any, score: Any) -> dict[str, Any]:
         "sensitivity": rates["sensitivity"],
         "specificity": rates["specificity"],
         "auc": safe_auc(y_true, score),
+    }
+
+
+def operating_point(
+    name: str,
+    threshold: float,
+    truth: Any,
+    score: Any,
+    weights: FloatArray,
+    *,
+    level: float,
+    rates: tuple[str, ...],
+) -> dict[str, Any]:
+    """One operating point: the ``rates`` of calling positive every score at or above
+    ``threshold``, and the intervals of its sensitivity and specificity over the resample
+    ``weights`` (of the units the scores belong to: images or patients)."""
+    called = score >= threshold
+    found = binary_rates(truth, called)
+    intervals = intervals_of(decision_statistics(truth, called), weights, level=level)
+    return {
+        "name": name,
+        "threshold": threshold,
+        **{key: found[key] for key in rates},
+        "intervals": as_dicts(intervals),
     }
