@@ -168,6 +168,12 @@ def balanced_class_weights(
 
 
 def check_same_data(run_dir: Path, data: PreparedData) -> None:
+    """Refuse data that is no longer the run's own: other class names, or other images or
+    roles than its ``split.csv`` records.
+
+    Raises:
+        DataError: Saying which, and what to do.
+    """
     trained = RunFolder(run_dir).read_class_names()
     if list(trained) != list(data.class_names):
         raise DataError(

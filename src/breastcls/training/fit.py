@@ -167,6 +167,8 @@ def _build_or_restore(
     resume_from: TrainState | None,
     stain: StainFit | None,
 ) -> Any:
+    """A new run's model built from its components, or a resumed run's restored from its last
+    checkpoint with its random-number state; then the disk space its checkpoints need checked."""
     from breastcls.model import build_model, load_checkpoint
     from breastcls.training.callbacks import restore_seed_generators
 
