@@ -63,6 +63,7 @@ def test_mpp_leaves_a_slide_s_own_resolution_alone_and_force_mpp_replaces_it(
         assert forced.overridden
         fallback = slide_resolution(bare, 0.25)
         assert (fallback.mpp, fallback.source, fallback.own) == (0.25, "--mpp", None)
+        assert slide_resolution(bare, 0.3, given_by="manifest").source == "manifest"
         with pytest.raises(DataError, match=r"records no resolution.*--mpp.*manifest"):
             slide_resolution(bare, None)
     finally:
@@ -245,3 +246,17 @@ def test_piped_progress_prints_rate_eta_and_slide_i_of_n() -> None:
         "slide 2 of 3: tiles of b.tif: 450/1000 tiles, 16.7 tiles/s, ETA 0:00:33",
         "slide 2 of 3: b.tif: 1000 tissue tiles classified",
     ]
+
+
+def test_training_without_a_scale_starts_with_a_warning_line(tmp_path: Path) -> None:
+    from breastcls.cli.progress import describe_training
+    from breastcls.progress import TrainingSummary
+
+    summary = TrainingSummary(
+        run_dir=tmp_path, backbone="smallcnn", head="linear", images={"train": 10},
+        patients=None, parameters=100, trainable=100, device="CPU", epochs=2, first_epoch=1,
+        steps=None, warnings=("this run records no training scale (fields from 69 to 276 µm)",),
+    )  # fmt: skip
+    assert describe_training(summary)[-1] == (
+        "WARNING: this run records no training scale (fields from 69 to 276 µm)"
+    )

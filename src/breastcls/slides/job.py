@@ -257,8 +257,9 @@ def _tissue_tiles(
     Raises:
         DataError: The slide has no resolution, no tissue, or no tile with enough tissue.
     """
+    given_by = "manifest" if item.mpp is not None else "--mpp"
     mpp = item.mpp if item.mpp is not None else options.mpp
-    resolution = slide_resolution(slide, mpp, force=options.force_mpp)
+    resolution = slide_resolution(slide, mpp, force=options.force_mpp, given_by=given_by)
     thumbnail = read_thumbnail(slide, max_side=options.thumbnail_side)
     mask = detect_tissue(thumbnail.pixels)
     if not mask.any():

@@ -25,7 +25,8 @@ class SlideResolution:
 
     Attributes:
         mpp: The microns per pixel used.
-        source: Where they come from: ``metadata``, ``--mpp`` or ``--force-mpp``.
+        source: Where they come from: ``metadata``, ``--mpp`` (or ``manifest``: the slide's
+            row) or ``--force-mpp``.
         own: What the slide's file records, or ``None``.
     """
 
@@ -39,9 +40,11 @@ class SlideResolution:
         return self.own is not None and abs(self.own - self.mpp) > 1e-9 * self.own
 
 
-def slide_resolution(slide: Slide, mpp: float | None, *, force: bool = False) -> SlideResolution:
-    """The resolution to tile ``slide`` at: its own, else ``mpp``; with ``force``, ``mpp``
-    whatever the slide records (a scanner known to write a wrong value).
+def slide_resolution(
+    slide: Slide, mpp: float | None, *, force: bool = False, given_by: str = "--mpp"
+) -> SlideResolution:
+    """The resolution to tile ``slide`` at: its own, else ``mpp`` (given by ``given_by``); with
+    ``force``, ``mpp`` whatever the slide records (a scanner known to write a wrong value).
 
     Raises:
         DataError: The slide records no resolution and ``mpp`` is ``None``.
@@ -52,7 +55,7 @@ def slide_resolution(slide: Slide, mpp: float | None, *, force: bool = False) ->
     if own is not None:
         return SlideResolution(mpp=own, source="metadata", own=own)
     if mpp is not None:
-        return SlideResolution(mpp=float(mpp), source="--mpp", own=None)
+        return SlideResolution(mpp=float(mpp), source=given_by, own=None)
     power = slide.objective_power
     stated = f" (only its objective power, {power:g}x)" if power else ""
     raise DataError(
