@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -366,9 +367,13 @@ def test_a_folder_s_macro_image_is_skipped_and_mpp_keeps_the_slide_s_own_resolut
     # --mpp 0.25 would double the tiles' side in pixels if it replaced the slide's 0.5.
     result = CliRunner().invoke(
         app, ["slide", "predict", str(slide_run), str(scans), "--out", str(out), "--mpp", "0.25",
-              "--model-mpp", str(MODEL_MPP), "--batch-size", "16"],
+              "--model-mpp", str(MODEL_MPP), "--batch-size", "16", "--progress-every", "5"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # Not a terminal: a progress line with the rate and the slide's place in the job.
+    assert re.search(
+        r"^slide 1 of 1: tiles of case1\.tif: (\d+)/\1 tiles, [\d.]+ tiles/s", result.output, re.M
+    ), result.output
     assert "case1_macro.jpg: skipped: a scanner's label or macro image" in result.output
     assert "WARNING" not in result.output
     summary = json.loads((out / "case1" / "summary.json").read_text())
