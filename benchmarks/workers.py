@@ -149,7 +149,7 @@ def _precision_policy(precision: str) -> str:
     ``mixed_float16`` and ``mixed_bfloat16`` name one."""
     if precision != "mixed":
         return precision
-    from breastcls.training.train import _precision_policy as breastcls_policy
+    from breastcls.training.fit import precision_policy as breastcls_policy
 
     return breastcls_policy(precision)
 
@@ -692,8 +692,8 @@ def _slide_measures(
 
     from breastcls import predict_slide
     from breastcls.data.pipeline import without_autotuning
-    from breastcls.slides.job import open_slide
-    from breastcls.slides.tiling import plan_tiles, read_tiles
+    from breastcls.slides.reading import open_slide, read_tiles
+    from breastcls.slides.tiling import plan_tiles
     from breastcls.slides.tissue import detect_tissue, read_thumbnail
 
     opened = open_slide(slide)

@@ -24,8 +24,8 @@ from breastcls.errors import ConfigError
 from breastcls.inference import quantization
 from breastcls.inference import runtime as runtimes
 from breastcls.interfaces import Sample
-from breastcls.slides.job import open_slide
-from breastcls.slides.tiling import SCALE_TOLERANCE, plan_tiles, read_tile, read_tiles
+from breastcls.slides.reading import open_slide, read_tiles, tile_pixels
+from breastcls.slides.tiling import SCALE_TOLERANCE, plan_tiles
 from breastcls.testing.slides import write_mosaic_slide
 from conftest import copy_patients
 
@@ -166,7 +166,7 @@ def test_block_reading_gives_the_tiles_read_one_by_one(
             y=plan.y[keep], tissue=plan.tissue[keep],
         )  # fmt: skip
         together = read_tiles(slide, plan, 0, len(plan))
-        alone = np.stack([read_tile(slide, plan, i) for i in range(len(plan))])
+        alone = np.stack([tile_pixels(slide, plan, i) for i in range(len(plan))])
     finally:
         slide.close()
     assert together.shape == (len(plan), size, size, 3) and len(plan) >= 8
