@@ -12,8 +12,7 @@ import pytest
 
 from breastcls.builtin.clinical_metrics import BootstrapMetric, PatientMetric
 from breastcls.evaluation.clinical import exact_interval, patient_rows, stratified_resampling
-from breastcls.evaluation.evaluate import _read_predictions_csv
-from breastcls.evaluation.metrics import metrics_document, write_predictions
+from breastcls.evaluation.metrics import metrics_document, read_predictions, write_predictions
 from breastcls.evaluation.report import summary_card
 from breastcls.interfaces import Predictions
 from breastcls.model_card import model_card_text
@@ -99,7 +98,7 @@ def test_two_slides_of_one_biopsy_count_as_one_patient(tmp_path: Path) -> None:
         written = list(csv.DictReader(handle))
     assert [r["group"] for r in written[:6]] == ["14-29960"] * 6
     assert [r["patient_id"] for r in written[:6]] == ["14-29960AB"] * 3 + ["14-29960CD"] * 3
-    assert _read_predictions_csv(tmp_path / "predictions.csv").groups[:6] == ("14-29960",) * 6
+    assert read_predictions(tmp_path / "predictions.csv").groups[:6] == ("14-29960",) * 6
 
 
 def test_given_groups_override_the_accession(tmp_path: Path) -> None:
@@ -121,7 +120,7 @@ def test_the_model_card_counts_patients_and_warns(tmp_path: Path) -> None:
     p = _slides(["14-29960AB", "14-29960CD"], MALIGNANT)
     sections = [BootstrapMetric(n_resamples=50)(p, out_dir=tmp_path)]
     sections.append(PatientMetric(n_resamples=50)(p, out_dir=tmp_path))
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p)))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p).to_json()))
     card = model_card_text(tmp_path).replace("\\", "")
     assert "Resampled patients per class: malignant 5, benign 1." in card
     assert "- sensitivity: 5 of 5 patients, [0.4782, 1.0000]" in card

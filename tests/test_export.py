@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from breastcls import hookimpl
 from breastcls.conversion import EXPORT_TOLERANCE, run_exported
 from breastcls.data.images import decode_image
 from breastcls.plugins import PluginHost
+from breastcls.runs import ConfigRecord, EpochRecord, MetricsRecord, RunFolder
 from breastcls.testing import isolated_host
 from conftest import copy_patients
 
@@ -32,16 +32,16 @@ class Recorder:
         self.events: list[tuple[str, Any]] = []
 
     @hookimpl
-    def breastcls_train_start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
-        self.events.append(("train_start", (run_dir, (run_dir / "config.json").is_file())))
+    def breastcls_train_start(self, run_dir: Path, config: ConfigRecord) -> None:
+        self.events.append(("train_start", (run_dir, (run_dir / "config.json").is_file(), config)))
 
     @hookimpl
-    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
-        self.events.append(("epoch_end", (epoch, dict(logs))))
+    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: EpochRecord) -> None:
+        self.events.append(("epoch_end", (epoch, logs)))
 
     @hookimpl
-    def breastcls_train_end(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
-        self.events.append(("train_end", dict(metrics)))
+    def breastcls_train_end(self, run_dir: Path, metrics: MetricsRecord) -> None:
+        self.events.append(("train_end", metrics))
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +146,21 @@ def test_lifecycle_hooks_arrive_in_order(trained: tuple[breastcls.RunResult, Rec
     result, recorder = trained
     kinds = [kind for kind, _ in recorder.events]
     assert kinds == ["train_start", "epoch_end", "epoch_end", "train_end"]
-    assert recorder.events[0][1] == (result.run_dir, True)
+    run_dir, config_written, config = recorder.events[0][1]
+    assert (run_dir, config_written) == (result.run_dir, True)
+    # Typed records, as the run folder holds them.
+    assert config == RunFolder(result.run_dir).read_config_record()
+    assert config.run_config.model.backbone == "smallcnn"
+    assert config.run_config.data.image_size == IMAGE_SIZE
     epochs = [payload for kind, payload in recorder.events if kind == "epoch_end"]
     assert [epoch for epoch, _ in epochs] == [0, 1]
-    assert [logs["val_accuracy"] for _, logs in epochs] == result.history["val_accuracy"]
-    assert recorder.events[-1][1]["classification"] == result.metrics["classification"]
+    assert [logs.epoch for _, logs in epochs] == [0, 1]
+    assert [logs.val_accuracy for _, logs in epochs] == result.history["val_accuracy"]
+    assert [logs["loss"] for _, logs in epochs] == result.history["loss"]
+    metrics = recorder.events[-1][1]
+    assert metrics == result.metrics == RunFolder(result.run_dir).read_metrics()
+    assert metrics.evaluated_on is not None and metrics.evaluated_on.role is result.role
+    assert metrics.section("classification") == result.metrics["classification"]
 
 
 def test_cli_export_and_its_errors(

@@ -30,7 +30,7 @@ from _runs import (
     timeout_scale,
     tiny_train_options,
 )
-from breastcls.evaluation.evaluate import _read_predictions_csv
+from breastcls.evaluation.metrics import read_predictions
 from breastcls.runs.folder import read_split_csv
 from conftest import copy_patients
 
@@ -492,7 +492,7 @@ def test_labels_that_are_formulas_are_written_as_text_and_read_back(
     assert _cells(tmp_path / "p.csv")[1][0] == "'@SUM(1+1).png"
     # Read back by breastcls, each label is the label it was.
     assert {sample.label for sample, _ in read_split_csv(run_dir)} == set(FORMULA_LABELS)
-    predictions = _read_predictions_csv(run_dir / "predictions.csv")
+    predictions = read_predictions(run_dir / "predictions.csv")
     assert predictions.class_names == tuple(sorted(FORMULA_LABELS))
 
 

@@ -34,6 +34,7 @@ from breastcls.io import (
     replace_path,
 )
 from breastcls.runs.folder import RunFolder
+from breastcls.runs.records import ExportRecord
 
 __all__ = ["ExportResult", "export_model"]
 
@@ -99,19 +100,17 @@ def export_model(
                 loaded.keras_model, checked, staging.path / name, source=loaded.source
             )
             _write_sidecars(loaded, staging)
-            atomic_write_json(
-                staging.export_record,
-                {
-                    "format": checked,
-                    "model": name,
-                    "source": str(loaded.source),
-                    "record": staging.model_record.name,
-                    "max_difference": conversion.max_difference,
-                    "tolerance": EXPORT_TOLERANCE,
-                    "computes_in": conversion.computes_in,
-                    "max_difference_to_run_model": conversion.max_difference_to_model,
-                },
+            exported = ExportRecord(
+                format=checked,
+                model=name,
+                source=str(loaded.source),
+                record=staging.model_record.name,
+                max_difference=conversion.max_difference,
+                tolerance=EXPORT_TOLERANCE,
+                computes_in=conversion.computes_in,
+                max_difference_to_run_model=conversion.max_difference_to_model,
             )
+            atomic_write_json(staging.export_record, exported.to_json())
         except OSError as error:
             raise _unwritten(error, target_dir, checked) from error
         target = RunFolder(target_dir)

@@ -178,7 +178,8 @@ def model_card_text(run_dir: Path) -> str:
         ConfigError: One of them is there but unreadable or malformed.
     """
     run = RunFolder(run_dir)
-    config = run.read_config_record() if run.config.is_file() else {}
+    # The card renders the document as written, section by section, whatever it lacks.
+    config = run.read_config_record().to_json() if run.config.is_file() else {}
     class_names = run.read_class_names() if run.class_names.is_file() else ()
     metrics = run.read_metrics()
     env = run.read_record(run.environment) if run.environment.is_file() else {}

@@ -18,6 +18,7 @@ import typer
 from breastcls.cli.helptext import FittedHelpGroup
 from breastcls.errors import BreastclsError
 from breastcls.io import printable
+from breastcls.runs.records import MetricsRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,12 +31,13 @@ def say(text: str, *, err: bool = False) -> None:
     typer.echo(printable(text), err=err)
 
 
-def say_domain(metrics: dict[str, Any], *, first: bool) -> None:
+def say_domain(metrics: MetricsRecord, *, first: bool) -> None:
     """The domain-shift lines of a ``metrics.json``: with ``first``, the warning that its
     figures do not apply (said before them); else how many images were flagged."""
     from breastcls.evaluation.domain import domain_line, domain_warning
 
-    line = domain_warning(metrics.get("domain")) if first else domain_line(metrics.get("domain"))
+    domain = metrics.sections.get("domain")
+    line = domain_warning(domain) if first else domain_line(domain)
     if line:
         say(f"WARNING: {line}" if first else line)
 

@@ -27,6 +27,7 @@ from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
 from breastcls.runs.folder import RunFolder, RunResult
+from breastcls.runs.records import MetricsRecord
 from breastcls.training.crossval import CrossValidationResult
 from breastcls.training.distribute import parse_devices
 
@@ -430,9 +431,9 @@ def _report_run(result: RunResult) -> None:
     say(f"report: {result.report}")
 
 
-def _set_of(metrics: dict[str, Any], role: DataRole) -> str:
+def _set_of(metrics: MetricsRecord, role: DataRole) -> str:
     """The set the figures come from as ``metrics.json`` records it (with any LEAKY label)."""
-    return str(metrics.get("evaluated_on", {}).get("set") or describe_role(role))
+    return metrics.evaluated_on.set if metrics.evaluated_on else describe_role(role)
 
 
 def _report_cross_validation(cv: CrossValidationResult) -> None:

@@ -270,17 +270,17 @@ def upgrade_record(
             f"The model in {folder} has {n_outputs} outputs but {len(names)} class names "
             f"({list(names)}): put the right class_names.json beside the model."
         )
-    config = run.read_config_record() if run.config.is_file() else {}
-    exported = run.read_record(run.export_record) if run.export_record.is_file() else {}
-    scale = TrainingScale.from_record(config or (exported if isinstance(exported, dict) else {}))
+    config = run.read_config_record() if run.config.is_file() else None
+    exported = run.read_export_record() if run.export_record.is_file() else None
+    scale = config.scale if config is not None else exported.scale if exported else None
     stain = run.read_record(run.stain_normalisation) if run.stain_normalisation.is_file() else None
-    model = config.get("model", {})
+    model = config.run_config.model if config is not None else None
     return ModelRecord(
         class_names=tuple(names),
         class_names_known=stored is not None or class_names is not None,
         image_size=image_size,
-        preprocessing=str(model.get("preprocessing", "unknown")),
-        backbone=model.get("backbone"),
+        preprocessing=model.preprocessing if model is not None else "unknown",
+        backbone=model.backbone if model is not None else None,
         scale=scale,
         stain_normalisation=stain if isinstance(stain, dict) else None,
         calibrations=_legacy_calibrations(run),

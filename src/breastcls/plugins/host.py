@@ -11,7 +11,7 @@ import functools
 import importlib.metadata
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from breastcls.interfaces import (
 )
 from breastcls.plugins import hookspecs
 from breastcls.registry import ComponentInfo, Registry
+from breastcls.runs.records import ConfigRecord, EpochRecord, MetricsRecord
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
 
@@ -153,7 +154,7 @@ class PluginHost:
         return "-"
 
     # Lifecycle hooks: thin typed wrappers so callers never touch pluggy directly.
-    def train_start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
+    def train_start(self, run_dir: Path, config: ConfigRecord) -> None:
         """Call every ``breastcls_train_start`` implementation.
 
         Raises:
@@ -161,7 +162,7 @@ class PluginHost:
         """
         self._observe("breastcls_train_start", run_dir=run_dir, config=config)
 
-    def epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+    def epoch_end(self, run_dir: Path, epoch: int, logs: EpochRecord) -> None:
         """Call every ``breastcls_epoch_end`` implementation.
 
         Raises:
@@ -169,7 +170,7 @@ class PluginHost:
         """
         self._observe("breastcls_epoch_end", run_dir=run_dir, epoch=epoch, logs=logs)
 
-    def train_end(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
+    def train_end(self, run_dir: Path, metrics: MetricsRecord) -> None:
         """Call every ``breastcls_train_end`` implementation, each even when another fails.
 
         Raises:

@@ -36,6 +36,7 @@ from breastcls.io import (
 )
 from breastcls.limits import env_limit
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
+from breastcls.runs.records import ConfigRecord, ExportRecord, MetricsRecord
 
 __all__ = [
     "RunFolder",
@@ -321,23 +322,14 @@ class RunFolder:
                 "start a new run."
             ) from error
 
-    def read_config_record(self) -> dict[str, Any]:
+    def read_config_record(self) -> ConfigRecord:
         """``config.json`` as written: the configuration plus the split, devices and precision.
 
         Raises:
-            ConfigError: It is missing, unreadable, not a JSON object, or one of its sections
-                (``data``, ``model``, ``train``, ``split``) is not an object.
+            ConfigError: It is missing, unreadable, not a JSON object, one of its fields has
+                the wrong type, or the configuration is invalid (the file and field named).
         """
-        record = self.read_record(self.config)
-        if not isinstance(record, dict):
-            raise ConfigError(f"{self.config} is not a breastcls configuration: start a new run.")
-        for section in ("data", "model", "train", "split"):
-            if not isinstance(record.get(section, {}), dict):
-                raise ConfigError(
-                    f"{self.config}: its {section!r} entry is not an object, so it is not a "
-                    "configuration breastcls wrote: restore it, or start a new run."
-                )
-        return record
+        return ConfigRecord.from_json(self.read_record(self.config), source=self.config)
 
     def read_class_names(self) -> tuple[str, ...]:
         """``class_names.json``.
@@ -359,20 +351,25 @@ class RunFolder:
             )
         return tuple(names)
 
-    def read_metrics(self) -> dict[str, Any]:
-        """``metrics.json`` (empty when the folder has none yet).
+    def read_metrics(self) -> MetricsRecord:
+        """``metrics.json`` (an empty record when the folder has none yet).
 
         Raises:
-            ConfigError: It exists but is unreadable.
+            ConfigError: It exists but is unreadable, or a field is malformed (named).
         """
         if not self.metrics.is_file():
-            return {}
-        metrics = self.read_record(self.metrics)
-        if not isinstance(metrics, dict):
-            raise ConfigError(
-                f"{self.metrics} is not a JSON object: restore it, or evaluate again."
-            )
-        return metrics
+            return MetricsRecord(evaluated_on=None)
+        return MetricsRecord.from_json(self.read_record(self.metrics), source=self.metrics)
+
+    def read_export_record(self) -> ExportRecord:
+        """``export.json`` of an export folder.
+
+        Raises:
+            ConfigError: It is missing, unreadable, or a field is malformed (named).
+        """
+        return ExportRecord.from_json(
+            self.read_record(self.export_record), source=self.export_record
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,9 +485,9 @@ class RunResult:
     run_dir: Path
     class_names: tuple[str, ...]
     history: dict[str, list[float]]
-    metrics: dict[str, Any]
+    metrics: MetricsRecord
     role: DataRole
-    selection_metrics: dict[str, Any]
+    selection_metrics: MetricsRecord
     best_model: Path
     report: Path
 

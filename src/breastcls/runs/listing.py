@@ -14,6 +14,7 @@ from breastcls.errors import BreastclsError, ConfigError
 from breastcls.io import open_regular
 from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
+from breastcls.runs.records import FieldTypes, wrong_field
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
 
@@ -82,26 +83,17 @@ def list_runs(folder: Path) -> list[RunSummary]:
 
 
 # The fields of status.json that the listing shows, and the types each may have.
-_STATUS_FIELDS: dict[str, tuple[type, ...]] = {
+_STATUS_FIELDS: FieldTypes = {
     "status": (str,),
     "reason": (str, type(None)),
     "updated": (str, type(None)),
     "headline": (dict, type(None)),
 }
-_HEADLINE_FIELDS: dict[str, tuple[type, ...]] = {
+_HEADLINE_FIELDS: FieldTypes = {
     "accuracy": (int, float, type(None)),
     "auc": (int, float, type(None)),
     "role": (str, type(None)),
 }
-
-
-def _wrong_field(record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]]) -> str | None:
-    for name, allowed in fields.items():
-        value = record.get(name)
-        if not isinstance(value, allowed) or isinstance(value, bool):
-            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            return f"{name!r} is {value!r}, not {kinds}"
-    return None
 
 
 def _status_record(run: RunFolder) -> tuple[dict[str, Any], str | None]:
@@ -115,7 +107,7 @@ def _status_record(run: RunFolder) -> tuple[dict[str, Any], str | None]:
     if not isinstance(record, dict):
         problem: str | None = "it is not a JSON object"
     else:
-        problem = _wrong_field(record, _STATUS_FIELDS) or _wrong_field(
+        problem = wrong_field(record, _STATUS_FIELDS) or wrong_field(
             record.get("headline") or {}, _HEADLINE_FIELDS
         )
     if problem is None:

@@ -22,6 +22,7 @@ from breastcls.runs.checkpoint import (
     publish_best,
 )
 from breastcls.runs.folder import RunFolder, write_history_csv
+from breastcls.runs.records import EpochRecord
 
 __all__ = [
     "EpochCounter",
@@ -218,9 +219,7 @@ class HookForwarder(keras.callbacks.Callback):  # type: ignore[misc]
         self.run_dir = run_dir
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.host.epoch_end(
-            self.run_dir, epoch, {key: float(value) for key, value in (logs or {}).items()}
-        )
+        self.host.epoch_end(self.run_dir, epoch, EpochRecord.from_logs(epoch, logs))
 
 
 class NaNGuard(keras.callbacks.Callback):  # type: ignore[misc]

@@ -27,7 +27,8 @@ from breastcls.config import SPANHOL_REPEATS, RunConfig
 from breastcls.data.split import split_for_config
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError
-from breastcls.evaluation.evaluate import evaluate_pooled, headline_figures
+from breastcls.evaluation.evaluate import evaluate_pooled
+from breastcls.evaluation.reporting import headline_figures
 from breastcls.interfaces import DataRole
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -39,6 +40,7 @@ from breastcls.runs.folder import (
     read_status,
     write_status,
 )
+from breastcls.runs.records import MetricsRecord
 from breastcls.training.train import (
     ScannedData,
     check_resumable,
@@ -78,7 +80,7 @@ class CrossValidationResult:
     run_dir: Path
     folds: tuple[RunResult, ...]
     aggregate: dict[str, dict[str, Any]]
-    pooled: dict[str, Any]
+    pooled: MetricsRecord
 
 
 def fold_count(config: RunConfig) -> int:
@@ -313,10 +315,7 @@ def _run_folds(
     pooled = evaluate_pooled(
         RunFolder(run_dir).pooled.path, [result.run_dir for result in results], host=host
     )
-    splits = [
-        RunFolder(result.run_dir).read_config_record().get("split", {})
-        for result in results
-    ]
+    splits = [RunFolder(result.run_dir).read_config_record().split for result in results]
     atomic_write_json(
         RunFolder(run_dir).aggregate,
         {
@@ -332,7 +331,7 @@ def _run_folds(
             "interval": _interval_record(ratio),
             "metrics": aggregate,
             "per_magnification": _magnification_rows(run_dir, results),
-            "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled},
+            "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled.to_json()},
         },
     )
     accuracy = aggregate.get("classification.accuracy", {})
@@ -379,7 +378,7 @@ def _magnification_rows(run_dir: Path, results: Sequence[RunResult]) -> list[dic
     return [
         {"fold": str(result.run_dir.relative_to(run_dir)), **row}
         for result in results
-        for row in result.metrics.get("magnification", {}).get("breakdown", [])
+        for row in result.metrics.section("magnification").get("breakdown", [])
     ]
 
 

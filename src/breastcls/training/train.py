@@ -233,8 +233,7 @@ def _precision_policy(precision: str) -> str:
 
 def _recorded_policy(run_dir: Path) -> str | None:
     """The Keras dtype policy a run folder's ``config.json`` records (older runs record none)."""
-    policy = RunFolder(run_dir).read_config_record().get("dtype_policy")
-    return str(policy) if policy else None
+    return RunFolder(run_dir).read_config_record().dtype_policy
 
 
 def check_run_config(config: RunConfig, host: PluginHost) -> None:
@@ -723,7 +722,7 @@ def _fit(
             train_data, selection_data = _training_datasets(
                 config, data, plan.strategy, epoch_variable
             )
-            host.train_start(run_dir, plan.config_dict)
+            host.train_start(run_dir, RunFolder(run_dir).read_config_record())
             host.trainers.get(config.train.trainer, config.train.trainer_options).fit(
                 model,
                 train_data,
@@ -879,10 +878,7 @@ def _finish(
 
 def read_run_config(run_dir: Path) -> RunConfig:
     """Read the ``config.json`` of a run folder."""
-    raw = RunFolder(run_dir).read_config_record()
-    return RunConfig.from_dict(
-        {k: v for k, v in raw.items() if k in ("data", "model", "train", "out_dir", "name")}
-    )
+    return RunFolder(run_dir).read_config_record().run_config
 
 
 def summarise(values: Mapping[str, Any]) -> str:
