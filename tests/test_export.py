@@ -18,7 +18,8 @@ from breastcls import hookimpl
 from breastcls.conversion import EXPORT_TOLERANCE, run_exported
 from breastcls.data.images import decode_image
 from breastcls.plugins import PluginHost
-from breastcls.runs import ConfigRecord, EpochRecord, MetricsRecord, RunFolder
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
+from breastcls.runs import RunFolder
 from breastcls.testing import isolated_host
 from conftest import copy_patients
 

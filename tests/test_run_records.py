@@ -1,4 +1,4 @@
-"""The typed records of a run folder (:mod:`breastcls.runs.records`): each is read through
+"""The typed records of a run folder (:mod:`breastcls.records`): each is read through
 :class:`~breastcls.runs.RunFolder`, checked field by field (a malformed one is refused with the
 file and the field named), reads the layouts earlier versions wrote, and gives back the same
 JSON document."""
@@ -18,8 +18,8 @@ from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import metrics_document, write_predictions
 from breastcls.evaluation.reporting import headline_figures
 from breastcls.interfaces import DataRole, MetricSection, Predictions
-from breastcls.runs import EpochRecord, ExportRecord, MetricsRecord, RunFolder
-from breastcls.runs.records import EvaluatedOn
+from breastcls.records import EpochRecord, EvaluatedOn, ExportRecord, MetricsRecord
+from breastcls.runs import RunFolder
 
 
 def _predictions() -> Predictions:
@@ -149,7 +149,7 @@ def test_a_current_config_json_keeps_what_training_decided(tmp_path: Path) -> No
     record = RunFolder(tmp_path).read_config_record()
     assert record.split == {"method": "patient", "leaky": False}
     assert record.dtype_policy == "mixed_bfloat16"
-    assert record.scale is not None and record.scale.model_mpp == 0.98
+    assert record.scale == scale
     assert record.class_weights_used == {"benign": 1.5, "malignant": 0.75}
 
 
@@ -194,7 +194,7 @@ def test_export_json_reads_back_typed_and_unchanged(tmp_path: Path) -> None:
         {"format": "keras", "model": "model.keras", "scale": {"image_size": 64, "model_mpp": 1.0}},
     )
     old = RunFolder(tmp_path).read_export_record()
-    assert old.scale is not None and old.scale.model_mpp == 1.0 and old.record is None
+    assert old.scale == {"image_size": 64, "model_mpp": 1.0} and old.record is None
     _write(tmp_path, "export.json", {"format": "keras", "model": "m", "tolerance": "small"})
     with pytest.raises(
         ConfigError, match=r"export\.json is not an export record \('tolerance' is 'small'"

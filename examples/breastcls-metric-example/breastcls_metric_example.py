@@ -17,7 +17,7 @@ from typing import Any
 
 import breastcls
 from breastcls.interfaces import MetricSection, Predictions
-from breastcls.runs import ConfigRecord, EpochRecord, MetricsRecord
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 
 TRACKING_ENV = "BREASTCLS_TRACKING_FILE"
 

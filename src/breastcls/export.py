@@ -33,8 +33,8 @@ from breastcls.io import (
     is_disk_full,
     replace_path,
 )
+from breastcls.records import ExportRecord
 from breastcls.runs.folder import RunFolder
-from breastcls.runs.records import ExportRecord
 
 __all__ = ["ExportResult", "export_model"]
 

@@ -13,8 +13,7 @@ import pytest
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.interfaces import DataRole, Predictions
 from breastcls.plugins import PluginHost
-from breastcls.runs import ConfigRecord, EpochRecord, MetricsRecord
-from breastcls.runs.records import EvaluatedOn
+from breastcls.records import ConfigRecord, EpochRecord, EvaluatedOn, MetricsRecord
 from breastcls.testing import check_metric
 
 pytest_plugins = ["breastcls.testing.fixtures"]

@@ -18,7 +18,7 @@ import typer
 from breastcls.cli.helptext import FittedHelpGroup
 from breastcls.errors import BreastclsError
 from breastcls.io import printable
-from breastcls.runs.records import MetricsRecord
+from breastcls.records import MetricsRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -26,8 +26,8 @@ from breastcls.config import (
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
+from breastcls.records import MetricsRecord
 from breastcls.runs.folder import RunFolder, RunResult
-from breastcls.runs.records import MetricsRecord
 from breastcls.training.crossval import CrossValidationResult
 from breastcls.training.distribute import parse_devices
 

@@ -38,9 +38,9 @@ from breastcls.inference.record import training_record, write_record
 from breastcls.interfaces import DataRole, SkippedFile
 from breastcls.io import atomic_write_json, ensure_writable_dir
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.records import Headline, MetricsRecord
 from breastcls.runs.folder import RunFolder, read_split_csv
 from breastcls.runs.lock import exclusive_folder
-from breastcls.runs.records import Headline, MetricsRecord
 
 __all__ = [
     "EvaluationResult",

@@ -16,8 +16,8 @@ from breastcls.inference.model import InferenceModel
 from breastcls.interfaces import MetricSection, Predictions
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost
+from breastcls.records import MetricsRecord
 from breastcls.runs.folder import RunFolder, write_skipped_csv
-from breastcls.runs.records import MetricsRecord
 
 __all__ = [
     "write_evaluation",

@@ -15,8 +15,8 @@ from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.interfaces import DataRole, MetricSection, Predictions
 from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_rows
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.records import EvaluatedOn, MetricsRecord
 from breastcls.runs.folder import RunFolder
-from breastcls.runs.records import EvaluatedOn, MetricsRecord
 
 __all__ = [
     "LEAK_MARK",

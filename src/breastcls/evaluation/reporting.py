@@ -18,9 +18,9 @@ from breastcls.inference.record import folder_calibration
 from breastcls.interfaces import MetricSection, Predictions
 from breastcls.io import atomic_write_json, read_json_file
 from breastcls.plugins.host import PluginHost
+from breastcls.records import Headline, MetricsRecord
 from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
 from breastcls.runs.folder import RunFolder
-from breastcls.runs.records import Headline, MetricsRecord
 
 __all__ = [
     "build_report",

@@ -166,7 +166,7 @@ class ModelRecord:
                 value_range=_value_range(entry.get("value_range", "0-255")),
                 preprocessing=str(raw.get("preprocessing", "unknown")),
                 backbone=None if raw.get("backbone") is None else str(raw["backbone"]),
-                scale=TrainingScale.from_record({"scale": scale}) if scale else None,
+                scale=TrainingScale.from_entry(scale) if scale else None,
                 stain_normalisation=raw.get("stain_normalisation") or None,
                 calibrations={
                     str(tta): Calibration.from_dict(recorded, tta=str(tta))
@@ -272,7 +272,9 @@ def upgrade_record(
         )
     config = run.read_config_record() if run.config.is_file() else None
     exported = run.read_export_record() if run.export_record.is_file() else None
-    scale = config.scale if config is not None else exported.scale if exported else None
+    scale = TrainingScale.from_entry(
+        config.scale if config is not None else exported.scale if exported else None
+    )
     stain = run.read_record(run.stain_normalisation) if run.stain_normalisation.is_file() else None
     model = config.run_config.model if config is not None else None
     return ModelRecord(

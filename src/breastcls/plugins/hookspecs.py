@@ -22,8 +22,8 @@ from breastcls.interfaces import (
     StainNormaliser,
     Trainer,
 )
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 from breastcls.registry import PluginRegistry
-from breastcls.runs.records import ConfigRecord, EpochRecord, MetricsRecord
 
 hookspec = pluggy.HookspecMarker("breastcls")
 
@@ -138,11 +138,11 @@ def breastcls_train_start(run_dir: Path, config: ConfigRecord) -> None:
     """Observe the start of training.
 
     Called once, after the run folder and its ``config.json`` exist and before the first epoch,
-    with ``config.json`` as read back: :attr:`~breastcls.runs.ConfigRecord.run_config` is the
+    with ``config.json`` as read back: :attr:`~breastcls.records.ConfigRecord.run_config` is the
     :class:`~breastcls.config.RunConfig`, beside it the split, devices and precision.
     Implementations may log or forward the configuration; they must not change the run.
 
-    Since: 0.1.0 (a :class:`~breastcls.runs.ConfigRecord` since 0.2.0; a mapping before)
+    Since: 0.1.0 (a :class:`~breastcls.records.ConfigRecord` since 0.2.0; a mapping before)
     """
 
 
@@ -151,10 +151,10 @@ def breastcls_epoch_end(run_dir: Path, epoch: int, logs: EpochRecord) -> None:
     """Observe the end of an epoch.
 
     Called after every epoch with its zero-based index and the epoch's values as an
-    :class:`~breastcls.runs.EpochRecord` (``logs.val_accuracy``...; also a mapping of every logged
-    value: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``...).
+    :class:`~breastcls.records.EpochRecord` (``logs.val_accuracy``...; also a mapping of every
+    logged value: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``...).
 
-    Since: 0.1.0 (an :class:`~breastcls.runs.EpochRecord` since 0.2.0)
+    Since: 0.1.0 (an :class:`~breastcls.records.EpochRecord` since 0.2.0)
     """
 
 
@@ -163,9 +163,9 @@ def breastcls_train_end(run_dir: Path, metrics: MetricsRecord) -> None:
     """Observe the end of a successful run.
 
     Called once, after the run folder is complete, with its ``metrics.json`` as a
-    :class:`~breastcls.runs.MetricsRecord` (``metrics.evaluated_on.set`` names the set the figures
-    come from; ``metrics.section("classification")`` or ``metrics["classification"]`` a
-    metric's values).
+    :class:`~breastcls.records.MetricsRecord` (``metrics.evaluated_on.set`` names the set the
+    figures come from; ``metrics.section("classification")`` or ``metrics["classification"]``
+    a metric's values).
 
-    Since: 0.1.0 (a :class:`~breastcls.runs.MetricsRecord` since 0.2.0)
+    Since: 0.1.0 (a :class:`~breastcls.records.MetricsRecord` since 0.2.0)
     """

@@ -30,8 +30,8 @@ from breastcls.interfaces import (
     Trainer,
 )
 from breastcls.plugins import hookspecs
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 from breastcls.registry import ComponentInfo, Registry
-from breastcls.runs.records import ConfigRecord, EpochRecord, MetricsRecord
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
 

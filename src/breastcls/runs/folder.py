@@ -35,8 +35,8 @@ from breastcls.io import (
     open_regular,
 )
 from breastcls.limits import env_limit
+from breastcls.records import ConfigRecord, ExportRecord, MetricsRecord
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
-from breastcls.runs.records import ConfigRecord, ExportRecord, MetricsRecord
 
 __all__ = [
     "RunFolder",

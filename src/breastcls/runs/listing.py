@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from breastcls.errors import BreastclsError, ConfigError
 from breastcls.io import open_regular
+from breastcls.records import FieldTypes, wrong_field
 from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
-from breastcls.runs.records import FieldTypes, wrong_field
 
 __all__ = ["RunSummary", "list_runs", "writer_state"]
 

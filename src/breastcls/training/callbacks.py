@@ -15,6 +15,7 @@ from breastcls.errors import ConfigError
 from breastcls.io import atomic_path
 from breastcls.plugins.host import PluginHost
 from breastcls.progress import ProgressReporter, TrainingSummary, active_reporter
+from breastcls.records import EpochRecord
 from breastcls.runs.checkpoint import (
     TrainState,
     commit_train_state,
@@ -22,7 +23,6 @@ from breastcls.runs.checkpoint import (
     publish_best,
 )
 from breastcls.runs.folder import RunFolder, write_history_csv
-from breastcls.runs.records import EpochRecord
 
 __all__ = [
     "EpochCounter",

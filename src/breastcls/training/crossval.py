@@ -32,6 +32,7 @@ from breastcls.evaluation.reporting import headline_figures
 from breastcls.interfaces import DataRole
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.records import MetricsRecord
 from breastcls.runs.folder import (
     RunFolder,
     RunResult,
@@ -40,7 +41,6 @@ from breastcls.runs.folder import (
     read_status,
     write_status,
 )
-from breastcls.runs.records import MetricsRecord
 from breastcls.training.train import (
     ScannedData,
     check_resumable,

@@ -3,8 +3,10 @@ hold, and what each epoch of training reports, each checked field by field when 
 
 Every reader of these files goes through :class:`~breastcls.runs.folder.RunFolder`, which
 builds these records; plugins' lifecycle hooks receive them
-(:mod:`breastcls.plugins.hookspecs`). The JSON files keep the layout they always had: a record
-reads any file an earlier breastcls wrote, and :meth:`to_json` gives the same document back.
+(:mod:`breastcls.plugins.hookspecs`), which is why this module is part of the core: it imports
+nothing but the configuration, the errors and the interfaces. The JSON files keep the layout
+they always had: a record reads any file an earlier breastcls wrote, and ``to_json`` gives the
+same document back.
 
 The field check (:func:`wrong_field`) is the one ``status.json`` is read with too
 (:mod:`breastcls.runs.listing`).
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import Any, SupportsFloat, TypedDict
 
 from breastcls.config import RunConfig
-from breastcls.data.scale import TrainingScale
 from breastcls.errors import ConfigError
 from breastcls.interfaces import DataRole
 
@@ -246,7 +247,10 @@ class ConfigRecord:
         distribution: The distribution strategy and its devices (``None`` before it was
             recorded).
         dtype_policy: The Keras dtype policy trained with (``None`` before it was recorded).
-        scale: The scale the model was trained at (``None`` before it was recorded).
+        scale: The scale the model was trained at, as written (``model_mpp``,
+            ``field_width_um``, ``image_size``...; :meth:`TrainingScale.from_entry
+            <breastcls.data.scale.TrainingScale.from_entry>` reads it); ``None`` before it was
+            recorded.
         class_weights_used: The class weights of a ``class_weight="balanced"`` run.
         document: The JSON document as written (reports show it whole).
     """
@@ -255,7 +259,7 @@ class ConfigRecord:
     split: Mapping[str, Any] = field(default_factory=dict)
     distribution: Mapping[str, Any] | None = None
     dtype_policy: str | None = None
-    scale: TrainingScale | None = None
+    scale: Mapping[str, Any] | None = None
     class_weights_used: Mapping[str, float] | None = None
     document: Mapping[str, Any] = field(default_factory=dict)
 
@@ -286,7 +290,7 @@ class ConfigRecord:
             split=document.get("split") or {},
             distribution=document.get("distribution"),
             dtype_policy=document.get("dtype_policy"),
-            scale=TrainingScale.from_record(document),
+            scale=document.get("scale"),
             class_weights_used=document.get("class_weights_used"),
             document=document,
         )
@@ -325,7 +329,7 @@ class ExportRecord:
         computes_in: The precision the export computes in.
         max_difference_to_run_model: The same difference against the run's own model.
         scale: The scale the model was trained at, as exports made before model records kept
-            it (``None`` otherwise: the model record holds it).
+            it (``None`` otherwise: the model record holds it), read as :attr:`ConfigRecord.scale`.
     """
 
     format: str
@@ -336,7 +340,7 @@ class ExportRecord:
     tolerance: float | None = None
     computes_in: str | None = None
     max_difference_to_run_model: float | None = None
-    scale: TrainingScale | None = None
+    scale: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, raw: object, *, source: Path) -> ExportRecord:
@@ -358,7 +362,7 @@ class ExportRecord:
             tolerance=document.get("tolerance"),
             computes_in=document.get("computes_in"),
             max_difference_to_run_model=document.get("max_difference_to_run_model"),
-            scale=TrainingScale.from_record(document),
+            scale=document.get("scale"),
         )
 
     def to_json(self) -> dict[str, Any]:
