@@ -168,7 +168,7 @@ def test_resume_of_a_run_held_by_another_process_is_refused(tmp_path: Path) -> N
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1
         assert "in use by process" in result.output
-    assert read_status(run_dir)["status"] == "interrupted"  # the refused resume wrote nothing
+    assert read_status(run_dir).status == "interrupted"  # the refused resume wrote nothing
 
 
 def _killed_holder(folder: Path) -> None:
@@ -265,8 +265,8 @@ def test_a_failing_evaluate_leaves_no_half_folder(
     model = SimpleNamespace(folder=run, calibration=calibration, image_size=48)
     chosen = SimpleNamespace(name="test", samples=(), role=DataRole.TEST)
     monkeypatch.setattr(module.InferenceModel, "load", staticmethod(lambda _: model))
-    monkeypatch.setattr(module, "_evaluation_data", lambda *_, **__: chosen)
-    monkeypatch.setattr(module, "_with_class_names", lambda loaded, *_: loaded)
+    monkeypatch.setattr(module, "evaluation_data", lambda *_, **__: chosen)
+    monkeypatch.setattr(module, "with_class_names", lambda loaded, *_: loaded)
     with pytest.raises(breastcls.DataError, match="unreadable"):
         module.evaluate(run.path)
     assert list(run.path.iterdir()) == []
@@ -305,7 +305,7 @@ def test_a_full_disk_during_training_records_failed(
         )
     assert attempts[0] >= 1 << 16 and attempts[1] < 1 << 10
     status = read_status(run_dir)
-    assert status["status"] == "failed" and "No space left on device" in status["reason"]
+    assert status.status == "failed" and "No space left on device" in (status.reason or "")
     (listed,) = list_runs(tmp_path)
     assert listed.status == "failed"
     assert sorted(p.name for p in run_dir.iterdir()) == ["status.json"]
@@ -343,6 +343,6 @@ def test_a_really_full_disk_still_records_failed(tmp_path: Path) -> None:
                 _train_recording_status(
                     lock.path, cast(Any, None), cast(Any, None), cast(Any, None), resume_from=None
                 )
-            assert read_status(lock.path)["status"] == "failed"
+            assert read_status(lock.path).status == "failed"
     finally:
         subprocess.run(["umount", str(disk)], check=False)

@@ -216,3 +216,21 @@ def test_records_are_frozen() -> None:
     record = MetricsRecord(evaluated_on=None)
     with pytest.raises(AttributeError):
         record.evaluated_on = EvaluatedOn(role=None, set="x")  # type: ignore[misc]
+
+
+def test_status_json_reads_typed_and_a_malformed_one_names_its_field(tmp_path: Path) -> None:
+    assert RunFolder(tmp_path).read_status().status == "unknown"  # no status.json yet
+    written = {
+        "status": "finished", "updated": "2026-12-07T10:00:00+00:00", "pid": 12, "host": "h",
+        "headline": {"role": "test", "set": "test set", "accuracy": 0.8, "auc": None},
+    }  # fmt: skip
+    _write(tmp_path, "status.json", written)
+    record = RunFolder(tmp_path).read_status()
+    assert (record.status, record.pid, record.host, record.reason) == ("finished", 12, "h", None)
+    assert record.headline["accuracy"] == 0.8 and record.document == written
+    _write(tmp_path, "status.json", {**written, "pid": "12"})
+    with pytest.raises(ConfigError, match=r"status\.json is not a status record \('pid' is '12'"):
+        RunFolder(tmp_path).read_status()
+    _write(tmp_path, "status.json", {**written, "headline": {"accuracy": "high"}})
+    with pytest.raises(ConfigError, match=r"\(its headline\) \('accuracy' is 'high', not int or"):
+        RunFolder(tmp_path).read_status()

@@ -31,6 +31,7 @@ __all__ = [
     "FieldTypes",
     "Headline",
     "MetricsRecord",
+    "StatusRecord",
     "checked_fields",
     "wrong_field",
 ]
@@ -222,6 +223,78 @@ class Headline(TypedDict):
     auc: float | None
     auc_low: float | None
     auc_high: float | None
+
+
+_STATUS_FIELDS: FieldTypes = {
+    "status": (str,),
+    "reason": (str, _NULL),
+    "updated": (str, _NULL),
+    "pid": (int, _NULL),
+    "host": (str, _NULL),
+    "resumed_at_epoch": (int, _NULL),
+    "headline": (dict, _NULL),
+}
+_HEADLINE_FIELDS: FieldTypes = {
+    "accuracy": (*_NUMBER, _NULL),
+    "auc": (*_NUMBER, _NULL),
+    "role": (str, _NULL),
+    "set": (str, _NULL),
+    "leak": (str, _NULL),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRecord:
+    """``status.json``: where a run stands, which process wrote it, and its headline figures.
+
+    Attributes:
+        status: ``running``, ``finished``, ``failed`` or ``interrupted``; ``unknown`` for a
+            folder without a status.
+        reason: Why the run failed or stopped.
+        updated: When the status was written (ISO 8601, UTC).
+        pid: The process that wrote it.
+        host: The machine that process ran on.
+        resumed_at_epoch: The epoch a resumed run went on from.
+        headline: The figures the run is summarised by (:class:`Headline`; a cross-validation
+            adds the folds' mean and standard deviation).
+        document: The JSON document as written.
+    """
+
+    status: str
+    reason: str | None = None
+    updated: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    resumed_at_epoch: int | None = None
+    headline: Mapping[str, Any] = field(default_factory=dict)
+    document: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: object, *, source: Path) -> StatusRecord:
+        """Read a ``status.json`` document.
+
+        Raises:
+            ConfigError: It is not a JSON object, or a field (or a headline figure) has the
+                wrong type (the file and the field named).
+        """
+        fix = "restore it or remove the run"
+        document = checked_fields(
+            raw, _STATUS_FIELDS, source=source, what="a status record", fix=fix
+        )
+        headline = checked_fields(
+            document.get("headline") or {}, _HEADLINE_FIELDS, source=source,
+            what="a status record (its headline)", fix=fix,
+        )  # fmt: skip
+        return cls(
+            status=document["status"],
+            reason=document.get("reason"),
+            updated=document.get("updated"),
+            pid=document.get("pid"),
+            host=document.get("host"),
+            resumed_at_epoch=document.get("resumed_at_epoch"),
+            headline=headline,
+            document=document,
+        )
 
 
 _CONFIG_FIELDS: FieldTypes = {

@@ -35,7 +35,7 @@ from breastcls.io import (
     open_regular,
 )
 from breastcls.limits import env_limit
-from breastcls.records import ConfigRecord, ExportRecord, MetricsRecord
+from breastcls.records import ConfigRecord, ExportRecord, MetricsRecord, StatusRecord
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
@@ -331,6 +331,16 @@ class RunFolder:
         """
         return ConfigRecord.from_json(self.read_record(self.config), source=self.config)
 
+    def read_status(self) -> StatusRecord:
+        """``status.json`` (status ``unknown`` when the folder has none).
+
+        Raises:
+            ConfigError: It exists but is unreadable, or a field is malformed (named).
+        """
+        if not self.status.exists():
+            return StatusRecord(status="unknown")
+        return StatusRecord.from_json(self.read_record(self.status), source=self.status)
+
     def read_class_names(self) -> tuple[str, ...]:
         """``class_names.json``.
 
@@ -570,14 +580,13 @@ def write_status(
     atomic_write_json(RunFolder(run_dir).status, record)
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """Read ``status.json``; a folder without one reports ``unknown``."""
-    path = RunFolder(run_dir).status
-    if not path.is_file():
-        return {"status": "unknown"}
-    with open_regular(path) as handle:
-        status: dict[str, Any] = json.loads(handle.read().decode("utf-8"))
-    return status
+def read_status(run_dir: Path) -> StatusRecord:
+    """Read ``status.json``; a folder without one reports ``unknown``.
+
+    Raises:
+        ConfigError: It is unreadable, or a field is malformed (the file and field named).
+    """
+    return RunFolder(run_dir).read_status()
 
 
 # Environment variables that change TensorFlow's speed, numerics or devices.

@@ -282,7 +282,7 @@ def _fold(
     """Train fold ``fold`` into ``<run>/fold-<fold>``, or continue or reuse what is there."""
     fold_dir = run_dir / RunFolder.fold_name(fold)
     if RunFolder(fold_dir).config.is_file():
-        if read_status(fold_dir).get("status") == "finished":
+        if read_status(fold_dir).status == "finished":
             return finished_run(fold_dir, host=host, scanned=scanned)
         return resume(fold_dir, host=host, scanned=scanned)
     fold_config = dataclasses.replace(

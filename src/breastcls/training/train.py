@@ -544,13 +544,13 @@ def check_resumable(run_dir: Path) -> None:
     from breastcls.runs import writer_state
 
     status = read_status(run_dir)
-    if status.get("status") == "finished":
+    if status.status == "finished":
         raise ConfigError(
             f"The run {run_dir} has finished already: nothing to resume (start a new run)."
         )
-    if status.get("status") == "running" and writer_state(status) == "alive":
+    if status.status == "running" and writer_state(status.document) == "alive":
         raise ConfigError(
-            f"The run {run_dir} is still training (process {status['pid']} on this machine): "
+            f"The run {run_dir} is still training (process {status.pid} on this machine): "
             "stop that process first, or let it finish."
         )
 
