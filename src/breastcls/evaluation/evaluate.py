@@ -1,5 +1,9 @@
-"""``breastcls.evaluate``, ``breastcls.predict`` and ``breastcls.build_report``, and the
-evaluation that ends a training run.
+"""``breastcls.evaluate``, the evaluation that ends a training run, and the pooled evaluation
+of a cross-validation's folds.
+
+The choice of data is :mod:`breastcls.evaluation.evaluated_set`'s, what an evaluation folder
+holds :mod:`breastcls.evaluation.folder`'s, and what goes into a report (and
+``breastcls.build_report``) :mod:`breastcls.evaluation.reporting`'s.
 
 A model's folder (a run folder, or wherever ``best.keras`` lives) may hold, beside the model:
 ``class_names.json`` (class order), ``config.json`` (the run configuration), ``split.csv``

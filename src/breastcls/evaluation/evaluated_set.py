@@ -58,6 +58,9 @@ class EvaluationData:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EvaluationSettings:
+    """How ``evaluate`` was asked to evaluate: the data as given (``None``: the run's own set),
+    the set chosen from it, and the options that change the figures."""
+
     data: Path | None
     chosen: EvaluationData
     tta: str

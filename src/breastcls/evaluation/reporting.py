@@ -64,6 +64,9 @@ def write_report(
     training_figures: Sequence[Path] = (),
     set_description: str | None = None,
 ) -> Path:
+    """Write ``folder``'s ``report.html`` from the metric sections of ``predictions``, titled
+    with the set they come from; ``settings`` are shown beside them, a training run's curves
+    (``training_figures``) with the epoch its checkpoint kept."""
     from breastcls.evaluation.metrics import metrics_document
     from breastcls.evaluation.report import data_summary, render_report
 
