@@ -124,7 +124,7 @@ def test_a_record_over_the_size_limit_is_refused_unread(
 ) -> None:
     run = RunFolder(tmp_path)
     run.config.write_text(json.dumps({"data": {"path": "x" * 100}}))
-    assert run.read_config_record()["data"]["path"] == "x" * 100
+    assert run.read_config_record().run_config.data.path == Path("x" * 100)
     monkeypatch.setenv("BREASTCLS_MAX_RECORD_BYTES", "64")
     with pytest.raises(ConfigError, match=r"config.json is over 64 bytes.*BREASTCLS_MAX_RECORD"):
         run.read_config_record()

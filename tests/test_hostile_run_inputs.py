@@ -113,7 +113,10 @@ def _record_with(**changes: object) -> Callable[[Path], None]:
         (_legacy("class_names.json", "{}"), ("class_names.json", "not a list")),
         (_legacy("class_names.json", '["a", "b", "c"]'), ("3 class names", "class_names.json")),
         (_legacy("config.json", '{"data": '), ("config.json", "not readable JSON")),
-        (_legacy("config.json", '{"model": 7}'), ("config.json", "'model' entry")),
+        (
+            _legacy("config.json", '{"data": {"path": "d"}, "model": 7}'),
+            ("config.json", "'model' is 7, not dict or null"),
+        ),
         (_legacy("temperature.json", "[1, 2"), ("temperature.json", "malformed")),
     ],
     ids=[
