@@ -175,10 +175,9 @@ class MetricsRecord(Mapping[str, Any]):
         """
         fix = "restore it, or evaluate again"
         document = checked_fields(raw, {}, source=source, what="a metrics record", fix=fix)
-        sections = {name: value for name, value in document.items() if name != "evaluated_on"}
-        problem = wrong_field(sections, dict.fromkeys(sections, (dict,)))
-        if problem is not None:
-            raise ConfigError(f"{source} is not a metrics record ({problem}): {fix}.")
+        every_section: FieldTypes = {name: (dict,) for name in document if name != "evaluated_on"}
+        checked_fields(document, every_section, source=source, what="a metrics record", fix=fix)
+        sections = {name: document[name] for name in every_section}
         evaluated_on = document.get("evaluated_on")
         return cls(
             evaluated_on=(
