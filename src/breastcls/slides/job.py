@@ -19,7 +19,7 @@ import csv
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
-from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
+from breastcls.errors import (
+    BreastclsError,
+    ConfigError,
+    DataError,
+    FolderInUseError,
+    OutputError,
+)
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
@@ -45,7 +51,7 @@ from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
-from breastcls.runs.lock import LOCK_NAME, lock_folder
+from breastcls.runs.lock import LOCK_NAME, lock_folder, writers_in_turn
 from breastcls.slides.outputs import (
     TileTable,
     flagged_map,
@@ -946,6 +952,7 @@ def predict_slides(
     if shard is not None:
         jobs = shard_of(jobs, shard)
     outcomes: list[SlideOutcome] = []
+    held_elsewhere: set[Path] = set()
     for slide, name in jobs:
         folder = Path(out_dir) / name
         try:
@@ -960,13 +967,14 @@ def predict_slides(
         except BreastclsError as error:
             message = " ".join(str(error).splitlines())
             outcomes.append(SlideOutcome(slide=slide, folder=folder, summary=None, error=message))
+            if isinstance(error, FolderInUseError):
+                held_elsewhere.add(folder)
     target = (
         SlideFolder.collection_summary(out_dir)
         if shard is None
         else SlideFolder.shard_summary(out_dir, *shard)
     )
-    _write_collection_summary(target, outcomes)
-    return outcomes
+    return _write_summary_in_turn(target, outcomes, held_elsewhere=held_elsewhere)
 
 
 def _check_options(host: PluginHost, *, tta: str, reader: str | None, runtime: str) -> None:
@@ -1006,8 +1014,7 @@ def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
         outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
     outcomes.extend(_failures_without_folder(out_dir, {o.folder.name for o in outcomes}))
     outcomes.sort(key=lambda o: o.folder.name)
-    _write_collection_summary(SlideFolder.collection_summary(out_dir), outcomes)
-    return outcomes
+    return _write_summary_in_turn(SlideFolder.collection_summary(out_dir), outcomes)
 
 
 def _failures_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutcome]:
@@ -1053,7 +1060,6 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
             ]
         )  # fmt: skip
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, buffer.getvalue())
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error}.") from error
@@ -1061,3 +1067,41 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
 
 def _number(value: Any) -> str:
     return "" if value is None else repr(float(value))
+
+
+# summary.csv in turn (issue 27): a job that found a slide folder in use by another job must not
+# write that slide as failed over the other job's result.
+
+
+def _write_summary_in_turn(
+    path: Path, outcomes: Sequence[SlideOutcome], *, held_elsewhere: Set[Path] = frozenset()
+) -> list[SlideOutcome]:
+    """Write a summary table of ``outcomes`` while holding its folder (:func:`writers_in_turn`),
+    each slide of ``held_elsewhere`` (folders another job held when this one came to them) as
+    that job has left it by then; return the outcomes as written.
+
+    Raises:
+        OutputError: The table cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with writers_in_turn(path.parent):
+            written = [_as_left(o) if o.folder in held_elsewhere else o for o in outcomes]
+            _write_collection_summary(path, written)
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"Cannot write {path}: {error}.") from error
+    return written
+
+
+def _as_left(outcome: SlideOutcome) -> SlideOutcome:
+    """A slide another job was predicting: complete by now (its figures), or still the refusal."""
+    folder = SlideFolder(outcome.folder)
+    try:
+        summary = json_object(folder.summary) if folder.summary.is_file() else None
+    except (OSError, ValueError):
+        return outcome
+    if summary is None:
+        return outcome
+    return SlideOutcome(slide=outcome.slide, folder=outcome.folder, summary=summary, error=None)
