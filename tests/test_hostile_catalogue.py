@@ -8,6 +8,7 @@ need none, so each costs one process start. docs/reliability.md lists them all.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -442,6 +443,33 @@ def test_a_failing_train_end_observer_does_not_fail_a_finished_run(
     )
     status = json.loads((out / "observed" / "status.json").read_text())
     assert status["status"] == "finished" and "headline" in status
+
+
+@pytest.mark.slow  # about 20 s of CPU: reading and checking 10^6 rows is the point
+def test_a_manifest_of_a_million_rows_says_so_before_checking_them(tmp_path: Path) -> None:
+    """Before: 137 s without a line, then the error. Now the row count comes first (seconds
+    after the start), then the check (a progress bar on a terminal), several times faster."""
+    rows = 10**6
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", encoding="utf-8") as handle:
+        handle.write("path,label\n")
+        handle.writelines(
+            f"{label}/image-{row:07d}.png,{label}\n"
+            for row, label in zip(range(rows), itertools.cycle(("benign", "malignant")))
+        )
+    args = ["train", "--data", str(manifest), "--out", str(tmp_path / "out")]
+    result = run_watched([*CLI, *args], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.splitlines() == [
+        "m.csv: 1000000 rows; checking them…",
+        f"error: Manifest {str(manifest)!r} names 1000000 file(s) that do not exist: line 2: "
+        "'benign/image-0000000.png'; line 3: 'malignant/image-0000001.png'; line 4: "
+        "'benign/image-0000002.png'; line 5: 'malignant/image-0000003.png'; line 6: "
+        f"'benign/image-0000004.png' (and 999995 more). Paths are relative to {str(tmp_path)!r}; "
+        "fix or remove those rows.",
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 FORMULA_LABELS = ('=HYPERLINK("http://example.com/x","x")', "+cmd|' /C calc'!A0")
