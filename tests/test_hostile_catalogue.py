@@ -176,6 +176,13 @@ def _run_name_with_a_line_break(tmp: Path, images: Path) -> tuple[list[str], str
     return args, "holds a line break"
 
 
+def _group_by_path(tmp: Path, images: Path) -> tuple[list[str], str]:
+    # Before: "4 of 4 images have no path", when every image has one.
+    data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+    args = ["train", "--data", str(data), "--group-by", "path", "--out", str(tmp / "out")]
+    return args, "group_by='path': every image has a path of its own, so each would be a group"
+
+
 def _train_batch_beyond_memory(batch_size: int, image_size: int) -> Case:
     def case(tmp: Path, images: Path) -> tuple[list[str], str]:
         data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
@@ -281,6 +288,7 @@ CASES: dict[str, Case] = {
     "a manifest label with a quoted line break": _manifest_with_a_line_break("label"),
     "a manifest path with a quoted line break": _manifest_with_a_line_break("path"),
     "a run name with a line break": _run_name_with_a_line_break,
+    "train --group-by path": _group_by_path,
     "train --batch-size 10**6": _train_batch_beyond_memory(10**6, 48),
     "train --batch-size 2**63": _train_batch_beyond_memory(2**63, 48),
     "train --image-size 2048 --batch-size 10**4": _train_batch_beyond_memory(10**4, 2048),
