@@ -195,6 +195,20 @@ def _train_batch_beyond_memory(batch_size: int, image_size: int) -> Case:
     return case
 
 
+def _train_at_2048_with_the_default_batch(tmp: Path, images: Path) -> tuple[list[str], str]:
+    """The largest --image-size with the default --batch-size (16): before, training started
+    and was killed for memory at 24 GB, without a word. smallcnn needs about 55 GB there."""
+    from breastcls.limits import machine_memory_bytes
+
+    if machine_memory_bytes() > 50e9:
+        pytest.skip("this machine may hold smallcnn's batch of 16 at 2048 px")
+    data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+    args = ["train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none"]
+    return [*args, "--image-size", "2048", "--out", str(tmp / "out")], (
+        "training smallcnn: --batch-size 16 at --image-size 2048 needs about"
+    )
+
+
 def _predict_batch_beyond_memory(tmp: Path, images: Path) -> tuple[list[str], str]:
     from breastcls import ModelConfig
     from breastcls.model import build_model
@@ -292,6 +306,7 @@ CASES: dict[str, Case] = {
     "train --batch-size 10**6": _train_batch_beyond_memory(10**6, 48),
     "train --batch-size 2**63": _train_batch_beyond_memory(2**63, 48),
     "train --image-size 2048 --batch-size 10**4": _train_batch_beyond_memory(10**4, 2048),
+    "train --image-size 2048 (default batch)": _train_at_2048_with_the_default_batch,
     "predict --batch-size 10**9": _predict_batch_beyond_memory,
     "slide predict --tta bogus": _slide_predict_unknown_tta,
     "a TIFF with a chain of 3000 IFDs": _training_data_with(
