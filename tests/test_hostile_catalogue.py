@@ -381,7 +381,13 @@ class FailingObserver:
     def breastcls_train_end(self, run_dir, metrics):
         raise RuntimeError("the dashboard is down")
 
+class FailingEpochObserver:
+    @hookimpl
+    def breastcls_epoch_end(self, run_dir, epoch, logs):
+        raise RuntimeError("the dashboard is down")
+
 backbones, raising, observer = Backbones(), RaisingRegistration(), FailingObserver()
+epoch_observer = FailingEpochObserver()
 """
 
 
@@ -493,6 +499,28 @@ def test_a_manifest_of_a_million_rows_says_so_before_checking_them(tmp_path: Pat
         "fix or remove those rows.",
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_epoch_end_observer_stops_the_run_naming_the_plugin(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    site = _install_plugins(tmp_path, {"hostile_epochs": "hostile_plugins:epoch_observer"})
+    out = tmp_path / "runs"
+    args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "observed"]
+    result = run_watched(
+        [*CLI, *args, *tiny_train_options(1)],
+        env=_with_plugins(site),
+        watched=run_signals(out / "observed"),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(
+        "error: Plugin 'hostile_epochs' failed in breastcls_epoch_end: RuntimeError: the "
+        "dashboard is down"
+    ), line
+    status = json.loads((out / "observed" / "status.json").read_text())
+    assert status["status"] == "failed" and "hostile_epochs" in status["reason"]
 
 
 FORMULA_LABELS = ('=HYPERLINK("http://example.com/x","x")', "+cmd|' /C calc'!A0")
