@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -326,6 +328,65 @@ def test_a_full_disk_keeps_the_previous_export_whole(
     assert line.startswith("error: The keras export could not be written into")
     assert "the disk is full" in line and "previous export there, if any, is kept" in line
     assert _tree(out) == before  # no half export, no staging folder left
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 KB tmpfs (needs root; skipped otherwise): smaller than the run's ONNX model."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _export_onnx_line(run_dir: Path, out: Path) -> str:
+    from breastcls.cli.app import app
+
+    args = ["export", str(run_dir), "--format", "onnx", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="no onnx extra")
+def test_a_full_disk_during_the_onnx_conversion_says_so(
+    trained: tuple[breastcls.RunResult, Recorder], tiny_disk: Path
+) -> None:
+    """A real full disk while tf2onnx writes the model. Before: "Could not convert ...: Its
+    layers may have no equivalent in this format: try --format savedmodel or keras"."""
+    line = _export_onnx_line(trained[0].run_dir, tiny_disk / "onnx")
+    assert line.startswith("error: The onnx export could not be written into ")
+    assert "(the disk is full)" in line and "no equivalent" not in line
+    assert [p.name for p in tiny_disk.rglob("*")] == ["onnx"]  # an empty folder, no staging
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="no onnx extra")
+def test_a_conversion_that_fails_on_a_layer_says_so(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way round: not a word about free space (before: the conversion's reason
+    wrapped in "could not be written ... Free space or choose another --out")."""
+    import tf2onnx.convert
+
+    def unsupported(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("Unsupported ops: Counter({'ImageProjectiveTransformV3': 1})")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", unsupported)
+    line = _export_onnx_line(trained[0].run_dir, tmp_path / "onnx")
+    assert line.startswith("error: Could not convert ")
+    assert "(ValueError: Unsupported ops: " in line and "no equivalent in this format" in line
+    assert "space" not in line
 
 
 def test_a_folder_replaces_a_folder_in_one_step(

@@ -109,6 +109,19 @@ def _check_id(config: object, name: str) -> None:
         )
 
 
+_GROUP_COLUMNS = "group by patient_id, subtype, magnification or a manifest column of your own"
+# Columns every image has that cannot group images: why not, and what to do.
+_NOT_GROUPS = {
+    "path": "every image has a path of its own, so each would be a group of one, which is "
+    "split_by='image' (with allow_leaky_split where patient ids are known); "
+    f"{_GROUP_COLUMNS} (a biopsy or slide number).",
+    "label": "grouping by the class would put all the images of a class on one side of the "
+    f"split, and none on the other; {_GROUP_COLUMNS}.",
+    "split": "a manifest's split column fixes each image's side already, and no group is needed; "
+    f"leave group_by out, or {_GROUP_COLUMNS}.",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataConfig:
     """Where the images are and how they are split and resized.
@@ -129,6 +142,7 @@ class DataConfig:
             grouped data needs ``allow_leaky_split`` and is recorded as leaky.
         group_by: Group images by this column instead of ``patient_id`` (a manifest column such as
             a biopsy number, or ``subtype``/``magnification``); every image needs a value.
+            ``path``, ``label`` and ``split`` are refused: they cannot group images.
         allow_leaky_split: Allow an image-level split although patient ids (or groups) are known.
         folds: Stratified group k-fold cross-validation with this many folds (``None``: one
             train/validation split).
@@ -196,6 +210,8 @@ class DataConfig:
             )
         if self.group_by is not None and not self.group_by.strip():
             raise ConfigError("group_by='' names no column: pass a column name or None.")
+        if self.group_by in _NOT_GROUPS:
+            raise ConfigError(f"group_by={self.group_by!r}: {_NOT_GROUPS[self.group_by]}")
         if self.cache is not None and not str(self.cache).strip():
             raise ConfigError("cache='' is neither 'memory' nor a folder: pass one, or None.")
         runs = self.folds or (SPANHOL_REPEATS if self.protocol else 1)

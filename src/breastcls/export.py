@@ -111,6 +111,10 @@ def export_model(
                 max_difference_to_run_model=conversion.max_difference_to_model,
             )
             atomic_write_json(staging.export_record, exported.to_json())
+        except OutputError as error:
+            if not is_disk_full(error):
+                raise  # the conversion's own reason (no equivalent layer, a mismatch)
+            raise _unwritten(error, target_dir, checked) from error
         except OSError as error:
             raise _unwritten(error, target_dir, checked) from error
         target = RunFolder(target_dir)
