@@ -646,7 +646,7 @@ def _write_evaluation(
         sections,
         predictions,
         out_dir,
-        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {how.tta})",
+        title=f"breastcls evaluation: {model_dir.name} (TTA {how.tta})",
         settings={"evaluation": settings, **_run_settings(model_dir)},
         calibration=calibration,
         set_description=set_description,
