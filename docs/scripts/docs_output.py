@@ -23,6 +23,7 @@ copied too.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import resource
@@ -220,6 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.check:
                 if masked(filled) != masked(page):
                     stale.append(name)
+                    sys.stdout.writelines(
+                        difflib.unified_diff(
+                            masked(page).splitlines(keepends=True),
+                            masked(filled).splitlines(keepends=True),
+                            f"docs/{name} (committed)",
+                            f"docs/{name} (the program now)",
+                        )
+                    )
             elif filled != page:
                 path.write_text(filled, encoding="utf-8")
                 print(f"rewrote {path.relative_to(REPO)}")
