@@ -5,8 +5,9 @@ Research software: not a medical device, not for diagnosis.
 What a first project needs, imported from ``breastcls`` itself:
 
 - Train: ``train(RunConfig(data=DataConfig(...), model=ModelConfig(...)))`` writes a run
-  folder (``TrainConfig`` sets epochs, batch size...) and returns a ``RunResult``; ``resume``, ``cross_validate``,
-  ``resume_cross_validation``, ``demo_config``, ``make_demo_dataset``.
+  folder (``TrainConfig`` sets epochs, batch size...) and returns a ``RunResult``;
+  ``resume``, ``cross_validate``, ``resume_cross_validation``, ``demo_config``,
+  ``make_demo_dataset``.
 - Predict: ``load_model(run_or_export)`` gives an ``InferenceModel``; ``predict(model, images)``
   a ``PredictResult`` of ``Prediction`` objects; ``calibrate`` fits a TTA's calibration.
 - Evaluate: ``evaluate(model, data)`` (an ``EvaluationResult``, with ``report.html``);
