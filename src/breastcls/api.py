@@ -11,7 +11,7 @@ from breastcls.data.demo import make_demo_dataset
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.registry import ComponentInfo
 from breastcls.runs.folder import RunResult
-from breastcls.training.train import ScannedData
+from breastcls.training.data import ScannedData
 from breastcls.training.train import train as train_run
 
 __all__ = ["demo_config", "list_backbones", "list_components", "train"]

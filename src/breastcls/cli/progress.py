@@ -1,5 +1,6 @@
 """Progress on the terminal: rich progress bars on stderr when it is a terminal, plain lines
-otherwise; never anything on stdout, which carries the commands' results."""
+otherwise; never anything on stdout, which carries the commands' results. The printer itself is
+:mod:`breastcls.terminal`'s, which the Python API uses too."""
 
 from __future__ import annotations
 
