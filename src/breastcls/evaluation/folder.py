@@ -56,7 +56,7 @@ def write_evaluation(
         sections,
         predictions,
         out_dir,
-        title=f"breastcls evaluation: {model_dir.name} on {chosen.name} (TTA {how.tta})",
+        title=f"breastcls evaluation: {model_dir.name} (TTA {how.tta})",
         settings={"evaluation": settings, **run_settings(model_dir)},
         calibration=calibration,
         set_description=set_description,

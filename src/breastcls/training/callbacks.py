@@ -318,6 +318,13 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = False
+        # The held-out sets are scored and the report written next, which takes seconds: say so
+        # rather than fall silent (not when a guard stopped the run, which is about to fail).
+        if not getattr(self.model, "stop_training", False):
+            self.reporter.task_finished(
+                "training done: scoring the held-out sets with the kept epoch's model, then the "
+                "report…"
+            )
 
     # Keras' ProgbarLogger prints in these; this reporter does not.
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
