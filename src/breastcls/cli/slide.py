@@ -80,9 +80,32 @@ def slide_predict_command(
             "(the faster of the two for this model on this machine, measured once).",
         ),
     ] = "tensorflow",
+    tissue_detector: Annotated[
+        str,
+        typer.Option(
+            metavar="<id>",
+            help="Tissue detector id (see `breastcls plugins`): optical-density (pale tissue "
+            "kept, pen ink and dust left out) or saturation (breastcls 0.2's).",
+        ),
+    ] = "optical-density",
+    roi: Annotated[
+        Path | None,
+        typer.Option(
+            help="QuPath annotations (GeoJSON) to classify within: Polygons and MultiPolygons, "
+            "holes included; classes Exclude and Ignore* are left out.",
+        ),
+    ] = None,
+    tissue_mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="A mask image of the slide (white: tissue; any size, the slide's proportions) "
+            "used instead of the tissue detector.",
+        ),
+    ] = None,
 ) -> None:
     """Classify the tissue tiles of slides: a folder per slide and OUT/summary.csv."""
     from breastcls.slides.job import parse_shard, predict_slides
+    from breastcls.slides.regions import RegionOptions
 
     shard_k_n = parse_shard(shard) if shard is not None else None
 
@@ -101,6 +124,7 @@ def slide_predict_command(
         reader=reader,
         shard=shard_k_n,
         runtime=runtime,
+        regions=RegionOptions(tissue_detector=tissue_detector, roi=roi, tissue_mask=tissue_mask),
         verbose=1,
     )
     failed = [o for o in outcomes if o.error is not None]
@@ -142,11 +166,14 @@ def slide_summary_command(
 def _headline(summary: dict[str, Any]) -> str:
     tiles = summary.get("tiles")
     count = tiles.get("classified") if isinstance(tiles, dict) else "?"
-    fractions = summary.get("fraction_positive")
+    decision = summary.get("threshold")
     called = ""
-    if isinstance(fractions, dict) and fractions:
-        name, value = next(iter(fractions.items()))
-        called = f", {float(value):.1%} called {summary.get('positive')} ({name})"
+    if isinstance(decision, dict):
+        called = (
+            f", {float(decision['fraction_positive']):.1%} of tiles called "
+            f"{summary.get('positive')} at the {decision['name']} threshold "
+            f"{float(decision['value']):.3f} (chosen on images, not slides)"
+        )
     top = summary.get("top_k_mean_score")
     top_text = f", top-{summary.get('top_k')} mean {float(top):.3f}" if top is not None else ""
     domain = summary.get("domain")

@@ -48,6 +48,7 @@ from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.outputs import (
     TileTable,
+    decision_figures,
     flagged_map,
     heat_map,
     parse_tiles_csv,
@@ -62,8 +63,9 @@ from breastcls.slides.outputs import (
     write_slide_report,
 )
 from breastcls.slides.readers import Slide
+from breastcls.slides.regions import RegionOptions, region_mask, regions_record
 from breastcls.slides.tiling import TilePlan, plan_tiles
-from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
+from breastcls.slides.tissue import Thumbnail, read_thumbnail, tissue_covered
 
 __all__ = [
     "SlideOutcome",
@@ -475,6 +477,7 @@ def predict_slide(
     reader: str | None = None,
     thumbnail_side: int = 2048,
     runtime: str | None = None,
+    regions: RegionOptions | None = None,
     host: PluginHost | None = None,
     verbose: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
@@ -503,6 +506,8 @@ def predict_slide(
             (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of
             ``model`` as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel`
             keeps the one chosen for it, to share it across slides).
+        regions: The tissue detector and the lab's regions of interest or tissue mask
+            (:mod:`breastcls.slides.regions`); ``None``: the default detector, the whole slide.
         host: The plugin host (default: every installed plugin).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
@@ -537,7 +542,7 @@ def predict_slide(
             inference, slide, scale=scale, mpp=mpp, out=out, overlap=overlap,
             min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
             workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
-            verbose=verbose, on_chunk=on_chunk,
+            verbose=verbose, on_chunk=on_chunk, regions=regions or RegionOptions(),
         )  # fmt: skip
     finally:
         slide.close()
@@ -562,6 +567,8 @@ def _tissue_tiles(
     overlap: float,
     min_tissue: float,
     thumbnail_side: int,
+    regions: RegionOptions,
+    host: PluginHost,
 ) -> _TissueTiles:
     """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
 
@@ -570,11 +577,15 @@ def _tissue_tiles(
     """
     resolution, mpp_source = _resolution(slide, slide_mpp)
     thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
+    mask = region_mask(
+        thumbnail, microns_per_pixel=resolution * thumbnail.downsample, options=regions,
+        host=host,
+    )  # fmt: skip
     if not mask.any():
+        within = f" within --roi {regions.roi}" if regions.roi is not None else ""
         raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
+            f"{slide.path}: no tissue found{within} (the slide looks like empty glass): check "
+            "the file, its staining, or --tissue-detector."
         )
     plan = plan_tiles(
         slide, slide_mpp=resolution, model_mpp=model_mpp, image_size=image_size,
@@ -606,10 +617,11 @@ def _predict_open_slide(
     host: PluginHost,
     verbose: int,
     on_chunk: Callable[[int, int], None] | None,
+    regions: RegionOptions,
 ) -> SlideResult:
     tissue = _tissue_tiles(
         slide, model.image_size, slide_mpp=mpp, model_mpp=scale[0], overlap=overlap,
-        min_tissue=min_tissue, thumbnail_side=thumbnail_side,
+        min_tissue=min_tissue, thumbnail_side=thumbnail_side, regions=regions, host=host,
     )  # fmt: skip
     thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
     calibration = model.calibration(tta)
@@ -617,6 +629,7 @@ def _predict_open_slide(
     options = {
         "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
+        **regions_record(regions),
     }  # fmt: skip
     job = _job_record(
         slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
@@ -637,10 +650,11 @@ def _predict_open_slide(
         heat = heat_map(table, mask.shape, thumbnail.downsample)
         flagged = flagged_map(table, mask.shape, thumbnail.downsample)
         summary = _summary(
-            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
-        )
+            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name,
+            decision=calibration.decision_threshold, downsample=thumbnail.downsample,
+        )  # fmt: skip
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
+            _write_outputs(folder, table, thumbnail, (heat, flagged), summary)
     finally:
         if lock is not None:
             lock.release()
@@ -783,7 +797,11 @@ def _summary(
     *,
     top_k: int,
     runtime: str,
+    decision: tuple[str, float],
+    downsample: float,
 ) -> dict[str, Any]:
+    side = np.full_like(table.x, table.size)
+    boxes = np.stack([table.x, table.y, side, side], axis=1).astype(np.float64)
     return {
         "slide": job["slide"],
         "model": job["model"],
@@ -805,6 +823,11 @@ def _summary(
         "runtime": runtime,
         "tiles": {"grid": plan.grid_tiles, "tissue": len(plan), "classified": len(table)},
         "tissue_area_fraction": float(mask.mean()),
+        "tissue_detector": job["tissue_detector"],
+        "roi": job["roi"],
+        "tissue_mask": job["tissue_mask"],
+        "tissue_classified_fraction": tissue_covered(mask, downsample, boxes),
+        "threshold": decision_figures(table, *decision),
         **summary_figures(table, thresholds, top_k=top_k),
     }
 
@@ -815,15 +838,17 @@ def _write_outputs(
     thumbnail: Thumbnail,
     maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
-    thresholds: dict[str, float],
 ) -> None:
     heat, flagged = maps
     write_heatmap_png(
         folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
     )
     negative = str(summary["negative"])
-    threshold = thresholds.get("default", next(iter(thresholds.values())))
-    write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
+    decision = summary["threshold"]
+    write_geojson(
+        folder.geojson, table, threshold=decision["value"], negative=negative,
+        threshold_name=decision["name"],
+    )  # fmt: skip
     write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))
     atomic_write_json(folder.summary, summary)
 
@@ -912,6 +937,7 @@ def predict_slides(
     reader: str | None = None,
     shard: tuple[int, int] | None = None,
     runtime: str = "tensorflow",
+    regions: RegionOptions | None = None,
     host: PluginHost | None = None,
     verbose: int = 0,
 ) -> list[SlideOutcome]:
@@ -928,12 +954,15 @@ def predict_slides(
         ModelLoadError: The model cannot be loaded.
         ConfigError: ``model_mpp`` is ``None`` and the run records no training scale, or
             ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
+        UnknownComponentError: ``regions`` names an unknown tissue detector.
         OutputError: ``out_dir`` cannot be written.
     """
     if shard is not None:
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
     _check_options(host, tta=tta, reader=reader, runtime=runtime)  # before the model loads
+    if regions is not None:
+        host.tissue_detectors.info(regions.tissue_detector)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     check_inference_batch(batch_size, inference.image_size, what="slide predict")
     model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
@@ -952,7 +981,7 @@ def predict_slides(
             result = predict_slide(
                 inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
                 min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
-                top_k=top_k, reader=reader, host=host, verbose=verbose,
+                top_k=top_k, reader=reader, host=host, verbose=verbose, regions=regions,
             )  # fmt: skip
             outcomes.append(
                 SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)

@@ -23,7 +23,9 @@ from breastcls.interfaces import MetricSection
 from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text, read_regular_text
 
 __all__ = [
+    "THRESHOLD_NOTE",
     "TileTable",
+    "decision_figures",
     "flagged_map",
     "heat_map",
     "parse_tiles_csv",
@@ -39,6 +41,13 @@ __all__ = [
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+THRESHOLD_NOTE = (
+    "The threshold was chosen on the selection set's images (single fields of view), not on "
+    "slides: the fraction of tiles at or above it describes this slide's tiles; no slide-level "
+    "cut-off has been validated."
+)
+"""Said beside every fraction of tiles called positive (summary, report, GeoJSON)."""
 
 _POSITION = ("tile", "column", "row", "x", "y", "size", "level", "tissue_fraction")
 
@@ -303,10 +312,12 @@ def write_geojson(
     *,
     threshold: float,
     negative: str,
+    threshold_name: str = "default",
 ) -> None:
     """Write one GeoJSON ``Feature`` per tile: its square in level-0 pixel coordinates (as QuPath
     reads GeoJSON), its class at ``threshold``, its probabilities and tissue fraction as
-    measurements."""
+    measurements. The collection's ``properties`` record the threshold (its name and value)
+    and :data:`THRESHOLD_NOTE`."""
     features: list[dict[str, Any]] = []
     colours = {table.positive: [200, 0, 0], negative: [0, 120, 200]}
     for i in range(len(table)):
@@ -337,9 +348,15 @@ def write_geojson(
                 },
             }
         )
-    atomic_write_text(
-        path, json.dumps({"type": "FeatureCollection", "features": features}, allow_nan=False)
-    )
+    properties = {
+        "threshold": threshold,
+        "threshold_name": threshold_name,
+        "positive": table.positive,
+        "negative": negative,
+        "note": THRESHOLD_NOTE,
+    }
+    collection = {"type": "FeatureCollection", "properties": properties, "features": features}
+    atomic_write_text(path, json.dumps(collection, allow_nan=False))
 
 
 def summary_figures(
@@ -375,13 +392,38 @@ def summary_figures(
     }
 
 
+def decision_figures(table: TileTable, name: str, threshold: float) -> dict[str, Any]:
+    """The slide's call at the run's decision threshold (``name``, ``threshold``): the
+    fraction of tiles like the training images at or above it, and :data:`THRESHOLD_NOTE`."""
+    score = table.score[~table.flagged]
+    return {
+        "name": name,
+        "value": threshold,
+        "fraction_positive": float(np.mean(score >= threshold)) if len(score) else 0.0,
+        "note": THRESHOLD_NOTE,
+    }
+
+
 def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Sequence[Path]) -> Path:
     """Write a slide's summary as a self-contained HTML page (the evaluation report's layout):
     the headline figures, the heat map and tissue mask (``figures``), then every summary value.
     Return ``path``."""
     fractions = summary.get("fraction_positive") or {}
+    decision = summary.get("threshold") or {}
+    called = (
+        {
+            f"fraction called {summary.get('positive')} at the run's {decision['name']} "
+            f"threshold ({decision['value']:.3f})": decision["fraction_positive"]
+        }
+        if decision
+        else {}
+    )
     headline = {
         "tissue tiles classified": (summary.get("tiles") or {}).get("classified"),
+        "fraction of the tissue under a classified tile": summary.get(
+            "tissue_classified_fraction"
+        ),
+        **called,
         **{
             f"fraction called {summary.get('positive')} ({name} threshold)": value
             for name, value in fractions.items()
@@ -404,9 +446,14 @@ def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Seque
     section = MetricSection(
         name="slide", title="Heat map and tissue", values=dict(summary), figures=tuple(figures)
     )
+    caveat = (
+        f'<p class="note" id="threshold-note">{html.escape(str(decision["note"]))}</p>'
+        if decision
+        else ""
+    )
     body = [
         f'<section class="card" id="summary"><h2>Summary</h2>{warning}'
-        f"{render_value(headline)}</section>",
+        f"{render_value(headline)}{caveat}</section>",
         render_section(section),
     ]
     return write_page(path, title=f"Slide {Path(str(summary.get('slide'))).name}", body=body)
