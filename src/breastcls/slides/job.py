@@ -57,11 +57,11 @@ from breastcls.slides.outputs import (
     tile_rows,
     tiles_header,
     write_geojson,
-    write_heatmap_png,
     write_mask_png,
     write_rgb_png,
     write_slide_report,
 )
+from breastcls.slides.overlay import overlay_grid, write_heatmap_png, write_overlay_tiff
 from breastcls.slides.readers import Slide
 from breastcls.slides.regions import RegionOptions, region_mask, regions_record
 from breastcls.slides.tiling import TilePlan, plan_tiles
@@ -507,7 +507,7 @@ def predict_slide(
             ``model`` as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel`
             keeps the one chosen for it, to share it across slides).
         regions: The tissue detector and the lab's regions of interest or tissue mask
-            (:mod:`breastcls.slides.regions`); ``None``: the default detector, the whole slide.
+            (``breastcls.slides.regions``); ``None``: the default detector, the whole slide.
         host: The plugin host (default: every installed plugin).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
@@ -654,7 +654,8 @@ def _predict_open_slide(
             decision=calibration.decision_threshold, downsample=thumbnail.downsample,
         )  # fmt: skip
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, (heat, flagged), summary)
+            size = (int(job["slide_size"][0]), int(job["slide_size"][1]))
+            _write_outputs(folder, table, tissue, (heat, flagged), summary, size)
     finally:
         if lock is not None:
             lock.release()
@@ -835,18 +836,29 @@ def _summary(
 def _write_outputs(
     folder: SlideFolder,
     table: TileTable,
-    thumbnail: Thumbnail,
+    tissue: _TissueTiles,
     maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
+    slide_size: tuple[int, int],
 ) -> None:
     heat, flagged = maps
+    decision, mpp = summary["threshold"], float(summary["slide_mpp"])
     write_heatmap_png(
-        folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
+        folder.heatmap, tissue.thumbnail.pixels, heat, tissue=tissue.mask, flagged=flagged,
+        title=f"{Path(str(summary['slide'])).name} · model {Path(str(summary['model'])).name} · "
+        f"{table.positive} at the {decision['name']} threshold {decision['value']:.3f} "
+        "(chosen on images, not slides)",
+        label=f"P({table.positive})", microns_per_pixel=mpp * tissue.thumbnail.downsample,
+    )  # fmt: skip
+    grid = overlay_grid(
+        table, tissue.mask, tissue.thumbnail.downsample, slide_size=slide_size,
+        step=tissue.plan.stride,
+    )  # fmt: skip
+    write_overlay_tiff(
+        folder.overlay, grid, slide_size=slide_size, grid_step=tissue.plan.stride, mpp=mpp
     )
-    negative = str(summary["negative"])
-    decision = summary["threshold"]
     write_geojson(
-        folder.geojson, table, threshold=decision["value"], negative=negative,
+        folder.geojson, table, threshold=decision["value"], negative=str(summary["negative"]),
         threshold_name=decision["name"],
     )  # fmt: skip
     write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))

@@ -33,7 +33,6 @@ __all__ = [
     "tile_rows",
     "tiles_header",
     "write_geojson",
-    "write_heatmap_png",
     "write_mask_png",
     "write_rgb_png",
     "write_slide_report",
@@ -263,47 +262,6 @@ def write_mask_png(path: Path, mask: npt.NDArray[np.bool_]) -> None:
         Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(
             temporary, format="PNG"
         )
-
-
-def write_heatmap_png(
-    path: Path,
-    thumbnail: npt.NDArray[np.uint8],
-    heat: FloatArray,
-    *,
-    label: str,
-    flagged: npt.NDArray[np.bool_] | None = None,
-) -> None:
-    """Draw ``heat`` (0-1, ``NaN``: no tile) over the thumbnail with a colour bar, and the
-    ``flagged`` pixels (tiles unlike the training images) in hatched cyan."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    h, w = heat.shape
-    width = 8.0
-    figure, axes = plt.subplots(figsize=(width, max(2.5, width * h / w * 0.85)), dpi=120)
-    try:
-        axes.imshow(thumbnail)
-        image = axes.imshow(
-            np.ma.masked_invalid(heat), cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55,
-            interpolation="nearest",
-        )  # fmt: skip
-        if flagged is not None and flagged.any():
-            axes.contourf(
-                flagged.astype(float), levels=[0.5, 1.5], colors=["cyan"], alpha=0.45,
-                hatches=["///"],
-            )  # fmt: skip
-            axes.set_title(
-                "hatched cyan: tiles unlike the training images (left out)", fontsize=8
-            )
-        axes.set_axis_off()
-        bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02)
-        bar.set_label(label)
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png", bbox_inches="tight")
-    finally:
-        plt.close(figure)
 
 
 def write_geojson(

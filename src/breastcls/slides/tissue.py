@@ -144,15 +144,18 @@ def marker_pixels(thumbnail: UInt8Array) -> BoolArray:
     return np.asarray(cv2.dilate(ink, rim) > 0)
 
 
-def glass_optical_density(thumbnail: UInt8Array) -> FloatArray:
+def glass_optical_density(thumbnail: UInt8Array, *, blur: float = 0.0) -> FloatArray:
     """Each pixel's optical density relative to the slide's glass (the 99th percentile of each
-    channel, so tinted or grey glass is 0), in its darkest channel, slightly blurred."""
+    channel, so tinted or grey glass is 0), in its darkest channel, blurred by a Gaussian of
+    ``blur`` pixels (none at 0)."""
     import cv2
 
     pixels = thumbnail.astype(np.float32)
     glass = np.maximum(np.percentile(pixels.reshape(-1, 3), 99, axis=0), 1.0)
     density = np.log10(glass / np.maximum(pixels, 1.0)).clip(min=0.0).max(axis=2)
-    return np.asarray(cv2.GaussianBlur(density, (0, 0), 2.0), dtype=np.float64)
+    if blur > 0:
+        density = cv2.GaussianBlur(density, (0, 0), blur)
+    return np.asarray(density, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,14 +178,16 @@ class OpticalDensityDetector:
         """Return the tissue mask of an RGB thumbnail (``True``: tissue)."""
         import cv2
 
-        density = glass_optical_density(thumbnail)
+        # Seeds on a blurred density (noise never seeds), growth on the sharp one (the mask
+        # stops at the tissue's edge instead of the blur's).
+        density = glass_optical_density(thumbnail, blur=2.0)
         clean = ~marker_pixels(thumbnail)
         if not clean.any():
             return np.zeros(density.shape, dtype=bool)
         scaled = np.clip(density[clean] * 255.0, 0, 255).astype(np.uint8).reshape(-1, 1)
         otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         seeds = (density >= max(float(otsu) / 255.0, self.min_seed_od)) & clean
-        candidates = (density >= self.pale_od) & clean
+        candidates = (glass_optical_density(thumbnail) >= self.pale_od) & clean
         count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
         seeded = np.zeros(count, dtype=bool)
         seeded[np.unique(labels[seeds])] = True
