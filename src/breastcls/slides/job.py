@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from breastcls.data.pipeline import without_autotuning
 from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
+from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
@@ -626,11 +627,10 @@ def _predict_open_slide(
     thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
     calibration = model.calibration(tta)
     thresholds = calibration.operating_thresholds
-    options = {
+    options: dict[str, Any] = {
         "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
         "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
-        **regions_record(regions),
-    }  # fmt: skip
+    } | regions_record(regions)  # fmt: skip
     job = _job_record(
         slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
         model_mpp_source=scale[1], options=options,
@@ -649,13 +649,9 @@ def _predict_open_slide(
         )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
         flagged = flagged_map(table, mask.shape, thumbnail.downsample)
-        summary = _summary(
-            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name,
-            decision=calibration.decision_threshold, downsample=thumbnail.downsample,
-        )  # fmt: skip
+        summary = _summary(job, table, calibration, tissue, top_k=top_k, runtime=model.runtime.name)
         if folder is not None:
-            size = (int(job["slide_size"][0]), int(job["slide_size"][1]))
-            _write_outputs(folder, table, tissue, (heat, flagged), summary, size)
+            _write_outputs(folder, table, tissue, (heat, flagged), summary)
     finally:
         if lock is not None:
             lock.release()
@@ -792,15 +788,13 @@ def _raise_read_failure(slide: Slide, error: BaseException) -> None:
 def _summary(
     job: dict[str, Any],
     table: TileTable,
-    thresholds: dict[str, float],
-    mask: npt.NDArray[np.bool_],
-    plan: TilePlan,
+    calibration: Calibration,
+    tissue: _TissueTiles,
     *,
     top_k: int,
     runtime: str,
-    decision: tuple[str, float],
-    downsample: float,
 ) -> dict[str, Any]:
+    thresholds, mask, plan = calibration.operating_thresholds, tissue.mask, tissue.plan
     side = np.full_like(table.x, table.size)
     boxes = np.stack([table.x, table.y, side, side], axis=1).astype(np.float64)
     return {
@@ -809,6 +803,7 @@ def _summary(
         "positive": job["positive"],
         "negative": job["negative"],
         "class_names": job["class_names"],
+        "slide_size": job["slide_size"],
         "slide_mpp": job["slide_mpp"],
         "mpp_source": job["mpp_source"],
         "model_mpp": job["model_mpp"],
@@ -827,8 +822,8 @@ def _summary(
         "tissue_detector": job["tissue_detector"],
         "roi": job["roi"],
         "tissue_mask": job["tissue_mask"],
-        "tissue_classified_fraction": tissue_covered(mask, downsample, boxes),
-        "threshold": decision_figures(table, *decision),
+        "tissue_classified_fraction": tissue_covered(mask, tissue.thumbnail.downsample, boxes),
+        "threshold": decision_figures(table, *calibration.decision_threshold),
         **summary_figures(table, thresholds, top_k=top_k),
     }
 
@@ -839,9 +834,9 @@ def _write_outputs(
     tissue: _TissueTiles,
     maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
-    slide_size: tuple[int, int],
 ) -> None:
     heat, flagged = maps
+    slide_size = (int(summary["slide_size"][0]), int(summary["slide_size"][1]))
     decision, mpp = summary["threshold"], float(summary["slide_mpp"])
     write_heatmap_png(
         folder.heatmap, tissue.thumbnail.pixels, heat, tissue=tissue.mask, flagged=flagged,

@@ -33,9 +33,9 @@ __all__ = [
 
 UInt8Array = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float64]
-COLOUR_MAP = "cividis"
-"""The heat map's colours: blue to yellow, far from H&E's pinks and purples, and read alike by
-colour-blind viewers."""
+COLOUR_MAP = "viridis"
+"""The heat map's colours: purple-blue through green to yellow, far from H&E's pinks and
+purples, readable by colour-blind viewers, and with no grey (:data:`UNCLASSIFIED` is)."""
 UNCLASSIFIED = (150, 150, 150)
 """The colour of tissue that no classified tile covers (too little tissue, or left out)."""
 OVERLAY_TILE = 512
@@ -105,7 +105,7 @@ def write_heatmap_png(
             if microns_per_pixel is not None:
                 _scale_bar(axes, microns_per_pixel, w, h)
         scale = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=COLOUR_MAP)
-        figure.colorbar(scale, ax=right, fraction=0.046, pad=0.02).set_label(label)
+        figure.colorbar(scale, ax=right, fraction=0.046, pad=0.02, shrink=0.8).set_label(label)
         figure.suptitle(title, fontsize=10)
         with atomic_path(path) as temporary:
             figure.savefig(temporary, format="png", bbox_inches="tight")
