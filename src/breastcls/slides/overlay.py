@@ -182,23 +182,31 @@ def write_overlay_tiff(
 def _tiles(grid: UInt8Array, shape: tuple[int, int, int], step: float) -> Iterator[bytes]:
     """The zlib-encoded tiles of a ``shape`` image whose pixel ``(y, x)`` is
     ``grid[y // step, x // step]``, row by row, each :data:`OVERLAY_TILE` square (white beyond
-    the image). A tile of one colour (glass, mostly) is encoded once per colour."""
+    the image). A tile of one colour (glass, mostly) is neither drawn nor encoded again: it is
+    told from the grid cells under it, and encoded once per colour."""
     import imagecodecs
 
     rows, columns = grid.shape[:2]
+    side = OVERLAY_TILE
     uniform: dict[bytes, bytes] = {}
-    for top in range(0, shape[0], OVERLAY_TILE):
-        y = np.arange(top, top + OVERLAY_TILE)
-        band = grid[np.minimum((y / step).astype(np.intp), rows - 1)]
-        for left in range(0, shape[1], OVERLAY_TILE):
-            x = np.arange(left, left + OVERLAY_TILE)
-            tile = band[:, np.minimum((x / step).astype(np.intp), columns - 1)]
+    for top in range(0, shape[0], side):
+        y = np.arange(top, top + side)
+        grid_y = np.minimum((y / step).astype(np.intp), rows - 1)
+        band = grid[grid_y[0] : grid_y[-1] + 1]
+        for left in range(0, shape[1], side):
+            x = np.arange(left, left + side)
+            grid_x = np.minimum((x / step).astype(np.intp), columns - 1)
+            cells = band[:, grid_x[0] : grid_x[-1] + 1]
+            colour = cells[0, 0]
+            inside = top + side <= shape[0] and left + side <= shape[1]
+            if (cells == colour).all() and (inside or (colour == 255).all()):
+                key = colour.tobytes()
+                if key not in uniform:
+                    plain = np.ascontiguousarray(np.broadcast_to(colour, (side, side, 3)))
+                    uniform[key] = bytes(imagecodecs.zlib_encode(plain, level=1))
+                yield uniform[key]
+                continue
+            tile = band[grid_y - grid_y[0]][:, grid_x]
             tile[y >= shape[0]] = 255
             tile[:, x >= shape[1]] = 255
-            first = tile[0, 0].tobytes()
-            if (tile == tile[0, 0]).all():
-                if first not in uniform:
-                    uniform[first] = bytes(imagecodecs.zlib_encode(tile, level=1))
-                yield uniform[first]
-            else:
-                yield bytes(imagecodecs.zlib_encode(tile, level=1))
+            yield bytes(imagecodecs.zlib_encode(tile, level=1))
