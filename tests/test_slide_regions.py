@@ -9,11 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _slide_tiles import planned_cells, planned_tiles
 from breastcls.errors import DataError
-from breastcls.slides.job import open_slide
-from breastcls.slides.regions import RegionOptions, is_exclusion, read_roi, region_mask
-from breastcls.slides.tiling import plan_tiles
-from breastcls.slides.tissue import read_thumbnail
+from breastcls.slides.regions import RegionOptions, is_exclusion, read_roi
 from breastcls.testing.slides import write_mosaic_slide
 
 CELL = 224
@@ -33,17 +31,10 @@ def full_slide(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -> 
 
 
 def cells_within(slide_path: Path, options: RegionOptions) -> set[tuple[int, int]]:
-    slide = open_slide(slide_path, reader="tiff")
-    try:
-        thumbnail = read_thumbnail(slide)
-        mask = region_mask(thumbnail, microns_per_pixel=SLIDE_MPP, options=options)
-        plan = plan_tiles(
-            slide, slide_mpp=SLIDE_MPP, model_mpp=MODEL_MPP, image_size=IMAGE_SIZE, mask=mask,
-            mask_downsample=thumbnail.downsample,
-        )  # fmt: skip
-    finally:
-        slide.close()
-    return {(int(c), int(r)) for c, r in zip(plan.column, plan.row, strict=True)}
+    plan, _ = planned_tiles(
+        slide_path, options, slide_mpp=SLIDE_MPP, model_mpp=MODEL_MPP, image_size=IMAGE_SIZE
+    )
+    return planned_cells(plan)
 
 
 def square(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:

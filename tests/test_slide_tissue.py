@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _slide_tiles import planned_cells, planned_tiles
 from breastcls.plugins import PluginHost
 from breastcls.slides.job import open_slide
-from breastcls.slides.regions import RegionOptions, region_mask
-from breastcls.slides.tiling import TilePlan, plan_tiles
-from breastcls.slides.tissue import read_thumbnail, tissue_covered
+from breastcls.slides.regions import RegionOptions
+from breastcls.slides.tissue import tissue_covered
 from breastcls.testing.slides import (
     draw_dust,
     draw_pen_stroke,
@@ -77,26 +77,14 @@ def marked_slide(tmp_path_factory: pytest.TempPathFactory, breakhis_dev: Path) -
     return write_slide_pixels(path, marked_slide_pixels(breakhis_dev), compression="jpeg")
 
 
-def tiles_of(slide_path: Path, detector: str) -> tuple[TilePlan, float | None]:
-    """The tiles a slide job would classify with ``detector``, and the fraction of the
+def tiles_of(slide_path: Path, detector: str) -> tuple[set[tuple[int, int]], float | None]:
+    """The cells a slide job would classify with ``detector``, and the fraction of the
     detected tissue they cover."""
-    slide = open_slide(slide_path, reader="tiff")
-    try:
-        thumbnail = read_thumbnail(slide)
-        mask = region_mask(
-            thumbnail,
-            microns_per_pixel=SLIDE_MPP * thumbnail.downsample,
-            options=RegionOptions(tissue_detector=detector),
-        )
-        plan = plan_tiles(
-            slide, slide_mpp=SLIDE_MPP, model_mpp=MODEL_MPP, image_size=IMAGE_SIZE, mask=mask,
-            mask_downsample=thumbnail.downsample,
-        )  # fmt: skip
-    finally:
-        slide.close()
-    side = np.full_like(plan.x, plan.tile_size)
-    boxes = np.stack([plan.x, plan.y, side, side], axis=1).astype(np.float64)
-    return plan, tissue_covered(mask, thumbnail.downsample, boxes)
+    plan, covered = planned_tiles(
+        slide_path, RegionOptions(tissue_detector=detector), slide_mpp=SLIDE_MPP,
+        model_mpp=MODEL_MPP, image_size=IMAGE_SIZE,
+    )  # fmt: skip
+    return planned_cells(plan), covered
 
 
 def test_glass_reads_white_on_a_jpeg_slide_through_every_reader(
@@ -132,8 +120,7 @@ def test_glass_reads_white_on_a_jpeg_slide_through_every_reader(
 
 
 def test_pale_tissue_is_kept_and_pen_and_dust_left_out(marked_slide: Path) -> None:
-    plan, covered = tiles_of(marked_slide, "optical-density")
-    cells = {(int(c), int(r)) for c, r in zip(plan.column, plan.row, strict=True)}
+    cells, covered = tiles_of(marked_slide, "optical-density")
     assert len(cells & TISSUE) >= 0.95 * len(TISSUE)
     assert cells >= PALE
     assert not cells & (PEN | DUST)
@@ -143,8 +130,7 @@ def test_pale_tissue_is_kept_and_pen_and_dust_left_out(marked_slide: Path) -> No
 
 def test_the_saturation_detector_loses_pale_tissue_and_keeps_pen(marked_slide: Path) -> None:
     """The measurement docs/slides.md quotes: breastcls 0.2's mask on the same slide."""
-    plan, _ = tiles_of(marked_slide, "saturation")
-    cells = {(int(c), int(r)) for c, r in zip(plan.column, plan.row, strict=True)}
+    cells, _ = tiles_of(marked_slide, "saturation")
     assert not cells & PALE
     assert cells & PEN
 
