@@ -115,17 +115,17 @@ def write_heatmap_png(
 
 def _scale_bar(axes: Any, microns_per_pixel: float, width: int, height: int) -> None:
     """A black scale bar of a round length (1, 2 or 5 x 10^k µm) near a fifth of the image
-    width, in its lower left corner."""
+    width, below the image (never over the tissue)."""
     from matplotlib.patches import Rectangle
 
     target = width * microns_per_pixel / 5
     power = 10 ** math.floor(math.log10(target))
     microns = max((m * power for m in (1, 2, 5) if m * power <= target), default=power)
     text = f"{microns / 1000:g} mm" if microns >= 1000 else f"{microns:g} µm"
-    length, thick = microns / microns_per_pixel, max(1.0, height / 80)
-    left, bottom = width * 0.03, height * 0.95
-    axes.add_patch(Rectangle((left, bottom - thick), length, thick, color="black"))
-    axes.text(left, bottom - 2 * thick, text, fontsize=7, va="bottom")
+    thick = max(1.0, height / 80)
+    axes.set_ylim(height * 1.1, -0.5)  # room below the image (y grows downwards)
+    axes.add_patch(Rectangle((0, height * 1.06), microns / microns_per_pixel, thick, color="k"))
+    axes.text(microns / microns_per_pixel + width * 0.02, height * 1.06 + thick, text, fontsize=7)
 
 
 def overlay_grid(
@@ -184,8 +184,6 @@ def _tiles(grid: UInt8Array, shape: tuple[int, int, int], step: float) -> Iterat
     ``grid[y // step, x // step]``, row by row, each :data:`OVERLAY_TILE` square (white beyond
     the image). A tile of one colour (glass, mostly) is neither drawn nor encoded again: it is
     told from the grid cells under it, and encoded once per colour."""
-    import imagecodecs
-
     rows, columns = grid.shape[:2]
     side = OVERLAY_TILE
     uniform: dict[bytes, bytes] = {}
@@ -202,11 +200,20 @@ def _tiles(grid: UInt8Array, shape: tuple[int, int, int], step: float) -> Iterat
             if (cells == colour).all() and (inside or (colour == 255).all()):
                 key = colour.tobytes()
                 if key not in uniform:
-                    plain = np.ascontiguousarray(np.broadcast_to(colour, (side, side, 3)))
-                    uniform[key] = bytes(imagecodecs.zlib_encode(plain, level=1))
+                    plain = np.empty((side, side, 3), dtype=np.uint8)
+                    plain[:] = colour
+                    uniform[key] = _encoded(plain)
                 yield uniform[key]
                 continue
             tile = band[grid_y - grid_y[0]][:, grid_x]
             tile[y >= shape[0]] = 255
             tile[:, x >= shape[1]] = 255
-            yield bytes(imagecodecs.zlib_encode(tile, level=1))
+            yield _encoded(tile)
+
+
+def _encoded(tile: UInt8Array) -> bytes:
+    """A tile as the TIFF's zlib (Adobe deflate) compression stores it; level 1 is fast, and
+    the few colours of a heat map compress well at any level."""
+    import imagecodecs
+
+    return bytes(imagecodecs.zlib_encode(tile.tobytes(), level=1))
