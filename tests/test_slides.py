@@ -661,3 +661,21 @@ def test_the_overlay_tiff_has_the_slide_s_geometry(
     with openslide.OpenSlide(str(overlay)) as opened:
         assert opened.dimensions == (COLUMNS * CELL, ROWS * CELL)
         assert float(opened.properties["openslide.mpp-x"]) == pytest.approx(SLIDE_MPP)
+
+
+def test_the_cli_refuses_a_bad_roi_and_an_unknown_detector_in_one_line(
+    slide_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "regions.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [')  # cut short
+    command = ["slide", "predict", str(slide_run), str(slide_file), "--out", str(tmp_path / "o"),
+               "--model-mpp", str(MODEL_MPP)]  # fmt: skip
+    result = CliRunner().invoke(app, [*command, "--roi", str(bad)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"--roi {bad} is not a readable JSON file" in errors[0]
+    assert "Traceback" not in result.output
+    unknown = CliRunner().invoke(app, [*command, "--tissue-detector", "otsu"])
+    assert unknown.exit_code == 2
+    assert "otsu" in unknown.output and "optical-density" in unknown.output
+    assert "Traceback" not in unknown.output
