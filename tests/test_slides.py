@@ -342,6 +342,9 @@ def test_the_cli_predicts_many_slides_and_reports_the_bad_ones(
     with open(out / "summary.csv", newline="") as handle:
         rows = {Path(r["slide"]).name: r for r in csv.DictReader(handle)}
     assert rows["synthetic.tif"]["status"] == "ok"
+    decision = json.loads((out / "synthetic" / "summary.json").read_text())["threshold"]
+    assert rows["synthetic.tif"]["threshold_name"] == decision["name"]
+    assert float(rows["synthetic.tif"]["fraction_called_positive"]) == decision["fraction_positive"]
     assert {rows[n]["status"] for n in ("blank.png", "damaged.tif", "notes.txt")} == {"error"}
 
     (out / "summary.csv").unlink()

@@ -70,7 +70,8 @@ class SlideOutcome:
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score", "domain_flagged_fraction", "case_id",
+    "mean_score", "max_score", "domain_flagged_fraction", "case_id", "threshold_name",
+    "threshold", "fraction_called_positive", "tissue_classified_fraction",
 )  # fmt: skip
 
 # The names scanners give the photographs they store beside a slide (Aperio's, Leica's,
@@ -420,6 +421,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
     for o in outcomes:
         s = o.summary or {}
         fractions = s.get("fraction_positive", {})
+        decision = s.get("threshold") or {}
         writer.writerow(
             [
                 o.slide, o.folder.name if o.folder else "", o.status, o.error or "",
@@ -427,6 +429,9 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
                 _number((s.get("domain") or {}).get("flagged_fraction")), s.get("case_id", ""),
+                decision.get("name", ""), _number(decision.get("value")),
+                _number(decision.get("fraction_positive")),
+                _number(s.get("tissue_classified_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip
