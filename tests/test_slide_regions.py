@@ -107,6 +107,8 @@ def test_a_tissue_mask_replaces_the_detector(full_slide: Path, tmp_path: Path) -
     Image.fromarray(np.full((50, 50), 255, dtype=np.uint8)).save(wrong)
     with pytest.raises(DataError, match="proportions"):
         cells_within(full_slide, RegionOptions(tissue_mask=wrong))
+    with pytest.raises(DataError, match="not a readable image"):
+        cells_within(full_slide, RegionOptions(tissue_mask=tmp_path / "missing.png"))
 
 
 @pytest.mark.parametrize(

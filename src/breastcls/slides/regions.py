@@ -135,6 +135,11 @@ def read_tissue_mask(path: Path, shape: tuple[int, int]) -> BoolArray:
     try:
         with Image.open(path) as image:
             grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    except Image.DecompressionBombError as error:
+        raise DataError(
+            f"--tissue-mask {path} is too large to decode ({error}): export the mask at a lower "
+            "scale (any scale with the slide's proportions will do)."
+        ) from error
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(
             f"--tissue-mask {path} is not a readable image ({error}): pass a PNG whose white "
