@@ -20,6 +20,7 @@ from breastcls.interfaces import (
     Metric,
     SlideReader,
     StainNormaliser,
+    TissueDetector,
     Trainer,
 )
 from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
@@ -128,6 +129,19 @@ def breastcls_register_stain_normalisers(registry: PluginRegistry[StainNormalise
     ``registry.add(id, normaliser, summary=...)`` with a
     :class:`~breastcls.interfaces.StainNormaliser`; ``breastcls train --stain-normalisation ID``
     fits it to the training images (or ``--stain-reference``) and puts its layer into the model.
+
+    Since: 0.2.0
+    """
+
+
+@hookspec
+def breastcls_register_tissue_detectors(registry: PluginRegistry[TissueDetector]) -> None:
+    """Register tissue detectors: what of a slide's thumbnail is tissue (not glass, pen or dust).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, detector, summary=...)`` with a
+    :class:`~breastcls.interfaces.TissueDetector`; ``breastcls slide predict --tissue-detector
+    ID`` picks one (default ``optical-density``).
 
     Since: 0.2.0
     """

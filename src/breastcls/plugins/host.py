@@ -27,6 +27,7 @@ from breastcls.interfaces import (
     Metric,
     SlideReader,
     StainNormaliser,
+    TissueDetector,
     Trainer,
 )
 from breastcls.plugins import hookspecs
@@ -49,6 +50,7 @@ _REGISTRATION_HOOKS = {
     "tta": "breastcls_register_tta",
     "slide_reader": "breastcls_register_slide_readers",
     "stain_normaliser": "breastcls_register_stain_normalisers",
+    "tissue_detector": "breastcls_register_tissue_detectors",
 }
 
 
@@ -117,6 +119,7 @@ class PluginHost:
         self.tta: Registry[TTA] = Registry("tta")
         self.slide_readers: Registry[SlideReader] = Registry("slide_reader")
         self.stain_normalisers: Registry[StainNormaliser] = Registry("stain_normaliser")
+        self.tissue_detectors: Registry[TissueDetector] = Registry("tissue_detector")
         for kind, hook_name in _REGISTRATION_HOOKS.items():
             self._fill(self.registry(kind), hook_name)
 
@@ -132,6 +135,7 @@ class PluginHost:
             "tta": self.tta,
             "slide_reader": self.slide_readers,
             "stain_normaliser": self.stain_normalisers,
+            "tissue_detector": self.tissue_detectors,
         }
         return registries[kind]
 

@@ -438,6 +438,12 @@ class SlideFolder:
         return self.path / "heatmap.png"
 
     @property
+    def overlay(self) -> Path:
+        """``heatmap.tif``: the heat map as a pyramidal TIFF of the slide's size (viewers lay
+        it over the slide)."""
+        return self.path / "heatmap.tif"
+
+    @property
     def geojson(self) -> Path:
         """``tiles.geojson``: one polygon per tile with its probabilities (QuPath opens it)."""
         return self.path / "tiles.geojson"

@@ -28,7 +28,7 @@ from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import reporting_prefixed
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import writers_in_turn
-from breastcls.slides.job import check_regions, predict_slide
+from breastcls.slides.job import predict_slide
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.scale import model_scale
 from breastcls.slides.tilewriter import json_object
@@ -77,7 +77,8 @@ class SlideOutcome:
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score", "domain_flagged_fraction", "case_id",
+    "mean_score", "max_score", "domain_flagged_fraction", "case_id", "threshold_name",
+    "threshold", "fraction_called_positive", "tissue_classified_fraction",
 )  # fmt: skip
 
 # The names scanners give the photographs they store beside a slide (Aperio's, Leica's,
@@ -278,8 +279,10 @@ def predict_slides(
     Raises:
         ModelLoadError: The model cannot be loaded.
         ConfigError: An option is unknown or out of range, ``model_mpp`` is ``None`` and the
-            run records no training scale, a slide names regions not supported, or ``shard``
-            is not ``(K, N)`` with ``1 <= K <= N``.
+            run records no training scale, or ``shard`` is not ``(K, N)`` with
+            ``1 <= K <= N``.
+        UnknownComponentError: The options name an unknown TTA, slide reader or tissue
+            detector.
         OutputError: ``out_dir`` cannot be written.
     """
     options = options or SlideJobOptions(runtime="tensorflow")
@@ -287,8 +290,6 @@ def predict_slides(
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
     jobs, skipped = _slide_jobs(inputs, host)
-    for job in jobs:
-        check_regions(job)
     inference = _load_for_slides(model, options, host)
     per_slide = options.replace(runtime=None)  # the runtime chosen once serves every slide
     # Folder names are given over the whole list, so that every shard names a slide alike.
@@ -345,6 +346,7 @@ def _load_for_slides(
             scale for the model.
     """
     host.tta.info(options.tta)  # before the model loads
+    host.tissue_detectors.info(options.tissue_detector)
     if options.reader is not None:
         host.slide_readers.info(options.reader)
     runtime = check_runtime(options.runtime or "tensorflow")
@@ -427,6 +429,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
     for o in outcomes:
         s = o.summary or {}
         fractions = s.get("fraction_positive", {})
+        decision = s.get("threshold") or {}
         writer.writerow(
             [
                 o.slide, o.folder.name if o.folder else "", o.status, o.error or "",
@@ -434,6 +437,9 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
                 _number((s.get("domain") or {}).get("flagged_fraction")), s.get("case_id", ""),
+                decision.get("name", ""), _number(decision.get("value")),
+                _number(decision.get("fraction_positive")),
+                _number(s.get("tissue_classified_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip
