@@ -21,6 +21,7 @@ from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.scale import training_scale
 from breastcls.data.split import Split, split_for_config
+from breastcls.embeddings.probe import check_probe_config, fit_probe_run, frozen_extractor
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import (
     BreastclsError,
@@ -106,7 +107,8 @@ def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedDa
     Between the two, the backbone is built once and checked (:func:`check_backbone_output`;
     not in a worker of a multi-worker run, whose strategy must come first),
     with the memory a training step needs: after the cheap checks of the data, before the long
-    decoding.
+    decoding. A frozen extractor's file is opened and checked instead (its input size and
+    output), built into nothing.
 
     Raises:
         DataError: The data is unusable, or holds unreadable images and
@@ -118,7 +120,10 @@ def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedDa
     host = ensure_host(host)
     # A worker of a multi-worker run must create its strategy before TensorFlow runs anything
     # (building a model would); its model is built, and checked, under the strategy.
-    if worker_role() is None:
+    extractor = frozen_extractor(config.model, host)
+    if extractor is not None:
+        extractor.load()  # its file, input size and output checked before decoding
+    elif worker_role() is None:
         features = check_backbone_output(config.model.backbone, config.data.image_size, host)
         _check_training_memory(features, config)
     image_info, bad = scan_samples(dataset.samples)
@@ -254,10 +259,13 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
     ):
         host.registry(kind).info(name)
     host.trainers.get(config.train.trainer, config.train.trainer_options)
+    extractor = frozen_extractor(config.model, host)
+    if extractor is not None:
+        check_probe_config(config, extractor)
     check_weights(
         config.model.weights,
         backbone_name=config.model.backbone,
-        backbone=host.backbones.get(config.model.backbone),
+        backbone=host.backbones.get(config.model.backbone, config.model.backbone_options),
     )
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(
@@ -652,7 +660,14 @@ def _train_in(
     )
     if resume_from is None:
         _record_run(run_dir, config, data, plan.config_dict, stain)
-    history = _fit(run_dir, config, data, host, plan)
+    extractor = frozen_extractor(config.model, host)
+    if extractor is None:
+        history = _fit(run_dir, config, data, host, plan)
+    else:  # a probe on the cached embeddings of a frozen extractor
+        history = fit_probe_run(
+            run_dir, config, data.split, class_names=data.class_names,
+            image_info=data.image_info, extractor=extractor, class_weight=class_weight,
+        )  # fmt: skip
     return _finish(run_dir, config, data, host, history, resumed_at=resumed_at)
 
 
