@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from _runs import start_cli, wait_for_exit, wait_on_progress
 from breastcls.cli.app import app
 from breastcls.embeddings.cache import CachedEmbedder
 from breastcls.embeddings.extractor import FrozenExtractor, extractor_calls
 from breastcls.errors import ModelLoadError
 from breastcls.testing.extractors import write_keras_extractor, write_onnx_extractor
-from tests._runs import start_cli, wait_for_exit, wait_on_progress
 
 SIZE = 32
 
