@@ -136,10 +136,10 @@ def task_foundation(n: int, size: int, folds: int, epochs: int) -> dict[str, Any
     """The two measurements (see the module); every cache lies in a temporary folder."""
     import os
 
+    from benchmarks.workers import DATA
     from breastcls import DataConfig, load_dataset
     from breastcls.data.images import scan_samples
     from breastcls.embeddings.extractor import FrozenExtractor
-    from benchmarks.workers import DATA
 
     base = sorted(load_dataset(DataConfig(path=DATA)).samples, key=lambda s: str(s.path))
     order = np.random.default_rng(0).permutation(len(base))  # both classes in every fold

@@ -149,7 +149,7 @@ def _precision_policy(precision: str) -> str:
     ``mixed_float16`` and ``mixed_bfloat16`` name one."""
     if precision != "mixed":
         return precision
-    from breastcls.training.train import _precision_policy as breastcls_policy
+    from breastcls.training.fit import precision_policy as breastcls_policy
 
     return breastcls_policy(precision)
 
@@ -594,7 +594,7 @@ def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) ->
     from breastcls import predict_slide
     from breastcls.data.pipeline import without_autotuning
     from breastcls.inference.runtime import TensorFlowRuntime, cached_runtime_record
-    from breastcls.slides.job import _tile_pixels, open_slide
+    from breastcls.slides.reading import open_slide, tile_pixels
     from breastcls.slides.tiling import plan_tiles
     from breastcls.slides.tissue import detect_tissue, read_thumbnail
 
@@ -612,7 +612,7 @@ def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) ->
                 mask=detect_tissue(thumbnail.pixels), mask_downsample=thumbnail.downsample,
                 overlap=0.0, min_tissue=0.5,
             )  # fmt: skip
-            tiles = np.stack([_tile_pixels(opened, plan, i) for i in range(len(plan))])
+            tiles = np.stack([tile_pixels(opened, plan, i) for i in range(len(plan))])
         finally:
             opened.close()
         in_memory = without_autotuning(

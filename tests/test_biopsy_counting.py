@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastcls.builtin.clinical_metrics import BootstrapMetric, PatientMetric
-from breastcls.evaluation.clinical import exact_interval, patient_rows, stratified_resampling
+from breastcls.evaluation.clinical import (
+    BootstrapOptions,
+    exact_interval,
+    patient_rows,
+    stratified_resampling,
+)
 from breastcls.evaluation.evaluate import _read_predictions_csv
+from breastcls.evaluation.image_metrics import BootstrapMetric
 from breastcls.evaluation.metrics import metrics_document, write_predictions
+from breastcls.evaluation.patient_metrics import PatientMetric
 from breastcls.evaluation.report import summary_card
 from breastcls.interfaces import Predictions
 from breastcls.model_card import model_card_text
@@ -51,14 +57,16 @@ def test_exact_bound_of_5_of_5_is_clopper_pearson() -> None:
 
 def test_five_malignant_patients_get_a_bound_below_0_6_beside_the_bootstrap() -> None:
     p = _slides(["14-20001", "14-20002", "14-20003", "14-20004", "14-20005"], MALIGNANT)
-    patient = PatientMetric(n_resamples=200)(p, out_dir=Path(".")).values
+    patient = PatientMetric(bootstrap=BootstrapOptions(n_resamples=200))(
+        p, out_dir=Path(".")
+    ).values
     # The bootstrap cannot move: all five are right in every resample.
     assert patient["intervals"]["sensitivity"] == {"estimate": 1.0, "low": 1.0, "high": 1.0}
     exact = patient["exact"]["sensitivity"]
     assert (exact["successes"], exact["trials"]) == (5, 5)
     assert exact["low"] < 0.6 and exact["low"] == pytest.approx(0.4782, abs=1e-4)
     assert any(w.startswith("sensitivity: zero-width interval") for w in patient["warnings"])
-    bootstrap = BootstrapMetric(n_resamples=200)(p, out_dir=Path("."))
+    bootstrap = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=200))(p, out_dir=Path("."))
     metrics = metrics_document([bootstrap], p)
     card = summary_card(metrics, None)
     assert (
@@ -80,17 +88,17 @@ def test_two_slides_of_one_biopsy_count_as_one_patient(tmp_path: Path) -> None:
         "14-29960",
     ]
     assert rows[-1].slides == ("14-29960AB", "14-29960CD") and rows[-1].n_images == 6
-    resampling = stratified_resampling(p, n_resamples=50)
+    resampling = stratified_resampling(p, BootstrapOptions(n_resamples=50))
     assert resampling.per_class == (1, 5)
     # Resampled by biopsy, the benign side is one unit: both slides move together.
     benign = resampling.image_weights[:, :6]
     assert np.all(benign == benign[:, :1])
-    section = BootstrapMetric(n_resamples=50)(p, out_dir=tmp_path)
+    section = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path)
     assert section.values["warnings"][0] == "benign: 1 biopsy: specificity cannot be estimated"
     assert section.values["resampled_per_class"] == {"malignant": 5, "benign": 1}
     assert "class benign has 1 biopsy: intervals are unreliable" in section.values["warnings"]
     assert metrics_document([section], p)["evaluated_on"]["patients"] == 6
-    patient = PatientMetric(n_resamples=50)(p, out_dir=tmp_path).values
+    patient = PatientMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path).values
     assert patient["n_patients"] == 6
     assert patient["patients"][-1]["slides"] == "14-29960AB, 14-29960CD"
     # predictions.csv names each image's group, and reads back with it.
@@ -113,14 +121,16 @@ def test_given_groups_override_the_accession(tmp_path: Path) -> None:
         groups=("b",) * 4 + ("m1",) * 2 + ("m2",) * 2,
     )
     assert [row.patient_id for row in patient_rows(grouped)] == ["b", "m1", "m2"]
-    warnings = BootstrapMetric(n_resamples=20)(grouped, out_dir=tmp_path).values["warnings"]
+    warnings = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=20))(
+        grouped, out_dir=tmp_path
+    ).values["warnings"]
     assert warnings[0] == "benign: 1 patient: specificity cannot be estimated"
 
 
 def test_the_model_card_counts_patients_and_warns(tmp_path: Path) -> None:
     p = _slides(["14-29960AB", "14-29960CD"], MALIGNANT)
-    sections = [BootstrapMetric(n_resamples=50)(p, out_dir=tmp_path)]
-    sections.append(PatientMetric(n_resamples=50)(p, out_dir=tmp_path))
+    sections = [BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path)]
+    sections.append(PatientMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path))
     (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p)))
     card = model_card_text(tmp_path).replace("\\", "")
     assert "Resampled patients per class: malignant 5, benign 1." in card

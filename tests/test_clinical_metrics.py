@@ -17,21 +17,21 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from breastcls.builtin.clinical_metrics import (
-    BootstrapMetric,
-    CalibrationMetric,
-    SubtypeMetric,
-    ThresholdsMetric,
-    magnification_metric,
-    patient_metric,
-    roc_metric,
-)
 from breastcls.evaluation.clinical import (
+    BootstrapOptions,
     binary_rates,
     bootstrap_intervals,
     expected_calibration_error,
     patient_rows,
 )
+from breastcls.evaluation.image_metrics import (
+    BootstrapMetric,
+    CalibrationMetric,
+    ThresholdsMetric,
+    roc_metric,
+)
+from breastcls.evaluation.patient_metrics import magnification_metric, patient_metric
+from breastcls.evaluation.subtype_metrics import SubtypeMetric
 from breastcls.inference.decision import (
     apply_temperature,
     binary_view,
@@ -155,7 +155,9 @@ def test_subtype_clinical_sections_use_p_malignant_as_the_sum(tmp_path: Path) ->
     patient_truth = np.array([row.positive for row in rows])
     patient_score = np.array([row.score for row in rows])
     assert patient["auc"] == pytest.approx(roc_auc_score(patient_truth, patient_score))
-    bootstrap = BootstrapMetric(n_resamples=200)(p, out_dir=tmp_path).values
+    bootstrap = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=200))(
+        p, out_dir=tmp_path
+    ).values
     assert bootstrap["intervals"]["sensitivity"]["estimate"] == pytest.approx(
         recall_score(truth, summed >= 0.5)
     )
@@ -167,7 +169,7 @@ def test_subtype_clinical_sections_use_p_malignant_as_the_sum(tmp_path: Path) ->
 
 def test_subtype_section_equals_sklearn_with_intervals(tmp_path: Path) -> None:
     p = _subtype_predictions()
-    section = SubtypeMetric(n_resamples=300)(p, out_dir=tmp_path)
+    section = SubtypeMetric(bootstrap=BootstrapOptions(n_resamples=300))(p, out_dir=tmp_path)
     values = section.values
     assert values["available"] is True
     for c, name in enumerate(SUBTYPES):
@@ -200,7 +202,9 @@ def test_subtype_section_of_a_perfect_model_and_of_few_patients(tmp_path: Path) 
         probabilities=probabilities,
         patient_ids=tuple(f"{SUBTYPES[label]}-{i % 2}" for i, label in enumerate(y)),
     )
-    values = SubtypeMetric(n_resamples=100)(perfect, out_dir=tmp_path).values
+    values = SubtypeMetric(bootstrap=BootstrapOptions(n_resamples=100))(
+        perfect, out_dir=tmp_path
+    ).values
     for name in ("macro_auc", "balanced_accuracy"):
         assert values[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
     assert all(
@@ -257,9 +261,9 @@ def test_roc_metric_with_one_class_has_no_auc(tmp_path: Path) -> None:
 
 def test_bootstrap_is_reproducible_and_contains_the_estimate() -> None:
     p = _predictions()
-    first, unit = bootstrap_intervals(p, n_resamples=400, seed=7)
-    again, _ = bootstrap_intervals(p, n_resamples=400, seed=7)
-    other, _ = bootstrap_intervals(p, n_resamples=400, seed=8)
+    first, unit = bootstrap_intervals(p, BootstrapOptions(n_resamples=400, seed=7))
+    again, _ = bootstrap_intervals(p, BootstrapOptions(n_resamples=400, seed=7))
+    other, _ = bootstrap_intervals(p, BootstrapOptions(n_resamples=400, seed=8))
     assert unit == "images"
     assert first == again
     assert first != other
@@ -303,14 +307,14 @@ def test_bootstrap_resamples_whole_patients_when_they_are_known() -> None:
         probabilities=probabilities,
         patient_ids=patients,
     )
-    by_patient, unit = bootstrap_intervals(clustered, n_resamples=2000, seed=0)
+    by_patient, unit = bootstrap_intervals(clustered, BootstrapOptions(n_resamples=2000, seed=0))
     assert unit == "patients"
     independent = Predictions(
         class_names=clustered.class_names,
         y_true=clustered.y_true,
         probabilities=clustered.probabilities,
     )
-    by_image, unit = bootstrap_intervals(independent, n_resamples=2000, seed=0)
+    by_image, unit = bootstrap_intervals(independent, BootstrapOptions(n_resamples=2000, seed=0))
     assert unit == "images"
 
     def width(intervals: dict[str, dict[str, float | None]]) -> float:
@@ -321,7 +325,9 @@ def test_bootstrap_resamples_whole_patients_when_they_are_known() -> None:
 
 
 def test_bootstrap_metric_section() -> None:
-    section = BootstrapMetric(n_resamples=200, seed=1)(_predictions(), out_dir=Path("."))
+    section = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=200, seed=1))(
+        _predictions(), out_dir=Path(".")
+    )
     assert section.values["seed"] == 1 and section.values["resampled"] == "images"
     assert section.values["method"] == "class-stratified image bootstrap"
     assert set(section.values["intervals"]) == {
@@ -496,4 +502,4 @@ def test_metric_plugins_are_registered(host: object) -> None:
         "subtype",
     ):
         assert name in names
-        assert host.metrics.info(name).plugin == "builtin_clinical_metrics"  # type: ignore[attr-defined]
+        assert host.metrics.info(name).plugin == "builtin_metrics"  # type: ignore[attr-defined]

@@ -226,7 +226,7 @@ def _read_only_run_works(folder: Path, tmp_path: Path, breakhis_dev: Path) -> No
     assert evaluated.exit_code == 0, evaluated.output
     cells = {(c, 0): p for c, p in enumerate(sorted((breakhis_dev / "malignant").glob("*"))[:2])}
     slide = write_mosaic_slide(tmp_path / "slide.tif", cells, columns=2, rows=1, cell=96)
-    for runtime in ("tensorflow", "onnx"):
+    for runtime in ("tensorflow", "onnx", "auto"):  # `auto` measures: into a user cache
         tiled = runner.invoke(
             app, ["slide", "predict", str(folder), str(slide), "--model-mpp", "1.0",
                   "--runtime", runtime, "--out", str(tmp_path / runtime)],

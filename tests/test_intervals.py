@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from breastcls.builtin.clinical_metrics import (
-    BootstrapMetric,
-    MagnificationMetric,
-    PatientMetric,
-)
+from breastcls.errors import ConfigError
 from breastcls.evaluation.clinical import (
+    BootstrapOptions,
     Interval,
     bootstrap_interval,
     bootstrap_intervals,
@@ -24,6 +21,8 @@ from breastcls.evaluation.clinical import (
     percentile_interval,
     stratified_resampling,
 )
+from breastcls.evaluation.image_metrics import BootstrapMetric
+from breastcls.evaluation.patient_metrics import MagnificationMetric, PatientMetric
 from breastcls.inference.decision import binary_view
 from breastcls.interfaces import Predictions
 
@@ -60,11 +59,13 @@ def _patients(
 
 def test_a_perfectly_separated_set_gives_intervals_of_one() -> None:
     p = _patients([0] * 6 + [1] * 6, separated=True)
-    intervals, unit = bootstrap_intervals(p, n_resamples=300, seed=0)
+    intervals, unit = bootstrap_intervals(p, BootstrapOptions(n_resamples=300, seed=0))
     assert unit == "patients"
     for name in ("accuracy", "sensitivity", "specificity", "f1", "auc"):
         assert intervals[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
-    patient = PatientMetric(n_resamples=300)(p, out_dir=HERE).values["intervals"]
+    patient = PatientMetric(bootstrap=BootstrapOptions(n_resamples=300))(p, out_dir=HERE).values[
+        "intervals"
+    ]
     for name in ("accuracy", "sensitivity", "specificity", "auc", "patient_recognition_rate"):
         assert patient[name] == {"estimate": 1.0, "low": 1.0, "high": 1.0}, name
 
@@ -72,7 +73,7 @@ def test_a_perfectly_separated_set_gives_intervals_of_one() -> None:
 def test_stratification_keeps_each_class_patient_count_in_every_draw() -> None:
     labels = [0] * 7 + [1] * 3
     p = _patients(labels, per_patient=3)
-    resampling = stratified_resampling(p, n_resamples=500, seed=4)
+    resampling = stratified_resampling(p, BootstrapOptions(n_resamples=500, seed=4))
     assert resampling.resampled == "patients"
     assert resampling.per_class == (7, 3)
     classes = np.array([row.label for row in resampling.patients])
@@ -92,7 +93,7 @@ def test_a_class_of_one_patient_is_in_every_draw_so_no_draw_is_undefined() -> No
     # malignant patient out of about (9/10)^10 = 35% of the draws, where sensitivity and AUC are
     # undefined; stratified, that patient is drawn exactly once every time.
     p = _patients([0] * 9 + [1], per_patient=4)
-    resampling = stratified_resampling(p, n_resamples=400, seed=0)
+    resampling = stratified_resampling(p, BootstrapOptions(n_resamples=400, seed=0))
     np.testing.assert_array_equal(resampling.patient_weights[:, -1], 1.0)
     for name, statistic in image_statistics(p).items():
         interval = bootstrap_interval(statistic, resampling.image_weights)
@@ -108,7 +109,7 @@ def test_images_are_drawn_within_each_class_without_patient_ids() -> None:
         y_true=y,
         probabilities=np.stack([1 - score, score], axis=1),
     )
-    resampling = stratified_resampling(p, n_resamples=300, seed=1)
+    resampling = stratified_resampling(p, BootstrapOptions(n_resamples=300, seed=1))
     assert resampling.resampled == "images" and resampling.per_class == (30, 12)
     assert resampling.patients == () and resampling.patient_weights.shape == (300, 0)
     np.testing.assert_array_equal(resampling.image_weights[:, y == 0].sum(axis=1), 30)
@@ -118,7 +119,7 @@ def test_images_are_drawn_within_each_class_without_patient_ids() -> None:
 def test_the_weighted_statistics_equal_sklearn_with_sample_weights() -> None:
     p = _patients([0, 1] * 5, per_patient=5, seed=2)
     view = binary_view(p)
-    weights = stratified_resampling(p, n_resamples=6, seed=3).image_weights
+    weights = stratified_resampling(p, BootstrapOptions(n_resamples=6, seed=3)).image_weights
     statistics = image_statistics(p)
     values = {name: statistic(weights) for name, statistic in statistics.items()}
     for row, w in enumerate(weights):
@@ -143,7 +144,7 @@ def test_bootstrap_interval_works_for_any_statistic() -> None:
         return (weights @ value) / weights.sum(axis=1)  # type: ignore[no-any-return]
 
     p = _patients([0, 0], per_patient=1)
-    resampling = stratified_resampling(p, n_resamples=2000, seed=0)
+    resampling = stratified_resampling(p, BootstrapOptions(n_resamples=2000, seed=0))
     interval = bootstrap_interval(mean, resampling.patient_weights)
     assert interval == Interval(estimate=0.5, low=0.0, high=1.0, undefined=0)
     share_of_halves = np.mean(mean(resampling.patient_weights) == 0.5)
@@ -162,7 +163,7 @@ def test_percentile_interval_by_hand() -> None:
 
 def test_patient_section_intervals_contain_its_figures_and_say_how() -> None:
     p = _patients([0] * 6 + [1] * 6, per_patient=4, seed=5)
-    section = PatientMetric(n_resamples=400, seed=2)(p, out_dir=HERE)
+    section = PatientMetric(bootstrap=BootstrapOptions(n_resamples=400, seed=2))(p, out_dir=HERE)
     values = section.values
     assert values["interval_method"] == {
         "method": "class-stratified patient bootstrap",
@@ -192,12 +193,14 @@ def test_patient_section_intervals_contain_its_figures_and_say_how() -> None:
 
 def test_few_patients_give_a_clear_warning() -> None:
     p = _patients([0] * 6 + [1] * 3, per_patient=2)
-    bootstrap = BootstrapMetric(n_resamples=200)(p, out_dir=HERE)
+    bootstrap = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=200))(p, out_dir=HERE)
     expected = "class malignant has 3 patients: intervals are unreliable"
     assert bootstrap.values["warnings"] == [expected]
     assert bootstrap.values["resampled_per_class"] == {"malignant": 3, "benign": 6}
     assert f"Warning: {expected}." in (bootstrap.text or "")
-    assert PatientMetric(n_resamples=200)(p, out_dir=HERE).values["warnings"] == [expected]
+    assert PatientMetric(bootstrap=BootstrapOptions(n_resamples=200))(p, out_dir=HERE).values[
+        "warnings"
+    ] == [expected]
     assert few_units_warnings({"A": 1, "B": 5}, "patients") == [
         "class A has 1 patient: intervals are unreliable"
     ]
@@ -205,7 +208,9 @@ def test_few_patients_give_a_clear_warning() -> None:
 
 def test_bootstrap_section_records_the_method() -> None:
     p = _patients([0] * 5 + [1] * 5)
-    values = BootstrapMetric(n_resamples=100, seed=3)(p, out_dir=HERE).values
+    values = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=100, seed=3))(
+        p, out_dir=HERE
+    ).values
     assert values["method"] == "class-stratified patient bootstrap"
     assert (values["resampled"], values["n_resamples"], values["level"]) == ("patients", 100, 0.95)
     assert values["interval_method"]["method"] == values["method"]
@@ -214,7 +219,7 @@ def test_bootstrap_section_records_the_method() -> None:
 
 def test_each_magnification_has_intervals_drawn_within_it() -> None:
     p = _patients([0] * 5 + [1] * 5, per_patient=4, seed=6, magnifications=(40, 200))
-    section = MagnificationMetric(n_resamples=300)(p, out_dir=HERE)
+    section = MagnificationMetric(bootstrap=BootstrapOptions(n_resamples=300))(p, out_dir=HERE)
     assert section.values["interval_method"]["method"] == "class-stratified patient bootstrap"
     for row in section.values["breakdown"]:
         intervals = row["intervals"]
@@ -230,7 +235,36 @@ def test_each_magnification_has_intervals_drawn_within_it() -> None:
             assert interval["low"] <= interval["estimate"] <= interval["high"], name
     # Five patients per class at each magnification: no warning.
     assert section.values["warnings"] == []
-    few = MagnificationMetric(n_resamples=50)(_patients([0] * 5 + [1] * 2), out_dir=HERE)
+    few = MagnificationMetric(bootstrap=BootstrapOptions(n_resamples=50))(
+        _patients([0] * 5 + [1] * 2), out_dir=HERE
+    )
     assert (
         "40X: class malignant has 2 patients: intervals are unreliable" in (few.values["warnings"])
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("n_resamples", 0, "at least 1"),
+        ("n_resamples", 10.0, "whole number"),
+        ("n_resamples", True, "whole number"),
+        ("seed", -1, ">= 0"),
+        ("level", 1.0, "strictly between 0 and 1"),
+        ("level", 0.0, "strictly between 0 and 1"),
+    ],
+)
+def test_bootstrap_options_refuse_values_out_of_range(field: str, value: object, says: str) -> None:
+    with pytest.raises(ConfigError, match=f"{field} .*{says}"):
+        BootstrapOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def test_bootstrap_options_set_the_draws_and_the_recorded_method() -> None:
+    p = _patients([0] * 5 + [1] * 5)
+    options = BootstrapOptions(n_resamples=40, seed=9, level=0.9)
+    resampling = stratified_resampling(p, options)
+    assert resampling.image_weights.shape == (40, len(p.y_true))
+    assert resampling.describe()["n_resamples"] == 40
+    assert (resampling.describe()["seed"], resampling.describe()["level"]) == (9, 0.9)
+    again = stratified_resampling(p, BootstrapOptions(n_resamples=40, seed=9))
+    assert np.array_equal(again.image_weights, resampling.image_weights)

@@ -33,7 +33,8 @@ from breastcls.runs.lock import (
     lock_folder,
     lock_state,
 )
-from breastcls.training.train import _train_recording_status, lock_run
+from breastcls.training.run import lock_run
+from breastcls.training.train import _train_recording_status
 
 RACES = 20
 SLOT_S = 0.15
@@ -46,7 +47,7 @@ import json, sys, time
 from pathlib import Path
 from breastcls.errors import OutputError
 from breastcls.runs.folder import create_run_dir, write_status
-from breastcls.training.train import lock_run
+from breastcls.training.run import lock_run
 
 mode, me, other, root = sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])
 start, races, slot = float(sys.argv[5]), int(sys.argv[6]), float(sys.argv[7])

@@ -9,16 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from breastcls.builtin.clinical_metrics import (
-    BootstrapMetric,
-    MagnificationMetric,
-    PatientMetric,
-    ThresholdsMetric,
-)
 from breastcls.config import ModelConfig
 from breastcls.data.images import inspect_image
 from breastcls.errors import ConfigError
+from breastcls.evaluation.clinical import BootstrapOptions
+from breastcls.evaluation.image_metrics import BootstrapMetric, ThresholdsMetric
 from breastcls.evaluation.metrics import metrics_document
+from breastcls.evaluation.patient_metrics import MagnificationMetric, PatientMetric
 from breastcls.evaluation.report import summary_card
 from breastcls.inference.decision import choose_thresholds
 from breastcls.interfaces import DataRole, Predictions, Sample
@@ -51,10 +48,14 @@ def _binary(n_per_class: int, seed: int = 0) -> Predictions:
 
 def test_operating_points_have_intervals_from_the_bootstrap_resamples(tmp_path: Path) -> None:
     p = _binary(20)
-    thresholds = ThresholdsMetric(n_resamples=300, seed=4)(p, out_dir=tmp_path)
+    thresholds = ThresholdsMetric(bootstrap=BootstrapOptions(n_resamples=300, seed=4))(
+        p, out_dir=tmp_path
+    )
     default = thresholds.values["operating_points"][0]
     assert default["name"] == "default"
-    bootstrap = BootstrapMetric(n_resamples=300, seed=4)(p, out_dir=tmp_path)
+    bootstrap = BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=300, seed=4))(
+        p, out_dir=tmp_path
+    )
     # The same draws as the bootstrap section: at 0.5, the same intervals.
     for name in ("sensitivity", "specificity"):
         assert default["intervals"][name] == bootstrap.values["intervals"][name]
@@ -64,7 +65,9 @@ def test_operating_points_have_intervals_from_the_bootstrap_resamples(tmp_path: 
     youden = thresholds.values["operating_points"][1]
     assert youden["intervals"]["sensitivity"]["estimate"] == youden["sensitivity"]
     assert thresholds.values["interval_method"]["resampled"] == "patients"
-    patient = PatientMetric(n_resamples=300, seed=4)(p, out_dir=tmp_path).values
+    patient = PatientMetric(bootstrap=BootstrapOptions(n_resamples=300, seed=4))(
+        p, out_dir=tmp_path
+    ).values
     point = patient["operating_points"][1]
     assert point["intervals"]["specificity"]["estimate"] == point["specificity"]
     assert point["intervals"]["specificity"]["low"] <= point["specificity"]
@@ -91,7 +94,9 @@ def test_subtype_magnification_rows_do_not_mix_binary_accuracy_with_its_interval
         patient_ids=tuple(f"x{i // 2}" for i in range(y.size)),
         magnifications=(40,) * y.size,
     )
-    row = MagnificationMetric(n_resamples=50)(p, out_dir=tmp_path).values["breakdown"][0]
+    row = MagnificationMetric(bootstrap=BootstrapOptions(n_resamples=50))(
+        p, out_dir=tmp_path
+    ).values["breakdown"][0]
     assert row["accuracy"] == 0.0 and row["intervals"]["accuracy"]["estimate"] == 0.0
     assert row["binary_accuracy"] == 1.0
     assert row["intervals"]["binary_accuracy"]["estimate"] == 1.0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -23,8 +24,9 @@ from breastcls.conversion import EXPORT_TOLERANCE
 from breastcls.errors import ConfigError, DataError
 from breastcls.inference import runtime as runtimes
 from breastcls.plugins import PluginHost
-from breastcls.slides.job import open_slide, predict_slide
+from breastcls.slides.job import predict_slide
 from breastcls.slides.outputs import TileTable, heat_map
+from breastcls.slides.reading import open_slide
 from breastcls.testing.slides import write_mosaic_slide
 
 CELL = 224  # level-0 pixels of one image cell (the side of a development image)
@@ -344,11 +346,62 @@ def test_the_cli_predicts_many_slides_and_reports_the_bad_ones(
 
     (out / "summary.csv").unlink()
     summary = CliRunner().invoke(app, ["slide", "summary", str(out)])
+    # The failures were recorded only in the summary removed: the folders show none.
     assert summary.exit_code == 0, summary.output
     with open(out / "summary.csv", newline="") as handle:
         gathered = list(csv.DictReader(handle))
     assert [r["folder"] for r in gathered if r["status"] == "ok"] == ["synthetic"]
     assert gathered[0]["top_k_mean_score"] == rows["synthetic.tif"]["top_k_mean_score"]
+
+
+def test_a_folder_s_macro_image_is_skipped_and_mpp_keeps_the_slide_s_own_resolution(
+    slide_run: Path, slide_file: Path, breakhis_dev: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    shutil.copy(slide_file, scans / "case1.tif")
+    Image.new("RGB", (600, 240), "white").save(scans / "case1_macro.jpg")
+    out = tmp_path / "out"
+    # --mpp 0.25 would double the tiles' side in pixels if it replaced the slide's 0.5.
+    result = CliRunner().invoke(
+        app, ["slide", "predict", str(slide_run), str(scans), "--out", str(out), "--mpp", "0.25",
+              "--model-mpp", str(MODEL_MPP), "--batch-size", "16", "--progress-every", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # Not a terminal: a progress line with the rate and the slide's place in the job.
+    assert re.search(
+        r"^slide 1 of 1: tiles of case1\.tif: (\d+)/\1 tiles, [\d.]+ tiles/s", result.output, re.M
+    ), result.output
+    assert "case1_macro.jpg: skipped: a scanner's label or macro image" in result.output
+    assert "WARNING" not in result.output
+    summary = json.loads((out / "case1" / "summary.json").read_text())
+    assert (summary["slide_mpp"], summary["mpp_source"]) == (SLIDE_MPP, "metadata")
+    assert summary["tile_size"] == CELL  # one tile per cell, at the slide's own 0.5 µm/px
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {Path(r["slide"]).name: r for r in csv.DictReader(handle)}
+    assert rows["case1_macro.jpg"]["status"] == "skipped"
+    assert rows["case1.tif"]["status"] == "ok"
+
+    # --force-mpp replaces it, and says so; a manifest gives a bare slide its own mpp.
+    write_slide(tmp_path / "bare.tif", breakhis_dev, resolution=False)
+    manifest = tmp_path / "slides.csv"
+    manifest.write_text(f"path,mpp,case_id\n{scans / 'case1.tif'},,A\nbare.tif,0.5,B\n")
+    forced = CliRunner().invoke(
+        app, ["slide", "predict", str(slide_run), "--manifest", str(manifest), "--out",
+              str(tmp_path / "forced"), "--mpp", "0.4", "--force-mpp",
+              "--model-mpp", str(MODEL_MPP), "--batch-size", "16"],
+    )  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert "--force-mpp 0.4 replaces the slide's own resolution, 0.5 µm/px" in forced.output
+    by_case = {
+        name: json.loads((tmp_path / "forced" / name / "summary.json").read_text())
+        for name in ("case1", "bare")
+    }
+    assert by_case["case1"]["slide_mpp"] == 0.4 and by_case["case1"]["case_id"] == "A"
+    assert by_case["bare"]["slide_mpp"] == 0.5  # the manifest's, for this slide
+    assert by_case["bare"]["case_id"] == "B"
 
 
 def test_onnx_runtime_gives_tensorflow_s_tiles_within_the_export_tolerance(
@@ -493,7 +546,7 @@ def test_the_training_scale_comes_from_the_data_or_is_refused_with_a_reason(
 def test_without_model_mpp_a_run_without_a_recorded_scale_is_refused(
     model: breastcls.InferenceModel, slide_run: Path, tmp_path: Path
 ) -> None:
-    from breastcls.slides.job import model_scale
+    from breastcls.slides.scale import model_scale
 
     # A run folder as breastcls wrote it before it recorded the scale (and the model record).
     old = tmp_path / "old-run"
@@ -511,8 +564,37 @@ def test_without_model_mpp_a_run_without_a_recorded_scale_is_refused(
     assert model_scale(model, None)[1].startswith("run (BreakHis file names (200X")
 
 
+def test_a_run_across_magnifications_warns_at_training_and_slides_suggest_a_model_mpp(
+    slide_run: Path, tmp_path: Path
+) -> None:
+    from breastcls.data.scale import BREAKHIS_MPP, BREAKHIS_WIDTH
+    from breastcls.slides.scale import model_scale
+    from breastcls.training.callbacks import scale_warnings
+
+    assert scale_warnings(slide_run) == ()  # one magnification: a scale is recorded
+    mixed = tmp_path / "mixed-run"
+    shutil.copytree(slide_run, mixed)
+    note = "the training images show fields from 69 to 276 µm wide: train at one magnification"
+    scale = {"model_mpp": None, "field_width_um": None, "image_size": IMAGE_SIZE,
+             "source": "BreakHis file names (40X, 200X)", "note": note}  # fmt: skip
+    for name in ("config.json", "model_record.json"):
+        record = json.loads((mixed / name).read_text())
+        record["scale"] = scale
+        (mixed / name).write_text(json.dumps(record))
+    (warning,) = scale_warnings(mixed)
+    assert "records no training scale" in warning and note in warning
+    loaded = breastcls.InferenceModel.load(mixed)
+    assert loaded.record.scale is not None and loaded.record.scale.model_mpp is None
+    # split.csv lists the training images: all 200X here.
+    expected = BREAKHIS_WIDTH * BREAKHIS_MPP[200] / IMAGE_SIZE
+    with pytest.raises(breastcls.ConfigError) as refused:
+        model_scale(loaded, None)
+    assert f"e.g. --model-mpp {expected:.4g}, the scale of 200X" in str(refused.value)
+    assert note in str(refused.value)
+
+
 def test_an_exported_model_keeps_the_scale_of_its_run(slide_run: Path, tmp_path: Path) -> None:
-    from breastcls.slides.job import model_scale
+    from breastcls.slides.scale import model_scale
 
     exported = breastcls.export_model(slide_run, format="keras", out_dir=tmp_path / "export")
     assert not (exported.out_dir / "config.json").exists()  # the model record carries it
@@ -523,7 +605,7 @@ def test_an_exported_model_keeps_the_scale_of_its_run(slide_run: Path, tmp_path:
 
 
 def test_shards_partition_the_sorted_slide_list() -> None:
-    from breastcls.slides.job import parse_shard, shard_of
+    from breastcls.slides.collection import parse_shard, shard_of
 
     slides = [f"slide-{i:02d}" for i in range(11)]
     for count in (1, 2, 3, 11, 12):
@@ -542,13 +624,12 @@ def test_shards_partition_the_sorted_slide_list() -> None:
 def test_two_shards_then_summary_equal_one_unsharded_run(
     slide_run: Path, slide_file: Path, tmp_path: Path
 ) -> None:
-    from PIL import Image
-
     slides = tmp_path / "slides"
     slides.mkdir()
     for name in ("a.tif", "b.tif", "c.tif"):
         shutil.copy(slide_file, slides / name)
-    Image.new("RGB", (800, 600), "white").save(slides / "blank.png", dpi=(50_800, 50_800))
+    # Empty glass (a flat PNG here would be skipped, beside pyramidal slides).
+    write_mosaic_slide(slides / "blank.tif", {}, columns=COLUMNS, rows=ROWS, cell=CELL)
 
     def predict(out: Path, *shard: str, exit_code: int) -> None:
         # No --model-mpp: the scale the run recorded at training.
@@ -559,14 +640,14 @@ def test_two_shards_then_summary_equal_one_unsharded_run(
 
     predict(tmp_path / "whole", exit_code=2)  # the blank slide has no tissue
     sharded = tmp_path / "sharded"
-    predict(sharded, "--shard", "1/2", exit_code=2)  # a.tif, blank.png
+    predict(sharded, "--shard", "1/2", exit_code=2)  # a.tif, blank.tif
     predict(sharded, "--shard", "2/2", exit_code=0)  # b.tif, c.tif
     assert not (sharded / "summary.csv").exists()
     assert {p.name for p in sharded.glob("summary-shard-*.csv")} == {
         "summary-shard-1-of-2.csv", "summary-shard-2-of-2.csv"
     }  # fmt: skip
     result = CliRunner().invoke(app, ["slide", "summary", str(sharded)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # the blank slide failed
     whole = (tmp_path / "whole" / "summary.csv").read_text()
     assert (sharded / "summary.csv").read_text() == whole
     assert [line.split(",")[1] for line in whole.splitlines()[1:]] == ["a", "b", "blank", "c"]

@@ -108,10 +108,10 @@ def test_the_gpu_float16_policy_trains_resumes_and_evaluates_on_cpu(
         name="run",
     )
     with monkeypatch.context() as on_a_gpu, pytest.raises(KeyboardInterrupt):
-        # `breastcls.train` is the function; the module is reached through sys.modules.
+        # As on a GPU: `mixed` means float16.
         on_a_gpu.setattr(
-            sys.modules["breastcls.training.train"],
-            "_precision_policy",
+            sys.modules["breastcls.training.fit"],
+            "precision_policy",
             lambda precision: "mixed_float16",
         )
         train(config, host=isolated_host(("interrupt", InterruptAfterFirstEpoch())))
@@ -214,8 +214,8 @@ def test_jit_with_image_augmentation_uses_xla_autoclustering(
 _GPU_FAST_PATH_RUN = """
 import json, sys
 from pathlib import Path
-import breastcls, breastcls.training.train
-sys.modules["breastcls.training.train"]._precision_policy = lambda precision: "mixed_float16"
+import breastcls, breastcls.training.fit
+breastcls.training.fit.precision_policy = lambda precision: "mixed_float16"
 config = breastcls.RunConfig(
     data=breastcls.DataConfig(path=Path(sys.argv[1]), image_size=32, selection_fraction=0.34),
     model=breastcls.ModelConfig(backbone="smallcnn", augmentation="seed", weights=None),

@@ -23,6 +23,7 @@ __all__ = [
     "TrainingSummary",
     "active_reporter",
     "reporting",
+    "reporting_prefixed",
 ]
 
 
@@ -42,6 +43,8 @@ class TrainingSummary:
         epochs: The last epoch number.
         first_epoch: The first epoch trained in this process (above 1 when resuming).
         steps: Batches per epoch, when known.
+        warnings: What the run should know before it starts (e.g. that no training scale is
+            recorded), one line each.
     """
 
     run_dir: Path
@@ -55,6 +58,7 @@ class TrainingSummary:
     epochs: int
     first_epoch: int
     steps: int | None
+    warnings: tuple[str, ...] = ()
 
 
 class ProgressReporter(Protocol):
@@ -94,3 +98,36 @@ def reporting(reporter: R) -> Iterator[R]:
 def active_reporter() -> ProgressReporter | None:
     """Return the reporter of the current context, or ``None`` (report nothing)."""
     return _ACTIVE.get()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefixed:
+    """A reporter that hands everything to ``inner``, each task's description and summary
+    starting with ``prefix``."""
+
+    inner: ProgressReporter
+    prefix: str
+
+    def training_started(self, summary: TrainingSummary) -> None:
+        self.inner.training_started(summary)
+
+    def task_started(self, description: str, *, total: int | None, unit: str) -> None:
+        self.inner.task_started(self.prefix + description, total=total, unit=unit)
+
+    def task_advanced(self, completed: int, *, detail: str = "") -> None:
+        self.inner.task_advanced(completed, detail=detail)
+
+    def task_finished(self, summary: str = "") -> None:
+        self.inner.task_finished(self.prefix + summary if summary else summary)
+
+
+@contextlib.contextmanager
+def reporting_prefixed(prefix: str) -> Iterator[None]:
+    """Inside the block, the tasks reported to the active reporter (if any) are named with
+    ``prefix`` first: e.g. ``slide 2 of 40: `` for each slide of a job."""
+    reporter = active_reporter()
+    if reporter is None:
+        yield
+        return
+    with reporting(_Prefixed(reporter, prefix)):
+        yield

@@ -1,92 +1,29 @@
-"""Built-in metrics: the seed's classification report and confusion matrices."""
+"""Built-in metrics, registered through one entry point like any third party's: the plain ones
+(:mod:`~breastcls.evaluation.classification`) and the clinical ones, image level
+(:mod:`~breastcls.evaluation.image_metrics`), patient level
+(:mod:`~breastcls.evaluation.patient_metrics`) and per class
+(:mod:`~breastcls.evaluation.subtype_metrics`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from breastcls.interfaces import Metric, MetricSection, Predictions
+from breastcls.evaluation.classification import classification_metric, confusion_matrix_metric
+from breastcls.evaluation.image_metrics import (
+    BootstrapMetric,
+    CalibrationMetric,
+    ThresholdsMetric,
+    roc_metric,
+)
+from breastcls.evaluation.patient_metrics import magnification_metric, patient_metric
+from breastcls.evaluation.subtype_metrics import SubtypeMetric
+from breastcls.interfaces import Metric
 from breastcls.plugins import hookimpl
 from breastcls.registry import PluginRegistry
 
 
-def classification_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
-    """Accuracy and per-class precision, recall, F1 and support, with macro/weighted averages."""
-    from sklearn.metrics import accuracy_score, classification_report
-
-    labels = list(range(len(predictions.class_names)))
-    kwargs = {
-        "y_true": predictions.y_true,
-        "y_pred": predictions.y_pred,
-        "labels": labels,
-        "target_names": list(predictions.class_names),
-        "zero_division": 0,
-    }
-    report = classification_report(output_dict=True, **kwargs)
-    values = {
-        "accuracy": float(accuracy_score(predictions.y_true, predictions.y_pred)),
-        "n_images": len(predictions.y_true),
-        "per_class": {
-            name: {
-                "precision": float(report[name]["precision"]),
-                "recall": float(report[name]["recall"]),
-                "f1": float(report[name]["f1-score"]),
-                "support": int(report[name]["support"]),
-            }
-            for name in predictions.class_names
-        },
-        **{
-            f"{average}_avg": {
-                "precision": float(report[f"{average} avg"]["precision"]),
-                "recall": float(report[f"{average} avg"]["recall"]),
-                "f1": float(report[f"{average} avg"]["f1-score"]),
-            }
-            for average in ("macro", "weighted")
-        },
-    }
-    return MetricSection(
-        name="classification",
-        title="Classification report",
-        values=values,
-        text=classification_report(digits=4, **kwargs),
-    )
-
-
-def confusion_matrix_metric(predictions: Predictions, *, out_dir: Path) -> MetricSection:
-    """The confusion matrix (rows: true class, columns: predicted), raw and row-normalised."""
-    from sklearn.metrics import confusion_matrix
-
-    from breastcls.evaluation.plots import plot_confusion_matrix
-
-    labels = list(range(len(predictions.class_names)))
-    matrix = confusion_matrix(predictions.y_true, predictions.y_pred, labels=labels)
-    totals = matrix.sum(axis=1, keepdims=True)
-    normalised = matrix / totals.clip(min=1)
-    figures = (
-        plot_confusion_matrix(
-            matrix, predictions.class_names, out_dir / "confusion_matrix.png", normalise=False
-        ),
-        plot_confusion_matrix(
-            matrix,
-            predictions.class_names,
-            out_dir / "confusion_matrix_normalised.png",
-            normalise=True,
-        ),
-    )
-    return MetricSection(
-        name="confusion_matrix",
-        title="Confusion matrix",
-        values={
-            "labels": list(predictions.class_names),
-            "matrix": matrix.astype(int).tolist(),
-            "normalised": [[round(float(v), 6) for v in row] for row in normalised],
-        },
-        figures=figures,
-    )
-
-
 @hookimpl
 def breastcls_register_metrics(registry: PluginRegistry[Metric]) -> None:
-    """Register the ``classification`` and ``confusion_matrix`` metrics."""
+    """Register ``classification``, ``confusion_matrix``, ``roc``, ``bootstrap``,
+    ``thresholds``, ``calibration``, ``patient``, ``magnification`` and ``subtype``."""
     registry.add(
         "classification",
         classification_metric,
@@ -96,4 +33,35 @@ def breastcls_register_metrics(registry: PluginRegistry[Metric]) -> None:
         "confusion_matrix",
         confusion_matrix_metric,
         summary="confusion matrix, raw and normalised, with plots",
+    )
+    registry.add("roc", roc_metric, summary="ROC and precision-recall curves, AUC and AP")
+    registry.add(
+        "bootstrap",
+        BootstrapMetric(),
+        summary="class-stratified patient bootstrap 95% CIs: accuracy, sensitivity, "
+        "specificity, F1, AUC",
+    )
+    registry.add(
+        "thresholds",
+        ThresholdsMetric(),
+        summary="operating points: 0.5, Youden's J, sensitivity/specificity at 95% targets",
+    )
+    registry.add(
+        "calibration", CalibrationMetric(), summary="expected calibration error, reliability plot"
+    )
+    registry.add(
+        "patient",
+        patient_metric,
+        summary="patient score = mean image probability; patient recognition rate; 95% CIs",
+    )
+    registry.add(
+        "magnification",
+        magnification_metric,
+        summary="results for each magnification, with 95% CIs",
+    )
+    registry.add(
+        "subtype",
+        SubtypeMetric(),
+        summary="more than two classes: per-class and macro one-vs-rest AUC, balanced "
+        "accuracy, 95% CIs",
     )

@@ -4,7 +4,8 @@ otherwise; never anything on stdout, which carries the commands' results."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,30 @@ class TerminalProgress:
     """A :class:`~breastcls.progress.ProgressReporter` for the terminal.
 
     On a terminal each task is a transient progress bar with its ETA, replaced by its one-line
-    summary when it ends; elsewhere (a pipe, a file, CI logs) only the summaries are written.
+    summary when it ends; elsewhere (a pipe, a file, CI logs) the summaries are written, and,
+    with ``every``, a line each time a task has advanced ``every`` more units (its rate and
+    ETA), so that a log followed from a batch scheduler shows a long task moving.
+
+    Args:
+        console: Where to write (default: stderr).
+        every: Units between two plain lines, or ``None``: none.
+        clock: Seconds, for the rate (a test gives its own).
     """
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        every: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.console = console or stderr_console()
         self.live = self.console.is_terminal
+        self.every = every
+        self._clock = clock
         self._progress: Progress | None = None
         self._task: TaskID | None = None
+        self._plain: _PlainTask | None = None
         self.run_dir: Path | None = None
 
     def training_started(self, summary: TrainingSummary) -> None:
@@ -52,6 +69,7 @@ class TerminalProgress:
     def task_started(self, description: str, *, total: int | None, unit: str) -> None:
         self._stop()
         if not self.live:
+            self._plain = _PlainTask(description, total, unit, self._clock())
             return
         self._progress = Progress(
             TextColumn("{task.description}"),
@@ -71,6 +89,15 @@ class TerminalProgress:
     def task_advanced(self, completed: int, *, detail: str = "") -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=completed, detail=detail)
+        plain = self._plain
+        if plain is None or self.every is None:
+            return
+        if plain.first is None:
+            plain.first = plain.shown = completed  # a resumed task's units done before
+            return
+        if completed - plain.shown >= self.every:
+            plain.shown = completed
+            self._line(plain.line(completed, self._clock()))
 
     def task_finished(self, summary: str = "") -> None:
         self._stop()
@@ -86,9 +113,33 @@ class TerminalProgress:
             self._progress.stop()
         self._progress = None
         self._task = None
+        self._plain = None
 
     def _line(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=not self.live)
+
+
+class _PlainTask:
+    """A task followed without a progress bar: where it started, and what was last said."""
+
+    def __init__(self, description: str, total: int | None, unit: str, started: float) -> None:
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.started = started
+        self.first: int | None = None
+        self.shown = 0
+
+    def line(self, completed: int, now: float) -> str:
+        """``<description>: <done>/<total> <unit>, <rate> <unit>/s, ETA <h:mm:ss>``."""
+        done = completed - (self.first or 0)
+        rate = done / (now - self.started) if now > self.started else 0.0
+        of = f"/{self.total}" if self.total is not None else ""
+        text = f"{self.description}: {completed}{of} {self.unit}, {rate:.1f} {self.unit}/s"
+        if self.total is not None and rate > 0:
+            left = round((self.total - completed) / rate)
+            text += f", ETA {left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
+        return text
 
 
 def resume_hint(run_dir: Path | None) -> str:
@@ -128,6 +179,7 @@ def describe_training(summary: TrainingSummary) -> list[str]:
         epochs = f"resuming: {epochs}"
     batches = f", {summary.steps} batches each" if summary.steps else ""
     lines.append(f"{epochs}{batches}; run folder: {summary.run_dir}")
+    lines.extend(f"WARNING: {warning}" for warning in summary.warnings)
     return lines
 
 

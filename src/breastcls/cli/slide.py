@@ -9,6 +9,7 @@ import typer
 
 from breastcls.cli.common import EXIT_BAD_INPUT, reports_errors, say
 from breastcls.cli.helptext import FittedHelpCommand, FittedHelpGroup
+from breastcls.errors import ConfigError
 from breastcls.runs.folder import SlideFolder
 
 slide_app = typer.Typer(
@@ -25,9 +26,22 @@ def slide_predict_command(
         Path, typer.Argument(metavar="RUN", help="Run folder (its best.keras) or a .keras file.")
     ],
     slides: Annotated[
-        list[Path], typer.Argument(metavar="SLIDES", help="Slide files and/or folders of slides.")
-    ],
+        list[Path] | None,
+        typer.Argument(
+            metavar="[SLIDES]...",
+            help="Slide files and/or folders of slides (in folders, scanners' label and macro "
+            "images are skipped).",
+        ),
+    ] = None,
+    *,
     out: Annotated[Path, typer.Option(help="Folder of slide folders (one per slide).")],
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of slides: path (relative to the CSV's folder, or absolute), and "
+            "optionally mpp, roi, tissue_mask, case_id.",
+        ),
+    ] = None,
     model_mpp: Annotated[
         float | None,
         typer.Option(
@@ -38,8 +52,18 @@ def slide_predict_command(
     ] = None,
     mpp: Annotated[
         float | None,
-        typer.Option(help="Microns per pixel of the slides, for slides whose files lack it."),
+        typer.Option(
+            help="Microns per pixel of the slides, for slides whose files lack it (a slide's "
+            "own resolution is kept; see --force-mpp).",
+        ),
     ] = None,
+    force_mpp: Annotated[
+        bool,
+        typer.Option(
+            "--force-mpp",
+            help="Use --mpp even for slides that record their own resolution (said for each).",
+        ),
+    ] = False,
     overlap: Annotated[
         float,
         typer.Option(help="Fraction of a tile's side shared with its neighbour (0 to below 1)."),
@@ -80,35 +104,46 @@ def slide_predict_command(
             "(the faster of the two for this model on this machine, measured once).",
         ),
     ] = "tensorflow",
+    progress_every: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="When stderr is not a terminal (Slurm, Kubernetes logs), a progress line "
+            "every this many tiles: rate, ETA, slide i of N.",
+        ),
+    ] = 1000,
 ) -> None:
     """Classify the tissue tiles of slides: a folder per slide and OUT/summary.csv."""
-    from breastcls.slides.job import parse_shard, predict_slides
+    from breastcls.cli.progress import TerminalProgress
+    from breastcls.progress import active_reporter
+    from breastcls.slides.collection import parse_shard, predict_slides, read_slide_manifest
+    from breastcls.slides.options import SlideJob, SlideJobOptions
 
+    options = SlideJobOptions(
+        model_mpp=model_mpp, mpp=mpp, force_mpp=force_mpp, overlap=overlap,
+        min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers, top_k=top_k,
+        reader=reader, runtime=runtime, verbose=1,
+    )  # fmt: skip
     shard_k_n = parse_shard(shard) if shard is not None else None
-
-    outcomes = predict_slides(
-        model,
-        slides,
-        out_dir=out,
-        model_mpp=model_mpp,
-        mpp=mpp,
-        overlap=overlap,
-        min_tissue=min_tissue,
-        tta=tta,
-        batch_size=batch_size,
-        workers=workers,
-        top_k=top_k,
-        reader=reader,
-        shard=shard_k_n,
-        runtime=runtime,
-        verbose=1,
-    )
-    failed = [o for o in outcomes if o.error is not None]
+    inputs: list[Path | SlideJob] = list(slides or [])
+    if manifest is not None:
+        inputs.extend(read_slide_manifest(manifest))
+    if not inputs:
+        raise ConfigError("No slides: pass slide files or folders, or --manifest slides.csv.")
+    reporter = active_reporter()
+    if isinstance(reporter, TerminalProgress):
+        reporter.every = progress_every
+    outcomes = predict_slides(model, inputs, out_dir=out, options=options, shard=shard_k_n)
+    failed = [o for o in outcomes if o.status == "error"]
     for outcome in outcomes:
-        if outcome.error is None and outcome.summary is not None:
+        if outcome.status == "skipped":
+            say(f"{outcome.slide}: {outcome.error}", err=True)
+        elif outcome.summary is not None:
+            _warn_forced_mpp(outcome.slide, outcome.summary)
             say(f"{outcome.slide} -> {outcome.folder}: {_headline(outcome.summary)}")
     for outcome in failed:
         say(f"error: {outcome.slide}: {outcome.error}", err=True)
+    outcomes = [o for o in outcomes if o.status != "skipped"]
     table = (
         SlideFolder.collection_summary(out)
         if shard_k_n is None
@@ -126,17 +161,32 @@ def slide_summary_command(
         Path, typer.Argument(metavar="DIR", help="A folder of slide folders (--out of predict).")
     ],
 ) -> None:
-    """Gather the slide folders of DIR (from one job or many) into DIR/summary.csv."""
-    from breastcls.slides.job import summarize_slide_folders
+    """Gather the slide folders of DIR (from one job or many) into DIR/summary.csv; exit 2 when
+    a slide failed or is incomplete."""
+    from breastcls.slides.collection import summarize_slide_folders
 
-    outcomes = summarize_slide_folders(out)
+    outcomes = [o for o in summarize_slide_folders(out) if o.status != "skipped"]
     for outcome in outcomes:
+        name = outcome.folder.name if outcome.folder is not None else str(outcome.slide)
         if outcome.summary is not None:
-            say(f"{outcome.folder.name}: {_headline(outcome.summary)}")
+            say(f"{name}: {_headline(outcome.summary)}")
         else:
-            say(f"{outcome.folder.name}: {outcome.error}")
+            say(f"error: {name}: {outcome.error}", err=True)
     complete = sum(o.summary is not None for o in outcomes)
     say(f"{complete} of {len(outcomes)} slide folders complete -> {out / 'summary.csv'}")
+    if complete < len(outcomes):
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _warn_forced_mpp(slide: Path, summary: dict[str, Any]) -> None:
+    own = summary.get("slide_metadata_mpp")
+    used = summary.get("slide_mpp")
+    if summary.get("mpp_source") == "--force-mpp" and own is not None and own != used:
+        say(
+            f"WARNING: {slide}: --force-mpp {used:g} replaces the slide's own resolution, "
+            f"{own:g} µm/px.",
+            err=True,
+        )
 
 
 def _headline(summary: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from breastcls.data.folder import SPLIT_FOLDERS, LoadedDataset
 from breastcls.errors import DataError
 from breastcls.interfaces import Sample
 
-__all__ = ["KNOWN_COLUMNS", "ManifestFormat", "read_manifest"]
+__all__ = ["KNOWN_COLUMNS", "ManifestFormat", "read_csv_rows", "read_manifest"]
 
 KNOWN_COLUMNS = ("path", "label", "patient_id", "magnification", "subtype", "split")
 _SHOWN = 5
@@ -57,7 +57,30 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
         ) from error
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+def read_csv_rows(
+    path: Path,
+    *,
+    first: Sequence[str] = ("path", "label"),
+    layout: str = (
+        "path,label[,patient_id][,magnification][,subtype][,split]; other columns are kept as "
+        "extra fields"
+    ),
+    unit: str = "image",
+) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and the rows (with the line each starts on) of a CSV manifest whose header
+    starts with the columns ``first``; blank rows are left out, values stripped.
+
+    Args:
+        path: The ``.csv`` file.
+        first: The columns the header must start with.
+        layout: The columns a manifest may have, for the messages.
+        unit: What one row lists, for the messages.
+
+    Raises:
+        DataError: The file is not UTF-8 text or not readable, not valid CSV, its header does
+            not start with ``first`` or repeats a column, a row has another number of fields
+            than the header, or it has no rows.
+    """
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -71,15 +94,14 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     _, header = next(records, (1, None))
     if header is None:
         raise DataError(
-            f"Manifest {str(path)!r} is empty: write a header line 'path,label' then one row per "
-            "image."
+            f"Manifest {str(path)!r} is empty: write a header line {','.join(first)!r} then one "
+            f"row per {unit}."
         )
     header = [column.strip() for column in header]
-    required = "path,label[,patient_id][,magnification][,subtype][,split]"
-    if header[:2] != ["path", "label"]:
+    if header[: len(first)] != list(first):
         raise DataError(
             f"Manifest {str(path)!r} has the header {','.join(header)!r}: it must start with "
-            f"'path,label' (columns: {required}; other columns are kept as extra fields)."
+            f"{','.join(first)!r} (columns: {layout})."
         )
     repeated = sorted({column for column in header if header.count(column) > 1})
     if repeated or "" in header:
@@ -101,7 +123,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
             (line, {column: value.strip() for column, value in zip(header, values, strict=True)})
         )
     if not rows:
-        raise DataError(f"Manifest {str(path)!r} has a header but no rows: add one row per image.")
+        raise DataError(f"Manifest {str(path)!r} has a header but no rows: add one row per {unit}.")
     return header, rows
 
 
@@ -134,7 +156,7 @@ def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedD
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Manifest {str(path)!r} does not exist: pass an existing CSV file.")
-    _, rows = _read_rows(path)
+    _, rows = read_csv_rows(path)
     folder = path.parent
     samples: list[Sample] = []
     first_line: dict[str, int] = {}

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from breastcls.data.breakhis import accession_number, follows_breakhis_scheme
+from breastcls.errors import ConfigError
 from breastcls.inference.decision import (
     BoolArray,
     FloatArray,
@@ -29,8 +30,10 @@ from breastcls.inference.decision import (
 from breastcls.interfaces import Predictions
 
 __all__ = [
+    "DEFAULT_BOOTSTRAP",
     "EXACT_BELOW",
     "FEW_PATIENTS",
+    "BootstrapOptions",
     "Interval",
     "PatientRow",
     "Resampling",
@@ -324,6 +327,48 @@ def bootstrap_interval(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BootstrapOptions:
+    """How every bootstrap interval is drawn: how many resamples, from which seed, at which
+    confidence level.
+
+    Attributes:
+        n_resamples: Number of bootstrap resamples (at least 1).
+        seed: Seed of the resampling (at least 0): the same seed gives the same intervals.
+        level: Confidence level, strictly between 0 and 1.
+
+    Raises:
+        ConfigError: A value is out of range (named, with what is allowed).
+    """
+
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n_resamples, bool) or not isinstance(self.n_resamples, int):
+            raise ConfigError(
+                f"Bootstrap n_resamples {self.n_resamples!r} must be a whole number, e.g. 1000."
+            )
+        if self.n_resamples < 1:
+            raise ConfigError(
+                f"Bootstrap n_resamples {self.n_resamples} must be at least 1; 1000 is usual."
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"Bootstrap seed {self.seed!r} must be a whole number >= 0.")
+        if isinstance(self.level, bool) or not (
+            isinstance(self.level, int | float) and 0.0 < self.level < 1.0
+        ):
+            raise ConfigError(
+                f"Bootstrap confidence level {self.level!r} must lie strictly between 0 and 1, "
+                "e.g. 0.95."
+            )
+
+
+DEFAULT_BOOTSTRAP = BootstrapOptions()
+"""1000 resamples, seed 0, 95% intervals: what every section uses unless told otherwise."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Resampling:
     """The draws of a class-stratified bootstrap of one set of predictions.
 
@@ -336,8 +381,7 @@ class Resampling:
             resample; the same draws as ``image_weights`` when ``resampled == "patients"``.
         per_class: Number of resampled units (patients or images) of each class, in class
             order; every resample keeps these counts.
-        n_resamples: Number of resamples.
-        seed: Seed of the draws.
+        options: The resamples, seed and confidence level of the draws and their intervals.
     """
 
     resampled: Literal["patients", "images"]
@@ -345,21 +389,17 @@ class Resampling:
     patients: tuple[PatientRow, ...]
     patient_weights: FloatArray
     per_class: tuple[int, ...]
-    n_resamples: int
-    seed: int
+    options: BootstrapOptions
 
     @property
     def method(self) -> str:
         """Name the method: ``class-stratified patient bootstrap`` (or ``image``)."""
         return f"class-stratified {self.resampled[:-1]} bootstrap"
 
-    def describe(
-        self, *, level: float, resampled: Literal["patients", "images"] | None = None
-    ) -> dict[str, Any]:
+    def describe(self, *, resampled: Literal["patients", "images"] | None = None) -> dict[str, Any]:
         """Return the JSON record of how intervals were computed.
 
         Args:
-            level: Confidence level.
             resampled: What the intervals drew, when not :attr:`resampled` (patient-level
                 statistics draw ``patients`` even when some images lack a patient id).
         """
@@ -367,9 +407,9 @@ class Resampling:
         return {
             "method": f"class-stratified {unit[:-1]} bootstrap",
             "resampled": unit,
-            "n_resamples": self.n_resamples,
-            "seed": self.seed,
-            "level": level,
+            "n_resamples": self.options.n_resamples,
+            "seed": self.options.seed,
+            "level": self.options.level,
             "interval": "percentile",
         }
 
@@ -385,7 +425,7 @@ def _stratified_counts(classes: IntArray, rng: np.random.Generator, n_resamples:
 
 
 def stratified_resampling(
-    predictions: Predictions, *, n_resamples: int = 1000, seed: int = 0
+    predictions: Predictions, options: BootstrapOptions = DEFAULT_BOOTSTRAP
 ) -> Resampling:
     """Draw a class-stratified bootstrap of ``predictions``.
 
@@ -399,10 +439,11 @@ def stratified_resampling(
 
     Args:
         predictions: The predictions to resample.
-        n_resamples: Number of resamples.
-        seed: Seed: the same seed gives the same draws.
+        options: Number of resamples and seed (the same seed gives the same draws); its level
+            is what :meth:`Resampling.describe` records.
     """
-    rng = np.random.default_rng(seed)
+    n_resamples = options.n_resamples
+    rng = np.random.default_rng(options.seed)
     rows = tuple(patient_rows(predictions))
     n_classes = len(predictions.class_names)
     patient_classes = np.array([row.label for row in rows], dtype=np.int64)
@@ -417,8 +458,7 @@ def stratified_resampling(
             patients=rows,
             patient_weights=patient_weights,
             per_class=tuple(int(c) for c in np.bincount(patient_classes, minlength=n_classes)),
-            n_resamples=n_resamples,
-            seed=seed,
+            options=options,
         )
     labels = np.asarray(predictions.y_true, dtype=np.int64)
     return Resampling(
@@ -427,8 +467,7 @@ def stratified_resampling(
         patients=rows,
         patient_weights=patient_weights,
         per_class=tuple(int(c) for c in np.bincount(labels, minlength=n_classes)),
-        n_resamples=n_resamples,
-        seed=seed,
+        options=options,
     )
 
 
@@ -549,11 +588,7 @@ def subset(predictions: Predictions, rows: Sequence[int]) -> Predictions:
 
 
 def bootstrap_intervals(
-    predictions: Predictions,
-    *,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
+    predictions: Predictions, options: BootstrapOptions = DEFAULT_BOOTSTRAP
 ) -> tuple[dict[str, dict[str, float | None]], str]:
     """Class-stratified percentile bootstrap intervals of the image-level headline statistics.
 
@@ -564,9 +599,9 @@ def bootstrap_intervals(
         For each statistic its point ``estimate`` on all images, ``low`` and ``high``; and what
         was resampled (``patients`` or ``images``).
     """
-    resampling = stratified_resampling(predictions, n_resamples=n_resamples, seed=seed)
+    resampling = stratified_resampling(predictions, options)
     intervals = {
-        name: bootstrap_interval(statistic, resampling.image_weights, level=level).as_dict()
+        name: bootstrap_interval(statistic, resampling.image_weights, level=options.level).as_dict()
         for name, statistic in image_statistics(predictions).items()
     }
     return intervals, resampling.resampled

@@ -33,6 +33,8 @@ import numpy.typing as npt
 
 from breastcls.errors import ConfigError
 from breastcls.evaluation.clinical import (
+    DEFAULT_BOOTSTRAP,
+    BootstrapOptions,
     Statistic,
     bootstrap_interval,
     image_statistics,
@@ -211,9 +213,7 @@ def robustness_section(
     image_info: Mapping[Path, ImageInfo] | None = None,
     set_description: str | None = None,
     strengths: Sequence[float] = STAIN_SHIFT_STRENGTHS,
-    seed: int = 0,
-    n_resamples: int = 1000,
-    level: float = 0.95,
+    bootstrap: BootstrapOptions = DEFAULT_BOOTSTRAP,
     verbose: int = 0,
 ) -> MetricSection:
     """Re-score the evaluated set under HED stain shifts; write ``robustness.png``.
@@ -234,13 +234,13 @@ def robustness_section(
         image_info: The images' scan, when the caller has one.
         set_description: How the evaluated set is named (``metrics.json``'s ``evaluated_on``).
         strengths: Shift strengths, in increasing order; 0 first.
-        seed: Seed of the per-image draws.
-        n_resamples: Bootstrap resamples.
-        level: Confidence level of the intervals.
+        bootstrap: Resamples, seed and confidence level of the intervals; its seed is also
+            the seed of the per-image draws.
         verbose: 1 reports prediction progress.
     """
     from breastcls.layers import adjust_hed
 
+    seed = bootstrap.seed
     a, b = stain_shift_draws([str(s.path) for s in samples], seed=seed)
     values, resampling = _shift_curve(
         model,
@@ -254,9 +254,7 @@ def robustness_section(
         host=host,
         image_info=image_info,
         set_description=set_description,
-        seed=seed,
-        n_resamples=n_resamples,
-        level=level,
+        bootstrap=bootstrap,
         verbose=verbose,
     )
     return _section(
@@ -316,9 +314,7 @@ def _curve(
     samples: Sequence[Sample],
     strengths: Sequence[float],
     shifted: Callable[[float], Scores],
-    seed: int,
-    n_resamples: int,
-    level: float,
+    bootstrap: BootstrapOptions,
 ) -> tuple[list[dict[str, Any]], Any]:
     """Each strength's statistics with intervals, and their paired changes from strength 0
     (``predictions`` itself); ``shifted(s)`` gives the scores at strength ``s``."""
@@ -327,8 +323,9 @@ def _curve(
     scored: list[Predictions] = [predictions]
     for strength in strengths[1:]:
         scored.append(model.labelled(samples, shifted(strength), role=predictions.role))
-    resampling = stratified_resampling(predictions, n_resamples=n_resamples, seed=seed)
+    resampling = stratified_resampling(predictions, bootstrap)
     weights = resampling.image_weights
+    level = bootstrap.level
     unshifted = image_statistics(predictions)
     curve: list[dict[str, Any]] = []
     for strength, shifted_predictions in zip(strengths, scored, strict=True):
@@ -359,9 +356,7 @@ def _shift_curve(
     host: PluginHost,
     image_info: Mapping[Path, ImageInfo] | None,
     set_description: str | None,
-    seed: int,
-    n_resamples: int,
-    level: float,
+    bootstrap: BootstrapOptions,
     verbose: int,
 ) -> tuple[dict[str, Any], Any]:
     """Score ``samples`` with ``shift_at(s)`` (a batch transform and its per-image arrays, see
@@ -387,16 +382,14 @@ def _shift_curve(
             verbose=verbose,
         )
 
-    curve, resampling = _curve(
-        model, predictions, samples, strengths, shifted, seed, n_resamples, level
-    )
+    curve, resampling = _curve(model, predictions, samples, strengths, shifted, bootstrap)
     values = {
         "strengths": [float(s) for s in strengths],
         "set": set_description or describe_role(predictions.role),
         "images": len(predictions.y_true),
         "tta": tta,
         "calibration": calibration.describe(),
-        "bootstrap": resampling.describe(level=level),
+        "bootstrap": resampling.describe(),
         "curve": curve,
     }
     return values, resampling
@@ -431,9 +424,7 @@ def reference_shift_section(
     image_info: Mapping[Path, ImageInfo] | None = None,
     set_description: str | None = None,
     strengths: Sequence[float] = REFERENCE_SHIFT_STRENGTHS,
-    seed: int = 0,
-    n_resamples: int = 1000,
-    level: float = 0.95,
+    bootstrap: BootstrapOptions = DEFAULT_BOOTSTRAP,
     verbose: int = 0,
 ) -> MetricSection:
     """Re-score the evaluated set moved towards a second reference stain; write
@@ -459,9 +450,8 @@ def reference_shift_section(
         image_info: The images' scan, when the caller has one.
         set_description: How the evaluated set is named.
         strengths: Shares of the way to the reference, increasing from 0 (at most 1).
-        seed: Seed of the bootstrap and of the reference's pixel sample.
-        n_resamples: Bootstrap resamples.
-        level: Confidence level of the intervals.
+        bootstrap: Resamples, seed and confidence level of the intervals; its seed is also
+            the seed of the reference's pixel sample.
         verbose: 1 reports prediction progress.
 
     Raises:
@@ -470,7 +460,9 @@ def reference_shift_section(
     """
     from breastcls.stain.layer import shift_towards
 
-    fitted, layer = _reference_layer(reference, normaliser, strengths, host=host, seed=seed)
+    fitted, layer = _reference_layer(
+        reference, normaliser, strengths, host=host, seed=bootstrap.seed
+    )
     values, resampling = _shift_curve(
         model,
         predictions,
@@ -483,9 +475,7 @@ def reference_shift_section(
         host=host,
         image_info=image_info,
         set_description=set_description,
-        seed=seed,
-        n_resamples=n_resamples,
-        level=level,
+        bootstrap=bootstrap,
         verbose=verbose,
     )
     return _reference_section(values, resampling, out_dir, reference, normaliser, fitted)
@@ -518,8 +508,7 @@ def _reference_section(
         },
         figure=out_dir / REFERENCE_FIGURE,
         figure_title=(
-            f"Shift towards the stain of {printable(reference.name)}: "
-            f"{printable(values['set'])}"
+            f"Shift towards the stain of {printable(reference.name)}: {printable(values['set'])}"
         ),
         description=(
             f"The evaluated set re-scored after moving each image towards the stain of "

@@ -1,59 +1,44 @@
-"""Predicting whole slides: tiles streamed through a model, resumable, into a slide folder.
+"""Predicting a whole slide: tiles streamed through a model, resumable, into a slide folder.
 
-:func:`predict_slide` opens a slide with a registered :class:`~breastcls.slides.SlideReader`,
-finds the tissue on a thumbnail, lays the model-scale grid over it, and feeds the tissue tiles
-to the model in batches through ``tf.data`` while worker threads read the next tiles: only a
-few batches of tiles are in memory at any time, never the slide. Probabilities are calibrated
-with the run's calibration and scored on the positive side, as ``breastcls predict`` does.
+:func:`predict_slide` opens a slide with a registered :class:`~breastcls.slides.SlideReader`
+(:mod:`breastcls.slides.reading`), finds the tissue on a thumbnail, lays the model-scale grid
+over it (:mod:`breastcls.slides.scale`, :mod:`breastcls.slides.tiling`), and feeds the tissue
+tiles to the model in batches through ``tf.data`` while worker threads read the next tiles.
+Probabilities are calibrated with the run's calibration and scored on the positive side, as
+``breastcls predict`` does.
 
-With ``out``, the tile rows are appended to ``tiles.partial.csv`` in chunks of whole batches,
-each one committed in ``progress.json``; a job that is killed continues from its last committed
-chunk, with the same batches, and writes the same ``tiles.csv`` as one that was never stopped.
+With ``out``, the tile rows are committed chunk by chunk (:mod:`breastcls.slides.tilewriter`):
+a job that is killed continues from its last committed chunk and writes the same ``tiles.csv``
+as one that was never stopped. Many slides: :mod:`breastcls.slides.collection`.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import csv
 import hashlib
-import io
-import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.data.pipeline import without_autotuning
-from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
-from breastcls.inference.decision import PositiveGroup
+from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
-from breastcls.inference.runtime import check_runtime
-from breastcls.io import (
-    SafeCsvWriter,
-    atomic_write_json,
-    atomic_write_text,
-    csv_records,
-    read_regular_text,
-)
-from breastcls.limits import check_inference_batch
+from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
+from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.outputs import (
     TileTable,
     flagged_map,
     heat_map,
-    parse_tiles_csv,
     read_tiles_csv,
     summary_figures,
-    tile_rows,
     tiles_header,
     write_geojson,
     write_heatmap_png,
@@ -62,25 +47,16 @@ from breastcls.slides.outputs import (
     write_slide_report,
 )
 from breastcls.slides.readers import Slide
+from breastcls.slides.reading import open_slide, raise_read_failure, tile_batches
+from breastcls.slides.scale import SlideResolution, model_scale, slide_resolution
+from breastcls.slides.tilewriter import TileWriter, json_object, plan_tile_rows
 from breastcls.slides.tiling import TilePlan, plan_tiles
 from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
 
-__all__ = [
-    "SlideOutcome",
-    "SlideResult",
-    "model_scale",
-    "open_slide",
-    "parse_shard",
-    "predict_slide",
-    "predict_slides",
-    "shard_of",
-    "slide_files",
-    "summarize_slide_folders",
-]
+__all__ = ["SlideResult", "model_scale", "open_slide", "predict_slide"]
 
 FloatArray = npt.NDArray[np.float64]
 UInt8Array = npt.NDArray[np.uint8]
-T = TypeVar("T")
 
 #: The version of the slide folder's records; a folder of another version is not resumed.
 FORMAT = 1
@@ -109,208 +85,6 @@ class SlideResult:
     summary: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SlideOutcome:
-    """One slide of :func:`predict_slides`: its folder, and its result or its error.
-
-    Attributes:
-        slide: The slide file.
-        folder: Its slide folder.
-        summary: The slide's ``summary.json`` content, or ``None`` when it failed.
-        error: Why it failed, in one line, or ``None``.
-    """
-
-    slide: Path
-    folder: Path
-    summary: dict[str, Any] | None
-    error: str | None
-
-
-def open_slide(path: Path, *, reader: str | None = None, host: PluginHost | None = None) -> Slide:
-    """Open a slide with the reader named ``reader``, or the first registered reader (by id)
-    that accepts the file.
-
-    Raises:
-        DataError: The file is missing, no reader accepts it, or it is damaged.
-        UnknownComponentError: ``reader`` is not a registered slide reader.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Slide {path} does not exist or is not a file.")
-    readers = ensure_host(host).slide_readers
-    if reader is not None:
-        return readers.get(reader).open(path)
-    for info in readers:
-        if info.component.accepts(path):
-            return info.component.open(path)
-    raise DataError(
-        f"{path}: no slide reader accepts this format (readers: {', '.join(readers.names())}). "
-        "Convert it to a tiled TIFF, or install a slide-reader plugin (e.g. one using OpenSlide)."
-    )
-
-
-def _resolution(slide: Slide, mpp: float | None) -> tuple[float, str]:
-    if mpp is not None:
-        return float(mpp), "--mpp"
-    if slide.mpp is None:
-        power = slide.objective_power
-        stated = f" (only its objective power, {power:g}x)" if power else ""
-        raise DataError(
-            f"{slide.path} records no resolution (microns per pixel){stated}: pass --mpp with "
-            "the scanner's value (e.g. 0.25 for a 40x scan, 0.5 for 20x)."
-        )
-    return float(slide.mpp), "metadata"
-
-
-def model_scale(model: InferenceModel, model_mpp: float | None) -> tuple[float, str]:
-    """The microns per pixel of the model's input, and where they come from: ``model_mpp``
-    when given, else the training scale its record holds (:mod:`breastcls.data.scale`).
-
-    Raises:
-        ConfigError: ``model_mpp`` is not positive, or is ``None`` and the model's folder
-            records no training scale.
-    """
-    if model_mpp is not None:
-        if not 0.0 < model_mpp < 1_000.0:
-            raise ConfigError(
-                f"--model-mpp {model_mpp} is not a resolution: pass the microns per pixel of the "
-                "model's input (e.g. 1.6)."
-            )
-        return float(model_mpp), "--model-mpp"
-    scale = model.record.scale
-    if scale is not None and scale.model_mpp is not None:
-        return scale.model_mpp, f"run ({scale.source})"
-    if scale is not None and scale.note:
-        why = scale.note
-    elif model.record.origin == "model file" or not model.folder.config.is_file():
-        why = "its record holds no training scale (a bare model file, or an export of one)"
-    else:
-        why = "the run was trained before breastcls recorded the training scale"
-    raise ConfigError(
-        f"{model.source}: the model's scale is unknown ({why}). Pass --model-mpp: the width in "
-        f"microns of a training image's field divided by the input size ({model.image_size})."
-    )
-
-
-def _tile_pixels(slide: Slide, plan: TilePlan, index: int) -> UInt8Array:
-    """Read tile ``index`` of ``plan`` and resample it to the model's input size."""
-    downsample = slide.levels[plan.level].downsample
-    x = round(int(plan.x[index]) / downsample)
-    y = round(int(plan.y[index]) / downsample)
-    return _resampled(slide.read_region(plan.level, x, y, plan.read_size, plan.read_size), plan)
-
-
-def _resampled(region: UInt8Array, plan: TilePlan) -> UInt8Array:
-    if plan.read_size == plan.image_size:
-        return region
-    import cv2
-
-    interpolation = cv2.INTER_AREA if plan.read_size > plan.image_size else cv2.INTER_LINEAR
-    resized = cv2.resize(region, (plan.image_size, plan.image_size), interpolation=interpolation)
-    return np.asarray(resized, dtype=np.uint8)
-
-
-# The widest region read at once for neighbouring tiles of a row, in the level's pixels.
-_RUN_PIXELS = 4096
-
-
-def _read_tiles(slide: Slide, plan: TilePlan, first: int, stop: int) -> UInt8Array:
-    """Tiles ``first`` to ``stop - 1`` of ``plan``, resampled, as one ``(n, size, size, 3)``
-    array, the same pixels as :func:`_tile_pixels` gives one at a time.
-
-    Neighbouring tiles of a grid row are read as one region and cut out of it: one call into
-    the reader instead of one per tile, and each of the slide's own tiles (a TIFF's, which a
-    model tile rarely matches) decoded once for the run rather than once per model tile that
-    touches it. Only where a level's downsample is a whole number: a region read then starts
-    on the same level pixels as the tiles' own reads would (a reader may interpolate a
-    region placed between a level's pixels, as OpenSlide does).
-    """
-    downsample = slide.levels[plan.level].downsample
-    side = plan.read_size
-    size = plan.image_size
-    out = np.empty((stop - first, size, size, 3), dtype=np.uint8)
-    xs = [round(int(v) / downsample) for v in plan.x[first:stop]]
-    ys = [round(int(v) / downsample) for v in plan.y[first:stop]]
-    together = float(downsample).is_integer()
-    i = 0
-    while i < len(xs):
-        j = i + 1
-        while (
-            together
-            and j < len(xs)
-            and ys[j] == ys[i]
-            and 0 < xs[j] - xs[j - 1] <= side
-            and xs[j] + side - xs[i] <= max(_RUN_PIXELS, side)
-        ):
-            j += 1
-        region = slide.read_region(plan.level, xs[i], ys[i], xs[j - 1] + side - xs[i], side)
-        for k in range(i, j):
-            left = xs[k] - xs[i]
-            out[k] = _resampled(region[:, left : left + side], plan)
-        i = j
-    return out
-
-
-def _read_ahead(
-    slide: Slide,
-    plan: TilePlan,
-    start: int,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    depth: int,
-    failures: list[BaseException],
-) -> Iterator[UInt8Array]:
-    """Yield the batches of tiles from ``start`` on, in order, each read by ``pool`` as a whole
-    (:func:`_read_tiles`), at most ``depth`` batches ahead.
-
-    A batch that cannot be read ends the stream and is kept in ``failures`` (``tf.data`` would
-    turn the error into one of its own and lose its message).
-    """
-    pending: collections.deque[Future[UInt8Array]] = collections.deque()
-    firsts = iter(range(start, len(plan), batch_size))
-    try:
-        while True:
-            while len(pending) < depth:
-                first = next(firsts, None)
-                if first is None:
-                    break
-                stop = min(first + batch_size, len(plan))
-                pending.append(pool.submit(_read_tiles, slide, plan, first, stop))
-            if not pending:
-                return
-            yield pending.popleft().result()
-    except Exception as error:
-        failures.append(error)
-    finally:
-        for future in pending:
-            future.cancel()
-
-
-def _batches(
-    slide: Slide,
-    plan: TilePlan,
-    start: int,
-    batch_size: int,
-    pool: ThreadPoolExecutor,
-    workers: int,
-    failures: list[BaseException],
-) -> Any:
-    """The ``tf.data`` dataset of the tiles from ``start`` on, in batches of ``batch_size``
-    (counted from ``start``, as a resumed job's are), as 0-255 float32.
-
-    The worker threads read whole batches: ``tf.data`` then moves one array per batch, not one
-    per tile, through its Python generator.
-    """
-    import tensorflow as tf
-
-    size = plan.image_size
-    dataset = tf.data.Dataset.from_generator(
-        lambda: _read_ahead(slide, plan, start, batch_size, pool, workers + 1, failures),
-        output_signature=tf.TensorSpec((None, size, size, 3), tf.uint8),
-    )
-    return without_autotuning(dataset.map(lambda images: tf.cast(images, tf.float32)).prefetch(1))
-
-
 def _job_record(
     *,
     slide: Slide,
@@ -318,7 +92,7 @@ def _job_record(
     plan: TilePlan,
     mpp_source: str,
     model_mpp_source: str,
-    options: dict[str, Any],
+    options: SlideJobOptions,
     calibration: dict[str, Any],
 ) -> dict[str, Any]:
     digest = hashlib.sha1(np.stack([plan.x, plan.y]).tobytes()).hexdigest()
@@ -338,7 +112,7 @@ def _job_record(
         "image_size": plan.image_size,
         "model_mpp": plan.model_mpp,
         "model_mpp_source": model_mpp_source,
-        **options,
+        **options.record(),
         "calibration": calibration,
         "grid": {
             "level": plan.level,
@@ -351,73 +125,6 @@ def _job_record(
             "positions_sha1": digest,
         },
     }
-
-
-class _Sink:
-    """Where committed tile rows go: a slide folder's ``tiles.partial.csv``, or memory."""
-
-    def __init__(self, folder: SlideFolder | None, header: str) -> None:
-        self.folder = folder
-        self.header = header
-        self.memory: list[str] = []
-        self.committed = 0
-
-    def resume(self) -> int:
-        """Prepare the partial file; return the tiles committed before."""
-        if self.folder is None:
-            return 0
-        folder = self.folder
-        progress: dict[str, Any] = {}
-        if folder.progress.is_file() and folder.partial_tiles.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                progress = json_object(folder.progress)
-        tiles, size = progress.get("tiles"), progress.get("bytes")
-        if isinstance(tiles, int) and isinstance(size, int) and tiles > 0:
-            with open(folder.partial_tiles, "r+b") as handle:
-                handle.truncate(size)  # a chunk cut short by a crash is dropped
-            self.committed = tiles
-            return tiles
-        with open(folder.partial_tiles, "wb") as handle:
-            handle.write(self.header.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        self._commit(0)
-        return 0
-
-    def append(self, rows: str, tiles: int) -> None:
-        if self.folder is None:
-            self.memory.append(rows)
-            self.committed += tiles
-            return
-        with open(self.folder.partial_tiles, "ab") as handle:
-            handle.write(rows.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.committed += tiles
-        self._commit(self.committed)
-
-    def _commit(self, tiles: int) -> None:
-        assert self.folder is not None
-        size = self.folder.partial_tiles.stat().st_size
-        atomic_write_json(self.folder.progress, {"tiles": tiles, "bytes": size})
-
-    def finish(self, class_names: Sequence[str], positive: str) -> TileTable:
-        if self.folder is None:
-            text = self.header + "".join(self.memory)
-            return parse_tiles_csv(text, class_names, positive, source="tiles")
-        folder = self.folder
-        if folder.partial_tiles.is_file():
-            os.replace(folder.partial_tiles, folder.tiles)
-        folder.progress.unlink(missing_ok=True)
-        return read_tiles_csv(folder.tiles, class_names, positive)
-
-
-def json_object(path: Path) -> dict[str, Any]:
-    """A small JSON object breastcls wrote in a slide folder (``{}`` when it is not one)."""
-    import json
-
-    value = json.loads(read_regular_text(path))
-    return value if isinstance(value, dict) else {}
 
 
 def _take_folder(folder: SlideFolder, job: dict[str, Any]) -> Any:
@@ -460,52 +167,29 @@ def _take_folder(folder: SlideFolder, job: dict[str, Any]) -> Any:
 
 def predict_slide(
     model: InferenceModel | Path,
-    path: Path,
+    path: Path | SlideJob,
     *,
-    model_mpp: float | None = None,
-    mpp: float | None = None,
     out: Path | None = None,
-    overlap: float = 0.0,
-    min_tissue: float = 0.5,
-    tta: str = "none",
-    batch_size: int = 32,
-    chunk_batches: int = 8,
-    workers: int = 2,
-    top_k: int = 10,
-    reader: str | None = None,
-    thumbnail_side: int = 2048,
-    runtime: str | None = None,
+    options: SlideJobOptions | None = None,
     host: PluginHost | None = None,
-    verbose: int = 0,
     on_chunk: Callable[[int, int], None] | None = None,
+    **settings: Any,
 ) -> SlideResult:
     """Classify the tissue tiles of a whole-slide image and map the scores over the slide.
 
     Args:
         model: An :class:`~breastcls.InferenceModel`, a run folder or a ``.keras`` file.
-        path: The slide.
-        model_mpp: Microns per pixel of the model's input: the width in microns of the field
-            a training image shows, divided by the model's input size; ``None``: the scale the
-            run recorded at training (:func:`model_scale`).
-        mpp: Microns per level-0 pixel of the slide, when its metadata has none (or is wrong).
+        path: The slide, or a :class:`~breastcls.slides.options.SlideJob` (a manifest row: the
+            slide with its own resolution, regions or case id).
         out: The slide folder to write (created, or resumed when it holds this job); ``None``
             writes nothing.
-        overlap: Fraction of a tile's side shared with its neighbour (0 to below 1).
-        min_tissue: The least tissue fraction of a tile that is classified.
-        tta: Test-time augmentation id, with the calibration fitted for it.
-        batch_size: Tiles per model call.
-        chunk_batches: Batches per committed chunk of ``tiles.csv``.
-        workers: Threads reading and resampling tiles ahead of the model.
-        top_k: How many of the highest tile scores the summary averages.
-        reader: A slide reader id; ``None``: the first that accepts the file.
-        thumbnail_side: The longer side of the thumbnail the tissue is found on.
-        runtime: Where the model runs: ``tensorflow``, ``onnx`` or ``auto``
-            (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of
-            ``model`` as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel`
-            keeps the one chosen for it, to share it across slides).
+        options: The job's options (:class:`~breastcls.slides.options.SlideJobOptions`);
+            ``None``: the defaults.
         host: The plugin host (default: every installed plugin).
-        verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
         on_chunk: Called after each committed chunk with ``(tiles done, tissue tiles)``.
+        **settings: Options to change, by the names of
+            :class:`~breastcls.slides.options.SlideJobOptions` (``model_mpp``, ``mpp``,
+            ``batch_size``, ``runtime``...).
 
     Returns:
         The tile table, the heat map and the summary (also written to ``out``).
@@ -513,34 +197,46 @@ def predict_slide(
     Raises:
         DataError: The slide cannot be read, has no resolution and no ``mpp`` is given, or
             has no tissue.
-        ConfigError: An option is out of range, ``model_mpp`` is ``None`` and the run
-            records no training scale, or ``runtime`` is unknown or ``onnx`` without ONNX
+        ConfigError: An option is unknown or out of range, ``model_mpp`` is ``None`` and the
+            run records no training scale, or ``runtime`` is unknown or ``onnx`` without ONNX
             Runtime installed.
         OutputError: ``out`` holds another job, another process holds it, or it cannot be
             written; or ``runtime="onnx"`` cannot convert the model or write its cache.
     """
-    if batch_size < 1 or chunk_batches < 1 or workers < 1 or top_k < 1:
-        raise ConfigError(
-            f"batch_size={batch_size}, chunk_batches={chunk_batches}, workers={workers} and "
-            f"top_k={top_k} must all be at least 1."
-        )
+    options = (options or SlideJobOptions()).replace(**settings)
+    item = path if isinstance(path, SlideJob) else SlideJob(path=path)
+    check_regions(item)
     host = ensure_host(host)
-    host.tta.info(tta)
+    host.tta.info(options.tta)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
-    scale = model_scale(inference, model_mpp)
-    inference.calibration(tta)  # a TTA without calibration stops before the slide is read
-    if runtime is not None:
-        inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
-    slide = open_slide(path, reader=reader, host=host)
+    scale = model_scale(inference, options.model_mpp)
+    inference.calibration(options.tta)  # a TTA without calibration stops before the slide is read
+    if options.runtime is not None:
+        inference = inference.with_runtime(
+            options.runtime, batch_size=options.batch_size, verbose=options.verbose
+        )
+    slide = open_slide(item.path, reader=options.reader, host=host)
     try:
         return _predict_open_slide(
-            inference, slide, scale=scale, mpp=mpp, out=out, overlap=overlap,
-            min_tissue=min_tissue, tta=tta, batch_size=batch_size, chunk_batches=chunk_batches,
-            workers=workers, top_k=top_k, thumbnail_side=thumbnail_side, host=host,
-            verbose=verbose, on_chunk=on_chunk,
-        )  # fmt: skip
+            inference, slide, item, options, scale=scale, out=out, host=host, on_chunk=on_chunk
+        )
     finally:
         slide.close()
+
+
+def check_regions(item: SlideJob) -> None:
+    """Refuse a slide's regions of interest or tissue mask: not read by this version yet.
+
+    Raises:
+        ConfigError: ``item`` names an ROI or a tissue mask.
+    """
+    regions = (("roi", item.roi), ("tissue mask", item.tissue_mask))
+    named = [f"{name} {value}" for name, value in regions if value is not None]
+    if named:
+        raise ConfigError(
+            f"{item.path}: {' and '.join(named)}: regions of interest and tissue masks are not "
+            "supported yet: leave the manifest's roi column empty."
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -550,26 +246,21 @@ class _TissueTiles:
     thumbnail: Thumbnail
     mask: npt.NDArray[np.bool_]
     plan: TilePlan
-    mpp_source: str
+    resolution: SlideResolution
 
 
 def _tissue_tiles(
-    slide: Slide,
-    image_size: int,
-    *,
-    slide_mpp: float | None,
-    model_mpp: float,
-    overlap: float,
-    min_tissue: float,
-    thumbnail_side: int,
+    slide: Slide, item: SlideJob, options: SlideJobOptions, *, image_size: int, model_mpp: float
 ) -> _TissueTiles:
     """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
 
     Raises:
         DataError: The slide has no resolution, no tissue, or no tile with enough tissue.
     """
-    resolution, mpp_source = _resolution(slide, slide_mpp)
-    thumbnail = read_thumbnail(slide, max_side=thumbnail_side)
+    given_by = "manifest" if item.mpp is not None else "--mpp"
+    mpp = item.mpp if item.mpp is not None else options.mpp
+    resolution = slide_resolution(slide, mpp, force=options.force_mpp, given_by=given_by)
+    thumbnail = read_thumbnail(slide, max_side=options.thumbnail_side)
     mask = detect_tissue(thumbnail.pixels)
     if not mask.any():
         raise DataError(
@@ -577,49 +268,35 @@ def _tissue_tiles(
             "or its staining."
         )
     plan = plan_tiles(
-        slide, slide_mpp=resolution, model_mpp=model_mpp, image_size=image_size,
-        mask=mask, mask_downsample=thumbnail.downsample, overlap=overlap, min_tissue=min_tissue,
+        slide, slide_mpp=resolution.mpp, model_mpp=model_mpp, image_size=image_size,
+        mask=mask, mask_downsample=thumbnail.downsample, overlap=options.overlap,
+        min_tissue=options.min_tissue,
     )  # fmt: skip
     if len(plan) == 0:
         raise DataError(
-            f"{slide.path}: no tile is at least {min_tissue:.0%} tissue ({plan.grid_tiles} tiles "
-            "on the grid): lower --min-tissue, or check --model-mpp."
+            f"{slide.path}: no tile is at least {options.min_tissue:.0%} tissue "
+            f"({plan.grid_tiles} tiles on the grid): lower --min-tissue, or check --model-mpp."
         )
-    return _TissueTiles(thumbnail=thumbnail, mask=mask, plan=plan, mpp_source=mpp_source)
+    return _TissueTiles(thumbnail=thumbnail, mask=mask, plan=plan, resolution=resolution)
 
 
 def _predict_open_slide(
     model: InferenceModel,
     slide: Slide,
+    item: SlideJob,
+    options: SlideJobOptions,
     *,
     scale: tuple[float, str],
-    mpp: float | None,
     out: Path | None,
-    overlap: float,
-    min_tissue: float,
-    tta: str,
-    batch_size: int,
-    chunk_batches: int,
-    workers: int,
-    top_k: int,
-    thumbnail_side: int,
     host: PluginHost,
-    verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
-    tissue = _tissue_tiles(
-        slide, model.image_size, slide_mpp=mpp, model_mpp=scale[0], overlap=overlap,
-        min_tissue=min_tissue, thumbnail_side=thumbnail_side,
-    )  # fmt: skip
+    tissue = _tissue_tiles(slide, item, options, image_size=model.image_size, model_mpp=scale[0])
     thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
-    calibration = model.calibration(tta)
+    calibration = model.calibration(options.tta)
     thresholds = calibration.operating_thresholds
-    options = {
-        "overlap": overlap, "min_tissue": min_tissue, "tta": tta, "batch_size": batch_size,
-        "chunk_batches": chunk_batches, "thumbnail_side": thumbnail_side,
-    }  # fmt: skip
     job = _job_record(
-        slide=slide, model=model, plan=plan, mpp_source=tissue.mpp_source,
+        slide=slide, model=model, plan=plan, mpp_source=tissue.resolution.source,
         model_mpp_source=scale[1], options=options,
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
@@ -629,16 +306,15 @@ def _predict_open_slide(
         if folder is not None:
             write_rgb_png(folder.thumbnail, thumbnail.pixels)
             write_mask_png(folder.tissue_mask, mask)
-        table = _classify(
-            model, slide, plan, folder=folder, tta=tta, batch_size=batch_size,
-            chunk_batches=chunk_batches, workers=workers, host=host, verbose=verbose,
-            on_chunk=on_chunk,
-        )  # fmt: skip
+        table = _classify(model, slide, plan, options, folder=folder, host=host, on_chunk=on_chunk)
         heat = heat_map(table, mask.shape, thumbnail.downsample)
         flagged = flagged_map(table, mask.shape, thumbnail.downsample)
-        summary = _summary(
-            job, table, thresholds, mask, plan, top_k=top_k, runtime=model.runtime.name
-        )
+        summary = {
+            **_summary(job, table, thresholds, mask, plan, top_k=options.top_k,
+                       runtime=model.runtime.name),
+            "slide_metadata_mpp": tissue.resolution.own,
+            **({"case_id": item.case_id} if item.case_id else {}),
+        }  # fmt: skip
         if folder is not None:
             _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
     finally:
@@ -654,23 +330,19 @@ def _classify(
     model: InferenceModel,
     slide: Slide,
     plan: TilePlan,
+    options: SlideJobOptions,
     *,
     folder: SlideFolder | None,
-    tta: str,
-    batch_size: int,
-    chunk_batches: int,
-    workers: int,
     host: PluginHost,
-    verbose: int,
     on_chunk: Callable[[int, int], None] | None,
 ) -> TileTable:
     positive = model.positive
-    sink = _Sink(folder, tiles_header(model.class_names))
+    writer = TileWriter(folder, tiles_header(model.class_names))
     if folder is not None and folder.tiles.is_file():
         return read_tiles_csv(folder.tiles, model.class_names, positive.name)
-    start = sink.resume()
+    start = writer.resume()
     total = len(plan)
-    reporter = active_reporter() if verbose else None
+    reporter = active_reporter() if options.verbose else None
     if reporter is not None:
         reporter.task_started(f"tiles of {slide.path.name}", total=total, unit="tiles")
         reporter.task_advanced(start)
@@ -683,48 +355,20 @@ def _classify(
             if all(d is not None for d in domains)
             else None
         )
-        rows = _tile_rows(plan, sink.committed, probabilities, positive, domain)
-        sink.append(rows, len(probabilities))
+        rows = plan_tile_rows(plan, writer.committed, probabilities, positive, domain)
+        writer.append(rows, len(probabilities))
         if reporter is not None:
-            reporter.task_advanced(sink.committed)
+            reporter.task_advanced(writer.committed)
         if on_chunk is not None:
-            on_chunk(sink.committed, total)
+            on_chunk(writer.committed, total)
 
     if start < total:
-        _stream_chunks(
-            model, slide, plan, start, commit, tta=tta, batch_size=batch_size,
-            chunk=batch_size * chunk_batches, workers=workers, host=host,
-        )  # fmt: skip
+        _stream_chunks(model, slide, plan, start, commit, options, host=host)
     if reporter is not None:
         reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
-    if sink.committed != total:
-        raise DataError(f"{slide.path}: {sink.committed} of {total} tiles were classified.")
-    return sink.finish(model.class_names, positive.name)
-
-
-def _tile_rows(
-    plan: TilePlan,
-    first: int,
-    probabilities: FloatArray,
-    positive: PositiveGroup,
-    domain: DomainScores | None,
-) -> str:
-    """The ``tiles.csv`` rows of the plan's tiles from ``first`` on, with their probabilities
-    and domain-shift scores."""
-    index = np.arange(first, first + len(probabilities))
-    return tile_rows(
-        tile=plan.row[index] * plan.columns + plan.column[index],
-        column=plan.column[index],
-        row=plan.row[index],
-        x=plan.x[index],
-        y=plan.y[index],
-        size=plan.tile_size,
-        level=plan.level,
-        tissue=plan.tissue[index],
-        probabilities=probabilities,
-        score=positive.score(probabilities),
-        domain=domain,
-    )
+    if writer.committed != total:
+        raise DataError(f"{slide.path}: {writer.committed} of {total} tiles were classified.")
+    return writer.finish(model.class_names, positive.name)
 
 
 def _stream_chunks(
@@ -733,45 +377,36 @@ def _stream_chunks(
     plan: TilePlan,
     start: int,
     commit: Callable[[list[Scores]], None],
+    options: SlideJobOptions,
     *,
-    tta: str,
-    batch_size: int,
-    chunk: int,
-    workers: int,
     host: PluginHost,
 ) -> None:
-    """Classify the plan's tiles from ``start`` on, read ahead by ``workers`` threads, and hand
-    their scores to ``commit`` about ``chunk`` tiles at a time.
+    """Classify the plan's tiles from ``start`` on, read ahead by the options' worker threads,
+    and hand their scores to ``commit`` a chunk (``chunk_batches`` batches) at a time.
 
     Raises:
         DataError: A tile could not be read (nothing after the last whole chunk is committed).
     """
     failures: list[BaseException] = []
+    workers, batch_size = options.workers, options.batch_size
+    chunk = batch_size * options.chunk_batches
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="breastcls-tiles")
     try:
-        batches = _batches(slide, plan, start, batch_size, pool, workers, failures)
+        batches = tile_batches(slide, plan, start, batch_size, pool, workers, failures)
         pending: list[Scores] = []
         pending_count = 0
-        for scores in model.iter_scores(batches, tta=tta, host=host):
+        for scores in model.iter_scores(batches, tta=options.tta, host=host):
             pending.append(scores)
             pending_count += len(scores.calibrated)
             if pending_count >= chunk and not failures:
                 commit(pending)
                 pending, pending_count = [], 0
         if failures:
-            _raise_read_failure(slide, failures[0])
+            raise_read_failure(slide, failures[0])
         if pending:
             commit(pending)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _raise_read_failure(slide: Slide, error: BaseException) -> None:
-    if isinstance(error, BreastclsError):
-        raise error
-    raise DataError(
-        f"{slide.path}: a tile could not be read ({type(error).__name__}: {error})."
-    ) from error
 
 
 def _summary(
@@ -826,238 +461,3 @@ def _write_outputs(
     write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
     write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))
     atomic_write_json(folder.summary, summary)
-
-
-# Many slides.
-
-_SUMMARY_COLUMNS = (
-    "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score", "domain_flagged_fraction",
-)  # fmt: skip
-
-
-def slide_files(inputs: Sequence[Path], *, host: PluginHost | None = None) -> list[Path]:
-    """The slides among ``inputs``: files as given, and in folders (not recursively) every file
-    a registered slide reader accepts; each once, sorted by path (the order the shards of
-    ``--shard`` split, whatever order a shell expanded the arguments in)."""
-    readers = list(ensure_host(host).slide_readers)
-    found: list[Path] = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_dir():
-            for child in item.iterdir():
-                if child.is_file() and any(r.component.accepts(child) for r in readers):
-                    found.append(child)
-        else:
-            found.append(item)
-    return sorted(dict.fromkeys(found), key=str)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Read ``--shard K/N``: shard ``K`` (counted from 1) of ``N``.
-
-    Raises:
-        ConfigError: ``text`` is not ``K/N`` with ``1 <= K <= N``.
-    """
-    index, _, count = text.partition("/")
-    if not (index.strip().isdigit() and count.strip().isdigit()):
-        raise ConfigError(
-            f"--shard {text!r} is not K/N: pass the job's shard and the number of shards, "
-            "e.g. --shard 3/8 (K counts from 1)."
-        )
-    k, n = int(index), int(count)
-    if not 1 <= k <= n:
-        raise ConfigError(
-            f"--shard {text!r}: K must lie between 1 and N={n} (K counts from 1; a 0-based "
-            "index such as Kubernetes' JOB_COMPLETION_INDEX needs + 1)."
-        )
-    return k, n
-
-
-def shard_of(items: Sequence[T], shard: tuple[int, int]) -> list[T]:
-    """Shard ``K`` of ``N`` of ``items``: items ``K``, ``K + N``, ``K + 2N``... (from 1). The
-    ``N`` shards partition ``items``; dealing them out in turn keeps neighbours (often slides of
-    one case, of similar size) in different jobs."""
-    k, n = shard
-    return list(items[k - 1 :: n])
-
-
-def _folder_names(slides: Sequence[Path]) -> list[str]:
-    names: list[str] = []
-    used: set[str] = set()
-    for slide in slides:
-        stem = slide.stem or "slide"
-        name, n = stem, 1
-        while name in used:
-            n += 1
-            name = f"{stem}-{n}"
-        used.add(name)
-        names.append(name)
-    return names
-
-
-def predict_slides(
-    model: InferenceModel | Path,
-    inputs: Sequence[Path],
-    *,
-    out_dir: Path,
-    model_mpp: float | None = None,
-    mpp: float | None = None,
-    overlap: float = 0.0,
-    min_tissue: float = 0.5,
-    tta: str = "none",
-    batch_size: int = 32,
-    workers: int = 2,
-    top_k: int = 10,
-    reader: str | None = None,
-    shard: tuple[int, int] | None = None,
-    runtime: str = "tensorflow",
-    host: PluginHost | None = None,
-    verbose: int = 0,
-) -> list[SlideOutcome]:
-    """Predict many slides, one slide folder each under ``out_dir`` (named after the file),
-    and write ``out_dir/summary.csv``. A slide that fails is recorded with its error and the
-    others go on; a slide folder already complete is kept, one interrupted is resumed.
-
-    With ``shard=(K, N)`` only shard ``K`` of ``N`` of the sorted slide list is predicted
-    (:func:`shard_of`), into the same folders an unsharded call would write, and the summary
-    goes to ``out_dir/summary-shard-K-of-N.csv``: the jobs of an array job share ``out_dir``
-    without overwriting each other, and :func:`summarize_slide_folders` merges them.
-
-    Raises:
-        ModelLoadError: The model cannot be loaded.
-        ConfigError: ``model_mpp`` is ``None`` and the run records no training scale, or
-            ``shard`` is not ``(K, N)`` with ``1 <= K <= N``.
-        OutputError: ``out_dir`` cannot be written.
-    """
-    if shard is not None:
-        parse_shard(f"{shard[0]}/{shard[1]}")
-    host = ensure_host(host)
-    _check_options(host, tta=tta, reader=reader, runtime=runtime)  # before the model loads
-    inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
-    check_inference_batch(batch_size, inference.image_size, what="slide predict")
-    model_scale(inference, model_mpp)  # once, before any slide, rather than once per slide
-    inference.calibration(tta)
-    # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
-    inference = inference.with_runtime(runtime, batch_size=batch_size, verbose=verbose)
-    slides = slide_files(inputs, host=host)
-    # Folder names are given over the whole list, so that every shard names a slide alike.
-    jobs = list(zip(slides, _folder_names(slides), strict=True))
-    if shard is not None:
-        jobs = shard_of(jobs, shard)
-    outcomes: list[SlideOutcome] = []
-    for slide, name in jobs:
-        folder = Path(out_dir) / name
-        try:
-            result = predict_slide(
-                inference, slide, model_mpp=model_mpp, mpp=mpp, out=folder, overlap=overlap,
-                min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers,
-                top_k=top_k, reader=reader, host=host, verbose=verbose,
-            )  # fmt: skip
-            outcomes.append(
-                SlideOutcome(slide=slide, folder=folder, summary=result.summary, error=None)
-            )
-        except BreastclsError as error:
-            message = " ".join(str(error).splitlines())
-            outcomes.append(SlideOutcome(slide=slide, folder=folder, summary=None, error=message))
-    target = (
-        SlideFolder.collection_summary(out_dir)
-        if shard is None
-        else SlideFolder.shard_summary(out_dir, *shard)
-    )
-    _write_collection_summary(target, outcomes)
-    return outcomes
-
-
-def _check_options(host: PluginHost, *, tta: str, reader: str | None, runtime: str) -> None:
-    """Refuse an unknown TTA, slide reader or runtime (named, with the allowed values)."""
-    host.tta.info(tta)
-    if reader is not None:
-        host.slide_readers.info(reader)
-    check_runtime(runtime)
-
-
-def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
-    """Gather the slide folders under ``out_dir`` (written by one or many jobs) into
-    ``out_dir/summary.csv``: complete ones with their figures, others as incomplete, and the
-    slides that the summaries already there list as failed before they had a folder.
-
-    Raises:
-        OutputError: ``out_dir`` is not a folder.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        raise OutputError(f"{out_dir} is not a folder of slide folders.")
-    outcomes: list[SlideOutcome] = []
-    for child in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        folder = SlideFolder(child)
-        if not folder.job.is_file():
-            continue
-        try:
-            job = json_object(folder.job)
-            summary = json_object(folder.summary) if folder.summary.is_file() else None
-        except (OSError, ValueError) as error:
-            outcomes.append(
-                SlideOutcome(slide=child, folder=child, summary=None, error=f"unreadable: {error}")
-            )
-            continue
-        slide = Path(str(job.get("slide", child.name)))
-        problem = None if summary is not None else "incomplete: run `breastcls slide predict` again"
-        outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
-    outcomes.extend(_failures_without_folder(out_dir, {o.folder.name for o in outcomes}))
-    outcomes.sort(key=lambda o: o.folder.name)
-    _write_collection_summary(SlideFolder.collection_summary(out_dir), outcomes)
-    return outcomes
-
-
-def _failures_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutcome]:
-    """The slides that earlier summaries (a whole job's, each shard's) list as failed before
-    their folder was made (unreadable, no resolution, no tissue): no folder records them."""
-    found: dict[str, SlideOutcome] = {}
-    for table in [SlideFolder.collection_summary(out_dir), *SlideFolder.shard_summaries(out_dir)]:
-        try:
-            with open(table, newline="", encoding="utf-8") as handle:
-                rows = csv_records(handle)
-        except (OSError, UnicodeDecodeError, csv.Error):
-            continue  # absent or damaged: the folders still say everything else
-        for row in rows:
-            name = row.get("folder") or ""
-            if row.get("status") == "error" and name and name not in folders:
-                found[name] = SlideOutcome(
-                    slide=Path(row.get("slide") or name), folder=out_dir / name, summary=None,
-                    error=row.get("message") or "failed",
-                )  # fmt: skip
-    return list(found.values())
-
-
-def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> None:
-    threshold_names = list(
-        dict.fromkeys(
-            name for o in outcomes if o.summary for name in o.summary.get("fraction_positive", {})
-        )
-    )
-    buffer = io.StringIO()
-    writer = SafeCsvWriter(buffer)
-    writer.writerow([*_SUMMARY_COLUMNS, *(f"fraction_positive_{n}" for n in threshold_names)])
-    for o in outcomes:
-        s = o.summary or {}
-        fractions = s.get("fraction_positive", {})
-        writer.writerow(
-            [
-                o.slide, o.folder.name, "ok" if o.error is None else "error", o.error or "",
-                s.get("tiles", {}).get("classified", ""), s.get("top_k", ""),
-                _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
-                _number(s.get("max_score")),
-                _number((s.get("domain") or {}).get("flagged_fraction")),
-                *(_number(fractions.get(n)) for n in threshold_names),
-            ]
-        )  # fmt: skip
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, buffer.getvalue())
-    except OSError as error:
-        raise OutputError(f"Cannot write {path}: {error}.") from error
-
-
-def _number(value: Any) -> str:
-    return "" if value is None else repr(float(value))

@@ -22,6 +22,7 @@ Importing this module imports neither TensorFlow nor ``tifffile`` nor OpenSlide.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import threading
@@ -153,6 +154,33 @@ def _cache_rows(pages: list[Any]) -> int:
     return wanted
 
 
+def _truncated(path: Path, size: int, end: int, what: str) -> DataError:
+    return DataError(
+        f"{path} is truncated: the file ends at byte {size:,} but {what} run to byte {end:,} "
+        "(an interrupted copy or download): copy the slide again."
+    )
+
+
+# Compressions whose codecs tifffile takes from imagecodecs (zlib, LZW, packbits are built in).
+_IMAGECODECS = ("JPEG", "JPEG2000", "APERIO", "JPEGXL", "WEBP", "ZSTD", "LERC")
+
+
+def _undecodable(path: Path, page: Any, level: int, index: int, error: Exception) -> DataError:
+    compression = str(getattr(page.compression, "name", page.compression))
+    where = f"{path}: cannot decode tile {index} of level {level} (compression {compression}"
+    needs_codecs = any(name in compression.upper() for name in _IMAGECODECS)
+    if needs_codecs and importlib.util.find_spec("imagecodecs") is None:
+        return DataError(
+            f"{where}; {type(error).__name__}: {error}): {compression} tiles need "
+            "`pip install imagecodecs`."
+        )
+    return DataError(
+        f"{where}): the tile's data is damaged ({type(error).__name__}: {error}); the file may "
+        "be corrupt or was changed while it was read: copy the slide again, or check it with the "
+        "scanner's software."
+    )
+
+
 class _TiffSlide:
     """A TIFF file open for reading regions, one tile (or strip) at a time."""
 
@@ -204,6 +232,12 @@ class _TiffSlide:
                 )
             if len(page.shape) not in (2, 3):
                 raise DataError(f"{self.path} holds a {len(page.shape)}-D image, not a slide.")
+        size = int(tiff.filehandle.size)
+        for level, page in enumerate(pages):
+            pieces = zip(page.dataoffsets, page.databytecounts, strict=True)
+            ends = [int(offset) + int(count) for offset, count in pieces if count]
+            if ends and max(ends) > size:
+                raise _truncated(self.path, size, max(ends), f"level {level}'s tiles")
         return pages
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> UInt8Array:
@@ -240,15 +274,12 @@ class _TiffSlide:
             handle = self._tiff.filehandle
             handle.seek(offset)
             data = handle.read(count)
+        if len(data) < count:
+            raise _truncated(self.path, offset + len(data), offset + count, f"tile {index}")
         try:
             decoded, _, _ = page.decode(data if count else None, index, jpegtables=page.jpegtables)
         except Exception as error:
-            compression = getattr(page.compression, "name", page.compression)
-            raise DataError(
-                f"{self.path}: cannot decode tile {index} of level {level} (compression "
-                f"{compression}; {type(error).__name__}: {error}). JPEG and JPEG 2000 tiles "
-                "need `pip install imagecodecs`; otherwise the file is damaged."
-            ) from error
+            raise _undecodable(self.path, page, level, index, error) from error
         if decoded is None:  # a tile the writer left out: empty glass
             tile = np.full((chunk_h, chunk_w, 3), GLASS, dtype=np.uint8)
         else:

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from breastcls.data.scale import TrainingScale
 from breastcls.errors import ConfigError
 from breastcls.io import atomic_path
 from breastcls.plugins.host import PluginHost
@@ -362,7 +363,24 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
             epochs=self._epochs,
             first_epoch=first_epoch,
             steps=self._steps,
+            warnings=scale_warnings(self.run_dir),
         )
+
+
+def scale_warnings(run_dir: Path) -> tuple[str, ...]:
+    """A warning when the run's ``config.json`` records no training scale (a model trained
+    across magnifications, or on images of unknown scale): slides then need ``--model-mpp``."""
+    try:
+        record = json.loads(RunFolder(run_dir).config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()  # a summary never stops a run
+    scale = TrainingScale.from_record(record) if isinstance(record, Mapping) else None
+    if scale is None or scale.model_mpp is not None:
+        return ()
+    return (
+        f"this run records no training scale ({scale.note}); `breastcls slide predict` will "
+        "need --model-mpp.",
+    )
 
 
 def progress_callbacks(run_dir: Path, config: Any) -> list[ProgressCallback]:

@@ -39,16 +39,10 @@ from breastcls.runs.folder import (
     read_status,
     write_status,
 )
-from breastcls.training.train import (
-    ScannedData,
-    check_resumable,
-    check_run_config,
-    finished_run,
-    lock_run,
-    resume,
-    scan_data,
-    train,
-)
+from breastcls.training.checks import check_run_config
+from breastcls.training.data import ScannedData, scan_data
+from breastcls.training.run import check_resumable, finished_run, lock_run
+from breastcls.training.train import resume, train
 
 __all__ = [
     "CrossValidationResult",
