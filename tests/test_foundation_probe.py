@@ -15,7 +15,10 @@ import pytest
 import breastcls
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.embeddings.extractor import extractor_calls
+from breastcls.errors import ConfigError
+from breastcls.export import export_model
 from breastcls.inference import InferenceModel
+from breastcls.interfaces import Sample
 from breastcls.runs.folder import read_split_csv
 from breastcls.testing.extractors import write_onnx_extractor
 from breastcls.training.crossval import CrossValidationResult
@@ -91,21 +94,57 @@ def test_the_record_names_the_extractor(runs: Runs) -> None:
     assert raw["calibrations"]["none"]["fitted_on"] == "selection"
 
 
-@pytest.mark.parametrize("which", ["first", "second"])
-def test_the_loaded_model_gives_the_runs_calibrated_probabilities(
-    runs: Runs, which: str
-) -> None:
-    fold = getattr(runs, which).folds[1].run_dir
+def _written_and_tested(fold: Path) -> tuple[np.ndarray, list[Sample]]:
+    """The calibrated test-set probabilities the run wrote, and its test images in that order."""
     with open(fold / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     written = np.array([[float(r["p_benign"]), float(r["p_malignant"])] for r in rows])
     tested = [s for s, _ in read_split_csv(fold) if s.split == "test"]
     by_path = {str(s.path): s for s in tested}
-    samples = [by_path[r["path"]] for r in rows]
-    loaded = InferenceModel.load(fold)
+    return written, [by_path[r["path"]] for r in rows]
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_the_loaded_model_gives_the_runs_calibrated_probabilities(
+    runs: Runs, which: str
+) -> None:
+    written, samples = _written_and_tested(getattr(runs, which).folds[1].run_dir)
+    loaded = InferenceModel.load(getattr(runs, which).folds[1].run_dir)
     assert loaded.record.extractor is not None and loaded.runtime.name == "onnx"
     before = extractor_calls()
     scores = loaded.score_files(samples)
     assert extractor_calls() == before
     np.testing.assert_allclose(scores.calibrated, written, rtol=0, atol=1e-6)
     assert scores.calibration.temperature is not None
+
+
+def test_the_exported_model_gives_the_runs_calibrated_probabilities(
+    runs: Runs, tmp_path: Path
+) -> None:
+    fold = runs.first.folds[0].run_dir
+    with pytest.raises(ConfigError, match="it exports as --format keras"):
+        export_model(fold, format="onnx", out_dir=tmp_path / "onnx")
+    result = export_model(fold, format="keras", out_dir=tmp_path / "moved" / "export")
+    moved = tmp_path / "elsewhere"
+    result.out_dir.rename(moved)  # the export names its extractor relative to its folder
+    assert sorted(p.name for p in moved.iterdir()) == [
+        "export.json", "extractor.onnx", "model.keras", "model_card.md", "model_record.json",
+    ]
+    written, samples = _written_and_tested(fold)
+    exported = InferenceModel.load(moved)
+    assert exported.record.extractor is not None
+    assert exported.record.extractor.sha256 == InferenceModel.load(fold).record.extractor.sha256
+    np.testing.assert_allclose(
+        exported.score_files(samples).calibrated, written, rtol=0, atol=1e-6
+    )
+
+
+def test_grad_cam_is_not_available_for_a_probe_in_one_line(runs: Runs, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from breastcls.cli.app import app
+
+    fold = runs.first.folds[0].run_dir
+    result = CliRunner().invoke(app, ["evaluate", str(fold), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "Grad-CAM is not available for this backbone. Pass --no-gradcam" in result.output

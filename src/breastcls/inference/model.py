@@ -219,7 +219,10 @@ class InferenceModel:
         from breastcls.inference.runtime import model_sha256
         from breastcls.model import load_keras_model
 
+        # An export names its extractor file relative to its folder (it moves whole).
         spec = extractor.extractor
+        if not spec.path.is_absolute():
+            spec = dataclasses.replace(spec, file=str(source.parent / spec.path))
         if not spec.path.is_file():
             raise ModelLoadError(
                 f"{source} is a probe on the {spec.kind} extractor {spec.path}, which is not "
