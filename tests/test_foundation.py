@@ -133,6 +133,7 @@ def _counts(log: Path) -> tuple[int, int]:
 
 
 @pytest.mark.real_data
+@pytest.mark.slow  # two command-line processes over 269 images: about 100 s on two shared cores
 def test_a_killed_embed_resumes_from_its_shards(
     models: dict[str, Path], breakhis_dev: Path, tmp_path: Path
 ) -> None:
