@@ -233,6 +233,9 @@ class ModelConfig:
 
     Attributes:
         backbone: Registered backbone id (``breastcls plugins`` lists them).
+        backbone_options: The backbone's own options, by name (a frozen extractor's ``file``,
+            ``input_size``, ``mean``, ``std``, ``embedding``, ``output`` and ``mpp``;
+            ``breastcls plugins`` lists each backbone's); the backbone validates them.
         head: Registered head id.
         augmentation: Registered augmentation id; ``none`` disables augmentation.
         weights: ``"imagenet"`` (downloaded by Keras when online), ``None`` (random init) or the
@@ -246,6 +249,7 @@ class ModelConfig:
     """
 
     backbone: str = "densenet201"
+    backbone_options: Mapping[str, Any] = field(default_factory=dict)
     head: str = "seed"
     augmentation: str = "default"
     weights: str | None = "imagenet"
@@ -254,6 +258,7 @@ class ModelConfig:
     stain_reference: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "backbone_options", dict(self.backbone_options))
         if self.weights is not None and self.weights.lower() == "none":
             object.__setattr__(self, "weights", None)
         if self.stain_reference is not None:  # a Path from Python or the command line

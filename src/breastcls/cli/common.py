@@ -140,3 +140,21 @@ def announce_tensorflow() -> None:
     script's entry point calls this; commands that never need TensorFlow say nothing)."""
     if "tensorflow" not in sys.modules and "keras" not in sys.modules:
         sys.meta_path.insert(0, _TensorFlowAnnouncer())
+
+
+def parse_options(pairs: list[str], *, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs of a repeatable ``flag`` as a mapping; the component converts and
+    checks the values.
+
+    Raises:
+        ConfigError: A pair is not ``NAME=VALUE``.
+    """
+    from breastcls.errors import ConfigError
+
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise ConfigError(f"{flag} {pair!r} is not NAME=VALUE: write e.g. {flag} name=value.")
+        options[name.strip()] = value.strip()
+    return options

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from breastcls.cli.common import reports_errors, say, say_domain
+from breastcls.cli.common import parse_options, reports_errors, say, say_domain
 from breastcls.cli.defaults import DATA, MODEL, RUN, TRAIN
 from breastcls.config import (
     ClassWeight,
@@ -107,6 +107,15 @@ def train_command(
             rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.backbone,
+    backbone_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="<name=value>",
+            help="An option of the backbone, repeatable, e.g. --backbone-option file=uni.onnx "
+            "(a frozen extractor's: file, input_size, mean, std, embedding, output, mpp).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None,
     head: Annotated[
         str,
         typer.Option(
@@ -355,6 +364,7 @@ def train_command(
         ),
         model=ModelConfig(
             backbone=backbone,
+            backbone_options=parse_options(backbone_option or [], flag="--backbone-option"),
             head=head,
             augmentation=augmentation,
             weights=weights,
@@ -364,7 +374,7 @@ def train_command(
         ),
         train=TrainConfig(
             trainer=trainer,
-            trainer_options=_parse_options(trainer_option or []),
+            trainer_options=parse_options(trainer_option or [], flag="--trainer-option"),
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -448,17 +458,3 @@ def _report_cross_validation(cv: CrossValidationResult) -> None:
             f"test set accuracy over {accuracy['n']} folds: {accuracy['mean']:.4f} ± "
             f"{accuracy['std']:.4f} (mean ± SD of the folds' test sets)"
         )
-
-
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    """``NAME=VALUE`` pairs as a mapping; the component converts and checks the values."""
-    options: dict[str, str] = {}
-    for pair in pairs:
-        name, equals, value = pair.partition("=")
-        if not equals or not name.strip():
-            raise ConfigError(
-                f"--trainer-option {pair!r} is not NAME=VALUE: write e.g. --trainer-option "
-                "min_lr=1e-6."
-            )
-        options[name.strip()] = value.strip()
-    return options

@@ -219,6 +219,12 @@ def _model_to_evaluate(model: Path, tta: str, host: PluginHost, *, gradcam: bool
     host.tta.info(tta)
     loaded = InferenceModel.load(model)
     loaded.calibration(tta)  # a TTA without calibration stops before any image is decoded
+    if gradcam and loaded.record.extractor is not None:
+        raise ConfigError(
+            f"{loaded.source} is a probe on a frozen {loaded.record.extractor.extractor.kind} "
+            "extractor: Grad-CAM is not available for this backbone. Pass --no-gradcam "
+            "(gradcam=False)."
+        )
     if gradcam and loaded.keras_model is None:
         raise ConfigError(
             f"{loaded.source} is an ONNX model: Grad-CAM needs the Keras model's gradients. "
