@@ -12,8 +12,10 @@ import pytest
 
 from _runs import run_watched
 from breastcls import hookimpl
-from breastcls.evaluation.metrics import compute_metrics
+from breastcls.errors import ConfigError
+from breastcls.evaluation.metrics import compute_metrics, metrics_document
 from breastcls.evaluation.report import data_summary, render_report
+from breastcls.htmlpage import Table
 from breastcls.interfaces import MetricSection, Predictions
 from breastcls.plugins import PluginHost
 
@@ -79,8 +81,8 @@ def test_a_third_party_metric_adds_a_section(tmp_path: Path) -> None:
     predictions = _predictions()
     html = _report(tmp_path, host, predictions)
     assert "<h3>My lab&#x27;s metric</h3>" in html
-    expected = f"{predictions.probabilities[:, 1].mean():.4f}"
-    assert re.search(rf"mean_malignant_probability</th><td class=\"num\">{expected}<", html)
+    expected = f"{predictions.probabilities[:, 1].mean():.3f}"
+    assert re.search(rf"Mean malignant probability</th><td class=\"num\">{expected}<", html)
     embedded = base64.b64encode((tmp_path / "my_metric.png").read_bytes()).decode("ascii")
     assert f"data:image/png;base64,{embedded}" in html
     # The built-in sections are there too, in their parts of the page.
@@ -177,3 +179,59 @@ def test_the_browser_check_does_see_console_errors(tmp_path: Path) -> None:
     page.write_text("<html><body><script>console.error('broken-page')</script></body></html>")
     _, console = _load_in_browser(page, tmp_path)
     assert any("broken-page" in line for line in console)
+
+
+def _visible_headings(page: str) -> list[str]:
+    return re.findall(r"<(?:th|h2|h3|caption)[^>]*>([^<]*)<", page)
+
+
+def test_the_report_reads_as_a_document(tmp_path: Path) -> None:
+    predictions = _predictions()
+    sections = compute_metrics(predictions, tmp_path, host=PluginHost())
+    metrics = metrics_document(sections, predictions)
+    page = render_report(
+        sections,
+        tmp_path / "report.html",
+        title="run",
+        summary=data_summary(predictions),
+        settings={"train": {"learning_rate": 3e-4, "batch_size": 8}},
+        headline=metrics,
+    ).read_text(encoding="utf-8")
+    # Headings in words: no JSON key, no key said twice over.
+    headings = _visible_headings(page)
+    assert not [h for h in headings if re.search(r"[a-z]_[a-z]", h)], headings
+    assert "Train › Learning rate" in headings and "0.0003" in page
+    for raw in ("positive_classes", "interval_method", "n_resamples", "available"):
+        assert raw not in page
+    # A section that does not apply to a binary model (per-class AUC) is left out.
+    assert "section-subtype" not in page and metrics["subtype"]["available"] is False
+    # Every warning once on the page, though the card, the bootstrap and the patient sections
+    # all record the intervals' warnings.
+    warnings = re.findall(r'<p class="warning">Warning: ([^<]*)</p>', page)
+    assert warnings and len(warnings) == len(set(warnings))
+    assert set(metrics["bootstrap"]["warnings"]) & set(metrics["patient"]["warnings"])
+
+
+def test_operating_points_show_intervals_and_where_thresholds_came_from(tmp_path: Path) -> None:
+    predictions = _predictions()
+    sections = compute_metrics(predictions, tmp_path, host=PluginHost())
+    metrics = metrics_document(sections, predictions)
+    page = render_report(
+        sections, tmp_path / "report.html", title="run", summary=data_summary(predictions)
+    ).read_text(encoding="utf-8")
+    part = page.split('id="section-thresholds"', 1)[1].split("</section>", 1)[0]
+    # No calibration: thresholds chosen on these very images, and the page says so.
+    assert metrics["thresholds"]["chosen_on"].startswith("these predictions")
+    assert "Thresholds chosen on these images themselves" in part
+    youden = next(p for p in metrics["thresholds"]["operating_points"] if p["name"] == "youden")
+    sensitivity = youden["intervals"]["sensitivity"]
+    row = re.search(r"<th scope=\"row\">Youden[^<]*</th>(.*?)</tr>", part)
+    assert row is not None
+    assert f"{youden['threshold']:.3f}" in row[1]
+    assert f"{sensitivity['estimate']:.3f} [{sensitivity['low']:.3f}, " in row[1]
+    assert not re.search(r"\d\.\d{4}", part)  # 3 decimals, as on the card
+
+
+def test_a_table_refuses_rows_that_do_not_fit_its_columns() -> None:
+    with pytest.raises(ConfigError, match=r"row .* has 1 cells, the table 2 columns"):
+        Table(columns=("Statistic", "Value"), rows=(("accuracy",),))

@@ -97,6 +97,9 @@ def test_the_development_images_stain_per_role_and_class(breakhis_dev: Path) -> 
     assert (
         "role test" in text and "class malignant" in text and "stain distance between roles" in text
     )
+    # The distance's scale: the classes' own difference.
+    ratio = stain.role_distance / stain.class_distance
+    assert f"the roles' stain lies {ratio:.2f} times as far apart as the classes'" in text
     stored = json.loads(json.dumps(report.to_dict()))["stain"]
     assert stored["batch_effect"] is False
     assert set(stored["per_role"]["train"]) == {

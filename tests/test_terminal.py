@@ -67,6 +67,8 @@ def test_train_shows_summaries_and_no_tensorflow_log_line(
     assert re.match(r"data: train \d+ images, selection \d+ images, test \d+ images$", err[2])
     assert err[3].startswith("epoch 1") and err[3].endswith(f"; run folder: {run_dir}")
     assert re.match(r"epoch 1/1: loss [\d.]+, accuracy [\d.]+; selection set: ", err[4])
+    # What follows the last epoch is said, not a silence of several seconds.
+    assert err[5].startswith("training done: scoring the held-out sets")
     out = result.stdout.splitlines()
     assert out[0] == f"run folder: {run_dir}"
     # The kept epoch and why, from train_state.json's monitor and its best value.

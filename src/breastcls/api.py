@@ -1,4 +1,5 @@
-"""Small conveniences of the public API: listings and the demo configuration."""
+"""The public API's own functions: training as the CLI reports it, listings and the demo
+configuration."""
 
 from __future__ import annotations
 
@@ -9,8 +10,42 @@ from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.data.demo import make_demo_dataset
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.registry import ComponentInfo
+from breastcls.runs.folder import RunResult
+from breastcls.training.data import ScannedData
+from breastcls.training.train import train as train_run
 
-__all__ = ["demo_config", "list_backbones", "list_components"]
+__all__ = ["demo_config", "list_backbones", "list_components", "train"]
+
+
+def train(
+    config: RunConfig,
+    *,
+    quiet: bool = False,
+    host: PluginHost | None = None,
+    scanned: ScannedData | None = None,
+) -> RunResult:
+    """Train a model as ``config`` says, write a complete run folder and return its result.
+
+    The run is :func:`breastcls.training.train.train`'s (the folder it writes, the errors it
+    raises); this door reports it as ``breastcls train`` does, on stderr: the start summary,
+    a progress bar per epoch on a terminal (none in a notebook log or a pipe), one line per epoch
+    with both sets' figures, and no Keras progress bar. A caller's own
+    :func:`breastcls.progress.reporting` block is kept.
+
+    Args:
+        config: The run configuration.
+        quiet: Print nothing (as does ``config.train.verbose=0``).
+        host: Plugin host (the default host with every installed plugin when ``None``).
+        scanned: The data of ``config``, already loaded and decoded
+            (:func:`breastcls.training.train.scan_data`).
+
+    Returns:
+        The run's folder, history and metrics (test set, see ``RunResult.role``).
+    """
+    from breastcls.terminal import printing_progress
+
+    with printing_progress(quiet=quiet or config.train.verbose == 0):
+        return train_run(config, host=host, scanned=scanned)
 
 
 def list_backbones(*, host: PluginHost | None = None) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +195,11 @@ def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.
     if path.suffix == ".tflite":
         import tensorflow as tf
 
-        interpreter = tf.lite.Interpreter(model_path=str(path))
+        with warnings.catch_warnings():
+            # Six lines on every export telling users of tf.lite to move to LiteRT, which the
+            # tflite format does not need yet: the export is still a plain .tflite file.
+            warnings.filterwarnings("ignore", "[\\s\\S]*tf.lite.Interpreter is deprecated")
+            interpreter = tf.lite.Interpreter(model_path=str(path))
         inputs = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(inputs["index"], images.shape)
         interpreter.allocate_tensors()

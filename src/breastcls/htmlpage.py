@@ -12,20 +12,26 @@ import datetime as dt
 import html
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from breastcls._version import __version__
+from breastcls.errors import ConfigError
 from breastcls.interfaces import MetricSection
 from breastcls.io import atomic_write_text, printable
 
 __all__ = [
     "CSS",
     "RESEARCH_USE",
+    "PageSection",
+    "Table",
     "anchor",
     "escape",
     "figure",
+    "render_page_section",
     "render_section",
+    "render_table",
     "render_value",
     "scalar",
     "write_page",
@@ -37,6 +43,8 @@ RESEARCH_USE = "Research software: not a medical device, not for diagnosis."
 CSS = """
 :root { --ink: #1d2430; --muted: #5b6676; --line: #d7dce3; --accent: #8a1c4a; }
 * { box-sizing: border-box; }
+/* Long file names, paths and ids wrap instead of widening the page. */
+body { overflow-wrap: anywhere; }
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
        margin: 0 auto; padding: 1.5rem 2rem 4rem; max-width: 1100px; }
 h1 { color: var(--accent); margin-bottom: 0.2rem; }
@@ -45,7 +53,11 @@ h3 { margin-top: 1.8rem; }
 .meta, .note { color: var(--muted); }
 nav ul { columns: 2; padding-left: 1.2rem; }
 section.metric { break-inside: avoid-page; }
+/* A wide table scrolls inside its own box; the page itself never scrolls sideways. */
+.table-wrap { max-width: 100%; overflow-x: auto; margin: 0.5rem 0 1rem; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 13px; }
+.table-wrap > table { margin: 0; }
+caption { text-align: left; color: var(--muted); padding-bottom: 0.2rem; }
 th, td { border: 1px solid var(--line); padding: 0.25rem 0.55rem; text-align: left;
          vertical-align: top; }
 th { background: #f3f5f8; }
@@ -63,6 +75,7 @@ figcaption { color: var(--muted); font-size: 12px; }
 details > summary { cursor: pointer; font-weight: 600; margin-top: 2rem; }
 pre { background: #f6f8fa; padding: 0.75rem; overflow-x: auto; font-size: 12px;
       white-space: pre-wrap; }
+h2, h3 { overflow-wrap: break-word; }
 @media print {
   body { max-width: none; padding: 0; font-size: 11pt; }
   nav { display: none; }
@@ -110,7 +123,10 @@ def _records_table(
         cells = [f"<th>{escape(row_labels[i])}</th>"] if row_labels is not None else []
         cells += [_cell(record.get(c)) for c in columns]
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{''.join(head)}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{"".join(head)}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def _is_flat_record(value: Any) -> bool:
@@ -128,7 +144,7 @@ def render_value(value: Any) -> str:
         rows = "".join(
             f"<tr><th>{escape(key)}</th>{_cell(item)}</tr>" for key, item in value.items()
         )
-        return f"<table><tbody>{rows}</tbody></table>"
+        return f'<div class="table-wrap"><table><tbody>{rows}</tbody></table></div>'
     if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         if value and all(isinstance(v, Mapping) for v in value):
             return _records_table(value)
@@ -136,6 +152,99 @@ def render_value(value: Any) -> str:
             return ", ".join(scalar(v) for v in value)
         return "<br>".join(render_value(v) for v in value)
     return escape(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Table:
+    """A table of a page, its cells already worded (plain text, escaped when rendered).
+
+    Attributes:
+        columns: The column headings; the first column holds each row's label.
+        rows: One tuple of cells per row, as many as ``columns``.
+        caption: What the table shows, above it (optional).
+    """
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ConfigError(f"Table {self.caption!r} has no columns: give at least one.")
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ConfigError(
+                    f"Table {self.caption!r}: row {row!r} has {len(row)} cells, the table "
+                    f"{len(self.columns)} columns {self.columns!r}; give one cell per column."
+                )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageSection:
+    """One labelled section of a page: its heading, then notes, warnings, figures, tables.
+
+    Attributes:
+        key: The section's id (its ``metrics.json`` name), for links from the contents.
+        title: The heading a reader sees.
+        notes: Sentences that say what the figures are and where they come from.
+        warnings: Sentences a reader must not miss (each shown once per page).
+        figures: PNG files embedded in the page.
+        tables: The section's tables.
+        text: Preformatted text, when there is no better form (a plugin's own text).
+        level: ``image`` or ``patient``: the part of the report the section goes in.
+    """
+
+    key: str
+    title: str
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    figures: tuple[Path, ...] = ()
+    tables: tuple[Table, ...] = ()
+    text: str | None = None
+    level: Literal["image", "patient"] = "image"
+
+    @property
+    def empty(self) -> bool:
+        """Whether the section has nothing to show (it is then left out of the page)."""
+        return not (self.notes or self.warnings or self.figures or self.tables or self.text)
+
+
+def _looks_numeric(cell: str) -> bool:
+    return bool(cell) and (cell[0].isdigit() or cell[:2] in ("-0", "+0", "-1", "+1"))
+
+
+def render_table(table: Table) -> str:
+    """``table`` as HTML inside a box that scrolls sideways when the table is wider than the
+    page; numbers right-aligned, every cell escaped."""
+    head = "".join(f'<th scope="col">{escape(c)}</th>' for c in table.columns)
+    rows = []
+    for label, *cells in table.rows:
+        tds = "".join(
+            f'<td class="num">{escape(c)}</td>' if _looks_numeric(c) else f"<td>{escape(c)}</td>"
+            for c in cells
+        )
+        rows.append(f'<tr><th scope="row">{escape(label)}</th>{tds}</tr>')
+    caption = f"<caption>{escape(table.caption)}</caption>" if table.caption else ""
+    return (
+        f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def render_page_section(section: PageSection) -> str:
+    """One :class:`PageSection` as HTML (all text escaped)."""
+    parts = [
+        f'<section class="metric" id="{escape(anchor(section.key))}">',
+        f"<h3>{escape(section.title)}</h3>",
+        *(f'<p class="note">{escape(note)}</p>' for note in section.notes),
+        *(f'<p class="warning">Warning: {escape(w)}.</p>' for w in section.warnings),
+        *(figure(Path(path)) for path in section.figures),
+        *(render_table(table) for table in section.tables),
+    ]
+    if section.text:
+        parts.append(f"<pre>{escape(section.text)}</pre>")
+    parts.append("</section>")
+    return "\n".join(parts)
 
 
 def figure(path: Path) -> str:

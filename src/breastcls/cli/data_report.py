@@ -39,7 +39,29 @@ def _stain_lines(stain: StainReport) -> list[str]:
             f"furthest {' vs '.join(stain.roles_apart)}; between classes (within a role) "
             f"{stain.class_distance:.3f}"
         )
+        # The distance has no unit a reader knows (optical densities and stain vectors,
+        # stacked): the classes' own difference is its scale.
+        if stain.class_distance > 0:
+            ratio = stain.role_distance / stain.class_distance
+            lines.append(
+                f"  the roles' stain lies {ratio:.2f} times as far apart as the classes' "
+                "(above 1: a batch effect between the roles, which a model can learn instead "
+                "of the tissue)"
+            )
     return lines
+
+
+def _magnification_lines(per_magnification: Mapping[str, int]) -> list[str]:
+    """A note when the images mix magnifications: a model trained across them has no single
+    scale, which ``breastcls slide predict`` needs."""
+    known = [m for m in per_magnification if m != "unknown"]
+    if len(known) < 2:
+        return []
+    return [
+        f"  mixed magnifications ({', '.join(known)}): a model trained on all of them has no "
+        "single scale, so `breastcls slide predict` will ask for --model-mpp; train at one "
+        "(--magnification) for slides"
+    ]
 
 
 def format_report(report: DataReport, *, max_issues: int = 50, width: int | None = None) -> str:
@@ -64,6 +86,7 @@ def format_report(report: DataReport, *, max_issues: int = 50, width: int | None
     }
     lines += _table("per role:", per_split)
     lines += _table("per magnification:", report.per_magnification)
+    lines += _magnification_lines(report.per_magnification)
     if report.per_patient:
         counts = list(report.per_patient.values())
         lines.append(

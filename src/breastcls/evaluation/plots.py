@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,10 @@ def pyplot() -> Any:
 
 def save_figure(figure: Any, path: Path) -> Path:
     """Save a matplotlib figure as a PNG at ``path`` atomically and close it."""
-    with atomic_path(path) as temporary:
+    with atomic_path(path) as temporary, warnings.catch_warnings():
+        # matplotlib says so when placing a legend took over a second (a busy machine): a
+        # timing, nothing the user can act on, and a line that would come and go in the output.
+        warnings.filterwarnings("ignore", 'Creating legend with loc="best" can be slow')
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(figure)
     return path

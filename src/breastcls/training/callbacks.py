@@ -16,6 +16,7 @@ from breastcls.errors import ConfigError
 from breastcls.io import atomic_path
 from breastcls.plugins.host import PluginHost
 from breastcls.progress import ProgressReporter, TrainingSummary, active_reporter
+from breastcls.records import EpochRecord
 from breastcls.runs.checkpoint import (
     TrainState,
     commit_train_state,
@@ -219,9 +220,7 @@ class HookForwarder(keras.callbacks.Callback):  # type: ignore[misc]
         self.run_dir = run_dir
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.host.epoch_end(
-            self.run_dir, epoch, {key: float(value) for key, value in (logs or {}).items()}
-        )
+        self.host.epoch_end(self.run_dir, epoch, EpochRecord.from_logs(epoch, logs))
 
 
 class NaNGuard(keras.callbacks.Callback):  # type: ignore[misc]
@@ -319,6 +318,13 @@ class ProgressCallback(keras.callbacks.ProgbarLogger):  # type: ignore[misc]
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = False
+        # The held-out sets are scored and the report written next, which takes seconds: say so
+        # rather than fall silent (not when a guard stopped the run, which is about to fail).
+        if not getattr(self.model, "stop_training", False):
+            self.reporter.task_finished(
+                "training done: scoring the held-out sets with the kept epoch's model, then the "
+                "report…"
+            )
 
     # Keras' ProgbarLogger prints in these; this reporter does not.
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -371,10 +377,10 @@ def scale_warnings(run_dir: Path) -> tuple[str, ...]:
     """A warning when the run's ``config.json`` records no training scale (a model trained
     across magnifications, or on images of unknown scale): slides then need ``--model-mpp``."""
     try:
-        record = json.loads(RunFolder(run_dir).config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = RunFolder(run_dir).read_config_record()
+    except ConfigError:
         return ()  # a summary never stops a run
-    scale = TrainingScale.from_record(record) if isinstance(record, Mapping) else None
+    scale = TrainingScale.from_entry(record.scale)
     if scale is None or scale.model_mpp is not None:
         return ()
     return (

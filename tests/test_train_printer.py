@@ -1,0 +1,68 @@
+"""``breastcls.train`` in Python speaks like ``breastcls train``: the start summary and one line
+per epoch on stderr, no Keras progress bar, nothing with ``quiet=True``; ``help(breastcls)`` is
+a short overview."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _runs import run_watched
+from conftest import copy_patients
+
+# Two runs in one process (TensorFlow starts once): as the API speaks by default, then quiet,
+# with a mark on stderr between them.
+_TRAIN = """
+import sys
+from pathlib import Path
+import breastcls
+data = Path(sys.argv[1])
+for name, epochs in (("spoken", 2), ("quiet", 1)):
+    config = breastcls.RunConfig(
+        data=breastcls.DataConfig(path=data, image_size=32, selection_fraction=0.4),
+        model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
+        train=breastcls.TrainConfig(epochs=epochs, batch_size=8),
+        out_dir=data.parent / "runs",
+        name=name,
+    )
+    breastcls.train(config, quiet=name == "quiet")
+    print("--- quiet from here", file=sys.stderr, flush=True)
+"""
+
+
+def test_python_training_prints_the_cli_lines_and_no_keras_bars(
+    tmp_path: Path, breakhis_dev: Path
+) -> None:
+    data = copy_patients(breakhis_dev, tmp_path / "data", patients=5, images_per_patient=2)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    ran = run_watched([sys.executable, "-c", _TRAIN, str(data)], env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    spoken, quiet, end = ran.stderr.split("--- quiet from here\n")
+    assert quiet == end == "" and ran.stdout == ""
+    assert (data.parent / "runs" / "quiet" / "report.html").is_file()
+    lines = spoken.splitlines()
+    assert lines[0].startswith("training smallcnn + seed head on CPU: ")
+    assert lines[1].startswith("data: train ")
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("; selection set: loss " in line for line in epochs)
+    # No Keras bar (its "\r" redraws, "━" bars, "val_" names, "step" counts) anywhere.
+    for keras_mark in ("\r", "\x1b[", "━", "val_", "/step"):
+        assert keras_mark not in spoken, keras_mark
+
+
+def test_help_on_the_package_is_a_short_overview() -> None:
+    code = "import breastcls, pydoc; print(pydoc.render_doc(breastcls, renderer=pydoc.plaintext))"
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    lines = shown.splitlines()
+    assert len(lines) < 300, len(lines)
+    assert "train(" in shown and "load_model" in shown
+    # Every name a first project needs is still importable from the package.
+    import breastcls
+
+    for name in breastcls.__all__:
+        assert getattr(breastcls, name) is not None, name
