@@ -479,7 +479,7 @@ def test_without_onnxruntime_onnx_is_refused_and_auto_says_why(
     assert why.startswith("--runtime auto: tensorflow, since onnxruntime is not installed")
     summary = json.loads((tmp_path / "auto" / "synthetic" / "summary.json").read_text())
     assert summary["runtime"] == "tensorflow"
-    with pytest.raises(ConfigError, match="use one of tensorflow, onnx, auto"):
+    with pytest.raises(ConfigError, match="use one of tensorflow, onnx, onnx-int8, auto"):
         breastcls.InferenceModel.load(slide_run, runtime="tflite")
 
 

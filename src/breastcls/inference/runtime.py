@@ -486,8 +486,8 @@ def check_runtime(runtime: str) -> RuntimeName:
     """Check a runtime's name before any model is loaded.
 
     Raises:
-        ConfigError: It is not one of :data:`RUNTIMES`, or it is ``onnx`` and ONNX Runtime is
-            not installed.
+        ConfigError: It is not one of :data:`RUNTIMES`, or it is ``onnx`` or ``onnx-int8``
+            and ONNX Runtime is not installed.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"Runtime {runtime!r} is unknown: use one of {', '.join(RUNTIMES)}.")
