@@ -99,8 +99,7 @@ class Calibration:
                 "are the arg-max decision or were chosen on the scored data itself (optimistic)."
             )
         temperature = (
-            f"Temperature {self.temperature:.3f}"
-            if self.temperature is not None
+            f"Temperature {self.temperature:.3f}" if self.temperature is not None
             else "No temperature"
         )
         patients = f", {self.n_patients} patients" if self.n_patients is not None else ""

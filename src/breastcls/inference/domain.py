@@ -258,7 +258,9 @@ class DomainReference:
 
     def describe(self) -> str:
         """Where the thresholds come from, in one sentence for reports."""
-        patients = f", {self.n_selection_patients} patients" if self.n_selection_patients else ""
+        patients = (
+            f", {self.n_selection_patients} patients" if self.n_selection_patients else ""
+        )
         return (
             f"Domain-shift score: fitted on {self.n_training_images} training images; "
             f"thresholds at the {self.quantile:.0%} quantile of the selection set "
