@@ -74,6 +74,12 @@ class Sizes:
     # "TensorFlow's slow mode": tf.data's autotuning, now off in the library's pipelines);
     # five rounds still give each measurement several chances of a quiet moment.
     slide_rounds: int = 5
+    # The foundation-model section (benchmarks/foundation.py): images, side, folds, and the
+    # epochs of the fine-tuned comparison.
+    foundation_n: int = 269
+    foundation_size: int = 224
+    foundation_folds: int = 5
+    foundation_epochs: int = 3
 
 
 FULL = Sizes(
@@ -125,6 +131,9 @@ QUICK = Sizes(
     slide_columns=24,
     slide_rows=12,
     slide_rounds=2,
+    foundation_n=96,
+    foundation_size=128,
+    foundation_epochs=1,
 )
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
@@ -336,6 +345,14 @@ def measure(
             rounds=sizes.stain_rounds,
         )
         slide_steps(sizes, step)
+        step(
+            "foundation",
+            "foundation",
+            n=sizes.foundation_n,
+            size=sizes.foundation_size,
+            folds=sizes.foundation_folds,
+            epochs=sizes.foundation_epochs,
+        )
     gpus = results["gpus"] = int(work("gpus", gpu=True, keras_backend=keras_backend)["gpus"])
     if gpus:
         gpu_train: dict[str, Any] = {
@@ -454,6 +471,14 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     out["slide_rss_growth_4x"] = (
         results["slide_rss_4x"]["peak_rss"] / results["slide_rss_1x"]["peak_rss"]
     )
+    if "foundation" in results:
+        foundation = results["foundation"]
+        out["probe_cv_speedup"] = (
+            foundation["fine_tuned_cv_cpu_s"] / foundation["cached_cv_cpu_s"]
+        )
+        out["embed_vs_model"] = (
+            foundation["extractor_cpu_s_per_image"] / foundation["pipeline_cpu_s_per_image"]
+        )
     return out | _gpu_ratios(results, sizes)
 
 
@@ -510,6 +535,8 @@ CPU_TARGETS: list[tuple[str, str, float]] = [
     ("slide_tiles_vs_model", ">=", 0.9),
     ("slide_rss_growth_4x", "<=", 1.10),
     ("slide_runtime_auto_vs_tensorflow", ">=", 1.0),
+    ("probe_cv_speedup", ">=", 20.0),
+    ("embed_vs_model", ">=", 0.9),
 ]
 
 
@@ -618,6 +645,8 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
                 f"({1000 * stain[f'{augmentation}_step_s']:.0f}) |"
             )
         rows += slide_rows(results, sizes)
+    if "foundation" in results:
+        rows += foundation_rows(results["foundation"])
     if results.get("gpus"):
         keras_backend = results.get("keras_backend", "tensorflow")
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
@@ -656,6 +685,22 @@ def slide_rows(results: dict[str, Any], sizes: Sizes) -> list[str]:
             f"{measured['peak_rss'] / mib:.0f} |"
         )
     return rows
+
+
+def foundation_rows(foundation: dict[str, Any]) -> list[str]:
+    """The frozen-extractor rows of the measurement table (CPU time)."""
+    what = (
+        f"mobilenetv3small {foundation['size']}px as a frozen extractor, {foundation['n']} "
+        f"images, {foundation['folds']} folds"
+    )
+    return [
+        f"| {what}: CPU s, fine-tuned {foundation['epochs']} epochs vs linear probe on cached "
+        f"embeddings | {foundation['fine_tuned_cv_cpu_s']:.1f} | "
+        f"{foundation['cached_cv_cpu_s']:.1f} |",
+        f"| {what}: CPU ms per image, the extractor alone vs the embedding pipeline | "
+        f"{1000 * foundation['extractor_cpu_s_per_image']:.1f} | "
+        f"{1000 * foundation['pipeline_cpu_s_per_image']:.1f} |",
+    ]
 
 
 def target_rows(values: dict[str, float], keras_backend: str = "tensorflow") -> list[str]:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.foundation import task_foundation
 from breastcls.environment import prepare_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -700,6 +701,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "slide_file": task_slide_file,
     "slide": task_slide,
     "slide_rss": task_slide_rss,
+    "foundation": task_foundation,
 }
 
 

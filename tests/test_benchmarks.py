@@ -69,6 +69,11 @@ def _results(gpus: int) -> dict[str, Any]:
         },
         "slide_rss_1x": {"tiles": 512, "peak_rss": 1000 * 2**20},
         "slide_rss_4x": {"tiles": 2048, "peak_rss": 1020 * 2**20},
+        "foundation": {
+            "n": 269, "size": 224, "folds": 5, "epochs": 3,
+            "cached_cv_cpu_s": 10.0, "fine_tuned_cv_cpu_s": 250.0,
+            "extractor_cpu_s_per_image": 0.009, "pipeline_cpu_s_per_image": 0.010,
+        },
         "gpus": gpus,
     }
     if gpus:
@@ -101,6 +106,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["slide_tiles_vs_model"] == pytest.approx(0.95)
     assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
     assert values["slide_rss_growth_4x"] == pytest.approx(1.02)
+    assert values["probe_cv_speedup"] == pytest.approx(25.0)
+    assert values["embed_vs_model"] == pytest.approx(0.9)
     assert not any(name.startswith("gpu_") for name in values)
     rows = "\n".join(run.target_rows(values))
     assert "| train_speedup_vs_seed | >= 1.3 | 1.500 | yes |" in rows
@@ -116,6 +123,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert "| slide_rss_growth_4x | <= 1.1 | 1.020 | yes |" in rows
     assert "--runtime auto (onnx; probe: onnx 700, tensorflow 420 images/s) | - | 570.0 |" in table
     assert "| slide peak RSS, 2048 tiles (4x area) (MiB) | - | 1020 |" in table
+    assert "| probe_cv_speedup | >= 20.0 | 25.000 | yes |" in rows
+    assert "linear probe on cached embeddings | 250.0 | 10.0 |" in table
 
 
 def test_quick_mode_reports_only_what_it_measured(
@@ -144,6 +153,8 @@ def test_quick_mode_reports_only_what_it_measured(
         "slide_tiles_vs_model",
         "slide_rss_growth_4x",
         "slide_runtime_auto_vs_tensorflow",
+        "probe_cv_speedup",
+        "embed_vs_model",
     }
     assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
         run.target_rows(values)

@@ -16,9 +16,8 @@ from breastcls.evaluation.clinical import (
     patient_rows,
     stratified_resampling,
 )
-from breastcls.evaluation.evaluate import _read_predictions_csv
 from breastcls.evaluation.image_metrics import BootstrapMetric
-from breastcls.evaluation.metrics import metrics_document, write_predictions
+from breastcls.evaluation.metrics import metrics_document, read_predictions, write_predictions
 from breastcls.evaluation.patient_metrics import PatientMetric
 from breastcls.evaluation.report import summary_card
 from breastcls.interfaces import Predictions
@@ -107,7 +106,7 @@ def test_two_slides_of_one_biopsy_count_as_one_patient(tmp_path: Path) -> None:
         written = list(csv.DictReader(handle))
     assert [r["group"] for r in written[:6]] == ["14-29960"] * 6
     assert [r["patient_id"] for r in written[:6]] == ["14-29960AB"] * 3 + ["14-29960CD"] * 3
-    assert _read_predictions_csv(tmp_path / "predictions.csv").groups[:6] == ("14-29960",) * 6
+    assert read_predictions(tmp_path / "predictions.csv").groups[:6] == ("14-29960",) * 6
 
 
 def test_given_groups_override_the_accession(tmp_path: Path) -> None:
@@ -131,7 +130,7 @@ def test_the_model_card_counts_patients_and_warns(tmp_path: Path) -> None:
     p = _slides(["14-29960AB", "14-29960CD"], MALIGNANT)
     sections = [BootstrapMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path)]
     sections.append(PatientMetric(bootstrap=BootstrapOptions(n_resamples=50))(p, out_dir=tmp_path))
-    (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p)))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics_document(sections, p).to_json()))
     card = model_card_text(tmp_path).replace("\\", "")
     assert "Resampled patients per class: malignant 5, benign 1." in card
     assert "- sensitivity: 5 of 5 patients, [0.4782, 1.0000]" in card

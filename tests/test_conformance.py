@@ -3,12 +3,15 @@ and the checks themselves catch broken components."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from breastcls import KerasBackbone
+from breastcls.embeddings.extractor import FrozenExtractor
 from breastcls.interfaces import MetricSection, Predictions
 from breastcls.plugins import PluginHost
 from breastcls.registry import ComponentInfo
@@ -22,6 +25,7 @@ from breastcls.testing import (
     check_metric,
     isolated_host,
 )
+from breastcls.testing.extractors import write_keras_extractor, write_onnx_extractor
 
 _HOST = PluginHost()
 _COMPONENTS = list(_HOST.components())
@@ -52,6 +56,9 @@ def test_every_registered_component_conforms(
         assert accepted, f"no example data for dataset format {info.name!r}: add one here"
         check_component(info, data=accepted[0])
         return
+    if isinstance(info.component, FrozenExtractor):
+        _check_frozen_extractor(info.component, tmp_path)
+        return
     if info.kind == "backbone" and info.name in _BUILD_ONLY:
         report = check_backbone(info.component, image_size=32, train=False, serialise=False)
         assert report.loss is None
@@ -61,6 +68,15 @@ def test_every_registered_component_conforms(
         return
     image_size = 64 if info.name == "smallcnn" else 32
     check_component(info, work_dir=tmp_path, image_size=image_size)
+
+
+def _check_frozen_extractor(extractor: FrozenExtractor, folder: Path) -> None:
+    """A frozen extractor is never built into a network: it opens a stand-in model of its kind
+    and embeds a batch (tests/test_foundation.py checks the rest)."""
+    write = write_onnx_extractor if extractor.kind == "onnx" else write_keras_extractor
+    model = write(folder / f"standin.{extractor.kind}", input_size=32)
+    loaded = dataclasses.replace(extractor, file=str(model), input_size=32).load()
+    assert loaded.embed(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 16)
 
 
 def test_every_kind_of_the_default_host_has_components() -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from breastcls import hookimpl
 from breastcls.conversion import EXPORT_TOLERANCE, run_exported
 from breastcls.data.images import decode_image
 from breastcls.plugins import PluginHost
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
+from breastcls.runs import RunFolder
 from breastcls.testing import isolated_host
 from conftest import copy_patients
 
@@ -32,16 +35,16 @@ class Recorder:
         self.events: list[tuple[str, Any]] = []
 
     @hookimpl
-    def breastcls_train_start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
-        self.events.append(("train_start", (run_dir, (run_dir / "config.json").is_file())))
+    def breastcls_train_start(self, run_dir: Path, config: ConfigRecord) -> None:
+        self.events.append(("train_start", (run_dir, (run_dir / "config.json").is_file(), config)))
 
     @hookimpl
-    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
-        self.events.append(("epoch_end", (epoch, dict(logs))))
+    def breastcls_epoch_end(self, run_dir: Path, epoch: int, logs: EpochRecord) -> None:
+        self.events.append(("epoch_end", (epoch, logs)))
 
     @hookimpl
-    def breastcls_train_end(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
-        self.events.append(("train_end", dict(metrics)))
+    def breastcls_train_end(self, run_dir: Path, metrics: MetricsRecord) -> None:
+        self.events.append(("train_end", metrics))
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +149,21 @@ def test_lifecycle_hooks_arrive_in_order(trained: tuple[breastcls.RunResult, Rec
     result, recorder = trained
     kinds = [kind for kind, _ in recorder.events]
     assert kinds == ["train_start", "epoch_end", "epoch_end", "train_end"]
-    assert recorder.events[0][1] == (result.run_dir, True)
+    run_dir, config_written, config = recorder.events[0][1]
+    assert (run_dir, config_written) == (result.run_dir, True)
+    # Typed records, as the run folder holds them.
+    assert config == RunFolder(result.run_dir).read_config_record()
+    assert config.run_config.model.backbone == "smallcnn"
+    assert config.run_config.data.image_size == IMAGE_SIZE
     epochs = [payload for kind, payload in recorder.events if kind == "epoch_end"]
     assert [epoch for epoch, _ in epochs] == [0, 1]
-    assert [logs["val_accuracy"] for _, logs in epochs] == result.history["val_accuracy"]
-    assert recorder.events[-1][1]["classification"] == result.metrics["classification"]
+    assert [logs.epoch for _, logs in epochs] == [0, 1]
+    assert [logs.val_accuracy for _, logs in epochs] == result.history["val_accuracy"]
+    assert [logs["loss"] for _, logs in epochs] == result.history["loss"]
+    metrics = recorder.events[-1][1]
+    assert metrics == result.metrics == RunFolder(result.run_dir).read_metrics()
+    assert metrics.evaluated_on is not None and metrics.evaluated_on.role is result.role
+    assert metrics.section("classification") == result.metrics["classification"]
 
 
 def test_cli_export_and_its_errors(
@@ -315,6 +328,65 @@ def test_a_full_disk_keeps_the_previous_export_whole(
     assert line.startswith("error: The keras export could not be written into")
     assert "the disk is full" in line and "previous export there, if any, is kept" in line
     assert _tree(out) == before  # no half export, no staging folder left
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 96 KB tmpfs (needs root; skipped otherwise): smaller than the run's ONNX model."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)]
+    mounted = subprocess.run(mount, capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _export_onnx_line(run_dir: Path, out: Path) -> str:
+    from breastcls.cli.app import app
+
+    args = ["export", str(run_dir), "--format", "onnx", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    return line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="no onnx extra")
+def test_a_full_disk_during_the_onnx_conversion_says_so(
+    trained: tuple[breastcls.RunResult, Recorder], tiny_disk: Path
+) -> None:
+    """A real full disk while tf2onnx writes the model. Before: "Could not convert ...: Its
+    layers may have no equivalent in this format: try --format savedmodel or keras"."""
+    line = _export_onnx_line(trained[0].run_dir, tiny_disk / "onnx")
+    assert line.startswith("error: The onnx export could not be written into ")
+    assert "(the disk is full)" in line and "no equivalent" not in line
+    assert [p.name for p in tiny_disk.rglob("*")] == ["onnx"]  # an empty folder, no staging
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is None, reason="no onnx extra")
+def test_a_conversion_that_fails_on_a_layer_says_so(
+    trained: tuple[breastcls.RunResult, Recorder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other way round: not a word about free space (before: the conversion's reason
+    wrapped in "could not be written ... Free space or choose another --out")."""
+    import tf2onnx.convert
+
+    def unsupported(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("Unsupported ops: Counter({'ImageProjectiveTransformV3': 1})")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", unsupported)
+    line = _export_onnx_line(trained[0].run_dir, tmp_path / "onnx")
+    assert line.startswith("error: Could not convert ")
+    assert "(ValueError: Unsupported ops: " in line and "no equivalent in this format" in line
+    assert "space" not in line
 
 
 def test_a_folder_replaces_a_folder_in_one_step(

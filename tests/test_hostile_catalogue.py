@@ -8,6 +8,7 @@ need none, so each costs one process start. docs/reliability.md lists them all.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -30,7 +31,7 @@ from _runs import (
     timeout_scale,
     tiny_train_options,
 )
-from breastcls.evaluation.evaluate import _read_predictions_csv
+from breastcls.evaluation.metrics import read_predictions
 from breastcls.runs.folder import read_split_csv
 from conftest import copy_patients
 
@@ -175,6 +176,13 @@ def _run_name_with_a_line_break(tmp: Path, images: Path) -> tuple[list[str], str
     return args, "holds a line break"
 
 
+def _group_by_path(tmp: Path, images: Path) -> tuple[list[str], str]:
+    # Before: "4 of 4 images have no path", when every image has one.
+    data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+    args = ["train", "--data", str(data), "--group-by", "path", "--out", str(tmp / "out")]
+    return args, "group_by='path': every image has a path of its own, so each would be a group"
+
+
 def _train_batch_beyond_memory(batch_size: int, image_size: int) -> Case:
     def case(tmp: Path, images: Path) -> tuple[list[str], str]:
         data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
@@ -185,6 +193,20 @@ def _train_batch_beyond_memory(batch_size: int, image_size: int) -> Case:
         )
 
     return case
+
+
+def _train_at_2048_with_the_default_batch(tmp: Path, images: Path) -> tuple[list[str], str]:
+    """The largest --image-size with the default --batch-size (16): before, training started
+    and was killed for memory at 24 GB, without a word. smallcnn needs about 55 GB there."""
+    from breastcls.limits import machine_memory_bytes
+
+    if machine_memory_bytes() > 50e9:
+        pytest.skip("this machine may hold smallcnn's batch of 16 at 2048 px")
+    data = copy_patients(images, tmp / "data", patients=2, images_per_patient=1)
+    args = ["train", "--data", str(data), "--backbone", "smallcnn", "--weights", "none"]
+    return [*args, "--image-size", "2048", "--out", str(tmp / "out")], (
+        "training smallcnn: --batch-size 16 at --image-size 2048 needs about"
+    )
 
 
 def _predict_batch_beyond_memory(tmp: Path, images: Path) -> tuple[list[str], str]:
@@ -280,9 +302,11 @@ CASES: dict[str, Case] = {
     "a manifest label with a quoted line break": _manifest_with_a_line_break("label"),
     "a manifest path with a quoted line break": _manifest_with_a_line_break("path"),
     "a run name with a line break": _run_name_with_a_line_break,
+    "train --group-by path": _group_by_path,
     "train --batch-size 10**6": _train_batch_beyond_memory(10**6, 48),
     "train --batch-size 2**63": _train_batch_beyond_memory(2**63, 48),
     "train --image-size 2048 --batch-size 10**4": _train_batch_beyond_memory(10**4, 2048),
+    "train --image-size 2048 (default batch)": _train_at_2048_with_the_default_batch,
     "predict --batch-size 10**9": _predict_batch_beyond_memory,
     "slide predict --tta bogus": _slide_predict_unknown_tta,
     "a TIFF with a chain of 3000 IFDs": _training_data_with(
@@ -357,7 +381,13 @@ class FailingObserver:
     def breastcls_train_end(self, run_dir, metrics):
         raise RuntimeError("the dashboard is down")
 
+class FailingEpochObserver:
+    @hookimpl
+    def breastcls_epoch_end(self, run_dir, epoch, logs):
+        raise RuntimeError("the dashboard is down")
+
 backbones, raising, observer = Backbones(), RaisingRegistration(), FailingObserver()
+epoch_observer = FailingEpochObserver()
 """
 
 
@@ -444,6 +474,55 @@ def test_a_failing_train_end_observer_does_not_fail_a_finished_run(
     assert status["status"] == "finished" and "headline" in status
 
 
+@pytest.mark.slow  # about 20 s of CPU: reading and checking 10^6 rows is the point
+def test_a_manifest_of_a_million_rows_says_so_before_checking_them(tmp_path: Path) -> None:
+    """Before: 137 s without a line, then the error. Now the row count comes first (seconds
+    after the start), then the check (a progress bar on a terminal), several times faster."""
+    rows = 10**6
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", encoding="utf-8") as handle:
+        handle.write("path,label\n")
+        handle.writelines(
+            f"{label}/image-{row:07d}.png,{label}\n"
+            for row, label in zip(range(rows), itertools.cycle(("benign", "malignant")))
+        )
+    args = ["train", "--data", str(manifest), "--out", str(tmp_path / "out")]
+    result = run_watched([*CLI, *args], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.splitlines() == [
+        "m.csv: 1000000 rows; checking them…",
+        f"error: Manifest {str(manifest)!r} names 1000000 file(s) that do not exist: line 2: "
+        "'benign/image-0000000.png'; line 3: 'malignant/image-0000001.png'; line 4: "
+        "'benign/image-0000002.png'; line 5: 'malignant/image-0000003.png'; line 6: "
+        f"'benign/image-0000004.png' (and 999995 more). Paths are relative to {str(tmp_path)!r}; "
+        "fix or remove those rows.",
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_epoch_end_observer_stops_the_run_naming_the_plugin(
+    small_breakhis: Path, tmp_path: Path
+) -> None:
+    site = _install_plugins(tmp_path, {"hostile_epochs": "hostile_plugins:epoch_observer"})
+    out = tmp_path / "runs"
+    args = ["train", "--data", str(small_breakhis), "--out", str(out), "--name", "observed"]
+    result = run_watched(
+        [*CLI, *args, *tiny_train_options(1)],
+        env=_with_plugins(site),
+        watched=run_signals(out / "observed"),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(
+        "error: Plugin 'hostile_epochs' failed in breastcls_epoch_end: RuntimeError: the "
+        "dashboard is down"
+    ), line
+    status = json.loads((out / "observed" / "status.json").read_text())
+    assert status["status"] == "failed" and "hostile_epochs" in status["reason"]
+
+
 FORMULA_LABELS = ('=HYPERLINK("http://example.com/x","x")', "+cmd|' /C calc'!A0")
 
 
@@ -492,7 +571,7 @@ def test_labels_that_are_formulas_are_written_as_text_and_read_back(
     assert _cells(tmp_path / "p.csv")[1][0] == "'@SUM(1+1).png"
     # Read back by breastcls, each label is the label it was.
     assert {sample.label for sample, _ in read_split_csv(run_dir)} == set(FORMULA_LABELS)
-    predictions = _read_predictions_csv(run_dir / "predictions.csv")
+    predictions = read_predictions(run_dir / "predictions.csv")
     assert predictions.class_names == tuple(sorted(FORMULA_LABELS))
 
 

@@ -124,7 +124,7 @@ def test_a_record_over_the_size_limit_is_refused_unread(
 ) -> None:
     run = RunFolder(tmp_path)
     run.config.write_text(json.dumps({"data": {"path": "x" * 100}}))
-    assert run.read_config_record()["data"]["path"] == "x" * 100
+    assert run.read_config_record().run_config.data.path == Path("x" * 100)
     monkeypatch.setenv("BREASTCLS_MAX_RECORD_BYTES", "64")
     with pytest.raises(ConfigError, match=r"config.json is over 64 bytes.*BREASTCLS_MAX_RECORD"):
         run.read_config_record()
@@ -162,7 +162,7 @@ def test_a_malformed_class_names_file_is_one_clear_error(
 def test_a_config_with_a_section_of_the_wrong_type_is_refused(tmp_path: Path) -> None:
     run = RunFolder(tmp_path)
     run.config.write_text('{"data": ["not", "an", "object"]}')
-    with pytest.raises(ConfigError, match="its 'data' entry is not an object"):
+    with pytest.raises(ConfigError, match=r"\('data' is \['not', 'an', 'object'\], not dict\)"):
         run.read_config_record()
 
 
@@ -183,9 +183,11 @@ def _hostile_run(folder: Path) -> Path:
     run.config.write_text(
         json.dumps(
             {
-                "data": {"path": HOSTILE[3], "image_size": "<i>224</i>", "split_seed": 1},
+                # Every string a valid configuration can hold; a value of the wrong type is
+                # refused before the card is written (test below).
+                "data": {"path": HOSTILE[3], "image_size": 224, "split_seed": 1},
                 "model": {"backbone": HOSTILE[0], "head": "seed|x", "weights": HOSTILE[1]},
-                "train": {"epochs": "<u>3</u>", "learning_rate": 0.001},
+                "train": {"epochs": 3, "learning_rate": 0.001},
                 "split": {"method": HOSTILE[4], "train_images": 3},
             }
         )
@@ -205,6 +207,15 @@ def _hostile_run(folder: Path) -> Path:
     )
     run.environment.write_text(json.dumps({"breastcls": HOSTILE[0], "keras": HOSTILE[1]}))
     return folder
+
+
+def test_the_model_card_refuses_a_config_of_the_wrong_types(tmp_path: Path) -> None:
+    folder = _hostile_run(tmp_path / "run")
+    config = json.loads(RunFolder(folder).config.read_text())
+    config["data"]["image_size"] = "<i>224</i>"
+    RunFolder(folder).config.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"config\.json is not a valid configuration"):
+        model_card_text(folder)
 
 
 def test_the_model_card_renders_no_tag_or_link_from_user_strings(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 import breastcls
+from _runs import CLI, run_watched
 from breastcls.cli.app import app
 from conftest import copy_patients
 
@@ -113,7 +115,10 @@ def _record_with(**changes: object) -> Callable[[Path], None]:
         (_legacy("class_names.json", "{}"), ("class_names.json", "not a list")),
         (_legacy("class_names.json", '["a", "b", "c"]'), ("3 class names", "class_names.json")),
         (_legacy("config.json", '{"data": '), ("config.json", "not readable JSON")),
-        (_legacy("config.json", '{"model": 7}'), ("config.json", "'model' entry")),
+        (
+            _legacy("config.json", '{"data": {"path": "d"}, "model": 7}'),
+            ("config.json", "'model' is 7, not dict or null"),
+        ),
         (_legacy("temperature.json", "[1, 2"), ("temperature.json", "malformed")),
     ],
     ids=[
@@ -249,3 +254,35 @@ def test_evaluate_with_gradcam_keeps_a_name_that_is_not_utf8(
     assert len(paths) == 6 and all(path.is_file() for path in paths)
     assert (out / "gradcam_correct.png").is_file() or (out / "gradcam_errors.png").is_file()
     assert "\\xff.png" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def _obeying_permissions() -> list[str]:
+    """A command prefix under which this user obeys file permissions: for root, ``setpriv``
+    without the capabilities that let root write anywhere (the test is skipped without it)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root writes into read-only folders, and setpriv (util-linux) is missing")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def test_report_on_a_read_only_run_is_one_line_before_any_metric(run: Path, tmp_path: Path) -> None:
+    """Before: `error: Metric 'calibration' (plugin 'builtin_clinical_metrics') failed:
+    PermissionError ...` after the metrics before it had run."""
+    prefix = _obeying_permissions()
+    for path in [run, *run.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    try:
+        result = run_watched([*prefix, *CLI, "report", str(run)])
+    finally:
+        for path in [run, *run.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    assert result.returncode == 2, result.stderr
+    _one_line_error(
+        result.stderr,
+        f"Cannot write to output folder {str(run)!r}: Permission denied. `breastcls report` "
+        "rewrites report.html, metrics.json and the figures inside the folder itself",
+    )
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before

@@ -1,11 +1,12 @@
 """One process per run, cross-validation or evaluation folder: races, stale locks, clean endings.
 
 No test here trains a model: the creation and lock functions are called directly, by racing
-processes where the race is the point.
+processes where the race is the point, or through the real command line.
 """
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -21,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 import breastcls
-from _runs import QUIET_LIMIT_S, timeout_scale, wait_on_progress
+from _runs import CLI, QUIET_LIMIT_S, run_watched, timeout_scale, wait_on_progress
 from breastcls import OutputError
 from breastcls.cli.app import app
 from breastcls.runs import list_runs
@@ -169,7 +170,7 @@ def test_resume_of_a_run_held_by_another_process_is_refused(tmp_path: Path) -> N
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and len(result.output.splitlines()) == 1
         assert "in use by process" in result.output
-    assert read_status(run_dir)["status"] == "interrupted"  # the refused resume wrote nothing
+    assert read_status(run_dir).status == "interrupted"  # the refused resume wrote nothing
 
 
 def _killed_holder(folder: Path) -> None:
@@ -266,8 +267,8 @@ def test_a_failing_evaluate_leaves_no_half_folder(
     model = SimpleNamespace(folder=run, calibration=calibration, image_size=48)
     chosen = SimpleNamespace(name="test", samples=(), role=DataRole.TEST)
     monkeypatch.setattr(module.InferenceModel, "load", staticmethod(lambda _: model))
-    monkeypatch.setattr(module, "_evaluation_data", lambda *_, **__: chosen)
-    monkeypatch.setattr(module, "_with_class_names", lambda loaded, *_: loaded)
+    monkeypatch.setattr(module, "evaluation_data", lambda *_, **__: chosen)
+    monkeypatch.setattr(module, "with_class_names", lambda loaded, *_: loaded)
     with pytest.raises(breastcls.DataError, match="unreadable"):
         module.evaluate(run.path)
     assert list(run.path.iterdir()) == []
@@ -306,7 +307,7 @@ def test_a_full_disk_during_training_records_failed(
         )
     assert attempts[0] >= 1 << 16 and attempts[1] < 1 << 10
     status = read_status(run_dir)
-    assert status["status"] == "failed" and "No space left on device" in status["reason"]
+    assert status.status == "failed" and "No space left on device" in (status.reason or "")
     (listed,) = list_runs(tmp_path)
     assert listed.status == "failed"
     assert sorted(p.name for p in run_dir.iterdir()) == ["status.json"]
@@ -344,6 +345,51 @@ def test_a_really_full_disk_still_records_failed(tmp_path: Path) -> None:
                 _train_recording_status(
                     lock.path, cast(Any, None), cast(Any, None), cast(Any, None), resume_from=None
                 )
-            assert read_status(lock.path)["status"] == "failed"
+            assert read_status(lock.path).status == "failed"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def _summary_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "summary.csv", newline="", encoding="utf-8") as handle:
+        return {row["folder"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_slide_job_refused_a_folder_in_use_does_not_write_it_as_failed(
+    tmp_path: Path, breakhis_dev: Path
+) -> None:
+    """Two `slide predict` jobs sharing --out: the one that finds a slide folder in use writes
+    summary.csv (in turn, under a lock on --out) with that slide as the other job has left it:
+    complete, with its figures (before: `error ... is in use`, over the other job's result), or
+    still in use."""
+    from breastcls.model import build_model
+    from breastcls.slides.job import predict_slide
+    from breastcls.testing.slides import write_mosaic_slide
+
+    image = sorted((breakhis_dev / "benign").glob("*.png"))[0]
+    slides = [
+        write_mosaic_slide(tmp_path / name, {(0, 0): image, (1, 0): image}, columns=2, rows=1)
+        for name in ("done.tif", "busy.tif")
+    ]
+    model = tmp_path / "model.keras"
+    config = breastcls.ModelConfig(backbone="smallcnn", weights=None)
+    build_model(config, n_classes=2, image_size=32).save(model)
+    out = tmp_path / "out"
+    done = predict_slide(
+        breastcls.InferenceModel.load(model), slides[0], model_mpp=3.5, out=out / "done"
+    )
+    # Another job holds both folders: `done` as it ends (complete), `busy` while it works.
+    (out / "busy").mkdir()
+    predict = [*CLI, "slide", "predict", str(model), *map(str, slides), "--out", str(out)]
+    with (
+        lock_folder(out / "done", purpose="slide", hint="wait."),
+        lock_folder(out / "busy", purpose="slide", hint="wait."),
+    ):
+        result = run_watched([*predict, "--model-mpp", "3.5"])
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "busy.tif" in errors[0] and "is in use by process" in errors[0]
+    rows = _summary_rows(out)
+    assert rows["done"]["status"] == "ok" and rows["done"]["message"] == ""
+    assert float(rows["done"]["top_k_mean_score"]) == done.summary["top_k_mean_score"]
+    assert rows["busy"]["status"] == "error" and "is in use by process" in rows["busy"]["message"]

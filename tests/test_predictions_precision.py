@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from breastcls.evaluation.evaluate import _read_predictions_csv
-from breastcls.evaluation.metrics import write_predictions
+from breastcls.evaluation.metrics import read_predictions, write_predictions
 from breastcls.interfaces import Predictions
 
 
@@ -48,7 +47,7 @@ def test_probabilities_read_back_bit_for_bit(tmp_path: Path, dtype: type) -> Non
     )
     path = tmp_path / "predictions.csv"
     write_predictions(predictions, path)
-    read = _read_predictions_csv(path)
+    read = read_predictions(path)
 
     written = predictions.probabilities.astype(np.float64)  # float32 -> float64 is exact
     assert read.probabilities.dtype == np.float64
@@ -66,7 +65,7 @@ def test_close_probabilities_keep_their_order_and_the_auc(tmp_path: Path) -> Non
     predictions = _predictions(positive)
     path = tmp_path / "predictions.csv"
     write_predictions(predictions, path)
-    read = _read_predictions_csv(path)
+    read = read_predictions(path)
     expected = roc_auc_score(predictions.y_true, predictions.probabilities[:, 1])
     assert expected == 1.0
     assert roc_auc_score(read.y_true, read.probabilities[:, 1]) == expected

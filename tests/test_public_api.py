@@ -51,6 +51,9 @@ MOVED = {
     "build_model": "breastcls.model",
     "write_model_card": "breastcls.model_card",
     "RunSummary": "breastcls.runs",
+    "ConfigRecord": "breastcls.records",
+    "EpochRecord": "breastcls.records",
+    "MetricsRecord": "breastcls.records",
     "list_runs": "breastcls.runs",
 }
 FIRST_PAGE = {

@@ -19,7 +19,7 @@ from breastcls.cli.progress import TerminalProgress
 from breastcls.errors import ConfigError, DataError
 from breastcls.plugins import PluginHost
 from breastcls.progress import reporting, reporting_prefixed
-from breastcls.slides.collection import predict_slides, read_slide_manifest, slide_files
+from breastcls.slides.collection import read_slide_manifest, slide_files
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.reading import open_slide
 from breastcls.slides.scale import slide_resolution
@@ -150,16 +150,15 @@ def test_the_cli_checks_the_manifest_before_loading_the_model(tmp_path: Path) ->
     assert nothing.exit_code == 2 and "No slides" in nothing.output
 
 
-def test_a_roi_is_refused_before_the_model_loads_until_regions_are_supported(
-    tmp_path: Path, cells: dict[tuple[int, int], Path]
-) -> None:
-    slide = _slide(tmp_path / "a.tif", cells)
-    roi = tmp_path / "a.geojson"
-    roi.write_text("{}", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"roi .*a.geojson.*not supported yet"):
-        predict_slides(
-            tmp_path / "no-run", [SlideJob(path=slide, roi=roi)], out_dir=tmp_path / "out"
-        )
+def test_a_manifest_row_s_regions_win_over_the_job_s(tmp_path: Path) -> None:
+    from breastcls.slides.job import slide_regions
+
+    job_roi, row_roi, mask = tmp_path / "job.geojson", tmp_path / "row.geojson", tmp_path / "m.png"
+    options = SlideJobOptions(roi=job_roi, tissue_detector="saturation")
+    own = slide_regions(SlideJob(path=tmp_path / "a.tif", roi=row_roi, tissue_mask=mask), options)
+    assert (own.roi, own.tissue_mask, own.tissue_detector) == (row_roi, mask, "saturation")
+    plain = slide_regions(SlideJob(path=tmp_path / "b.tif"), options)
+    assert (plain.roi, plain.tissue_mask) == (job_roi, None)
 
 
 def _slide_folder(out: Path, name: str, *, complete: bool) -> None:

@@ -342,6 +342,9 @@ def test_the_cli_predicts_many_slides_and_reports_the_bad_ones(
     with open(out / "summary.csv", newline="") as handle:
         rows = {Path(r["slide"]).name: r for r in csv.DictReader(handle)}
     assert rows["synthetic.tif"]["status"] == "ok"
+    decision = json.loads((out / "synthetic" / "summary.json").read_text())["threshold"]
+    assert rows["synthetic.tif"]["threshold_name"] == decision["name"]
+    assert float(rows["synthetic.tif"]["fraction_called_positive"]) == decision["fraction_positive"]
     assert {rows[n]["status"] for n in ("blank.png", "damaged.tif", "notes.txt")} == {"error"}
 
     (out / "summary.csv").unlink()
@@ -696,3 +699,67 @@ def test_the_heat_map_equals_a_tile_by_tile_sum() -> None:
         count[y0:y1, x0:x1] += 1
     expected = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     np.testing.assert_allclose(heat_map(table, (70, 100), 9.0), expected, equal_nan=True)
+
+
+def test_the_summary_calls_tiles_at_the_run_threshold_and_says_where_it_was_chosen(
+    predicted: breastcls.SlideResult, model: breastcls.InferenceModel
+) -> None:
+    assert predicted.folder is not None
+    name, value = model.calibration("none").decision_threshold
+    assert name == "youden"  # the run's selection set chose one
+    decision = predicted.summary["threshold"]
+    assert (decision["name"], decision["value"]) == (name, value)
+    assert decision["fraction_positive"] == pytest.approx(
+        float(np.mean(predicted.tiles.score >= value))
+    )
+    assert "not on slides" in decision["note"]
+    assert 0.9 < predicted.summary["tissue_classified_fraction"] <= 1.0
+    assert predicted.summary["tissue_detector"] == "optical-density"
+    collection = json.loads((predicted.folder / "tiles.geojson").read_text())
+    assert collection["properties"]["threshold"] == value
+    assert collection["properties"]["threshold_name"] == "youden"
+    called = [f["properties"]["classification"]["name"] for f in collection["features"]]
+    expected = ["malignant" if s >= value else "benign" for s in predicted.tiles.score]
+    assert called == expected
+    page = (predicted.folder / "report.html").read_text(encoding="utf-8")
+    assert 'id="research-use"' in page and 'id="threshold-note"' in page
+    assert "not on slides" in page
+
+
+def test_the_overlay_tiff_has_the_slide_s_geometry(
+    predicted: breastcls.SlideResult, slide_file: Path
+) -> None:
+    import tifffile
+
+    assert predicted.folder is not None
+    overlay = predicted.folder / "heatmap.tif"
+    with tifffile.TiffFile(slide_file) as slide, tifffile.TiffFile(overlay) as tiff:
+        assert tiff.pages[0].shape == slide.pages[0].shape
+        assert tiff.pages[0].tags["XResolution"].value == slide.pages[0].tags["XResolution"].value
+        assert len(tiff.pages) >= 2  # a pyramid
+        level0 = tiff.pages[0].asarray()
+    # The malignant block's tiles are coloured; the glass column on the left is white.
+    assert (level0[:, : CELL - 1] == 255).all()
+    assert (level0[CELL : 4 * CELL, 5 * CELL : 8 * CELL] != 255).any(axis=2).mean() > 0.9
+    openslide = pytest.importorskip("openslide")
+    with openslide.OpenSlide(str(overlay)) as opened:
+        assert opened.dimensions == (COLUMNS * CELL, ROWS * CELL)
+        assert float(opened.properties["openslide.mpp-x"]) == pytest.approx(SLIDE_MPP)
+
+
+def test_the_cli_refuses_a_bad_roi_and_an_unknown_detector_in_one_line(
+    slide_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "regions.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [')  # cut short
+    command = ["slide", "predict", str(slide_run), str(slide_file), "--out", str(tmp_path / "o"),
+               "--model-mpp", str(MODEL_MPP)]  # fmt: skip
+    result = CliRunner().invoke(app, [*command, "--roi", str(bad)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"--roi {bad} is not a readable JSON file" in errors[0]
+    assert "Traceback" not in result.output
+    unknown = CliRunner().invoke(app, [*command, "--tissue-detector", "otsu"])
+    assert unknown.exit_code == 2
+    assert "otsu" in unknown.output and "optical-density" in unknown.output
+    assert "Traceback" not in unknown.output

@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import breastcls
 from breastcls.interfaces import MetricSection, Predictions
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 
 TRACKING_ENV = "BREASTCLS_TRACKING_FILE"
 
@@ -51,19 +52,26 @@ def _log(run_dir: Path, event: str, **fields: Any) -> None:
 
 
 @breastcls.hookimpl
-def breastcls_train_start(run_dir: Path, config: Mapping[str, Any]) -> None:
+def breastcls_train_start(run_dir: Path, config: ConfigRecord) -> None:
     """Log the run's model and training settings."""
-    _log(run_dir, "train_start", model=config.get("model"), train=config.get("train"))
+    settings = config.run_config
+    _log(run_dir, "train_start", model=asdict(settings.model), train=asdict(settings.train))
 
 
 @breastcls.hookimpl
-def breastcls_epoch_end(run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
-    """Log one epoch's metrics."""
+def breastcls_epoch_end(run_dir: Path, epoch: int, logs: EpochRecord) -> None:
+    """Log one epoch's metrics (``val_`` ones are the selection set's)."""
     _log(run_dir, "epoch_end", epoch=epoch, logs=dict(logs))
 
 
 @breastcls.hookimpl
-def breastcls_train_end(run_dir: Path, metrics: Mapping[str, Any]) -> None:
-    """Log the final validation accuracy and agreement."""
-    accuracy = metrics.get("classification", {}).get("accuracy")
-    _log(run_dir, "train_end", accuracy=accuracy, agreement=metrics.get("agreement"))
+def breastcls_train_end(run_dir: Path, metrics: MetricsRecord) -> None:
+    """Log the final accuracy and agreement, with the set they were measured on."""
+    evaluated_on = metrics.evaluated_on.set if metrics.evaluated_on else None
+    _log(
+        run_dir,
+        "train_end",
+        accuracy=metrics.section("classification").get("accuracy"),
+        agreement=metrics.sections.get("agreement"),
+        evaluated_on=evaluated_on,
+    )

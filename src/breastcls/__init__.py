@@ -51,7 +51,8 @@ from breastcls.errors import (
     TrainingError,
     UnknownComponentError,
 )
-from breastcls.evaluation.evaluate import EvaluationResult, build_report, evaluate
+from breastcls.evaluation.evaluate import EvaluationResult, evaluate
+from breastcls.evaluation.reporting import build_report
 from breastcls.export import export_model
 from breastcls.inference import InferenceModel, ModelRecord, Prediction
 from breastcls.inference.calibrate import calibrate

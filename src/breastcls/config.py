@@ -109,6 +109,19 @@ def _check_id(config: object, name: str) -> None:
         )
 
 
+_GROUP_COLUMNS = "group by patient_id, subtype, magnification or a manifest column of your own"
+# Columns every image has that cannot group images: why not, and what to do.
+_NOT_GROUPS = {
+    "path": "every image has a path of its own, so each would be a group of one, which is "
+    "split_by='image' (with allow_leaky_split where patient ids are known); "
+    f"{_GROUP_COLUMNS} (a biopsy or slide number).",
+    "label": "grouping by the class would put all the images of a class on one side of the "
+    f"split, and none on the other; {_GROUP_COLUMNS}.",
+    "split": "a manifest's split column fixes each image's side already, and no group is needed; "
+    f"leave group_by out, or {_GROUP_COLUMNS}.",
+}
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DataConfig:
     """Where the images are and how they are split and resized.
@@ -129,6 +142,7 @@ class DataConfig:
             grouped data needs ``allow_leaky_split`` and is recorded as leaky.
         group_by: Group images by this column instead of ``patient_id`` (a manifest column such as
             a biopsy number, or ``subtype``/``magnification``); every image needs a value.
+            ``path``, ``label`` and ``split`` are refused: they cannot group images.
         allow_leaky_split: Allow an image-level split although patient ids (or groups) are known.
         folds: Stratified group k-fold cross-validation with this many folds (``None``: one
             train/validation split).
@@ -196,6 +210,8 @@ class DataConfig:
             )
         if self.group_by is not None and not self.group_by.strip():
             raise ConfigError("group_by='' names no column: pass a column name or None.")
+        if self.group_by in _NOT_GROUPS:
+            raise ConfigError(f"group_by={self.group_by!r}: {_NOT_GROUPS[self.group_by]}")
         if self.cache is not None and not str(self.cache).strip():
             raise ConfigError("cache='' is neither 'memory' nor a folder: pass one, or None.")
         runs = self.folds or (SPANHOL_REPEATS if self.protocol else 1)
@@ -217,6 +233,9 @@ class ModelConfig:
 
     Attributes:
         backbone: Registered backbone id (``breastcls plugins`` lists them).
+        backbone_options: The backbone's own options, by name (a frozen extractor's ``file``,
+            ``input_size``, ``mean``, ``std``, ``embedding``, ``output`` and ``mpp``;
+            ``breastcls plugins`` lists each backbone's); the backbone validates them.
         head: Registered head id.
         augmentation: Registered augmentation id; ``none`` disables augmentation.
         weights: ``"imagenet"`` (downloaded by Keras when online), ``None`` (random init) or the
@@ -230,6 +249,7 @@ class ModelConfig:
     """
 
     backbone: str = "densenet201"
+    backbone_options: Mapping[str, Any] = field(default_factory=dict)
     head: str = "seed"
     augmentation: str = "default"
     weights: str | None = "imagenet"
@@ -238,6 +258,7 @@ class ModelConfig:
     stain_reference: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "backbone_options", dict(self.backbone_options))
         if self.weights is not None and self.weights.lower() == "none":
             object.__setattr__(self, "weights", None)
         if self.stain_reference is not None:  # a Path from Python or the command line

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DuplicateComponentError",
+    "FolderInUseError",
     "ModelLoadError",
     "ObserverError",
     "OutputError",
@@ -52,6 +53,10 @@ class ObserverError(PluginError):
 
 class OutputError(BreastclsError, OSError):
     """An output folder or file cannot be written."""
+
+
+class FolderInUseError(OutputError):
+    """Another live process holds the folder (see :mod:`breastcls.runs.lock`)."""
 
 
 class ModelLoadError(BreastclsError, ValueError):

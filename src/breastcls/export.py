@@ -11,6 +11,7 @@ run predicts.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from breastcls.conversion import (
     check_format,
     convert_model,
 )
-from breastcls.errors import ModelLoadError, OutputError
+from breastcls.errors import ConfigError, ModelLoadError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import write_record
 from breastcls.io import (
@@ -33,6 +34,7 @@ from breastcls.io import (
     is_disk_full,
     replace_path,
 )
+from breastcls.records import ExportRecord
 from breastcls.runs.folder import RunFolder
 
 __all__ = ["ExportResult", "export_model"]
@@ -81,6 +83,8 @@ def export_model(
     """
     checked = check_format(format)
     loaded = InferenceModel.load(Path(run))  # checked first: nothing is created for a bad run
+    if loaded.record.extractor is not None:
+        return _export_probe(loaded, checked, out_dir)
     if loaded.keras_model is None:
         raise ModelLoadError(
             f"{loaded.source} is an ONNX model: export the run folder it came from instead."
@@ -99,19 +103,21 @@ def export_model(
                 loaded.keras_model, checked, staging.path / name, source=loaded.source
             )
             _write_sidecars(loaded, staging)
-            atomic_write_json(
-                staging.export_record,
-                {
-                    "format": checked,
-                    "model": name,
-                    "source": str(loaded.source),
-                    "record": staging.model_record.name,
-                    "max_difference": conversion.max_difference,
-                    "tolerance": EXPORT_TOLERANCE,
-                    "computes_in": conversion.computes_in,
-                    "max_difference_to_run_model": conversion.max_difference_to_model,
-                },
+            exported = ExportRecord(
+                format=checked,
+                model=name,
+                source=str(loaded.source),
+                record=staging.model_record.name,
+                max_difference=conversion.max_difference,
+                tolerance=EXPORT_TOLERANCE,
+                computes_in=conversion.computes_in,
+                max_difference_to_run_model=conversion.max_difference_to_model,
             )
+            atomic_write_json(staging.export_record, exported.to_json())
+        except OutputError as error:
+            if not is_disk_full(error):
+                raise  # the conversion's own reason (no equivalent layer, a mismatch)
+            raise _unwritten(error, target_dir, checked) from error
         except OSError as error:
             raise _unwritten(error, target_dir, checked) from error
         target = RunFolder(target_dir)
@@ -123,6 +129,58 @@ def export_model(
         model=target_dir / name,
         out_dir=target_dir,
         max_difference=conversion.max_difference,
+    )
+
+
+def _export_probe(
+    loaded: InferenceModel, format: ExportFormat, out_dir: Path | None
+) -> ExportResult:
+    """Export a probe on a frozen extractor as ``keras``: the probe as ``model.keras`` and the
+    extractor file beside it, both copied byte for byte, with the record naming the extractor
+    by its name in the folder (so the folder moves whole) and the model card.
+
+    Raises:
+        ConfigError: Another format than ``keras``.
+        OutputError: The folder cannot be written; the previous export is kept.
+    """
+    extractor = loaded.record.extractor
+    if format != "keras" or extractor is None:
+        raise ConfigError(
+            f"{loaded.source} is a probe on a frozen extractor: it exports as --format keras "
+            "(the probe and the extractor file side by side, loaded by breastcls), not as one "
+            "converted model."
+        )
+    source = extractor.extractor.path
+    name = f"extractor{source.suffix}"
+    spec = dataclasses.replace(extractor.extractor, file=name)
+    record = dataclasses.replace(
+        loaded.record, extractor=dataclasses.replace(extractor, extractor=spec)
+    )
+    target_dir = Path(out_dir) if out_dir is not None else loaded.folder.export_folder(format).path
+    ensure_writable_dir(target_dir)
+    from breastcls.model_card import write_model_card
+
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as folder:
+        staging = RunFolder(Path(folder))
+        model = EXPORT_FILE_NAMES[format]
+        try:
+            shutil.copyfile(loaded.source, staging.path / model)
+            shutil.copyfile(source, staging.path / name)
+            write_record(staging.path, record)
+            write_model_card(loaded.folder.path, staging.model_card)
+            atomic_write_json(staging.export_record, {
+                "format": format, "model": model, "extractor": name,
+                "source": str(loaded.source), "record": staging.model_record.name,
+                "max_difference": 0.0, "copied": "byte for byte",
+            })  # fmt: skip
+        except OSError as error:
+            raise _unwritten(error, target_dir, format) from error
+        target = RunFolder(target_dir)
+        for written in (model, name, target.model_record.name, target.model_card.name):
+            replace_path(staging.path / written, target_dir / written)
+        replace_path(staging.export_record, target.export_record)
+    return ExportResult(
+        format=format, model=target_dir / model, out_dir=target_dir, max_difference=0.0
     )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "SlideLevel",
     "SlideReader",
     "StainNormaliser",
+    "TissueDetector",
     "Trainer",
 ]
 
@@ -420,6 +421,28 @@ class SlideReader(Protocol):
 
         Raises:
             DataError: The file is damaged or not of this format.
+        """
+        ...
+
+
+class TissueDetector(Protocol):
+    """Tells tissue from glass, pen marks and debris on a slide's thumbnail (a plugin kind:
+    ``breastcls_register_tissue_detectors``); ``breastcls slide predict`` classifies only the
+    tiles that are mostly tissue."""
+
+    def detect(
+        self, thumbnail: npt.NDArray[np.uint8], *, microns_per_pixel: float | None
+    ) -> npt.NDArray[np.bool_]:
+        """Return the tissue mask of an RGB thumbnail (``True``: tissue).
+
+        Args:
+            thumbnail: ``(h, w, 3)`` uint8 RGB, the whole slide at a low resolution.
+            microns_per_pixel: The width of a thumbnail pixel in microns, when the slide's
+                resolution is known (for size rules, e.g. the smallest piece of tissue kept).
+
+        Returns:
+            A ``(h, w)`` boolean mask; it must not raise on a blank (all-glass) thumbnail,
+            whose mask is all ``False``.
         """
         ...
 

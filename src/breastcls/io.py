@@ -245,18 +245,24 @@ def ensure_writable_dir(folder: Path) -> None:
         raise _unwritable(folder, error) from error
 
 
-def _unwritable(folder: Path, error: OSError) -> OutputError:
+_CHOOSE_ANOTHER = "Choose another folder with --out or fix its permissions."
+
+
+def _unwritable(folder: Path, error: OSError, hint: str = _CHOOSE_ANOTHER) -> OutputError:
     return OutputError(
-        f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. "
-        "Choose another folder with --out or fix its permissions."
+        f"Cannot write to output folder {str(folder)!r}: {error.strerror or error}. {hint}"
     )
 
 
-def check_writable_dir(folder: Path) -> None:
+def check_writable_dir(folder: Path, *, hint: str = _CHOOSE_ANOTHER) -> None:
     """Check, without creating anything, that ``folder`` exists writable or can be created.
 
     The nearest existing ancestor must be a folder in which a file can be written (a temporary
     file is created there and removed).
+
+    Args:
+        folder: The folder.
+        hint: What the user should do when it cannot be written (the end of the message).
 
     Raises:
         OutputError: ``folder`` or an ancestor is a file, or nothing can be written there.
@@ -270,7 +276,7 @@ def check_writable_dir(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
             pass
     except OSError as error:
-        raise _unwritable(folder, error) from error
+        raise _unwritable(folder, error, hint) from error
 
 
 def _exchange(a: Path, b: Path) -> bool:

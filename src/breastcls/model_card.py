@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from breastcls.config import RunConfig
 from breastcls.io import atomic_write_text, printable
+from breastcls.records import ConfigRecord
 from breastcls.runs.folder import RunFolder
 
 __all__ = ["markdown_code", "markdown_text", "model_card_text", "write_model_card"]
@@ -178,7 +180,7 @@ def model_card_text(run_dir: Path) -> str:
         ConfigError: One of them is there but unreadable or malformed.
     """
     run = RunFolder(run_dir)
-    config = run.read_config_record() if run.config.is_file() else {}
+    config = run.read_config_record() if run.config.is_file() else None
     class_names = run.read_class_names() if run.class_names.is_file() else ()
     metrics = run.read_metrics()
     env = run.read_record(run.environment) if run.environment.is_file() else {}
@@ -192,7 +194,7 @@ def model_card_text(run_dir: Path) -> str:
         "Research and teaching on breast-tumour histopathology images (H&E micrographs, "
         "BreakHis-style). **Not a medical device: do not use it to diagnose, screen or "
         "treat anyone.** Its outputs have not been validated clinically.",
-        *_model_lines(config, env),
+        *_model_lines(config.run_config if config else None, env),
         "",
         "## Classes",
         "",
@@ -202,24 +204,25 @@ def model_card_text(run_dir: Path) -> str:
         f"## Metrics ({markdown_text(evaluated_on)}, best epoch)",
         "",
         *_metrics_lines(metrics),
-        *_limitations(_section(config, "split")),
+        *_limitations(config.split if config else {}),
     ]
     return "\n".join(lines) + "\n"
 
 
-def _model_lines(config: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
-    model = _section(config, "model")
-    size = markdown_text(_section(config, "data").get("image_size", "unknown"))
-    backbone = model.get("backbone", "unknown")
+_NO_CONFIG = "- Unknown: the run folder has no config.json"
+
+
+def _model_lines(config: RunConfig | None, env: Mapping[str, Any]) -> list[str]:
+    if config is None:
+        return ["", "## Model", "", _NO_CONFIG]
+    model, size = config.model, markdown_text(config.data.image_size)
     return [
         "",
         "## Model",
         "",
-        f"- Backbone: {markdown_code(backbone)}, "
-        f"head: {markdown_code(model.get('head', 'unknown'))}, "
-        f"training augmentation: {markdown_code(model.get('augmentation', 'unknown'))} "
-        "(inactive at inference)",
-        f"- Initial weights: {markdown_code(model.get('weights'))}",
+        f"- Backbone: {markdown_code(model.backbone)}, head: {markdown_code(model.head)}, "
+        f"training augmentation: {markdown_code(model.augmentation)} (inactive at inference)",
+        f"- Initial weights: {markdown_code(model.weights)}",
         f"- Trained by breastcls {markdown_text(env.get('breastcls', 'unknown'))} with TensorFlow "
         f"{markdown_text(env.get('tensorflow', 'unknown'))} and Keras "
         f"{markdown_text(env.get('keras', 'unknown'))}",
@@ -229,14 +232,15 @@ def _model_lines(config: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]
         f"- RGB images of {size}×{size} pixels, values 0-255 (float32), shape "
         f"`(batch, {size}, {size}, 3)`; resize images to this size first",
         f"- Preprocessing, applied inside the model: "
-        f"{_backbone_preprocessing(backbone, model.get('preprocessing', 'backbone'))}",
+        f"{_backbone_preprocessing(model.backbone, model.preprocessing)}",
         "- Output: one probability per class (softmax; rows sum to 1)",
     ]
 
 
-def _data_lines(config: Mapping[str, Any]) -> list[str]:
-    data, train = _section(config, "data"), _section(config, "train")
-    split = _section(config, "split")
+def _data_lines(config: ConfigRecord | None) -> list[str]:
+    if config is None:
+        return ["", "## Data", "", _NO_CONFIG]
+    data, train, split = config.run_config.data, config.run_config.train, config.split
 
     def text(section: Mapping[str, Any], key: str) -> str:
         return markdown_text(section.get(key, "?"))
@@ -249,16 +253,16 @@ def _data_lines(config: Mapping[str, Any]) -> list[str]:
         "",
         "## Data",
         "",
-        f"- Training data: {markdown_code(data.get('path', 'unknown'))}",
+        f"- Training data: {markdown_code(data.path)}",
         f"- Split: {markdown_text(split.get('method', 'unknown'))} — "
         f"{text(split, 'train_images')} training{patients('train')}, "
         f"{text(split, 'selection_images')} selection{patients('selection')} "
         f"and {text(split, 'test_images')} test images{patients('test')} "
-        f"(split seed {text(data, 'split_seed')})",
+        f"(split seed {data.split_seed})",
         "- The selection set chose the best epoch, the learning-rate schedule, the temperature "
         "and the thresholds; the test set was scored once, by the final model",
-        f"- Training: {text(train, 'epochs')} epochs, batch {text(train, 'batch_size')}, "
-        f"learning rate {text(train, 'learning_rate')}, seed {text(train, 'seed')}",
+        f"- Training: {train.epochs} epochs, batch {train.batch_size}, "
+        f"learning rate {markdown_text(train.learning_rate)}, seed {train.seed}",
     ]
 
 

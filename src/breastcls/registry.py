@@ -22,7 +22,7 @@ class ComponentInfo(Generic[T]):
 
     Attributes:
         kind: ``backbone``, ``head``, ``augmentation``, ``trainer``, ``metric``, ``dataset``,
-            ``tta``, ``slide_reader`` or ``stain_normaliser``.
+            ``tta``, ``slide_reader``, ``stain_normaliser`` or ``tissue_detector``.
         name: The id users pass (``densenet201``).
         summary: One line shown by ``breastcls plugins``.
         plugin: Name of the plugin (entry point) that registered it.

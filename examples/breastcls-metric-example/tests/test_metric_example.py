@@ -10,8 +10,10 @@ import breastcls_metric_example
 import numpy as np
 import pytest
 
-from breastcls.interfaces import Predictions
+from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from breastcls.interfaces import DataRole, Predictions
 from breastcls.plugins import PluginHost
+from breastcls.records import ConfigRecord, EpochRecord, EvaluatedOn, MetricsRecord
 from breastcls.testing import check_metric
 
 pytest_plugins = ["breastcls.testing.fixtures"]
@@ -57,11 +59,22 @@ def test_tracking_hooks_write_jsonl(
     monkeypatch.delenv(breastcls_metric_example.TRACKING_ENV, raising=False)
     host = make_plugin_host(("metric_example", breastcls_metric_example))
     assert "agreement" in host.metrics
-    host.train_start(tmp_path, {"model": {"backbone": "smallcnn"}, "train": {"epochs": 1}})
-    host.epoch_end(tmp_path, 0, {"loss": 0.5, "val_accuracy": 0.75})
-    host.train_end(tmp_path, {"classification": {"accuracy": 0.75}})
+    config = RunConfig(
+        data=DataConfig(path=tmp_path), model=ModelConfig(backbone="smallcnn"),
+        train=TrainConfig(epochs=1),
+    )  # fmt: skip
+    host.train_start(tmp_path, ConfigRecord(run_config=config))
+    host.epoch_end(tmp_path, 0, EpochRecord(epoch=0, logged={"loss": 0.5, "val_accuracy": 0.75}))
+    host.train_end(
+        tmp_path,
+        MetricsRecord(
+            evaluated_on=EvaluatedOn(role=DataRole.TEST, set="test set", images=4),
+            sections={"classification": {"accuracy": 0.75}},
+        ),
+    )
     lines = [json.loads(line) for line in (tmp_path / "tracking.jsonl").read_text().splitlines()]
     assert [line["event"] for line in lines] == ["train_start", "epoch_end", "train_end"]
-    assert lines[0]["model"] == {"backbone": "smallcnn"}
+    assert lines[0]["model"]["backbone"] == "smallcnn" and lines[0]["train"]["epochs"] == 1
     assert lines[1]["logs"] == {"loss": 0.5, "val_accuracy": 0.75}
-    assert lines[2]["accuracy"] == 0.75
+    assert lines[2]["accuracy"] == 0.75 and lines[2]["evaluated_on"] == "test set"
+    assert lines[2]["agreement"] is None

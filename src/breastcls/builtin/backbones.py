@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from breastcls.embeddings.extractor import FrozenExtractor
 from breastcls.interfaces import Backbone, KerasBackbone
 from breastcls.plugins import hookimpl
 from breastcls.registry import PluginRegistry
@@ -61,7 +62,8 @@ def build_smallcnn(*, input_shape: tuple[int, int, int], weights: str | None) ->
 
 @hookimpl
 def breastcls_register_backbones(registry: PluginRegistry[Backbone]) -> None:
-    """Register DenseNet201, MobileNetV3Small, EfficientNetB0 and a small CNN."""
+    """Register DenseNet201, MobileNetV3Small, EfficientNetB0, a small CNN and the two frozen
+    feature extractors (a foundation model's ONNX or ``.keras`` file, with a probe)."""
     registry.add(
         "densenet201",
         KerasBackbone(factory=build_densenet201, preprocessing="torch"),
@@ -81,4 +83,16 @@ def breastcls_register_backbones(registry: PluginRegistry[Backbone]) -> None:
         "efficientnetb0",
         KerasBackbone(factory=build_efficientnetb0, preprocessing="none"),
         summary="EfficientNetB0 (ImageNet), a stronger light backbone",
+    )
+    registry.add(
+        "onnx",
+        FrozenExtractor(kind="onnx"),
+        summary="a frozen foundation model exported to ONNX (file=...): embeddings cached, "
+        "a linear or mlp probe trained on them",
+    )
+    registry.add(
+        "keras",
+        FrozenExtractor(kind="keras"),
+        summary="a frozen feature extractor saved as .keras (file=...): embeddings cached, "
+        "a linear or mlp probe trained on them",
     )

@@ -10,6 +10,7 @@ from breastcls._version import __version__
 from breastcls.cli.calibrate import calibrate_command
 from breastcls.cli.common import OneLineErrorsGroup, announce_tensorflow, quiet_tensorflow, say
 from breastcls.cli.data import data_app
+from breastcls.cli.embed import embed_command
 from breastcls.cli.evaluate import evaluate_command
 from breastcls.cli.export import export_command
 from breastcls.cli.helptext import FittedHelpCommand
@@ -37,6 +38,7 @@ app.command("predict", cls=FittedHelpCommand)(predict_command)
 app.command("report", cls=FittedHelpCommand)(report_command)
 app.command("export", cls=FittedHelpCommand)(export_command)
 app.command("runs", cls=FittedHelpCommand)(runs_command)
+app.command("embed", cls=FittedHelpCommand)(embed_command)
 app.add_typer(data_app, name="data")
 app.add_typer(slide_app, name="slide")
 

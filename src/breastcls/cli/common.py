@@ -18,6 +18,7 @@ import typer
 from breastcls.cli.helptext import FittedHelpGroup
 from breastcls.errors import BreastclsError
 from breastcls.io import printable
+from breastcls.records import MetricsRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,12 +31,13 @@ def say(text: str, *, err: bool = False) -> None:
     typer.echo(printable(text), err=err)
 
 
-def say_domain(metrics: dict[str, Any], *, first: bool) -> None:
+def say_domain(metrics: MetricsRecord, *, first: bool) -> None:
     """The domain-shift lines of a ``metrics.json``: with ``first``, the warning that its
     figures do not apply (said before them); else how many images were flagged."""
     from breastcls.evaluation.domain import domain_line, domain_warning
 
-    line = domain_warning(metrics.get("domain")) if first else domain_line(metrics.get("domain"))
+    domain = metrics.sections.get("domain")
+    line = domain_warning(domain) if first else domain_line(domain)
     if line:
         say(f"WARNING: {line}" if first else line)
 
@@ -138,3 +140,21 @@ def announce_tensorflow() -> None:
     script's entry point calls this; commands that never need TensorFlow say nothing)."""
     if "tensorflow" not in sys.modules and "keras" not in sys.modules:
         sys.meta_path.insert(0, _TensorFlowAnnouncer())
+
+
+def parse_options(pairs: list[str], *, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` pairs of a repeatable ``flag`` as a mapping; the component converts and
+    checks the values.
+
+    Raises:
+        ConfigError: A pair is not ``NAME=VALUE``.
+    """
+    from breastcls.errors import ConfigError
+
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise ConfigError(f"{flag} {pair!r} is not NAME=VALUE: write e.g. {flag} name=value.")
+        options[name.strip()] = value.strip()
+    return options

@@ -31,6 +31,7 @@ PLUGIN_OPTIONS = {
     "stain_normalisation": "stain_normaliser",
     "tta": "tta",
     "reader": "slide_reader",
+    "tissue_detector": "tissue_detector",
 }
 _DEFAULT_PANEL = "Options"
 # Wider terminals get longer lines, up to 120 columns (click stops at 80).

@@ -104,6 +104,28 @@ def slide_predict_command(
             "(the faster of the two for this model on this machine, measured once).",
         ),
     ] = "tensorflow",
+    tissue_detector: Annotated[
+        str,
+        typer.Option(
+            metavar="<id>",
+            help="Tissue detector id (see `breastcls plugins`): optical-density (pale tissue "
+            "kept, pen ink and dust left out) or saturation (breastcls 0.2's).",
+        ),
+    ] = "optical-density",
+    roi: Annotated[
+        Path | None,
+        typer.Option(
+            help="QuPath annotations (GeoJSON) to classify within: Polygons and MultiPolygons, "
+            "holes included; classes Exclude and Ignore* are left out (a manifest's roi wins).",
+        ),
+    ] = None,
+    tissue_mask: Annotated[
+        Path | None,
+        typer.Option(
+            help="A mask image of the slide (white: tissue; any size, the slide's proportions) "
+            "used instead of the tissue detector (a manifest's tissue_mask wins).",
+        ),
+    ] = None,
     progress_every: Annotated[
         int,
         typer.Option(
@@ -122,7 +144,8 @@ def slide_predict_command(
     options = SlideJobOptions(
         model_mpp=model_mpp, mpp=mpp, force_mpp=force_mpp, overlap=overlap,
         min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers, top_k=top_k,
-        reader=reader, runtime=runtime, verbose=1,
+        reader=reader, runtime=runtime, verbose=1, tissue_detector=tissue_detector, roi=roi,
+        tissue_mask=tissue_mask,
     )  # fmt: skip
     shard_k_n = parse_shard(shard) if shard is not None else None
     inputs: list[Path | SlideJob] = list(slides or [])
@@ -192,11 +215,14 @@ def _warn_forced_mpp(slide: Path, summary: dict[str, Any]) -> None:
 def _headline(summary: dict[str, Any]) -> str:
     tiles = summary.get("tiles")
     count = tiles.get("classified") if isinstance(tiles, dict) else "?"
-    fractions = summary.get("fraction_positive")
+    decision = summary.get("threshold")
     called = ""
-    if isinstance(fractions, dict) and fractions:
-        name, value = next(iter(fractions.items()))
-        called = f", {float(value):.1%} called {summary.get('positive')} ({name})"
+    if isinstance(decision, dict):
+        called = (
+            f", {float(decision['fraction_positive']):.1%} of tiles called "
+            f"{summary.get('positive')} at the {decision['name']} threshold "
+            f"{float(decision['value']):.3f} (chosen on images, not slides)"
+        )
     top = summary.get("top_k_mean_score")
     top_text = f", top-{summary.get('top_k')} mean {float(top):.3f}" if top is not None else ""
     domain = summary.get("domain")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from breastcls.cli.common import reports_errors, say, say_domain
+from breastcls.cli.common import parse_options, reports_errors, say, say_domain
 from breastcls.cli.defaults import DATA, MODEL, RUN, TRAIN
 from breastcls.config import (
     ClassWeight,
@@ -26,6 +26,7 @@ from breastcls.config import (
 from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import describe_role
 from breastcls.interfaces import DataRole
+from breastcls.records import MetricsRecord
 from breastcls.runs.folder import RunFolder, RunResult
 from breastcls.training.crossval import CrossValidationResult
 from breastcls.training.distribute import parse_devices
@@ -106,6 +107,15 @@ def train_command(
             rich_help_panel=MODEL_PANEL,
         ),
     ] = MODEL.backbone,
+    backbone_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="<name=value>",
+            help="An option of the backbone, repeatable, e.g. --backbone-option file=uni.onnx "
+            "(a frozen extractor's: file, input_size, mean, std, embedding, output, mpp).",
+            rich_help_panel=MODEL_PANEL,
+        ),
+    ] = None,
     head: Annotated[
         str,
         typer.Option(
@@ -354,6 +364,7 @@ def train_command(
         ),
         model=ModelConfig(
             backbone=backbone,
+            backbone_options=parse_options(backbone_option or [], flag="--backbone-option"),
             head=head,
             augmentation=augmentation,
             weights=weights,
@@ -363,7 +374,7 @@ def train_command(
         ),
         train=TrainConfig(
             trainer=trainer,
-            trainer_options=_parse_options(trainer_option or []),
+            trainer_options=parse_options(trainer_option or [], flag="--trainer-option"),
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
@@ -430,9 +441,9 @@ def _report_run(result: RunResult) -> None:
     say(f"report: {result.report}")
 
 
-def _set_of(metrics: dict[str, Any], role: DataRole) -> str:
+def _set_of(metrics: MetricsRecord, role: DataRole) -> str:
     """The set the figures come from as ``metrics.json`` records it (with any LEAKY label)."""
-    return str(metrics.get("evaluated_on", {}).get("set") or describe_role(role))
+    return metrics.evaluated_on.set if metrics.evaluated_on else describe_role(role)
 
 
 def _report_cross_validation(cv: CrossValidationResult) -> None:
@@ -447,17 +458,3 @@ def _report_cross_validation(cv: CrossValidationResult) -> None:
             f"test set accuracy over {accuracy['n']} folds: {accuracy['mean']:.4f} ± "
             f"{accuracy['std']:.4f} (mean ± SD of the folds' test sets)"
         )
-
-
-def _parse_options(pairs: list[str]) -> dict[str, str]:
-    """``NAME=VALUE`` pairs as a mapping; the component converts and checks the values."""
-    options: dict[str, str] = {}
-    for pair in pairs:
-        name, equals, value = pair.partition("=")
-        if not equals or not name.strip():
-            raise ConfigError(
-                f"--trainer-option {pair!r} is not NAME=VALUE: write e.g. --trainer-option "
-                "min_lr=1e-6."
-            )
-        options[name.strip()] = value.strip()
-    return options

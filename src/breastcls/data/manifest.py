@@ -13,13 +13,14 @@ import csv
 import io
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 
 from breastcls.config import DataConfig
 from breastcls.data.breakhis import parse_breakhis_name
 from breastcls.data.folder import SPLIT_FOLDERS, LoadedDataset
 from breastcls.errors import DataError
 from breastcls.interfaces import Sample
+from breastcls.progress import ProgressReporter, active_reporter
 
 __all__ = ["KNOWN_COLUMNS", "ManifestFormat", "read_csv_rows", "read_manifest"]
 
@@ -128,12 +129,15 @@ def read_csv_rows(
 
 
 def _inside(relative: str) -> bool:
-    """Whether a manifest path stays inside the manifest's folder (checked on the text)."""
-    if not relative or PurePosixPath(relative).is_absolute():
+    """Whether a manifest path stays inside the manifest's folder (checked on the text).
+
+    Absolute POSIX or Windows paths (``/x``, ``\\x``, ``C:x``, ``\\\\server\\share``) and
+    paths that climb out (``..``) are not.
+    """
+    text = relative.replace("\\", "/")
+    if not text or text.startswith("/") or text[1:2] == ":":
         return False
-    if PureWindowsPath(relative).is_absolute() or PureWindowsPath(relative).drive:
-        return False
-    normal = os.path.normpath(relative.replace("\\", "/"))
+    normal = os.path.normpath(text)
     return normal != ".." and not normal.startswith("../") and normal != "."
 
 
@@ -156,21 +160,17 @@ def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedD
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Manifest {str(path)!r} does not exist: pass an existing CSV file.")
+    reporter = active_reporter()
+    if reporter is not None:
+        reporter.task_started(f"reading {path.name}", total=None, unit="rows")
     _, rows = read_csv_rows(path)
-    folder = path.parent
-    samples: list[Sample] = []
-    first_line: dict[str, int] = {}
-    problems: dict[str, list[str]] = {kind: [] for kind in _PROBLEMS}
-    for line, row in rows:
-        key = os.path.normpath(row["path"].replace("\\", "/"))
-        if _inside(row["path"]) and key in first_line:
-            problems["duplicate"].append(f"line {line} repeats line {first_line[key]}: {key!r}")
-            continue
-        first_line.setdefault(key, line)
-        sample = _row_sample(row, line, folder, labels, problems)
-        if sample is not None:
-            samples.append(sample)
-    _raise_problems(f"Manifest {str(path)!r}", folder, labels, problems)
+    if reporter is not None:
+        # A manifest of many rows says so before their check, which takes seconds per 10^5.
+        many = len(rows) >= _ANNOUNCED_ROWS
+        reporter.task_finished(f"{path.name}: {len(rows)} rows; checking them…" if many else "")
+    checker = _RowChecker(path.parent, labels)
+    samples = checker.samples(rows, reporter, what=path.name)
+    _raise_problems(f"Manifest {str(path)!r}", path.parent, labels, checker.problems)
     with_split = sum(1 for s in samples if s.split)
     if 0 < with_split < len(samples):
         raise DataError(
@@ -192,30 +192,87 @@ def read_manifest(path: Path, *, labels: Sequence[str] | None = None) -> LoadedD
 
 
 _PROBLEMS = ("escape", "duplicate", "label", "missing", "value")
+_ANNOUNCED_ROWS = 10_000  # a manifest of this many rows says so before their check
+_REPORT_EVERY = 10_000  # rows between two progress reports while checking
 
 
-def _row_sample(
-    row: dict[str, str],
-    line: int,
-    folder: Path,
-    labels: Sequence[str] | None,
-    problems: dict[str, list[str]],
+class _RowChecker:
+    """Turns the rows of one manifest into samples, recording each row's problem by kind.
+
+    Each folder a row names is resolved once (symbolic links followed), not once per row: a
+    manifest of 10^6 rows in two class folders resolves two.
+    """
+
+    def __init__(self, folder: Path, labels: Sequence[str] | None) -> None:
+        self.folder = folder
+        self.labels = labels
+        self.problems: dict[str, list[str]] = {kind: [] for kind in _PROBLEMS}
+        self._real_folder = os.path.join(os.path.realpath(folder), "")
+        self._real_parents: dict[str, str] = {}
+
+    def samples(
+        self,
+        rows: Sequence[tuple[int, dict[str, str]]],
+        reporter: ProgressReporter | None,
+        *,
+        what: str,
+    ) -> list[Sample]:
+        """The samples of ``rows``, reporting the check's progress to ``reporter`` (if any)."""
+        if reporter is not None:
+            reporter.task_started(f"checking {what}", total=len(rows), unit="rows")
+        samples: list[Sample] = []
+        first_line: dict[str, int] = {}
+        for done, (line, row) in enumerate(rows, start=1):
+            key = os.path.normpath(row["path"].replace("\\", "/"))
+            inside = _inside(row["path"])
+            if inside and key in first_line:
+                self.problems["duplicate"].append(
+                    f"line {line} repeats line {first_line[key]}: {key!r}"
+                )
+            else:
+                first_line.setdefault(key, line)
+                sample = self._sample(row, line, key, inside=inside)
+                if sample is not None:
+                    samples.append(sample)
+            if reporter is not None and (done % _REPORT_EVERY == 0 or done == len(rows)):
+                reporter.task_advanced(done)
+        if reporter is not None:
+            reporter.task_finished()
+        return samples
+
+    def _resolves_inside(self, image: str) -> bool:
+        """Whether ``image`` is inside the folder once symbolic links are resolved."""
+        parent, name = os.path.split(image)
+        real_parent = self._real_parents.get(parent)
+        if real_parent is None:
+            real_parent = self._real_parents[parent] = os.path.realpath(parent)
+        real = os.path.join(real_parent, name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        return os.path.join(real, "").startswith(self._real_folder)
+
+    def _sample(self, row: dict[str, str], line: int, key: str, *, inside: bool) -> Sample | None:
+        """The sample of one row, or ``None`` with the row's problem recorded."""
+        image = os.path.join(self.folder, key)
+        # Resolved, symbolic links included: a link inside the folder may point anywhere.
+        if not inside or not self._resolves_inside(image):
+            self.problems["escape"].append(f"line {line}: {row['path']!r}")
+            return None
+        label = row["label"]
+        if not label or (self.labels is not None and label not in self.labels):
+            self.problems["label"].append(f"line {line}: {label!r}")
+            return None
+        if not os.path.isfile(image):
+            self.problems["missing"].append(f"line {line}: {key!r}")
+            return None
+        return _with_values(row, line, Path(image), self.problems)
+
+
+def _with_values(
+    row: dict[str, str], line: int, image: Path, problems: dict[str, list[str]]
 ) -> Sample | None:
-    """The sample of one manifest row, or ``None`` with the row's problem recorded."""
-    relative = row["path"]
-    key = os.path.normpath(relative.replace("\\", "/"))
-    image = folder / key
-    # Resolved, symbolic links included: a link inside the folder may point anywhere.
-    if not _inside(relative) or not image.resolve().is_relative_to(folder.resolve()):
-        problems["escape"].append(f"line {line}: {relative!r}")
-        return None
-    label = row["label"]
-    if not label or (labels is not None and label not in labels):
-        problems["label"].append(f"line {line}: {label!r}")
-        return None
-    if not image.is_file():
-        problems["missing"].append(f"line {line}: {key!r}")
-        return None
+    """The sample of a row whose path and label are good, or ``None`` with a bad value
+    (magnification, split) recorded."""
     magnification: int | None = None
     if row.get("magnification"):
         text = row["magnification"].upper().removesuffix("X")
@@ -236,7 +293,7 @@ def _row_sample(
     parsed = parse_breakhis_name(image.name)
     return Sample(
         path=image,
-        label=label,
+        label=row["label"],
         patient_id=row.get("patient_id") or (parsed.patient_id if parsed else None),
         magnification=magnification or (parsed.magnification if parsed else None),
         subtype=row.get("subtype") or (parsed.subtype if parsed else None),

@@ -68,10 +68,10 @@ class TrainingScale:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> TrainingScale | None:
-        """Read the ``scale`` entry of a ``config.json`` record; ``None`` for a run trained
-        before breastcls recorded it, or an entry that is not one."""
-        entry = record.get("scale")
+    def from_entry(cls, entry: object) -> TrainingScale | None:
+        """Read the ``scale`` entry of a ``config.json`` record
+        (:attr:`~breastcls.records.ConfigRecord.scale`); ``None`` for a run trained before
+        breastcls recorded it (no entry), or an entry that is not one."""
         if not isinstance(entry, Mapping):
             return None
         mpp, width = entry.get("model_mpp"), entry.get("field_width_um")

@@ -209,11 +209,30 @@ def sample_groups(samples: Sequence[Sample], group_by: str | None = None) -> lis
     known = sum(value is not None for value in values)
     if known == 0 and group_by is None:
         return None
+    if known == 0:
+        others = sorted(
+            {c for s in samples for c in _ATTRIBUTE_COLUMNS if _value(s, c) is not None}
+            | {c for s in samples for c in s.extra}
+        )
+        found = (
+            f"; the images have {', '.join(others)}: group by one of those, or"
+            if others
+            else (", nor any other column to group by:")
+        )
+        raise DataError(
+            f"No image has a {column!r} value to group by{found} give every image a {column} in "
+            "a manifest column."
+        )
     if known < len(values):
         first = next(s.path for s, value in zip(samples, values, strict=True) if value is None)
+        where = (
+            "a manifest column, or BreakHis file names"
+            if column in _ATTRIBUTE_COLUMNS
+            else "a manifest column"
+        )
         raise DataError(
             f"{len(values) - known} of {len(values)} images have no {column} (first: {first}): "
-            f"give every image a {column} (a manifest column, or BreakHis file names), or pass "
+            f"give every image a {column} ({where}), or pass "
             "--allow-leaky-split with --split-by image to split images independently."
         )
     return [str(value) for value in values]

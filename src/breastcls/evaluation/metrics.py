@@ -5,15 +5,17 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from breastcls.data.split import Leak
-from breastcls.errors import PluginError
+from breastcls.errors import DataError, PluginError
 from breastcls.evaluation.clinical import unit_ids
 from breastcls.inference.domain import DOMAIN_COLUMNS, domain_cells
 from breastcls.interfaces import DataRole, MetricSection, Predictions
-from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text
+from breastcls.io import SafeCsvWriter, atomic_write_json, atomic_write_text, csv_rows
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.records import EvaluatedOn, MetricsRecord
 from breastcls.runs.folder import RunFolder
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "describe_role",
     "describe_set",
     "metrics_document",
+    "read_predictions",
     "write_predictions",
 ]
 
@@ -74,7 +77,7 @@ def compute_metrics(
             ) from error
     atomic_write_json(
         RunFolder(out_dir).metrics,
-        metrics_document(sections, predictions, set_description=set_description),
+        metrics_document(sections, predictions, set_description=set_description).to_json(),
     )
     return sections
 
@@ -84,8 +87,9 @@ def metrics_document(
     predictions: Predictions,
     *,
     set_description: str | None = None,
-) -> dict[str, Any]:
-    """Return the ``metrics.json`` content, then each section's values under its name.
+) -> MetricsRecord:
+    """Return the ``metrics.json`` record: the set evaluated, then each section's values under
+    its name.
 
     ``evaluated_on`` names the set the figures come from, its image and patient counts
     (patients as the split groups them: one biopsy's slides are one patient, see
@@ -93,16 +97,17 @@ def metrics_document(
     of a set whose patients also trained or selected the model, else ``None``."""
     patients = {p for p in unit_ids(predictions) if p}
     described = set_description or describe_role(predictions.role)
-    evaluated_on = {
-        "role": predictions.role.value if predictions.role else None,
-        "set": described,
-        "leak": described[described.index(LEAK_MARK) :] if LEAK_MARK in described else None,
-        "images": len(predictions.y_true),
-        "patients": len(patients) if patients else None,
-    }
-    return {"evaluated_on": evaluated_on} | {
-        section.name: dict(section.values) for section in sections
-    }
+    evaluated_on = EvaluatedOn(
+        role=predictions.role,
+        set=described,
+        leak=described[described.index(LEAK_MARK) :] if LEAK_MARK in described else None,
+        images=len(predictions.y_true),
+        patients=len(patients) if patients else None,
+    )
+    return MetricsRecord(
+        evaluated_on=evaluated_on,
+        sections={section.name: dict(section.values) for section in sections},
+    )
 
 
 def write_predictions(predictions: Predictions, path: Path) -> None:
@@ -152,3 +157,60 @@ def write_predictions(predictions: Predictions, path: Path) -> None:
             ]
         )
     atomic_write_text(path, buffer.getvalue())
+
+
+def read_predictions(path: Path) -> Predictions:
+    """Read a ``predictions.csv`` written by :func:`write_predictions` (or by a breastcls
+    that wrote no ``group`` column, no raw probabilities or no domain columns).
+
+    Raises:
+        DataError: The file is missing, is not a predictions file, or has a malformed row.
+    """
+    if not path.is_file():
+        raise DataError(
+            f"{path} does not exist: run `breastcls evaluate` (or train) to create it first."
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        table = csv_rows(handle)
+    header, rows = (table[0], table[1:]) if table else (None, [])
+    required = ["path", "patient_id", "magnification", "true", "predicted"]
+    # Files written before the group column have the probabilities right after "predicted".
+    first = 6 if header is not None and header[5:6] == ["group"] else 5
+    if header is None or header[:5] != required or len(header) < first + 2:
+        raise DataError(
+            f"{path} is not a breastcls predictions file (columns {required}, group, p_<class>)."
+        )
+    class_names = tuple(name.removeprefix("p_") for name in header[first:] if name.startswith("p_"))
+    n = len(class_names)
+    has_raw = header[first + n : first + 2 * n] == [f"raw_p_{name}" for name in class_names]
+    has_domain = tuple(header[-3:]) == DOMAIN_COLUMNS
+    index = {name: i for i, name in enumerate(class_names)}
+    try:
+        return Predictions(
+            class_names=class_names,
+            y_true=np.array([index[row[3]] for row in rows], dtype=np.int64),
+            probabilities=np.array(
+                [[float(v) for v in row[first : first + n]] for row in rows], dtype=np.float64
+            ).reshape(-1, n),
+            raw_probabilities=(
+                np.array(
+                    [[float(v) for v in row[first + n : first + 2 * n]] for row in rows],
+                    dtype=np.float64,
+                ).reshape(-1, n)
+                if has_raw
+                else None
+            ),
+            paths=tuple(row[0] for row in rows),
+            patient_ids=tuple(row[1] or None for row in rows),
+            magnifications=tuple(int(row[2]) if row[2].isdigit() else None for row in rows),
+            groups=tuple(row[5] or None for row in rows) if first == 6 else (),
+            domain_score=(
+                np.array([float(row[-3]) for row in rows], dtype=np.float64) if has_domain else None
+            ),
+            in_distribution=(
+                np.array([row[-2] == "yes" for row in rows], dtype=bool) if has_domain else None
+            ),
+            domain_reason=tuple(row[-1] for row in rows) if has_domain else None,
+        )
+    except (KeyError, ValueError, IndexError) as error:
+        raise DataError(f"{path} has a malformed row ({error}): re-run the evaluation.") from error

@@ -77,6 +77,15 @@ class Calibration:
         decision of a binary model) when none were."""
         return dict(self.thresholds) or {"default": 0.5}
 
+    @property
+    def decision_threshold(self) -> tuple[str, float]:
+        """The one threshold a single call is made at, as ``(name, value)``: the Youden
+        threshold when one was chosen (the evaluation report's headline), else the first
+        operating threshold (``default``, 0.5, for a model without a calibration)."""
+        thresholds = self.operating_thresholds
+        name = "youden" if "youden" in thresholds else next(iter(thresholds))
+        return name, float(thresholds[name])
+
     def apply(self, probabilities: FloatArray) -> FloatArray:
         """The calibrated probabilities of a model's raw outputs (the temperature applied)."""
         raw = np.asarray(probabilities, dtype=np.float64)

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.data.images import ImageInfo
+from breastcls.embeddings.extractor import ExtractorRecord
 from breastcls.errors import ConfigError, DataError, ModelLoadError
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup
@@ -169,6 +170,8 @@ class InferenceModel:
         recorded = read_record(source.parent)
         if source.suffix == ".onnx":
             return cls._load_onnx(source, recorded, class_names)
+        if recorded is not None and recorded.extractor is not None:
+            return cls._load_probe(source, recorded, recorded.extractor, class_names)
         keras_model = load_keras_model(source)
         n_outputs, image_size = _model_shape(keras_model, source)
         record = recorded or upgrade_record(
@@ -202,6 +205,44 @@ class InferenceModel:
         runtime = OnnxRuntime(session=onnx_session(source), reason="an ONNX export")
         return cls(record=record, source=source, runtime=runtime)
 
+    @classmethod
+    def _load_probe(
+        cls,
+        source: Path,
+        record: ModelRecord,
+        extractor: ExtractorRecord,
+        class_names: Sequence[str] | None,
+    ) -> InferenceModel:
+        """A probe (``source``) on the frozen extractor its record names, through the cache."""
+        from breastcls.embeddings.cache import CachedEmbedder
+        from breastcls.embeddings.runtime import ProbeRuntime
+        from breastcls.inference.runtime import model_sha256
+        from breastcls.model import load_keras_model
+
+        # An export names its extractor file relative to its folder (it moves whole).
+        spec = extractor.extractor
+        if not spec.path.is_absolute():
+            spec = dataclasses.replace(spec, file=str(source.parent / spec.path))
+        if not spec.path.is_file():
+            raise ModelLoadError(
+                f"{source} is a probe on the {spec.kind} extractor {spec.path}, which is not "
+                "there: put the extractor file back at that path."
+            )
+        if model_sha256(spec.path) != extractor.sha256:
+            raise ModelLoadError(
+                f"The extractor {spec.path} changed since the probe {source} was fitted on it "
+                f"(its SHA-256 is not the recorded {extractor.sha256[:12]}...): restore "
+                "that file, or train the probe again."
+            )
+        probe = load_keras_model(source)
+        n_outputs = int(probe.output_shape[-1])
+        _check_fits(record, source, n_outputs=n_outputs, image_size=record.image_size)
+        _check_class_names(record, source, class_names)
+        runtime = ProbeRuntime(
+            embedder=CachedEmbedder(spec, sha256=extractor.sha256), probe=probe
+        )
+        return cls(record=record, source=source, runtime=runtime)
+
     def with_runtime(
         self, runtime: str, *, batch_size: int = 32, verbose: int = 0
     ) -> InferenceModel:
@@ -212,6 +253,8 @@ class InferenceModel:
                 TensorFlow runtime asked of an ONNX export.
             OutputError: ``onnx`` cannot convert the model, or cannot write its cache.
         """
+        if self.record.extractor is not None:
+            return self  # the extractor's kind decides where a probe model runs
         if self.keras_model is None:
             if runtime == "tensorflow":
                 raise ConfigError(

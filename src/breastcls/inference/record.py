@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from breastcls._version import __version__
 from breastcls.data.scale import TrainingScale
+from breastcls.embeddings.extractor import ExtractorRecord
 from breastcls.errors import BreastclsError, ConfigError, ModelLoadError
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.decision import PositiveGroup, positive_group
@@ -67,6 +68,10 @@ class ModelRecord:
         calibrations: The calibration fitted for each test-time augmentation, by TTA id.
         domain: The training distribution and thresholds of the domain-shift score
             (:mod:`breastcls.inference.domain`), or ``None`` for a model trained before it.
+        extractor: The frozen feature extractor (a foundation model) whose embeddings the
+            model's probe takes: its file, the file's SHA-256, the input size, mean and
+            standard deviation, the output taken and the microns per pixel it expects; ``None``
+            for a network trained end to end.
         versions: The breastcls, Keras and TensorFlow versions that trained the model.
         origin: Where the record comes from (:data:`RecordOrigin`).
         created: When training wrote it (ISO 8601), when known.
@@ -82,6 +87,7 @@ class ModelRecord:
     stain_normalisation: Mapping[str, Any] | None = None
     calibrations: Mapping[str, Calibration] = field(default_factory=dict)
     domain: DomainReference | None = None
+    extractor: ExtractorRecord | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     origin: RecordOrigin = "training"
     created: str | None = None
@@ -135,6 +141,7 @@ class ModelRecord:
             ),
             "calibrations": {tta: c.to_dict() for tta, c in self.calibrations.items()},
             "domain": self.domain.to_dict() if self.domain is not None else None,
+            "extractor": self.extractor.to_dict() if self.extractor is not None else None,
             "versions": dict(self.versions),
             "origin": self.origin,
             "created": self.created,
@@ -166,13 +173,16 @@ class ModelRecord:
                 value_range=_value_range(entry.get("value_range", "0-255")),
                 preprocessing=str(raw.get("preprocessing", "unknown")),
                 backbone=None if raw.get("backbone") is None else str(raw["backbone"]),
-                scale=TrainingScale.from_record({"scale": scale}) if scale else None,
+                scale=TrainingScale.from_entry(scale) if scale else None,
                 stain_normalisation=raw.get("stain_normalisation") or None,
                 calibrations={
                     str(tta): Calibration.from_dict(recorded, tta=str(tta))
                     for tta, recorded in dict(raw.get("calibrations") or {}).items()
                 },
                 domain=DomainReference.from_dict(raw["domain"]) if raw.get("domain") else None,
+                extractor=(
+                    ExtractorRecord.from_dict(raw["extractor"]) if raw.get("extractor") else None
+                ),
                 versions={str(k): str(v) for k, v in dict(raw.get("versions") or {}).items()},
                 origin="training",
                 created=None if raw.get("created") is None else str(raw["created"]),
@@ -270,17 +280,19 @@ def upgrade_record(
             f"The model in {folder} has {n_outputs} outputs but {len(names)} class names "
             f"({list(names)}): put the right class_names.json beside the model."
         )
-    config = run.read_config_record() if run.config.is_file() else {}
-    exported = run.read_record(run.export_record) if run.export_record.is_file() else {}
-    scale = TrainingScale.from_record(config or (exported if isinstance(exported, dict) else {}))
+    config = run.read_config_record() if run.config.is_file() else None
+    exported = run.read_export_record() if run.export_record.is_file() else None
+    scale = TrainingScale.from_entry(
+        config.scale if config is not None else exported.scale if exported else None
+    )
     stain = run.read_record(run.stain_normalisation) if run.stain_normalisation.is_file() else None
-    model = config.get("model", {})
+    model = config.run_config.model if config is not None else None
     return ModelRecord(
         class_names=tuple(names),
         class_names_known=stored is not None or class_names is not None,
         image_size=image_size,
-        preprocessing=str(model.get("preprocessing", "unknown")),
-        backbone=model.get("backbone"),
+        preprocessing=model.preprocessing if model is not None else "unknown",
+        backbone=model.backbone if model is not None else None,
         scale=scale,
         stain_normalisation=stain if isinstance(stain, dict) else None,
         calibrations=_legacy_calibrations(run),

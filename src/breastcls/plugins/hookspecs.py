@@ -7,9 +7,7 @@ change it. A hook may gain parameters in later versions, never lose or rename on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import pluggy
 
@@ -22,8 +20,10 @@ from breastcls.interfaces import (
     Metric,
     SlideReader,
     StainNormaliser,
+    TissueDetector,
     Trainer,
 )
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 from breastcls.registry import PluginRegistry
 
 hookspec = pluggy.HookspecMarker("breastcls")
@@ -135,32 +135,51 @@ def breastcls_register_stain_normalisers(registry: PluginRegistry[StainNormalise
 
 
 @hookspec
-def breastcls_train_start(run_dir: Path, config: Mapping[str, Any]) -> None:
+def breastcls_register_tissue_detectors(registry: PluginRegistry[TissueDetector]) -> None:
+    """Register tissue detectors: what of a slide's thumbnail is tissue (not glass, pen or dust).
+
+    Called once per plugin when the plugin host loads. An implementation calls
+    ``registry.add(id, detector, summary=...)`` with a
+    :class:`~breastcls.interfaces.TissueDetector`; ``breastcls slide predict --tissue-detector
+    ID`` picks one (default ``optical-density``).
+
+    Since: 0.2.0
+    """
+
+
+@hookspec
+def breastcls_train_start(run_dir: Path, config: ConfigRecord) -> None:
     """Observe the start of training.
 
-    Called once, after the run folder and its ``config.json`` exist and before the first epoch.
+    Called once, after the run folder and its ``config.json`` exist and before the first epoch,
+    with ``config.json`` as read back: :attr:`~breastcls.records.ConfigRecord.run_config` is the
+    :class:`~breastcls.config.RunConfig`, beside it the split, devices and precision.
     Implementations may log or forward the configuration; they must not change the run.
 
-    Since: 0.1.0
+    Since: 0.1.0 (a :class:`~breastcls.records.ConfigRecord` since 0.2.0; a mapping before)
     """
 
 
 @hookspec
-def breastcls_epoch_end(run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+def breastcls_epoch_end(run_dir: Path, epoch: int, logs: EpochRecord) -> None:
     """Observe the end of an epoch.
 
-    Called after every epoch with its zero-based index and the epoch's metrics (``loss``,
-    ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``...).
+    Called after every epoch with its zero-based index and the epoch's values as an
+    :class:`~breastcls.records.EpochRecord` (``logs.val_accuracy``...; also a mapping of every
+    logged value: ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``...).
 
-    Since: 0.1.0
+    Since: 0.1.0 (an :class:`~breastcls.records.EpochRecord` since 0.2.0)
     """
 
 
 @hookspec
-def breastcls_train_end(run_dir: Path, metrics: Mapping[str, Any]) -> None:
+def breastcls_train_end(run_dir: Path, metrics: MetricsRecord) -> None:
     """Observe the end of a successful run.
 
-    Called once, after the run folder is complete, with the validation ``metrics.json`` content.
+    Called once, after the run folder is complete, with its ``metrics.json`` as a
+    :class:`~breastcls.records.MetricsRecord` (``metrics.evaluated_on.set`` names the set the
+    figures come from; ``metrics.section("classification")`` or ``metrics["classification"]``
+    a metric's values).
 
-    Since: 0.1.0
+    Since: 0.1.0 (a :class:`~breastcls.records.MetricsRecord` since 0.2.0)
     """

@@ -11,7 +11,7 @@ import functools
 import importlib.metadata
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ from breastcls.interfaces import (
     Metric,
     SlideReader,
     StainNormaliser,
+    TissueDetector,
     Trainer,
 )
 from breastcls.plugins import hookspecs
+from breastcls.records import ConfigRecord, EpochRecord, MetricsRecord
 from breastcls.registry import ComponentInfo, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginHost", "default_host", "hookimpl"]
@@ -48,6 +50,7 @@ _REGISTRATION_HOOKS = {
     "tta": "breastcls_register_tta",
     "slide_reader": "breastcls_register_slide_readers",
     "stain_normaliser": "breastcls_register_stain_normalisers",
+    "tissue_detector": "breastcls_register_tissue_detectors",
 }
 
 
@@ -116,6 +119,7 @@ class PluginHost:
         self.tta: Registry[TTA] = Registry("tta")
         self.slide_readers: Registry[SlideReader] = Registry("slide_reader")
         self.stain_normalisers: Registry[StainNormaliser] = Registry("stain_normaliser")
+        self.tissue_detectors: Registry[TissueDetector] = Registry("tissue_detector")
         for kind, hook_name in _REGISTRATION_HOOKS.items():
             self._fill(self.registry(kind), hook_name)
 
@@ -131,6 +135,7 @@ class PluginHost:
             "tta": self.tta,
             "slide_reader": self.slide_readers,
             "stain_normaliser": self.stain_normalisers,
+            "tissue_detector": self.tissue_detectors,
         }
         return registries[kind]
 
@@ -153,7 +158,7 @@ class PluginHost:
         return "-"
 
     # Lifecycle hooks: thin typed wrappers so callers never touch pluggy directly.
-    def train_start(self, run_dir: Path, config: Mapping[str, Any]) -> None:
+    def train_start(self, run_dir: Path, config: ConfigRecord) -> None:
         """Call every ``breastcls_train_start`` implementation.
 
         Raises:
@@ -161,7 +166,7 @@ class PluginHost:
         """
         self._observe("breastcls_train_start", run_dir=run_dir, config=config)
 
-    def epoch_end(self, run_dir: Path, epoch: int, logs: Mapping[str, float]) -> None:
+    def epoch_end(self, run_dir: Path, epoch: int, logs: EpochRecord) -> None:
         """Call every ``breastcls_epoch_end`` implementation.
 
         Raises:
@@ -169,7 +174,7 @@ class PluginHost:
         """
         self._observe("breastcls_epoch_end", run_dir=run_dir, epoch=epoch, logs=logs)
 
-    def train_end(self, run_dir: Path, metrics: Mapping[str, Any]) -> None:
+    def train_end(self, run_dir: Path, metrics: MetricsRecord) -> None:
         """Call every ``breastcls_train_end`` implementation, each even when another fails.
 
         Raises:

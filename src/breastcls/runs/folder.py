@@ -35,6 +35,7 @@ from breastcls.io import (
     open_regular,
 )
 from breastcls.limits import env_limit
+from breastcls.records import ConfigRecord, ExportRecord, MetricsRecord, StatusRecord
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
@@ -321,23 +322,24 @@ class RunFolder:
                 "start a new run."
             ) from error
 
-    def read_config_record(self) -> dict[str, Any]:
+    def read_config_record(self) -> ConfigRecord:
         """``config.json`` as written: the configuration plus the split, devices and precision.
 
         Raises:
-            ConfigError: It is missing, unreadable, not a JSON object, or one of its sections
-                (``data``, ``model``, ``train``, ``split``) is not an object.
+            ConfigError: It is missing, unreadable, not a JSON object, one of its fields has
+                the wrong type, or the configuration is invalid (the file and field named).
         """
-        record = self.read_record(self.config)
-        if not isinstance(record, dict):
-            raise ConfigError(f"{self.config} is not a breastcls configuration: start a new run.")
-        for section in ("data", "model", "train", "split"):
-            if not isinstance(record.get(section, {}), dict):
-                raise ConfigError(
-                    f"{self.config}: its {section!r} entry is not an object, so it is not a "
-                    "configuration breastcls wrote: restore it, or start a new run."
-                )
-        return record
+        return ConfigRecord.from_json(self.read_record(self.config), source=self.config)
+
+    def read_status(self) -> StatusRecord:
+        """``status.json`` (status ``unknown`` when the folder has none).
+
+        Raises:
+            ConfigError: It exists but is unreadable, or a field is malformed (named).
+        """
+        if not self.status.exists():
+            return StatusRecord(status="unknown")
+        return StatusRecord.from_json(self.read_record(self.status), source=self.status)
 
     def read_class_names(self) -> tuple[str, ...]:
         """``class_names.json``.
@@ -359,20 +361,25 @@ class RunFolder:
             )
         return tuple(names)
 
-    def read_metrics(self) -> dict[str, Any]:
-        """``metrics.json`` (empty when the folder has none yet).
+    def read_metrics(self) -> MetricsRecord:
+        """``metrics.json`` (an empty record when the folder has none yet).
 
         Raises:
-            ConfigError: It exists but is unreadable.
+            ConfigError: It exists but is unreadable, or a field is malformed (named).
         """
         if not self.metrics.is_file():
-            return {}
-        metrics = self.read_record(self.metrics)
-        if not isinstance(metrics, dict):
-            raise ConfigError(
-                f"{self.metrics} is not a JSON object: restore it, or evaluate again."
-            )
-        return metrics
+            return MetricsRecord(evaluated_on=None)
+        return MetricsRecord.from_json(self.read_record(self.metrics), source=self.metrics)
+
+    def read_export_record(self) -> ExportRecord:
+        """``export.json`` of an export folder.
+
+        Raises:
+            ConfigError: It is missing, unreadable, or a field is malformed (named).
+        """
+        return ExportRecord.from_json(
+            self.read_record(self.export_record), source=self.export_record
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +436,12 @@ class SlideFolder:
     def heatmap(self) -> Path:
         """``heatmap.png``: the positive score over the thumbnail, with a colour bar."""
         return self.path / "heatmap.png"
+
+    @property
+    def overlay(self) -> Path:
+        """``heatmap.tif``: the heat map as a pyramidal TIFF of the slide's size (viewers lay
+        it over the slide)."""
+        return self.path / "heatmap.tif"
 
     @property
     def geojson(self) -> Path:
@@ -488,9 +501,9 @@ class RunResult:
     run_dir: Path
     class_names: tuple[str, ...]
     history: dict[str, list[float]]
-    metrics: dict[str, Any]
+    metrics: MetricsRecord
     role: DataRole
-    selection_metrics: dict[str, Any]
+    selection_metrics: MetricsRecord
     best_model: Path
     report: Path
 
@@ -573,14 +586,13 @@ def write_status(
     atomic_write_json(RunFolder(run_dir).status, record)
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    """Read ``status.json``; a folder without one reports ``unknown``."""
-    path = RunFolder(run_dir).status
-    if not path.is_file():
-        return {"status": "unknown"}
-    with open_regular(path) as handle:
-        status: dict[str, Any] = json.loads(handle.read().decode("utf-8"))
-    return status
+def read_status(run_dir: Path) -> StatusRecord:
+    """Read ``status.json``; a folder without one reports ``unknown``.
+
+    Raises:
+        ConfigError: It is unreadable, or a field is malformed (the file and field named).
+    """
+    return RunFolder(run_dir).read_status()
 
 
 # Environment variables that change TensorFlow's speed, numerics or devices.

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from breastcls.errors import BreastclsError, ConfigError
 from breastcls.io import open_regular
+from breastcls.records import StatusRecord
 from breastcls.runs.folder import RunFolder, read_test_looks
 from breastcls.runs.lock import lock_state, process_state
 
@@ -81,46 +82,13 @@ def list_runs(folder: Path) -> list[RunSummary]:
     return [_summarise(run) for run in candidates if run.is_run]
 
 
-# The fields of status.json that the listing shows, and the types each may have.
-_STATUS_FIELDS: dict[str, tuple[type, ...]] = {
-    "status": (str,),
-    "reason": (str, type(None)),
-    "updated": (str, type(None)),
-    "headline": (dict, type(None)),
-}
-_HEADLINE_FIELDS: dict[str, tuple[type, ...]] = {
-    "accuracy": (int, float, type(None)),
-    "auc": (int, float, type(None)),
-    "role": (str, type(None)),
-}
-
-
-def _wrong_field(record: Mapping[str, Any], fields: Mapping[str, tuple[type, ...]]) -> str | None:
-    for name, allowed in fields.items():
-        value = record.get(name)
-        if not isinstance(value, allowed) or isinstance(value, bool):
-            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            return f"{name!r} is {value!r}, not {kinds}"
-    return None
-
-
-def _status_record(run: RunFolder) -> tuple[dict[str, Any], str | None]:
-    """``status.json`` checked field by field, or ``{}`` and why it cannot be shown."""
-    if not run.status.exists():
-        return {}, None
+def _status_record(run: RunFolder) -> tuple[StatusRecord, str | None]:
+    """``status.json`` checked field by field, or an ``unknown`` status and why it cannot be
+    shown."""
     try:
-        record = run.read_record(run.status)
+        return run.read_status(), None
     except ConfigError as error:
-        return {}, str(error)
-    if not isinstance(record, dict):
-        problem: str | None = "it is not a JSON object"
-    else:
-        problem = _wrong_field(record, _STATUS_FIELDS) or _wrong_field(
-            record.get("headline") or {}, _HEADLINE_FIELDS
-        )
-    if problem is None:
-        return record, None
-    return {}, f"{run.status} is not a status record ({problem}): restore it or remove the run."
+        return StatusRecord(status="unknown"), str(error)
 
 
 def _history(path: Path) -> list[dict[str, str]]:
@@ -147,19 +115,19 @@ def writer_state(record: Mapping[str, Any]) -> Literal["alive", "gone", "unknown
     return process_state(record)
 
 
-def _status(run: RunFolder, record: Mapping[str, Any]) -> str:
+def _status(run: RunFolder, record: StatusRecord) -> str:
     """The recorded status, ``killed`` for a run that says ``running`` but whose process is gone.
 
     The folder's lock decides when there is one (a process id can be reused after a reboot);
     otherwise the process id and host in the record.
     """
-    status = str(record.get("status", "unknown"))
+    status = record.status
     if status != "running":
         return status
     state = lock_state(run.path)
     if state == "held":
         return status
-    if state == "stale" or writer_state(record) == "gone":
+    if state == "stale" or writer_state(record.document) == "gone":
         return "killed"
     return status
 
@@ -171,12 +139,12 @@ def _summarise(run: RunFolder) -> RunSummary:
     histories = [run.history] if folds is None else [fold.history for fold in folds]
     rows = [row for history in histories for row in _history(history)]
     values = [v for v in (_float(row.get("val_accuracy")) for row in rows) if v is not None]
-    reported = record.get("headline") or {}
+    reported = record.headline
     accuracy, auc = _float(reported.get("accuracy")), _float(reported.get("auc"))
     figures_from = reported.get("role") if accuracy is not None else None
     if accuracy is None and values:
         accuracy, figures_from = max(values), "selection"
-    reason = problem or record.get("reason")
+    reason = problem or record.reason
     looks = [_looks(folder) for folder in ([run] if folds is None else folds)]
     leak = reported.get("leak") if accuracy is not None else None
     return RunSummary(
@@ -187,7 +155,7 @@ def _summarise(run: RunFolder) -> RunSummary:
         accuracy=accuracy,
         auc=auc,
         figures_from=str(figures_from) if figures_from else None,
-        updated=record.get("updated"),
+        updated=record.updated,
         folds=None if folds is None else len(folds),
         test_looks=max(looks, default=0),
         leak=str(leak) if leak else None,

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from breastcls.errors import OutputError
+from breastcls.errors import FolderInUseError, OutputError
 from breastcls.io import check_writable_dir, read_regular_text
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "lock_state",
     "locked_appender",
     "process_state",
+    "writers_in_turn",
 ]
 
 #: The lock file's name inside the folder it guards (JSON: pid, host, purpose, since).
@@ -177,8 +178,8 @@ def describe_holder(record: Mapping[str, Any]) -> str:
     return f"process {pid} on {where} ({record['purpose']} since {record.get('since', '?')})"
 
 
-def _busy(folder: Path, record: Mapping[str, Any], hint: str) -> OutputError:
-    return OutputError(f"{str(folder)!r} is in use by {describe_holder(record)}: {hint}")
+def _busy(folder: Path, record: Mapping[str, Any], hint: str) -> FolderInUseError:
+    return FolderInUseError(f"{str(folder)!r} is in use by {describe_holder(record)}: {hint}")
 
 
 def _take(descriptor: int, path: Path) -> Literal["held", "busy", "moved"]:
@@ -225,8 +226,8 @@ def lock_folder(folder: Path, *, purpose: str, hint: str, reserve: int = 0) -> F
             record why (best effort: nothing is reserved when the disk is full already).
 
     Raises:
-        OutputError: Another live process holds the folder (named, with ``hint``), or the lock
-            file cannot be written.
+        FolderInUseError: Another live process holds the folder (named, with ``hint``).
+        OutputError: The lock file cannot be written.
     """
     folder = Path(folder)
     path = folder / LOCK_NAME
@@ -354,5 +355,27 @@ def locked_appender(path: Path) -> Iterator[int]:
             fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits: an append takes milliseconds
         yield descriptor
         os.fsync(descriptor)
+    finally:
+        os.close(descriptor)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def writers_in_turn(folder: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``folder`` itself (no lock file) for the ``with`` block;
+    a second process waits for the first one's block to end.
+
+    For a file that several processes rewrite from what they find on disk (a slide job's
+    ``summary.csv``): the look and the write of one process are not interleaved with another's.
+    Where ``flock`` does not exist the block runs at once.
+    """
+    if sys.platform == "win32":  # pragma: no cover
+        yield
+        return
+    import fcntl
+
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # waits: the holders' blocks take milliseconds
+        yield
     finally:
         os.close(descriptor)  # closing drops the flock

@@ -7,13 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from breastcls.data.manifest import read_csv_rows
-from breastcls.errors import BreastclsError, ConfigError, DataError, OutputError
+from breastcls.errors import (
+    BreastclsError,
+    ConfigError,
+    DataError,
+    FolderInUseError,
+    OutputError,
+)
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.runtime import check_runtime
 from breastcls.io import SafeCsvWriter, atomic_write_text, csv_records
@@ -21,7 +27,8 @@ from breastcls.limits import check_inference_batch
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import reporting_prefixed
 from breastcls.runs.folder import SlideFolder
-from breastcls.slides.job import check_regions, predict_slide
+from breastcls.runs.lock import writers_in_turn
+from breastcls.slides.job import predict_slide
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.scale import model_scale
 from breastcls.slides.tilewriter import json_object
@@ -70,7 +77,8 @@ class SlideOutcome:
 
 _SUMMARY_COLUMNS = (
     "slide", "folder", "status", "message", "tissue_tiles", "top_k", "top_k_mean_score",
-    "mean_score", "max_score", "domain_flagged_fraction", "case_id",
+    "mean_score", "max_score", "domain_flagged_fraction", "case_id", "threshold_name",
+    "threshold", "fraction_called_positive", "tissue_classified_fraction",
 )  # fmt: skip
 
 # The names scanners give the photographs they store beside a slide (Aperio's, Leica's,
@@ -271,8 +279,10 @@ def predict_slides(
     Raises:
         ModelLoadError: The model cannot be loaded.
         ConfigError: An option is unknown or out of range, ``model_mpp`` is ``None`` and the
-            run records no training scale, a slide names regions not supported, or ``shard``
-            is not ``(K, N)`` with ``1 <= K <= N``.
+            run records no training scale, or ``shard`` is not ``(K, N)`` with
+            ``1 <= K <= N``.
+        UnknownComponentError: The options name an unknown TTA, slide reader or tissue
+            detector.
         OutputError: ``out_dir`` cannot be written.
     """
     options = options or SlideJobOptions(runtime="tensorflow")
@@ -280,8 +290,6 @@ def predict_slides(
         parse_shard(f"{shard[0]}/{shard[1]}")
     host = ensure_host(host)
     jobs, skipped = _slide_jobs(inputs, host)
-    for job in jobs:
-        check_regions(job)
     inference = _load_for_slides(model, options, host)
     per_slide = options.replace(runtime=None)  # the runtime chosen once serves every slide
     # Folder names are given over the whole list, so that every shard names a slide alike.
@@ -292,6 +300,7 @@ def predict_slides(
         SlideOutcome(slide=path, folder=None, summary=None, error=reason, skipped=True)
         for path, reason in skipped
     ]
+    held_elsewhere: set[Path] = set()
     for number, (job, name) in enumerate(named, start=1):
         folder = Path(out_dir) / name
         try:
@@ -305,13 +314,14 @@ def predict_slides(
             outcomes.append(
                 SlideOutcome(slide=job.path, folder=folder, summary=None, error=message)
             )
+            if isinstance(error, FolderInUseError):
+                held_elsewhere.add(folder)
     target = (
         SlideFolder.collection_summary(out_dir)
         if shard is None
         else SlideFolder.shard_summary(out_dir, *shard)
     )
-    _write_collection_summary(target, outcomes)
-    return outcomes
+    return _write_summary_in_turn(target, outcomes, held_elsewhere=held_elsewhere)
 
 
 def _slide_jobs(
@@ -336,6 +346,7 @@ def _load_for_slides(
             scale for the model.
     """
     host.tta.info(options.tta)  # before the model loads
+    host.tissue_detectors.info(options.tissue_detector)
     if options.reader is not None:
         host.slide_readers.info(options.reader)
     runtime = check_runtime(options.runtime or "tensorflow")
@@ -377,8 +388,7 @@ def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
         outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
     outcomes.extend(_rows_without_folder(out_dir, {o.folder.name for o in outcomes if o.folder}))
     outcomes.sort(key=lambda o: (o.folder.name if o.folder else "", str(o.slide)))
-    _write_collection_summary(SlideFolder.collection_summary(out_dir), outcomes)
-    return outcomes
+    return _write_summary_in_turn(SlideFolder.collection_summary(out_dir), outcomes)
 
 
 def _rows_without_folder(out_dir: Path, folders: set[str]) -> list[SlideOutcome]:
@@ -419,6 +429,7 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
     for o in outcomes:
         s = o.summary or {}
         fractions = s.get("fraction_positive", {})
+        decision = s.get("threshold") or {}
         writer.writerow(
             [
                 o.slide, o.folder.name if o.folder else "", o.status, o.error or "",
@@ -426,11 +437,13 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
                 _number(s.get("top_k_mean_score")), _number(s.get("mean_score")),
                 _number(s.get("max_score")),
                 _number((s.get("domain") or {}).get("flagged_fraction")), s.get("case_id", ""),
+                decision.get("name", ""), _number(decision.get("value")),
+                _number(decision.get("fraction_positive")),
+                _number(s.get("tissue_classified_fraction")),
                 *(_number(fractions.get(n)) for n in threshold_names),
             ]
         )  # fmt: skip
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, buffer.getvalue())
     except OSError as error:
         raise OutputError(f"Cannot write {path}: {error}.") from error
@@ -438,3 +451,43 @@ def _write_collection_summary(path: Path, outcomes: Sequence[SlideOutcome]) -> N
 
 def _number(value: Any) -> str:
     return "" if value is None else repr(float(value))
+
+
+def _write_summary_in_turn(
+    path: Path, outcomes: Sequence[SlideOutcome], *, held_elsewhere: Set[Path] = frozenset()
+) -> list[SlideOutcome]:
+    """Write a summary table of ``outcomes`` while holding its folder (:func:`writers_in_turn`:
+    jobs sharing ``out_dir`` write one after the other), each slide of ``held_elsewhere``
+    (folders another job held when this one came to them) as that job has left it by then;
+    return the outcomes as written.
+
+    A job refused a slide folder in use would otherwise write that slide as failed over the
+    other job's finished result.
+
+    Raises:
+        OutputError: The table cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with writers_in_turn(path.parent):
+            written = [_as_left(o) if o.folder in held_elsewhere else o for o in outcomes]
+            _write_collection_summary(path, written)
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(f"Cannot write {path}: {error}.") from error
+    return written
+
+
+def _as_left(outcome: SlideOutcome) -> SlideOutcome:
+    """A slide another job was predicting: complete by now (its figures), or still the refusal."""
+    if outcome.folder is None:
+        return outcome
+    folder = SlideFolder(outcome.folder)
+    try:
+        summary = json_object(folder.summary) if folder.summary.is_file() else None
+    except (OSError, ValueError):
+        return outcome
+    if summary is None:
+        return outcome
+    return SlideOutcome(slide=outcome.slide, folder=outcome.folder, summary=summary, error=None)

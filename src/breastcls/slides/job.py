@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.errors import ConfigError, DataError, OutputError
+from breastcls.errors import DataError, OutputError
+from breastcls.inference.calibration import Calibration
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
 from breastcls.io import atomic_write_json
@@ -35,23 +36,25 @@ from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.outputs import (
     TileTable,
+    decision_figures,
     flagged_map,
     heat_map,
     read_tiles_csv,
     summary_figures,
     tiles_header,
     write_geojson,
-    write_heatmap_png,
     write_mask_png,
     write_rgb_png,
     write_slide_report,
 )
+from breastcls.slides.overlay import overlay_grid, write_heatmap_png, write_overlay_tiff
 from breastcls.slides.readers import Slide
 from breastcls.slides.reading import open_slide, raise_read_failure, tile_batches
+from breastcls.slides.regions import RegionOptions, region_mask, regions_record
 from breastcls.slides.scale import SlideResolution, model_scale, slide_resolution
 from breastcls.slides.tilewriter import TileWriter, json_object, plan_tile_rows
 from breastcls.slides.tiling import TilePlan, plan_tiles
-from breastcls.slides.tissue import Thumbnail, detect_tissue, read_thumbnail
+from breastcls.slides.tissue import Thumbnail, read_thumbnail, tissue_covered
 
 __all__ = ["SlideResult", "model_scale", "open_slide", "predict_slide"]
 
@@ -93,6 +96,7 @@ def _job_record(
     mpp_source: str,
     model_mpp_source: str,
     options: SlideJobOptions,
+    regions: RegionOptions,
     calibration: dict[str, Any],
 ) -> dict[str, Any]:
     digest = hashlib.sha1(np.stack([plan.x, plan.y]).tobytes()).hexdigest()
@@ -113,6 +117,7 @@ def _job_record(
         "model_mpp": plan.model_mpp,
         "model_mpp_source": model_mpp_source,
         **options.record(),
+        **regions_record(regions),
         "calibration": calibration,
         "grid": {
             "level": plan.level,
@@ -205,7 +210,6 @@ def predict_slide(
     """
     options = (options or SlideJobOptions()).replace(**settings)
     item = path if isinstance(path, SlideJob) else SlideJob(path=path)
-    check_regions(item)
     host = ensure_host(host)
     host.tta.info(options.tta)
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
@@ -224,19 +228,14 @@ def predict_slide(
         slide.close()
 
 
-def check_regions(item: SlideJob) -> None:
-    """Refuse a slide's regions of interest or tissue mask: not read by this version yet.
-
-    Raises:
-        ConfigError: ``item`` names an ROI or a tissue mask.
-    """
-    regions = (("roi", item.roi), ("tissue mask", item.tissue_mask))
-    named = [f"{name} {value}" for name, value in regions if value is not None]
-    if named:
-        raise ConfigError(
-            f"{item.path}: {' and '.join(named)}: regions of interest and tissue masks are not "
-            "supported yet: leave the manifest's roi column empty."
-        )
+def slide_regions(item: SlideJob, options: SlideJobOptions) -> RegionOptions:
+    """A slide's tissue detector and regions: its manifest row's ROI and tissue mask, else the
+    job's."""
+    return RegionOptions(
+        tissue_detector=options.tissue_detector,
+        roi=item.roi if item.roi is not None else options.roi,
+        tissue_mask=item.tissue_mask if item.tissue_mask is not None else options.tissue_mask,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -250,7 +249,13 @@ class _TissueTiles:
 
 
 def _tissue_tiles(
-    slide: Slide, item: SlideJob, options: SlideJobOptions, *, image_size: int, model_mpp: float
+    slide: Slide,
+    item: SlideJob,
+    options: SlideJobOptions,
+    *,
+    image_size: int,
+    model_mpp: float,
+    host: PluginHost,
 ) -> _TissueTiles:
     """The slide's thumbnail, its tissue mask and the tissue tiles at the model's scale.
 
@@ -261,11 +266,16 @@ def _tissue_tiles(
     mpp = item.mpp if item.mpp is not None else options.mpp
     resolution = slide_resolution(slide, mpp, force=options.force_mpp, given_by=given_by)
     thumbnail = read_thumbnail(slide, max_side=options.thumbnail_side)
-    mask = detect_tissue(thumbnail.pixels)
+    regions = slide_regions(item, options)
+    mask = region_mask(
+        thumbnail, microns_per_pixel=resolution.mpp * thumbnail.downsample, options=regions,
+        host=host,
+    )  # fmt: skip
     if not mask.any():
+        within = f" within --roi {regions.roi}" if regions.roi is not None else ""
         raise DataError(
-            f"{slide.path}: no tissue found (the slide looks like empty glass): check the file, "
-            "or its staining."
+            f"{slide.path}: no tissue found{within} (the slide looks like empty glass): check "
+            "the file, its staining, or --tissue-detector."
         )
     plan = plan_tiles(
         slide, slide_mpp=resolution.mpp, model_mpp=model_mpp, image_size=image_size,
@@ -291,13 +301,15 @@ def _predict_open_slide(
     host: PluginHost,
     on_chunk: Callable[[int, int], None] | None,
 ) -> SlideResult:
-    tissue = _tissue_tiles(slide, item, options, image_size=model.image_size, model_mpp=scale[0])
+    tissue = _tissue_tiles(
+        slide, item, options, image_size=model.image_size, model_mpp=scale[0], host=host
+    )
     thumbnail, mask, plan = tissue.thumbnail, tissue.mask, tissue.plan
     calibration = model.calibration(options.tta)
     thresholds = calibration.operating_thresholds
     job = _job_record(
         slide=slide, model=model, plan=plan, mpp_source=tissue.resolution.source,
-        model_mpp_source=scale[1], options=options,
+        model_mpp_source=scale[1], options=options, regions=slide_regions(item, options),
         calibration={"temperature": calibration.temperature, "thresholds": thresholds},
     )  # fmt: skip
     folder = SlideFolder(out) if out is not None else None
@@ -310,13 +322,13 @@ def _predict_open_slide(
         heat = heat_map(table, mask.shape, thumbnail.downsample)
         flagged = flagged_map(table, mask.shape, thumbnail.downsample)
         summary = {
-            **_summary(job, table, thresholds, mask, plan, top_k=options.top_k,
+            **_summary(job, table, calibration, tissue, top_k=options.top_k,
                        runtime=model.runtime.name),
             "slide_metadata_mpp": tissue.resolution.own,
             **({"case_id": item.case_id} if item.case_id else {}),
         }  # fmt: skip
         if folder is not None:
-            _write_outputs(folder, table, thumbnail, (heat, flagged), summary, thresholds)
+            _write_outputs(folder, table, tissue, (heat, flagged), summary)
     finally:
         if lock is not None:
             lock.release()
@@ -412,19 +424,22 @@ def _stream_chunks(
 def _summary(
     job: dict[str, Any],
     table: TileTable,
-    thresholds: dict[str, float],
-    mask: npt.NDArray[np.bool_],
-    plan: TilePlan,
+    calibration: Calibration,
+    tissue: _TissueTiles,
     *,
     top_k: int,
     runtime: str,
 ) -> dict[str, Any]:
+    thresholds, mask, plan = calibration.operating_thresholds, tissue.mask, tissue.plan
+    side = np.full_like(table.x, table.size)
+    boxes = np.stack([table.x, table.y, side, side], axis=1).astype(np.float64)
     return {
         "slide": job["slide"],
         "model": job["model"],
         "positive": job["positive"],
         "negative": job["negative"],
         "class_names": job["class_names"],
+        "slide_size": job["slide_size"],
         "slide_mpp": job["slide_mpp"],
         "mpp_source": job["mpp_source"],
         "model_mpp": job["model_mpp"],
@@ -440,6 +455,11 @@ def _summary(
         "runtime": runtime,
         "tiles": {"grid": plan.grid_tiles, "tissue": len(plan), "classified": len(table)},
         "tissue_area_fraction": float(mask.mean()),
+        "tissue_detector": job["tissue_detector"],
+        "roi": job["roi"],
+        "tissue_mask": job["tissue_mask"],
+        "tissue_classified_fraction": tissue_covered(mask, tissue.thumbnail.downsample, boxes),
+        "threshold": decision_figures(table, *calibration.decision_threshold),
         **summary_figures(table, thresholds, top_k=top_k),
     }
 
@@ -447,17 +467,30 @@ def _summary(
 def _write_outputs(
     folder: SlideFolder,
     table: TileTable,
-    thumbnail: Thumbnail,
+    tissue: _TissueTiles,
     maps: tuple[FloatArray, npt.NDArray[np.bool_]],
     summary: dict[str, Any],
-    thresholds: dict[str, float],
 ) -> None:
     heat, flagged = maps
+    slide_size = (int(summary["slide_size"][0]), int(summary["slide_size"][1]))
+    decision, mpp = summary["threshold"], float(summary["slide_mpp"])
     write_heatmap_png(
-        folder.heatmap, thumbnail.pixels, heat, label=f"P({table.positive})", flagged=flagged
+        folder.heatmap, tissue.thumbnail.pixels, heat, tissue=tissue.mask, flagged=flagged,
+        title=f"{Path(str(summary['slide'])).name} · model {Path(str(summary['model'])).name} · "
+        f"{table.positive} at the {decision['name']} threshold {decision['value']:.3f} "
+        "(chosen on images, not slides)",
+        label=f"P({table.positive})", microns_per_pixel=mpp * tissue.thumbnail.downsample,
+    )  # fmt: skip
+    grid = overlay_grid(
+        table, tissue.mask, tissue.thumbnail.downsample, slide_size=slide_size,
+        step=tissue.plan.stride,
+    )  # fmt: skip
+    write_overlay_tiff(
+        folder.overlay, grid, slide_size=slide_size, grid_step=tissue.plan.stride, mpp=mpp
     )
-    negative = str(summary["negative"])
-    threshold = thresholds.get("default", next(iter(thresholds.values())))
-    write_geojson(folder.geojson, table, threshold=threshold, negative=negative)
+    write_geojson(
+        folder.geojson, table, threshold=decision["value"], negative=str(summary["negative"]),
+        threshold_name=decision["name"],
+    )  # fmt: skip
     write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))
     atomic_write_json(folder.summary, summary)

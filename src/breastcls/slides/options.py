@@ -46,6 +46,12 @@ class SlideJobOptions:
         top_k: How many of the highest tile scores the summary averages.
         reader: A slide reader id; ``None``: the first that accepts the file.
         thumbnail_side: The longer side of the thumbnail the tissue is found on.
+        tissue_detector: The tissue detector's id (a plugin kind; ``optical-density`` or
+            ``saturation`` built in).
+        roi: A QuPath GeoJSON of the regions to classify, for slides whose manifest row names
+            none (:mod:`breastcls.slides.regions`); ``None``: all the tissue.
+        tissue_mask: A mask image used instead of the tissue detector, for slides whose
+            manifest row names none; ``None``: the detector.
         runtime: Where the model runs: ``tensorflow``, ``onnx`` or ``auto``
             (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of the
             model as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel` keeps
@@ -69,6 +75,9 @@ class SlideJobOptions:
     top_k: int = 10
     reader: str | None = None
     thumbnail_side: int = 2048
+    tissue_detector: str = "optical-density"
+    roi: Path | None = None
+    tissue_mask: Path | None = None
     runtime: str | None = None
     verbose: int = 0
 

@@ -23,7 +23,9 @@ from breastcls.interfaces import MetricSection
 from breastcls.io import SafeCsvWriter, atomic_path, atomic_write_text, read_regular_text
 
 __all__ = [
+    "THRESHOLD_NOTE",
     "TileTable",
+    "decision_figures",
     "flagged_map",
     "heat_map",
     "parse_tiles_csv",
@@ -31,7 +33,6 @@ __all__ = [
     "tile_rows",
     "tiles_header",
     "write_geojson",
-    "write_heatmap_png",
     "write_mask_png",
     "write_rgb_png",
     "write_slide_report",
@@ -39,6 +40,13 @@ __all__ = [
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+THRESHOLD_NOTE = (
+    "The threshold was chosen on the selection set's images (single fields of view), not on "
+    "slides: the fraction of tiles at or above it describes this slide's tiles; no slide-level "
+    "cut-off has been validated."
+)
+"""Said beside every fraction of tiles called positive (summary, report, GeoJSON)."""
 
 _POSITION = ("tile", "column", "row", "x", "y", "size", "level", "tissue_fraction")
 
@@ -256,57 +264,18 @@ def write_mask_png(path: Path, mask: npt.NDArray[np.bool_]) -> None:
         )
 
 
-def write_heatmap_png(
-    path: Path,
-    thumbnail: npt.NDArray[np.uint8],
-    heat: FloatArray,
-    *,
-    label: str,
-    flagged: npt.NDArray[np.bool_] | None = None,
-) -> None:
-    """Draw ``heat`` (0-1, ``NaN``: no tile) over the thumbnail with a colour bar, and the
-    ``flagged`` pixels (tiles unlike the training images) in hatched cyan."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    h, w = heat.shape
-    width = 8.0
-    figure, axes = plt.subplots(figsize=(width, max(2.5, width * h / w * 0.85)), dpi=120)
-    try:
-        axes.imshow(thumbnail)
-        image = axes.imshow(
-            np.ma.masked_invalid(heat), cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55,
-            interpolation="nearest",
-        )  # fmt: skip
-        if flagged is not None and flagged.any():
-            axes.contourf(
-                flagged.astype(float), levels=[0.5, 1.5], colors=["cyan"], alpha=0.45,
-                hatches=["///"],
-            )  # fmt: skip
-            axes.set_title(
-                "hatched cyan: tiles unlike the training images (left out)", fontsize=8
-            )
-        axes.set_axis_off()
-        bar = figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02)
-        bar.set_label(label)
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format="png", bbox_inches="tight")
-    finally:
-        plt.close(figure)
-
-
 def write_geojson(
     path: Path,
     table: TileTable,
     *,
     threshold: float,
     negative: str,
+    threshold_name: str = "default",
 ) -> None:
     """Write one GeoJSON ``Feature`` per tile: its square in level-0 pixel coordinates (as QuPath
     reads GeoJSON), its class at ``threshold``, its probabilities and tissue fraction as
-    measurements."""
+    measurements. The collection's ``properties`` record the threshold (its name and value)
+    and :data:`THRESHOLD_NOTE`."""
     features: list[dict[str, Any]] = []
     colours = {table.positive: [200, 0, 0], negative: [0, 120, 200]}
     for i in range(len(table)):
@@ -337,9 +306,15 @@ def write_geojson(
                 },
             }
         )
-    atomic_write_text(
-        path, json.dumps({"type": "FeatureCollection", "features": features}, allow_nan=False)
-    )
+    properties = {
+        "threshold": threshold,
+        "threshold_name": threshold_name,
+        "positive": table.positive,
+        "negative": negative,
+        "note": THRESHOLD_NOTE,
+    }
+    collection = {"type": "FeatureCollection", "properties": properties, "features": features}
+    atomic_write_text(path, json.dumps(collection, allow_nan=False))
 
 
 def summary_figures(
@@ -375,13 +350,38 @@ def summary_figures(
     }
 
 
+def decision_figures(table: TileTable, name: str, threshold: float) -> dict[str, Any]:
+    """The slide's call at the run's decision threshold (``name``, ``threshold``): the
+    fraction of tiles like the training images at or above it, and :data:`THRESHOLD_NOTE`."""
+    score = table.score[~table.flagged]
+    return {
+        "name": name,
+        "value": threshold,
+        "fraction_positive": float(np.mean(score >= threshold)) if len(score) else 0.0,
+        "note": THRESHOLD_NOTE,
+    }
+
+
 def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Sequence[Path]) -> Path:
     """Write a slide's summary as a self-contained HTML page (the evaluation report's layout):
     the headline figures, the heat map and tissue mask (``figures``), then every summary value.
     Return ``path``."""
     fractions = summary.get("fraction_positive") or {}
+    decision = summary.get("threshold") or {}
+    called = (
+        {
+            f"fraction called {summary.get('positive')} at the run's {decision['name']} "
+            f"threshold ({decision['value']:.3f})": decision["fraction_positive"]
+        }
+        if decision
+        else {}
+    )
     headline = {
         "tissue tiles classified": (summary.get("tiles") or {}).get("classified"),
+        "fraction of the tissue under a classified tile": summary.get(
+            "tissue_classified_fraction"
+        ),
+        **called,
         **{
             f"fraction called {summary.get('positive')} ({name} threshold)": value
             for name, value in fractions.items()
@@ -404,9 +404,14 @@ def write_slide_report(path: Path, summary: Mapping[str, Any], *, figures: Seque
     section = MetricSection(
         name="slide", title="Heat map and tissue", values=dict(summary), figures=tuple(figures)
     )
+    caveat = (
+        f'<p class="note" id="threshold-note">{html.escape(str(decision["note"]))}</p>'
+        if decision
+        else ""
+    )
     body = [
         f'<section class="card" id="summary"><h2>Summary</h2>{warning}'
-        f"{render_value(headline)}</section>",
+        f"{render_value(headline)}{caveat}</section>",
         render_section(section),
     ]
     return write_page(path, title=f"Slide {Path(str(summary.get('slide'))).name}", body=body)

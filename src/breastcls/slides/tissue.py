@@ -1,12 +1,17 @@
 """A slide's thumbnail and its tissue mask, computed on a low-resolution level.
 
-Tissue is told from glass by its colour: stained tissue is saturated, glass is white or grey.
-The mask is Otsu's threshold on the (slightly blurred) saturation channel of the thumbnail, kept
-within [:data:`MIN_SATURATION`, :data:`MAX_SATURATION`], then a morphological closing and
-opening, and the removal of specks smaller than ``min_area``. The floor keeps an empty slide's
-noise from being called tissue; the ceiling matters when the tissue itself is partly pale (benign
-stroma, fat): Otsu's threshold then falls between pale and dark tissue instead of between glass
-and tissue.
+Two tissue detectors are built in (a plugin kind, :class:`~breastcls.interfaces.TissueDetector`):
+
+- ``optical-density`` (:class:`OpticalDensityDetector`, the default): each pixel's optical
+  density relative to the slide's glass, in its darkest channel. Pixels above Otsu's threshold
+  (computed without marker ink) seed the tissue, which then grows over every connected pixel
+  at least :data:`PALE_OD` denser than glass (hysteresis): pale tissue joined to stained tissue
+  is kept, glass noise is not. Marker ink (blue, green, black: :func:`marker_pixels`) is taken
+  out first, and pieces smaller than ``min_area_um2`` (dust, debris) are dropped.
+- ``saturation`` (:class:`SaturationDetector`, breastcls 0.2's mask): Otsu's threshold on the
+  saturation, kept within [:data:`MIN_SATURATION`, :data:`MAX_SATURATION`]. Pale tissue below
+  the ceiling is lost and saturated pen ink is kept; it stays for comparison and for slides
+  analysed with it before.
 """
 
 from __future__ import annotations
@@ -20,16 +25,26 @@ import numpy.typing as npt
 from breastcls.slides.readers import Slide
 
 __all__ = [
+    "DEFAULT_TISSUE_DETECTOR",
     "MAX_SATURATION",
     "MIN_SATURATION",
+    "OpticalDensityDetector",
+    "SaturationDetector",
     "Thumbnail",
     "detect_tissue",
+    "glass_optical_density",
+    "marker_pixels",
     "read_thumbnail",
+    "tissue_covered",
     "tissue_fractions",
 ]
 
 UInt8Array = npt.NDArray[np.uint8]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+DEFAULT_TISSUE_DETECTOR = "optical-density"
+"""The tissue detector ``breastcls slide predict`` uses unless ``--tissue-detector`` says."""
 
 MIN_SATURATION = 8
 """The lowest saturation (0-255) ever called tissue, whatever Otsu's threshold says."""
@@ -95,8 +110,8 @@ def detect_tissue(
     min_saturation: int = MIN_SATURATION,
     max_saturation: int = MAX_SATURATION,
     min_area: int = 16,
-) -> npt.NDArray[np.bool_]:
-    """Return the tissue mask of an RGB thumbnail (``True``: tissue).
+) -> BoolArray:
+    """Return the ``saturation`` detector's tissue mask of an RGB thumbnail (``True``: tissue).
 
     Args:
         thumbnail: ``(h, w, 3)`` RGB.
@@ -111,19 +126,114 @@ def detect_tissue(
     saturation = cv2.GaussianBlur(hsv[:, :, 1], (0, 0), 2.0)
     otsu, _ = cv2.threshold(saturation, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     threshold = min(max(float(otsu), float(min_saturation)), float(max_saturation))
-    raw = (saturation >= threshold).astype(np.uint8)
-    side = max(3, 2 * round(min(thumbnail.shape[:2]) / 400) + 1)
+    mask = _smoothed(saturation >= threshold)
+    return _without_small_pieces(mask, min_area)
+
+
+def marker_pixels(thumbnail: UInt8Array) -> BoolArray:
+    """Where marker ink lies: saturated, darkish blue to green pixels (hue 60-235°: green
+    exceeds red, which haematoxylin and eosin never do by much when dark), or near-black ones
+    (black ink, dirt). A few pixels around each are included (the ink's blurred rim)."""
+    import cv2
+
+    hsv = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2HSV).astype(np.int32)
+    hue, saturation, value = hsv[:, :, 0] * 2, hsv[:, :, 1], hsv[:, :, 2]
+    coloured = (hue >= 60) & (hue <= 235) & (saturation >= 50) & (value <= 190)
+    ink = (coloured | (value <= 60)).astype(np.uint8)
+    rim = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    return np.asarray(cv2.dilate(ink, rim) > 0)
+
+
+def glass_optical_density(thumbnail: UInt8Array, *, blur: float = 0.0) -> FloatArray:
+    """Each pixel's optical density relative to the slide's glass (the 99th percentile of each
+    channel, so tinted or grey glass is 0), in its darkest channel, blurred by a Gaussian of
+    ``blur`` pixels (none at 0)."""
+    import cv2
+
+    pixels = thumbnail.astype(np.float32)
+    glass = np.maximum(np.percentile(pixels.reshape(-1, 3), 99, axis=0), 1.0)
+    density = np.log10(glass / np.maximum(pixels, 1.0)).clip(min=0.0).max(axis=2)
+    if blur > 0:
+        density = cv2.GaussianBlur(density, (0, 0), blur)
+    return np.asarray(density, dtype=np.float64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpticalDensityDetector:
+    """The ``optical-density`` tissue detector (see the module's description).
+
+    Attributes:
+        pale_od: The least optical density over glass that tissue grows into.
+        min_seed_od: The least threshold for seeds, whatever Otsu's threshold says.
+        min_area_um2: The smallest piece of tissue kept, in µm² (2,500: a 50 µm square).
+        min_area_pixels: The same in thumbnail pixels, for slides without a resolution.
+    """
+
+    pale_od: float = 0.02
+    min_seed_od: float = 0.05
+    min_area_um2: float = 2_500.0
+    min_area_pixels: int = 64
+
+    def detect(self, thumbnail: UInt8Array, *, microns_per_pixel: float | None) -> BoolArray:
+        """Return the tissue mask of an RGB thumbnail (``True``: tissue)."""
+        import cv2
+
+        # Seeds on a blurred density (noise never seeds), growth on the sharp one (the mask
+        # stops at the tissue's edge instead of the blur's).
+        density = glass_optical_density(thumbnail, blur=2.0)
+        clean = ~marker_pixels(thumbnail)
+        if not clean.any():
+            return np.zeros(density.shape, dtype=bool)
+        scaled = np.clip(density[clean] * 255.0, 0, 255).astype(np.uint8).reshape(-1, 1)
+        otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        seeds = (density >= max(float(otsu) / 255.0, self.min_seed_od)) & clean
+        candidates = (glass_optical_density(thumbnail) >= self.pale_od) & clean
+        count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
+        seeded = np.zeros(count, dtype=bool)
+        seeded[np.unique(labels[seeds])] = True
+        seeded[0] = False  # label 0 is what is not a candidate
+        min_area = (
+            self.min_area_um2 / microns_per_pixel**2
+            if microns_per_pixel is not None
+            else self.min_area_pixels
+        )
+        return _without_small_pieces(_smoothed(seeded[labels]), max(1, round(min_area)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SaturationDetector:
+    """The ``saturation`` tissue detector: :func:`detect_tissue` (breastcls 0.2's mask)."""
+
+    def detect(self, thumbnail: UInt8Array, *, microns_per_pixel: float | None) -> BoolArray:
+        """Return the tissue mask of an RGB thumbnail (``True``: tissue); the resolution is
+        not used."""
+        return detect_tissue(thumbnail)
+
+
+def _smoothed(raw: BoolArray) -> BoolArray:
+    """A morphological closing then opening, with a disc of about 1/400 of the shorter side."""
+    import cv2
+
+    side = max(3, 2 * round(min(raw.shape[:2]) / 400) + 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
-    closed = cv2.morphologyEx(raw, cv2.MORPH_CLOSE, kernel)
-    mask = cv2.morphologyEx(closed, cv2.MORPH_OPEN, kernel)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    closed = cv2.morphologyEx(raw.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
+    return np.asarray(cv2.morphologyEx(closed, cv2.MORPH_OPEN, kernel) > 0)
+
+
+def _without_small_pieces(mask: BoolArray, min_area: int) -> BoolArray:
+    """``mask`` without its connected pieces of fewer than ``min_area`` pixels."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
     keep = np.zeros(count, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
     return np.asarray(keep[labels], dtype=bool)
 
 
 def tissue_fractions(
-    mask: npt.NDArray[np.bool_],
+    mask: BoolArray,
     downsample: float,
     boxes: npt.NDArray[np.float64],
 ) -> FloatArray:
@@ -143,3 +253,21 @@ def tissue_fractions(
         total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         fractions[i] = total / ((x1 - x0) * (y1 - y0))
     return fractions
+
+
+def tissue_covered(
+    mask: BoolArray, downsample: float, boxes: npt.NDArray[np.float64]
+) -> float | None:
+    """The fraction of the tissue in ``mask`` that lies under at least one level-0 box
+    ``(x, y, width, height)`` (the tissue classified, when the boxes are the classified tiles);
+    ``None`` for an empty mask."""
+    if not mask.any():
+        return None
+    h, w = mask.shape
+    covered = np.zeros(mask.shape, dtype=bool)
+    for x, y, bw, bh in boxes:
+        # The mask pixels whose centre lies in the box.
+        x0, x1 = (max(0, min(w, round(v / downsample))) for v in (x, x + bw))
+        y0, y1 = (max(0, min(h, round(v / downsample))) for v in (y, y + bh))
+        covered[y0:y1, x0:x1] = True
+    return float((mask & covered).sum() / mask.sum())

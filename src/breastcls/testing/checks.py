@@ -544,6 +544,10 @@ def check_component(
         from breastcls.testing.slide_checks import check_slide_reader
 
         check_slide_reader(component, data=data, name=info.name)
+    elif info.kind == "tissue_detector":
+        from breastcls.testing.slide_checks import check_tissue_detector
+
+        check_tissue_detector(component, name=info.name)
     elif info.kind == "stain_normaliser":
         from breastcls.testing.stain_checks import check_stain_normaliser
 

@@ -1,4 +1,5 @@
-"""The conformance check of slide readers (used by :func:`breastcls.testing.check_component`)."""
+"""The conformance checks of slide readers and tissue detectors (used by
+:func:`breastcls.testing.check_component`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.errors import BreastclsError
-from breastcls.interfaces import GLASS, Slide, SlideReader
+from breastcls.interfaces import GLASS, Slide, SlideReader, TissueDetector
 from breastcls.testing.support import ConformanceError
 
-__all__ = ["check_slide_reader", "write_example_slides"]
+__all__ = ["check_slide_reader", "check_tissue_detector", "write_example_slides"]
 
 
 def write_example_slides(folder: Path) -> dict[Path, npt.NDArray[np.uint8]]:
@@ -150,3 +151,40 @@ def _check_damaged_copy(
     except Exception as error:
         fail(f"a damaged file raised {type(error).__name__}, not a BreastclsError.")
     fail("a damaged file (its first 64 bytes) opened without an error.")
+
+
+def check_tissue_detector(detector: TissueDetector, *, name: str = "tissue detector") -> None:
+    """Check a tissue detector's contract on a synthetic thumbnail: a ``(h, w)`` boolean mask,
+    all ``False`` on blank glass (with or without a resolution), and a block of stained tissue
+    found (at least 90% of it) while the glass around it is not (at most 5%: the mask
+    may be smoothed).
+
+    Raises:
+        ConformanceError: The detector breaks its contract.
+    """
+    what = f"tissue detector {name!r}"
+    glass = np.full((200, 300, 3), 245, dtype=np.uint8)
+    for microns in (None, 8.0):
+        blank = np.asarray(detector.detect(glass, microns_per_pixel=microns))
+        if blank.shape != glass.shape[:2] or blank.dtype != np.bool_:
+            raise ConformanceError(
+                f"{what}: detect gave {blank.shape} {blank.dtype}, not (200, 300) bool."
+            )
+        if blank.any():
+            raise ConformanceError(
+                f"{what}: calls {int(blank.sum())} pixels of blank glass tissue."
+            )
+    rng = np.random.default_rng(0)
+    stained = glass.copy()
+    # Eosin pink and haematoxylin purple, mixed, as H&E stroma with nuclei looks.
+    stains = np.array([[225, 140, 190], [150, 90, 170]], dtype=np.float64)
+    mix = rng.random((100, 150, 1))
+    stained[50:150, 75:225] = np.round(stains[0] * mix + stains[1] * (1 - mix)).astype(np.uint8)
+    found = np.asarray(detector.detect(stained, microns_per_pixel=8.0))
+    inside = np.zeros(glass.shape[:2], dtype=bool)
+    inside[50:150, 75:225] = True
+    if found[inside].mean() < 0.9 or found[~inside].mean() > 0.05:
+        raise ConformanceError(
+            f"{what}: found {found[inside].mean():.0%} of a stained block and "
+            f"{found[~inside].mean():.0%} of the glass around it (allowed: >= 90%, <= 5%)."
+        )

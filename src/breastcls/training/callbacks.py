@@ -16,6 +16,7 @@ from breastcls.errors import ConfigError
 from breastcls.io import atomic_path
 from breastcls.plugins.host import PluginHost
 from breastcls.progress import ProgressReporter, TrainingSummary, active_reporter
+from breastcls.records import EpochRecord
 from breastcls.runs.checkpoint import (
     TrainState,
     commit_train_state,
@@ -219,9 +220,7 @@ class HookForwarder(keras.callbacks.Callback):  # type: ignore[misc]
         self.run_dir = run_dir
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.host.epoch_end(
-            self.run_dir, epoch, {key: float(value) for key, value in (logs or {}).items()}
-        )
+        self.host.epoch_end(self.run_dir, epoch, EpochRecord.from_logs(epoch, logs))
 
 
 class NaNGuard(keras.callbacks.Callback):  # type: ignore[misc]
@@ -378,10 +377,10 @@ def scale_warnings(run_dir: Path) -> tuple[str, ...]:
     """A warning when the run's ``config.json`` records no training scale (a model trained
     across magnifications, or on images of unknown scale): slides then need ``--model-mpp``."""
     try:
-        record = json.loads(RunFolder(run_dir).config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = RunFolder(run_dir).read_config_record()
+    except ConfigError:
         return ()  # a summary never stops a run
-    scale = TrainingScale.from_record(record) if isinstance(record, Mapping) else None
+    scale = TrainingScale.from_entry(record.scale)
     if scale is None or scale.model_mpp is not None:
         return ()
     return (

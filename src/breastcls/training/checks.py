@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from breastcls.config import RunConfig
+from breastcls.embeddings.probe import check_probe_config, frozen_extractor
 from breastcls.errors import ConfigError, PluginError
 from breastcls.limits import check_batch_memory
 from breastcls.model import check_weights
@@ -19,8 +20,8 @@ __all__ = ["check_backbone_output", "check_run_config", "check_training_memory"]
 
 def check_run_config(config: RunConfig, host: PluginHost) -> None:
     """Refuse, before any folder is created, a configuration that cannot train: an unknown
-    component, a trainer option it does not take, unusable weights, or ``tensorboard`` without
-    its package.
+    component, a trainer option it does not take, unusable weights, ``tensorboard`` without
+    its package, or a frozen extractor without a probe head or at another image size.
 
     Raises:
         UnknownComponentError: A backbone, head, augmentation or trainer id is not registered.
@@ -34,10 +35,13 @@ def check_run_config(config: RunConfig, host: PluginHost) -> None:
     ):
         host.registry(kind).info(name)
     host.trainers.get(config.train.trainer, config.train.trainer_options)
+    extractor = frozen_extractor(config.model, host)
+    if extractor is not None:
+        check_probe_config(config, extractor)
     check_weights(
         config.model.weights,
         backbone_name=config.model.backbone,
-        backbone=host.backbones.get(config.model.backbone),
+        backbone=host.backbones.get(config.model.backbone, config.model.backbone_options),
     )
     if config.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(

@@ -27,10 +27,12 @@ from breastcls.config import SPANHOL_REPEATS, RunConfig
 from breastcls.data.split import split_for_config
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import BreastclsError, ConfigError, DataError
-from breastcls.evaluation.evaluate import evaluate_pooled, headline_figures
+from breastcls.evaluation.evaluate import evaluate_pooled
+from breastcls.evaluation.reporting import headline_figures
 from breastcls.interfaces import DataRole
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
+from breastcls.records import MetricsRecord
 from breastcls.runs.folder import (
     RunFolder,
     RunResult,
@@ -72,7 +74,7 @@ class CrossValidationResult:
     run_dir: Path
     folds: tuple[RunResult, ...]
     aggregate: dict[str, dict[str, Any]]
-    pooled: dict[str, Any]
+    pooled: MetricsRecord
 
 
 def fold_count(config: RunConfig) -> int:
@@ -274,7 +276,7 @@ def _fold(
     """Train fold ``fold`` into ``<run>/fold-<fold>``, or continue or reuse what is there."""
     fold_dir = run_dir / RunFolder.fold_name(fold)
     if RunFolder(fold_dir).config.is_file():
-        if read_status(fold_dir).get("status") == "finished":
+        if read_status(fold_dir).status == "finished":
             return finished_run(fold_dir, host=host, scanned=scanned)
         return resume(fold_dir, host=host, scanned=scanned)
     fold_config = dataclasses.replace(
@@ -307,10 +309,7 @@ def _run_folds(
     pooled = evaluate_pooled(
         RunFolder(run_dir).pooled.path, [result.run_dir for result in results], host=host
     )
-    splits = [
-        RunFolder(result.run_dir).read_config_record().get("split", {})
-        for result in results
-    ]
+    splits = [RunFolder(result.run_dir).read_config_record().split for result in results]
     atomic_write_json(
         RunFolder(run_dir).aggregate,
         {
@@ -326,7 +325,7 @@ def _run_folds(
             "interval": _interval_record(ratio),
             "metrics": aggregate,
             "per_magnification": _magnification_rows(run_dir, results),
-            "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled},
+            "pooled": {"folder": RunFolder(run_dir).pooled.path.name, "metrics": pooled.to_json()},
         },
     )
     accuracy = aggregate.get("classification.accuracy", {})
@@ -373,7 +372,7 @@ def _magnification_rows(run_dir: Path, results: Sequence[RunResult]) -> list[dic
     return [
         {"fold": str(result.run_dir.relative_to(run_dir)), **row}
         for result in results
-        for row in result.metrics.get("magnification", {}).get("breakdown", [])
+        for row in result.metrics.section("magnification").get("breakdown", [])
     ]
 
 

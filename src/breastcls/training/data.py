@@ -17,6 +17,7 @@ from breastcls.data.images import ImageInfo, describe_unreadable, scan_samples
 from breastcls.data.loading import load_dataset
 from breastcls.data.overlap import SeenImage, find_overlap
 from breastcls.data.split import Split, split_for_config
+from breastcls.embeddings.probe import frozen_extractor
 from breastcls.errors import DataError
 from breastcls.interfaces import Dataset, Sample, SkippedFile
 from breastcls.plugins.host import PluginHost, ensure_host
@@ -72,7 +73,8 @@ def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedDa
     Between the two, the backbone is built once and checked (:func:`check_backbone_output`;
     not in a worker of a multi-worker run, whose strategy must come first),
     with the memory a training step needs: after the cheap checks of the data, before the long
-    decoding.
+    decoding. A frozen extractor's file is opened and checked instead (its input size and
+    output), built into nothing.
 
     Raises:
         DataError: The data is unusable, or holds unreadable images and
@@ -84,7 +86,10 @@ def scan_data(config: RunConfig, *, host: PluginHost | None = None) -> ScannedDa
     host = ensure_host(host)
     # A worker of a multi-worker run must create its strategy before TensorFlow runs anything
     # (building a model would); its model is built, and checked, under the strategy.
-    if worker_role() is None:
+    extractor = frozen_extractor(config.model, host)
+    if extractor is not None:
+        extractor.load()  # its file, input size and output checked before decoding
+    elif worker_role() is None:
         features = check_backbone_output(config.model.backbone, config.data.image_size, host)
         check_training_memory(features, config)
     image_info, bad = scan_samples(dataset.samples)

@@ -160,13 +160,13 @@ def check_resumable(run_dir: Path) -> None:
     from breastcls.runs import writer_state
 
     status = read_status(run_dir)
-    if status.get("status") == "finished":
+    if status.status == "finished":
         raise ConfigError(
             f"The run {run_dir} has finished already: nothing to resume (start a new run)."
         )
-    if status.get("status") == "running" and writer_state(status) == "alive":
+    if status.status == "running" and writer_state(status.document) == "alive":
         raise ConfigError(
-            f"The run {run_dir} is still training (process {status['pid']} on this machine): "
+            f"The run {run_dir} is still training (process {status.pid} on this machine): "
             "stop that process first, or let it finish."
         )
 
@@ -199,10 +199,7 @@ def finished_run(
 
 def read_run_config(run_dir: Path) -> RunConfig:
     """Read the ``config.json`` of a run folder."""
-    raw = RunFolder(run_dir).read_config_record()
-    return RunConfig.from_dict(
-        {k: v for k, v in raw.items() if k in ("data", "model", "train", "out_dir", "name")}
-    )
+    return RunFolder(run_dir).read_config_record().run_config
 
 
 def config_record(
@@ -235,8 +232,7 @@ def config_record(
 
 def recorded_policy(run_dir: Path) -> str | None:
     """The Keras dtype policy a run folder's ``config.json`` records (older runs record none)."""
-    policy = RunFolder(run_dir).read_config_record().get("dtype_policy")
-    return str(policy) if policy else None
+    return RunFolder(run_dir).read_config_record().dtype_policy
 
 
 def record_run(

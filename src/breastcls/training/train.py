@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from breastcls.config import RunConfig
+from breastcls.embeddings.probe import fit_probe_run, frozen_extractor
 from breastcls.environment import prepare_tensorflow
 from breastcls.errors import ConfigError, TrainingError
 from breastcls.io import check_writable_dir
@@ -204,10 +205,18 @@ def _train_in(
         policy=policy,
         class_weight=class_weight,
         resume_from=resume_from,
-        started=lambda: host.train_start(run_dir, config_dict),
+        started=lambda: host.train_start(run_dir, RunFolder(run_dir).read_config_record()),
         stain=stain,
     )
-    history = fit(run_dir, config, data, host, plan)
+    extractor = frozen_extractor(config.model, host)
+    if extractor is None:
+        history = fit(run_dir, config, data, host, plan)
+    else:  # a probe on the cached embeddings of a frozen extractor
+        plan.started()
+        history = fit_probe_run(
+            run_dir, config, data.split, class_names=data.class_names,
+            image_info=data.image_info, extractor=extractor, class_weight=class_weight,
+        )  # fmt: skip
     result = _finish(run_dir, config, data, host, history, resumed_at=resumed_at)
     host.train_end(run_dir, result.metrics)
     return result
