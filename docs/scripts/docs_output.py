@@ -1,13 +1,14 @@
-"""Regenerate, or check, the terminal output that the docs show, from one real run.
+"""Regenerate, or check, the terminal output that the docs show, from real runs.
 
     python docs/scripts/docs_output.py            # run, rewrite the blocks and the figures
     python docs/scripts/docs_output.py --check    # run, fail if a committed block differs
 
 ``breastcls train --demo``, one small run on the development images (the ``smallcnn``
-backbone, 64-pixel images, 3 epochs), then an evaluation of its test set: about two minutes on
-2 CPU cores. The commands run in a
-scratch folder laid out like a clone beside ``../shared``, so every path they print is the
-relative one a reader types. Each output goes into the docs pages between marker comments::
+backbone, 64-pixel images, 3 epochs), then an evaluation of its test set: about 80 s of CPU
+time in all (4 to 6 minutes of wall-clock time on a busy 2-core machine, mostly TensorFlow
+starting three times). The commands run in a scratch folder laid out like a clone beside
+``../shared``, so every path they print is the relative one a reader types. Each output goes
+into the docs pages between marker comments::
 
     <!-- docs-output:NAME -->
     ...replaced...
