@@ -16,7 +16,7 @@ from breastcls.evaluation.metrics import read_predictions
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.record import folder_calibration
 from breastcls.interfaces import MetricSection, Predictions
-from breastcls.io import atomic_write_json, read_json_file
+from breastcls.io import atomic_write_json, check_writable_dir, read_json_file
 from breastcls.plugins.host import PluginHost
 from breastcls.records import Headline, MetricsRecord
 from breastcls.runs.checkpoint import kept_epoch_line, read_train_state
@@ -94,12 +94,21 @@ def build_report(folder: Path, *, host: PluginHost | None = None) -> Path:
 
     Raises:
         DataError: The folder has no readable ``predictions.csv``.
+        OutputError: The folder cannot be written (a read-only run), checked before any
+            metric runs.
     """
     from breastcls.evaluation.metrics import compute_metrics, metrics_document
 
     folder = Path(folder)
     run = RunFolder(folder)
     saved = read_predictions(run.predictions)
+    # Before any metric: on a read-only run the first figure's write failed inside a metric
+    # plugin, and the error blamed the plugin.
+    check_writable_dir(
+        folder,
+        hint="`breastcls report` rewrites report.html, metrics.json and the figures inside the "
+        "folder itself: copy the folder somewhere writable, or fix its permissions.",
+    )
     previous = run.read_metrics()
     evaluated_on = previous.evaluated_on
     context = _report_context(run)
