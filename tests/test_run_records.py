@@ -18,8 +18,16 @@ from breastcls.errors import ConfigError
 from breastcls.evaluation.metrics import metrics_document, write_predictions
 from breastcls.evaluation.reporting import headline_figures
 from breastcls.interfaces import DataRole, MetricSection, Predictions
-from breastcls.records import EpochRecord, EvaluatedOn, ExportRecord, MetricsRecord
+from breastcls.records import (
+    EpochRecord,
+    EvaluatedOn,
+    ExportRecord,
+    MetricsRecord,
+    SlideProgressRecord,
+    SlideSummaryRecord,
+)
 from breastcls.runs import RunFolder
+from breastcls.runs.folder import SlideFolder
 
 
 def _predictions() -> Predictions:
@@ -234,3 +242,100 @@ def test_status_json_reads_typed_and_a_malformed_one_names_its_field(tmp_path: P
     _write(tmp_path, "status.json", {**written, "headline": {"accuracy": "high"}})
     with pytest.raises(ConfigError, match=r"\(its headline\) \('accuracy' is 'high', not int or"):
         RunFolder(tmp_path).read_status()
+
+
+SLIDE_SUMMARY = {
+    # As ``breastcls slide predict`` writes it (shortened to the fields it checks, and a few more).
+    "slide": "/slides/case1.svs",
+    "model": "runs/smallcnn",
+    "positive": "malignant",
+    "negative": "benign",
+    "slide_mpp": 0.5,
+    "tiles": {"grid": 48, "tissue": 20, "classified": 20},
+    "tissue_area_fraction": 0.41,
+    "tissue_classified_fraction": 0.875,
+    "threshold": {"name": "youden", "value": 0.42, "fraction_positive": 0.25},
+    "domain": None,
+    "fraction_positive": {"youden": 0.25, "high_sensitivity": 0.4},
+    "top_k": 10,
+    "top_k_mean_score": 0.61,
+    "mean_score": 0.3,
+    "max_score": 0.97,
+}
+
+
+def test_slide_folder_records_read_back_typed_and_unchanged(tmp_path: Path) -> None:
+    job = {"slide": "/slides/case1.svs", "model": "runs/smallcnn", "grid": {"columns": 8}}
+    _write(tmp_path, "slide.json", job)
+    _write(tmp_path, "progress.json", {"tiles": 12, "bytes": 4096})
+    _write(tmp_path, "summary.json", SLIDE_SUMMARY)
+    folder = SlideFolder(tmp_path)
+
+    read_job = folder.read_job()
+    assert read_job.slide == "/slides/case1.svs" and read_job["grid"] == {"columns": 8}
+    assert read_job.to_json() == job
+    assert folder.read_progress() == SlideProgressRecord(tiles=12, bytes=4096)
+    assert folder.read_progress().to_json() == {"tiles": 12, "bytes": 4096}
+    summary = folder.read_summary()
+    assert isinstance(summary, SlideSummaryRecord)
+    assert (summary.slide, summary.positive, summary.tiles["classified"]) == (
+        "/slides/case1.svs", "malignant", 20,
+    )  # fmt: skip
+    assert (summary.top_k_mean_score, summary.tissue_classified_fraction) == (0.61, 0.875)
+    assert summary["threshold"]["value"] == 0.42 and len(summary) == len(SLIDE_SUMMARY)
+    assert summary.to_json() == SLIDE_SUMMARY
+
+
+def test_an_incomplete_slide_folder_has_no_summary_record(tmp_path: Path) -> None:
+    _write(tmp_path, "slide.json", {"slide": "/slides/case1.svs"})
+    assert SlideFolder(tmp_path).read_summary() is None
+
+
+def test_a_slide_summary_written_before_the_tissue_fractions_still_reads(tmp_path: Path) -> None:
+    old = {k: v for k, v in SLIDE_SUMMARY.items() if not k.startswith("tissue_")}
+    del old["domain"]
+    _write(tmp_path, "summary.json", old)
+    summary = SlideFolder(tmp_path).read_summary()
+    assert summary is not None and summary.tissue_classified_fraction is None
+    assert "tissue_area_fraction" not in summary and summary.top_k_mean_score == 0.61
+    assert summary.to_json() == old
+
+
+@pytest.mark.parametrize(
+    ("name", "document", "named"),
+    [
+        ("summary.json", {**SLIDE_SUMMARY, "top_k_mean_score": "high"},
+         "is not a slide summary record ('top_k_mean_score' is 'high', not int or float or null)"),
+        ("summary.json", {**SLIDE_SUMMARY, "tiles": 20},
+         "is not a slide summary record ('tiles' is 20, not dict or null)"),
+        ("summary.json", [SLIDE_SUMMARY],
+         "is not a slide summary record (it is not a JSON object)"),
+        ("progress.json", {"tiles": 12, "bytes": "4096"},
+         "is not a slide progress record ('bytes' is '4096', not int)"),
+        ("slide.json", {"slide": 7}, "is not a slide job record ('slide' is 7, not str or null)"),
+    ],
+)  # fmt: skip
+def test_a_malformed_slide_record_names_the_file_and_the_field(
+    tmp_path: Path, name: str, document: Any, named: str
+) -> None:
+    path = _write(tmp_path, name, document)
+    folder = SlideFolder(tmp_path)
+    read = {"summary.json": folder.read_summary, "progress.json": folder.read_progress,
+            "slide.json": folder.read_job}[name]  # fmt: skip
+    with pytest.raises(ConfigError) as error:
+        read()
+    assert f"{path} {named}" in str(error.value)
+
+
+def test_breastcls_slide_summary_names_a_malformed_summary_in_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "case1"
+    _write(folder, "slide.json", {"slide": "/slides/case1.svs"})
+    _write(folder, "summary.json", {**SLIDE_SUMMARY, "tissue_classified_fraction": [0.8]})
+    result = CliRunner().invoke(app, ["slide", "summary", str(tmp_path)])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: case1: unreadable: {folder / 'summary.json'} is not a slide summary record "
+        "('tissue_classified_fraction' is [0.8], not int or float or null): remove it and run "
+        "`breastcls slide predict` on the slide again."
+    ]

@@ -1,10 +1,12 @@
 """The typed records of a run folder: what ``config.json``, ``metrics.json`` and ``export.json``
-hold, and what each epoch of training reports, each checked field by field when it is read.
+hold, and what each epoch of training reports, each checked field by field when it is read;
+and the records of a slide folder (``slide.json``, ``progress.json``, ``summary.json``).
 
-Every reader of these files goes through :class:`~breastcls.runs.folder.RunFolder`, which
-builds these records; plugins' lifecycle hooks receive them
-(:mod:`breastcls.plugins.hookspecs`), which is why this module is part of the core: it imports
-nothing but the configuration, the errors and the interfaces. The JSON files keep the layout
+Every reader of these files goes through :class:`~breastcls.runs.folder.RunFolder` (a slide
+folder's through :class:`~breastcls.runs.folder.SlideFolder`), which builds these records;
+plugins' lifecycle hooks receive them (:mod:`breastcls.plugins.hookspecs`), which is why this
+module is part of the core: it imports nothing but the configuration, the errors and the
+interfaces. The JSON files keep the layout
 they always had: a record reads any file an earlier breastcls wrote, and ``to_json`` gives the
 same document back.
 
@@ -31,6 +33,9 @@ __all__ = [
     "FieldTypes",
     "Headline",
     "MetricsRecord",
+    "SlideJobRecord",
+    "SlideProgressRecord",
+    "SlideSummaryRecord",
     "StatusRecord",
     "checked_fields",
     "wrong_field",
@@ -498,3 +503,158 @@ class EpochRecord(Mapping[str, float]):
 
     def __len__(self) -> int:
         return len(self.logged)
+
+
+class _DocumentMapping(Mapping[str, Any]):
+    """A record that is also a read-only mapping of its JSON document (``document``)."""
+
+    __slots__ = ()
+    document: Mapping[str, Any]
+
+    def __getitem__(self, name: str) -> Any:
+        return self.document[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.document)
+
+    def __len__(self) -> int:
+        return len(self.document)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document, as written."""
+        return dict(self.document)
+
+
+_SLIDE_JOB_FIELDS: FieldTypes = {
+    "slide": (str, _NULL),
+    "model": (str, _NULL),
+    "class_names": (list, _NULL),
+    "calibration": (dict, _NULL),
+    "grid": (dict, _NULL),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideJobRecord(_DocumentMapping):
+    """``slide.json`` of a slide folder: the slide, the model, the options and the tile grid,
+    written first and compared on resuming; also a read-only mapping of the JSON document.
+
+    Attributes:
+        slide: The slide file (``None`` in a record that does not name it).
+        document: The JSON document as written (compared whole with a resumed job's).
+    """
+
+    slide: str | None = None
+    document: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: object, *, source: Path) -> SlideJobRecord:
+        """Read a ``slide.json`` document.
+
+        Raises:
+            ConfigError: It is not a JSON object or a field has the wrong type (named).
+        """
+        document = checked_fields(
+            raw, _SLIDE_JOB_FIELDS, source=source, what="a slide job record",
+            fix="remove the slide folder and predict the slide again",
+        )  # fmt: skip
+        return cls(slide=document.get("slide"), document=document)
+
+
+_SLIDE_PROGRESS_FIELDS: FieldTypes = {"tiles": (int,), "bytes": (int,)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideProgressRecord:
+    """``progress.json`` of a slide folder: the tiles and bytes of ``tiles.partial.csv``
+    committed so far.
+
+    Attributes:
+        tiles: The tiles committed.
+        bytes: The length of ``tiles.partial.csv`` they fill (a resumed job cuts it there).
+    """
+
+    tiles: int
+    bytes: int
+
+    @classmethod
+    def from_json(cls, raw: object, *, source: Path) -> SlideProgressRecord:
+        """Read a ``progress.json`` document.
+
+        Raises:
+            ConfigError: It is not a JSON object or a field has the wrong type (named).
+        """
+        document = checked_fields(
+            raw, _SLIDE_PROGRESS_FIELDS, source=source, what="a slide progress record",
+            fix="remove it: the slide is then predicted from its first tile",
+        )  # fmt: skip
+        return cls(tiles=document["tiles"], bytes=document["bytes"])
+
+    def to_json(self) -> dict[str, int]:
+        """The ``progress.json`` document."""
+        return {"tiles": self.tiles, "bytes": self.bytes}
+
+
+_SLIDE_SUMMARY_FIELDS: FieldTypes = {
+    "slide": (str, _NULL),
+    "model": (str, _NULL),
+    "positive": (str, _NULL),
+    "negative": (str, _NULL),
+    "slide_mpp": (*_NUMBER, _NULL),
+    "tiles": (dict, _NULL),
+    "threshold": (dict, _NULL),
+    "fraction_positive": (dict, _NULL),
+    "domain": (dict, _NULL),
+    "top_k": (int, _NULL),
+    "top_k_mean_score": (*_NUMBER, _NULL),
+    "mean_score": (*_NUMBER, _NULL),
+    "max_score": (*_NUMBER, _NULL),
+    "tissue_area_fraction": (*_NUMBER, _NULL),
+    "tissue_classified_fraction": (*_NUMBER, _NULL),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlideSummaryRecord(_DocumentMapping):
+    """``summary.json`` of a slide folder: the slide-level figures, written last (it marks the
+    folder complete); also a read-only mapping of the JSON document
+    (``record["threshold"]["value"]``).
+
+    Every field may be missing: summaries written before a figure existed (the tissue
+    fractions, ``domain``...) still read.
+
+    Attributes:
+        slide: The slide file.
+        positive: The positive class (or group).
+        tiles: The tile counts (``grid``, ``tissue``, ``classified``).
+        top_k_mean_score: The mean positive score of the top-k tiles.
+        tissue_classified_fraction: The share of the tissue the classified tiles cover.
+        document: The JSON document as written.
+    """
+
+    slide: str | None = None
+    positive: str | None = None
+    tiles: Mapping[str, Any] = field(default_factory=dict)
+    top_k_mean_score: float | None = None
+    tissue_classified_fraction: float | None = None
+    document: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: object, *, source: Path) -> SlideSummaryRecord:
+        """Read a ``summary.json`` document.
+
+        Raises:
+            ConfigError: It is not a JSON object or a field has the wrong type (named).
+        """
+        document = checked_fields(
+            raw, _SLIDE_SUMMARY_FIELDS, source=source, what="a slide summary record",
+            fix="remove it and run `breastcls slide predict` on the slide again",
+        )  # fmt: skip
+        return cls(
+            slide=document.get("slide"),
+            positive=document.get("positive"),
+            tiles=document.get("tiles") or {},
+            top_k_mean_score=document.get("top_k_mean_score"),
+            tissue_classified_fraction=document.get("tissue_classified_fraction"),
+            document=document,
+        )

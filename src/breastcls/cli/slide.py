@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -203,7 +204,7 @@ def slide_summary_command(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
-def _warn_forced_mpp(slide: Path, summary: dict[str, Any]) -> None:
+def _warn_forced_mpp(slide: Path, summary: Mapping[str, Any]) -> None:
     own = summary.get("slide_metadata_mpp")
     used = summary.get("slide_mpp")
     if summary.get("mpp_source") == "--force-mpp" and own is not None and own != used:
@@ -214,7 +215,7 @@ def _warn_forced_mpp(slide: Path, summary: dict[str, Any]) -> None:
         )
 
 
-def _headline(summary: dict[str, Any]) -> str:
+def _headline(summary: Mapping[str, Any]) -> str:
     tiles = summary.get("tiles")
     count = tiles.get("classified") if isinstance(tiles, dict) else "?"
     decision = summary.get("threshold")

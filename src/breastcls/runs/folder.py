@@ -35,7 +35,15 @@ from breastcls.io import (
     open_regular,
 )
 from breastcls.limits import env_limit
-from breastcls.records import ConfigRecord, ExportRecord, MetricsRecord, StatusRecord
+from breastcls.records import (
+    ConfigRecord,
+    ExportRecord,
+    MetricsRecord,
+    SlideJobRecord,
+    SlideProgressRecord,
+    SlideSummaryRecord,
+    StatusRecord,
+)
 from breastcls.runs.lock import LOCK_NAME, FolderLock, lock_folder, locked_appender
 
 __all__ = [
@@ -462,6 +470,38 @@ class SlideFolder:
     def lock(self) -> Path:
         """The lock file of the process working in the folder (:mod:`breastcls.runs.lock`)."""
         return self.path / LOCK_NAME
+
+    # Readers (the size limit and the JSON errors of :meth:`RunFolder.read_record`).
+    def read_job(self) -> SlideJobRecord:
+        """``slide.json``.
+
+        Raises:
+            ConfigError: It is missing, unreadable, or a field is malformed (the file and
+                field named).
+        """
+        return SlideJobRecord.from_json(RunFolder(self.path).read_record(self.job), source=self.job)
+
+    def read_progress(self) -> SlideProgressRecord:
+        """``progress.json``.
+
+        Raises:
+            ConfigError: It is missing, unreadable, or a field is malformed (named).
+        """
+        return SlideProgressRecord.from_json(
+            RunFolder(self.path).read_record(self.progress), source=self.progress
+        )
+
+    def read_summary(self) -> SlideSummaryRecord | None:
+        """``summary.json``; ``None`` while the folder is incomplete (it has none yet).
+
+        Raises:
+            ConfigError: It exists but is unreadable, or a field is malformed (named).
+        """
+        if not self.summary.is_file():
+            return None
+        return SlideSummaryRecord.from_json(
+            RunFolder(self.path).read_record(self.summary), source=self.summary
+        )
 
     @staticmethod
     def collection_summary(out_dir: Path) -> Path:

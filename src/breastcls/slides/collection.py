@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,6 @@ from breastcls.runs.lock import writers_in_turn
 from breastcls.slides.job import predict_slide
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.scale import model_scale
-from breastcls.slides.tilewriter import json_object
 
 __all__ = [
     "FoundSlides",
@@ -63,7 +62,7 @@ class SlideOutcome:
 
     slide: Path
     folder: Path | None
-    summary: dict[str, Any] | None
+    summary: Mapping[str, Any] | None
     error: str | None
     skipped: bool = False
 
@@ -376,14 +375,14 @@ def summarize_slide_folders(out_dir: Path) -> list[SlideOutcome]:
         if not folder.job.is_file():
             continue
         try:
-            job = json_object(folder.job)
-            summary = json_object(folder.summary) if folder.summary.is_file() else None
-        except (OSError, ValueError) as error:
+            job = folder.read_job()
+            summary = folder.read_summary()
+        except ConfigError as error:
             outcomes.append(
                 SlideOutcome(slide=child, folder=child, summary=None, error=f"unreadable: {error}")
             )
             continue
-        slide = Path(str(job.get("slide", child.name)))
+        slide = Path(job.slide if job.slide is not None else child.name)
         problem = None if summary is not None else "incomplete: run `breastcls slide predict` again"
         outcomes.append(SlideOutcome(slide=slide, folder=child, summary=summary, error=problem))
     outcomes.extend(_rows_without_folder(out_dir, {o.folder.name for o in outcomes if o.folder}))
@@ -485,8 +484,8 @@ def _as_left(outcome: SlideOutcome) -> SlideOutcome:
         return outcome
     folder = SlideFolder(outcome.folder)
     try:
-        summary = json_object(folder.summary) if folder.summary.is_file() else None
-    except (OSError, ValueError):
+        summary = folder.read_summary()
+    except ConfigError:
         return outcome
     if summary is None:
         return outcome

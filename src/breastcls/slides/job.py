@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.errors import DataError, OutputError
+from breastcls.errors import ConfigError, DataError, OutputError
 from breastcls.inference.calibration import Calibration
 from breastcls.inference.domain import DomainScores
 from breastcls.inference.model import InferenceModel, Scores
 from breastcls.io import atomic_write_json
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import active_reporter
+from breastcls.records import SlideJobRecord, SlideSummaryRecord
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
 from breastcls.slides.options import SlideJob, SlideJobOptions
@@ -52,7 +53,7 @@ from breastcls.slides.readers import Slide
 from breastcls.slides.reading import open_slide, raise_read_failure, tile_batches
 from breastcls.slides.regions import RegionOptions, region_mask, regions_record
 from breastcls.slides.scale import SlideResolution, model_scale, slide_resolution
-from breastcls.slides.tilewriter import TileWriter, json_object, plan_tile_rows
+from breastcls.slides.tilewriter import TileWriter, plan_tile_rows
 from breastcls.slides.tiling import TilePlan, plan_tiles
 from breastcls.slides.tissue import Thumbnail, read_thumbnail, tissue_covered
 
@@ -149,9 +150,9 @@ def _take_folder(folder: SlideFolder, job: dict[str, Any]) -> Any:
     try:
         if folder.job.is_file():
             try:
-                recorded = json_object(folder.job)
-            except (OSError, ValueError):
-                recorded = {}
+                recorded = folder.read_job().to_json()
+            except ConfigError:
+                recorded = {}  # damaged: it records no job, so it cannot be this one
             if recorded != job:
                 changed = sorted(k for k in {*recorded, *job} if recorded.get(k) != job.get(k))
                 raise OutputError(
@@ -163,7 +164,8 @@ def _take_folder(folder: SlideFolder, job: dict[str, Any]) -> Any:
                 f"{folder.path} exists and is not a slide folder: choose another --out."
             )
         else:
-            atomic_write_json(folder.job, job)
+            record = SlideJobRecord.from_json(job, source=folder.job)
+            atomic_write_json(folder.job, record.to_json())
     except BaseException:
         lock.release()
         raise
@@ -496,4 +498,5 @@ def _write_outputs(
         threshold_name=decision["name"],
     )  # fmt: skip
     write_slide_report(folder.report, summary, figures=(folder.heatmap, folder.tissue_mask))
-    atomic_write_json(folder.summary, summary)
+    record = SlideSummaryRecord.from_json(summary, source=folder.summary)
+    atomic_write_json(folder.summary, record.to_json())

@@ -11,20 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from breastcls.errors import ConfigError
 from breastcls.inference.decision import PositiveGroup
 from breastcls.inference.domain import DomainScores
-from breastcls.io import atomic_write_json, read_regular_text
+from breastcls.io import atomic_write_json
+from breastcls.records import SlideProgressRecord
 from breastcls.runs.folder import SlideFolder
 from breastcls.slides.outputs import TileTable, parse_tiles_csv, read_tiles_csv, tile_rows
 from breastcls.slides.tiling import TilePlan
 
-__all__ = ["TileWriter", "json_object", "plan_tile_rows"]
+__all__ = ["TileWriter", "plan_tile_rows"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -43,16 +43,16 @@ class TileWriter:
         if self.folder is None:
             return 0
         folder = self.folder
-        progress: dict[str, Any] = {}
+        progress = None
         if folder.progress.is_file() and folder.partial_tiles.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                progress = json_object(folder.progress)
-        tiles, size = progress.get("tiles"), progress.get("bytes")
-        if isinstance(tiles, int) and isinstance(size, int) and tiles > 0:
+            # A damaged record commits nothing: the slide is predicted again from its first tile.
+            with contextlib.suppress(ConfigError):
+                progress = folder.read_progress()
+        if progress is not None and progress.tiles > 0:
             with open(folder.partial_tiles, "r+b") as handle:
-                handle.truncate(size)  # a chunk cut short by a crash is dropped
-            self.committed = tiles
-            return tiles
+                handle.truncate(progress.bytes)  # a chunk cut short by a crash is dropped
+            self.committed = progress.tiles
+            return progress.tiles
         with open(folder.partial_tiles, "wb") as handle:
             handle.write(self.header.encode("utf-8"))
             handle.flush()
@@ -75,7 +75,8 @@ class TileWriter:
     def _commit(self, tiles: int) -> None:
         assert self.folder is not None
         size = self.folder.partial_tiles.stat().st_size
-        atomic_write_json(self.folder.progress, {"tiles": tiles, "bytes": size})
+        record = SlideProgressRecord(tiles=tiles, bytes=size)
+        atomic_write_json(self.folder.progress, record.to_json())
 
     def finish(self, class_names: Sequence[str], positive: str) -> TileTable:
         if self.folder is None:
@@ -86,14 +87,6 @@ class TileWriter:
             os.replace(folder.partial_tiles, folder.tiles)
         folder.progress.unlink(missing_ok=True)
         return read_tiles_csv(folder.tiles, class_names, positive)
-
-
-def json_object(path: Path) -> dict[str, Any]:
-    """A small JSON object breastcls wrote in a slide folder (``{}`` when it is not one)."""
-    import json
-
-    value = json.loads(read_regular_text(path))
-    return value if isinstance(value, dict) else {}
 
 
 def plan_tile_rows(
