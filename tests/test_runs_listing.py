@@ -23,9 +23,15 @@ def _dead_pid() -> int:
     return process.pid
 
 
-def _run(folder: Path, status: dict[str, object] | None, val_accuracy: list[float]) -> None:
+def _run(
+    folder: Path,
+    status: dict[str, object] | None,
+    val_accuracy: list[float],
+    backbone: str | None = None,
+) -> None:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text("{}")
+    config = {} if backbone is None else {"data": {"path": "x"}, "model": {"backbone": backbone}}
+    (folder / "config.json").write_text(json.dumps(config))
     if status is not None:
         (folder / "status.json").write_text(json.dumps(status))
     rows = [f"{i},0.5,{v}" for i, v in enumerate(val_accuracy, start=1)]
@@ -41,6 +47,7 @@ def runs(tmp_path: Path) -> Path:
          "headline": {"role": "test", "set": "test set", "accuracy": 0.875, "auc": 0.9375,
                       "auc_low": 0.8, "auc_high": 1.0}},
         [0.5, 0.8, 0.75],
+        backbone="mobilenetv3small",
     )  # fmt: skip
     _run(
         tmp_path / "b-failed",
@@ -64,7 +71,7 @@ def runs(tmp_path: Path) -> Path:
         [],
     )  # fmt: skip
     (tmp_path / "h-crossval" / "cross_validation.json").write_text('{"folds": 2}')
-    _run(tmp_path / "h-crossval" / "fold-1", None, [0.5, 0.7])
+    _run(tmp_path / "h-crossval" / "fold-1", None, [0.5, 0.7], backbone="smallcnn")
     _run(tmp_path / "h-crossval" / "fold-2", None, [0.6, 0.8, 0.9])
     # A run without a test set reports its selection-set figures (optimistic).
     _run(
@@ -101,6 +108,10 @@ def test_list_runs_reports_status_epochs_and_headline_figures(runs: Path) -> Non
     assert listed["a-finished"].status == "finished"
     assert _figures(listed["a-finished"]) == (0.875, 0.9375, "test")
     assert listed["a-finished"].epochs == 3
+    # The backbone from config.json (a cross-validation's from its first fold); none unreadable.
+    assert listed["a-finished"].backbone == "mobilenetv3small"
+    assert crossval.backbone == "smallcnn"
+    assert listed["b-failed"].backbone is None
     assert listed["b-failed"].reason == "Training stopped: the loss became nan"
     # Unfinished runs: the best epoch's val_accuracy so far, a selection-set figure, no AUC.
     assert _figures(listed["b-failed"]) == (0.625, None, "selection")
@@ -118,40 +129,44 @@ def test_list_runs_reports_status_epochs_and_headline_figures(runs: Path) -> Non
     assert single.status == "failed"
 
 
-def test_runs_command_prints_a_table_and_the_reasons(runs: Path) -> None:
-    result = CliRunner().invoke(app, ["runs", str(runs)])
-    assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "status", "epochs", "accuracy", "AUC", "looks", "updated"]
+WIDE = {"COLUMNS": "100"}  # one line per run (80 columns wrap a long time under its date)
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    """The table's rows by run name, split into cells (the two header lines left out)."""
+    lines = output.splitlines()
+    assert lines[0].split() == ["test", "test"]
     assert lines[1].split() == [
-        "a-finished",
-        "finished",
-        "3",
-        "0.8750",
-        "0.9375",
-        "-",
-        "2026-11-26",
-        "10:00",
-    ]
-    # Selection-set figures carry a * (and a footnote); a missing figure is a dash.
-    assert lines[3].split()[:5] == ["c-killed", "killed", "2", "0.7000*", "-"]
-    assert lines[4].split() == ["d-live", "running", "0", "-", "-", "-", "-"]
-    assert "b-failed: Training stopped: the loss became nan" in lines
-    assert lines[8].split()[:8] == [
-        "h-crossval", "finished", "5", "in", "2", "folds", "0.7500", "0.8125",
+        "run", "backbone", "status", "epochs", "acc", "AUC", "looks", "updated", "(UTC)"
     ]  # fmt: skip
-    assert lines[9].split()[:5] == ["i-no-test-set", "finished", "2", "0.8125*", "0.8750*"]
-    assert lines[10].split()[:5] == ["j-old", "finished", "2", "0.6500*", "-"]
+    return {line.split()[0]: line.split() for line in lines[2:] if line and line[0] != " "}
+
+
+def test_runs_command_prints_a_table_and_the_reasons(runs: Path) -> None:
+    result = CliRunner().invoke(app, ["runs", str(runs)], env=WIDE)
+    assert result.exit_code == 0, result.output
+    rows, lines = _rows(result.output), result.output.splitlines()
+    assert rows["a-finished"] == [
+        "a-finished", "mobilenetv3small", "finished", "3", "0.875", "0.938", "-", "2026-11-26",
+        "10:00",
+    ]  # fmt: skip
+    # Selection-set figures carry a * (and a footnote); a missing figure is a dash.
+    assert rows["c-killed"][:6] == ["c-killed", "-", "killed", "2", "0.700*", "-"]
+    assert rows["d-live"] == ["d-live", "-", "running", "0", "-", "-", "-", "-"]
+    assert "b-failed: Training stopped: the loss became nan" in lines
+    assert rows["h-crossval"][:7] == ["h-crossval", "smallcnn", "finished", "5", "in", "2", "0.750"]
+    assert rows["i-no-test-set"][:6] == ["i-no-test-set", "-", "finished", "2", "0.812*", "0.875*"]
+    assert rows["j-old"][:6] == ["j-old", "-", "finished", "2", "0.650*", "-"]
     assert lines[-1] == (
-        "* selection set (optimistic: it chose the model); other figures: test set"
+        "* selection-set figure, not the test set's (optimistic: that set chose the model)"
     )
 
 
 def test_runs_command_has_no_footnote_without_selection_figures(runs: Path) -> None:
-    result = CliRunner().invoke(app, ["runs", str(runs / "a-finished")])
+    result = CliRunner().invoke(app, ["runs", str(runs / "a-finished")], env=WIDE)
     assert result.exit_code == 0, result.output
-    assert "*" not in result.output and "selection set" not in result.output
-    assert result.output.splitlines()[1].split()[3:5] == ["0.8750", "0.9375"]
+    assert "*" not in result.output and "selection" not in result.output
+    assert _rows(result.output)["a-finished"][4:6] == ["0.875", "0.938"]
 
 
 def test_runs_command_on_a_missing_folder(tmp_path: Path) -> None:
@@ -172,9 +187,9 @@ def test_runs_shows_how_often_the_test_set_was_looked_at(runs: Path) -> None:
         append_test_look(finished, data="split.csv", tta=tta, options={}, evaluation=finished)
     (summary,) = list_runs(finished)
     assert summary.test_looks == 2
-    result = CliRunner().invoke(app, ["runs", str(finished)])
+    result = CliRunner().invoke(app, ["runs", str(finished)], env=WIDE)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[1].split()[:6] == ["a-finished", "finished", "3", "0.8750", "0.9375", "2"]
-    footnote = " ".join(line.strip() for line in lines[2:])  # wrapped to the terminal's width
+    assert _rows(result.output)["a-finished"][2:7] == ["finished", "3", "0.875", "0.938", "2"]
+    footnote = " ".join(line.strip() for line in lines[3:])  # wrapped to the terminal's width
     assert footnote.startswith("looks: evaluations of the test set so far")

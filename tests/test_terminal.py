@@ -113,8 +113,9 @@ def test_runs_fits_80_columns(trained: tuple[Path, subprocess.CompletedProcess[s
     result = CliRunner().invoke(app, ["runs", str(run_dir.parent)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "status", "epochs", "accuracy", "AUC", "looks", "updated"]
-    assert lines[1].split()[:3] == ["tiny", "finished", "1"]
+    assert lines[0].split() == ["test", "test"]
+    assert lines[1].split()[:3] == ["run", "backbone", "status"]
+    assert lines[2].split()[:4] == ["tiny", "smallcnn", "finished", "1"]
     assert max(map(len, lines)) <= 80
 
 

@@ -225,8 +225,8 @@ def test_unknown_backbone_suggests_close_ids(small_breakhis: Path, tmp_path: Pat
 
 
 def test_unknown_head(small_breakhis: Path, tmp_path: Path) -> None:
-    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs", "--head", "mlp"))
-    _assert_one_line_error(code, output, "Unknown head 'mlp'", "seed")
+    code, output = invoke(*_train_args(small_breakhis, tmp_path / "runs", "--head", "mlp3"))
+    _assert_one_line_error(code, output, "Unknown head 'mlp3'", "seed")
 
 
 def test_missing_weights_file(small_breakhis: Path, tmp_path: Path) -> None:

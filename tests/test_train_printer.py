@@ -29,6 +29,15 @@ for name, epochs in (("spoken", 2), ("quiet", 1)):
     )
     breastcls.train(config, quiet=name == "quiet")
     print("--- quiet from here", file=sys.stderr, flush=True)
+print("--- cross-validation from here", file=sys.stderr, flush=True)
+folds = breastcls.RunConfig(
+    data=breastcls.DataConfig(path=Path(sys.argv[2]), image_size=32, folds=2),
+    model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
+    train=breastcls.TrainConfig(epochs=1, batch_size=8),
+    out_dir=data.parent / "runs",
+    name="folds",
+)
+breastcls.cross_validate(folds)
 """
 
 
@@ -37,9 +46,12 @@ def test_python_training_prints_the_cli_lines_and_no_keras_bars(
 ) -> None:
     data = copy_patients(breakhis_dev, tmp_path / "data", patients=5, images_per_patient=2)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    ran = run_watched([sys.executable, "-c", _TRAIN, str(data)], env=env)
+    # Two folds need more patients: eight per class, one image each.
+    folds = copy_patients(breakhis_dev, tmp_path / "folds", patients=8, images_per_patient=1)
+    ran = run_watched([sys.executable, "-c", _TRAIN, str(data), str(folds)], env=env)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    spoken, quiet, end = ran.stderr.split("--- quiet from here\n")
+    trained, crossvalidated = ran.stderr.split("--- cross-validation from here\n")
+    spoken, quiet, end = trained.split("--- quiet from here\n")
     assert quiet == end == "" and ran.stdout == ""
     assert (data.parent / "runs" / "quiet" / "report.html").is_file()
     lines = spoken.splitlines()
@@ -51,6 +63,10 @@ def test_python_training_prints_the_cli_lines_and_no_keras_bars(
     # No Keras bar (its "\r" redraws, "━" bars, "val_" names, "step" counts) anywhere.
     for keras_mark in ("\r", "\x1b[", "━", "val_", "/step"):
         assert keras_mark not in spoken, keras_mark
+        assert keras_mark not in crossvalidated, keras_mark
+    # breastcls.cross_validate speaks the same way: each fold's epoch line.
+    fold_epochs = [line for line in crossvalidated.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in fold_epochs] == ["epoch 1/1", "epoch 1/1"]
 
 
 def test_help_on_the_package_is_a_short_overview() -> None:

@@ -35,7 +35,15 @@ loaded by the functions that need it, which first call
 from __future__ import annotations
 
 from breastcls._version import __version__
-from breastcls.api import demo_config, list_backbones, list_components, train
+from breastcls.api import (
+    cross_validate,
+    demo_config,
+    list_backbones,
+    list_components,
+    resume,
+    resume_cross_validation,
+    train,
+)
 from breastcls.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from breastcls.data.check import check_data
 from breastcls.data.demo import make_demo_dataset
@@ -71,12 +79,7 @@ from breastcls.plugins.host import hookimpl
 from breastcls.registry import PluginRegistry
 from breastcls.runs.folder import RunResult
 from breastcls.slides.job import SlideResult, predict_slide
-from breastcls.training.crossval import (
-    CrossValidationResult,
-    cross_validate,
-    resume_cross_validation,
-)
-from breastcls.training.train import resume
+from breastcls.training.crossval import CrossValidationResult
 
 #: The one door for a trained model: :meth:`InferenceModel.load` (a run folder, an export
 #: folder or a model file, with its record), under the name users look for first.

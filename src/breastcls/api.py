@@ -11,10 +11,20 @@ from breastcls.data.demo import make_demo_dataset
 from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.registry import ComponentInfo
 from breastcls.runs.folder import RunResult
+from breastcls.training import crossval
+from breastcls.training import train as training
+from breastcls.training.crossval import CrossValidationResult
 from breastcls.training.data import ScannedData
-from breastcls.training.train import train as train_run
 
-__all__ = ["demo_config", "list_backbones", "list_components", "train"]
+__all__ = [
+    "cross_validate",
+    "demo_config",
+    "list_backbones",
+    "list_components",
+    "resume",
+    "resume_cross_validation",
+    "train",
+]
 
 
 def train(
@@ -45,7 +55,45 @@ def train(
     from breastcls.terminal import printing_progress
 
     with printing_progress(quiet=quiet or config.train.verbose == 0):
-        return train_run(config, host=host, scanned=scanned)
+        return training.train(config, host=host, scanned=scanned)
+
+
+def resume(
+    run_dir: Path,
+    *,
+    quiet: bool = False,
+    host: PluginHost | None = None,
+    scanned: ScannedData | None = None,
+) -> RunResult:
+    """Continue a killed or interrupted run (:func:`breastcls.training.train.resume`),
+    reported as :func:`train` reports (``quiet=True`` prints nothing)."""
+    from breastcls.terminal import printing_progress
+
+    with printing_progress(quiet=quiet):
+        return training.resume(run_dir, host=host, scanned=scanned)
+
+
+def cross_validate(
+    config: RunConfig, *, quiet: bool = False, host: PluginHost | None = None
+) -> CrossValidationResult:
+    """One run per fold, then the aggregate (:func:`breastcls.training.crossval.cross_validate`),
+    each fold reported as :func:`train` reports (``quiet=True`` prints nothing)."""
+    from breastcls.terminal import printing_progress
+
+    with printing_progress(quiet=quiet or config.train.verbose == 0):
+        return crossval.cross_validate(config, host=host)
+
+
+def resume_cross_validation(
+    run_dir: Path, *, quiet: bool = False, host: PluginHost | None = None
+) -> CrossValidationResult:
+    """Continue a cross-validation run
+    (:func:`breastcls.training.crossval.resume_cross_validation`), reported as :func:`train`
+    reports (``quiet=True`` prints nothing)."""
+    from breastcls.terminal import printing_progress
+
+    with printing_progress(quiet=quiet):
+        return crossval.resume_cross_validation(run_dir, host=host)
 
 
 def list_backbones(*, host: PluginHost | None = None) -> list[str]:

@@ -18,9 +18,9 @@ def runs_command(
         Path, typer.Argument(help="Folder of run folders (the --out of `breastcls train`).")
     ] = Path("runs"),
 ) -> None:
-    """List the runs in FOLDER: status, epochs completed, test accuracy and AUC, how many times
-    the test set was looked at (looks), failure reason (in folder order, never ranked by a
-    figure).
+    """List the runs in FOLDER: backbone, status, epochs completed, test-set accuracy and AUC,
+    how many times the test set was looked at (looks), failure reason (in folder order, never
+    ranked by a figure).
 
     Figures marked * come from the selection set (a run without a test set, or one still
     training): that set chose the model, so they are optimistic. Figures marked ! come from a
@@ -41,12 +41,17 @@ def runs_command(
     table = Table(
         box=None, pad_edge=False, show_edge=False, header_style="bold", collapse_padding=True
     )
-    for header in ("run", "status", "epochs", "accuracy", "AUC", "looks"):
-        table.add_column(header, overflow="fold")
-    table.add_column("updated", no_wrap=True)  # UTC, as status.json records it
+    # Names and figures are never broken; the epochs and the time fold first at 80 columns.
+    for header in ("run", "backbone", "status"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("epochs", max_width=6)
+    for header in ("test\nacc", "test\nAUC", "looks"):
+        table.add_column(header, no_wrap=True)
+    table.add_column("updated (UTC)", min_width=10)
     for summary in summaries:
         table.add_row(
             summary.run_dir.name,
+            summary.backbone or "-",
             summary.status,
             str(summary.epochs) + ("" if summary.folds is None else f" in {summary.folds} folds"),
             _figure(summary.accuracy, summary.figures_from, summary.leak),
@@ -69,7 +74,7 @@ def runs_command(
         if summary.leak:
             say(f"! {summary.run_dir.name}: {summary.leak}")
     if any(summary.figures_from == "selection" for summary in summaries):
-        say("* selection set (optimistic: it chose the model); other figures: test set")
+        say("* selection-set figure, not the test set's (optimistic: that set chose the model)")
     if any(summary.test_looks for summary in summaries):
         say(
             textwrap.fill(
@@ -89,4 +94,4 @@ def _minute(updated: str | None) -> str:
 def _figure(value: float | None, figures_from: str | None, leak: str | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" + ("*" if figures_from == "selection" else "") + ("!" if leak else "")
+    return f"{value:.3f}" + ("*" if figures_from == "selection" else "") + ("!" if leak else "")

@@ -29,7 +29,7 @@ def slide_predict_command(
     slides: Annotated[
         list[Path] | None,
         typer.Argument(
-            metavar="[SLIDES]...",
+            metavar="[SLIDES]",
             help="Slide files and/or folders of slides (in folders, scanners' label and macro "
             "images are skipped).",
         ),

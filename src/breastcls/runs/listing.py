@@ -43,6 +43,8 @@ class RunSummary:
         leak: ``LEAKY: N of M test patients also trained or selected (optimistic)`` when that
             set's patients also trained or selected the model, else ``None``.
         updated: When the status was last written (ISO 8601, UTC).
+        backbone: The backbone id its ``config.json`` names (for a cross-validation folder,
+            its first fold's); ``None`` when there is no readable configuration.
         test_looks: How many times a test set of the run was evaluated (its ledger,
             ``test_looks.jsonl``; for a cross-validation folder, the most of any fold): a test
             figure looked at more than once, or compared across runs, is no longer unbiased.
@@ -59,6 +61,7 @@ class RunSummary:
     folds: int | None = None
     test_looks: int = 0
     leak: str | None = None
+    backbone: str | None = None
 
 
 def list_runs(folder: Path) -> list[RunSummary]:
@@ -159,7 +162,15 @@ def _summarise(run: RunFolder) -> RunSummary:
         folds=None if folds is None else len(folds),
         test_looks=max(looks, default=0),
         leak=str(leak) if leak else None,
+        backbone=_backbone(run if not folds else folds[0]),
     )
+
+
+def _backbone(run: RunFolder) -> str | None:
+    try:
+        return run.read_config_record().run_config.model.backbone
+    except BreastclsError:
+        return None  # the status column already says what is wrong with the run
 
 
 def _looks(run: RunFolder) -> int:
