@@ -109,6 +109,6 @@ def test_every_look_at_the_test_set_is_counted(
     assert f"look {last} of this test set" in output
     listing = runner.invoke(app, ["runs", str(run.parent)])
     assert listing.exit_code == 0, listing.output
-    assert listing.output.splitlines()[0].split()[5] == "looks"
+    assert listing.output.splitlines()[1].split()[6] == "looks"
     row = next(line for line in listing.output.splitlines() if line.startswith("tiny"))
     assert f" {len(read_test_looks(run))} " in row

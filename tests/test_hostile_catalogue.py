@@ -601,16 +601,17 @@ def test_runs_lists_every_run_when_one_status_is_malformed_or_a_fifo(
     os.mkfifo(tmp_path / "locked" / ".breastcls-lock.json")
     # `runs` imports no TensorFlow: a tenth of the usual quiet limit is plenty.
     monkeypatch.setenv(TIMEOUT_SCALE_VARIABLE, str(timeout_scale() / 10))
+    monkeypatch.setenv("COLUMNS", "100")  # one line per run
     result = run_watched([*CLI, "runs", str(tmp_path)])
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stdout.splitlines()
-    table, notes = lines[:6], " ".join(line.strip() for line in lines[6:])  # unwrapped
-    assert [line.split()[:2] for line in table[1:]] == [
+    table, notes = lines[:7], " ".join(line.strip() for line in lines[7:])  # unwrapped
+    assert [[cells[0], cells[2]] for cells in map(str.split, table[2:])] == [
         ["fifo", "unknown"], ["good", "finished"], ["locked", "killed"],
         ["number-date", "unknown"], ["text-headline", "unknown"],
     ]  # fmt: skip
-    assert "0.8750" in table[2]
+    assert "0.875" in table[3]
     assert "fifo: " in notes and "is a FIFO, not a regular file" in notes
     assert "'updated' is 12345, not str or null" in notes
     assert "'headline' is 'oops', not dict or null" in notes

@@ -67,7 +67,7 @@ def test_a_leaky_blog_layout_is_refused_then_labelled_everywhere(
     assert card.index(LABEL) < card.index("<table>")  # the card's first line
     listing = runner.invoke(app, ["runs", str(tmp_path / "runs")])
     assert listing.exit_code == 0
-    assert re.search(r"leaky .*\d\.\d{4}!", listing.output)
+    assert re.search(r"leaky .*\d\.\d{3}!", listing.output)
     assert f"! leaky: {LABEL}" in listing.output
     card_text = model_card_text(run)
     # Markdown-escaped: "\(optimistic\)".

@@ -31,7 +31,9 @@ for name, epochs in (("spoken", 2), ("quiet", 1)):
     print("--- quiet from here", file=sys.stderr, flush=True)
 print("--- cross-validation from here", file=sys.stderr, flush=True)
 folds = breastcls.RunConfig(
-    data=breastcls.DataConfig(path=Path(sys.argv[2]), image_size=32, folds=2),
+    data=breastcls.DataConfig(
+        path=Path(sys.argv[2]), image_size=32, folds=2, selection_fraction=0.5
+    ),
     model=breastcls.ModelConfig(backbone="smallcnn", weights=None),
     train=breastcls.TrainConfig(epochs=1, batch_size=8),
     out_dir=data.parent / "runs",
