@@ -67,8 +67,9 @@ def test_python_training_prints_the_cli_lines_and_no_keras_bars(
         assert keras_mark not in spoken, keras_mark
         assert keras_mark not in crossvalidated, keras_mark
     # breastcls.cross_validate speaks the same way: each fold's epoch line.
-    fold_epochs = [line for line in crossvalidated.splitlines() if line.startswith("epoch ")]
-    assert [line.split(":")[0] for line in fold_epochs] == ["epoch 1/1", "epoch 1/1"]
+    fold_lines = crossvalidated.splitlines()
+    fold_epochs = [line.split(":")[0] for line in fold_lines if line.startswith("epoch 1/1: ")]
+    assert fold_epochs == ["epoch 1/1", "epoch 1/1"]
 
 
 def test_help_on_the_package_is_a_short_overview() -> None:
