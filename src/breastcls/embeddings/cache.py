@@ -9,8 +9,9 @@ dimension) and each ``shard-*.npz`` holds rows of embeddings (float16) with thei
 of the image's pixels as the extractor receives them (resized to its input size; a test-time
 augmentation's copy is its own pixels, so its own entry).
 
-A shard is written whole beside the folder's shards and renamed into place, so a killed
-``breastcls embed`` leaves complete shards only and the next run starts where it stopped; the
+A shard is written whole to a hidden temporary file beside the folder's shards and renamed
+into place, so a killed ``breastcls embed`` leaves complete shards only (and at most the hidden
+temporary it was writing, which is never read) and the next run starts where it stopped; the
 shards present are the cache (two processes embedding at once each add their own shards, and
 an image embedded twice is harmless).
 """
