@@ -54,3 +54,34 @@ def test_every_marked_block_in_the_docs_has_a_name_the_script_makes() -> None:
     assert {"demo", "train", "evaluate", "run-folder", "train-time"} <= names
     made = set(re.findall(r'"([\w-]+)": ', (REPO / "docs/scripts/docs_output.py").read_text()))
     assert names <= made
+
+
+def _block(page: str, name: str) -> str:
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    found = [m["body"] for m in _script().BLOCK.finditer(text) if m["name"] == name]
+    assert len(found) == 1, f"docs/{page} has {len(found)} blocks named {name}"
+    return str(found[0])
+
+
+def test_the_slide_page_shows_the_slide_job_the_script_runs() -> None:
+    script = _script()
+    shown = _block("slides.md", "slide")
+    # The commands as the script runs them now, on the run the training page shows.
+    assert shown.startswith(f"```text\n$ {script._command_line(script.SLIDE_PREDICT)}\n")
+    assert f"\n$ {script._command_line(script.SLIDE_SUMMARY)}\n" in shown
+    assert script.SLIDE_PREDICT[2] == script.EVALUATE[1] == "runs/dev-run"
+    assert re.search(r"^1 of 1 slides -> slide-results/summary\.csv$", shown, re.M)
+    assert re.search(r"^test-mosaic: 8 tissue tiles, ", shown, re.M)
+    assert re.match(r"It took \d+ s on \d+ CPU cores", _block("slides.md", "slide-time"))
+    # Every file of the slide folder, each with what it holds.
+    listed = _block("slides.md", "slide-folder").splitlines()[3:-1]
+    names = [line.split()[0] for line in listed if line.startswith("    ")]
+    assert names == sorted(script.SLIDE_FILES) and "tiles.csv" in names
+
+
+def test_slide_tile_rates_and_etas_are_masked_like_timings() -> None:
+    script = _script()
+    line = "slide 1 of 1: tiles of a.tif: 2000/8000 tiles, 41.5 tiles/s, ETA 0:02:24 (3 s)"
+    faster = line.replace("41.5", "55.0").replace("0:02:24", "0:01:49").replace("3 s", "2 s")
+    assert script.masked(line) == script.masked(faster)
+    assert script.masked(line) != script.masked(line.replace("2000/8000", "2000/9000"))

@@ -193,13 +193,28 @@ def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.
         name = session.get_inputs()[0].name
         return np.asarray(session.run(None, {name: images})[0], dtype=np.float32)
     if path.suffix == ".tflite":
-        import tensorflow as tf
+        return _run_tflite(path, images)
+    raise ModelLoadError(
+        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
+        "model.tflite."
+    )
 
-        with warnings.catch_warnings():
-            # Six lines on every export telling users of tf.lite to move to LiteRT, which the
-            # tflite format does not need yet: the export is still a plain .tflite file.
-            warnings.filterwarnings("ignore", "[\\s\\S]*tf.lite.Interpreter is deprecated")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
+
+_XNNPACK_INFO = "Created TensorFlow Lite XNNPACK delegate for CPU"
+
+
+def _run_tflite(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    import tensorflow as tf
+
+    from breastcls.environment import native_stderr_without
+
+    # TensorFlow Lite's native code says it created its CPU delegate on every first run, an
+    # INFO line on file descriptor 2 that no logging setting silences.
+    with warnings.catch_warnings(), native_stderr_without(_XNNPACK_INFO):
+        # Six lines on every export telling users of tf.lite to move to LiteRT, which the
+        # tflite format does not need yet: the export is still a plain .tflite file.
+        warnings.filterwarnings("ignore", "[\\s\\S]*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
         inputs = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(inputs["index"], images.shape)
         interpreter.allocate_tensors()
@@ -207,10 +222,6 @@ def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.
         interpreter.invoke()
         output = interpreter.get_output_details()[0]["index"]
         return np.asarray(interpreter.get_tensor(output), dtype=np.float32)
-    raise ModelLoadError(
-        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
-        "model.tflite."
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
