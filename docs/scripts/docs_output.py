@@ -4,11 +4,13 @@
     python docs/scripts/docs_output.py --check    # run, fail if a committed block differs
 
 ``breastcls train --demo``, one small run on the development images (the ``smallcnn``
-backbone, 64-pixel images, 3 epochs), then an evaluation of its test set: about 80 s of CPU
-time in all (4 to 6 minutes of wall-clock time on a busy 2-core machine, mostly TensorFlow
-starting three times). The commands run in a scratch folder laid out like a clone beside
-``../shared``, so every path they print is the relative one a reader types. Each output goes
-into the docs pages between marker comments::
+backbone, 64-pixel images, 3 epochs), an evaluation of its test set, then ``breastcls slide
+predict`` with that run over a small synthetic slide made of its test images, and ``breastcls
+slide summary``: about 95 s of CPU time in all (the slide job about 13 s of it; 3 to 6 minutes
+of wall-clock time on a busy 2-core machine, mostly TensorFlow starting four times). The
+commands run in a scratch folder laid out like a clone beside ``../shared``, so every path they
+print is the relative one a reader types. Each output goes into the docs pages between marker
+comments::
 
     <!-- docs-output:NAME -->
     ...replaced...
@@ -184,6 +186,8 @@ def _write_test_slide(run: Path, slide: Path) -> None:
         label: sorted(run.parent.parent / r["path"] for r in rows if r["label"] == label)[:4]
         for label in ("benign", "malignant")
     }
+    if min(map(len, images.values())) < 4:
+        raise SystemExit(f"{run}: fewer than 4 test images at 200X of a class for the slide")
     cells = {
         (column + offset, row): images[label][2 * column + row]
         for label, offset in (("benign", 0), ("malignant", 3))
