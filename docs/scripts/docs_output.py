@@ -6,7 +6,7 @@
 ``breastcls train --demo``, one small run on the development images (the ``smallcnn``
 backbone, 64-pixel images, 3 epochs), an evaluation of its test set, then ``breastcls slide
 predict`` with that run over a small synthetic slide made of its test images, and ``breastcls
-slide summary``: about 95 s of CPU time in all (the slide job about 13 s of it; 3 to 6 minutes
+slide summary``: about 85 s of CPU time in all (the slide job about 13 s of it; 3 to 6 minutes
 of wall-clock time on a busy 2-core machine, mostly TensorFlow starting four times). The
 commands run in a scratch folder laid out like a clone beside ``../shared``, so every path they
 print is the relative one a reader types. Each output goes into the docs pages between marker
