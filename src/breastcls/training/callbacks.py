@@ -215,7 +215,7 @@ class StatefulReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):  # type: ign
         super().on_epoch_end(epoch, logs)
         after = self._learning_rate()
         if after < before:
-            self._drop = learning_rate_drop(
+            self._drop = _learning_rate_drop(
                 before, after, monitor=self.monitor, epochs=max(int(self.patience), 1)
             )
         self.state[self._KEY] = {
@@ -238,17 +238,13 @@ class StatefulReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):  # type: ign
         self._drop = None
 
 
-def learning_rate_drop(before: float, after: float, *, monitor: str, epochs: int) -> str:
+def _learning_rate_drop(before: float, after: float, *, monitor: str, epochs: int) -> str:
     """``learning rate 1e-04 → 2e-05 (no better selection accuracy for 5 epochs)``: the line
-    that says the learning rate was reduced, naming the set the ``monitor`` is measured on."""
-    measured = (
-        f"selection {monitor.removeprefix('val_')}"
-        if monitor.startswith("val_")
-        else f"training {monitor}"
-    )
+    that says the learning rate was reduced. ``monitor`` is a selection-set metric (``val_``
+    and a logged metric: ``TrainConfig`` accepts no other)."""
     return (
-        f"learning rate {_rate(before)} → {_rate(after)} "
-        f"(no better {measured} for {epochs} epoch{'s' if epochs != 1 else ''})"
+        f"learning rate {_rate(before)} → {_rate(after)} (no better selection "
+        f"{monitor.removeprefix('val_')} for {epochs} epoch{'s' if epochs != 1 else ''})"
     )
 
 
