@@ -6,7 +6,8 @@ input size and returns class probabilities, checked against the run's model. Bes
 run's model record, copied verbatim (class names, input, scale, stain normaliser, every
 calibration: :mod:`breastcls.inference.record`), the model card and ``export.json``; a ``keras``
 or ``onnx`` export folder loads with :meth:`breastcls.InferenceModel.load` and predicts what the
-run predicts.
+run predicts. A probe on a frozen extractor exports as ``keras`` (the probe and the extractor file
+side by side) or as one model holding both (:mod:`breastcls.embeddings.probe_export`).
 """
 
 from __future__ import annotations
@@ -141,15 +142,29 @@ def _write_converted(
         loaded.keras_model, format, staging.path / name, source=loaded.source
     )
     _write_sidecars(loaded, staging)
+    return _export_record(loaded, format, staging, conversion)
+
+
+def _export_record(
+    loaded: InferenceModel,
+    format: ExportFormat,
+    staging: RunFolder,
+    conversion: Conversion,
+    *,
+    extractor: str | None = None,
+    holds: str | None = None,
+) -> ExportRecord:
     return ExportRecord(
         format=format,
-        model=name,
+        model=EXPORT_FILE_NAMES[format],
         source=str(loaded.source),
         record=staging.model_record.name,
         max_difference=conversion.max_difference,
         tolerance=EXPORT_TOLERANCE,
         computes_in=conversion.computes_in,
         max_difference_to_run_model=conversion.max_difference_to_model,
+        extractor=extractor,
+        holds=holds,
     )
 
 
@@ -184,18 +199,8 @@ def _write_probe(loaded: InferenceModel, format: ExportFormat, staging: RunFolde
         ),
     )
     write_model_card(loaded.folder.path, staging.model_card)
-    return ExportRecord(
-        format=format,
-        model=model,
-        source=str(loaded.source),
-        record=staging.model_record.name,
-        max_difference=conversion.max_difference,
-        tolerance=EXPORT_TOLERANCE,
-        computes_in=conversion.computes_in,
-        max_difference_to_run_model=conversion.max_difference_to_model,
-        extractor=copied,
-        holds=describe_probe_export(extractor.extractor, extractor.probe, format),
-    )
+    holds = describe_probe_export(extractor.extractor, extractor.probe, format)
+    return _export_record(loaded, format, staging, conversion, extractor=copied, holds=holds)
 
 
 def _unwritten(error: OSError, target_dir: Path, format: str) -> OutputError:

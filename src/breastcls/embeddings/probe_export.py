@@ -20,7 +20,6 @@ No converter from ONNX to TensorFlow is installed, so an ``onnx`` extractor expo
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,11 +102,13 @@ def convert_probe(
     rounded = extractor.embed(batch).astype(np.float16).astype(np.float32)
     expected = np.asarray(probe_probabilities(runtime.probe, rounded), dtype=np.float32)
     if format == "onnx":
-        with tempfile.TemporaryDirectory(prefix="breastcls-extractor-") as folder:
-            graph = _composed_onnx(spec, runtime.probe, Path(folder))
+
+        def write(staged: Path) -> None:
+            _save_onnx(_composed_onnx(spec, runtime.probe, staged.parent), staged)
+
         difference = write_checked(
-            lambda staged: _save_onnx(graph, staged), format, Path(path), batch, expected,
-            source=source, instead="--format keras (the probe and the extractor file)",
+            write, format, Path(path), batch, expected, source=source,
+            instead="--format keras (the probe and the extractor file)",
         )  # fmt: skip
         return Conversion(
             max_difference=difference, max_difference_to_model=difference, computes_in="float32"
@@ -182,8 +183,9 @@ def _composed_keras(spec: FrozenExtractor, probe: Any) -> Any:
 
 
 def _extractor_graph(spec: FrozenExtractor, folder: Path) -> tuple[Any, str]:
-    """The extractor as an ONNX graph (a ``keras`` one converted by tf2onnx into ``folder``)
-    and the name of the output its embedding is taken from (empty: the first)."""
+    """The extractor as an ONNX graph (a ``keras`` one converted by tf2onnx, written into the
+    staging ``folder`` on the way) and the name of the output its embedding is taken from
+    (empty: the first)."""
     import onnx
 
     if spec.kind == "onnx":
