@@ -7,11 +7,12 @@ deviation, whose embedding is rounded to float16 as the cache stores it, and the
 run's model on a batch of random images within
 :data:`~breastcls.conversion.EXPORT_TOLERANCE`:
 
-- an ``onnx`` extractor's graph is composed with the normalisation before it and the probe's
-  arithmetic after it (standardisation, the Dense layers, softmax; the weights as
-  initialisers) into one ONNX graph, run by ONNX Runtime;
-- a ``keras`` extractor and the probe are composed into one Keras model, converted by the
-  ordinary export paths (SavedModel, TFLite, ONNX through tf2onnx).
+- ``onnx``: the extractor's graph (a ``keras`` extractor converted alone by tf2onnx) is
+  composed with the normalisation before it and the probe's arithmetic after it
+  (standardisation, the Dense layers, softmax; the weights as initialisers) into one ONNX
+  graph, run by ONNX Runtime;
+- ``savedmodel`` and ``tflite``: a ``keras`` extractor and the probe are composed into one
+  Keras model, converted by the ordinary export paths.
 
 No converter from ONNX to TensorFlow is installed, so an ``onnx`` extractor exports as ``onnx``
 (one graph) or ``keras`` (the files side by side), not as ``savedmodel`` or ``tflite``:
@@ -43,10 +44,9 @@ from breastcls.errors import ConfigError, OutputError
 
 __all__ = ["check_probe_format", "convert_probe", "describe_probe_export"]
 
-FloatArray = npt.NDArray[np.float32]
 _ONE_GRAPH_FORMATS = {"onnx": ("onnx",), "keras": ("savedmodel", "tflite", "onnx")}
-"""The formats an extractor kind converts into one model (``keras``: the files side by side,
-for both)."""
+"""The formats each extractor kind is converted into as one model (besides ``keras``, the files
+side by side, which both kinds export as)."""
 
 
 def check_probe_format(spec: FrozenExtractor, format: ExportFormat, source: Path) -> None:
