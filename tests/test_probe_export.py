@@ -69,11 +69,24 @@ def _probe_run(folder: Path, spec: FrozenExtractor, head: str, samples: list[Sam
     return folder
 
 
+def _feature_map_extractor(path: Path) -> Path:
+    """A ``.keras`` extractor whose output is a feature map ``(n, h, w, c)``: averaged over
+    the positions, in ONNX by tf2onnx's opset 17 (ReduceMean's axes as an attribute)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(shape=(SIZE, SIZE, 3))
+    outputs = keras.layers.Conv2D(12, 5, strides=4, activation="relu")(inputs)
+    keras.Model(inputs, outputs).save(path)
+    return path
+
+
 CASES = [
     ("onnx", "pooled", "pooled", "linear"),
     ("onnx", "class_token", "tokens", "mlp"),
     ("onnx", "pooled", "tokens", "linear"),  # the tokens averaged
     ("keras", "pooled", "", "mlp"),
+    ("keras-map", "pooled", "", "linear"),
 ]
 
 
@@ -81,8 +94,11 @@ CASES = [
 def test_the_onnx_export_of_a_probe_predicts_as_the_run_on_real_images(
     tmp_path: Path, breakhis_dev: Path, kind: str, embedding: str, output: str, head: str
 ) -> None:
-    files = {"onnx": write_onnx_extractor, "keras": write_keras_extractor}
-    model = files[kind](tmp_path / f"extractor.{kind}", input_size=SIZE)
+    if kind == "keras-map":
+        kind, model = "keras", _feature_map_extractor(tmp_path / "map.keras")
+    else:
+        files = {"onnx": write_onnx_extractor, "keras": write_keras_extractor}
+        model = files[kind](tmp_path / f"extractor.{kind}", input_size=SIZE)
     spec = FrozenExtractor(
         kind=kind,
         file=str(model),
