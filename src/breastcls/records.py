@@ -386,6 +386,8 @@ _EXPORT_FIELDS: FieldTypes = {
     "tolerance": (*_NUMBER, _NULL),
     "computes_in": (str, _NULL),
     "max_difference_to_run_model": (*_NUMBER, _NULL),
+    "extractor": (str, _NULL),
+    "holds": (str, _NULL),
     "scale": (dict, _NULL),
 }
 
@@ -405,6 +407,10 @@ class ExportRecord:
         tolerance: The largest difference allowed.
         computes_in: The precision the export computes in.
         max_difference_to_run_model: The same difference against the run's own model.
+        extractor: A probe's frozen extractor file in the folder, beside the probe
+            (``keras``); ``None`` when there is none, or when the model holds the extractor.
+        holds: What a probe's export holds and takes, in one sentence; ``None`` for a network
+            trained end to end.
         scale: The scale the model was trained at, as exports made before model records kept
             it (``None`` otherwise: the model record holds it), read as :attr:`ConfigRecord.scale`.
     """
@@ -417,6 +423,8 @@ class ExportRecord:
     tolerance: float | None = None
     computes_in: str | None = None
     max_difference_to_run_model: float | None = None
+    extractor: str | None = None
+    holds: str | None = None
     scale: Mapping[str, Any] | None = None
 
     @classmethod
@@ -439,6 +447,8 @@ class ExportRecord:
             tolerance=document.get("tolerance"),
             computes_in=document.get("computes_in"),
             max_difference_to_run_model=document.get("max_difference_to_run_model"),
+            extractor=document.get("extractor"),
+            holds=document.get("holds"),
             scale=document.get("scale"),
         )
 
