@@ -158,3 +158,49 @@ def task_foundation(n: int, size: int, folds: int, epochs: int) -> dict[str, Any
         "n": n, "size": size, "folds": folds, "epochs": epochs,
         "cached_cv_cpu_s": cached, "fine_tuned_cv_cpu_s": fine_tuned, **rates,
     }  # fmt: skip
+
+
+def task_embed_rates(n: int, size: int) -> dict[str, Any]:
+    """``embed_vs_model`` alone (see the module): its two CPU times per image, without the
+    cross-validations."""
+    import os
+
+    from benchmarks.workers import DATA
+    from breastcls import DataConfig, load_dataset
+    from breastcls.data.images import scan_samples
+    from breastcls.embeddings.extractor import FrozenExtractor
+
+    base = sorted(load_dataset(DataConfig(path=DATA)).samples, key=lambda s: str(s.path))
+    order = np.random.default_rng(0).permutation(len(base))
+    samples = [base[order[i % len(base)]] for i in range(n)]
+    info, _ = scan_samples(samples)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["BREASTCLS_CACHE_DIR"] = str(Path(folder) / "cache")
+        spec = FrozenExtractor(kind="keras", file=str(_extractor(Path(folder), size)),
+                               input_size=size)  # fmt: skip
+        return {"n": n, "size": size, **_embedding_rates(spec, samples, info)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.foundation [--n N] [--size PX] [--rounds R]``: measure
+    ``embed_vs_model`` alone, ``rounds`` times, and print each round's figures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="embed_vs_model alone, in CPU time")
+    parser.add_argument("--n", type=int, default=96, help="images (default 96)")
+    parser.add_argument("--size", type=int, default=224, help="the extractor's side in px")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions (default 3)")
+    args = parser.parse_args(argv)
+    for round_number in range(1, args.rounds + 1):
+        found = task_embed_rates(args.n, args.size)
+        alone, pipeline = found["extractor_cpu_s_per_image"], found["pipeline_cpu_s_per_image"]
+        print(
+            f"round {round_number}: {args.n} images at {args.size} px: extractor alone "
+            f"{1000 * alone:.1f} CPU ms per image, pipeline {1000 * pipeline:.1f}: "
+            f"embed_vs_model = {alone / pipeline:.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
