@@ -119,21 +119,26 @@ class _Killed(Exception):
     pass
 
 
+def _killed_after_two_chunks(run: Path, slide: Path, folder: Path) -> None:
+    def kill(done: int, total: int) -> None:
+        if done >= 4:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _predict(run, slide, folder, on_chunk=kill)
+
+
 def test_a_killed_job_resumes_to_the_same_embeddings(
     probe_run: Path, slide_file: Path, tmp_path: Path
 ) -> None:
     whole = tmp_path / "whole"
     _predict(probe_run, slide_file, whole)
-
-    def kill_after_two_chunks(done: int, total: int) -> None:
-        if done >= 4:
-            raise _Killed
-
     folder = tmp_path / "killed"
-    with pytest.raises(_Killed):
-        _predict(probe_run, slide_file, folder, on_chunk=kill_after_two_chunks)
+    _killed_after_two_chunks(probe_run, slide_file, folder)
     assert not (folder / "embeddings.npz").exists()
     assert json.loads((folder / "progress.json").read_text())["tiles"] == 4
+    # A kill between keeping a chunk's embeddings and committing its rows leaves the chunk.
+    np.save(folder / "embeddings.partial" / "tiles-000000004.npy", np.zeros((2, DIMENSION)))
     seen: list[int] = []
     _predict(probe_run, slide_file, folder, on_chunk=lambda done, total: seen.append(done))
     assert seen[0] == 6  # it went on from the committed chunks
@@ -147,13 +152,8 @@ def test_a_killed_job_resumes_to_the_same_embeddings(
 def test_a_folder_begun_without_embeddings_is_classified_again(
     probe_run: Path, slide_file: Path, tmp_path: Path
 ) -> None:
-    def kill_after_two_chunks(done: int, total: int) -> None:
-        if done >= 4:
-            raise _Killed
-
     folder = tmp_path / "older"
-    with pytest.raises(_Killed):
-        _predict(probe_run, slide_file, folder, on_chunk=kill_after_two_chunks)
+    _killed_after_two_chunks(probe_run, slide_file, folder)
     for chunk in (folder / "embeddings.partial").iterdir():  # as a breastcls that kept none
         chunk.unlink()
     seen: list[int] = []
