@@ -405,6 +405,7 @@ def _keras_runner(spec: FrozenExtractor) -> Callable[[FloatArray], FloatArray]:
 
     def run(images: FloatArray) -> FloatArray:
         (found,) = runtime.iter_outputs(_OneBatch(images, side))
+        # A runtime calls its model's output "probabilities"; here it is the chosen output.
         return np.asarray(pool(found.probabilities), dtype=np.float32)
 
     return run
