@@ -621,6 +621,7 @@ _SLIDE_SUMMARY_FIELDS: FieldTypes = {
     "max_score": (*_NUMBER, _NULL),
     "tissue_area_fraction": (*_NUMBER, _NULL),
     "tissue_classified_fraction": (*_NUMBER, _NULL),
+    "embeddings": (dict, _NULL),
 }
 
 
@@ -639,6 +640,9 @@ class SlideSummaryRecord(_DocumentMapping):
         tiles: The tile counts (``grid``, ``tissue``, ``classified``).
         top_k_mean_score: The mean positive score of the top-k tiles.
         tissue_classified_fraction: The share of the tissue the classified tiles cover.
+        embeddings: The tile embeddings file of a frozen extractor's model (``file``,
+            ``tiles``, ``dimension``, ``dtype``); ``None`` for other models, or when the file
+            is not there.
         document: The JSON document as written.
     """
 
@@ -647,6 +651,7 @@ class SlideSummaryRecord(_DocumentMapping):
     tiles: Mapping[str, Any] = field(default_factory=dict)
     top_k_mean_score: float | None = None
     tissue_classified_fraction: float | None = None
+    embeddings: Mapping[str, Any] | None = None
     document: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -666,5 +671,6 @@ class SlideSummaryRecord(_DocumentMapping):
             tiles=document.get("tiles") or {},
             top_k_mean_score=document.get("top_k_mean_score"),
             tissue_classified_fraction=document.get("tissue_classified_fraction"),
+            embeddings=document.get("embeddings"),
             document=document,
         )
