@@ -178,3 +178,37 @@ def test_a_probe_on_an_onnx_extractor_refuses_savedmodel_and_tflite_in_one_line(
     assert len(lines) == 1 and "no ONNX-to-TensorFlow converter is installed" in lines[0]
     assert "use --format onnx" in lines[0] and "or --format keras" in lines[0]
     assert not out.exists()  # refused before anything is created
+
+
+def test_slide_predict_with_the_onnx_export_of_a_probe(tmp_path: Path, breakhis_dev: Path) -> None:
+    """The one-graph export classifies a slide's tiles as the run does; it writes no tile
+    embeddings (the graph gives probabilities only), where the run does."""
+    from breastcls.slides.job import predict_slide
+    from breastcls.testing.slides import write_mosaic_slide
+
+    model = write_onnx_extractor(tmp_path / "vit.onnx", input_size=SIZE)
+    spec = FrozenExtractor(kind="onnx", file=str(model), input_size=SIZE)
+    run = _probe_run(tmp_path / "run", spec, "linear", _real_samples(breakhis_dev, per_class=8))
+    export = export_model(run, format="onnx", out_dir=tmp_path / "onnx").out_dir
+    cells = [(c, r) for r in (1, 2) for c in (1, 2, 3)]
+    images = sorted((breakhis_dev / "malignant").glob("*.png"))[: len(cells)]
+    slide = write_mosaic_slide(
+        tmp_path / "mosaic.tif", dict(zip(cells, images, strict=True)),
+        columns=5, rows=4, cell=224, mpp=0.5,
+    )  # fmt: skip
+    tiles = {}
+    for name, source in (("run", run), ("export", export)):
+        out = tmp_path / f"slides-{name}"
+        predict_slide(source, slide, model_mpp=224 * 0.5 / SIZE, out=out, batch_size=4)
+        (folder,) = [p.parent for p in out.rglob("tiles.csv")]
+        tiles[name] = (folder / "tiles.csv").read_text().splitlines()
+        assert (folder / "embeddings.npz").is_file() == (name == "run")
+    header = tiles["run"][0].split(",")
+    assert tiles["export"][0].split(",") == header and len(tiles["run"]) > 1
+    columns = [i for i, column in enumerate(header) if column.startswith("p_")]
+    assert columns
+    for ran, exported in zip(tiles["run"][1:], tiles["export"][1:], strict=True):
+        a, b = ran.split(","), exported.split(",")
+        assert [float(a[i]) for i in columns] == pytest.approx(
+            [float(b[i]) for i in columns], abs=EXPORT_TOLERANCE
+        )

@@ -145,6 +145,13 @@ class FrozenExtractor:
         """The model file, the user's home expanded."""
         return Path(self.file).expanduser()
 
+    def normalisation(self) -> tuple[FloatArray, FloatArray]:
+        """The per-channel float32 ``(scale, shift)`` giving the model's input from 0-255
+        pixels as ``x * scale - shift``: ``(x / 255 - mean) / std`` (the exports of a probe
+        compute the same, :mod:`breastcls.embeddings.probe_export`)."""
+        std = np.asarray(self.std, dtype=np.float32)
+        return 1.0 / (255.0 * std), np.asarray(self.mean, dtype=np.float32) / std
+
     def build(self, *, input_shape: tuple[int, int, int], weights: str | None) -> Any:
         """A frozen extractor is never built into a model to fine-tune.
 
@@ -228,11 +235,11 @@ class LoadedExtractor:
                 f"The {self.spec.kind} extractor {self.spec.path.name} takes ({size}, {size}, 3) "
                 f"images, not {tuple(images.shape[1:])}: resize them to {size} px first."
             )
-        std = np.asarray(self.spec.std, dtype=np.float32)
+        scale, shift = self.spec.normalisation()
         # (x / 255 - mean) / std as one product and one in-place difference: two passes over
         # the pixels instead of four, each with its own temporary.
-        normalised = np.multiply(images, 1.0 / (255.0 * std), dtype=np.float32)
-        normalised -= np.asarray(self.spec.mean, dtype=np.float32) / std
+        normalised = np.multiply(images, scale, dtype=np.float32)
+        normalised -= shift
         _CALLS.add()
         return np.asarray(self.run(normalised), dtype=np.float32)
 

@@ -170,9 +170,8 @@ def _composed_keras(spec: FrozenExtractor, probe: Any) -> Any:
     import keras
 
     image = keras.Input(shape=(spec.input_size, spec.input_size, 3), name="image")
-    mean = np.asarray(spec.mean, np.float32)
-    std = np.asarray(spec.std, np.float32)
-    output = _keras_output(spec)((image / 255.0 - mean) / std)
+    scale, shift = spec.normalisation()
+    output = _keras_output(spec)(image * scale - shift)
     rule = _pooling_rule(spec, len(output.shape), channels_first=False)
     if rule == (-1,):
         output = output[:, 0, :]
@@ -262,10 +261,10 @@ class _GraphBuilder:
         return output
 
     def normalise(self, spec: FrozenExtractor) -> str:
-        """``(image / 255 - mean) / std`` in float32, as the extractor's runner does."""
-        scaled = self.add("Div", ["image", self.constant(255.0, "scale")])
-        centred = self.add("Sub", [scaled, self.constant(spec.mean, "mean")])
-        return self.add("Div", [centred, self.constant(spec.std, "std")])
+        """``image * scale - shift`` in float32, as the extractor's runner does."""
+        scale, shift = spec.normalisation()
+        scaled = self.add("Mul", ["image", self.constant(scale, "scale")])
+        return self.add("Sub", [scaled, self.constant(shift, "shift")])
 
     def embedding(self, output: str, rule: tuple[int, ...]) -> str:
         """The embedding taken from the extractor's ``output`` by ``rule``, rounded to float16

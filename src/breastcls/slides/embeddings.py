@@ -50,9 +50,12 @@ class TileEmbeddings:
     @classmethod
     def of(cls, model: InferenceModel, folder: SlideFolder | None) -> TileEmbeddings | None:
         """The tile embeddings ``model`` writes into ``folder``: ``None`` without a folder or
-        when the model is not a probe on a frozen extractor."""
+        when the model is not a probe on a frozen extractor, or is one exported as one model
+        (an ONNX graph gives the probabilities only)."""
+        from breastcls.embeddings.runtime import ProbeRuntime
+
         extractor = model.record.extractor
-        if folder is None or extractor is None:
+        if folder is None or extractor is None or not isinstance(model.runtime, ProbeRuntime):
             return None
         return cls(folder, extractor.dimension)
 
