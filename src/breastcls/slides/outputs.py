@@ -214,9 +214,8 @@ def heat_map(table: TileTable, shape: tuple[int, int], downsample: float) -> Flo
     """The positive score at the scale of a ``shape`` thumbnail (``downsample`` level-0 pixels
     per pixel): each pixel averages the tiles over it that are like the training images;
     ``NaN`` where no such tile lies (:func:`flagged_map` shows where flagged tiles lie)."""
-    kept = ~table.flagged
-    total = _tile_sum(table, table.score * kept, shape, downsample)
-    count = _tile_sum(table, kept.astype(np.float64), shape, downsample)
+    kept = (~table.flagged).astype(np.float64)
+    total, count = _tile_sums(table, np.stack([table.score * kept, kept]), shape, downsample)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
 
@@ -226,23 +225,24 @@ def flagged_map(
 ) -> npt.NDArray[np.bool_]:
     """Where, at the scale of a ``shape`` thumbnail, tiles unlike the training images lie and no
     other tile does (the heat map leaves them out)."""
-    flagged = _tile_sum(table, table.flagged.astype(np.float64), shape, downsample)
-    kept = _tile_sum(table, (~table.flagged).astype(np.float64), shape, downsample)
+    values = np.stack([table.flagged, ~table.flagged]).astype(np.float64)
+    flagged, kept = _tile_sums(table, values, shape, downsample)
     return np.asarray((flagged > 0) & (kept == 0))
 
 
-def _tile_sum(
+def _tile_sums(
     table: TileTable, values: FloatArray, shape: tuple[int, int], downsample: float
 ) -> FloatArray:
-    """Each thumbnail pixel's sum of ``values`` over the tiles that cover it."""
-    total = np.zeros(shape, dtype=np.float64)
+    """Each thumbnail pixel's sums of the rows of ``values`` (one column per tile) over the
+    tiles that cover it, ``(rows, h, w)``: one pass over the tiles for all the rows."""
     h, w = shape
-    for i in range(len(table)):
-        x0 = min(max(math.floor(table.x[i] / downsample), 0), w - 1)
-        y0 = min(max(math.floor(table.y[i] / downsample), 0), h - 1)
-        x1 = min(max(math.ceil((table.x[i] + table.size) / downsample), x0 + 1), w)
-        y1 = min(max(math.ceil((table.y[i] + table.size) / downsample), y0 + 1), h)
-        total[y0:y1, x0:x1] += values[i]
+    total = np.zeros((len(values), h, w), dtype=np.float64)
+    x0 = np.clip(np.floor(table.x / downsample), 0, w - 1).astype(np.int64)
+    y0 = np.clip(np.floor(table.y / downsample), 0, h - 1).astype(np.int64)
+    x1 = np.clip(np.ceil((table.x + table.size) / downsample), x0 + 1, w).astype(np.int64)
+    y1 = np.clip(np.ceil((table.y + table.size) / downsample), y0 + 1, h).astype(np.int64)
+    for i, (left, top, right, bottom) in enumerate(zip(x0, y0, x1, y1, strict=True)):
+        total[:, top:bottom, left:right] += values[:, i, None, None]
     return total
 
 
