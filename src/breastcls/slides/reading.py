@@ -70,21 +70,16 @@ def _level_corners(
     return xs, ys
 
 
-def _resample_into(region: UInt8Array, plan: TilePlan, out: npt.NDArray[Any]) -> None:
+def _resample_into(region: UInt8Array, plan: TilePlan, out: UInt8Array) -> None:
     """Write ``region`` (``read_size`` square), resampled to the model's input size, into the
-    ``out`` tile, ``uint8`` or ``float32`` (cast as it is written: no intermediate array where
-    no resampling is needed)."""
+    ``out`` tile (no intermediate array)."""
     if plan.read_size == plan.image_size:
         out[...] = region
         return
     import cv2
 
     interpolation = cv2.INTER_AREA if plan.read_size > plan.image_size else cv2.INTER_LINEAR
-    size = (plan.image_size, plan.image_size)
-    if out.dtype == np.uint8:
-        cv2.resize(region, size, dst=out, interpolation=interpolation)
-    else:  # resampled as uint8, as the uint8 tiles are: the same values
-        out[...] = cv2.resize(region, size, interpolation=interpolation)
+    cv2.resize(region, (plan.image_size, plan.image_size), dst=out, interpolation=interpolation)
 
 
 # The widest run of a row and the largest block read at once for the tiles of a batch, in
@@ -140,18 +135,9 @@ def _blocks(xs: list[int], ys: list[int], side: int, together: bool) -> list[lis
     return blocks
 
 
-def read_tiles(
-    slide: Slide,
-    plan: TilePlan,
-    first: int,
-    stop: int,
-    *,
-    out: npt.NDArray[Any] | None = None,
-) -> npt.NDArray[Any]:
+def read_tiles(slide: Slide, plan: TilePlan, first: int, stop: int) -> UInt8Array:
     """Tiles ``first`` to ``stop - 1`` of ``plan``, resampled, as one ``(n, size, size, 3)``
-    array, the same pixels as :func:`tile_pixels` gives one at a time: a new ``uint8`` array,
-    or written into ``out`` (``uint8`` or ``float32``, its first ``n`` tiles), which is
-    returned (its first ``n`` tiles).
+    array, the same pixels as :func:`tile_pixels` gives one at a time.
 
     Neighbouring tiles are read as one block and cut out of it (:func:`_blocks`): one call into
     the reader instead of one per tile, and each of the slide's own tiles (a TIFF's, which a
@@ -162,8 +148,7 @@ def read_tiles(
     as OpenSlide does).
     """
     side = plan.read_size
-    shape = (stop - first, plan.image_size, plan.image_size, 3)
-    out = np.empty(shape, dtype=np.uint8) if out is None else out[: stop - first]
+    out = np.empty((stop - first, plan.image_size, plan.image_size, 3), dtype=np.uint8)
     xs, ys = _level_corners(slide, plan, first, stop)
     together = float(slide.levels[plan.level].downsample).is_integer()
     for block in _blocks(xs, ys, side, together):
@@ -188,34 +173,23 @@ def _read_ahead(
     as_float: bool,
 ) -> Iterator[npt.NDArray[Any]]:
     """Yield the batches of tiles from ``start`` on, in order, each read by ``pool`` as a whole
-    (:func:`read_tiles`), at most ``depth`` batches ahead.
-
-    With ``as_float``, each batch is written as float32 straight into one of ``depth + 1``
-    arrays that are used in turn: a batch's array is written again only once the batch after it
-    has been asked for (``depth`` batches being read, and the one yielded before). A new 10 MB
-    array per batch cost more CPU time than the cast: the process's memory allocator hands
-    arrays that large back to the system, and each page written in a new one faults (0.5 to
-    1 CPU-ms per 224-px tile on top of 0.45 for reading it).
+    (:func:`read_tiles`; with ``as_float``, turned into float32 there too), at most ``depth``
+    batches ahead.
 
     A batch that cannot be read ends the stream and is kept in ``failures`` (``tf.data`` would
     turn the error into one of its own and lose its message).
     """
     pending: collections.deque[Future[npt.NDArray[Any]]] = collections.deque()
-    size = plan.image_size
-    buffers = [
-        np.empty((batch_size, size, size, 3), dtype=np.float32)
-        for _ in range(depth + 1 if as_float else 0)
-    ]
-    firsts = enumerate(range(start, len(plan), batch_size))
+    firsts = iter(range(start, len(plan), batch_size))
+    read = _read_float_tiles if as_float else read_tiles
     try:
         while True:
             while len(pending) < depth:
-                i, first = next(firsts, (0, None))
+                first = next(firsts, None)
                 if first is None:
                     break
                 stop = min(first + batch_size, len(plan))
-                out = buffers[i % len(buffers)] if buffers else None
-                pending.append(pool.submit(read_tiles, slide, plan, first, stop, out=out))
+                pending.append(pool.submit(read, slide, plan, first, stop))
             if not pending:
                 return
             yield pending.popleft().result()
@@ -224,6 +198,12 @@ def _read_ahead(
     finally:
         for future in pending:
             future.cancel()
+
+
+def _read_float_tiles(
+    slide: Slide, plan: TilePlan, first: int, stop: int
+) -> npt.NDArray[np.float32]:
+    return read_tiles(slide, plan, first, stop).astype(np.float32)
 
 
 def tile_batches(
@@ -243,10 +223,9 @@ def tile_batches(
     With ``dataset``, a ``tf.data`` dataset (what TensorFlow's runtime traces its step on): the
     worker threads read whole batches, so ``tf.data`` moves one array per batch, not one per
     tile, through its Python generator. Without it, a plain iterator of arrays (what ONNX
-    Runtime takes), written as float32 by the worker threads into arrays used in turn (a
-    batch's array is overwritten once the batch after next is asked for: use each batch before
-    asking for the next): ``tf.data``'s generator, copy and cast cost about half as much CPU
-    time again as reading the tiles, which a fast model no longer hides.
+    Runtime takes), turned into float32 by the worker threads: ``tf.data``'s generator, copy
+    and cast cost about half as much CPU time again as reading the tiles, which a fast model no
+    longer hides.
     """
     depth = workers + 1
     if not dataset:
