@@ -153,11 +153,12 @@ def glass_optical_density(thumbnail: UInt8Array, *, blur: float = 0.0) -> FloatA
 
 
 def _blurred(density: npt.NDArray[np.float32], blur: float) -> FloatArray:
+    """``density`` blurred by a Gaussian of ``blur`` pixels (none at 0), as float64."""
     import cv2
 
-    if blur > 0:
-        density = cv2.GaussianBlur(density, (0, 0), blur)
-    return np.asarray(density, dtype=np.float64)
+    if blur <= 0:
+        return np.asarray(density, dtype=np.float64)
+    return np.asarray(cv2.GaussianBlur(density, (0, 0), blur), dtype=np.float64)
 
 
 def _optical_density(thumbnail: UInt8Array) -> npt.NDArray[np.float32]:
@@ -186,7 +187,8 @@ def _glass(thumbnail: UInt8Array) -> npt.NDArray[np.float32]:
     glass = np.empty(3, dtype=np.float32)
     for channel in range(3):
         ends = np.cumsum(np.bincount(flat[:, channel], minlength=256))
-        # The values at sorted positions near - 1 and near + 2: the smallest v with ends[v] > i.
+        # The values at sorted positions near - 1 and near + 2 (a margin around the index
+        # numpy computes in floating point): the smallest v with ends[v] > position.
         low, high = np.searchsorted(ends, [max(near - 1, 0) + 1, min(near + 2, n - 1) + 1])
         if low == high:
             glass[channel] = low
