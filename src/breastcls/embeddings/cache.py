@@ -178,7 +178,9 @@ class CachedEmbedder:
         missing = [i for i, row in enumerate(found) if row is None]
         self.reused += len(keys) - len(missing)
         if missing:
-            fresh = self.extractor.embed(np.asarray(images)[missing]).astype(np.float16)
+            pixels = np.asarray(images)
+            todo = pixels if len(missing) == len(keys) else pixels[missing]
+            fresh = self.extractor.embed(todo).astype(np.float16)
             self.cache.add([keys[i] for i in missing], fresh)
             for i, row in zip(missing, fresh, strict=True):
                 found[i] = row
