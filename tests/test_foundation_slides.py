@@ -113,6 +113,8 @@ def test_the_tile_embeddings_are_the_extractor_s_in_tiles_csv_order(
     }  # fmt: skip
     assert result.summary["embeddings"] == summary["embeddings"]
     assert SlideFolder(folder).read_summary().embeddings["dimension"] == DIMENSION  # type: ignore[index,union-attr]
+    # Tiles are seen once: none goes into the user's embedding cache.
+    assert not list((tmp_path / "cache").glob("embeddings/*/shard-*.npz"))
 
 
 class _Killed(Exception):

@@ -218,6 +218,7 @@ def predict_slide(
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     scale = model_scale(inference, options.model_mpp)
     inference.calibration(options.tta)  # a TTA without calibration stops before the slide is read
+    inference = inference.without_embedding_cache()  # tiles are seen once: not worth storing
     if options.runtime is not None:
         inference = inference.with_runtime(
             options.runtime, batch_size=options.batch_size, verbose=options.verbose
