@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from breastcls.embeddings.extractor import FrozenExtractor, LoadedExtractor, ext
 from breastcls.errors import OutputError
 from breastcls.io import atomic_path, atomic_write_json, read_json_file
 
-__all__ = ["CachedEmbedder", "EmbeddingCache", "pixel_keys"]
+__all__ = ["CachedEmbedder", "EmbeddingCache", "FreshEmbedder", "pixel_keys"]
 
 FloatArray = npt.NDArray[np.float32]
 _INDEX = "index.json"
@@ -135,14 +136,12 @@ class CachedEmbedder:
     the extractor (opened only when one is needed) and kept.
 
     ``extractor``, when given, is the extractor already opened (else it is opened on first
-    use). With ``cached=False`` nothing is looked up or stored: whole-slide tiles are seen
-    once, and keeping hundreds of thousands of them per slide would grow the user's cache
-    (read whole by every later process) without end.
+    use).
 
     Attributes:
         spec: The extractor's options.
         sha256: Its file's SHA-256.
-        cache: Its cache folder (``None`` when not cached).
+        cache: Its cache folder.
         computed: Images the extractor embedded so far.
         reused: Images found in the cache so far.
     """
@@ -154,13 +153,12 @@ class CachedEmbedder:
         sha256: str | None = None,
         root: Path | None = None,
         extractor: LoadedExtractor | None = None,
-        cached: bool = True,
     ) -> None:
         from breastcls.inference.runtime import model_sha256
 
         self.spec = spec
         self.sha256 = sha256 if sha256 is not None else model_sha256(spec.path)
-        self.cache = EmbeddingCache.open(spec, self.sha256, root) if cached else None
+        self.cache = EmbeddingCache.open(spec, self.sha256, root)
         self._extractor = extractor
         self.computed = 0
         self.reused = 0
@@ -176,9 +174,6 @@ class CachedEmbedder:
         """The ``(n, d)`` embeddings of ``(n, size, size, 3)`` 0-255 images, float16 values as
         float32 whether they come from the cache or the extractor; with ``flush`` the new ones
         are written as a shard at once."""
-        if self.cache is None:
-            self.computed += len(images)
-            return self.extractor.embed(np.asarray(images)).astype(np.float16).astype(np.float32)
         keys = pixel_keys(images)
         found = self.cache.lookup(keys)
         missing = [i for i, row in enumerate(found) if row is None]
@@ -195,6 +190,35 @@ class CachedEmbedder:
             self.cache.flush()
         return np.stack([row for row in found if row is not None]).astype(np.float32)
 
-    def uncached(self) -> CachedEmbedder:
+    def uncached(self) -> FreshEmbedder:
         """The same extractor (opened here once, then shared) with no cache."""
-        return CachedEmbedder(self.spec, sha256=self.sha256, extractor=self.extractor, cached=False)
+        return FreshEmbedder(spec=self.spec, sha256=self.sha256, extractor=self.extractor)
+
+
+@dataclass(slots=True, kw_only=True)
+class FreshEmbedder:
+    """Embeddings computed afresh by the extractor, nothing looked up or stored: for images
+    seen once, as whole-slide tiles (hundreds of thousands per slide would grow the user's
+    cache, which every later process reads whole, without end). Rounded to float16 as the
+    cache stores them, so a probe sees the same values either way.
+
+    Attributes:
+        spec: The extractor's options.
+        sha256: Its file's SHA-256.
+        extractor: The opened extractor.
+        computed: Images embedded so far.
+    """
+
+    spec: FrozenExtractor
+    sha256: str
+    extractor: LoadedExtractor
+    computed: int = 0
+
+    def embeddings(self, images: npt.NDArray[Any], *, flush: bool = True) -> FloatArray:
+        """As :meth:`CachedEmbedder.embeddings` (``flush`` has nothing to write)."""
+        self.computed += len(images)
+        return self.extractor.embed(np.asarray(images)).astype(np.float16).astype(np.float32)
+
+    def uncached(self) -> FreshEmbedder:
+        """Itself: already uncached."""
+        return self

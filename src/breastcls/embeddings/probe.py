@@ -297,7 +297,7 @@ def fit_probe_run(
         run_dir / "probe.json",
         {**fit.choice, "chosen_on": "selection set", "embeddings": {
             "computed": embedder.computed, "from_cache": embedder.reused,
-            "cache": str(embedder.cache.folder) if embedder.cache is not None else None,
+            "cache": str(embedder.cache.folder),
         }},
     )  # fmt: skip
     _write_probe_record(run_dir, config, class_names, embedder, train[0].shape[1])

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from breastcls.embeddings.cache import CachedEmbedder
+from breastcls.embeddings.cache import CachedEmbedder, FreshEmbedder
 from breastcls.inference.runtime import RuntimeOutput
 from breastcls.interfaces import TTA
 
@@ -32,12 +32,12 @@ class ProbeRuntime:
     """A frozen extractor (through its cache) and the Keras probe fitted on its embeddings.
 
     Attributes:
-        embedder: The extractor behind its cache.
+        embedder: The extractor behind its cache (none for images seen once, as slide tiles).
         probe: The probe: a Keras model from ``(n, d)`` embeddings to probabilities.
         reason: Why it runs here (the extractor's kind decides).
     """
 
-    embedder: CachedEmbedder
+    embedder: CachedEmbedder | FreshEmbedder
     probe: Any
     reason: str = "a frozen extractor with a probe (embeddings cached)"
 
