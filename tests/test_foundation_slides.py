@@ -68,6 +68,7 @@ def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _predict(run: Path, slide: Path, out: Path, **settings: object) -> breastcls.SlideResult:
+    settings = {"tile_embeddings": True, **settings}
     return predict_slide(
         run, slide, model_mpp=MODEL_MPP, out=out, batch_size=2, chunk_batches=1, **settings
     )
@@ -163,3 +164,12 @@ def test_a_folder_begun_without_embeddings_is_classified_again(
     assert seen[0] == 2  # from the first tile: the committed ones had no embeddings
     with np.load(folder / "embeddings.npz") as stored:
         assert stored["embeddings"].shape == (len(CELLS), DIMENSION)
+
+
+def test_tile_embeddings_are_written_only_when_asked(
+    probe_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    result = _predict(probe_run, slide_file, tmp_path / "slide", tile_embeddings=False)
+    names = {p.name for p in (tmp_path / "slide").iterdir()}
+    assert "tiles.csv" in names and not {"embeddings.npz", "embeddings.partial"} & names
+    assert "embeddings" not in result.summary

@@ -181,8 +181,9 @@ def test_a_probe_on_an_onnx_extractor_refuses_savedmodel_and_tflite_in_one_line(
 
 
 def test_slide_predict_with_the_onnx_export_of_a_probe(tmp_path: Path, breakhis_dev: Path) -> None:
-    """The one-graph export classifies a slide's tiles as the run does; it writes no tile
-    embeddings (the graph gives probabilities only), where the run does."""
+    """The one-graph export classifies a slide's tiles as the run does; asked for tile
+    embeddings it is refused in one line (the graph gives probabilities only), where the run
+    writes them."""
     from breastcls.slides.job import predict_slide
     from breastcls.testing.slides import write_mosaic_slide
 
@@ -199,7 +200,11 @@ def test_slide_predict_with_the_onnx_export_of_a_probe(tmp_path: Path, breakhis_
     tiles = {}
     for name, source in (("run", run), ("export", export)):
         out = tmp_path / f"slides-{name}"
-        predict_slide(source, slide, model_mpp=224 * 0.5 / SIZE, out=out, batch_size=4)
+        settings = {"model_mpp": 224 * 0.5 / SIZE, "batch_size": 4}
+        if name == "export":
+            with pytest.raises(ConfigError, match="exported as one model, which gives prob"):
+                predict_slide(source, slide, out=out, tile_embeddings=True, **settings)
+        predict_slide(source, slide, out=out, tile_embeddings=name == "run", **settings)
         (folder,) = [p.parent for p in out.rglob("tiles.csv")]
         tiles[name] = (folder / "tiles.csv").read_text().splitlines()
         assert (folder / "embeddings.npz").is_file() == (name == "run")

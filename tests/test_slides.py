@@ -765,3 +765,18 @@ def test_the_cli_refuses_a_bad_roi_and_an_unknown_detector_in_one_line(
     assert unknown.exit_code == 2
     assert "otsu" in unknown.output and "optical-density" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_tile_embeddings_of_a_cnn_run_are_refused_before_a_slide_is_read(
+    slide_run: Path, slide_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["slide", "predict", str(slide_run), str(slide_file), "--out", str(out),
+              "--model-mpp", str(MODEL_MPP), "--tile-embeddings"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert re.search(r"--tile-embeddings: .* has no frozen extractor \(its backbone: smallcnn\)",
+                     " ".join(result.output.split())), result.output  # fmt: skip
+    assert "Traceback" not in result.output
+    assert not list(out.rglob("tiles*.csv"))

@@ -129,6 +129,14 @@ def slide_predict_command(
             "used instead of the tissue detector (a manifest's tissue_mask wins).",
         ),
     ] = None,
+    tile_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--tile-embeddings",
+            help="Also write each slide's tile embeddings (embeddings.npz, float16, one row per "
+            "tiles.csv row) for slide-level models; a probe run on a frozen extractor only.",
+        ),
+    ] = False,
     progress_every: Annotated[
         int,
         typer.Option(
@@ -148,7 +156,7 @@ def slide_predict_command(
         model_mpp=model_mpp, mpp=mpp, force_mpp=force_mpp, overlap=overlap,
         min_tissue=min_tissue, tta=tta, batch_size=batch_size, workers=workers, top_k=top_k,
         reader=reader, runtime=runtime, verbose=1, tissue_detector=tissue_detector, roi=roi,
-        tissue_mask=tissue_mask,
+        tissue_mask=tissue_mask, tile_embeddings=tile_embeddings,
     )  # fmt: skip
     shard_k_n = parse_shard(shard) if shard is not None else None
     inputs: list[Path | SlideJob] = list(slides or [])

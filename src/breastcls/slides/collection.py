@@ -28,6 +28,7 @@ from breastcls.plugins.host import PluginHost, ensure_host
 from breastcls.progress import reporting_prefixed
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import writers_in_turn
+from breastcls.slides.embeddings import check_tile_embeddings
 from breastcls.slides.job import predict_slide
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.scale import model_scale
@@ -341,8 +342,8 @@ def _load_for_slides(
     that need no model are checked.
 
     Raises:
-        ConfigError: An unknown TTA, reader or runtime, a batch too large for memory, or no
-            scale for the model.
+        ConfigError: An unknown TTA, reader or runtime, a batch too large for memory, no
+            scale for the model, or tile embeddings of a model that has none.
     """
     host.tta.info(options.tta)  # before the model loads
     host.tissue_detectors.info(options.tissue_detector)
@@ -352,6 +353,7 @@ def _load_for_slides(
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     check_inference_batch(options.batch_size, inference.image_size, what="slide predict")
     model_scale(inference, options.model_mpp)  # once, before any slide
+    check_tile_embeddings(inference, options.tile_embeddings)
     inference.calibration(options.tta)
     # Once too: `auto` may measure, and an ONNX Runtime session serves every slide.
     return inference.with_runtime(runtime, batch_size=options.batch_size, verbose=options.verbose)

@@ -1,11 +1,12 @@
 """A slide's tile embeddings: the frozen extractor's embedding of every tissue tile, for
 slide-level models (attention-based multiple-instance learning and the like).
 
-A model whose backbone is a frozen extractor (a foundation model with a probe,
-:mod:`breastcls.embeddings`) writes ``embeddings.npz`` beside ``tiles.csv``: ``embeddings``, a
-``(tiles, dimension)`` float16 array with one row per row of ``tiles.csv``, in its order, and
-``column`` and ``row``, the tile's grid cell as ``tiles.csv`` gives it. A model that is not
-such a probe writes none.
+Asked for (``tile_embeddings``, ``--tile-embeddings``: a 100,000-tile slide and a 1,024-wide
+embedding make 200 MB), a model whose backbone is a frozen extractor (a foundation model with
+a probe, :mod:`breastcls.embeddings`) writes ``embeddings.npz`` beside ``tiles.csv``:
+``embeddings``, a ``(tiles, dimension)`` float16 array with one row per row of ``tiles.csv``,
+in its order, and ``column`` and ``row``, the tile's grid cell as ``tiles.csv`` gives it. Any
+other model is refused before a slide is read.
 
 Like the tile rows (:mod:`breastcls.slides.tilewriter`), the embeddings are kept chunk by chunk:
 each chunk is written whole to ``embeddings.partial/`` before its tile rows are committed, so a
@@ -23,15 +24,38 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from breastcls.errors import OutputError
+from breastcls.errors import ConfigError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.io import atomic_path
 from breastcls.runs.folder import SlideFolder
 from breastcls.slides.tiling import TilePlan
 
-__all__ = ["TileEmbeddings"]
+__all__ = ["TileEmbeddings", "check_tile_embeddings"]
 
 _CHUNK = "tiles-{first:09d}.npy"
+
+
+def check_tile_embeddings(model: InferenceModel, wanted: bool) -> None:
+    """Refuse tile embeddings of a model that has no extractor embeddings to give.
+
+    Raises:
+        ConfigError: ``wanted`` and ``model`` is not a probe on a frozen extractor, or is one
+            exported as one ONNX graph (which gives probabilities only).
+    """
+    from breastcls.embeddings.runtime import ProbeRuntime
+
+    if not wanted or isinstance(model.runtime, ProbeRuntime):
+        return
+    why = (
+        "is exported as one model, which gives probabilities only: use the run folder or its "
+        "keras export"
+        if model.record.extractor is not None
+        else f"has no frozen extractor (its backbone: {model.record.backbone or 'not recorded'})"
+    )
+    raise ConfigError(
+        f"--tile-embeddings: {model.source} {why}. Tile embeddings come from a probe on a "
+        "frozen extractor (docs: Foundation models); leave the option out for this model."
+    )
 
 
 class TileEmbeddings:

@@ -34,7 +34,7 @@ from breastcls.progress import active_reporter
 from breastcls.records import SlideJobRecord, SlideSummaryRecord
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
-from breastcls.slides.embeddings import TileEmbeddings
+from breastcls.slides.embeddings import TileEmbeddings, check_tile_embeddings
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.outputs import (
     TileTable,
@@ -219,6 +219,7 @@ def predict_slide(
     scale = model_scale(inference, options.model_mpp)
     inference.calibration(options.tta)  # a TTA without calibration stops before the slide is read
     inference = inference.without_embedding_cache()  # tiles are seen once: not worth storing
+    check_tile_embeddings(inference, options.tile_embeddings)
     if options.runtime is not None:
         inference = inference.with_runtime(
             options.runtime, batch_size=options.batch_size, verbose=options.verbose
@@ -322,7 +323,7 @@ def _predict_open_slide(
         if folder is not None:
             write_rgb_png(folder.thumbnail, thumbnail.pixels)
             write_mask_png(folder.tissue_mask, mask)
-        embeddings = TileEmbeddings.of(model, folder)
+        embeddings = TileEmbeddings.of(model, folder) if options.tile_embeddings else None
         table = _classify(
             model, slide, plan, options, folder=folder, host=host, on_chunk=on_chunk,
             embeddings=embeddings,

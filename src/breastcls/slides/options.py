@@ -56,6 +56,8 @@ class SlideJobOptions:
             (:func:`~breastcls.inference.runtime.choose_runtime`); ``None``: the runtime of the
             model as loaded (TensorFlow for a path; an :class:`~breastcls.InferenceModel` keeps
             the one chosen for it, to share it across slides).
+        tile_embeddings: Write each slide's tile embeddings (``embeddings.npz``) too; only for
+            a probe on a frozen extractor (:mod:`breastcls.slides.embeddings`).
         verbose: 1 reports progress to the active :mod:`breastcls.progress` reporter.
 
     Raises:
@@ -79,6 +81,7 @@ class SlideJobOptions:
     roi: Path | None = None
     tissue_mask: Path | None = None
     runtime: str | None = None
+    tile_embeddings: bool = False
     verbose: int = 0
 
     def __post_init__(self) -> None:
