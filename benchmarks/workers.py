@@ -826,8 +826,8 @@ def task_slide_rss(slide: str, model: str, size: int, batch: int) -> dict[str, A
 
     with tempfile.TemporaryDirectory() as folder:
         result = predict_slide(
-            Path(model) / "model.keras", Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size, batch_size=batch,
-            out=Path(folder) / "slide",
+            Path(model) / "model.keras", Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size,
+            batch_size=batch, out=Path(folder) / "slide",
         )  # fmt: skip
     return {"tiles": len(result.tiles), "peak_rss": _peak_rss()}
 
