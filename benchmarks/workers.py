@@ -695,8 +695,11 @@ def task_slide(
     the ``check`` images (:data:`SLIDE_IMAGE_ROLES`), used neither to train nor to calibrate.
     """
     from breastcls import InferenceModel, predict_slide
-    from breastcls.inference.runtime import cached_runtime_record
+    from breastcls.inference.runtime import CACHE_VARIABLE, cached_runtime_record
 
+    # The ONNX conversions and the int8 copy of a model trained for this run go into the run's
+    # model folder, removed with it, rather than the user's cache.
+    os.environ[CACHE_VARIABLE] = str(Path(model) / "cache")
     model_mpp = SLIDE_CELL * SLIDE_MPP / size
     loaded = InferenceModel.load(Path(model) / "model.keras")
     warm = predict_slide(loaded, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime="auto")
