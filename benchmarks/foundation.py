@@ -15,7 +15,11 @@ are ``n``.
   time over the cached one; the reports, identical in both, are left out.
 * ``embed_vs_model``: images/s of the embedding pipeline into an empty cache (decoding from
   the files, resizing, hashing, the extractor, the float16 shards) over the extractor alone on
-  the same images already decoded and resized in memory, both in CPU time.
+  the same images already decoded and resized in memory, both in CPU time, each the least of 3
+  measurements taken in turn.
+
+``python -m benchmarks.foundation`` measures ``embed_vs_model`` alone (:func:`main`), with
+MobileNetV3Small or, nearer a foundation model's cost, ResNet50.
 """
 
 from __future__ import annotations
@@ -30,15 +34,24 @@ import numpy as np
 __all__ = ["task_foundation"]
 
 
-def _extractor(folder: Path, size: int) -> Path:
+def _extractor(folder: Path, size: int, network: str = "mobilenetv3small") -> Path:
+    """A random-weight Keras application saved as a pooled ``.keras`` feature extractor:
+    MobileNetV3Small (the benchmark's), or ResNet50 (about 70 times its arithmetic per image,
+    nearer a foundation model's: a ViT-B/16 is about 300 times)."""
     import keras
 
-    network = keras.applications.MobileNetV3Small(
-        include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg",
-        include_preprocessing=False,
-    )  # fmt: skip
+    shape = (size, size, 3)
+    if network == "resnet50":
+        model = keras.applications.ResNet50(
+            include_top=False, weights=None, input_shape=shape, pooling="avg"
+        )
+    else:
+        model = keras.applications.MobileNetV3Small(
+            include_top=False, weights=None, input_shape=shape, pooling="avg",
+            include_preprocessing=False,
+        )  # fmt: skip
     path = folder / "extractor.keras"
-    network.save(path)
+    model.save(path)
     return path
 
 
@@ -106,8 +119,12 @@ def _fine_tuned_cv(
     return time.process_time() - start
 
 
-def _embedding_rates(spec: Any, samples: list[Any], info: Any) -> dict[str, float]:
-    """CPU seconds per image of the embedding pipeline (empty cache) and the extractor alone."""
+def _embedding_rates(
+    spec: Any, samples: list[Any], info: Any, repeats: int = 3
+) -> dict[str, float]:
+    """CPU seconds per image of the embedding pipeline (empty cache) and the extractor alone,
+    each the least of ``repeats`` measurements taken in turn: other jobs on the shared cores
+    inflate a CPU time (caches, hyperthreads) by 10-20% now and then, never deflate it."""
     from breastcls.data.pipeline import make_dataset
     from breastcls.embeddings.cache import CachedEmbedder
     from breastcls.embeddings.probe import embed_samples
@@ -119,17 +136,19 @@ def _embedding_rates(spec: Any, samples: list[Any], info: Any) -> dict[str, floa
             image_info=info)]
     )  # fmt: skip
     extractor.embed(resized[:16])  # traces the model's call once, for both
-    start = time.process_time()
-    for first in range(0, len(resized), 16):
-        extractor.embed(resized[first : first + 16])
-    alone = (time.process_time() - start) / len(resized)
-    with tempfile.TemporaryDirectory() as empty:
-        embedder = CachedEmbedder(spec, root=Path(empty), extractor=extractor)
+    alone, pipeline = [], []
+    for _ in range(repeats):
         start = time.process_time()
-        embed_samples(embedder, samples, image_size=spec.input_size, batch_size=16,
-                      image_info=info)  # fmt: skip
-        pipeline = (time.process_time() - start) / len(samples)
-    return {"extractor_cpu_s_per_image": alone, "pipeline_cpu_s_per_image": pipeline}
+        for first in range(0, len(resized), 16):
+            extractor.embed(resized[first : first + 16])
+        alone.append((time.process_time() - start) / len(resized))
+        with tempfile.TemporaryDirectory() as empty:
+            embedder = CachedEmbedder(spec, root=Path(empty), extractor=extractor)
+            start = time.process_time()
+            embed_samples(embedder, samples, image_size=spec.input_size, batch_size=16,
+                          image_info=info)  # fmt: skip
+            pipeline.append((time.process_time() - start) / len(samples))
+    return {"extractor_cpu_s_per_image": min(alone), "pipeline_cpu_s_per_image": min(pipeline)}
 
 
 def task_foundation(n: int, size: int, folds: int, epochs: int) -> dict[str, Any]:
@@ -158,3 +177,53 @@ def task_foundation(n: int, size: int, folds: int, epochs: int) -> dict[str, Any
         "n": n, "size": size, "folds": folds, "epochs": epochs,
         "cached_cv_cpu_s": cached, "fine_tuned_cv_cpu_s": fine_tuned, **rates,
     }  # fmt: skip
+
+
+def task_embed_rates(n: int, size: int, network: str = "mobilenetv3small") -> dict[str, Any]:
+    """``embed_vs_model`` alone (see the module): its two CPU times per image, without the
+    cross-validations."""
+    import os
+
+    from benchmarks.workers import DATA
+    from breastcls import DataConfig, load_dataset
+    from breastcls.data.images import scan_samples
+    from breastcls.embeddings.extractor import FrozenExtractor
+
+    base = sorted(load_dataset(DataConfig(path=DATA)).samples, key=lambda s: str(s.path))
+    order = np.random.default_rng(0).permutation(len(base))
+    samples = [base[order[i % len(base)]] for i in range(n)]
+    info, _ = scan_samples(samples)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["BREASTCLS_CACHE_DIR"] = str(Path(folder) / "cache")
+        path = _extractor(Path(folder), size, network)
+        spec = FrozenExtractor(kind="keras", file=str(path), input_size=size)
+        return {"n": n, "size": size, "network": network, **_embedding_rates(spec, samples, info)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.foundation [--n N] [--size PX] [--rounds R] [--network NAME]``:
+    measure ``embed_vs_model`` alone, ``rounds`` times, and print each round's figures."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="embed_vs_model alone, in CPU time")
+    parser.add_argument("--n", type=int, default=96, help="images (default 96)")
+    parser.add_argument("--size", type=int, default=224, help="the extractor's side in px")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument(
+        "--network", choices=["mobilenetv3small", "resnet50"], default="mobilenetv3small",
+        help="the extractor (random weights; default: the full benchmark's, mobilenetv3small)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    for round_number in range(1, args.rounds + 1):
+        found = task_embed_rates(args.n, args.size, args.network)
+        alone, pipeline = found["extractor_cpu_s_per_image"], found["pipeline_cpu_s_per_image"]
+        print(
+            f"round {round_number}: {args.network}, {args.n} images at {args.size} px: "
+            f"extractor alone {1000 * alone:.1f} CPU ms per image, pipeline {1000 * pipeline:.1f}: "
+            f"embed_vs_model = {alone / pipeline:.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -36,12 +38,27 @@ def test_blocks_are_filled_between_their_markers() -> None:
     assert script.fill(page, {"train": "x\n"})[1] == ["train-time"]
 
 
-def test_the_check_ignores_timings_but_not_figures() -> None:
+@pytest.mark.parametrize(
+    ("line", "slower", "changed"),
+    [
+        (
+            "epoch 1/3: loss 0.7930, accuracy 0.6065 (32s)\nThe run took 138 s on 2 CPU cores.",
+            "epoch 1/3: loss 0.7930, accuracy 0.6065 (41s)\nThe run took 201 s on 4 CPU cores.",
+            "epoch 1/3: loss 0.7930, accuracy 0.6129 (32s)\nThe run took 138 s on 2 CPU cores.",
+        ),
+        (
+            "slide 1 of 1: tiles of a.tif: 2000/8000 tiles, 41.5 tiles/s, ETA 0:02:24 (3 s)",
+            "slide 1 of 1: tiles of a.tif: 2000/8000 tiles, 55.0 tiles/s, ETA 0:01:49 (2 s)",
+            "slide 1 of 1: tiles of a.tif: 2000/9000 tiles, 41.5 tiles/s, ETA 0:02:24 (3 s)",
+        ),
+    ],
+)
+def test_the_check_ignores_timings_rates_and_etas_but_not_figures(
+    line: str, slower: str, changed: str
+) -> None:
     script = _script()
-    line = "epoch 1/3: loss 0.7930, accuracy 0.6065 (32s)\nThe run took 138 s on 2 CPU cores."
-    slower = line.replace("32s", "41s").replace("138", "201").replace("2 CPU", "4 CPU")
     assert script.masked(line) == script.masked(slower)
-    assert script.masked(line) != script.masked(line.replace("0.6065", "0.6129"))
+    assert script.masked(line) != script.masked(changed)
 
 
 def test_every_marked_block_in_the_docs_has_a_name_the_script_makes() -> None:
@@ -54,3 +71,26 @@ def test_every_marked_block_in_the_docs_has_a_name_the_script_makes() -> None:
     assert {"demo", "train", "evaluate", "run-folder", "train-time"} <= names
     made = set(re.findall(r'"([\w-]+)": ', (REPO / "docs/scripts/docs_output.py").read_text()))
     assert names <= made
+
+
+def _block(page: str, name: str) -> str:
+    text = (REPO / "docs" / page).read_text(encoding="utf-8")
+    found = [m["body"] for m in _script().BLOCK.finditer(text) if m["name"] == name]
+    assert len(found) == 1, f"docs/{page} has {len(found)} blocks named {name}"
+    return str(found[0])
+
+
+def test_the_slide_page_shows_the_slide_job_the_script_runs() -> None:
+    script = _script()
+    shown = _block("slides.md", "slide")
+    # The commands as the script runs them now, on the run the training page shows.
+    assert shown.startswith(f"```text\n$ {script._command_line(script.SLIDE_PREDICT)}\n")
+    assert f"\n$ {script._command_line(script.SLIDE_SUMMARY)}\n" in shown
+    assert script.SLIDE_PREDICT[2] == script.EVALUATE[1] == "runs/dev-run"
+    assert re.search(r"^1 of 1 slides -> slide-results/summary\.csv$", shown, re.M)
+    assert re.search(r"^test-mosaic: 8 tissue tiles, ", shown, re.M)
+    assert re.match(r"It took \d+ s on \d+ CPU cores", _block("slides.md", "slide-time"))
+    # Every file of the slide folder, each with what it holds.
+    listed = _block("slides.md", "slide-folder").splitlines()[3:-1]
+    names = [line.split()[0] for line in listed if line.startswith("    ")]
+    assert names == sorted(script.SLIDE_FILES) and "tiles.csv" in names

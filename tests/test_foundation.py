@@ -67,6 +67,26 @@ def test_cached_embeddings_equal_fresh_ones_to_float16_precision(
     assert stored.dtype == np.float16
 
 
+def test_a_keras_extractor_runs_compiled_and_gives_the_model_s_embeddings(
+    models: dict[str, Path],
+) -> None:
+    import keras
+
+    mean, std = (0.6, 0.5, 0.4), (0.2, 0.25, 0.3)
+    spec = FrozenExtractor(
+        kind="keras", file=str(models["keras"]), input_size=SIZE, mean=mean, std=std
+    )
+    extractor = spec.load()
+    network = keras.saving.load_model(models["keras"])
+    for n in (5, 2):  # a whole batch, then a smaller last one (the same compiled step)
+        images = _images(n, seed=n)
+        normalised = (images / 255.0 - np.array(mean)) / np.array(std)
+        eager = np.asarray(network(normalised.astype(np.float32), training=False))
+        found = extractor.embed(images)
+        assert found.shape == (n, 16) and found.dtype == np.float32
+        np.testing.assert_allclose(found, eager, rtol=1e-5, atol=1e-5)
+
+
 def test_a_changed_preprocessing_is_another_cache(models: dict[str, Path]) -> None:
     spec = FrozenExtractor(kind="onnx", file=str(models["onnx"]), input_size=SIZE)
     other = dataclasses.replace(spec, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -122,8 +122,8 @@ def test_the_exported_model_gives_the_runs_calibrated_probabilities(
     runs: Runs, tmp_path: Path
 ) -> None:
     fold = runs.first.folds[0].run_dir
-    with pytest.raises(ConfigError, match="it exports as --format keras"):
-        export_model(fold, format="onnx", out_dir=tmp_path / "onnx")
+    with pytest.raises(ConfigError, match="no ONNX-to-TensorFlow converter is installed"):
+        export_model(fold, format="savedmodel", out_dir=tmp_path / "savedmodel")
     result = export_model(fold, format="keras", out_dir=tmp_path / "moved" / "export")
     moved = tmp_path / "elsewhere"
     result.out_dir.rename(moved)  # the export names its extractor relative to its folder
@@ -137,6 +137,24 @@ def test_the_exported_model_gives_the_runs_calibrated_probabilities(
     np.testing.assert_allclose(
         exported.score_files(samples).calibrated, written, rtol=0, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_the_onnx_export_gives_the_runs_calibrated_probabilities(
+    runs: Runs, which: str, tmp_path: Path
+) -> None:
+    fold = getattr(runs, which).folds[2].run_dir
+    result = export_model(fold, format="onnx", out_dir=tmp_path / "first" / "onnx")
+    moved = tmp_path / "elsewhere"
+    result.out_dir.rename(moved)  # one graph: the extractor and the probe
+    written, samples = _written_and_tested(fold)
+    exported = InferenceModel.load(moved)
+    assert exported.runtime.name == "onnx" and exported.record.extractor is not None
+    before = extractor_calls()
+    calibrated = exported.score_files(samples).calibrated
+    assert extractor_calls() == before
+    assert np.max(np.abs(calibrated - written)) <= 1e-5  # predictions.csv's figures
+    assert exported.record.calibrations["none"].temperature is not None
 
 
 def test_grad_cam_is_not_available_for_a_probe_in_one_line(runs: Runs, tmp_path: Path) -> None:

@@ -231,11 +231,13 @@ def test_the_slide_folder_holds_every_output(predicted: breastcls.SlideResult) -
     assert {"tiles.csv", "heatmap.png", "tiles.geojson", "tissue_mask.png", "summary.json",
             "slide.json", "thumbnail.png", "report.html"} <= names  # fmt: skip
     assert not {"tiles.partial.csv", "progress.json", ".breastcls-lock.json"} & names
+    assert not {"embeddings.npz", "embeddings.partial"} & names  # a CNN: no frozen extractor
     with Image.open(folder / "heatmap.png") as heatmap:
         assert heatmap.size[0] > 300
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["positive"] == "malignant"
     assert summary["tiles"]["classified"] == len(predicted.tiles)
+    assert "embeddings" not in summary
     assert set(summary["fraction_positive"]) == set(summary["thresholds"])
     assert 0.0 <= summary["top_k_mean_score"] <= 1.0
     with open(folder / "tiles.csv", newline="") as handle:

@@ -1,15 +1,18 @@
 """``breastcls.train`` in Python speaks like ``breastcls train``: the start summary and one line
-per epoch on stderr, no Keras progress bar, nothing with ``quiet=True``; ``help(breastcls)`` is
-a short overview."""
+per epoch on stderr, no Keras progress bar, nothing with ``quiet=True``; a learning-rate drop in
+breastcls's words, not Keras'; ``help(breastcls)`` is a short overview."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from _runs import run_watched
+import pytest
+
+from _runs import read_history, run_cli, run_watched, tiny_train_options
 from conftest import copy_patients
 
 # Two runs in one process (TensorFlow starts once): as the API speaks by default, then quiet,
@@ -85,3 +88,32 @@ def test_help_on_the_package_is_a_short_overview() -> None:
 
     for name in breastcls.__all__:
         assert getattr(breastcls, name) is not None, name
+
+
+def test_a_learning_rate_drop_is_said_in_breastcls_words_after_its_epoch(
+    tmp_path: Path, small_breakhis: Path
+) -> None:
+    log = tmp_path / "train.log"
+    args = [
+        "train", "--data", str(small_breakhis), *tiny_train_options(3),
+        "--trainer-option", "lr_patience=1", "--out", str(tmp_path / "runs"), "--name", "drops",
+    ]  # fmt: skip
+    code = run_cli(args, log)
+    output = log.read_text(encoding="utf-8")
+    assert code == 0, output[-3000:]
+    assert "ReduceLROnPlateau" not in output and "reducing learning rate" not in output
+    # The rate each epoch trained with, then the one the schedule left after the last.
+    run = tmp_path / "runs" / "drops"
+    rates = [row["learning_rate"] for row in read_history(run)]
+    state = json.loads((run / "train_state.json").read_text(encoding="utf-8"))
+    rates.append(state["trainer"]["reduce_lr_on_plateau"]["learning_rate"])
+    dropped_after = [epoch for epoch in range(1, 4) if rates[epoch] < rates[epoch - 1]]
+    assert dropped_after, f"no drop in 3 epochs with lr_patience=1: {rates}"
+    lines = output.splitlines()
+    said = [i for i, line in enumerate(lines) if line.startswith("learning rate ")]
+    assert [lines[i - 1].split(":")[0] for i in said] == [f"epoch {e}/3" for e in dropped_after]
+    # tiny_train_options' 3e-3, times the keras trainer's lr_factor of 0.2.
+    assert lines[said[0]] == (
+        "learning rate 3e-03 → 6e-04 (no better selection accuracy for 1 epoch)"
+    )
+    assert rates[dropped_after[0]] == pytest.approx(6e-4)

@@ -4,11 +4,13 @@
     python docs/scripts/docs_output.py --check    # run, fail if a committed block differs
 
 ``breastcls train --demo``, one small run on the development images (the ``smallcnn``
-backbone, 64-pixel images, 3 epochs), then an evaluation of its test set: about 80 s of CPU
-time in all (4 to 6 minutes of wall-clock time on a busy 2-core machine, mostly TensorFlow
-starting three times). The commands run in a scratch folder laid out like a clone beside
-``../shared``, so every path they print is the relative one a reader types. Each output goes
-into the docs pages between marker comments::
+backbone, 64-pixel images, 3 epochs), an evaluation of its test set, then ``breastcls slide
+predict`` with that run over a small synthetic slide made of its test images, and ``breastcls
+slide summary``: about 85 s of CPU time in all (the slide job about 13 s of it; 3 to 6 minutes
+of wall-clock time on a busy 2-core machine, mostly TensorFlow starting four times). The
+commands run in a scratch folder laid out like a clone beside ``../shared``, so every path they
+print is the relative one a reader types. Each output goes into the docs pages between marker
+comments::
 
     <!-- docs-output:NAME -->
     ...replaced...
@@ -40,12 +42,23 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("BREASTCLS_SHARED_DATA", REPO.parent / "shared/data/breakhis-dev"))
 PAGES = ("getting-started.md", "training.md", "evaluation.md", "slides.md")
 RUN = "dev-run"
+IMAGE_SIZE = 64
 TRAIN = [
     "train", "--data", "../shared/data/breakhis-dev", "--backbone", "smallcnn",
-    "--weights", "none", "--image-size", "64", "--epochs", "3", "--seed", "5",
+    "--weights", "none", "--image-size", str(IMAGE_SIZE), "--epochs", "3", "--seed", "5",
     "--deterministic", "--out", "runs", "--name", RUN,
 ]  # fmt: skip
 EVALUATE = ["evaluate", f"runs/{RUN}"]
+SLIDE_CELL, SLIDE_MPP = 224, 0.5
+# The run's training images come at several magnifications, so it records no scale: the model
+# pixel is one cell's width in microns divided by the input size, so that a tile is a cell.
+SLIDE_MODEL_MPP = SLIDE_CELL * SLIDE_MPP / IMAGE_SIZE
+SLIDE = "slides/test-mosaic.tif"
+SLIDE_PREDICT = [
+    "slide", "predict", f"runs/{RUN}", SLIDE,
+    "--model-mpp", f"{SLIDE_MODEL_MPP:g}", "--out", "slide-results",
+]  # fmt: skip
+SLIDE_SUMMARY = ["slide", "summary", "slide-results"]
 DEMO = ["train", "--demo", "--deterministic", "--out", "runs", "--name", "demo"]
 FIGURES = (
     "samples.png",
@@ -60,8 +73,10 @@ FIGURES = (
 BLOCK = re.compile(
     r"(<!-- docs-output:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /docs-output -->)", re.S
 )
-# What changes from one run to the next: seconds, rates per second, the machine's cores.
-VOLATILE = re.compile(r"\d+(?:\.\d+)?(?= ?s\b| ?min\b| images/s| CPU cores)")
+# What changes from one run to the next: seconds, rates per second, ETAs, the machine's cores.
+VOLATILE = re.compile(
+    r"\d+(?:\.\d+)?(?= ?s\b| ?min\b| (?:images|tiles)/s| CPU cores)|(?<=ETA )\d+:\d\d:\d\d"
+)
 
 
 def _command_line(args: Sequence[str]) -> str:
@@ -144,6 +159,56 @@ def _listing(folder: Path) -> str:
     return "\n".join([f"runs/{folder.name}/", *lines])
 
 
+SLIDE_FILES = {
+    "heatmap.png": "the thumbnail and the tile scores beside it",
+    "heatmap.tif": "the heat map at the slide's level-0 size, for QuPath, ASAP or OpenSlide",
+    "report.html": "the slide's summary as a page",
+    "slide.json": "the slide, the model, the options and the tile grid",
+    "summary.json": "counts, the fraction called positive at each threshold, top-k mean",
+    "thumbnail.png": "the slide's thumbnail",
+    "tiles.csv": "one row per tissue tile: place, tissue fraction, probabilities, score",
+    "tiles.geojson": "the tiles for QuPath, each with its class and probabilities",
+    "tissue_mask.png": "the tissue found on the thumbnail",
+}
+"""What each file of a slide folder holds."""
+
+
+def _write_test_slide(run: Path, slide: Path) -> None:
+    """A slide of 5 x 2 cells: 4 of the run's benign test images on the left, glass in the
+    middle, 4 malignant ones on the right (200X images, which are 224 pixels square)."""
+    import csv
+
+    from breastcls.testing.slides import write_mosaic_slide
+
+    with open(run / "split.csv", newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["role"] == "test" and "-200-" in r["path"]]
+    images = {
+        label: sorted(run.parent.parent / r["path"] for r in rows if r["label"] == label)[:4]
+        for label in ("benign", "malignant")
+    }
+    if min(map(len, images.values())) < 4:
+        raise SystemExit(f"{run}: fewer than 4 test images at 200X of a class for the slide")
+    cells = {
+        (column + offset, row): images[label][2 * column + row]
+        for label, offset in (("benign", 0), ("malignant", 3))
+        for column in (0, 1)
+        for row in (0, 1)
+    }
+    slide.parent.mkdir(parents=True, exist_ok=True)
+    write_mosaic_slide(slide, cells, columns=5, rows=2, cell=SLIDE_CELL, mpp=SLIDE_MPP)
+
+
+def _slide_listing(results: Path) -> str:
+    """The slide job's output folder: the collection summary and the slide's folder."""
+    lines = [f"{results.name}/", "  summary.csv    one row per slide"]
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        lines.append(f"  {folder.name}/")
+        names = sorted(p.name for p in folder.iterdir())
+        width = max(map(len, names)) + 2
+        lines += [f"    {name:<{width}}{SLIDE_FILES.get(name, '')}".rstrip() for name in names]
+    return "\n".join(lines)
+
+
 def _fenced(text: str, language: str = "text") -> str:
     return f"```{language}\n{text}\n```\n"
 
@@ -158,6 +223,9 @@ def make_blocks(scratch: Path) -> tuple[dict[str, str], Path]:
     trained, train_s = _run(TRAIN, clone)
     evaluated, evaluate_s = _run(EVALUATE, clone)
     run = clone / "runs" / RUN
+    _write_test_slide(run, clone / SLIDE)
+    slid, slide_s = _run(SLIDE_PREDICT, clone)
+    summarised, _ = _run(SLIDE_SUMMARY, clone)
     blocks = {
         "demo": _fenced(f"$ {_command_line(DEMO)}\n{demo}"),
         "demo-time": f"It took {demo_s}, TensorFlow's start included.\n",
@@ -168,6 +236,12 @@ def make_blocks(scratch: Path) -> tuple[dict[str, str], Path]:
         "evaluate": _fenced(f"$ {_command_line(EVALUATE)}\n{evaluated}"),
         "evaluate-time": f"The evaluation took {evaluate_s}.\n",
         "run-folder": _fenced(_listing(run)),
+        "slide": _fenced(
+            f"$ {_command_line(SLIDE_PREDICT)}\n{slid}\n$ {_command_line(SLIDE_SUMMARY)}\n"
+            f"{summarised}"
+        ),
+        "slide-time": f"It took {slide_s}, TensorFlow's start included.\n",
+        "slide-folder": _fenced(_slide_listing(clone / "slide-results")),
     }
     return blocks, run
 

@@ -28,9 +28,12 @@ __all__ = [
     "EXPORT_TOLERANCE",
     "Conversion",
     "ExportFormat",
+    "check_batch",
     "check_format",
     "convert_model",
     "run_exported",
+    "write_checked",
+    "write_onnx",
 ]
 
 ExportFormat = Literal["keras", "savedmodel", "onnx", "tflite"]
@@ -114,7 +117,8 @@ def _float32_copy(model: Any) -> Any:
     return copy
 
 
-def _check_batch(image_size: int) -> npt.NDArray[np.float32]:
+def check_batch(image_size: int) -> npt.NDArray[np.float32]:
+    """The batch every conversion is checked on: four images of random 0-255 pixels."""
     rng = np.random.default_rng(0)
     return rng.uniform(0.0, 255.0, size=(4, image_size, image_size, 3)).astype(np.float32)
 
@@ -144,7 +148,12 @@ def _write_tflite(model: Any, path: Path) -> None:
         path.write_bytes(converter.convert())
 
 
-def _write_onnx(model: Any, path: Path) -> None:
+def write_onnx(model: Any, path: Path) -> None:
+    """Convert a Keras model (one image input) to ONNX with tf2onnx, in inference mode.
+
+    Raises:
+        ConfigError: tf2onnx is not installed.
+    """
     try:
         import tf2onnx
     except ImportError as error:
@@ -193,13 +202,28 @@ def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.
         name = session.get_inputs()[0].name
         return np.asarray(session.run(None, {name: images})[0], dtype=np.float32)
     if path.suffix == ".tflite":
-        import tensorflow as tf
+        return _run_tflite(path, images)
+    raise ModelLoadError(
+        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
+        "model.tflite."
+    )
 
-        with warnings.catch_warnings():
-            # Six lines on every export telling users of tf.lite to move to LiteRT, which the
-            # tflite format does not need yet: the export is still a plain .tflite file.
-            warnings.filterwarnings("ignore", "[\\s\\S]*tf.lite.Interpreter is deprecated")
-            interpreter = tf.lite.Interpreter(model_path=str(path))
+
+_XNNPACK_INFO = "Created TensorFlow Lite XNNPACK delegate for CPU"
+
+
+def _run_tflite(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    import tensorflow as tf
+
+    from breastcls.environment import native_stderr_without
+
+    # TensorFlow Lite's native code says it created its CPU delegate on every first run, an
+    # INFO line on file descriptor 2 that no logging setting silences.
+    with warnings.catch_warnings(), native_stderr_without(_XNNPACK_INFO):
+        # Six lines on every export telling users of tf.lite to move to LiteRT, which the
+        # tflite format does not need yet: the export is still a plain .tflite file.
+        warnings.filterwarnings("ignore", "[\\s\\S]*tf.lite.Interpreter is deprecated")
+        interpreter = tf.lite.Interpreter(model_path=str(path))
         inputs = interpreter.get_input_details()[0]
         interpreter.resize_tensor_input(inputs["index"], images.shape)
         interpreter.allocate_tensors()
@@ -207,10 +231,6 @@ def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.
         interpreter.invoke()
         output = interpreter.get_output_details()[0]["index"]
         return np.asarray(interpreter.get_tensor(output), dtype=np.float32)
-    raise ModelLoadError(
-        f"{path} is not an export: pass model.keras, a saved_model folder, model.onnx or "
-        "model.tflite."
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,7 +263,7 @@ def convert_model(model: Any, format: ExportFormat, path: Path, *, source: Path)
             (nothing is left behind).
     """
     inference = _inference_model(model)
-    batch = _check_batch(int(model.input_shape[1]))
+    batch = check_batch(int(model.input_shape[1]))
     original = np.asarray(model.predict(batch, verbose=0), dtype=np.float32)
     mixed = _is_mixed(inference)
     if mixed and format in ("onnx", "tflite"):
@@ -251,7 +271,13 @@ def convert_model(model: Any, format: ExportFormat, path: Path, *, source: Path)
         # copy with the same weights, and check the export against that copy.
         inference = _float32_copy(inference)
     expected = np.asarray(inference.predict(batch, verbose=0), dtype=np.float32)
-    difference = _write_checked(inference, format, Path(path), batch, expected, source=source)
+    writers: dict[str, Callable[[Path], None]] = {
+        "keras": inference.save,
+        "savedmodel": lambda staged: _write_savedmodel(inference, staged),
+        "onnx": lambda staged: write_onnx(inference, staged),
+        "tflite": lambda staged: _write_tflite(inference, staged),
+    }
+    difference = write_checked(writers[format], format, Path(path), batch, expected, source=source)
     return Conversion(
         max_difference=difference,
         max_difference_to_model=float(np.max(np.abs(expected - original))),
@@ -259,29 +285,30 @@ def convert_model(model: Any, format: ExportFormat, path: Path, *, source: Path)
     )
 
 
-def _write_checked(
-    inference: Any,
+def write_checked(
+    write: Callable[[Path], None],
     checked: str,
     final: Path,
     batch: npt.NDArray[np.float32],
     expected: npt.NDArray[np.float32],
     *,
     source: Path,
+    instead: str = "--format savedmodel or keras",
 ) -> float:
-    """Convert ``inference`` to ``checked`` in a staging folder, check that the conversion
-    predicts ``expected`` on ``batch`` within :data:`EXPORT_TOLERANCE`, then move it to
-    ``final``; return the largest difference."""
+    """Write a conversion with ``write`` (given the staged path) in a staging folder, check
+    that it predicts ``expected`` on ``batch`` within :data:`EXPORT_TOLERANCE`, then move it
+    to ``final``; return the largest difference.
+
+    Raises:
+        ConfigError: ``write``'s own (a converter not installed).
+        OutputError: The conversion fails (the message suggests ``instead``), the disk is
+            full, or it does not reproduce ``expected``; nothing is left behind.
+    """
     run = source
     with tempfile.TemporaryDirectory(prefix=".export-", dir=final.parent) as staging:
         staged = Path(staging) / EXPORT_FILE_NAMES[checked]
-        writers: dict[str, Callable[[], None]] = {
-            "keras": lambda: inference.save(staged),
-            "savedmodel": lambda: _write_savedmodel(inference, staged),
-            "onnx": lambda: _write_onnx(inference, staged),
-            "tflite": lambda: _write_tflite(inference, staged),
-        }
         try:
-            writers[checked]()
+            write(staged)
         except ConfigError:
             raise
         except Exception as error:
@@ -295,7 +322,7 @@ def _write_checked(
             raise OutputError(
                 f"Could not convert {run} to {checked} ({type(error).__name__}: {first_line}); "
                 "nothing was written. Its layers may have no equivalent in this format: try "
-                "--format savedmodel or keras."
+                f"{instead}."
             ) from error
         difference = float(np.max(np.abs(run_exported(staged, batch) - expected)))
         if not difference <= EXPORT_TOLERANCE:

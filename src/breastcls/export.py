@@ -6,7 +6,8 @@ input size and returns class probabilities, checked against the run's model. Bes
 run's model record, copied verbatim (class names, input, scale, stain normaliser, every
 calibration: :mod:`breastcls.inference.record`), the model card and ``export.json``; a ``keras``
 or ``onnx`` export folder loads with :meth:`breastcls.InferenceModel.load` and predicts what the
-run predicts.
+run predicts. A probe on a frozen extractor exports as ``keras`` (the probe and the extractor file
+side by side) or as one model holding both (:mod:`breastcls.embeddings.probe_export`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ from pathlib import Path
 from breastcls.conversion import (
     EXPORT_FILE_NAMES,
     EXPORT_TOLERANCE,
+    Conversion,
     ExportFormat,
     check_format,
     convert_model,
 )
-from breastcls.errors import ConfigError, ModelLoadError, OutputError
+from breastcls.embeddings.probe_export import (
+    check_probe_format,
+    convert_probe,
+    describe_probe_export,
+)
+from breastcls.embeddings.runtime import ProbeRuntime
+from breastcls.errors import ModelLoadError, OutputError
 from breastcls.inference.model import InferenceModel
 from breastcls.inference.record import write_record
 from breastcls.io import (
@@ -64,6 +72,11 @@ def export_model(
 ) -> ExportResult:
     """Export a run's best model for serving elsewhere.
 
+    A probe on a frozen extractor (a foundation model) exports as ``keras`` (the probe and the
+    extractor file side by side, loaded by breastcls), and as one model holding both: ``onnx``
+    for either extractor kind, ``savedmodel`` and ``tflite`` for a ``keras`` extractor
+    (:mod:`breastcls.embeddings.probe_export`).
+
     Args:
         run: A run folder (its ``best.keras`` is exported) or a ``.keras`` file.
         format: ``keras``, ``savedmodel`` (TensorFlow Serving, TF.js converters), ``onnx``
@@ -74,7 +87,8 @@ def export_model(
         Where the export went and how closely it matches the run's model.
 
     Raises:
-        ConfigError: Unknown format, or ``onnx`` without tf2onnx installed.
+        ConfigError: Unknown format, ``onnx`` without tf2onnx installed, or ``savedmodel`` or
+            ``tflite`` of a probe on an ``onnx`` extractor.
         ModelLoadError: The run has no loadable ``best.keras`` (or it is an ONNX export).
         OutputError: The output folder cannot be written (a full disk included), or the export
             does not reproduce the model's probabilities within
@@ -83,36 +97,22 @@ def export_model(
     """
     checked = check_format(format)
     loaded = InferenceModel.load(Path(run))  # checked first: nothing is created for a bad run
-    if loaded.record.extractor is not None:
-        return _export_probe(loaded, checked, out_dir)
-    if loaded.keras_model is None:
+    extractor = loaded.record.extractor
+    if extractor is not None:
+        check_probe_format(extractor.extractor, checked, loaded.source)
+    elif loaded.keras_model is None:
         raise ModelLoadError(
             f"{loaded.source} is an ONNX model: export the run folder it came from instead."
         )
-    target_dir = (
-        Path(out_dir) if out_dir is not None else loaded.folder.export_folder(checked).path
-    )
+    target_dir = Path(out_dir) if out_dir is not None else loaded.folder.export_folder(checked).path
     ensure_writable_dir(target_dir)
-    name = EXPORT_FILE_NAMES[checked]
+    write = _write_probe if extractor is not None else _write_converted
     # The whole export is written beside the previous one first; only a complete export
     # replaces it, file by file, export.json last.
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as folder:
         staging = RunFolder(Path(folder))
         try:
-            conversion = convert_model(
-                loaded.keras_model, checked, staging.path / name, source=loaded.source
-            )
-            _write_sidecars(loaded, staging)
-            exported = ExportRecord(
-                format=checked,
-                model=name,
-                source=str(loaded.source),
-                record=staging.model_record.name,
-                max_difference=conversion.max_difference,
-                tolerance=EXPORT_TOLERANCE,
-                computes_in=conversion.computes_in,
-                max_difference_to_run_model=conversion.max_difference_to_model,
-            )
+            exported = write(loaded, checked, staging)
             atomic_write_json(staging.export_record, exported.to_json())
         except OutputError as error:
             if not is_disk_full(error):
@@ -121,67 +121,86 @@ def export_model(
         except OSError as error:
             raise _unwritten(error, target_dir, checked) from error
         target = RunFolder(target_dir)
-        for written in (name, target.model_record.name, target.model_card.name):
-            replace_path(staging.path / written, target_dir / written)
+        written = [exported.model, target.model_record.name, target.model_card.name]
+        for name in (*written, *([exported.extractor] if exported.extractor else [])):
+            replace_path(staging.path / name, target_dir / name)
         replace_path(staging.export_record, target.export_record)
     return ExportResult(
         format=checked,
-        model=target_dir / name,
+        model=target_dir / exported.model,
         out_dir=target_dir,
+        max_difference=exported.max_difference or 0.0,
+    )
+
+
+def _write_converted(
+    loaded: InferenceModel, format: ExportFormat, staging: RunFolder
+) -> ExportRecord:
+    """Convert a network trained end to end, with its record and model card."""
+    name = EXPORT_FILE_NAMES[format]
+    conversion = convert_model(
+        loaded.keras_model, format, staging.path / name, source=loaded.source
+    )
+    _write_sidecars(loaded, staging)
+    return _export_record(loaded, format, staging, conversion)
+
+
+def _export_record(
+    loaded: InferenceModel,
+    format: ExportFormat,
+    staging: RunFolder,
+    conversion: Conversion,
+    *,
+    extractor: str | None = None,
+    holds: str | None = None,
+) -> ExportRecord:
+    return ExportRecord(
+        format=format,
+        model=EXPORT_FILE_NAMES[format],
+        source=str(loaded.source),
+        record=staging.model_record.name,
         max_difference=conversion.max_difference,
+        tolerance=EXPORT_TOLERANCE,
+        computes_in=conversion.computes_in,
+        max_difference_to_run_model=conversion.max_difference_to_model,
+        extractor=extractor,
+        holds=holds,
     )
 
 
-def _export_probe(
-    loaded: InferenceModel, format: ExportFormat, out_dir: Path | None
-) -> ExportResult:
-    """Export a probe on a frozen extractor as ``keras``: the probe as ``model.keras`` and the
-    extractor file beside it, both copied byte for byte, with the record naming the extractor
-    by its name in the folder (so the folder moves whole) and the model card.
-
-    Raises:
-        ConfigError: Another format than ``keras``.
-        OutputError: The folder cannot be written; the previous export is kept.
-    """
-    extractor = loaded.record.extractor
-    if format != "keras" or extractor is None:
-        raise ConfigError(
-            f"{loaded.source} is a probe on a frozen extractor: it exports as --format keras "
-            "(the probe and the extractor file side by side, loaded by breastcls), not as one "
-            "converted model."
-        )
-    source = extractor.extractor.path
-    name = f"extractor{source.suffix}"
-    spec = dataclasses.replace(extractor.extractor, file=name)
-    record = dataclasses.replace(
-        loaded.record, extractor=dataclasses.replace(extractor, extractor=spec)
-    )
-    target_dir = Path(out_dir) if out_dir is not None else loaded.folder.export_folder(format).path
-    ensure_writable_dir(target_dir)
+def _write_probe(loaded: InferenceModel, format: ExportFormat, staging: RunFolder) -> ExportRecord:
+    """A probe on a frozen extractor: as ``keras``, the probe as ``model.keras`` and the
+    extractor file beside it, both copied byte for byte, the record naming the extractor by its
+    name in the folder (so the folder moves whole); in the other formats, one model holding
+    the extractor and the probe, the record naming that model as the extractor's file (its
+    SHA-256 stays the one the probe was fitted on)."""
     from breastcls.model_card import write_model_card
 
-    with tempfile.TemporaryDirectory(prefix=".staging-", dir=target_dir) as folder:
-        staging = RunFolder(Path(folder))
-        model = EXPORT_FILE_NAMES[format]
-        try:
-            shutil.copyfile(loaded.source, staging.path / model)
-            shutil.copyfile(source, staging.path / name)
-            write_record(staging.path, record)
-            write_model_card(loaded.folder.path, staging.model_card)
-            atomic_write_json(staging.export_record, {
-                "format": format, "model": model, "extractor": name,
-                "source": str(loaded.source), "record": staging.model_record.name,
-                "max_difference": 0.0, "copied": "byte for byte",
-            })  # fmt: skip
-        except OSError as error:
-            raise _unwritten(error, target_dir, format) from error
-        target = RunFolder(target_dir)
-        for written in (model, name, target.model_record.name, target.model_card.name):
-            replace_path(staging.path / written, target_dir / written)
-        replace_path(staging.export_record, target.export_record)
-    return ExportResult(
-        format=format, model=target_dir / model, out_dir=target_dir, max_difference=0.0
+    extractor = loaded.record.extractor
+    if extractor is None or not isinstance(loaded.runtime, ProbeRuntime):
+        raise ModelLoadError(f"{loaded.source} is not a probe on a frozen extractor.")
+    model = EXPORT_FILE_NAMES[format]
+    copied = f"extractor{extractor.extractor.path.suffix}" if format == "keras" else None
+    if copied is not None:
+        shutil.copyfile(loaded.source, staging.path / model)
+        shutil.copyfile(loaded.runtime.embedder.spec.path, staging.path / copied)
+        conversion = Conversion(
+            max_difference=0.0, max_difference_to_model=0.0, computes_in="float32"
+        )
+    else:
+        conversion = convert_probe(
+            loaded.runtime, format, staging.path / model, source=loaded.source
+        )
+    spec = dataclasses.replace(extractor.extractor, file=copied or model)
+    write_record(
+        staging.path,
+        dataclasses.replace(
+            loaded.record, extractor=dataclasses.replace(extractor, extractor=spec)
+        ),
     )
+    write_model_card(loaded.folder.path, staging.model_card)
+    holds = describe_probe_export(extractor.extractor, extractor.probe, format)
+    return _export_record(loaded, format, staging, conversion, extractor=copied, holds=holds)
 
 
 def _unwritten(error: OSError, target_dir: Path, format: str) -> OutputError:

@@ -386,6 +386,8 @@ _EXPORT_FIELDS: FieldTypes = {
     "tolerance": (*_NUMBER, _NULL),
     "computes_in": (str, _NULL),
     "max_difference_to_run_model": (*_NUMBER, _NULL),
+    "extractor": (str, _NULL),
+    "holds": (str, _NULL),
     "scale": (dict, _NULL),
 }
 
@@ -405,6 +407,10 @@ class ExportRecord:
         tolerance: The largest difference allowed.
         computes_in: The precision the export computes in.
         max_difference_to_run_model: The same difference against the run's own model.
+        extractor: A probe's frozen extractor file in the folder, beside the probe
+            (``keras``); ``None`` when there is none, or when the model holds the extractor.
+        holds: What a probe's export holds and takes, in one sentence; ``None`` for a network
+            trained end to end.
         scale: The scale the model was trained at, as exports made before model records kept
             it (``None`` otherwise: the model record holds it), read as :attr:`ConfigRecord.scale`.
     """
@@ -417,6 +423,8 @@ class ExportRecord:
     tolerance: float | None = None
     computes_in: str | None = None
     max_difference_to_run_model: float | None = None
+    extractor: str | None = None
+    holds: str | None = None
     scale: Mapping[str, Any] | None = None
 
     @classmethod
@@ -439,6 +447,8 @@ class ExportRecord:
             tolerance=document.get("tolerance"),
             computes_in=document.get("computes_in"),
             max_difference_to_run_model=document.get("max_difference_to_run_model"),
+            extractor=document.get("extractor"),
+            holds=document.get("holds"),
             scale=document.get("scale"),
         )
 
@@ -611,6 +621,7 @@ _SLIDE_SUMMARY_FIELDS: FieldTypes = {
     "max_score": (*_NUMBER, _NULL),
     "tissue_area_fraction": (*_NUMBER, _NULL),
     "tissue_classified_fraction": (*_NUMBER, _NULL),
+    "embeddings": (dict, _NULL),
 }
 
 
@@ -629,6 +640,9 @@ class SlideSummaryRecord(_DocumentMapping):
         tiles: The tile counts (``grid``, ``tissue``, ``classified``).
         top_k_mean_score: The mean positive score of the top-k tiles.
         tissue_classified_fraction: The share of the tissue the classified tiles cover.
+        embeddings: The tile embeddings file of a frozen extractor's model (``file``,
+            ``tiles``, ``dimension``, ``dtype``); ``None`` for other models, or when the file
+            is not there.
         document: The JSON document as written.
     """
 
@@ -637,6 +651,7 @@ class SlideSummaryRecord(_DocumentMapping):
     tiles: Mapping[str, Any] = field(default_factory=dict)
     top_k_mean_score: float | None = None
     tissue_classified_fraction: float | None = None
+    embeddings: Mapping[str, Any] | None = None
     document: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -656,5 +671,6 @@ class SlideSummaryRecord(_DocumentMapping):
             tiles=document.get("tiles") or {},
             top_k_mean_score=document.get("top_k_mean_score"),
             tissue_classified_fraction=document.get("tissue_classified_fraction"),
+            embeddings=document.get("embeddings"),
             document=document,
         )

@@ -82,7 +82,6 @@ class KerasTrainer:
             patience=self.lr_patience,
             factor=self.lr_factor,
             min_lr=self.min_lr,
-            verbose=1 if config.verbose else 0,
         )
         with _xla_autoclustering(config.jit and not getattr(model, "jit_compile", False)):
             history = model.fit(

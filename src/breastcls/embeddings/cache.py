@@ -135,12 +135,14 @@ class CachedEmbedder:
     the extractor (opened only when one is needed) and kept.
 
     ``extractor``, when given, is the extractor already opened (else it is opened on first
-    use).
+    use). With ``cached=False`` nothing is looked up or stored: whole-slide tiles are seen
+    once, and keeping hundreds of thousands of them per slide would grow the user's cache
+    (read whole by every later process) without end.
 
     Attributes:
         spec: The extractor's options.
         sha256: Its file's SHA-256.
-        cache: Its cache folder.
+        cache: Its cache folder (``None`` when not cached).
         computed: Images the extractor embedded so far.
         reused: Images found in the cache so far.
     """
@@ -152,12 +154,13 @@ class CachedEmbedder:
         sha256: str | None = None,
         root: Path | None = None,
         extractor: LoadedExtractor | None = None,
+        cached: bool = True,
     ) -> None:
         from breastcls.inference.runtime import model_sha256
 
         self.spec = spec
         self.sha256 = sha256 if sha256 is not None else model_sha256(spec.path)
-        self.cache = EmbeddingCache.open(spec, self.sha256, root)
+        self.cache = EmbeddingCache.open(spec, self.sha256, root) if cached else None
         self._extractor = extractor
         self.computed = 0
         self.reused = 0
@@ -173,12 +176,17 @@ class CachedEmbedder:
         """The ``(n, d)`` embeddings of ``(n, size, size, 3)`` 0-255 images, float16 values as
         float32 whether they come from the cache or the extractor; with ``flush`` the new ones
         are written as a shard at once."""
+        if self.cache is None:
+            self.computed += len(images)
+            return self.extractor.embed(np.asarray(images)).astype(np.float16).astype(np.float32)
         keys = pixel_keys(images)
         found = self.cache.lookup(keys)
         missing = [i for i, row in enumerate(found) if row is None]
         self.reused += len(keys) - len(missing)
         if missing:
-            fresh = self.extractor.embed(np.asarray(images)[missing]).astype(np.float16)
+            pixels = np.asarray(images)
+            todo = pixels if len(missing) == len(keys) else pixels[missing]
+            fresh = self.extractor.embed(todo).astype(np.float16)
             self.cache.add([keys[i] for i in missing], fresh)
             for i, row in zip(missing, fresh, strict=True):
                 found[i] = row
@@ -186,3 +194,7 @@ class CachedEmbedder:
         if flush:
             self.cache.flush()
         return np.stack([row for row in found if row is not None]).astype(np.float32)
+
+    def uncached(self) -> CachedEmbedder:
+        """The same extractor (opened here once, then shared) with no cache."""
+        return CachedEmbedder(self.spec, sha256=self.sha256, extractor=self.extractor, cached=False)

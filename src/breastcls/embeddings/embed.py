@@ -88,8 +88,9 @@ def embed(
             "(with --backbone-option file=PATH)."
         )
     component = host.tta.get(tta)
-    embedder = CachedEmbedder(extractor, root=cache_root)
-    extractor.load()  # its input size and output are checked before any image is decoded
+    # Opened once: its input size and output are checked before any image is decoded.
+    loaded = extractor.load()
+    embedder = CachedEmbedder(extractor, sha256=loaded.sha256, root=cache_root, extractor=loaded)
     samples = _readable_samples(data, extractor.input_size, host)
     _embed_batches(embedder, samples, component, batch_size, extractor.input_size)
     return EmbedSummary(

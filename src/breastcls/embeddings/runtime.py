@@ -41,6 +41,10 @@ class ProbeRuntime:
     probe: Any
     reason: str = "a frozen extractor with a probe (embeddings cached)"
 
+    def uncached(self) -> ProbeRuntime:
+        """The same runtime embedding every image afresh, storing nothing (slide tiles)."""
+        return ProbeRuntime(embedder=self.embedder.uncached(), probe=self.probe, reason=self.reason)
+
     @property
     def name(self) -> Literal["tensorflow", "onnx"]:
         """``onnx`` for an ONNX extractor, ``tensorflow`` for a Keras one."""

@@ -285,6 +285,16 @@ class InferenceModel:
         )
         return dataclasses.replace(self, runtime=chosen)
 
+    def without_embedding_cache(self) -> InferenceModel:
+        """The same model, a probe's extractor embedding every image afresh and storing nothing
+        in the embedding cache (for images seen once, as a slide's tiles); a CNN is returned
+        as it is."""
+        from breastcls.embeddings.runtime import ProbeRuntime
+
+        if isinstance(self.runtime, ProbeRuntime):
+            return dataclasses.replace(self, runtime=self.runtime.uncached())
+        return self
+
     def _selection_images(self, batch_size: int) -> SelectionImages | None:
         """The selection images of the model's run folder (``split.csv``), for calibrating an
         int8 copy; ``None`` where the folder names none."""

@@ -431,6 +431,19 @@ class SlideFolder:
         return self.path / "tiles.csv"
 
     @property
+    def embeddings(self) -> Path:
+        """``embeddings.npz``: the frozen extractor's float16 embedding of each tile, in the
+        order of ``tiles.csv``, with its column and row (a probe model's job only;
+        :mod:`breastcls.slides.embeddings`)."""
+        return self.path / "embeddings.npz"
+
+    @property
+    def partial_embeddings(self) -> Path:
+        """``embeddings.partial/``: the tile embeddings chunk by chunk until ``embeddings.npz``
+        is written."""
+        return self.path / "embeddings.partial"
+
+    @property
     def thumbnail(self) -> Path:
         """``thumbnail.png``: the slide at the scale of the tissue mask."""
         return self.path / "thumbnail.png"

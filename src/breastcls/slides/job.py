@@ -34,6 +34,7 @@ from breastcls.progress import active_reporter
 from breastcls.records import SlideJobRecord, SlideSummaryRecord
 from breastcls.runs.folder import SlideFolder
 from breastcls.runs.lock import LOCK_NAME, lock_folder
+from breastcls.slides.embeddings import TileEmbeddings
 from breastcls.slides.options import SlideJob, SlideJobOptions
 from breastcls.slides.outputs import (
     TileTable,
@@ -217,6 +218,7 @@ def predict_slide(
     inference = model if isinstance(model, InferenceModel) else InferenceModel.load(Path(model))
     scale = model_scale(inference, options.model_mpp)
     inference.calibration(options.tta)  # a TTA without calibration stops before the slide is read
+    inference = inference.without_embedding_cache()  # tiles are seen once: not worth storing
     if options.runtime is not None:
         inference = inference.with_runtime(
             options.runtime, batch_size=options.batch_size, verbose=options.verbose
@@ -320,13 +322,18 @@ def _predict_open_slide(
         if folder is not None:
             write_rgb_png(folder.thumbnail, thumbnail.pixels)
             write_mask_png(folder.tissue_mask, mask)
-        table = _classify(model, slide, plan, options, folder=folder, host=host, on_chunk=on_chunk)
+        embeddings = TileEmbeddings.of(model, folder)
+        table = _classify(
+            model, slide, plan, options, folder=folder, host=host, on_chunk=on_chunk,
+            embeddings=embeddings,
+        )  # fmt: skip
         heat = heat_map(table, mask.shape, thumbnail.downsample)
         flagged = flagged_map(table, mask.shape, thumbnail.downsample)
         summary = {
             **_summary(job, table, calibration, tissue, top_k=options.top_k,
                        runtime=model.runtime.name),
             "slide_metadata_mpp": tissue.resolution.own,
+            **({"embeddings": embeddings.record(len(table))} if embeddings is not None else {}),
             **({"case_id": item.case_id} if item.case_id else {}),
         }  # fmt: skip
         if folder is not None:
@@ -349,12 +356,14 @@ def _classify(
     folder: SlideFolder | None,
     host: PluginHost,
     on_chunk: Callable[[int, int], None] | None,
+    embeddings: TileEmbeddings | None = None,
 ) -> TileTable:
     positive = model.positive
-    writer = TileWriter(folder, tiles_header(model.class_names))
     if folder is not None and folder.tiles.is_file():
+        if embeddings is not None:
+            embeddings.clean()
         return read_tiles_csv(folder.tiles, model.class_names, positive.name)
-    start = writer.resume()
+    writer, start = _resumed_writer(folder, tiles_header(model.class_names), embeddings)
     total = len(plan)
     reporter = active_reporter() if options.verbose else None
     if reporter is not None:
@@ -370,6 +379,8 @@ def _classify(
             else None
         )
         rows = plan_tile_rows(plan, writer.committed, probabilities, positive, domain)
+        if embeddings is not None:  # kept before the rows are committed: never behind them
+            embeddings.keep(writer.committed, [scores.features for scores in chunk])
         writer.append(rows, len(probabilities))
         if reporter is not None:
             reporter.task_advanced(writer.committed)
@@ -377,12 +388,35 @@ def _classify(
             on_chunk(writer.committed, total)
 
     if start < total:
-        _stream_chunks(model, slide, plan, start, commit, options, host=host)
+        _stream_chunks(
+            model, slide, plan, start, commit, options, host=host,
+            features=embeddings is not None,
+        )  # fmt: skip
     if reporter is not None:
         reporter.task_finished(f"{slide.path.name}: {total} tissue tiles classified")
     if writer.committed != total:
         raise DataError(f"{slide.path}: {writer.committed} of {total} tiles were classified.")
-    return writer.finish(model.class_names, positive.name)
+    if embeddings is not None:
+        embeddings.finish(plan, total)
+    table = writer.finish(model.class_names, positive.name)
+    if embeddings is not None:
+        embeddings.clean()
+    return table
+
+
+def _resumed_writer(
+    folder: SlideFolder | None, header: str, embeddings: TileEmbeddings | None
+) -> tuple[TileWriter, int]:
+    """The tile writer, resumed, and the tiles it has committed; a folder whose committed tiles
+    have no embeddings kept (begun by a breastcls that kept none) starts again from its first
+    tile."""
+    writer = TileWriter(folder, header)
+    start = writer.resume()
+    if folder is not None and embeddings is not None and not embeddings.covered(start):
+        folder.progress.unlink()
+        writer = TileWriter(folder, header)
+        start = writer.resume()
+    return writer, start
 
 
 def _stream_chunks(
@@ -394,6 +428,7 @@ def _stream_chunks(
     options: SlideJobOptions,
     *,
     host: PluginHost,
+    features: bool = False,
 ) -> None:
     """Classify the plan's tiles from ``start`` on, read ahead by the options' worker threads,
     and hand their scores to ``commit`` a chunk (``chunk_batches`` batches) at a time.
@@ -412,7 +447,7 @@ def _stream_chunks(
         )  # fmt: skip
         pending: list[Scores] = []
         pending_count = 0
-        for scores in model.iter_scores(batches, tta=options.tta, host=host):
+        for scores in model.iter_scores(batches, tta=options.tta, host=host, features=features):
             pending.append(scores)
             pending_count += len(scores.calibrated)
             if pending_count >= chunk and not failures:

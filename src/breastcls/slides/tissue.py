@@ -136,9 +136,10 @@ def marker_pixels(thumbnail: UInt8Array) -> BoolArray:
     (black ink, dirt). A few pixels around each are included (the ink's blurred rim)."""
     import cv2
 
-    hsv = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2HSV).astype(np.int32)
-    hue, saturation, value = hsv[:, :, 0] * 2, hsv[:, :, 1], hsv[:, :, 2]
-    coloured = (hue >= 60) & (hue <= 235) & (saturation >= 50) & (value <= 190)
+    hsv = cv2.cvtColor(thumbnail, cv2.COLOR_RGB2HSV)
+    # OpenCV's 8-bit hue is in units of 2°: 60-235° is 30-117 (compared as uint8, no copy).
+    hue, saturation, value = hsv[:, :, 0], hsv[:, :, 1], hsv[:, :, 2]
+    coloured = (hue >= 30) & (hue <= 117) & (saturation >= 50) & (value <= 190)
     ink = (coloured | (value <= 60)).astype(np.uint8)
     rim = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     return np.asarray(cv2.dilate(ink, rim) > 0)
@@ -148,14 +149,52 @@ def glass_optical_density(thumbnail: UInt8Array, *, blur: float = 0.0) -> FloatA
     """Each pixel's optical density relative to the slide's glass (the 99th percentile of each
     channel, so tinted or grey glass is 0), in its darkest channel, blurred by a Gaussian of
     ``blur`` pixels (none at 0)."""
+    return _blurred(_optical_density(thumbnail), blur)
+
+
+def _blurred(density: npt.NDArray[np.float32], blur: float) -> FloatArray:
+    """``density`` blurred by a Gaussian of ``blur`` pixels (none at 0), as float64."""
     import cv2
 
-    pixels = thumbnail.astype(np.float32)
-    glass = np.maximum(np.percentile(pixels.reshape(-1, 3), 99, axis=0), 1.0)
-    density = np.log10(glass / np.maximum(pixels, 1.0)).clip(min=0.0).max(axis=2)
-    if blur > 0:
-        density = cv2.GaussianBlur(density, (0, 0), blur)
-    return np.asarray(density, dtype=np.float64)
+    if blur <= 0:
+        return np.asarray(density, dtype=np.float64)
+    return np.asarray(cv2.GaussianBlur(density, (0, 0), blur), dtype=np.float64)
+
+
+def _optical_density(thumbnail: UInt8Array) -> npt.NDArray[np.float32]:
+    """:func:`glass_optical_density` before blurring, in float32.
+
+    A pixel's density in a channel depends on its value alone, so each channel's 256 densities
+    are computed once and looked up (the same float32 operations as on every pixel: the same
+    values, at a tenth of the CPU time of a 2048-px thumbnail's 12 million logarithms).
+    """
+    import cv2
+
+    levels = np.maximum(np.arange(256, dtype=np.float32), 1.0)
+    table = np.log10(_glass(thumbnail) / levels[:, None]).clip(min=0.0)
+    density = cv2.LUT(thumbnail, np.ascontiguousarray(table.reshape(1, 256, 3)))
+    return np.maximum(np.maximum(density[..., 0], density[..., 1]), density[..., 2])
+
+
+def _glass(thumbnail: UInt8Array) -> npt.NDArray[np.float32]:
+    """The 99th percentile of each channel (at least 1), as ``np.percentile`` gives it on the
+    float32 pixels. Found on each channel's histogram where the sorted values around it are
+    equal (then every interpolation gives that value), else by ``np.percentile`` (sorting 4
+    million pixels per channel cost 0.1 CPU-s)."""
+    flat = thumbnail.reshape(-1, 3)
+    n = len(flat)
+    near = int(np.floor(0.99 * (n - 1)))
+    glass = np.empty(3, dtype=np.float32)
+    for channel in range(3):
+        ends = np.cumsum(np.bincount(flat[:, channel], minlength=256))
+        # The values at sorted positions near - 1 and near + 2 (a margin around the index
+        # numpy computes in floating point): the smallest v with ends[v] > position.
+        low, high = np.searchsorted(ends, [max(near - 1, 0) + 1, min(near + 2, n - 1) + 1])
+        if low == high:
+            glass[channel] = low
+        else:
+            glass[channel] = np.percentile(flat[:, channel].astype(np.float32), 99)
+    return np.maximum(glass, np.float32(1.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,14 +219,15 @@ class OpticalDensityDetector:
 
         # Seeds on a blurred density (noise never seeds), growth on the sharp one (the mask
         # stops at the tissue's edge instead of the blur's).
-        density = glass_optical_density(thumbnail, blur=2.0)
+        sharp = _optical_density(thumbnail)
+        density = _blurred(sharp, 2.0)
         clean = ~marker_pixels(thumbnail)
         if not clean.any():
             return np.zeros(density.shape, dtype=bool)
         scaled = np.clip(density[clean] * 255.0, 0, 255).astype(np.uint8).reshape(-1, 1)
         otsu, _ = cv2.threshold(scaled, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         seeds = (density >= max(float(otsu) / 255.0, self.min_seed_od)) & clean
-        candidates = (glass_optical_density(thumbnail) >= self.pale_od) & clean
+        candidates = (_blurred(sharp, 0.0) >= self.pale_od) & clean
         count, labels = cv2.connectedComponents(candidates.astype(np.uint8), connectivity=8)
         seeded = np.zeros(count, dtype=bool)
         seeded[np.unique(labels[seeds])] = True
