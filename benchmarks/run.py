@@ -75,6 +75,10 @@ class Sizes:
     # "TensorFlow's slow mode": tf.data's autotuning, now off in the library's pipelines);
     # five rounds still give each measurement several chances of a quiet moment.
     slide_rounds: int = 5
+    # The slide model is trained this many epochs from random weights (benchmarks/workers.py,
+    # task_slide_model): its probabilities vary with the class, so int8's agreement means
+    # something.
+    slide_model_epochs: int = 12
     # The foundation-model section (benchmarks/foundation.py): images, side, folds, and the
     # epochs of the fine-tuned comparison.
     foundation_n: int = 269
@@ -391,22 +395,31 @@ def measure(
 
 
 def slide_steps(sizes: Sizes, step: Any) -> None:
-    """Measure the whole-slide pipeline: write a slide and one of 4x its area (each in its own
-    process), time the larger (``slide``) and take each one's peak memory in a fresh process
-    (``slide_rss_1x``, ``slide_rss_4x``)."""
-    model = {"backbone": sizes.light, "size": sizes.slide_size, "batch": BATCH}
+    """Measure the whole-slide pipeline: write a slide and one of 4x its area and train the
+    model briefly (each in its own process), time the larger (``slide``) and take each one's
+    peak memory in a fresh process (``slide_rss_1x``, ``slide_rss_4x``)."""
     with tempfile.TemporaryDirectory(prefix="breastcls-slides-") as folder:
         slides = {factor: str(Path(folder) / f"slide-{factor}x.tif") for factor in (1, 4)}
+        columns = {1: sizes.slide_columns, 4: 2 * sizes.slide_columns}  # 4x: twice each side
         for factor, path in slides.items():
-            side = 2 if factor == 4 else 1
             step(
                 f"slide_file_{factor}x",
                 "slide_file",
                 path=path,
-                columns=sizes.slide_columns * side,
-                rows=sizes.slide_rows * side,
+                columns=columns[factor],
+                rows=sizes.slide_rows * (2 if factor == 4 else 1),
             )
-        step("slide", "slide", slide=slides[4], rounds=sizes.slide_rounds, **model)
+        run_folder = Path(folder) / "model"
+        run_folder.mkdir()
+        step(
+            "slide_model", "slide_model", folder=str(run_folder), backbone=sizes.light,
+            size=sizes.slide_size, epochs=sizes.slide_model_epochs,
+        )  # fmt: skip
+        model = {"model": str(run_folder), "size": sizes.slide_size, "batch": BATCH}
+        step(
+            "slide", "slide", slide=slides[4], columns=columns[4], rounds=sizes.slide_rounds,
+            **model,
+        )  # fmt: skip
         for factor, path in slides.items():
             step(f"slide_rss_{factor}x", "slide_rss", slide=path, **model)
 
@@ -717,11 +730,22 @@ def slide_rows(results: dict[str, Any], sizes: Sizes) -> list[str]:
         f"({slide['auto_runtime']}; probe: onnx {slide['probe_onnx_images_per_s']:.0f}, "
         f"tensorflow {slide['probe_tensorflow_images_per_s']:.0f} images/s) | - | "
         f"{rate('pipeline_auto')} |",
-        f"| slide int8 vs float32 ONNX on {slide['int8_held_out_tiles']} tiles of images it "
-        f"was not calibrated on: largest probability difference; tile AUC float32, int8 | - | "
-        f"{slide['int8_max_abs_diff']:.4f}; {slide['onnx_tile_auc']:.4f}, "
-        f"{slide['int8_tile_auc']:.4f} |",
+        f"| slide int8 vs float32 ONNX on {slide['int8_check_tiles']} tiles "
+        f"({slide['int8_check_malignant_tiles']} malignant), the {slide['int8_set']}: largest "
+        f"(mean) probability difference; tile AUC float32, int8 | - | "
+        f"{slide['int8_max_abs_diff']:.4f} ({slide['int8_mean_abs_diff']:.4f}); "
+        f"{slide['onnx_tile_auc']:.4f}, {slide['int8_tile_auc']:.4f} |",
     ]
+    trained = results.get("slide_model")
+    if trained is not None:
+        rows.append(
+            f"| slide model: {sizes.light} {sizes.slide_size}px trained {trained['epochs']} "
+            f"epochs from random weights on {trained['training_images']} development images "
+            f"(int8 calibrated on {trained['selection_images']} others); on the "
+            f"{trained['check_images']} check images (neither): AUC; probabilities from, to | - "
+            f"| {trained['check_auc']:.3f}; {trained['check_probability_min']:.3f}, "
+            f"{trained['check_probability_max']:.3f} |"
+        )
     for factor in (1, 4):
         measured = results.get(f"slide_rss_{factor}x")
         if measured is not None:

@@ -552,7 +552,8 @@ SLIDE_MPP = 0.5
 def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
     """Write a synthetic slide of ``columns`` x ``rows`` cells, each one of the development
     images in turn (:func:`breastcls.testing.slides.write_mosaic_slide`), with JPEG tiles as
-    scanners write them, in its own process so that the slide's pixels never count in a
+    scanners write them (RGB pixels stored as YCbCr with 2x2 chroma subsampling: white glass
+    reads back white), in its own process so that the slide's pixels never count in a
     measured process's memory."""
     from breastcls.testing.slides import write_mosaic_slide
 
@@ -567,25 +568,91 @@ def task_slide_file(path: str, columns: int, rows: int) -> dict[str, Any]:
     return {"tiles": columns * rows, "bytes": Path(path).stat().st_size}
 
 
-def _slide_model(backbone: str, size: int, folder: Path, selection: list[Path]) -> Any:
-    """A model built without training (its scores mean nothing; its arithmetic is real), saved
-    with its class names as a run folder holds it, and a ``split.csv`` naming ``selection`` as
-    its selection images (what ``--runtime onnx-int8`` calibrates on).
+# The development images' roles for the slide model, by their place in sorted order (the
+# slide's cells repeat them in that order): every fourth from the first trains the model, every
+# fourth from the third is its "selection" set (what ``--runtime onnx-int8`` calibrates on), and
+# the odd-numbered ones are the check set, used for neither: int8's agreement with float32 and
+# the tile AUCs are measured on their tiles.
+SLIDE_IMAGE_ROLES = ("training", "check", "selection", "check")
+# Brief training from random weights: enough for class-related, non-constant probabilities
+# (not a good model). The batch normalisation's moving statistics follow the batches with
+# momentum 0.8 instead of MobileNetV3's 0.999, which would leave them near their initial values
+# after so few steps, and the probabilities meaningless in inference.
+SLIDE_MODEL_EPOCHS = 12
+SLIDE_MODEL_MOMENTUM = 0.8
 
-    Built without training, MobileNetV3Small gives every tile the same probabilities (0.5, even
-    with random weights in its last layer; the cause is not known), so int8's agreement with
-    float32 measured on it (``int8_max_abs_diff``, the tile AUCs) says nothing; the tests
-    measure it on a trained model."""
-    from breastcls import InferenceModel, ModelConfig
+
+def _slide_images(role: str) -> list[Path]:
+    """The development images of one of :data:`SLIDE_IMAGE_ROLES`, in sorted order."""
+    images = sorted(DATA.glob("*/*.png"))
+    return [p for i, p in enumerate(images) if SLIDE_IMAGE_ROLES[i % 4] == role]
+
+
+def _image_arrays(paths: list[Path], size: int) -> tuple[Any, Any]:
+    """0-255 float32 images resized to ``size`` (as the slide's cells are resized) and whether
+    each is malignant."""
+    import numpy as np
+    from PIL import Image
+
+    def pixels(path: Path) -> Any:
+        with Image.open(path) as image:
+            resized = image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(resized, dtype=np.float32)
+
+    malignant = np.array([p.parent.name == "malignant" for p in paths])
+    return np.stack([pixels(p) for p in paths]), malignant
+
+
+def _nested_layers(layer: Any) -> Any:
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _nested_layers(inner)
+
+
+def task_slide_model(folder: str, backbone: str, size: int, epochs: int) -> dict[str, Any]:
+    """Train the slide benchmark's model briefly from random weights on the development
+    images of the ``training`` role and save it as a run folder holds it (``model.keras``,
+    ``class_names.json``, and a ``split.csv`` naming the ``selection`` images, which
+    ``--runtime onnx-int8`` calibrates on). Return its training CPU time and, on the ``check``
+    images (used for neither), its AUC and the range of its probabilities: the benchmark's
+    int8 agreement means something only on a model whose outputs vary with the class."""
+    import keras
+    import numpy as np
+
+    from breastcls import ModelConfig
     from breastcls.model import build_model
 
-    model = build_model(ModelConfig(backbone=backbone, weights=None), n_classes=2, image_size=size)
-    model.save(folder / "model.keras")
-    (folder / "class_names.json").write_text('["benign", "malignant"]', encoding="utf-8")
+    keras.utils.set_random_seed(0)
+    started = time.process_time()
+    images, malignant = _image_arrays(_slide_images("training"), size)
+    model = build_model(
+        ModelConfig(backbone=backbone, weights=None, augmentation="none"),
+        n_classes=2, image_size=size, seed=0,
+    )  # fmt: skip
+    for layer in _nested_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = SLIDE_MODEL_MOMENTUM
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(images, malignant.astype(np.int32), batch_size=16, epochs=epochs, verbose=0)
+    train_cpu_s = time.process_time() - started
+    run = Path(folder)
+    model.save(run / "model.keras")
+    (run / "class_names.json").write_text('["benign", "malignant"]', encoding="utf-8")
     rows = ["path,label,patient_id,group,magnification,role,pixel_sha1"]
-    rows += [f"{path},{path.parent.name},,,,selection," for path in selection]
-    (folder / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return InferenceModel.load(folder / "model.keras")
+    rows += [f"{p},{p.parent.name},,,,selection," for p in _slide_images("selection")]
+    (run / "split.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    check, positive = _image_arrays(_slide_images("check"), size)
+    scores = np.asarray(model.predict(check, batch_size=16, verbose=0))[:, 1]
+    return {
+        "epochs": epochs,
+        "training_images": len(images),
+        "selection_images": len(rows) - 1,
+        "check_images": len(check),
+        "train_cpu_s": train_cpu_s,
+        "check_auc": _auc(scores, positive),
+        "check_probability_min": float(scores.min()),
+        "check_probability_max": float(scores.max()),
+    }
 
 
 def _auc(scores: Any, positive: Any) -> float:
@@ -608,75 +675,85 @@ def _auc(scores: Any, positive: Any) -> float:
 SLIDE_RUNTIMES = ("tensorflow", "onnx", "onnx-int8")
 
 
-def task_slide(slide: str, backbone: str, size: int, batch: int, rounds: int) -> dict[str, Any]:
+def task_slide(
+    slide: str, model: str, size: int, columns: int, batch: int, rounds: int
+) -> dict[str, Any]:
     """Tiles per CPU second of the whole slide pipeline (:func:`breastcls.predict_slide`:
     opening the slide, the tissue mask, reading and resampling every tile, the model, the
     calibrated table), on TensorFlow, ONNX Runtime (float32) and ONNX Runtime int8, and with
     ``--runtime auto``, each against its model alone on the same tiles held in memory (the
     ceiling of any pipeline), timed after its first batch.
 
-    CPU time (``time.process_time``, every thread of the process): on a shared machine the wall
-    clock of the same work varied by 2x, its CPU time by a few per cent. Wall-clock rates are
-    kept beside them. One tile per cell; ``auto`` measures and remembers its choice, and
-    ``onnx-int8`` quantises the model (calibrated on the even-numbered development images, the
-    model's "selection" set), in a warm-up call first, as each does once per model and
-    machine. The measurements run ``rounds`` times in turn, each round starting with another;
-    each keeps its best round. The int8 model's agreement with float32 is measured on the tiles
-    of the images it was not calibrated on.
+    ``model`` is the run folder :func:`task_slide_model` trained; ``columns`` the slide's
+    columns of cells. CPU time (``time.process_time``, every thread of the process): on a
+    shared machine the wall clock of the same work varied by 2x, its CPU time by a few per
+    cent. Wall-clock rates are kept beside them. One tile per cell; ``auto`` measures and
+    remembers its choice, and ``onnx-int8`` quantises the model (calibrated on the run's
+    ``selection`` images), in a warm-up call first, as each does once per model and machine.
+    The measurements run ``rounds`` times in turn, each round starting with another; each
+    keeps its best round. The int8 model's agreement with float32 is measured on the tiles of
+    the ``check`` images (:data:`SLIDE_IMAGE_ROLES`), used neither to train nor to calibrate.
     """
-    import numpy as np
+    from breastcls import InferenceModel, predict_slide
+    from breastcls.inference.runtime import CACHE_VARIABLE, cached_runtime_record
 
-    from breastcls import predict_slide
-    from breastcls.inference.runtime import cached_runtime_record
-
+    # The ONNX conversions and the int8 copy of a model trained for this run go into the run's
+    # model folder, removed with it, rather than the user's cache.
+    os.environ[CACHE_VARIABLE] = str(Path(model) / "cache")
     model_mpp = SLIDE_CELL * SLIDE_MPP / size
-    images = sorted(DATA.glob("*/*.png"))
-    with tempfile.TemporaryDirectory() as folder:
-        model = _slide_model(backbone, size, Path(folder), images[::2])
-        warm = predict_slide(
-            model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime="auto"
-        )
-        probabilities = {
-            runtime: predict_slide(
-                model, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime=runtime
-            ).tiles
-            for runtime in ("onnx", "onnx-int8")
-        }
-        measures = _slide_measures(model, Path(slide), model_mpp, size, batch)
-        rates: dict[str, list[tuple[float, float]]] = {name: [] for name in measures}
-        names = list(measures)
-        for round_ in range(rounds):
-            # Each round starts with the next one: what runs right after another measurement
-            # (its threads and memory still settling) is not always the same.
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
-                rates[name].append(measures[name]())
-        record = cached_runtime_record(model.source)
-    (choice,) = record["choices"]
-    onnx, int8 = probabilities["onnx"], probabilities["onnx-int8"]
-    columns = int(onnx.column.max()) + 1  # one tile per cell: the slide's columns
-    cells = onnx.row.astype(np.int64) * columns + onnx.column.astype(np.int64)
-    image_of = [images[i % len(images)] for i in cells]
-    held_out = np.array([i % len(images) % 2 == 1 for i in cells])
-    positive = np.array([p.parent.name == "malignant" for p in image_of])[held_out]
-    column = 1  # malignant
-    auc = {
-        name: _auc(table.probabilities[held_out, column], positive)
-        for name, table in probabilities.items()
+    loaded = InferenceModel.load(Path(model) / "model.keras")
+    warm = predict_slide(loaded, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime="auto")
+    probabilities = {
+        runtime: predict_slide(
+            loaded, Path(slide), model_mpp=model_mpp, batch_size=batch, runtime=runtime
+        ).tiles
+        for runtime in ("onnx", "onnx-int8")
     }
+    measures = _slide_measures(loaded, Path(slide), model_mpp, size, batch)
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in measures}
+    names = list(measures)
+    for round_ in range(rounds):
+        # Each round starts with the next one: what runs right after another measurement
+        # (its threads and memory still settling) is not always the same.
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            rates[name].append(measures[name]())
+    record = cached_runtime_record(loaded.source)
+    (choice,) = record["choices"]
     return {
-        "tiles": len(onnx),
+        "tiles": len(probabilities["onnx"]),
         **{f"{name}_cpu_tiles_per_s": max(cpu for cpu, _ in r) for name, r in rates.items()},
         **{f"{name}_wall_tiles_per_s": max(wall for _, wall in r) for name, r in rates.items()},
         "auto_runtime": warm.summary["runtime"],
         "probe_tensorflow_images_per_s": choice["tensorflow_images_per_s"],
         "probe_onnx_images_per_s": choice["onnx_images_per_s"],
-        "int8_max_abs_diff": float(np.abs(int8.probabilities - onnx.probabilities).max()),
-        "int8_held_out_tiles": int(held_out.sum()),
-        "onnx_tile_auc": auc["onnx"],
-        "int8_tile_auc": auc["onnx-int8"],
+        **_int8_agreement(probabilities["onnx"], probabilities["onnx-int8"], columns),
         "int8_record": record.get("onnx_int8"),
         "rounds": rates,
+    }
+
+
+def _int8_agreement(onnx: Any, int8: Any, columns: int) -> dict[str, Any]:
+    """int8's agreement with float32 on the tiles of the ``check`` images (the cell a tile
+    lies in says which image it shows, and that image's folder its class): the largest
+    difference of a probability and the AUC of the malignant probability on each."""
+    import numpy as np
+
+    images = sorted(DATA.glob("*/*.png"))
+    cells = onnx.row.astype(np.int64) * columns + onnx.column.astype(np.int64)
+    shown = cells % len(images)
+    check = np.array([SLIDE_IMAGE_ROLES[i % 4] == "check" for i in shown])
+    positive = np.array([images[i].parent.name == "malignant" for i in shown[check]])
+    column = 1  # malignant
+    difference = np.abs(int8.probabilities[check] - onnx.probabilities[check])
+    return {
+        "int8_set": "tiles of development images used neither to train nor to calibrate",
+        "int8_check_tiles": int(check.sum()),
+        "int8_check_malignant_tiles": int(positive.sum()),
+        "int8_max_abs_diff": float(difference.max()),
+        "int8_mean_abs_diff": float(difference.mean()),
+        "onnx_tile_auc": _auc(onnx.probabilities[check, column], positive),
+        "int8_tile_auc": _auc(int8.probabilities[check, column], positive),
     }
 
 
@@ -689,17 +766,26 @@ def _slide_measures(
 
     from breastcls import predict_slide
     from breastcls.data.pipeline import without_autotuning
+    from breastcls.slides.options import SlideJobOptions
     from breastcls.slides.reading import open_slide, read_tiles
+    from breastcls.slides.regions import RegionOptions, region_mask
     from breastcls.slides.tiling import plan_tiles
-    from breastcls.slides.tissue import detect_tissue, read_thumbnail
+    from breastcls.slides.tissue import read_thumbnail
 
+    # The tiles predict_slide classifies with its default options: the same thumbnail, tissue
+    # detector (a plugin, optical density by default) and share of tissue per tile.
+    defaults = SlideJobOptions()
     opened = open_slide(slide)
     try:
-        thumbnail = read_thumbnail(opened, max_side=2048)
+        thumbnail = read_thumbnail(opened, max_side=defaults.thumbnail_side)
+        mask = region_mask(
+            thumbnail, microns_per_pixel=SLIDE_MPP * thumbnail.downsample,
+            options=RegionOptions(tissue_detector=defaults.tissue_detector),
+        )  # fmt: skip
         plan = plan_tiles(
-            opened, slide_mpp=SLIDE_MPP, model_mpp=model_mpp, image_size=size,
-            mask=detect_tissue(thumbnail.pixels), mask_downsample=thumbnail.downsample,
-            overlap=0.0, min_tissue=0.5,
+            opened, slide_mpp=SLIDE_MPP, model_mpp=model_mpp, image_size=size, mask=mask,
+            mask_downsample=thumbnail.downsample, overlap=defaults.overlap,
+            min_tissue=defaults.min_tissue,
         )  # fmt: skip
         tiles = read_tiles(opened, plan, 0, len(plan))
     finally:
@@ -736,15 +822,15 @@ def _slide_measures(
     return measures
 
 
-def task_slide_rss(slide: str, backbone: str, size: int, batch: int) -> dict[str, Any]:
-    """Peak RSS of a process that predicts one slide into a slide folder (TensorFlow runtime)."""
+def task_slide_rss(slide: str, model: str, size: int, batch: int) -> dict[str, Any]:
+    """Peak RSS of a process that predicts one slide into a slide folder (TensorFlow runtime)
+    with the model of the run folder ``model``."""
     from breastcls import predict_slide
 
     with tempfile.TemporaryDirectory() as folder:
-        model = _slide_model(backbone, size, Path(folder), [])
         result = predict_slide(
-            model, Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size, batch_size=batch,
-            out=Path(folder) / "slide",
+            Path(model) / "model.keras", Path(slide), model_mpp=SLIDE_CELL * SLIDE_MPP / size,
+            batch_size=batch, out=Path(folder) / "slide",
         )  # fmt: skip
     return {"tiles": len(result.tiles), "peak_rss": _peak_rss()}
 
@@ -770,6 +856,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "infer": task_infer,
     "stain": task_stain,
     "slide_file": task_slide_file,
+    "slide_model": task_slide_model,
     "slide": task_slide,
     "slide_rss": task_slide_rss,
     "foundation": task_foundation,

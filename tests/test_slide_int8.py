@@ -91,6 +91,28 @@ def test_int8_probabilities_stay_within_the_tolerance_of_float32(
     assert again.runtime.name == "onnx-int8" and len(quantised) == 1
 
 
+def test_the_int8_copy_quantises_the_convolutions_and_keeps_the_head_float32(
+    int8_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnx
+
+    monkeypatch.setenv(runtimes.CACHE_VARIABLE, str(tmp_path / "cache"))
+    breastcls.InferenceModel.load(int8_run, runtime="onnx-int8")
+    (path,) = (tmp_path / "cache").rglob("runtime-int8.onnx")
+    graph = onnx.load(str(path)).graph
+    made_by = {output: node.op_type for node in graph.node for output in node.output}
+    convolutions = [node for node in graph.node if node.op_type == "Conv"]
+    assert convolutions
+    for node in convolutions:  # int8 activations and weights, dequantised where they meet
+        assert [made_by.get(name) for name in node.input[:2]] == ["DequantizeLinear"] * 2
+    # The layer that gives the logits reads float32 tensors: no 8-bit rounding of a logit.
+    (softmax,) = [node for node in graph.node if node.op_type == "Softmax"]
+    (logits,) = [node for node in graph.node if softmax.input[0] in node.output]
+    assert logits.op_type in ("Gemm", "MatMul", "Add")
+    assert "DequantizeLinear" not in [made_by.get(name) for name in logits.input]
+    assert not list(path.parent.glob("*.prepared.onnx"))  # the optimised float32 copy is gone
+
+
 def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {
         str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
