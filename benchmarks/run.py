@@ -9,6 +9,7 @@ Usage (from the repository root)::
     python -m benchmarks.run --gpu-only --gpu-backbone densenet201  # one backbone of it
     python -m benchmarks.run --gpu-only --gpu-variant mixed_xla     # one configuration of it
     python -m benchmarks.run --only slide  # the whole-slide section alone
+    python -m benchmarks.run --only foundation  # the frozen-extractor section alone
     python -m benchmarks.run --json results.json
 
 Each measurement runs in its own process (:mod:`benchmarks.workers`). The output is a table of
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,13 @@ class Sizes:
     foundation_size: int = 224
     foundation_folds: int = 5
     foundation_epochs: int = 3
+    # embed_vs_model's extractor (benchmarks/foundation.py, task_embed_rates): ResNet50 (random
+    # weights), about 4 GFLOPs an image, as much as or less than a frozen pathology foundation
+    # model (UNI, Phikon, CONCH: 4-60). The section's MobileNetV3Small (0.06 GFLOPs) gives
+    # embed_vs_model_small_extractor beside it: there decoding the PNGs bounds the ratio.
+    foundation_embed_network: str = "resnet50"
+    foundation_embed_n: int = 96
+    foundation_embed_size: int = 224
 
 
 FULL = Sizes(
@@ -139,6 +148,8 @@ QUICK = Sizes(
     foundation_n=96,
     foundation_size=128,
     foundation_epochs=1,
+    foundation_embed_n=32,
+    foundation_embed_size=128,
 )
 GPU_ONLY = dataclasses.replace(FULL, cpu=False)
 BATCH = 16  # the seed's batch size
@@ -217,8 +228,8 @@ def _gpu_variants(keras_backend: str, sizes: Sizes) -> list[tuple[str, str, bool
 def measure(
     sizes: Sizes, progress: bool = True, keras_backend: str = "tensorflow", only: str | None = None
 ) -> dict[str, Any]:
-    """Run every measurement (with ``only="slide"``, the whole-slide ones alone); return the
-    raw results.
+    """Run every measurement (with ``only``, one section of :data:`SECTIONS` alone); return
+    the raw results.
 
     The CPU section needs TensorFlow (breastcls' ``tf.data`` loader); the GPU section also runs
     on ``keras_backend="jax"``, for a GPU machine without TensorFlow.
@@ -267,8 +278,8 @@ def measure(
                 "rounds": measured,
             }
 
-    if only == "slide":
-        slide_steps(sizes, step)
+    if only is not None:
+        SECTIONS[only].steps(sizes, step)
         return results | {"gpus": 0}
     if sizes.cpu:
         train: dict[str, Any] = {
@@ -354,14 +365,7 @@ def measure(
             rounds=sizes.stain_rounds,
         )
         slide_steps(sizes, step)
-        step(
-            "foundation",
-            "foundation",
-            n=sizes.foundation_n,
-            size=sizes.foundation_size,
-            folds=sizes.foundation_folds,
-            epochs=sizes.foundation_epochs,
-        )
+        foundation_steps(sizes, step)
     gpus = results["gpus"] = int(work("gpus", gpu=True, keras_backend=keras_backend)["gpus"])
     if gpus:
         gpu_train: dict[str, Any] = {
@@ -483,15 +487,41 @@ def ratios(results: dict[str, Any], sizes: Sizes) -> dict[str, float]:
     stain = results["stain"]
     out["stain_aug_step_cost"] = stain["pathology_cpu_s"] / stain["default_cpu_s"]
     out |= slide_ratios(results)
+    out |= foundation_ratios(results)
+    return out | _gpu_ratios(results, sizes)
+
+
+def foundation_ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The frozen-extractor ratios, in CPU time: ``probe_cv_speedup``, ``embed_vs_model``
+    (embedding pipeline over the extractor alone, with ResNet50) and, without a target, the same
+    with MobileNetV3Small (``embed_vs_model_small_extractor``)."""
+
+    def embed_vs_model(key: str) -> float:
+        measured = results[key]
+        return float(
+            measured["extractor_cpu_s_per_image"] / measured["pipeline_cpu_s_per_image"]
+        )
+
+    out: dict[str, float] = {}
     if "foundation" in results:
         foundation = results["foundation"]
         out["probe_cv_speedup"] = (
             foundation["fine_tuned_cv_cpu_s"] / foundation["cached_cv_cpu_s"]
         )
-        out["embed_vs_model"] = (
-            foundation["extractor_cpu_s_per_image"] / foundation["pipeline_cpu_s_per_image"]
-        )
-    return out | _gpu_ratios(results, sizes)
+    if "foundation_embed" in results:
+        out["embed_vs_model"] = embed_vs_model("foundation_embed")
+    if "foundation" in results:
+        out["embed_vs_model_small_extractor"] = embed_vs_model("foundation")
+    return out
+
+
+SMALL_EXTRACTOR_NOTE = (
+    "embed_vs_model is measured with a ResNet50 extractor (about 4 GFLOPs an image; a frozen "
+    "pathology foundation model costs as much or more). embed_vs_model_small_extractor "
+    "(MobileNetV3Small, about 0.06 GFLOPs) has no target: there decoding the PNGs (about 2.3 "
+    "CPU ms an image, the same for any extractor) is a large share of a 3-10 CPU ms extractor "
+    "and bounds the ratio."
+)
 
 
 def slide_ratios(results: dict[str, Any]) -> dict[str, float]:
@@ -685,8 +715,7 @@ def table(results: dict[str, Any], sizes: Sizes) -> list[str]:
                 f"({1000 * stain[f'{augmentation}_step_s']:.0f}) |"
             )
         rows += slide_rows(results, sizes)
-    if "foundation" in results:
-        rows += foundation_rows(results["foundation"])
+    rows += foundation_rows(results)
     if results.get("gpus"):
         keras_backend = results.get("keras_backend", "tensorflow")
         on = "" if keras_backend == "tensorflow" else f" (Keras on {keras_backend}, from memory)"
@@ -756,20 +785,72 @@ def slide_rows(results: dict[str, Any], sizes: Sizes) -> list[str]:
     return rows
 
 
-def foundation_rows(foundation: dict[str, Any]) -> list[str]:
-    """The frozen-extractor rows of the measurement table (CPU time)."""
-    what = (
-        f"mobilenetv3small {foundation['size']}px as a frozen extractor, {foundation['n']} "
-        f"images, {foundation['folds']} folds"
+def foundation_rows(results: dict[str, Any]) -> list[str]:
+    """The frozen-extractor rows of the measurement table (CPU time), those measured."""
+    rows = []
+    if "foundation" in results:
+        foundation = results["foundation"]
+        what = (
+            f"mobilenetv3small {foundation['size']}px as a frozen extractor, {foundation['n']} "
+            f"images, {foundation['folds']} folds"
+        )
+        rows += [
+            f"| {what}: CPU s, fine-tuned {foundation['epochs']} epochs vs linear probe on "
+            f"cached embeddings | {foundation['fine_tuned_cv_cpu_s']:.1f} | "
+            f"{foundation['cached_cv_cpu_s']:.1f} |",
+            f"| {what}: CPU ms per image, the extractor alone vs the embedding pipeline "
+            f"(embed_vs_model_small_extractor, no target) | "
+            f"{1000 * foundation['extractor_cpu_s_per_image']:.1f} | "
+            f"{1000 * foundation['pipeline_cpu_s_per_image']:.1f} |",
+        ]
+    if "foundation_embed" in results:
+        embed = results["foundation_embed"]
+        rows.append(
+            f"| {embed['network']} {embed['size']}px (random weights) as a frozen extractor, "
+            f"{embed['n']} images: CPU ms per image, the extractor alone vs the embedding "
+            f"pipeline (embed_vs_model) | {1000 * embed['extractor_cpu_s_per_image']:.1f} | "
+            f"{1000 * embed['pipeline_cpu_s_per_image']:.1f} |"
+        )
+    return rows
+
+
+def foundation_steps(sizes: Sizes, step: Callable[..., None]) -> None:
+    """Measure the frozen-extractor section: the cross-validations and the small extractor's
+    rates in one process, ``embed_vs_model``'s extractor's rates in another."""
+    step(
+        "foundation",
+        "foundation",
+        n=sizes.foundation_n,
+        size=sizes.foundation_size,
+        folds=sizes.foundation_folds,
+        epochs=sizes.foundation_epochs,
     )
-    return [
-        f"| {what}: CPU s, fine-tuned {foundation['epochs']} epochs vs linear probe on cached "
-        f"embeddings | {foundation['fine_tuned_cv_cpu_s']:.1f} | "
-        f"{foundation['cached_cv_cpu_s']:.1f} |",
-        f"| {what}: CPU ms per image, the extractor alone vs the embedding pipeline | "
-        f"{1000 * foundation['extractor_cpu_s_per_image']:.1f} | "
-        f"{1000 * foundation['pipeline_cpu_s_per_image']:.1f} |",
-    ]
+    step(
+        "foundation_embed",
+        "embed_rates",
+        n=sizes.foundation_embed_n,
+        size=sizes.foundation_embed_size,
+        network=sizes.foundation_embed_network,
+    )
+
+
+@dataclass(frozen=True)
+class Section:
+    """A section that ``--only`` measures alone: its steps, its ratios and its table rows."""
+
+    steps: Callable[[Sizes, Callable[..., None]], None]
+    ratios: Callable[[dict[str, Any]], dict[str, float]]
+    rows: Callable[[dict[str, Any], Sizes], list[str]]
+
+
+SECTIONS = {
+    "slide": Section(steps=slide_steps, ratios=slide_ratios, rows=slide_rows),
+    "foundation": Section(
+        steps=foundation_steps,
+        ratios=foundation_ratios,
+        rows=lambda results, _: foundation_rows(results),
+    ),
+}
 
 
 def target_rows(values: dict[str, float], keras_backend: str = "tensorflow") -> list[str]:
@@ -818,9 +899,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["slide"],
+        choices=["slide", "foundation"],
         help="measure one section alone: slide (the whole-slide pipeline, its runtimes and "
-        "int8; about 10 minutes on 2 cores at the full sizes)",
+        "int8; about 10 minutes on 2 cores at the full sizes) or foundation (frozen "
+        "extractors: probe_cv_speedup, embed_vs_model)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results to this file")
     args = parser.parse_args(argv)
@@ -840,7 +922,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = dataclasses.replace(sizes, gpu_variants=tuple(args.gpu_variant))
     started = time.perf_counter()
     results = measure(sizes, keras_backend=args.keras_backend, only=args.only)
-    values = slide_ratios(results) if args.only else ratios(results, sizes)
+    section = SECTIONS[args.only] if args.only else None
+    values = section.ratios(results) if section else ratios(results, sizes)
     elapsed = time.perf_counter() - started
     mode = "GPU only" if args.gpu_only else "quick" if args.quick else "full"
     print(
@@ -848,13 +931,16 @@ def main(argv: list[str] | None = None) -> None:
         f"GPUs: {results['gpus']}, Keras backend: {args.keras_backend}; {elapsed / 60:.1f} min"
     )
     print()
-    print("\n".join(slide_rows(results, sizes) if args.only else table(results, sizes)))
+    print("\n".join(section.rows(results, sizes) if section else table(results, sizes)))
     print()
     if args.quick:
         print("A smoke run: small sizes and one round each; the targets are set for the full run.")
         print()
     print("\n".join(target_rows(values, args.keras_backend)))
     print()
+    if "embed_vs_model_small_extractor" in values:
+        print(SMALL_EXTRACTOR_NOTE)
+        print()
     if args.json:
         args.json.write_text(
             json.dumps({"sizes": sizes.__dict__, "results": results, "ratios": values}, indent=2),

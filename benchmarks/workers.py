@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.foundation import task_foundation
+from benchmarks.foundation import task_embed_rates, task_foundation
 from breastcls.environment import prepare_tensorflow
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -863,6 +863,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "slide": task_slide,
     "slide_rss": task_slide_rss,
     "foundation": task_foundation,
+    "embed_rates": task_embed_rates,
 }
 
 

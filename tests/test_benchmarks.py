@@ -101,6 +101,10 @@ def _results(gpus: int) -> dict[str, Any]:
             "cached_cv_cpu_s": 10.0, "fine_tuned_cv_cpu_s": 250.0,
             "extractor_cpu_s_per_image": 0.009, "pipeline_cpu_s_per_image": 0.010,
         },
+        "foundation_embed": {
+            "n": 96, "size": 224, "network": "resnet50",
+            "extractor_cpu_s_per_image": 0.120, "pipeline_cpu_s_per_image": 0.125,
+        },
         "gpus": gpus,
     }
     if gpus:
@@ -138,7 +142,8 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
     assert values["slide_rss_growth_4x"] == pytest.approx(1.02)
     assert values["probe_cv_speedup"] == pytest.approx(25.0)
-    assert values["embed_vs_model"] == pytest.approx(0.9)
+    assert values["embed_vs_model"] == pytest.approx(0.96)  # ResNet50
+    assert values["embed_vs_model_small_extractor"] == pytest.approx(0.9)  # MobileNetV3Small
     assert not any(name.startswith("gpu_") for name in values)
     rows = "\n".join(run.target_rows(values))
     assert "| train_speedup_vs_seed | >= 1.3 | 1.500 | yes |" in rows
@@ -173,6 +178,16 @@ def test_ratios_and_targets_from_results() -> None:
     assert "| slide peak RSS, 2048 tiles (4x area) (MiB) | - | 1020 |" in table
     assert "| probe_cv_speedup | >= 20.0 | 25.000 | yes |" in rows
     assert "linear probe on cached embeddings | 250.0 | 10.0 |" in table
+    assert "| embed_vs_model | >= 0.9 | 0.960 | yes |" in rows
+    assert "embed_vs_model_small_extractor" not in rows  # no target
+    assert (
+        "| resnet50 224px (random weights) as a frozen extractor, 96 images: CPU ms per image, "
+        "the extractor alone vs the embedding pipeline (embed_vs_model) | 120.0 | 125.0 |" in table
+    )
+    assert (
+        "the extractor alone vs the embedding pipeline (embed_vs_model_small_extractor, no "
+        "target) | 9.0 | 10.0 |" in table
+    )
 
 
 def test_quick_mode_reports_only_what_it_measured(
@@ -207,6 +222,7 @@ def test_quick_mode_reports_only_what_it_measured(
         "slide_int8_auc_change",
         "probe_cv_speedup",
         "embed_vs_model",
+        "embed_vs_model_small_extractor",
     }
     assert "| train_speedup_vs_seed_densenet201 | >= 1.3 | not measured | - |" in "\n".join(
         run.target_rows(values)
@@ -215,7 +231,12 @@ def test_quick_mode_reports_only_what_it_measured(
 
 
 # The canned result that stands for a task whose results key is not its name.
-_CANNED_AS = {"rss": "rss_seed_1n", "slide_rss": "slide_rss_1x", "slide_file": "slide_rss_1x"}
+_CANNED_AS = {
+    "rss": "rss_seed_1n",
+    "slide_rss": "slide_rss_1x",
+    "slide_file": "slide_rss_1x",
+    "embed_rates": "foundation_embed",
+}
 
 
 def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
@@ -265,6 +286,54 @@ def test_the_seed_runs_on_tensorflow_defaults_and_breastcls_on_its_own(
     (trained,) = [a["folder"] for t, a, _ in calls if t == "slide_model"]
     assert {a["model"] for t, a, _ in calls if t in ("slide", "slide_rss")} == {trained}
     assert [a["columns"] for t, a, _ in calls if t == "slide"] == [2 * 32]
+    # embed_vs_model's extractor costs a foundation model's or less; the cross-validations
+    # fine-tune the small one.
+    assert [a for t, a, _ in calls if t == "embed_rates"] == [
+        {"n": 96, "size": 224, "network": "resnet50", "keras_backend": "tensorflow"}
+    ]
+    assert [a["size"] for t, a, _ in calls if t == "foundation"] == [224]
+    assert run.ratios(results, run.FULL)["embed_vs_model"] == pytest.approx(0.96)
+
+
+@pytest.mark.parametrize(
+    ("only", "measured", "not_measured"),
+    [
+        ("foundation", ["foundation", "foundation_embed"], ["slide", "slide_model"]),
+        ("slide", ["slide", "slide_model"], ["foundation", "foundation_embed"]),
+    ],
+)
+def test_one_section_alone_measures_and_reports_only_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    only: str,
+    measured: list[str],
+    not_measured: list[str],
+) -> None:
+    canned = _results(gpus=0)
+    tasks: list[str] = []
+
+    def fake_work(task: str, **_: Any) -> dict[str, Any]:
+        tasks.append(task)
+        return dict(canned[_CANNED_AS.get(task, task)])
+
+    monkeypatch.setattr(run, "work", fake_work)
+    results = run.measure(run.FULL, progress=False, only=only)
+    assert all(key in results for key in measured)
+    assert not any(key in results for key in not_measured)
+    assert "train" not in tasks and "decode" not in tasks
+    monkeypatch.setattr(run, "measure", lambda *_, **__: results)
+    run.main(["--only", only])
+    out = capsys.readouterr().out
+    if only == "foundation":
+        assert "ratio embed_vs_model = 0.96" in out
+        assert "ratio embed_vs_model_small_extractor = 0.90" in out
+        assert "ratio probe_cv_speedup = 25.00" in out
+        assert "decoding the PNGs" in out  # why the small extractor's ratio has no target
+        assert "| slide_tiles_vs_model | >= 0.9 | not measured | - |" in out
+    else:
+        assert "ratio slide_tiles_vs_model = 0.95" in out
+        assert "embed_vs_model" not in out.split("| target |")[0]
+        assert "decoding the PNGs" not in out
 
 
 def test_gpu_ratios_when_a_gpu_was_measured() -> None:
