@@ -797,8 +797,12 @@ def _slide_measures(
         .map(lambda images: tf.cast(images, tf.float32))
     )
     # Each runtime is set up once, as `breastcls slide predict` does for all the slides of a
-    # job (an ONNX Runtime session, auto's choice): a per-job cost, not a per-slide one.
-    ready = {name: model.with_runtime(name) for name in (*SLIDE_RUNTIMES, "auto")}
+    # job (an ONNX Runtime session, auto's choice): a per-job cost, not a per-slide one. At the
+    # warm-up's batch size: auto's choice is kept per batch size, and another would be measured
+    # anew.
+    ready = {
+        name: model.with_runtime(name, batch_size=batch) for name in (*SLIDE_RUNTIMES, "auto")
+    }
 
     def model_alone(runtime: Any) -> tuple[float, float]:
         cpu = wall = 0.0
