@@ -43,7 +43,11 @@ class ProbeRuntime:
 
     def uncached(self) -> ProbeRuntime:
         """The same runtime embedding every image afresh, storing nothing (slide tiles)."""
-        return ProbeRuntime(embedder=self.embedder.uncached(), probe=self.probe, reason=self.reason)
+        return ProbeRuntime(
+            embedder=self.embedder.uncached(),
+            probe=self.probe,
+            reason="a frozen extractor with a probe (each image embedded afresh, none cached)",
+        )
 
     @property
     def name(self) -> Literal["tensorflow", "onnx"]:
