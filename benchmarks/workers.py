@@ -826,7 +826,25 @@ def _slide_measures(
         measures[f"model_{key}"] = functools.partial(model_alone, ready[name].runtime)
         measures[f"pipeline_{key}"] = functools.partial(pipeline, ready[name])
     measures["pipeline_auto"] = functools.partial(pipeline, ready["auto"])
+    measures["model_onnx_plain"] = functools.partial(model_alone, _plain_onnx_runtime(model))
     return measures
+
+
+def _plain_onnx_runtime(model: Any) -> Any:
+    """The float32 ONNX runtime of ``model`` on its conversion with the hard activations spelled
+    out as tf2onnx writes them (``Add``, ``Clip``, ``Mul``): the reference the fused graph
+    (:mod:`breastcls.onnx_graph`) is measured against."""
+    import onnx
+
+    from breastcls.inference.runtime import OnnxRuntime, cache_dir, model_sha256, onnx_session
+    from breastcls.onnx_graph import expand_hard_activations
+
+    (converted,) = (cache_dir() / "runtime").glob(f"{model_sha256(model.source)[:32]}/runtime.onnx")
+    graph = onnx.load(str(converted))
+    expand_hard_activations(graph)
+    plain = converted.with_name("runtime-plain.onnx")
+    onnx.save(graph, str(plain))
+    return OnnxRuntime(session=onnx_session(plain), reason="the plain tf2onnx graph")
 
 
 def task_slide_rss(slide: str, model: str, size: int, batch: int) -> dict[str, Any]:

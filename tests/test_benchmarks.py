@@ -69,6 +69,7 @@ def _results(gpus: int) -> dict[str, Any]:
             **_rates("model_tensorflow", 400.0),
             **_rates("pipeline_tensorflow", 380.0),
             **_rates("model_onnx", 600.0),
+            **_rates("model_onnx_plain", 400.0),
             **_rates("pipeline_onnx", 510.0),
             **_rates("model_onnx_int8", 1000.0),
             **_rates("pipeline_onnx_int8", 816.0),
@@ -140,6 +141,7 @@ def test_ratios_and_targets_from_results() -> None:
     assert values["slide_int8_max_abs_diff"] == pytest.approx(0.0042)
     assert values["slide_int8_auc_change"] == pytest.approx(0.0025)
     assert values["slide_runtime_auto_vs_tensorflow"] == pytest.approx(1.5)
+    assert values["onnx_hard_activations_fused_speedup"] == pytest.approx(1.5)
     assert values["slide_rss_growth_4x"] == pytest.approx(1.02)
     assert values["probe_cv_speedup"] == pytest.approx(25.0)
     assert values["embed_vs_model"] == pytest.approx(0.96)  # ResNet50
@@ -165,6 +167,8 @@ def test_ratios_and_targets_from_results() -> None:
         in table
     )
     assert "the whole pipeline, ONNX Runtime int8 | - | 816.0 (1632.0) |" in table
+    assert "| onnx_hard_activations_fused_speedup | >= 1.1 | 1.500 | yes |" in rows
+    assert "graph (hard activations not fused) | - | 400.0 (800.0) |" in table
     assert (
         "int8 vs float32 ONNX on 1024 tiles (666 malignant), the tiles of development images "
         "used neither to train nor to calibrate: largest (mean) probability difference; tile AUC "
@@ -217,6 +221,7 @@ def test_quick_mode_reports_only_what_it_measured(
         "slide_tiles_vs_model_onnx",
         "slide_rss_growth_4x",
         "slide_runtime_auto_vs_tensorflow",
+        "onnx_hard_activations_fused_speedup",
         "slide_int8_speedup",
         "slide_int8_max_abs_diff",
         "slide_int8_auc_change",

@@ -453,6 +453,14 @@ def test_auto_measures_once_per_model_and_machine(
     assert measured == [1, 1] and converted == [1]
     assert len(json.loads(cache.record_file.read_text())["choices"]) == 2
 
+    # A conversion written by an older converter is converted again, its choices measured anew.
+    record = json.loads(cache.record_file.read_text())
+    assert record["onnx"]["graph_version"] == conversion.ONNX_GRAPH_VERSION
+    cache.record_file.write_text(json.dumps({**record, "onnx": {"file": "runtime.onnx"}}))
+    model.with_runtime("auto", batch_size=4)
+    assert converted == [1, 1] and measured == [1, 1, 1]
+    assert json.loads(cache.record_file.read_text())["onnx"]["graph_version"] == 2
+
     # Another model file (here: its recorded hash changed) voids the conversion and the choices.
     record = json.loads(cache.record_file.read_text())
     cache.record_file.write_text(json.dumps({**record, "model_sha256": "0" * 64}))

@@ -22,10 +22,12 @@ import numpy.typing as npt
 
 from breastcls.errors import ConfigError, ModelLoadError, OutputError
 from breastcls.io import is_disk_full, replace_path
+from breastcls.onnx_graph import fuse_hard_activations
 
 __all__ = [
     "EXPORT_FILE_NAMES",
     "EXPORT_TOLERANCE",
+    "ONNX_GRAPH_VERSION",
     "Conversion",
     "ExportFormat",
     "check_batch",
@@ -47,6 +49,9 @@ EXPORT_FILE_NAMES: dict[str, str] = {
     "tflite": "model.tflite",
 }
 _ONNX_OPSET = 17
+ONNX_GRAPH_VERSION = 2
+"""What :func:`write_onnx` writes, numbered: from 2, each hard-sigmoid and hard-swish is one node.
+A cached ONNX conversion of another number is converted again."""
 
 
 def check_format(format: str) -> ExportFormat:
@@ -149,7 +154,8 @@ def _write_tflite(model: Any, path: Path) -> None:
 
 
 def write_onnx(model: Any, path: Path) -> None:
-    """Convert a Keras model (one image input) to ONNX with tf2onnx, in inference mode.
+    """Convert a Keras model (one image input) to ONNX with tf2onnx, in inference mode, each
+    hard-sigmoid and hard-swish one node (:func:`~breastcls.onnx_graph.fuse_hard_activations`).
 
     Raises:
         ConfigError: tf2onnx is not installed.
@@ -161,13 +167,14 @@ def write_onnx(model: Any, path: Path) -> None:
             f"ONNX export needs tf2onnx, which is not installed ({error}): "
             "pip install 'breastcls[onnx]' (tf2onnx, onnx, onnxruntime), then export again."
         ) from error
+    import onnx
     import tensorflow as tf
 
     spec = (tf.TensorSpec((None, *tuple(model.input_shape[1:])), tf.float32, name="image"),)
     function = tf.function(lambda image: model(image, training=False), input_signature=spec)
-    tf2onnx.convert.from_function(
-        function, input_signature=spec, opset=_ONNX_OPSET, output_path=str(path)
-    )
+    converted, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=_ONNX_OPSET)
+    fuse_hard_activations(converted)
+    onnx.save(converted, str(path))
 
 
 def run_exported(path: Path, images: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from breastcls.interfaces import Sample
+from breastcls.onnx_graph import expand_hard_activations
 
 __all__ = [
     "CALIBRATION_IMAGES",
@@ -103,9 +104,12 @@ def quantize_onnx(source: Path, target: Path, batches: Any, input_name: str) -> 
     kernels when the session loads), weights int8 per output channel with the reduced range
     that CPUs without VNNI instructions need to avoid saturating their 16-bit sums. The head
     (every node after the last global pooling) stays float32: a logit rounded to 8 bits moved
-    probabilities near the threshold most. On MobileNetV3Small at 224 px (2 shared AVX2
-    cores, no VNNI) this ran 1.4x float32 in CPU time, against 1.07x for the plain QOperator
-    copy, and changed the AUC by 0.0002 instead of 0.035 (docs/performance.md, issue 29).
+    probabilities near the threshold most. Hard-sigmoid and hard-swish nodes are spelled out
+    first (:func:`~breastcls.onnx_graph.expand_hard_activations`): ONNX Runtime has integer
+    kernels for their ``Add`` and ``Mul``, none for ``HardSigmoid``. On MobileNetV3Small at
+    224 px (2 shared AVX2 cores, no VNNI) this ran 1.4x the float32 graph as tf2onnx writes it
+    (1.07x for the plain QOperator copy) and changed the AUC by 0.0002 instead of 0.035, but
+    no faster than float32 with its hard activations fused (docs/performance.md, issue 29).
     """
     # It logs (on the root logger) that a pre-processing step may help: advice to developers,
     # not to a user of the model.
@@ -144,6 +148,9 @@ def _quantize_static(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    graph = onnx.load(str(prepared))
+    if expand_hard_activations(graph):
+        onnx.save(graph, str(prepared))
     quantize_static(
         str(prepared),
         str(target),
@@ -154,7 +161,7 @@ def _quantize_static(
         per_channel=True,
         reduce_range=True,
         calibrate_method=CalibrationMethod.MinMax,
-        nodes_to_exclude=_head_nodes(onnx.load(str(prepared))),
+        nodes_to_exclude=_head_nodes(graph),
     )
 
 

@@ -425,12 +425,25 @@ def _onnxruntime_missing() -> str | None:
     return None
 
 
+def _has_conversion(cache: _ModelCache, record: dict[str, Any]) -> bool:
+    """Whether ``record`` names a conversion of its model file in the cache, written by this
+    version of :func:`~breastcls.conversion.write_onnx`."""
+    from breastcls.conversion import ONNX_GRAPH_VERSION
+
+    converted = record.get("onnx")
+    return (
+        isinstance(converted, dict)
+        and converted.get("graph_version") == ONNX_GRAPH_VERSION
+        and cache.onnx.is_file()
+    )
+
+
 def _converted_session(keras_model: Any, cache: _ModelCache, record: dict[str, Any]) -> Any:
     """An ONNX Runtime session of the model, converted into the cache first when ``record``
-    has no conversion of this model file."""
-    from breastcls.conversion import EXPORT_TOLERANCE, convert_model
+    has none (:func:`_has_conversion`)."""
+    from breastcls.conversion import EXPORT_TOLERANCE, ONNX_GRAPH_VERSION, convert_model
 
-    if not (isinstance(record.get("onnx"), dict) and cache.onnx.is_file()):
+    if not _has_conversion(cache, record):
         try:
             cache.folder.mkdir(parents=True, exist_ok=True)
             conversion = convert_model(keras_model, "onnx", cache.onnx, source=cache.source)
@@ -438,6 +451,7 @@ def _converted_session(keras_model: Any, cache: _ModelCache, record: dict[str, A
             raise cache.unwritable(error) from error
         record["onnx"] = {
             "file": cache.onnx.name,
+            "graph_version": ONNX_GRAPH_VERSION,
             "max_difference": conversion.max_difference,
             "max_difference_to_model": conversion.max_difference_to_model,
             "tolerance": EXPORT_TOLERANCE,
@@ -633,11 +647,10 @@ def _probabilities(runtime: Runtime, batches: Any) -> FloatArray:
 def _auto(keras_model: Any, cache: _ModelCache, image_size: int, batch_size: int) -> Runtime:
     record = cache.read()
     key = {"machine": machine(), "image_size": image_size, "batch_size": batch_size}
-    converted = isinstance(record.get("onnx"), dict) and cache.onnx.is_file()
     remembered = next(
         (
             choice
-            for choice in (record.get("choices", []) if converted else [])
+            for choice in (record.get("choices", []) if _has_conversion(cache, record) else [])
             if isinstance(choice, dict) and all(choice.get(k) == v for k, v in key.items())
         ),
         None,
