@@ -5,13 +5,14 @@ tf2onnx writes Keras's ``hard_sigmoid`` (``relu6(x + 3) / 6``) as three element-
 ``Add``, ``Clip`` and ``Mul``, and ``hard_swish`` as a fourth, ``Mul`` by ``x``. MobileNetV3
 has 27 of them; each is a pass over a whole activation tensor, and in float32 ONNX Runtime
 (2 AVX2 cores) they took more time than the convolutions. :func:`fuse_hard_activations` makes
-each one node (``HardSigmoid``, ``HardSwish``; one pass), which ran MobileNetV3Small 1.4-1.6x
-faster (docs/performance.md, issue 29). int8 quantisation wants the opposite: ONNX Runtime has
-integer kernels for ``Add`` and ``Mul`` (a ``Clip`` folds into their output range) but none for
-``HardSigmoid``, which would run in float32 between a dequantisation and a quantisation;
-:func:`expand_hard_activations` spells them out again before quantising.
+each one node (``HardSigmoid``, ``HardSwish``; one pass), which ran MobileNetV3Small 1.2-1.4x
+faster (the model alone; docs/performance.md, issue 29). int8 quantisation wants the
+opposite: ONNX Runtime has integer kernels for ``Add`` and ``Mul`` (a ``Clip`` folds into
+their output range) but none for ``HardSigmoid``, which would run in float32 between a
+dequantisation and a quantisation; :func:`expand_hard_activations` spells them out again
+before quantising.
 
-Both rewrite a ``onnx.ModelProto`` in place; neither imports ONNX itself.
+Both rewrite an ``onnx.ModelProto`` in place. Importing this module does not import ONNX.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ _HARD_SWISH_OPSET = 14  # the ONNX opset that introduced HardSwish
 
 def _scalars(model: Any) -> dict[str, float]:
     """The graph's one-element initializers, by name."""
-    from onnx import numpy_helper
+    from onnx import TensorProto, numpy_helper
 
     found = {}
     for tensor in model.graph.initializer:
-        if tensor.data_type == 1 and all(d == 1 for d in tensor.dims):  # FLOAT, one element
+        if tensor.data_type == TensorProto.FLOAT and all(d == 1 for d in tensor.dims):
             found[tensor.name] = float(numpy_helper.to_array(tensor).reshape(-1)[0])
     return found
 
