@@ -113,7 +113,7 @@ def fuse_hard_activations(model: Any) -> int:
 
     graph, scalars = _Graph(model), _scalars(model)
     swish = _opset(model) >= _HARD_SWISH_OPSET
-    replaced: dict[int, Any] = {}  # id of the last node of a chain -> its one node
+    replaced: dict[int, list[Any]] = {}  # id of the last node of a chain -> its one node
     removed: set[int] = set()
     for node in graph.nodes:
         found = _hard_sigmoid_at(graph, scalars, node)
@@ -137,7 +137,7 @@ def fuse_hard_activations(model: Any) -> int:
                 alpha=1 / 6, beta=0.5,
             )  # fmt: skip
         removed.update(id(n) for n in chain[:-1])
-        replaced[id(chain[-1])] = fused
+        replaced[id(chain[-1])] = [fused]
     _rebuild(model, graph.nodes, replaced, removed)
     return len(replaced)
 
@@ -159,7 +159,7 @@ def expand_hard_activations(model: Any) -> int:
             names.add(name)
         return name
 
-    replaced: dict[int, Any] = {}
+    replaced: dict[int, list[Any]] = {}
     for node in graph.nodes:
         if node.op_type not in ("HardSwish", "HardSigmoid"):
             continue
@@ -190,16 +190,17 @@ def expand_hard_activations(model: Any) -> int:
     return len(replaced)
 
 
-def _rebuild(model: Any, nodes: list[Any], replaced: dict[int, Any], removed: set[int]) -> None:
-    """Write the graph's nodes again: each of ``replaced`` by its node (or list of nodes) in its
-    place, none of ``removed``; then drop the initializers no node reads."""
+def _rebuild(
+    model: Any, nodes: list[Any], replaced: dict[int, list[Any]], removed: set[int]
+) -> None:
+    """Write the graph's nodes again: each of ``replaced`` by its nodes in its place, none of
+    ``removed``; then drop the initializers only they read."""
     if not replaced:
         return
     out: list[Any] = []
     for node in nodes:
         if id(node) in replaced:
-            new = replaced[id(node)]
-            out.extend(new if isinstance(new, list) else [new])
+            out.extend(replaced[id(node)])
         elif id(node) not in removed:
             out.append(node)
     freed = {name for node in nodes if id(node) in replaced or id(node) in removed
